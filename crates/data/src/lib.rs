@@ -1,0 +1,1 @@
+//! explr-data: placeholder until its issue lands.

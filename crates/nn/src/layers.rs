@@ -1,0 +1,156 @@
+//! The weight layers every zoo model shares.
+
+use candle_core::{Module, Tensor, Var};
+
+use crate::{Init, NnError, Path, Result, Role};
+
+/// Stride and zero padding of a square 2-D convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    /// Stride in both spatial dimensions.
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub padding: usize,
+}
+
+impl Conv2dConfig {
+    /// Stride `stride` and padding 1, the 3×3 "same" convolution of every CIFAR model.
+    pub fn same(stride: usize) -> Self {
+        Self { stride, padding: 1 }
+    }
+}
+
+/// `nn.Conv2d` with a square kernel and optional bias; PyTorch names `weight` and `bias`.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Var,
+    bias: Option<Var>,
+    cfg: Conv2dConfig,
+}
+
+impl Conv2d {
+    /// Registers `weight` (Kaiming normal, fan-out, as the CIFAR references do) and, when
+    /// `bias` is set, `bias` (PyTorch's default uniform init, role [`Role::Other`]).
+    pub fn new(
+        path: &Path,
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        cfg: Conv2dConfig,
+        bias: bool,
+        role: Role,
+    ) -> Result<Self> {
+        if in_channels == 0 || out_channels == 0 || kernel == 0 || cfg.stride == 0 {
+            return Err(NnError::InvalidConfig(format!(
+                "conv2d at `{}` needs positive channels, kernel and stride, got in={in_channels} \
+                 out={out_channels} kernel={kernel} stride={}",
+                path.prefix(),
+                cfg.stride
+            )));
+        }
+        let weight = path.param(
+            "weight",
+            (out_channels, in_channels, kernel, kernel),
+            Init::KaimingNormalFanOut,
+            role,
+        )?;
+        let bias = if bias {
+            Some(path.param(
+                "bias",
+                out_channels,
+                Init::TorchDefaultBias {
+                    fan_in: in_channels * kernel * kernel,
+                },
+                Role::Other,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias, cfg })
+    }
+
+    /// The weight variable.
+    pub fn weight(&self) -> &Var {
+        &self.weight
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> Conv2dConfig {
+        self.cfg
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = x.conv2d(
+            self.weight.as_tensor(),
+            self.cfg.padding,
+            self.cfg.stride,
+            1,
+            1,
+        )?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.as_tensor().reshape((1, (), 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// `nn.Linear`: `y = x·Wᵀ + b`, PyTorch's default init, names `weight` and `bias`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: Var,
+    bias: Option<Var>,
+}
+
+impl Linear {
+    /// Registers `weight` `[out, in]` and optionally `bias` `[out]`, both with `role`.
+    pub fn new(
+        path: &Path,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        role: Role,
+    ) -> Result<Self> {
+        if in_features == 0 || out_features == 0 {
+            return Err(NnError::InvalidConfig(format!(
+                "linear at `{}` needs positive sizes, got in={in_features} out={out_features}",
+                path.prefix()
+            )));
+        }
+        let weight = path.param(
+            "weight",
+            (out_features, in_features),
+            Init::TorchDefault,
+            role,
+        )?;
+        let bias = if bias {
+            Some(path.param(
+                "bias",
+                out_features,
+                Init::TorchDefaultBias {
+                    fan_in: in_features,
+                },
+                role,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    /// The weight variable.
+    pub fn weight(&self) -> &Var {
+        &self.weight
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = x.matmul(&self.weight.as_tensor().t()?)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b.as_tensor()),
+            None => Ok(y),
+        }
+    }
+}

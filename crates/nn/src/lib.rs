@@ -1,0 +1,90 @@
+//! `explr-nn`: the parameter store every explr model is built on.
+//!
+//! candle-nn's `VarMap` is a `HashMap` and keeps BatchNorm running statistics beside the
+//! weights, so an optimizer handed "all variables" decays them too. This crate fixes both:
+//!
+//! - [`ParamStore`] holds *parameters* (trainable or frozen, each tagged with a [`Role`]) and
+//!   *buffers* (state such as running statistics that no optimizer ever sees) in sorted maps,
+//!   so every iteration over them is deterministic. It saves and loads both as safetensors
+//!   under PyTorch's state-dict names, atomically.
+//! - [`Path`] is the builder handed to layers (`store.root().push("layer1").push(0)`), like
+//!   candle-nn's `VarBuilder`; [`Init`] draws every initial value from the store's seeded RNG,
+//!   so the same seed gives the same weights on any machine.
+//! - [`Conv2d`] and [`Linear`] are the two weight layers the zoo shares.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::Module;
+//! use explr_nn::{Conv2d, Conv2dConfig, ParamStore, Role};
+//!
+//! let store = ParamStore::new(&Device::Cpu, DType::F64, 42);
+//! let conv = Conv2d::new(&store.root().push("conv1"), 3, 8, 3, Conv2dConfig::same(1), false,
+//!                        Role::ScaleInvariant)?;
+//! let x = Tensor::zeros((2, 3, 8, 8), DType::F64, &Device::Cpu)?;
+//! assert_eq!(conv.forward(&x)?.dims(), &[2, 8, 8, 8]);
+//! let groups = store.trainable_groups();
+//! assert_eq!(groups[&Role::ScaleInvariant][0].0, "conv1.weight");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod layers;
+mod store;
+
+pub use layers::{Conv2d, Conv2dConfig, Linear};
+pub use store::{Init, Param, ParamStore, Path, Role};
+
+/// Errors of the parameter store and the shared layers.
+#[derive(Debug, thiserror::Error)]
+pub enum NnError {
+    /// A tensor operation failed inside candle.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// Two parameters or buffers were registered under one name.
+    #[error("`{name}` is registered twice: every parameter and buffer needs a unique name")]
+    DuplicateName {
+        /// The name used twice.
+        name: String,
+    },
+    /// A loaded tensor's shape differs from the model's.
+    #[error("`{name}` has shape {found:?} in the file but {expected:?} in the model")]
+    ShapeMismatch {
+        /// Tensor name.
+        name: String,
+        /// Shape in the model.
+        expected: Vec<usize>,
+        /// Shape in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor the model needs is absent from the loaded file.
+    #[error("`{name}` is missing from {source_desc}: the file was saved from another model or is incomplete")]
+    MissingTensor {
+        /// Tensor name.
+        name: String,
+        /// What was being loaded.
+        source_desc: String,
+    },
+    /// A tensor in the file matches nothing in the model.
+    #[error("`{name}` in {source_desc} matches no parameter or buffer of this model")]
+    UnexpectedTensor {
+        /// Tensor name.
+        name: String,
+        /// What was being loaded.
+        source_desc: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was attempted ("writing", "renaming", …).
+        action: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A layer was configured with an impossible value.
+    #[error("invalid layer configuration: {0}")]
+    InvalidConfig(String),
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, NnError>;

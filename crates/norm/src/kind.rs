@@ -1,0 +1,130 @@
+//! `NormKind`: a normalization chosen by name, built for any channel count.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::Tensor;
+use explr_nn::Path;
+
+use crate::{BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm2d, NormConfig, NormError, Result};
+
+/// Which normalization a model uses; parses from `bn`, `gn:<groups>`, `ln`, `in`, `none`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NormKind {
+    /// [`BatchNorm2d`].
+    Batch,
+    /// [`GroupNorm`] with this many groups.
+    Group(usize),
+    /// [`LayerNorm2d`].
+    Layer,
+    /// [`InstanceNorm2d`].
+    Instance,
+    /// No normalization (identity): the network is then *not* scale invariant.
+    None,
+}
+
+impl NormKind {
+    /// Builds the layer for `channels` channels under `path`.
+    pub fn build(&self, path: &Path, channels: usize, cfg: &NormConfig) -> Result<Norm> {
+        Ok(match *self {
+            NormKind::Batch => Norm::Batch(BatchNorm2d::new(path, channels, cfg)?),
+            NormKind::Group(g) => Norm::Group(GroupNorm::new(path, g, channels, cfg)?),
+            NormKind::Layer => Norm::Layer(LayerNorm2d::new(path, channels, cfg)?),
+            NormKind::Instance => Norm::Instance(InstanceNorm2d::new(path, channels, cfg)?),
+            NormKind::None => Norm::Identity,
+        })
+    }
+
+    /// True for every kind except `none`: the weights feeding it are scale invariant.
+    pub fn is_scale_invariant(&self) -> bool {
+        !matches!(self, NormKind::None)
+    }
+}
+
+impl FromStr for NormKind {
+    type Err = NormError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let err = |reason: &str| NormError::ParseKind {
+            input: s.to_string(),
+            reason: reason.to_string(),
+        };
+        match s.trim().to_ascii_lowercase().as_str() {
+            "bn" => Ok(NormKind::Batch),
+            "ln" => Ok(NormKind::Layer),
+            "in" => Ok(NormKind::Instance),
+            "none" => Ok(NormKind::None),
+            "gn" => Err(err("GroupNorm needs a group count")),
+            other => match other.strip_prefix("gn:") {
+                Some(g) => match g.parse::<usize>() {
+                    Ok(0) => Err(err("the group count must be positive")),
+                    Ok(g) => Ok(NormKind::Group(g)),
+                    Err(_) => Err(err(
+                        "the group count after `gn:` must be a positive integer",
+                    )),
+                },
+                None => Err(err("not a known kind")),
+            },
+        }
+    }
+}
+
+impl fmt::Display for NormKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NormKind::Batch => write!(f, "bn"),
+            NormKind::Group(g) => write!(f, "gn:{g}"),
+            NormKind::Layer => write!(f, "ln"),
+            NormKind::Instance => write!(f, "in"),
+            NormKind::None => write!(f, "none"),
+        }
+    }
+}
+
+impl serde::Serialize for NormKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NormKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A built normalization layer of any kind.
+#[derive(Clone, Debug)]
+pub enum Norm {
+    /// BatchNorm.
+    Batch(BatchNorm2d),
+    /// GroupNorm.
+    Group(GroupNorm),
+    /// LayerNorm over (C, H, W).
+    Layer(LayerNorm2d),
+    /// InstanceNorm.
+    Instance(InstanceNorm2d),
+    /// No normalization.
+    Identity,
+}
+
+impl Norm {
+    /// Normalizes `x` (N, C, H, W); `train` selects batch vs running statistics where the kind
+    /// has them.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Norm::Batch(l) => l.forward_t(x, train),
+            Norm::Group(l) => l.forward_t(x, train),
+            Norm::Layer(l) => l.forward_t(x, train),
+            Norm::Instance(l) => l.forward_t(x, train),
+            Norm::Identity => Ok(x.clone()),
+        }
+    }
+}
+
+impl candle_nn::ModuleT for Norm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        Norm::forward_t(self, x, train).map_err(candle_core::Error::wrap)
+    }
+}

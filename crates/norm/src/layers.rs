@@ -1,0 +1,407 @@
+//! The four normalization layers. Formulas follow PyTorch's `torch.nn` (THEORY.md §1 for why
+//! they make the preceding weights scale invariant).
+
+use candle_core::{DType, Tensor, Var};
+use explr_nn::{Init, Path, Role};
+use serde::{Deserialize, Serialize};
+
+use crate::{NormError, Result};
+
+/// What a layer does with its per-channel scale γ and shift β.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Affine {
+    /// γ and β are trainable parameters (PyTorch's `affine=True`).
+    #[default]
+    Trainable,
+    /// γ and β are registered (saved, loaded, same names as PyTorch) at γ = 1, β = 0 but
+    /// frozen: no optimizer sees them. This is the paper's setup.
+    Frozen,
+    /// No γ or β at all (PyTorch's `affine=False`).
+    None,
+}
+
+/// Settings shared by every normalization kind.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NormConfig {
+    /// Added to the variance before the square root; 0 is allowed (exactness runs).
+    pub eps: f64,
+    /// Running-statistics momentum (`None`: cumulative average, BatchNorm only).
+    pub momentum: Option<f64>,
+    /// γ/β handling.
+    pub affine: Affine,
+    /// Whether BatchNorm/InstanceNorm keep running statistics; `None` takes PyTorch's default
+    /// for the kind (BatchNorm: yes, InstanceNorm: no).
+    pub track_running_stats: Option<bool>,
+}
+
+impl Default for NormConfig {
+    fn default() -> Self {
+        Self {
+            eps: 1e-5,
+            momentum: Some(0.1),
+            affine: Affine::Trainable,
+            track_running_stats: None,
+        }
+    }
+}
+
+impl NormConfig {
+    /// The same config with γ = 1, β = 0 frozen (the paper's setup).
+    pub fn frozen(mut self) -> Self {
+        self.affine = Affine::Frozen;
+        self
+    }
+
+    /// The same config with another eps.
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(self.eps.is_finite() && self.eps >= 0.0) {
+            return Err(NormError::Config(format!(
+                "eps must be a finite number >= 0, got {}",
+                self.eps
+            )));
+        }
+        if let Some(m) = self.momentum {
+            if !(0.0..=1.0).contains(&m) {
+                return Err(NormError::Config(format!(
+                    "momentum must lie in [0, 1] (or be null for a cumulative average), got {m}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// γ and β of one layer, per channel.
+#[derive(Clone, Debug)]
+struct AffineParams {
+    weight: Option<Var>,
+    bias: Option<Var>,
+}
+
+impl AffineParams {
+    fn new(path: &Path, channels: usize, affine: Affine) -> Result<Self> {
+        if affine == Affine::None {
+            return Ok(Self {
+                weight: None,
+                bias: None,
+            });
+        }
+        let weight = path.param("weight", channels, Init::Ones, Role::NormAffine)?;
+        let bias = path.param("bias", channels, Init::Zeros, Role::NormAffine)?;
+        if affine == Affine::Frozen {
+            path.set_trainable("weight", false);
+            path.set_trainable("bias", false);
+        }
+        Ok(Self {
+            weight: Some(weight),
+            bias: Some(bias),
+        })
+    }
+
+    /// `y·γ + β` with γ, β broadcast over (N, ·, H, W).
+    fn apply(&self, y: Tensor) -> Result<Tensor> {
+        let y = match &self.weight {
+            Some(w) => y.broadcast_mul(&w.as_tensor().reshape((1, (), 1, 1))?)?,
+            None => y,
+        };
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(&b.as_tensor().reshape((1, (), 1, 1))?)?,
+            None => y,
+        })
+    }
+}
+
+/// Running mean/var (and PyTorch's `num_batches_tracked`) as store buffers.
+#[derive(Clone, Debug)]
+struct RunningStats {
+    mean: Var,
+    var: Var,
+    num_batches_tracked: Var,
+    momentum: Option<f64>,
+}
+
+impl RunningStats {
+    fn new(path: &Path, channels: usize, momentum: Option<f64>) -> Result<Self> {
+        let dev = path.device();
+        let dt = path.dtype();
+        Ok(Self {
+            mean: path.buffer("running_mean", Tensor::zeros(channels, dt, dev)?)?,
+            var: path.buffer("running_var", Tensor::ones(channels, dt, dev)?)?,
+            num_batches_tracked: path
+                .buffer("num_batches_tracked", Tensor::zeros((), DType::I64, dev)?)?,
+            momentum,
+        })
+    }
+
+    /// PyTorch's update: `r ← (1 − m)·r + m·s`, with s the batch mean and the *unbiased*
+    /// batch variance; `m = 1/num_batches_tracked` when momentum is None.
+    fn update(&self, mean: &Tensor, unbiased_var: &Tensor, count_batches: bool) -> Result<()> {
+        if count_batches {
+            let n = self.num_batches_tracked.as_tensor();
+            self.num_batches_tracked.set(&(n + n.ones_like()?)?)?;
+        }
+        let m = match self.momentum {
+            Some(m) => m,
+            None => {
+                1.0 / self
+                    .num_batches_tracked
+                    .as_tensor()
+                    .to_scalar::<i64>()?
+                    .max(1) as f64
+            }
+        };
+        let blend = |r: &Var, s: &Tensor| -> Result<()> {
+            let s = s.detach().flatten_all()?;
+            r.set(&((s * m)? + (r.as_tensor() * (1.0 - m))?)?)?;
+            Ok(())
+        };
+        blend(&self.mean, mean)?;
+        blend(&self.var, unbiased_var)
+    }
+
+    fn mean(&self) -> &Tensor {
+        self.mean.as_tensor()
+    }
+
+    fn var(&self) -> &Tensor {
+        self.var.as_tensor()
+    }
+}
+
+fn check_input(
+    layer: &'static str,
+    x: &Tensor,
+    channels: usize,
+) -> Result<(usize, usize, usize, usize)> {
+    let (n, c, h, w) = x.dims4().map_err(|_| NormError::Rank {
+        layer,
+        shape: x.dims().to_vec(),
+    })?;
+    if c != channels {
+        return Err(NormError::Channels {
+            layer,
+            expected: channels,
+            shape: x.dims().to_vec(),
+        });
+    }
+    Ok((n, c, h, w))
+}
+
+/// Centered input and the sum of squared deviations over `dims` (kept).
+fn center(x: &Tensor, dims: &[usize]) -> Result<(Tensor, Tensor, Tensor)> {
+    let mean = x.mean_keepdim(dims)?;
+    let xc = x.broadcast_sub(&mean)?;
+    let sum_sq = xc.sqr()?.sum_keepdim(dims)?;
+    Ok((mean, xc, sum_sq))
+}
+
+/// `(x − mean) / √(var + eps)` with var = sum_sq / count.
+fn scale(xc: &Tensor, sum_sq: &Tensor, count: usize, eps: f64) -> Result<Tensor> {
+    let std = sum_sq.affine(1.0 / count as f64, eps)?.sqrt()?;
+    Ok(xc.broadcast_div(&std)?)
+}
+
+/// `nn.BatchNorm2d`: per-channel statistics over (N, H, W).
+#[derive(Clone, Debug)]
+pub struct BatchNorm2d {
+    channels: usize,
+    eps: f64,
+    affine: AffineParams,
+    running: Option<RunningStats>,
+}
+
+impl BatchNorm2d {
+    /// Registers `weight`/`bias` (per `cfg.affine`) and, unless disabled, the buffers
+    /// `running_mean`, `running_var`, `num_batches_tracked` under `path`.
+    pub fn new(path: &Path, channels: usize, cfg: &NormConfig) -> Result<Self> {
+        cfg.validate()?;
+        let running = if cfg.track_running_stats.unwrap_or(true) {
+            Some(RunningStats::new(path, channels, cfg.momentum)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            channels,
+            eps: cfg.eps,
+            affine: AffineParams::new(path, channels, cfg.affine)?,
+            running,
+        })
+    }
+
+    /// Training mode normalizes with the batch statistics and updates the running ones;
+    /// evaluation mode uses the running statistics (batch statistics when none are kept).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (n, _, h, w) = check_input("BatchNorm2d", x, self.channels)?;
+        let count = n * h * w;
+        let y = match (&self.running, train) {
+            (Some(r), false) => {
+                let shape = (1, self.channels, 1, 1);
+                let mean = r.mean().reshape(shape)?;
+                let std = r.var().affine(1.0, self.eps)?.sqrt()?.reshape(shape)?;
+                x.broadcast_sub(&mean)?.broadcast_div(&std)?
+            }
+            (running, _) => {
+                if count <= 1 {
+                    return Err(NormError::TooFewValues {
+                        layer: "BatchNorm2d",
+                        shape: x.dims().to_vec(),
+                    });
+                }
+                let (mean, xc, sum_sq) = center(x, &[0, 2, 3])?;
+                if let (Some(r), true) = (running, train) {
+                    r.update(&mean, &sum_sq.affine(1.0 / (count - 1) as f64, 0.0)?, true)?;
+                }
+                scale(&xc, &sum_sq, count, self.eps)?
+            }
+        };
+        self.affine.apply(y)
+    }
+}
+
+/// `nn.GroupNorm(groups, C)`: statistics per sample over each group of C/groups channels
+/// and H, W.
+#[derive(Clone, Debug)]
+pub struct GroupNorm {
+    channels: usize,
+    groups: usize,
+    eps: f64,
+    affine: AffineParams,
+    name: &'static str,
+}
+
+impl GroupNorm {
+    /// Registers `weight`/`bias` per `cfg.affine`; `groups` must divide `channels`.
+    pub fn new(path: &Path, groups: usize, channels: usize, cfg: &NormConfig) -> Result<Self> {
+        Self::named("GroupNorm", path, groups, channels, cfg)
+    }
+
+    fn named(
+        name: &'static str,
+        path: &Path,
+        groups: usize,
+        channels: usize,
+        cfg: &NormConfig,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        if groups == 0 || channels % groups != 0 {
+            return Err(NormError::Groups { groups, channels });
+        }
+        Ok(Self {
+            channels,
+            groups,
+            eps: cfg.eps,
+            affine: AffineParams::new(path, channels, cfg.affine)?,
+            name,
+        })
+    }
+
+    /// Normalizes; group statistics do not depend on the mode.
+    pub fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let (n, c, h, w) = check_input(self.name, x, self.channels)?;
+        let count = c / self.groups * h * w;
+        let xg = x.reshape((n, self.groups, count))?;
+        let (_, xc, sum_sq) = center(&xg, &[2])?;
+        let y = scale(&xc, &sum_sq, count, self.eps)?.reshape((n, c, h, w))?;
+        self.affine.apply(y)
+    }
+}
+
+/// Layer normalization over (C, H, W) with a per-channel γ/β: PyTorch's `nn.GroupNorm(1, C)`
+/// (which is what CIFAR codebases use for "LayerNorm" on feature maps, since `nn.LayerNorm`'s
+/// affine would depend on the spatial size).
+#[derive(Clone, Debug)]
+pub struct LayerNorm2d(GroupNorm);
+
+impl LayerNorm2d {
+    /// Registers `weight`/`bias` per `cfg.affine`.
+    pub fn new(path: &Path, channels: usize, cfg: &NormConfig) -> Result<Self> {
+        Ok(Self(GroupNorm::named(
+            "LayerNorm2d",
+            path,
+            1,
+            channels,
+            cfg,
+        )?))
+    }
+
+    /// Normalizes each sample over all its channels and positions.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.0.forward_t(x, train)
+    }
+}
+
+/// `nn.InstanceNorm2d`: statistics per sample and channel over H, W; optionally tracking
+/// running statistics (PyTorch's `track_running_stats=True`), which evaluation then uses.
+#[derive(Clone, Debug)]
+pub struct InstanceNorm2d {
+    channels: usize,
+    eps: f64,
+    affine: AffineParams,
+    running: Option<RunningStats>,
+}
+
+impl InstanceNorm2d {
+    /// Registers `weight`/`bias` per `cfg.affine` and, when `cfg.track_running_stats` is
+    /// `Some(true)`, the running buffers.
+    pub fn new(path: &Path, channels: usize, cfg: &NormConfig) -> Result<Self> {
+        cfg.validate()?;
+        let running = if cfg.track_running_stats.unwrap_or(false) {
+            let momentum = cfg.momentum.ok_or_else(|| {
+                NormError::Config(
+                    "InstanceNorm2d with running statistics needs a momentum (PyTorch ignores \
+                     momentum=None there and never updates them)"
+                        .into(),
+                )
+            })?;
+            Some(RunningStats::new(path, channels, Some(momentum))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            channels,
+            eps: cfg.eps,
+            affine: AffineParams::new(path, channels, cfg.affine)?,
+            running,
+        })
+    }
+
+    /// Training (or no running statistics): instance statistics; the running ones move toward
+    /// the batch average of the instance mean and unbiased variance, as in PyTorch.
+    /// Evaluation with running statistics: those.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (_, _, h, w) = check_input("InstanceNorm2d", x, self.channels)?;
+        let count = h * w;
+        let y = match (&self.running, train) {
+            (Some(r), false) => {
+                let shape = (1, self.channels, 1, 1);
+                let mean = r.mean().reshape(shape)?;
+                let std = r.var().affine(1.0, self.eps)?.sqrt()?.reshape(shape)?;
+                x.broadcast_sub(&mean)?.broadcast_div(&std)?
+            }
+            (running, _) => {
+                if count <= 1 {
+                    return Err(NormError::TooFewValues {
+                        layer: "InstanceNorm2d",
+                        shape: x.dims().to_vec(),
+                    });
+                }
+                let (mean, xc, sum_sq) = center(x, &[2, 3])?;
+                if let (Some(r), true) = (running, train) {
+                    let batch_mean = mean.mean(0)?;
+                    let batch_var = sum_sq.affine(1.0 / (count - 1) as f64, 0.0)?.mean(0)?;
+                    // PyTorch never increments num_batches_tracked for InstanceNorm.
+                    r.update(&batch_mean, &batch_var, false)?;
+                }
+                scale(&xc, &sum_sq, count, self.eps)?
+            }
+        };
+        self.affine.apply(y)
+    }
+}

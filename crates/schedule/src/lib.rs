@@ -1,0 +1,1 @@
+//! explr-schedule: placeholder until its issue lands.

@@ -1,0 +1,1 @@
+//! explr-zoo: placeholder until its issue lands.
