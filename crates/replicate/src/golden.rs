@@ -1,0 +1,218 @@
+//! Golden snapshots: each manifest's summary per profile, stored in insta's `.snap` format under
+//! `golden/`, compared with explicit tolerances. Checking never writes; `bless` writes.
+//!
+//! Tolerances, by field name: numbers whose key ends in `_log10` (orders of magnitude of
+//! rounding-level deviations) may differ by 1; every other number is compared with relative
+//! tolerance [`REL_TOL`] and absolute tolerance [`ABS_TOL`] (summaries round to 4 significant
+//! digits, so a value sitting on a rounding boundary does not flip the check); strings and
+//! booleans (verdicts) must be equal.
+
+use std::path::{Path, PathBuf};
+
+use serde_yaml::Value;
+
+use crate::io::{write_atomic, IoError};
+
+/// Relative tolerance for ordinary numbers.
+pub const REL_TOL: f64 = 2e-3;
+/// Absolute tolerance for ordinary numbers.
+pub const ABS_TOL: f64 = 1e-6;
+
+const HEADER: &str = "---\nsource: crates/replicate/src/golden.rs\nexpression: summary\n---\n";
+
+/// Outcome of a golden check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GoldenOutcome {
+    /// Every field within tolerance.
+    Match,
+    /// No golden exists yet.
+    Missing(PathBuf),
+    /// Fields that differ: (path, golden, actual).
+    Differ(Vec<(String, String, String)>),
+}
+
+/// Golden errors.
+#[derive(Debug, thiserror::Error)]
+pub enum GoldenError {
+    /// Reading or writing failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// The golden file is not valid YAML.
+    #[error("golden {path} is not valid YAML: {message}; rerun with --bless to rewrite it")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+}
+
+/// `golden/<name>.<profile>.snap`.
+pub fn golden_path(golden_dir: &Path, name: &str, profile: &str) -> PathBuf {
+    golden_dir.join(format!("{name}.{profile}.snap"))
+}
+
+/// Compares `summary` with the stored golden; never writes.
+pub fn check(path: &Path, summary: &Value) -> Result<GoldenOutcome, GoldenError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(GoldenOutcome::Missing(path.to_path_buf()))
+        }
+        Err(source) => {
+            return Err(IoError {
+                action: "reading",
+                path: path.to_path_buf(),
+                source,
+            }
+            .into())
+        }
+    };
+    let body = text.strip_prefix(HEADER).unwrap_or(&text);
+    let golden: Value = serde_yaml::from_str(body).map_err(|e| GoldenError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut diffs = Vec::new();
+    compare("", &golden, summary, &mut diffs);
+    Ok(if diffs.is_empty() {
+        GoldenOutcome::Match
+    } else {
+        GoldenOutcome::Differ(diffs)
+    })
+}
+
+/// Writes `summary` as the golden at `path`.
+pub fn bless(path: &Path, summary: &Value) -> Result<(), GoldenError> {
+    let body = serde_yaml::to_string(summary).map_err(|e| GoldenError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    write_atomic(path, format!("{HEADER}{body}").as_bytes())?;
+    Ok(())
+}
+
+fn show(v: &Value) -> String {
+    serde_yaml::to_string(v)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn compare(path: &str, golden: &Value, actual: &Value, diffs: &mut Vec<(String, String, String)>) {
+    let child = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match (golden, actual) {
+        (Value::Mapping(g), Value::Mapping(a)) => {
+            for (k, gv) in g {
+                let key = show(k);
+                match a.get(k) {
+                    Some(av) => compare(&child(&key), gv, av, diffs),
+                    None => diffs.push((child(&key), show(gv), "(missing)".into())),
+                }
+            }
+            for (k, av) in a {
+                if !g.contains_key(k) {
+                    diffs.push((child(&show(k)), "(missing)".into(), show(av)));
+                }
+            }
+        }
+        (Value::Sequence(g), Value::Sequence(a)) if g.len() == a.len() => {
+            for (i, (gv, av)) in g.iter().zip(a).enumerate() {
+                compare(&child(&i.to_string()), gv, av, diffs);
+            }
+        }
+        (Value::Number(g), Value::Number(a)) => {
+            let (g, a) = (
+                g.as_f64().unwrap_or(f64::NAN),
+                a.as_f64().unwrap_or(f64::NAN),
+            );
+            let ok = if path.ends_with("_log10") {
+                (g - a).abs() <= 1.0
+            } else {
+                g == a || (g - a).abs() <= ABS_TOL + REL_TOL * g.abs().max(a.abs())
+            };
+            if !ok {
+                diffs.push((path.to_string(), g.to_string(), a.to_string()));
+            }
+        }
+        (g, a) if g == a => {}
+        (g, a) => diffs.push((path.to_string(), show(g), show(a))),
+    }
+}
+
+/// Rounds to `digits` significant digits (summaries store rounded numbers).
+pub fn round_sig(x: f64, digits: i32) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let scale = 10f64.powi(digits - 1 - x.abs().log10().floor() as i32);
+    (x * scale).round() / scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml(s: &str) -> Value {
+        serde_yaml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn check_applies_tolerances_by_field() {
+        let dir = std::env::temp_dir().join(format!("explr-golden-{}", std::process::id()));
+        let path = golden_path(&dir, "t1", "smoke");
+        assert!(matches!(
+            check(&path, &yaml("a: 1")).unwrap(),
+            GoldenOutcome::Missing(_)
+        ));
+        bless(
+            &path,
+            &yaml("acc: 0.5123\ndev_log10: -13\nverdict: pass\nxs: [1.0, 2.0]"),
+        )
+        .unwrap();
+        let cases = [
+            (
+                "acc: 0.5124\ndev_log10: -12\nverdict: pass\nxs: [1.0, 2.0]",
+                true,
+            ),
+            (
+                "acc: 0.52\ndev_log10: -13\nverdict: pass\nxs: [1.0, 2.0]",
+                false,
+            ),
+            (
+                "acc: 0.5123\ndev_log10: -10\nverdict: pass\nxs: [1.0, 2.0]",
+                false,
+            ),
+            (
+                "acc: 0.5123\ndev_log10: -13\nverdict: fail\nxs: [1.0, 2.0]",
+                false,
+            ),
+            (
+                "acc: 0.5123\ndev_log10: -13\nverdict: pass\nxs: [1.0]",
+                false,
+            ),
+            (
+                "acc: 0.5123\ndev_log10: -13\nverdict: pass\nxs: [1.0, 2.0]\nnew: 1",
+                false,
+            ),
+        ];
+        for (actual, ok) in cases {
+            let outcome = check(&path, &yaml(actual)).unwrap();
+            assert_eq!(outcome == GoldenOutcome::Match, ok, "{actual}: {outcome:?}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn round_sig_keeps_significant_digits() {
+        assert_eq!(round_sig(0.0123456, 4), 0.01235);
+        assert_eq!(round_sig(123456.0, 3), 123000.0);
+        assert_eq!(round_sig(-2.6e-12, 1), -3e-12);
+        assert_eq!(round_sig(0.0, 4), 0.0);
+    }
+}

@@ -1,0 +1,7 @@
+//! `explr-replicate`: the runner that replays every claim of the paper from a YAML manifest.
+pub mod golden;
+pub mod io;
+pub mod manifest;
+pub mod plot;
+pub mod spec;
+pub mod toy;

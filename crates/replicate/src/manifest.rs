@@ -1,0 +1,360 @@
+//! The manifest schema: one YAML file per claim of the paper (EXPERIMENTS.md), with profiles
+//! (`smoke`, `cpu`, `paper`) that override fields of the same file.
+//!
+//! Parsing is strict: unknown keys are rejected, values are validated, and every error names
+//! the file, the field path and the line, and says what would be valid.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_yaml::Value;
+
+use crate::spec::{Exactness, Experiment, ScaleInvariance, Toy, Training};
+
+/// The profiles every manifest may define.
+pub const PROFILES: [&str; 3] = ["smoke", "cpu", "paper"];
+
+/// A manifest as written in the file (profiles not yet applied).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The claim's id in EXPERIMENTS.md (`E1`, `X2`, …).
+    pub id: String,
+    /// One line saying what is claimed.
+    pub title: String,
+    /// Where in the paper (section / figure).
+    pub paper: String,
+    /// The claim in a sentence or two, and what decides it.
+    pub claim: String,
+    /// A training experiment (E1–E6, N1, A1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<Training>,
+    /// A step-by-step exactness check on a real network (X1, X2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exactness: Option<Exactness>,
+    /// A scale-invariance check over zoo models (S1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_invariance: Option<ScaleInvariance>,
+    /// The toy example of THEORY.md §7 (T1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toy: Option<Toy>,
+    /// Overrides per profile, deep-merged onto the fields above.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub profiles: BTreeMap<String, Value>,
+}
+
+impl Manifest {
+    /// The one experiment section present.
+    pub fn experiment(&self) -> Result<Experiment<'_>, FieldError> {
+        let present: Vec<Experiment<'_>> = [
+            self.training.as_ref().map(Experiment::Training),
+            self.exactness.as_ref().map(Experiment::Exactness),
+            self.scale_invariance
+                .as_ref()
+                .map(Experiment::ScaleInvariance),
+            self.toy.as_ref().map(Experiment::Toy),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match present.as_slice() {
+            [one] => Ok(*one),
+            _ => Err(FieldError::new(
+                "id",
+                format!(
+                    "a manifest needs exactly one of `training`, `exactness`, `scale_invariance`, \
+                     `toy`; found {}",
+                    present.len()
+                ),
+            )),
+        }
+    }
+
+    fn validate(&self) -> Result<(), FieldError> {
+        if self.id.trim().is_empty() {
+            return Err(FieldError::new("id", "must not be empty (e.g. `E3`)"));
+        }
+        self.experiment()?.validate()
+    }
+}
+
+/// A manifest with one profile applied: what actually runs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Resolved {
+    /// Manifest file stem (`e3`), used for result folders and goldens.
+    pub name: String,
+    /// The profile applied.
+    pub profile: String,
+    /// The manifest with the profile merged in (its `profiles` emptied).
+    pub manifest: Manifest,
+}
+
+impl Resolved {
+    /// The experiment to run (validated to be exactly one).
+    pub fn experiment(&self) -> Experiment<'_> {
+        self.manifest
+            .experiment()
+            .expect("a resolved manifest has exactly one experiment section")
+    }
+}
+
+/// Why a manifest could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read manifest {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// YAML syntax or a type/unknown-key error.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// What is wrong, with the field path.
+        message: String,
+    },
+    /// A value that parses but is impossible.
+    #[error("{path}:{line}: `{field}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the field (0 when unknown).
+        line: usize,
+        /// Dotted field path.
+        field: String,
+        /// What is wrong and what would be valid.
+        message: String,
+    },
+}
+
+/// A semantic validation failure before it is located in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    /// Dotted path of the offending field (`training.runs.1.schedule.milestones`).
+    pub field: String,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A new error at `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads and validates `path` with `profile` applied.
+pub fn load(path: &Path, profile: &str) -> Result<Resolved, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parse(&text, path, &name, profile)
+}
+
+/// Parses manifest `text` (named `path` in errors) with `profile` applied.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    name: &str,
+    profile: &str,
+) -> Result<Resolved, ManifestError> {
+    let parse_err = |line: usize, message: String| ManifestError::Parse {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    // 1. The file as written: serde_yaml reports the line of a syntax, type or unknown-key error.
+    let base: Manifest = serde_yaml::from_str(text).map_err(|e| {
+        let line = e.location().map(|l| l.line()).unwrap_or(0);
+        parse_err(line, e.to_string())
+    })?;
+    for key in base.profiles.keys() {
+        if !PROFILES.contains(&key.as_str()) {
+            return Err(parse_err(
+                find_line(text, &["profiles", key]),
+                format!(
+                    "unknown profile `{key}`; valid profiles are {}",
+                    PROFILES.join(", ")
+                ),
+            ));
+        }
+    }
+    validate(&base, text, path, "")?;
+    if !PROFILES.contains(&profile) {
+        return Err(parse_err(
+            0,
+            format!(
+                "unknown profile `{profile}`; valid profiles are {}",
+                PROFILES.join(", ")
+            ),
+        ));
+    }
+    // 2. The profile's overrides, deep-merged onto the file's fields.
+    let mut merged: Value = serde_yaml::from_str(text).map_err(|e| parse_err(0, e.to_string()))?;
+    if let Value::Mapping(m) = &mut merged {
+        m.remove("profiles");
+    }
+    if let Some(over) = base.profiles.get(profile) {
+        merge(&mut merged, over.clone());
+    }
+    let manifest: Manifest = serde_path_to_error::deserialize(merged).map_err(|e| {
+        let field = e.path().to_string();
+        let parts: Vec<&str> = field.split('.').collect();
+        let mut lookup = vec!["profiles", profile];
+        lookup.extend(parts.iter().copied());
+        let line = match find_line(text, &lookup) {
+            0 => find_line(text, &parts),
+            l => l,
+        };
+        parse_err(
+            line,
+            format!("profile `{profile}`, field `{field}`: {}", e.inner()),
+        )
+    })?;
+    validate(&manifest, text, path, profile)?;
+    Ok(Resolved {
+        name: name.to_string(),
+        profile: profile.to_string(),
+        manifest,
+    })
+}
+
+fn validate(m: &Manifest, text: &str, path: &Path, profile: &str) -> Result<(), ManifestError> {
+    m.validate().map_err(|e| {
+        let parts: Vec<&str> = e.field.split('.').collect();
+        let mut in_profile = vec!["profiles", profile];
+        in_profile.extend(parts.iter().copied());
+        let line = match (profile.is_empty(), find_line(text, &in_profile)) {
+            (false, l) if l > 0 => l,
+            _ => find_line(text, &parts),
+        };
+        let message = if profile.is_empty() {
+            e.message
+        } else {
+            format!("with profile `{profile}`: {}", e.message)
+        };
+        ManifestError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            field: e.field,
+            message,
+        }
+    })
+}
+
+/// Deep merge: mappings merge key by key, anything else is replaced.
+pub fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Mapping(b), Value::Mapping(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Best-effort 1-based line of the key at `path` (mapping keys; numeric parts index sequence
+/// items), found by indentation; 0 when not found.
+pub fn find_line(text: &str, path: &[&str]) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let (mut lo, mut hi, mut min_indent) = (0usize, lines.len(), 0usize);
+    let mut found = 0usize;
+    for part in path {
+        let mut hit = None;
+        if let Ok(index) = part.parse::<usize>() {
+            // The index-th "- " item at the shallowest indent inside the block.
+            let mut count = 0usize;
+            let mut item_indent = None;
+            for (i, l) in lines.iter().enumerate().take(hi).skip(lo) {
+                let t = l.trim_start();
+                if t.starts_with("- ") || t == "-" {
+                    let ind = indent(l);
+                    if ind < min_indent || item_indent.is_some_and(|x| ind > x) {
+                        continue;
+                    }
+                    item_indent.get_or_insert(ind);
+                    if count == index {
+                        hit = Some((i, ind + 2));
+                        break;
+                    }
+                    count += 1;
+                }
+            }
+        } else {
+            for (i, l) in lines.iter().enumerate().take(hi).skip(lo) {
+                let t = l.trim_start().trim_start_matches("- ");
+                let ind = indent(l) + (l.trim_start().len() - t.len());
+                if ind >= min_indent
+                    && (t.starts_with(&format!("{part}:")) || t.starts_with(&format!("{part} :")))
+                {
+                    hit = Some((i, ind + 1));
+                    break;
+                }
+            }
+        }
+        let Some((i, next_indent)) = hit else {
+            return found;
+        };
+        found = i + 1;
+        // The block of this key: following lines indented deeper than the key itself.
+        let key_indent = next_indent.saturating_sub(1);
+        let end = (i + 1..hi)
+            .find(|&j| {
+                !lines[j].trim().is_empty()
+                    && indent(lines[j]) <= key_indent.min(indent(lines[i]))
+                    && !lines[j].trim_start().starts_with('#')
+            })
+            .unwrap_or(hi);
+        lo = i;
+        hi = end;
+        min_indent = next_indent;
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_line_follows_indentation_and_sequences() {
+        let text = "a: 1\nb:\n  c: 2\n  runs:\n    - name: x\n      lr: 1\n    - name: y\n      lr: 2\nprofiles:\n  smoke:\n    b:\n      c: 3\n";
+        assert_eq!(find_line(text, &["a"]), 1);
+        assert_eq!(find_line(text, &["b", "c"]), 3);
+        assert_eq!(find_line(text, &["b", "runs", "1", "lr"]), 8);
+        assert_eq!(find_line(text, &["b", "runs", "0", "name"]), 5);
+        assert_eq!(find_line(text, &["profiles", "smoke", "b", "c"]), 12);
+        assert_eq!(find_line(text, &["zzz"]), 0);
+    }
+
+    #[test]
+    fn merge_is_deep_for_mappings_and_replaces_the_rest() {
+        let mut base: Value = serde_yaml::from_str("a: {b: 1, c: [1, 2]}\nd: 4").unwrap();
+        let over: Value = serde_yaml::from_str("a: {c: [3]}\ne: 5").unwrap();
+        merge(&mut base, over);
+        let want: Value = serde_yaml::from_str("a: {b: 1, c: [3]}\nd: 4\ne: 5").unwrap();
+        assert_eq!(base, want);
+    }
+}

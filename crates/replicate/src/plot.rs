@@ -1,0 +1,256 @@
+//! Minimal SVG line charts in the style of the paper's figures: paired curves, optional log-scale
+//! y axis (LR and weight norm). Hand-written to keep the dependency tree small.
+
+use std::fmt::Write;
+
+/// One curve.
+#[derive(Clone, Debug)]
+pub struct Series {
+    /// Legend label.
+    pub label: String,
+    /// (x, y) points; non-finite (or, on a log axis, non-positive) y values are skipped.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A chart.
+#[derive(Clone, Debug)]
+pub struct Chart {
+    /// Title above the plot.
+    pub title: String,
+    /// X-axis label.
+    pub x_label: String,
+    /// Y-axis label.
+    pub y_label: String,
+    /// Log10 y axis.
+    pub log_y: bool,
+    /// The curves.
+    pub series: Vec<Series>,
+}
+
+const COLORS: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
+const DASHES: [&str; 4] = ["", "6,3", "2,2", "8,3,2,3"];
+
+fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    if !(hi > lo) {
+        return vec![lo];
+    }
+    let raw = (hi - lo) / n as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
+    let mut t = (lo / step).ceil() * step;
+    let mut out = Vec::new();
+    while t <= hi + step * 1e-9 {
+        out.push(if t.abs() < step * 1e-9 { 0.0 } else { t });
+        t += step;
+    }
+    out
+}
+
+fn fmt_tick(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v.abs() >= 1e4 || v.abs() < 1e-3 {
+        format!("{v:.0e}")
+    } else {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+impl Chart {
+    /// Renders the chart as a standalone SVG document.
+    pub fn to_svg(&self) -> String {
+        let (w, h) = (640.0, 400.0);
+        let (left, right, top, bottom) = (70.0, 20.0, 36.0, 56.0);
+        let ty = |y: f64| if self.log_y { y.log10() } else { y };
+        let pts: Vec<Vec<(f64, f64)>> = self
+            .series
+            .iter()
+            .map(|s| {
+                s.points
+                    .iter()
+                    .filter(|(x, y)| x.is_finite() && y.is_finite() && (!self.log_y || *y > 0.0))
+                    .map(|&(x, y)| (x, ty(y)))
+                    .collect()
+            })
+            .collect();
+        let all = pts.iter().flatten();
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+        for &(x, y) in all {
+            x0 = x0.min(x);
+            x1 = x1.max(x);
+            y0 = y0.min(y);
+            y1 = y1.max(y);
+        }
+        if x0 > x1 {
+            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+        }
+        if x1 == x0 {
+            x1 = x0 + 1.0;
+        }
+        if y1 == y0 {
+            y0 -= 0.5;
+            y1 += 0.5;
+        }
+        let pad = (y1 - y0) * 0.05;
+        let (y0, y1) = (y0 - pad, y1 + pad);
+        let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
+        let py = |y: f64| h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom);
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="20" text-anchor="middle" font-size="14">{}</text>"#,
+            w / 2.0,
+            escape(&self.title)
+        );
+        // Axes, ticks and grid.
+        let yticks: Vec<f64> = if self.log_y {
+            (y0.ceil() as i64..=y1.floor() as i64)
+                .map(|e| e as f64)
+                .collect()
+        } else {
+            nice_ticks(y0, y1, 5)
+        };
+        for t in yticks {
+            let y = py(t);
+            let label = if self.log_y {
+                format!("1e{}", t as i64)
+            } else {
+                fmt_tick(t)
+            };
+            let _ = writeln!(
+                s,
+                r##"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{label}</text>"##,
+                w - right,
+                left - 6.0,
+                y + 4.0
+            );
+        }
+        for t in nice_ticks(x0, x1, 6) {
+            let x = px(t);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{x:.1}" x2="{x:.1}" y1="{top}" y2="{}" stroke="#eee"/><text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"##,
+                h - bottom,
+                h - bottom + 16.0,
+                fmt_tick(t)
+            );
+        }
+        let _ = writeln!(
+            s,
+            r##"<rect x="{left}" y="{top}" width="{}" height="{}" fill="none" stroke="#333"/>"##,
+            w - left - right,
+            h - top - bottom
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+            (left + w - right) / 2.0,
+            h - 12.0,
+            escape(&self.x_label)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text transform="translate(16 {}) rotate(-90)" text-anchor="middle">{}{}</text>"#,
+            (top + h - bottom) / 2.0,
+            escape(&self.y_label),
+            if self.log_y { " (log scale)" } else { "" }
+        );
+        for (i, (series, p)) in self.series.iter().zip(&pts).enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let dash = DASHES[(i / 2) % DASHES.len()];
+            let path: Vec<String> = p
+                .iter()
+                .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+                .collect();
+            let _ = writeln!(
+                s,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="1.6" stroke-dasharray="{dash}" points="{}"/>"#,
+                path.join(" ")
+            );
+            let ly = top + 14.0 + 16.0 * i as f64;
+            let _ = writeln!(
+                s,
+                r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/><text x="{}" y="{}">{}</text>"#,
+                left + 10.0,
+                left + 34.0,
+                left + 40.0,
+                ly + 4.0,
+                escape(&series.label)
+            );
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn svg_has_one_polyline_per_series_and_skips_nonpositive_on_log_axes() {
+        let chart = Chart {
+            title: "LR <schedule>".into(),
+            x_label: "epoch".into(),
+            y_label: "lr".into(),
+            log_y: true,
+            series: vec![
+                Series {
+                    label: "a".into(),
+                    points: vec![(0.0, 0.1), (1.0, 1.0), (2.0, 0.0)],
+                },
+                Series {
+                    label: "b".into(),
+                    points: vec![(0.0, 1e3), (2.0, f64::NAN)],
+                },
+            ],
+        };
+        let svg = chart.to_svg();
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains("LR &lt;schedule&gt;"));
+        assert!(svg.contains(">1e3<") && svg.contains(">1e-1<"));
+        let first = svg.split("<polyline").nth(1).unwrap();
+        let points = first
+            .split("points=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        assert_eq!(
+            points.split(' ').count(),
+            2,
+            "the zero is not drawn on a log axis"
+        );
+    }
+
+    #[test]
+    fn nice_ticks_are_round_numbers() {
+        let t = nice_ticks(0.0, 1.0, 5);
+        let want = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0];
+        assert_eq!(t.len(), want.len());
+        assert!(
+            t.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12),
+            "{t:?}"
+        );
+        assert_eq!(nice_ticks(0.0, 160.0, 6), vec![0.0, 50.0, 100.0, 150.0]);
+    }
+}

@@ -1,0 +1,388 @@
+//! The experiment sections of a manifest, as plain data (configs are data; runtime objects are
+//! built from them by the runner).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::FieldError;
+
+/// Placeholder: replaced by the zoo's model spec at integration.
+pub type ModelSection = serde_yaml::Value;
+/// Placeholder: replaced by the schedule crate's spec at integration.
+pub type ScheduleSection = serde_yaml::Value;
+
+/// Floating-point precision of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// float32.
+    #[default]
+    F32,
+    /// float64.
+    F64,
+}
+
+/// The one experiment a manifest describes.
+#[derive(Clone, Copy, Debug)]
+pub enum Experiment<'a> {
+    /// Epoch-level training runs compared as curves.
+    Training(&'a Training),
+    /// Step-level exactness of the equivalence on a real network.
+    Exactness(&'a Exactness),
+    /// L(cθ) = L(θ) over zoo models.
+    ScaleInvariance(&'a ScaleInvariance),
+    /// THEORY.md §7.
+    Toy(&'a Toy),
+}
+
+impl Experiment<'_> {
+    /// Checks values that parse but are impossible.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        match self {
+            Experiment::Training(t) => t.validate(),
+            Experiment::Exactness(e) => e.validate(),
+            Experiment::ScaleInvariance(s) => s.validate(),
+            Experiment::Toy(t) => t.validate(),
+        }
+    }
+}
+
+/// Which dataset feeds a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatasetName {
+    /// The deterministic synthetic CIFAR-shaped twin (no download).
+    Synthetic,
+    /// CIFAR-10 from the official binary files.
+    Cifar10,
+    /// CIFAR-100 from the official binary files.
+    Cifar100,
+}
+
+/// Data section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Dataset.
+    pub dataset: DatasetName,
+    /// Use only the first N training images (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_size: Option<usize>,
+    /// Use only the first N test images (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_size: Option<usize>,
+    /// Minibatch size.
+    pub batch_size: usize,
+    /// Standard CIFAR augmentation (pad 4 + random crop, random flip).
+    #[serde(default = "yes")]
+    pub augment: bool,
+    /// Seed of the synthetic dataset.
+    #[serde(default)]
+    pub synthetic_seed: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How a derived run is obtained from its base run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    /// TEXP (THEORY.md §5): the tapered exponential equivalent of a step decay.
+    Texp,
+    /// TEXP--: growth-rate change without the instant decay.
+    TexpMinus,
+    /// The exact §4 recursion applied to any schedule (with the buffer pre-filled).
+    Exact,
+}
+
+/// A derived run: the exponential twin of another run, without weight decay on the
+/// scale-invariant group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Derive {
+    /// The base run's name.
+    pub from: String,
+    /// Which transform.
+    pub transform: Transform,
+}
+
+/// One optimizer + schedule configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// Momentum γ.
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// Weight decay λ (coupled, PyTorch's form).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// The LR schedule (absent for derived runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleSection>,
+    /// Derive this run from another one instead of giving a schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derive: Option<Derive>,
+}
+
+fn default_momentum() -> f64 {
+    0.9
+}
+
+/// A named check that decides the claim.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", tag = "check")]
+pub enum Check {
+    /// Two runs' curves of `metric` differ by at most `tolerance` (max abs over epochs, after
+    /// averaging seeds).
+    CurvesOverlap {
+        /// First run.
+        a: String,
+        /// Second run.
+        b: String,
+        /// Metric name (`train_loss`, `train_acc`, `test_acc`, …).
+        metric: String,
+        /// Largest allowed difference.
+        tolerance: f64,
+    },
+    /// `metric` of run `a` at the end exceeds that of `b` by at least `margin`.
+    FinalGreater {
+        /// Run expected higher.
+        a: String,
+        /// Run expected lower.
+        b: String,
+        /// Metric name.
+        metric: String,
+        /// Required margin.
+        margin: f64,
+    },
+}
+
+/// Epoch-level training runs (E1–E6, N1, A1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Training {
+    /// Models by name (every run is trained on every model).
+    pub models: BTreeMap<String, ModelSection>,
+    /// Data.
+    pub data: DataSection,
+    /// Precision.
+    #[serde(default)]
+    pub dtype: Precision,
+    /// Seeds (model init, shuffling, augmentation).
+    pub seeds: Vec<u64>,
+    /// Epochs.
+    pub epochs: usize,
+    /// Runs by name.
+    pub runs: BTreeMap<String, RunSpec>,
+    /// What decides the claim.
+    #[serde(default)]
+    pub checks: Vec<Check>,
+    /// Write a checkpoint every this many epochs (0: only at the end).
+    #[serde(default)]
+    pub checkpoint_every: usize,
+}
+
+impl Training {
+    fn validate(&self) -> Result<(), FieldError> {
+        positive("training.epochs", self.epochs)?;
+        positive("training.data.batch_size", self.data.batch_size)?;
+        if self.seeds.is_empty() {
+            return Err(FieldError::new(
+                "training.seeds",
+                "give at least one seed, e.g. [0]",
+            ));
+        }
+        if self.models.is_empty() {
+            return Err(FieldError::new(
+                "training.models",
+                "give at least one model",
+            ));
+        }
+        validate_runs("training.runs", &self.runs)?;
+        for (i, c) in self.checks.iter().enumerate() {
+            let (a, b) = match c {
+                Check::CurvesOverlap { a, b, .. } | Check::FinalGreater { a, b, .. } => (a, b),
+            };
+            for r in [a, b] {
+                if !self.runs.contains_key(r) {
+                    return Err(FieldError::new(
+                        format!("training.checks.{i}"),
+                        format!(
+                            "names run `{r}`, which is not in `runs` ({})",
+                            names(&self.runs)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Step-level exactness (X1, X2): a base run and its derived twins trained in lockstep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exactness {
+    /// The (tiny, eps 0) model.
+    pub model: ModelSection,
+    /// Data.
+    pub data: DataSection,
+    /// Number of steps.
+    pub steps: usize,
+    /// Seed.
+    #[serde(default)]
+    pub seed: u64,
+    /// Runs by name: one base run and derived twins.
+    pub runs: BTreeMap<String, RunSpec>,
+    /// Largest allowed relative deviation ‖P_t·θ_t − θ̃_t‖/‖θ̃_t‖ per twin.
+    pub tolerance: BTreeMap<String, f64>,
+}
+
+impl Exactness {
+    fn validate(&self) -> Result<(), FieldError> {
+        positive("exactness.steps", self.steps)?;
+        positive("exactness.data.batch_size", self.data.batch_size)?;
+        validate_runs("exactness.runs", &self.runs)?;
+        for name in self.tolerance.keys() {
+            match self.runs.get(name) {
+                Some(r) if r.derive.is_some() => {}
+                _ => {
+                    return Err(FieldError::new(
+                        format!("exactness.tolerance.{name}"),
+                        format!("must name a derived run; derived runs here: {}", {
+                            let d: Vec<&str> = self
+                                .runs
+                                .iter()
+                                .filter(|(_, r)| r.derive.is_some())
+                                .map(|(n, _)| n.as_str())
+                                .collect();
+                            d.join(", ")
+                        }),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// S1: every listed model is scale invariant in its declared group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleInvariance {
+    /// Models by name.
+    pub models: BTreeMap<String, ModelSection>,
+    /// Scale factors c.
+    pub factors: Vec<f64>,
+    /// Batch size of the probe batch.
+    pub batch_size: usize,
+    /// Seed.
+    #[serde(default)]
+    pub seed: u64,
+    /// Largest allowed relative loss difference.
+    pub tolerance: f64,
+}
+
+impl ScaleInvariance {
+    fn validate(&self) -> Result<(), FieldError> {
+        positive("scale_invariance.batch_size", self.batch_size)?;
+        if self.factors.iter().any(|c| !(c.is_finite() && *c > 0.0)) || self.factors.is_empty() {
+            return Err(FieldError::new(
+                "scale_invariance.factors",
+                "give positive finite factors, e.g. [0.1, 10]",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// T1: the toy example.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Toy {
+    /// Population gradient descent.
+    pub population: crate::toy::ToyConfig,
+    /// Minibatch SGD.
+    pub minibatch: crate::toy::ToyConfig,
+}
+
+impl Toy {
+    fn validate(&self) -> Result<(), FieldError> {
+        if self.population.batch_size.is_some() {
+            return Err(FieldError::new(
+                "toy.population.batch_size",
+                "must be absent (population gradients are exact expectations)",
+            ));
+        }
+        if self.minibatch.batch_size.is_none() {
+            return Err(FieldError::new(
+                "toy.minibatch.batch_size",
+                "give a minibatch size, e.g. 32",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn positive(field: &str, v: usize) -> Result<(), FieldError> {
+    if v == 0 {
+        return Err(FieldError::new(field, "must be a positive integer"));
+    }
+    Ok(())
+}
+
+fn names<V>(m: &BTreeMap<String, V>) -> String {
+    m.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+}
+
+fn validate_runs(field: &str, runs: &BTreeMap<String, RunSpec>) -> Result<(), FieldError> {
+    if runs.is_empty() {
+        return Err(FieldError::new(field, "give at least one run"));
+    }
+    for (name, r) in runs {
+        let here = format!("{field}.{name}");
+        if !(0.0..1.0).contains(&r.momentum) {
+            return Err(FieldError::new(
+                format!("{here}.momentum"),
+                format!("must lie in [0, 1), got {}", r.momentum),
+            ));
+        }
+        if !(r.weight_decay.is_finite() && r.weight_decay >= 0.0) {
+            return Err(FieldError::new(
+                format!("{here}.weight_decay"),
+                format!("must be >= 0, got {}", r.weight_decay),
+            ));
+        }
+        match (&r.schedule, &r.derive) {
+            (Some(_), None) => {}
+            (None, Some(d)) => match runs.get(&d.from) {
+                Some(base) if base.derive.is_none() => {}
+                Some(_) => {
+                    return Err(FieldError::new(
+                        format!("{here}.derive.from"),
+                        format!(
+                            "`{}` is itself derived; derive from a run with a schedule",
+                            d.from
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(FieldError::new(
+                        format!("{here}.derive.from"),
+                        format!("no run named `{}`; runs: {}", d.from, names(runs)),
+                    ))
+                }
+            },
+            _ => {
+                return Err(FieldError::new(
+                    here,
+                    "give exactly one of `schedule` or `derive`",
+                ))
+            }
+        }
+    }
+    Ok(())
+}

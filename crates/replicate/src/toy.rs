@@ -1,0 +1,362 @@
+//! The toy example of THEORY.md §7: logistic regression where BN alone or WD alone converges,
+//! but BN + WD does not.
+//!
+//! Data: x ~ N(0, I_m), y = sign(x₁), loss ln(1 + e^(−y·u)), plain gradient descent (no
+//! momentum). Three variants: WD only (u = xᵀw, λ > 0), BN only (u = xᵀw/‖w‖, λ = 0), BN + WD.
+//! The train error of any w is (1/π)·arccos(w₁/‖w‖) (THEORY.md §7), so no test set is sampled.
+//!
+//! *Population* gradients are exact expectations: starting in span(e₁, e₂), w stays there and the
+//! margin y·u = v₁·|x₁| + v₂·g with g ~ N(0, 1) independent of |x₁|, so the expectation is a 2-D
+//! integral computed by fixed quadrature. *Minibatch* gradients draw x from a seeded ChaCha8 RNG.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+/// Which of the three toy runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum ToyVariant {
+    /// u = xᵀw with weight decay: strongly convex.
+    WdOnly,
+    /// u = xᵀw/‖w‖ without weight decay: scale invariant.
+    BnOnly,
+    /// u = xᵀw/‖w‖ with weight decay: does not converge.
+    BnWd,
+}
+
+impl ToyVariant {
+    /// Every variant, in report order.
+    pub const ALL: [ToyVariant; 3] = [ToyVariant::WdOnly, ToyVariant::BnOnly, ToyVariant::BnWd];
+
+    /// snake_case name used in result files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToyVariant::WdOnly => "wd_only",
+            ToyVariant::BnOnly => "bn_only",
+            ToyVariant::BnWd => "bn_wd",
+        }
+    }
+
+    fn normalized(self) -> bool {
+        !matches!(self, ToyVariant::WdOnly)
+    }
+
+    fn decays(self) -> bool {
+        !matches!(self, ToyVariant::BnOnly)
+    }
+}
+
+/// Settings of one toy run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToyConfig {
+    /// Learning rate η.
+    pub lr: f64,
+    /// Weight decay λ (ignored by the BN-only variant).
+    pub weight_decay: f64,
+    /// Number of updates.
+    pub steps: usize,
+    /// Initial weights (the population gradient uses only the first two coordinates).
+    pub w0: Vec<f64>,
+    /// Input dimension m for minibatch runs (w0 is zero-padded to it).
+    pub dim: usize,
+    /// Minibatch size; `None` for exact population gradients.
+    pub batch_size: Option<usize>,
+    /// Seed of the minibatch sampler.
+    pub seed: u64,
+    /// Record the trace every this many steps (step 0 and the last step always).
+    pub record_every: usize,
+}
+
+/// What a toy run records.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToyTrace {
+    /// Steps at which the trace was recorded.
+    pub step: Vec<usize>,
+    /// Train error (1/π)·arccos(w₁/‖w‖).
+    pub error: Vec<f64>,
+    /// ln‖w‖.
+    pub log_norm: Vec<f64>,
+}
+
+/// Errors of a toy run's configuration.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ToyError {
+    /// An impossible value.
+    #[error("toy config: {0}")]
+    Invalid(String),
+}
+
+/// Train error of the linear classifier sign(xᵀw) against y = sign(x₁) under x ~ N(0, I).
+pub fn train_error(w: &[f64]) -> f64 {
+    let norm = dot(w, w).sqrt();
+    (w[0] / norm).clamp(-1.0, 1.0).acos() / std::f64::consts::PI
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn sigmoid(z: f64) -> f64 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Quadrature for E over s = |x₁| (half-normal, Simpson on [0, 8]) and g ~ N(0, 1)
+/// (trapezoid on [−8, 8], exponentially accurate for smooth Gaussian integrands).
+struct Quadrature {
+    nodes: Vec<(f64, f64, f64)>, // (s, g, weight)
+}
+
+impl Quadrature {
+    fn new() -> Self {
+        let phi = |t: f64| (-0.5 * t * t).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        let (ns, hs) = (80usize, 0.1);
+        let s_nodes: Vec<(f64, f64)> = (0..=ns)
+            .map(|i| {
+                let s = i as f64 * hs;
+                let simpson = if i == 0 || i == ns {
+                    1.0
+                } else if i % 2 == 1 {
+                    4.0
+                } else {
+                    2.0
+                };
+                (s, simpson * hs / 3.0 * 2.0 * phi(s))
+            })
+            .collect();
+        let hg = 0.25;
+        let g_nodes: Vec<(f64, f64)> = (-32..=32)
+            .map(|j| {
+                let g = j as f64 * hg;
+                (g, hg * phi(g))
+            })
+            .collect();
+        let nodes = s_nodes
+            .iter()
+            .flat_map(|&(s, ws)| g_nodes.iter().map(move |&(g, wg)| (s, g, ws * wg)))
+            .collect();
+        Self { nodes }
+    }
+
+    /// ∇_v E[ln(1 + e^(−m))] with m = v₁·s + v₂·g.
+    fn gradient(&self, v: [f64; 2]) -> [f64; 2] {
+        let mut grad = [0.0; 2];
+        for &(s, g, w) in &self.nodes {
+            let coeff = -sigmoid(-(v[0] * s + v[1] * g)) * w;
+            grad[0] += coeff * s;
+            grad[1] += coeff * g;
+        }
+        grad
+    }
+}
+
+/// Runs one toy variant and returns its trace.
+pub fn run(cfg: &ToyConfig, variant: ToyVariant) -> Result<ToyTrace, ToyError> {
+    validate(cfg)?;
+    let dim = if cfg.batch_size.is_some() { cfg.dim } else { 2 };
+    let mut w = vec![0.0; dim];
+    for (dst, src) in w.iter_mut().zip(&cfg.w0) {
+        *dst = *src;
+    }
+    let lambda = if variant.decays() {
+        cfg.weight_decay
+    } else {
+        0.0
+    };
+    let quadrature = Quadrature::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut trace = ToyTrace::default();
+    let record = |step: usize, w: &[f64], trace: &mut ToyTrace| {
+        trace.step.push(step);
+        trace.error.push(train_error(w));
+        trace.log_norm.push(dot(w, w).sqrt().ln());
+    };
+    record(0, &w, &mut trace);
+    for step in 1..=cfg.steps {
+        let norm = dot(&w, &w).sqrt();
+        let v: Vec<f64> = if variant.normalized() {
+            w.iter().map(|x| x / norm).collect()
+        } else {
+            w.clone()
+        };
+        // ∇ of the data loss with respect to v = u's weight vector.
+        let grad_v = match cfg.batch_size {
+            None => quadrature.gradient([v[0], v[1]]).to_vec(),
+            Some(b) => minibatch_gradient(&v, b, &mut rng),
+        };
+        // Chain rule through v = w/‖w‖ (THEORY.md §1: the gradient is orthogonal to w and
+        // scales as 1/‖w‖).
+        let grad_w: Vec<f64> = if variant.normalized() {
+            let radial = dot(&grad_v, &v);
+            grad_v
+                .iter()
+                .zip(&v)
+                .map(|(g, vi)| (g - radial * vi) / norm)
+                .collect()
+        } else {
+            grad_v
+        };
+        for (wi, gi) in w.iter_mut().zip(&grad_w) {
+            *wi -= cfg.lr * (gi + lambda * *wi);
+        }
+        if step % cfg.record_every == 0 || step == cfg.steps {
+            record(step, &w, &mut trace);
+        }
+    }
+    Ok(trace)
+}
+
+fn minibatch_gradient(v: &[f64], batch: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let mut grad = vec![0.0; v.len()];
+    let mut x = vec![0.0; v.len()];
+    for _ in 0..batch {
+        for xi in x.iter_mut() {
+            *xi = StandardNormal.sample(rng);
+        }
+        let y = if x[0] >= 0.0 { 1.0 } else { -1.0 };
+        let coeff = -sigmoid(-y * dot(&x, v)) * y / batch as f64;
+        for (g, xi) in grad.iter_mut().zip(&x) {
+            *g += coeff * xi;
+        }
+    }
+    grad
+}
+
+fn validate(cfg: &ToyConfig) -> Result<(), ToyError> {
+    let bad = |m: String| Err(ToyError::Invalid(m));
+    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
+        return bad(format!("lr must be a positive number, got {}", cfg.lr));
+    }
+    if !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0) {
+        return bad(format!(
+            "weight_decay must be >= 0, got {}",
+            cfg.weight_decay
+        ));
+    }
+    if cfg.w0.len() < 2 || dot(&cfg.w0, &cfg.w0) == 0.0 || cfg.w0.iter().any(|x| !x.is_finite()) {
+        return bad(format!(
+            "w0 needs at least two finite coordinates, not all zero, got {:?}",
+            cfg.w0
+        ));
+    }
+    if cfg.batch_size.is_some() && cfg.dim < cfg.w0.len() {
+        return bad(format!(
+            "dim ({}) must be at least the length of w0 ({})",
+            cfg.dim,
+            cfg.w0.len()
+        ));
+    }
+    if cfg.batch_size == Some(0) || cfg.record_every == 0 || cfg.steps == 0 {
+        return bad("steps, batch_size and record_every must be positive".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn population(steps: usize) -> ToyConfig {
+        ToyConfig {
+            lr: 0.1,
+            weight_decay: 0.01,
+            steps,
+            w0: vec![0.2, 1.0],
+            dim: 2,
+            batch_size: None,
+            seed: 0,
+            record_every: 100,
+        }
+    }
+
+    #[test]
+    fn train_error_is_the_angle_over_pi() {
+        assert!(train_error(&[1.0, 0.0]).abs() < 1e-15);
+        assert!((train_error(&[0.0, 1.0]) - 0.5).abs() < 1e-15);
+        assert!((train_error(&[-1.0, 0.0]) - 1.0).abs() < 1e-15);
+        assert!((train_error(&[1.0, 1.0]) - 0.25).abs() < 1e-15);
+    }
+
+    #[test]
+    fn quadrature_gradient_matches_monte_carlo() {
+        let q = Quadrature::new();
+        let v = [0.7, -0.4];
+        let exact = q.gradient(v);
+        let mc = minibatch_gradient(&v, 400_000, &mut ChaCha8Rng::seed_from_u64(3));
+        for k in 0..2 {
+            assert!((exact[k] - mc[k]).abs() < 3e-3, "{exact:?} vs {mc:?}");
+        }
+    }
+
+    #[test]
+    fn bn_gradient_is_orthogonal_so_bn_only_norm_never_shrinks() {
+        let trace = run(&population(3000), ToyVariant::BnOnly).unwrap();
+        assert!(trace.log_norm.windows(2).all(|p| p[1] >= p[0] - 1e-15));
+        assert!(
+            *trace.error.last().unwrap() < 0.02,
+            "{:?}",
+            trace.error.last()
+        );
+    }
+
+    #[test]
+    fn wd_only_converges() {
+        let trace = run(&population(3000), ToyVariant::WdOnly).unwrap();
+        assert!(
+            *trace.error.last().unwrap() < 1e-3,
+            "{:?}",
+            trace.error.last()
+        );
+    }
+
+    /// Upward crossings of `level` by the error after `from`.
+    fn jumps(trace: &ToyTrace, from: usize, level: f64) -> usize {
+        let e = &trace.error;
+        (1..e.len())
+            .filter(|&i| trace.step[i] > from && e[i] > level && e[i - 1] <= level)
+            .count()
+    }
+
+    #[test]
+    fn bn_with_wd_error_jumps_back_up_repeatedly() {
+        let mut cfg = population(8000);
+        cfg.record_every = 1;
+        let bn_wd = run(&cfg, ToyVariant::BnWd).unwrap();
+        let bn_only = run(&cfg, ToyVariant::BnOnly).unwrap();
+        assert!(
+            jumps(&bn_wd, 3000, 0.05) >= 2,
+            "BN + WD should keep jumping"
+        );
+        assert_eq!(
+            jumps(&bn_only, 3000, 0.01),
+            0,
+            "BN alone should stay converged"
+        );
+        // Between jumps WD shrinks ‖w‖ while the effective LR η/‖w‖² grows (THEORY.md §7).
+        let max_norm = bn_wd.log_norm[3000..]
+            .iter()
+            .cloned()
+            .fold(f64::MIN, f64::max);
+        assert!(max_norm < bn_wd.log_norm[0] - 1.0, "{max_norm}");
+    }
+
+    #[test]
+    fn invalid_configs_are_errors() {
+        let mut c = population(10);
+        c.lr = -1.0;
+        assert!(matches!(run(&c, ToyVariant::BnWd), Err(ToyError::Invalid(m)) if m.contains("lr")));
+        let mut c = population(10);
+        c.w0 = vec![0.0, 0.0];
+        assert!(run(&c, ToyVariant::BnWd).is_err());
+        let mut c = population(10);
+        c.batch_size = Some(0);
+        assert!(run(&c, ToyVariant::BnWd).is_err());
+    }
+}
