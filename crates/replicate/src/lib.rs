@@ -3,5 +3,7 @@ pub mod golden;
 pub mod io;
 pub mod manifest;
 pub mod plot;
+pub mod runner;
 pub mod spec;
+pub mod summary;
 pub mod toy;

@@ -33,7 +33,7 @@ const COLORS: [&str; 8] = [
 const DASHES: [&str; 4] = ["", "6,3", "2,2", "8,3,2,3"];
 
 fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return vec![lo];
     }
     let raw = (hi - lo) / n as f64;

@@ -1,0 +1,2 @@
+//! Subcommands of the `explr` binary.
+pub mod replicate;

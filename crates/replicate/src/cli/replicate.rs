@@ -1,0 +1,252 @@
+//! `explr replicate`: run manifests at a profile, check (or bless) the goldens, write figures
+//! and docs/REPLICATION.md.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use explr_replicate::golden::{self, GoldenOutcome};
+use explr_replicate::manifest;
+use explr_replicate::runner::{self, Progress, RunnerOptions};
+
+/// What to do with the goldens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GoldenMode {
+    /// Compare with golden/ and fail on a difference (never writes).
+    Check,
+    /// Write the summaries as the new goldens.
+    Bless,
+    /// Neither.
+    Skip,
+}
+
+/// Arguments of `explr replicate`.
+#[derive(Debug, Args)]
+pub struct ReplicateArgs {
+    /// Manifest ids to run (`e3`, `T1`, …); all when none are given.
+    pub ids: Vec<String>,
+    /// Profile: smoke (CPU, synthetic data, minutes), cpu (real CIFAR-10 subset), paper (full).
+    #[arg(long, default_value = "smoke")]
+    pub profile: String,
+    /// Device: cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// CIFAR data directory (else $EXPLR_DATA, else the per-user cache).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Compare the summaries with golden/ (default for the smoke profile).
+    #[arg(long, conflicts_with = "bless")]
+    pub check: bool,
+    /// Write the summaries as the new goldens (and regenerate docs/REPLICATION.md).
+    #[arg(long)]
+    pub bless: bool,
+    /// Independent runs to train at once.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Resume runs from their last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Folder of the manifests.
+    #[arg(long, default_value = "experiments")]
+    pub experiments_dir: PathBuf,
+    /// Folder of the goldens.
+    #[arg(long, default_value = "golden")]
+    pub golden_dir: PathBuf,
+    /// Folder of the results.
+    #[arg(long, default_value = "results")]
+    pub results_dir: PathBuf,
+}
+
+/// Progress as indicatif bars on a terminal, plain lines elsewhere.
+struct TermProgress {
+    bars: Option<indicatif::MultiProgress>,
+    active: Mutex<std::collections::BTreeMap<String, (indicatif::ProgressBar, Instant)>>,
+}
+
+impl TermProgress {
+    fn new() -> Self {
+        Self {
+            bars: std::io::stderr()
+                .is_terminal()
+                .then(indicatif::MultiProgress::new),
+            active: Mutex::new(Default::default()),
+        }
+    }
+}
+
+impl Progress for TermProgress {
+    fn start(&self, key: &str, total: u64) {
+        let bar = match &self.bars {
+            Some(m) => {
+                let b = m.add(indicatif::ProgressBar::new(total));
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{prefix:>28} [{bar:30}] {pos}/{len} {msg} (eta {eta})",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                b.set_prefix(key.to_string());
+                b
+            }
+            None => indicatif::ProgressBar::hidden(),
+        };
+        if let Ok(mut a) = self.active.lock() {
+            a.insert(key.to_string(), (bar, Instant::now()));
+        }
+    }
+
+    fn update(&self, key: &str, done: u64, message: &str) {
+        if let Ok(a) = self.active.lock() {
+            if let Some((bar, started)) = a.get(key) {
+                bar.set_position(done);
+                bar.set_message(message.to_string());
+                if self.bars.is_none() {
+                    eprintln!(
+                        "  {key}: {done} {message} ({:.0}s)",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(&self, key: &str, message: &str) {
+        if let Ok(mut a) = self.active.lock() {
+            if let Some((bar, started)) = a.remove(key) {
+                bar.finish_and_clear();
+                eprintln!(
+                    "  {key}: {message} ({:.1}s)",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+}
+
+fn manifests(dir: &Path, ids: &[String]) -> Result<Vec<PathBuf>> {
+    let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading the manifests folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    all.sort();
+    if ids.is_empty() {
+        return Ok(all);
+    }
+    let mut chosen = Vec::new();
+    for id in ids {
+        let want = id.to_ascii_lowercase();
+        match all.iter().find(|p| {
+            p.file_stem()
+                .is_some_and(|s| s.to_string_lossy().to_ascii_lowercase() == want)
+        }) {
+            Some(p) => chosen.push(p.clone()),
+            None => {
+                let known: Vec<String> = all
+                    .iter()
+                    .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                    .collect();
+                bail!(
+                    "no manifest `{id}` in {}; known: {}",
+                    dir.display(),
+                    known.join(", ")
+                );
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+/// Runs `explr replicate`.
+pub fn run(args: ReplicateArgs) -> Result<()> {
+    if args.device != "cpu" {
+        bail!(
+            "--device {}: this build has no CUDA support; rebuild with `--features cuda` on a machine \
+             with the CUDA toolkit, or use --device cpu",
+            args.device
+        );
+    }
+    let mode = if args.bless {
+        GoldenMode::Bless
+    } else if args.check || args.profile == "smoke" {
+        GoldenMode::Check
+    } else {
+        GoldenMode::Skip
+    };
+    let opts = RunnerOptions {
+        results_dir: args.results_dir.clone(),
+        resume: args.resume,
+        jobs: args.jobs.max(1),
+    };
+    let progress = TermProgress::new();
+    let mut failures = Vec::new();
+    let started = Instant::now();
+    for path in manifests(&args.experiments_dir, &args.ids)? {
+        let resolved = manifest::load(&path, &args.profile)?;
+        eprintln!(
+            "{} ({}) at profile {}: {}",
+            resolved.manifest.id,
+            path.display(),
+            args.profile,
+            resolved.manifest.title
+        );
+        let outcome = runner::run(&resolved, &opts, &progress)
+            .with_context(|| format!("running {}", path.display()))?;
+        let golden_path = golden::golden_path(&args.golden_dir, &resolved.name, &args.profile);
+        let golden_note = match mode {
+            GoldenMode::Bless => {
+                golden::bless(&golden_path, &outcome.summary)?;
+                format!("golden written to {}", golden_path.display())
+            }
+            GoldenMode::Check => match golden::check(&golden_path, &outcome.summary)? {
+                GoldenOutcome::Match => "matches its golden".into(),
+                GoldenOutcome::Missing(p) => {
+                    failures.push(format!(
+                        "{}: no golden at {} (run with --bless to create it)",
+                        resolved.manifest.id,
+                        p.display()
+                    ));
+                    "no golden".into()
+                }
+                GoldenOutcome::Differ(diffs) => {
+                    let lines: Vec<String> = diffs
+                        .iter()
+                        .map(|(k, g, a)| format!("    {k}: golden {g}, now {a}"))
+                        .collect();
+                    failures.push(format!(
+                        "{}: differs from {}:\n{}",
+                        resolved.manifest.id,
+                        golden_path.display(),
+                        lines.join("\n")
+                    ));
+                    "DIFFERS from its golden".into()
+                }
+            },
+            GoldenMode::Skip => "golden not checked".into(),
+        };
+        if !outcome.passed {
+            failures.push(format!(
+                "{}: the claim's checks failed (see {})",
+                resolved.manifest.id,
+                runner::manifest_dir(&opts, &resolved)
+                    .join("summary.yaml")
+                    .display()
+            ));
+        }
+        eprintln!(
+            "  => {}: verdict {}, {golden_note}, {:.1}s",
+            resolved.manifest.id,
+            if outcome.passed { "pass" } else { "FAIL" },
+            outcome.wall_s
+        );
+    }
+    eprintln!("replicate: {:.1}s in all", started.elapsed().as_secs_f64());
+    if !failures.is_empty() {
+        bail!("{} problem(s):\n{}", failures.len(), failures.join("\n"));
+    }
+    Ok(())
+}
