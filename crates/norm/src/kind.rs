@@ -6,7 +6,9 @@ use std::str::FromStr;
 use candle_core::Tensor;
 use explr_nn::Path;
 
-use crate::{BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm2d, NormConfig, NormError, Result};
+use crate::{
+    BatchNorm2d, GroupNorm, InstanceNorm2d, Kernel, LayerNorm2d, NormConfig, NormError, Result,
+};
 
 /// Which normalization a model uses; parses from `bn`, `gn:<groups>`, `ln`, `in`, `none`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -113,11 +115,16 @@ impl Norm {
     /// Normalizes `x` (N, C, H, W); `train` selects batch vs running statistics where the kind
     /// has them.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_with(x, train, Kernel::Auto)
+    }
+
+    /// [`Norm::forward_t`] with an explicit [`Kernel`] for batch statistics.
+    pub fn forward_with(&self, x: &Tensor, train: bool, kernel: Kernel) -> Result<Tensor> {
         match self {
-            Norm::Batch(l) => l.forward_t(x, train),
-            Norm::Group(l) => l.forward_t(x, train),
-            Norm::Layer(l) => l.forward_t(x, train),
-            Norm::Instance(l) => l.forward_t(x, train),
+            Norm::Batch(l) => l.forward_with(x, train, kernel),
+            Norm::Group(l) => l.forward_with(x, train, kernel),
+            Norm::Layer(l) => l.forward_with(x, train, kernel),
+            Norm::Instance(l) => l.forward_with(x, train, kernel),
             Norm::Identity => Ok(x.clone()),
         }
     }

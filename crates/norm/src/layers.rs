@@ -5,6 +5,7 @@ use candle_core::{DType, Tensor, Var};
 use explr_nn::{Init, Path, Role};
 use serde::{Deserialize, Serialize};
 
+use crate::fused::{Geometry, Grouping, NormFwd};
 use crate::{NormError, Result};
 
 /// What a layer does with its per-channel scale γ and shift β.
@@ -83,6 +84,8 @@ impl NormConfig {
 struct AffineParams {
     weight: Option<Var>,
     bias: Option<Var>,
+    /// The layer's dtype (the store's), which inputs must match.
+    dtype: DType,
 }
 
 impl AffineParams {
@@ -91,6 +94,7 @@ impl AffineParams {
             return Ok(Self {
                 weight: None,
                 bias: None,
+                dtype: path.dtype(),
             });
         }
         let weight = path.param("weight", channels, Init::Ones, Role::NormAffine)?;
@@ -102,6 +106,7 @@ impl AffineParams {
         Ok(Self {
             weight: Some(weight),
             bias: Some(bias),
+            dtype: path.dtype(),
         })
     }
 
@@ -175,10 +180,23 @@ impl RunningStats {
     }
 }
 
+/// Which implementation runs training-mode (batch-statistics) normalization.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// The fused CPU kernel for f32/f64 tensors on the CPU, the composite path otherwise.
+    #[default]
+    Auto,
+    /// candle's composite tensor ops: works on every device and dtype.
+    Composite,
+    /// The fused CPU kernel; an error for tensors that are not f32/f64 on the CPU.
+    Fused,
+}
+
 fn check_input(
     layer: &'static str,
     x: &Tensor,
     channels: usize,
+    dtype: DType,
 ) -> Result<(usize, usize, usize, usize)> {
     let (n, c, h, w) = x.dims4().map_err(|_| NormError::Rank {
         layer,
@@ -191,21 +209,128 @@ fn check_input(
             shape: x.dims().to_vec(),
         });
     }
+    if x.dtype() != dtype {
+        return Err(NormError::DType {
+            layer,
+            expected: dtype,
+            got: x.dtype(),
+        });
+    }
     Ok((n, c, h, w))
 }
 
-/// Centered input and the sum of squared deviations over `dims` (kept).
-fn center(x: &Tensor, dims: &[usize]) -> Result<(Tensor, Tensor, Tensor)> {
-    let mean = x.mean_keepdim(dims)?;
-    let xc = x.broadcast_sub(&mean)?;
-    let sum_sq = xc.sqr()?.sum_keepdim(dims)?;
-    Ok((mean, xc, sum_sq))
+/// The normalized output (affine applied) and the detached per-block batch statistics:
+/// shape (C) per channel, or (N, G) per sample and group.
+struct Normalized {
+    y: Tensor,
+    mean: Tensor,
+    /// Biased variance.
+    var: Tensor,
 }
 
-/// `(x − mean) / √(var + eps)` with var = sum_sq / count.
-fn scale(xc: &Tensor, sum_sq: &Tensor, count: usize, eps: f64) -> Result<Tensor> {
-    let std = sum_sq.affine(1.0 / count as f64, eps)?.sqrt()?;
-    Ok(xc.broadcast_div(&std)?)
+/// Batch-statistics normalization `(x − mean)/√(var + eps)·γ + β` (THEORY.md §1), with the
+/// statistics taken over each block of `grouping`.
+fn normalize(
+    layer: &'static str,
+    x: &Tensor,
+    grouping: Grouping,
+    eps: f64,
+    affine: &AffineParams,
+    kernel: Kernel,
+) -> Result<Normalized> {
+    let (n, c, h, w) = x.dims4()?;
+    let geom = Geometry {
+        n,
+        c,
+        s: h * w,
+        grouping,
+    };
+    if geom.count() <= 1 {
+        return Err(NormError::TooFewValues {
+            layer,
+            shape: x.dims().to_vec(),
+        });
+    }
+    let stats_shape = match grouping {
+        Grouping::PerChannel => vec![c],
+        Grouping::Groups(g) => vec![n, g],
+    };
+    let fusable = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
+    let fused = match kernel {
+        Kernel::Auto => fusable,
+        Kernel::Composite => false,
+        Kernel::Fused if fusable => true,
+        Kernel::Fused => {
+            return Err(NormError::KernelUnavailable {
+                layer,
+                device: format!("{:?}", x.device()),
+                dtype: x.dtype(),
+            })
+        }
+    };
+    if fused {
+        let gamma = match &affine.weight {
+            Some(v) => v.as_tensor().clone(),
+            None => Tensor::ones(c, x.dtype(), x.device())?,
+        };
+        let beta = match &affine.bias {
+            Some(v) => v.as_tensor().clone(),
+            None => Tensor::zeros(c, x.dtype(), x.device())?,
+        };
+        let op = NormFwd {
+            geom,
+            eps,
+            stats: Default::default(),
+        };
+        let stats = op.stats.clone();
+        let y = x.contiguous()?.apply_op3(&gamma, &beta, op)?;
+        let st = stats.get().ok_or_else(|| {
+            candle_core::Error::Msg("fused norm kernel recorded no statistics".into())
+        })?;
+        let to = |v: &[f64]| -> Result<Tensor> {
+            Ok(
+                Tensor::from_vec(v.to_vec(), stats_shape.as_slice(), x.device())?
+                    .to_dtype(x.dtype())?,
+            )
+        };
+        return Ok(Normalized {
+            y,
+            mean: to(&st.mean)?,
+            var: to(&st.var)?,
+        });
+    }
+    let count = geom.count();
+    let (xs, dims): (Tensor, &[usize]) = match grouping {
+        Grouping::PerChannel => (x.clone(), &[0, 2, 3]),
+        Grouping::Groups(g) => (x.reshape((n, g, count))?, &[2]),
+    };
+    let mean = xs.mean_keepdim(dims)?;
+    let xc = xs.broadcast_sub(&mean)?;
+    let var = xc
+        .sqr()?
+        .sum_keepdim(dims)?
+        .affine(1.0 / count as f64, 0.0)?;
+    let y = xc
+        .broadcast_div(&var.affine(1.0, eps)?.sqrt()?)?
+        .reshape((n, c, h, w))?;
+    Ok(Normalized {
+        y: affine.apply(y)?,
+        mean: mean.detach().reshape(stats_shape.as_slice())?,
+        var: var.detach().reshape(stats_shape.as_slice())?,
+    })
+}
+
+/// Evaluation with running statistics: `(x − r_mean)/√(r_var + eps)·γ + β`.
+fn normalize_running(
+    x: &Tensor,
+    r: &RunningStats,
+    eps: f64,
+    affine: &AffineParams,
+) -> Result<Tensor> {
+    let shape = (1, (), 1, 1);
+    let mean = r.mean().reshape(shape)?;
+    let std = r.var().affine(1.0, eps)?.sqrt()?.reshape(shape)?;
+    affine.apply(x.broadcast_sub(&mean)?.broadcast_div(&std)?)
 }
 
 /// `nn.BatchNorm2d`: per-channel statistics over (N, H, W).
@@ -222,6 +347,7 @@ impl BatchNorm2d {
     /// `running_mean`, `running_var`, `num_batches_tracked` under `path`.
     pub fn new(path: &Path, channels: usize, cfg: &NormConfig) -> Result<Self> {
         cfg.validate()?;
+        check_channels("BatchNorm2d", channels)?;
         let running = if cfg.track_running_stats.unwrap_or(true) {
             Some(RunningStats::new(path, channels, cfg.momentum)?)
         } else {
@@ -238,31 +364,43 @@ impl BatchNorm2d {
     /// Training mode normalizes with the batch statistics and updates the running ones;
     /// evaluation mode uses the running statistics (batch statistics when none are kept).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (n, _, h, w) = check_input("BatchNorm2d", x, self.channels)?;
-        let count = n * h * w;
-        let y = match (&self.running, train) {
-            (Some(r), false) => {
-                let shape = (1, self.channels, 1, 1);
-                let mean = r.mean().reshape(shape)?;
-                let std = r.var().affine(1.0, self.eps)?.sqrt()?.reshape(shape)?;
-                x.broadcast_sub(&mean)?.broadcast_div(&std)?
-            }
-            (running, _) => {
-                if count <= 1 {
-                    return Err(NormError::TooFewValues {
-                        layer: "BatchNorm2d",
-                        shape: x.dims().to_vec(),
-                    });
-                }
-                let (mean, xc, sum_sq) = center(x, &[0, 2, 3])?;
-                if let (Some(r), true) = (running, train) {
-                    r.update(&mean, &sum_sq.affine(1.0 / (count - 1) as f64, 0.0)?, true)?;
-                }
-                scale(&xc, &sum_sq, count, self.eps)?
-            }
-        };
-        self.affine.apply(y)
+        self.forward_with(x, train, Kernel::Auto)
     }
+
+    /// [`BatchNorm2d::forward_t`] with an explicit [`Kernel`] for batch statistics.
+    pub fn forward_with(&self, x: &Tensor, train: bool, kernel: Kernel) -> Result<Tensor> {
+        let layer = "BatchNorm2d";
+        let (n, _, h, w) = check_input(layer, x, self.channels, self.affine.dtype)?;
+        if let (Some(r), false) = (&self.running, train) {
+            return normalize_running(x, r, self.eps, &self.affine);
+        }
+        let out = normalize(
+            layer,
+            x,
+            Grouping::PerChannel,
+            self.eps,
+            &self.affine,
+            kernel,
+        )?;
+        if let (Some(r), true) = (&self.running, train) {
+            let count = (n * h * w) as f64;
+            r.update(
+                &out.mean,
+                &out.var.affine(count / (count - 1.0), 0.0)?,
+                true,
+            )?;
+        }
+        Ok(out.y)
+    }
+}
+
+fn check_channels(layer: &'static str, channels: usize) -> Result<()> {
+    if channels == 0 {
+        return Err(NormError::Config(format!(
+            "{layer} needs at least one channel, got 0"
+        )));
+    }
+    Ok(())
 }
 
 /// `nn.GroupNorm(groups, C)`: statistics per sample over each group of C/groups channels
@@ -290,6 +428,7 @@ impl GroupNorm {
         cfg: &NormConfig,
     ) -> Result<Self> {
         cfg.validate()?;
+        check_channels(name, channels)?;
         if groups == 0 || channels % groups != 0 {
             return Err(NormError::Groups { groups, channels });
         }
@@ -303,13 +442,15 @@ impl GroupNorm {
     }
 
     /// Normalizes; group statistics do not depend on the mode.
-    pub fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        let (n, c, h, w) = check_input(self.name, x, self.channels)?;
-        let count = c / self.groups * h * w;
-        let xg = x.reshape((n, self.groups, count))?;
-        let (_, xc, sum_sq) = center(&xg, &[2])?;
-        let y = scale(&xc, &sum_sq, count, self.eps)?.reshape((n, c, h, w))?;
-        self.affine.apply(y)
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_with(x, train, Kernel::Auto)
+    }
+
+    /// [`GroupNorm::forward_t`] with an explicit [`Kernel`].
+    pub fn forward_with(&self, x: &Tensor, _train: bool, kernel: Kernel) -> Result<Tensor> {
+        check_input(self.name, x, self.channels, self.affine.dtype)?;
+        let grouping = Grouping::Groups(self.groups);
+        Ok(normalize(self.name, x, grouping, self.eps, &self.affine, kernel)?.y)
     }
 }
 
@@ -335,6 +476,11 @@ impl LayerNorm2d {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.0.forward_t(x, train)
     }
+
+    /// [`LayerNorm2d::forward_t`] with an explicit [`Kernel`].
+    pub fn forward_with(&self, x: &Tensor, train: bool, kernel: Kernel) -> Result<Tensor> {
+        self.0.forward_with(x, train, kernel)
+    }
 }
 
 /// `nn.InstanceNorm2d`: statistics per sample and channel over H, W; optionally tracking
@@ -352,11 +498,12 @@ impl InstanceNorm2d {
     /// `Some(true)`, the running buffers.
     pub fn new(path: &Path, channels: usize, cfg: &NormConfig) -> Result<Self> {
         cfg.validate()?;
+        check_channels("InstanceNorm2d", channels)?;
         let running = if cfg.track_running_stats.unwrap_or(false) {
             let momentum = cfg.momentum.ok_or_else(|| {
                 NormError::Config(
                     "InstanceNorm2d with running statistics needs a momentum (PyTorch ignores \
-                     momentum=None there and never updates them)"
+                     momentum=None there and never updates them); set momentum, e.g. 0.1"
                         .into(),
                 )
             })?;
@@ -376,32 +523,30 @@ impl InstanceNorm2d {
     /// the batch average of the instance mean and unbiased variance, as in PyTorch.
     /// Evaluation with running statistics: those.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (_, _, h, w) = check_input("InstanceNorm2d", x, self.channels)?;
-        let count = h * w;
-        let y = match (&self.running, train) {
-            (Some(r), false) => {
-                let shape = (1, self.channels, 1, 1);
-                let mean = r.mean().reshape(shape)?;
-                let std = r.var().affine(1.0, self.eps)?.sqrt()?.reshape(shape)?;
-                x.broadcast_sub(&mean)?.broadcast_div(&std)?
-            }
-            (running, _) => {
-                if count <= 1 {
-                    return Err(NormError::TooFewValues {
-                        layer: "InstanceNorm2d",
-                        shape: x.dims().to_vec(),
-                    });
-                }
-                let (mean, xc, sum_sq) = center(x, &[2, 3])?;
-                if let (Some(r), true) = (running, train) {
-                    let batch_mean = mean.mean(0)?;
-                    let batch_var = sum_sq.affine(1.0 / (count - 1) as f64, 0.0)?.mean(0)?;
-                    // PyTorch never increments num_batches_tracked for InstanceNorm.
-                    r.update(&batch_mean, &batch_var, false)?;
-                }
-                scale(&xc, &sum_sq, count, self.eps)?
-            }
-        };
-        self.affine.apply(y)
+        self.forward_with(x, train, Kernel::Auto)
+    }
+
+    /// [`InstanceNorm2d::forward_t`] with an explicit [`Kernel`] for instance statistics.
+    pub fn forward_with(&self, x: &Tensor, train: bool, kernel: Kernel) -> Result<Tensor> {
+        let layer = "InstanceNorm2d";
+        let (_, c, h, w) = check_input(layer, x, self.channels, self.affine.dtype)?;
+        if let (Some(r), false) = (&self.running, train) {
+            return normalize_running(x, r, self.eps, &self.affine);
+        }
+        let out = normalize(
+            layer,
+            x,
+            Grouping::Groups(c),
+            self.eps,
+            &self.affine,
+            kernel,
+        )?;
+        if let (Some(r), true) = (&self.running, train) {
+            let count = (h * w) as f64;
+            let unbiased = out.var.affine(count / (count - 1.0), 0.0)?;
+            // PyTorch never increments num_batches_tracked for InstanceNorm.
+            r.update(&out.mean.mean(0)?, &unbiased.mean(0)?, false)?;
+        }
+        Ok(out.y)
     }
 }

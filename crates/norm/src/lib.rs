@@ -32,11 +32,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod fused;
 mod kind;
 mod layers;
 
 pub use kind::{Norm, NormKind};
-pub use layers::{Affine, BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm2d, NormConfig};
+pub use layers::{Affine, BatchNorm2d, GroupNorm, InstanceNorm2d, Kernel, LayerNorm2d, NormConfig};
 
 /// Errors of the normalization layers.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +81,26 @@ pub enum NormError {
         layer: &'static str,
         /// The offending shape.
         shape: Vec<usize>,
+    },
+    /// The input's dtype differs from the layer's (the parameter store's).
+    #[error("{layer} was built for {expected:?} tensors, got a {got:?} input: convert it with `to_dtype` or build the store with {got:?}")]
+    DType {
+        /// Layer kind.
+        layer: &'static str,
+        /// The layer's dtype.
+        expected: candle_core::DType,
+        /// The input's dtype.
+        got: candle_core::DType,
+    },
+    /// [`Kernel::Fused`] was requested for a tensor it cannot handle.
+    #[error("{layer}: the fused kernel runs only on f32/f64 CPU tensors, got {dtype:?} on {device}; use Kernel::Auto or Kernel::Composite")]
+    KernelUnavailable {
+        /// Layer kind.
+        layer: &'static str,
+        /// The input's device.
+        device: String,
+        /// The input's dtype.
+        dtype: candle_core::DType,
     },
     /// An impossible configuration value.
     #[error("invalid normalization config: {0}")]
