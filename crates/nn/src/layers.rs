@@ -82,12 +82,11 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = x.conv2d(
+        let y = crate::conv::conv2d_candle(
+            x,
             self.weight.as_tensor(),
-            self.cfg.padding,
             self.cfg.stride,
-            1,
-            1,
+            self.cfg.padding,
         )?;
         match &self.bias {
             Some(b) => y.broadcast_add(&b.as_tensor().reshape((1, (), 1, 1))?),

@@ -27,9 +27,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod conv;
+mod conv_kernels;
 mod layers;
 mod store;
 
+pub use conv::conv2d;
 pub use layers::{Conv2d, Conv2dConfig, Linear};
 pub use store::{Init, Param, ParamStore, Path, Role};
 
@@ -84,6 +87,22 @@ pub enum NnError {
     /// A layer was configured with an impossible value.
     #[error("invalid layer configuration: {0}")]
     InvalidConfig(String),
+    /// [`conv2d`] was called with inconsistent input and weight.
+    #[error(
+        "conv2d of input {x:?} with weight {w:?} (stride {stride}, padding {padding}): {reason}"
+    )]
+    InvalidConv {
+        /// Input dims, `[n, c, h, w]` expected.
+        x: Vec<usize>,
+        /// Weight dims, `[k, c, kh, kw]` expected.
+        w: Vec<usize>,
+        /// Stride.
+        stride: usize,
+        /// Padding.
+        padding: usize,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
 }
 
 /// Result alias of this crate.

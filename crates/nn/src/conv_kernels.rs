@@ -1,0 +1,358 @@
+//! CPU kernels of [`crate::conv2d`]: im2col / col2im per sample and `gemm` matrix products,
+//! parallel over samples with Rayon.
+//!
+//! Notation (NCHW, as in PyTorch's `nn.Conv2d`; THEORY.md has no convolution formula): input `x` is `[n, c, h, w]`, weight `[k, c, kh, kw]`,
+//! output `y` is `[n, k, oh, ow]`, `p = oh·ow` output positions and `ckk = c·kh·kw` patch length.
+//! For one sample, `col` is the `[ckk, p]` matrix of input patches, and
+//!
+//! - forward:         `y_n  = W · col_n`                 (`[k, p] = [k, ckk]·[ckk, p]`)
+//! - input gradient:  `dx_n = col2im(Wᵀ · dy_n)`         (`[ckk, p] = [ckk, k]·[k, p]`)
+//! - weight gradient: `dW   = Σ_n dy_n · col_nᵀ`          (`[k, ckk] = [k, p]·[p, ckk]`)
+//!
+//! A 1×1 convolution with stride 1 and no padding skips im2col: `col_n` is `x_n` itself.
+//! Per-sample buffers (at most `ckk·p` elements, 590 KB for 16 channels at 32×32 in f32) stay
+//! in cache, where a whole-batch im2col would need 75 MB.
+
+use candle_core::WithDType;
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Shapes, stride and padding of one convolution; every size is in elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub k: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Stride in both spatial dimensions.
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub padding: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+impl Geometry {
+    /// Output positions per channel.
+    pub fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Length of one patch (rows of `col`).
+    pub fn ckk(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Elements of one input sample.
+    pub fn in_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// Elements of one output sample.
+    pub fn out_len(&self) -> usize {
+        self.k * self.p()
+    }
+
+    /// Elements of the weight.
+    pub fn w_len(&self) -> usize {
+        self.k * self.ckk()
+    }
+
+    /// True when `col_n` is `x_n` itself (1×1 kernel, stride 1, no padding).
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
+    }
+
+    fn col_len(&self) -> usize {
+        if self.pointwise() {
+            0
+        } else {
+            self.ckk() * self.p()
+        }
+    }
+
+    /// Output columns `lo..hi` whose input column `ox·stride + kj − padding` lies in `0..w`.
+    fn valid_cols(&self, kj: usize) -> (usize, usize) {
+        let (s, pad) = (self.stride, self.padding);
+        let lo = if pad > kj { (pad - kj).div_ceil(s) } else { 0 }.min(self.ow);
+        let hi = if self.w + pad > kj {
+            ((self.w - 1 + pad - kj) / s + 1).min(self.ow)
+        } else {
+            0
+        };
+        (lo, hi.max(lo))
+    }
+}
+
+/// The element types the kernels run on (`gemm` supports both natively).
+pub(crate) trait Float: WithDType {}
+impl Float for f32 {}
+impl Float for f64 {}
+
+/// Inner `gemm` parallelism: none when Rayon already splits `jobs` across every thread.
+fn inner_parallelism(jobs: usize) -> Parallelism {
+    let threads = candle_core::utils::get_num_threads();
+    if threads <= 1 || jobs >= threads {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(threads)
+    }
+}
+
+/// Row-major strides `(row, column)` of a matrix view.
+#[derive(Clone, Copy)]
+struct Mat<T> {
+    ptr: *const T,
+    rs: isize,
+    cs: isize,
+}
+
+// SAFETY: a `Mat` is a read-only view of data the caller keeps alive and unmodified for the
+// whole parallel section, so sharing it between Rayon workers is sound.
+unsafe impl<T: Sync> Send for Mat<T> {}
+unsafe impl<T: Sync> Sync for Mat<T> {}
+
+/// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`, `dst` row-major with row stride `n`.
+///
+/// # Safety
+/// Every view must address `m·k`, `k·n` and `m·n` valid elements, `dst` exclusively.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    accumulate: bool,
+    lhs: Mat<T>,
+    rhs: Mat<T>,
+    par: Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        n as isize,
+        accumulate,
+        lhs.ptr,
+        lhs.cs,
+        lhs.rs,
+        rhs.ptr,
+        rhs.cs,
+        rhs.rs,
+        T::one(),
+        T::one(),
+        false,
+        false,
+        false,
+        par,
+    )
+}
+
+/// Fills `col` (`[ckk, p]`) with the zero-padded patches of one input sample `x` (`[c, h, w]`).
+fn im2col<T: Float>(g: &Geometry, x: &[T], col: &mut [T]) {
+    let (p, hw) = (g.p(), g.h * g.w);
+    for c in 0..g.c {
+        let xc = &x[c * hw..(c + 1) * hw];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = &mut col[((c * g.kh + ki) * g.kw + kj) * p..][..p];
+                let (lo, hi) = g.valid_cols(kj);
+                for oy in 0..g.oh {
+                    let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
+                    let iy = oy * g.stride + ki;
+                    if iy < g.padding || iy - g.padding >= g.h {
+                        dst.fill(T::zero());
+                        continue;
+                    }
+                    let src = &xc[(iy - g.padding) * g.w..][..g.w];
+                    dst[..lo].fill(T::zero());
+                    dst[hi..].fill(T::zero());
+                    let first = lo * g.stride + kj - g.padding;
+                    if g.stride == 1 {
+                        dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+                    } else {
+                        for (d, s) in dst[lo..hi]
+                            .iter_mut()
+                            .zip(src[first..].iter().step_by(g.stride))
+                        {
+                            *d = *s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds every entry of `col` (`[ckk, p]`) into the input position it was read from by
+/// [`im2col`]; `dx` (`[c, h, w]`) accumulates.
+fn col2im<T: Float>(g: &Geometry, col: &[T], dx: &mut [T]) {
+    let (p, hw) = (g.p(), g.h * g.w);
+    for c in 0..g.c {
+        let dxc = &mut dx[c * hw..(c + 1) * hw];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = &col[((c * g.kh + ki) * g.kw + kj) * p..][..p];
+                let (lo, hi) = g.valid_cols(kj);
+                for oy in 0..g.oh {
+                    let iy = oy * g.stride + ki;
+                    if iy < g.padding || iy - g.padding >= g.h {
+                        continue;
+                    }
+                    let src = &row[oy * g.ow..(oy + 1) * g.ow];
+                    let dst = &mut dxc[(iy - g.padding) * g.w..][..g.w];
+                    let first = lo * g.stride + kj - g.padding;
+                    if g.stride == 1 {
+                        for (d, s) in dst[first..first + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                            *d += *s;
+                        }
+                    } else {
+                        for (d, s) in dst[first..].iter_mut().step_by(g.stride).zip(&src[lo..hi]) {
+                            *d += *s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Forward pass: `y = conv2d(x, w)`, `x` and `w` contiguous; returns `y` contiguous.
+pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
+    let mut y = vec![T::zero(); g.n * g.out_len()];
+    if g.out_len() == 0 {
+        return y;
+    }
+    let par = inner_parallelism(g.n);
+    let (k, p, ckk) = (g.k, g.p(), g.ckk());
+    let w_mat = Mat {
+        ptr: w.as_ptr(),
+        rs: ckk as isize,
+        cs: 1,
+    };
+    y.par_chunks_mut(g.out_len()).enumerate().for_each_init(
+        || vec![T::zero(); g.col_len()],
+        |col, (i, yn)| {
+            let xn = &x[i * g.in_len()..(i + 1) * g.in_len()];
+            let col: &[T] = if g.pointwise() {
+                xn
+            } else {
+                im2col(g, xn, col);
+                col
+            };
+            let rhs = Mat {
+                ptr: col.as_ptr(),
+                rs: p as isize,
+                cs: 1,
+            };
+            // SAFETY: w is [k, ckk], col is [ckk, p], yn is [k, p], all contiguous.
+            unsafe { matmul(k, p, ckk, yn.as_mut_ptr(), false, w_mat, rhs, par) }
+        },
+    );
+    y
+}
+
+/// Input gradient: `dx = conv2d_x_grad(dy, w)`, `dy` and `w` contiguous.
+pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
+    let mut dx = vec![T::zero(); g.n * g.in_len()];
+    if g.in_len() == 0 || g.out_len() == 0 {
+        return dx;
+    }
+    let par = inner_parallelism(g.n);
+    let (k, p, ckk) = (g.k, g.p(), g.ckk());
+    // Wᵀ: [ckk, k] view of the row-major [k, ckk] weight.
+    let wt = Mat {
+        ptr: w.as_ptr(),
+        rs: 1,
+        cs: ckk as isize,
+    };
+    dx.par_chunks_mut(g.in_len()).enumerate().for_each_init(
+        || vec![T::zero(); g.col_len()],
+        |col, (i, dxn)| {
+            let rhs = Mat {
+                ptr: dy[i * g.out_len()..].as_ptr(),
+                rs: p as isize,
+                cs: 1,
+            };
+            if g.pointwise() {
+                // SAFETY: wt is [c, k], dy_n is [k, p], dx_n is [c, p], all in bounds.
+                unsafe { matmul(ckk, p, k, dxn.as_mut_ptr(), false, wt, rhs, par) }
+            } else {
+                // SAFETY: wt is [ckk, k], dy_n is [k, p], col is [ckk, p], all in bounds.
+                unsafe { matmul(ckk, p, k, col.as_mut_ptr(), false, wt, rhs, par) }
+                col2im(g, col, dxn);
+            }
+        },
+    );
+    dx
+}
+
+/// Samples per weight-gradient group: a function of the batch size only, so that the
+/// summation order, hence every bit of `dW`, does not depend on the thread count.
+fn weight_group(n: usize) -> usize {
+    n.div_ceil(16).max(1)
+}
+
+/// Weight gradient: `dW = conv2d_w_grad(x, dy)`, `x` and `dy` contiguous.
+pub(crate) fn backward_weight<T: Float>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
+    let w_len = g.w_len();
+    if g.n == 0 || w_len == 0 || g.out_len() == 0 {
+        return vec![T::zero(); w_len];
+    }
+    let group = weight_group(g.n);
+    let groups = g.n.div_ceil(group);
+    let par = inner_parallelism(groups);
+    let (k, p, ckk) = (g.k, g.p(), g.ckk());
+    let partial: Vec<Vec<T>> = (0..groups)
+        .into_par_iter()
+        .map(|gi| {
+            let mut acc = vec![T::zero(); w_len];
+            let mut col = vec![T::zero(); g.col_len()];
+            for (j, i) in (gi * group..((gi + 1) * group).min(g.n)).enumerate() {
+                let xn = &x[i * g.in_len()..(i + 1) * g.in_len()];
+                let col: &[T] = if g.pointwise() {
+                    xn
+                } else {
+                    im2col(g, xn, &mut col);
+                    &col
+                };
+                let lhs = Mat {
+                    ptr: dy[i * g.out_len()..].as_ptr(),
+                    rs: p as isize,
+                    cs: 1,
+                };
+                // colᵀ: [p, ckk] view of the row-major [ckk, p] patches.
+                let rhs = Mat {
+                    ptr: col.as_ptr(),
+                    rs: 1,
+                    cs: p as isize,
+                };
+                // SAFETY: dy_n is [k, p], colᵀ is [p, ckk], acc is [k, ckk].
+                unsafe { matmul(k, ckk, p, acc.as_mut_ptr(), j > 0, lhs, rhs, par) }
+            }
+            acc
+        })
+        .collect();
+    let mut parts = partial.into_iter();
+    let mut dw = parts.next().unwrap_or_else(|| vec![T::zero(); w_len]);
+    for part in parts {
+        for (d, s) in dw.iter_mut().zip(&part) {
+            *d += *s;
+        }
+    }
+    dw
+}

@@ -1,0 +1,335 @@
+//! `explr_nn::conv2d` against candle's reference `Tensor::conv2d` and its autograd: output,
+//! input gradient and weight gradient, on many shapes, strides, paddings and kernels, in f32
+//! and f64. Test data comes from a seeded `ChaCha8Rng`.
+
+use candle_core::{DType, Device, Tensor, Var};
+use explr_nn::{conv2d, NnError};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// One convolution: input `[n, c, h, w]`, weight `[k, c, kh, kw]`, stride, padding.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    padding: usize,
+}
+
+fn case(
+    (n, c, h, w): (usize, usize, usize, usize),
+    (k, kh, kw): (usize, usize, usize),
+    stride: usize,
+    padding: usize,
+) -> Case {
+    Case {
+        n,
+        c,
+        h,
+        w,
+        k,
+        kh,
+        kw,
+        stride,
+        padding,
+    }
+}
+
+fn uniform(rng: &mut ChaCha8Rng, dims: &[usize], dtype: DType) -> Tensor {
+    let len = dims.iter().product();
+    let v: Vec<f64> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_vec(v, dims, &Device::Cpu)
+        .and_then(|t| t.to_dtype(dtype))
+        .expect("building a test tensor")
+}
+
+/// Normwise relative difference `max|a − b| / max|b|`.
+fn rel_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    let a: Vec<f64> = a
+        .flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let b: Vec<f64> = b
+        .flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let scale = b
+        .iter()
+        .fold(0f64, |m, v| m.max(v.abs()))
+        .max(f64::MIN_POSITIVE);
+    let err = a
+        .iter()
+        .zip(&b)
+        .fold(0f64, |m, (x, y)| m.max((x - y).abs()));
+    err / scale
+}
+
+/// Output and both gradients of `sum(conv(x, w) · r)` for a conv function.
+fn run(
+    conv: impl Fn(&Tensor, &Tensor) -> Tensor,
+    x: &Tensor,
+    w: &Tensor,
+    r: &Tensor,
+) -> (Tensor, Tensor, Tensor) {
+    let xv = Var::from_tensor(x).unwrap();
+    let wv = Var::from_tensor(w).unwrap();
+    let y = conv(xv.as_tensor(), wv.as_tensor());
+    let grads = (&y * r).unwrap().sum_all().unwrap().backward().unwrap();
+    let dx = grads.get(xv.as_tensor()).expect("input gradient").clone();
+    let dw = grads.get(wv.as_tensor()).expect("weight gradient").clone();
+    (y, dx, dw)
+}
+
+/// Output and both gradients of `sum(conv(x, w) · r)` from candle's own convolutions.
+///
+/// candle 0.11.1's autograd of `conv2d` derives the input gradient's output padding from the
+/// height alone, so it fails whenever `(h + 2p − kh) mod s ≠ (w + 2p − kw) mod s` (shape
+/// mismatch in add). This spells out the same formulas per dimension instead: the input
+/// gradient is the uncropped `conv_transpose2d(dy, w)` cut to the input's rows and columns and
+/// zero-extended where no output reads the input, the weight gradient candle's transposed
+/// `conv2d`.
+fn reference(c: Case, x: &Tensor, w: &Tensor, dy: &Tensor) -> (Tensor, Tensor, Tensor) {
+    let y = x.conv2d(w, c.padding, c.stride, 1, 1).unwrap();
+    // Full transposed convolution (no cropping): row t is padded-input row t, input row t − p.
+    let full = dy.conv_transpose2d(w, 0, 0, c.stride, 1).unwrap();
+    let (_, _, fh, fw) = full.dims4().unwrap();
+    let (vh, vw) = ((c.h + c.padding).min(fh), (c.w + c.padding).min(fw));
+    let dx = full
+        .narrow(2, c.padding, vh - c.padding)
+        .unwrap()
+        .narrow(3, c.padding, vw - c.padding)
+        .unwrap()
+        .pad_with_zeros(2, 0, c.h + c.padding - vh)
+        .unwrap()
+        .pad_with_zeros(3, 0, c.w + c.padding - vw)
+        .unwrap();
+    let dw = x
+        .transpose(0, 1)
+        .unwrap()
+        .conv2d(&dy.transpose(0, 1).unwrap(), c.padding, 1, c.stride, 1)
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap()
+        .narrow(2, 0, c.kh)
+        .unwrap()
+        .narrow(3, 0, c.kw)
+        .unwrap();
+    (y, dx, dw)
+}
+
+/// candle's autograd, where it works, agrees with [`reference`]: evidence that the reference
+/// is the gradient and not just another formula.
+#[test]
+fn reference_matches_candle_autograd_where_it_works() {
+    for (c, seed) in [
+        (case((2, 3, 7, 7), (4, 3, 3), 2, 1), 1),
+        (case((2, 3, 6, 6), (4, 3, 3), 2, 1), 2),
+        (case((2, 3, 5, 8), (4, 1, 1), 1, 0), 3),
+    ] {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let x = uniform(&mut rng, &[c.n, c.c, c.h, c.w], DType::F64);
+        let w = uniform(&mut rng, &[c.k, c.c, c.kh, c.kw], DType::F64);
+        let oh = (c.h + 2 * c.padding - c.kh) / c.stride + 1;
+        let ow = (c.w + 2 * c.padding - c.kw) / c.stride + 1;
+        let r = uniform(&mut rng, &[c.n, c.k, oh, ow], DType::F64);
+        let auto = run(
+            |x, w| x.conv2d(w, c.padding, c.stride, 1, 1).unwrap(),
+            &x,
+            &w,
+            &r,
+        );
+        let explicit = reference(c, &x, &w, &r);
+        assert!(
+            rel_diff(&auto.1, &explicit.1) <= 1e-12,
+            "input gradient of {c:?}"
+        );
+        assert!(
+            rel_diff(&auto.2, &explicit.2) <= 1e-12,
+            "weight gradient of {c:?}"
+        );
+    }
+}
+
+/// Checks output, input gradient and weight gradient against [`reference`] in `dtype`;
+/// `transpose_input` feeds a non-contiguous input (an `[n, c, w, h]` tensor transposed).
+fn check_with(c: Case, dtype: DType, seed: u64, transpose_input: bool) {
+    let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let x = if transpose_input {
+        let t = uniform(&mut rng, &[c.n, c.c, c.w, c.h], dtype)
+            .transpose(2, 3)
+            .unwrap();
+        assert!(!t.is_contiguous());
+        t
+    } else {
+        uniform(&mut rng, &[c.n, c.c, c.h, c.w], dtype)
+    };
+    let w = uniform(&mut rng, &[c.k, c.c, c.kh, c.kw], dtype);
+    let oh = (c.h + 2 * c.padding - c.kh) / c.stride + 1;
+    let ow = (c.w + 2 * c.padding - c.kw) / c.stride + 1;
+    let r = uniform(&mut rng, &[c.n, c.k, oh, ow], dtype);
+
+    let ours = run(
+        |x, w| conv2d(x, w, c.stride, c.padding).unwrap(),
+        &x,
+        &w,
+        &r,
+    );
+    let reference = reference(c, &x, &w, &r);
+    for (what, a, b) in [
+        ("output", &ours.0, &reference.0),
+        ("input gradient", &ours.1, &reference.1),
+        ("weight gradient", &ours.2, &reference.2),
+    ] {
+        assert_eq!(a.dtype(), dtype, "{what} of {c:?}");
+        let d = rel_diff(a, b);
+        assert!(
+            d <= tol,
+            "{what} of {c:?} in {dtype:?}: relative difference {d:e} > {tol:e}"
+        );
+    }
+}
+
+fn check(c: Case) {
+    check_with(c, DType::F32, 7, false);
+    check_with(c, DType::F64, 8, false);
+}
+
+#[test]
+fn matches_candle_on_preresnet_like_shapes() {
+    check(case((2, 3, 8, 8), (4, 3, 3), 1, 1));
+    check(case((3, 4, 8, 8), (4, 3, 3), 1, 1));
+    check(case((2, 4, 8, 8), (6, 3, 3), 2, 1));
+    check(case((2, 4, 8, 8), (6, 1, 1), 2, 0));
+    check(case((2, 5, 6, 6), (3, 1, 1), 1, 0));
+}
+
+#[test]
+fn matches_candle_on_strides_paddings_and_kernels() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2020);
+    for stride in [1, 2] {
+        for padding in [0, 1, 2] {
+            for kernel in [1, 3] {
+                let n = rng.random_range(1..=4);
+                let ch = rng.random_range(1..=5);
+                let h = rng.random_range(kernel..=9);
+                let w = rng.random_range(kernel..=9);
+                let k = rng.random_range(1..=5);
+                check(case((n, ch, h, w), (k, kernel, kernel), stride, padding));
+            }
+        }
+    }
+}
+
+#[test]
+fn matches_candle_on_rectangular_kernels_and_odd_sizes() {
+    check(case((2, 3, 7, 5), (4, 1, 3), 1, 1));
+    check(case((2, 3, 7, 5), (4, 3, 1), 2, 0));
+    check(case((1, 2, 5, 9), (3, 2, 3), 2, 2));
+    check(case((1, 2, 4, 4), (2, 4, 4), 1, 0)); // kernel as large as the input: 1×1 output
+    check(case((1, 1, 1, 1), (1, 3, 3), 1, 1));
+    check(case((2, 2, 3, 3), (2, 1, 1), 1, 2)); // padding larger than the kernel
+}
+
+#[test]
+fn matches_candle_on_batches_larger_than_the_weight_group() {
+    // 37 samples: the weight gradient sums 13 groups of 3, the last one short.
+    check(case((37, 3, 6, 6), (4, 3, 3), 1, 1));
+}
+
+#[test]
+fn matches_candle_on_non_contiguous_input() {
+    for dtype in [DType::F32, DType::F64] {
+        check_with(case((2, 3, 6, 5), (4, 3, 3), 1, 1), dtype, 11, true);
+        check_with(case((2, 3, 6, 5), (4, 1, 1), 1, 0), dtype, 12, true);
+    }
+}
+
+#[test]
+fn empty_batch_gives_empty_output() {
+    let x = Tensor::zeros((0, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
+    let w = Tensor::zeros((4, 3, 3, 3), DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(conv2d(&x, &w, 2, 1).unwrap().dims(), &[0, 4, 4, 4]);
+}
+
+#[test]
+fn other_dtypes_fall_back_to_candle() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let x = uniform(&mut rng, &[2, 3, 5, 5], DType::F16);
+    let w = uniform(&mut rng, &[2, 3, 3, 3], DType::F16);
+    let ours = conv2d(&x, &w, 1, 1).unwrap();
+    let reference = x.conv2d(&w, 1, 1, 1, 1).unwrap();
+    assert_eq!(rel_diff(&ours, &reference), 0.0);
+}
+
+#[test]
+fn invalid_arguments_are_reported() {
+    let t = |dims: &[usize], dtype: DType| Tensor::zeros(dims, dtype, &Device::Cpu).unwrap();
+    let f32_ = DType::F32;
+    let cases: [(&str, Tensor, Tensor, usize, usize, &str); 5] = [
+        (
+            "rank",
+            t(&[3, 8, 8], f32_),
+            t(&[4, 3, 3, 3], f32_),
+            1,
+            1,
+            "rank 4",
+        ),
+        (
+            "channels",
+            t(&[1, 2, 8, 8], f32_),
+            t(&[4, 3, 3, 3], f32_),
+            1,
+            1,
+            "channels",
+        ),
+        (
+            "stride",
+            t(&[1, 3, 8, 8], f32_),
+            t(&[4, 3, 3, 3], f32_),
+            0,
+            1,
+            "stride",
+        ),
+        (
+            "kernel",
+            t(&[1, 3, 2, 2], f32_),
+            t(&[4, 3, 5, 5], f32_),
+            1,
+            1,
+            "does not fit",
+        ),
+        (
+            "dtype",
+            t(&[1, 3, 8, 8], f32_),
+            t(&[4, 3, 3, 3], DType::F64),
+            1,
+            1,
+            "to_dtype",
+        ),
+    ];
+    for (what, x, w, stride, padding, expected) in cases {
+        match conv2d(&x, &w, stride, padding) {
+            Err(e @ NnError::InvalidConv { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(expected),
+                    "{what}: message `{msg}` lacks `{expected}`"
+                );
+            }
+            other => panic!("{what}: expected InvalidConv, got {other:?}"),
+        }
+    }
+}
