@@ -313,8 +313,8 @@ struct ExpEquivalent {
     momentum: f64,
     alpha0: f64,
     lr0: f64,
-    /// P_0, P_1, … (THEORY.md §4).
-    scales: Mutex<Vec<f64>>,
+    /// (α_t, P_t) for t = 0, 1, … (THEORY.md §4).
+    scales: Mutex<Vec<(f64, f64)>>,
 }
 
 impl ExpEquivalent {
@@ -328,7 +328,7 @@ impl ExpEquivalent {
             alpha0,
             lr0,
             // P_0 = α_{−1}^{−1}·α_0^{−1} = 1 with α_{−1} = 1/α_0.
-            scales: Mutex::new(vec![1.0]),
+            scales: Mutex::new(vec![(alpha0, 1.0)]),
         })
     }
 
@@ -344,12 +344,7 @@ impl ExpEquivalent {
             } else {
                 self.lr0
             };
-            // α_{s−1} = P_{s−2}/P_{s−1}; α_0 is the §3 root.
-            let prev_alpha = if s == 1 {
-                self.alpha0
-            } else {
-                scales[s as usize - 2] / scales[s as usize - 1]
-            };
+            let (prev_alpha, prev_scale) = scales[s as usize - 1];
             if eta2.is_nan() || eta2 <= 0.0 {
                 return Err(ScheduleError::TransformBreaksDown {
                     step: s,
@@ -367,10 +362,9 @@ impl ExpEquivalent {
                     lr: eta1,
                 });
             }
-            let p = scales[s as usize - 1] / a;
-            scales.push(p);
+            scales.push((a, prev_scale / a));
         }
-        Ok(scales[t])
+        Ok(scales[t].1)
     }
 
     fn lr(&self, t: u64) -> Result<f64> {
