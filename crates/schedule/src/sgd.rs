@@ -1,0 +1,472 @@
+//! SGD in PyTorch's form (THEORY.md §2) with parameter groups, momentum pre-fill and state IO.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{invalid, Result, ScheduleError};
+use crate::schedule::Schedule;
+
+/// Which update rule [`Sgd`] applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SgdVariant {
+    /// `torch.optim.SGD`: v = γv + (1−d)(g + λθ) (v starts at g + λθ); θ −= η·v
+    /// (Nesterov: θ −= η·(g + λθ + γv)). The form the theorem needs (THEORY.md §2).
+    #[default]
+    PyTorch,
+    /// Heavy ball with the LR inside the buffer: v = γv + η(g + λθ); θ −= v. Not exactly
+    /// equivalent when η changes; for ablations only (THEORY.md §2).
+    HeavyBall,
+}
+
+/// Settings shared by every group.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SgdConfig {
+    /// Momentum γ (0 disables the buffer).
+    pub momentum: f64,
+    /// Dampening d (PyTorch variant only).
+    pub dampening: f64,
+    /// Nesterov momentum (PyTorch variant only; needs momentum > 0 and dampening 0).
+    pub nesterov: bool,
+    /// The update rule.
+    pub variant: SgdVariant,
+}
+
+impl SgdConfig {
+    /// Plain momentum γ, PyTorch form.
+    pub fn momentum(momentum: f64) -> Self {
+        Self {
+            momentum,
+            ..Self::default()
+        }
+    }
+}
+
+/// A group's LR: a scale of the optimizer's main schedule, or a schedule of its own.
+#[derive(Clone, Debug)]
+pub enum GroupLr {
+    /// `scale · main_lr(step)` (1.0: the main schedule itself).
+    Scale(f64),
+    /// Its own schedule (THEORY.md §1: the head keeps η_t while the scale-invariant group
+    /// gets the exponential LR).
+    Schedule(Schedule),
+}
+
+/// Named variables with their own LR and weight decay.
+#[derive(Clone, Debug)]
+pub struct ParamGroup {
+    /// Group name (for errors and state files).
+    pub name: String,
+    /// The variables, sorted by name by [`Sgd::new`].
+    pub vars: Vec<(String, Var)>,
+    /// The group's LR.
+    pub lr: GroupLr,
+    /// The group's coupled weight decay λ.
+    pub weight_decay: f64,
+}
+
+impl ParamGroup {
+    /// A group on the main schedule (scale 1) without weight decay.
+    pub fn new(name: impl Into<String>, vars: Vec<(String, Var)>) -> Self {
+        Self {
+            name: name.into(),
+            vars,
+            lr: GroupLr::Scale(1.0),
+            weight_decay: 0.0,
+        }
+    }
+
+    /// Sets the weight decay.
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+
+    /// Runs the group at `scale` times the main LR.
+    pub fn lr_scale(mut self, scale: f64) -> Self {
+        self.lr = GroupLr::Scale(scale);
+        self
+    }
+
+    /// Gives the group its own schedule.
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.lr = GroupLr::Schedule(schedule);
+        self
+    }
+}
+
+/// SGD over parameter groups. Touches only the variables handed in.
+///
+/// The LR of update `k` is the schedule's `lr(k)`; the step count is the whole schedule
+/// state, so a resumed run needs only the count and the momentum buffers ([`Sgd::save`]).
+#[derive(Debug)]
+pub struct Sgd {
+    schedule: Schedule,
+    groups: Vec<ParamGroup>,
+    config: SgdConfig,
+    step: u64,
+    buffers: BTreeMap<String, Tensor>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    format: String,
+    step: u64,
+    config: SgdConfig,
+    groups: Vec<GroupState>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupState {
+    name: String,
+    vars: Vec<String>,
+}
+
+const STATE_FORMAT: &str = "explr-schedule/sgd-state/1";
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = tmp_path(path);
+    write(&tmp)?;
+    std::fs::rename(&tmp, path).map_err(|source| ScheduleError::Io {
+        action: "renaming into place",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl Sgd {
+    /// An optimizer driving `groups` with the main `schedule`. Validates the settings
+    /// (momentum ≥ 0, dampening in [0, 1], Nesterov only with momentum and no dampening,
+    /// weight decays ≥ 0, unique variable names) and sorts each group's variables by name.
+    pub fn new(schedule: Schedule, mut groups: Vec<ParamGroup>, config: SgdConfig) -> Result<Self> {
+        if !(config.momentum >= 0.0 && config.momentum.is_finite()) {
+            return Err(invalid("momentum", config.momentum, "a finite number >= 0"));
+        }
+        if !(0.0..=1.0).contains(&config.dampening) {
+            return Err(invalid("dampening", config.dampening, "a number in [0, 1]"));
+        }
+        if config.nesterov && (config.momentum == 0.0 || config.dampening != 0.0) {
+            return Err(invalid(
+                "nesterov",
+                true,
+                &format!(
+                    "Nesterov needs momentum > 0 and dampening 0 (got momentum {}, dampening {})",
+                    config.momentum, config.dampening
+                ),
+            ));
+        }
+        if config.variant == SgdVariant::HeavyBall && (config.nesterov || config.dampening != 0.0) {
+            return Err(invalid(
+                "variant",
+                "heavy_ball",
+                "heavy ball without nesterov and dampening, or variant pytorch",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for g in groups.iter_mut() {
+            if !(g.weight_decay >= 0.0 && g.weight_decay.is_finite()) {
+                return Err(invalid(
+                    &format!("groups.{}.weight_decay", g.name),
+                    g.weight_decay,
+                    "a finite number >= 0",
+                ));
+            }
+            if let GroupLr::Scale(s) = g.lr {
+                if !(s >= 0.0 && s.is_finite()) {
+                    return Err(invalid(
+                        &format!("groups.{}.lr_scale", g.name),
+                        s,
+                        "a finite number >= 0",
+                    ));
+                }
+            }
+            g.vars.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, _) in &g.vars {
+                if !seen.insert(name.clone()) {
+                    return Err(invalid(
+                        "vars",
+                        name,
+                        "each variable in exactly one group, under a unique name",
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            schedule,
+            groups,
+            config,
+            step: 0,
+            buffers: BTreeMap::new(),
+        })
+    }
+
+    /// Number of updates done so far (the next update uses `lr(step_count())`).
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// The main schedule.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// The groups, each with its variables sorted by name.
+    pub fn groups(&self) -> &[ParamGroup] {
+        &self.groups
+    }
+
+    /// The settings.
+    pub fn config(&self) -> SgdConfig {
+        self.config
+    }
+
+    /// The LR the next update applies to group `index`.
+    pub fn group_lr(&self, index: usize) -> Result<f64> {
+        let g = self.groups.get(index).ok_or_else(|| {
+            invalid(
+                "group index",
+                index,
+                &format!("an index below {}", self.groups.len()),
+            )
+        })?;
+        self.lr_of(g, self.step)
+    }
+
+    fn lr_of(&self, g: &ParamGroup, step: u64) -> Result<f64> {
+        match &g.lr {
+            GroupLr::Scale(s) => Ok(s * self.schedule.lr(step)?),
+            GroupLr::Schedule(sch) => sch.lr(step),
+        }
+    }
+
+    /// The momentum buffer of variable `name`, once it exists.
+    pub fn momentum_buffer(&self, name: &str) -> Option<&Tensor> {
+        self.buffers.get(name)
+    }
+
+    /// Pre-fills the momentum buffer of every variable in the named groups (all groups when
+    /// `groups` is empty) with `coefficient · θ` (THEORY.md §3: ṽ_0 = (α−1)θ_0/(αη); see
+    /// [`Schedule::prefill_coefficient`]).
+    pub fn prefill_momentum(&mut self, coefficient: f64, groups: &[&str]) -> Result<()> {
+        for name in groups {
+            if !self.groups.iter().any(|g| g.name == *name) {
+                return Err(invalid(
+                    "groups",
+                    name,
+                    "the name of one of this optimizer's groups",
+                ));
+            }
+        }
+        for g in &self.groups {
+            if groups.is_empty() || groups.contains(&g.name.as_str()) {
+                for (name, var) in &g.vars {
+                    let v = var.as_tensor().detach();
+                    self.buffers
+                        .insert(name.clone(), v.affine(coefficient, 0.0)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One update of every variable that has a gradient in `grads` (variables without one
+    /// are skipped, like PyTorch's `grad is None`). Increments the step count.
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        let c = self.config;
+        let mut lrs = Vec::with_capacity(self.groups.len());
+        for g in &self.groups {
+            lrs.push(self.lr_of(g, self.step)?);
+        }
+        for (g, lr) in self.groups.iter().zip(lrs) {
+            for (name, var) in &g.vars {
+                let Some(grad) = grads.get(var.as_tensor()) else {
+                    continue;
+                };
+                let theta = var.as_tensor().detach();
+                let grad = grad.detach();
+                // THEORY.md §2: d = g + λθ (coupled weight decay).
+                let d_p = if g.weight_decay != 0.0 {
+                    (&grad + theta.affine(g.weight_decay, 0.0)?)?
+                } else {
+                    grad
+                };
+                let new = match c.variant {
+                    SgdVariant::PyTorch => {
+                        let dir = if c.momentum != 0.0 {
+                            let buf = match self.buffers.get(name) {
+                                None => d_p.copy()?,
+                                Some(b) => {
+                                    (b.affine(c.momentum, 0.0)?
+                                        + d_p.affine(1.0 - c.dampening, 0.0)?)?
+                                }
+                            };
+                            let dir = if c.nesterov {
+                                (&d_p + buf.affine(c.momentum, 0.0)?)?
+                            } else {
+                                buf.clone()
+                            };
+                            self.buffers.insert(name.clone(), buf);
+                            dir
+                        } else {
+                            d_p
+                        };
+                        // θ ← θ − η·d
+                        (&theta + dir.affine(-lr, 0.0)?)?
+                    }
+                    SgdVariant::HeavyBall => {
+                        let step = d_p.affine(lr, 0.0)?;
+                        let buf = match self.buffers.get(name) {
+                            Some(b) if c.momentum != 0.0 => (b.affine(c.momentum, 0.0)? + step)?,
+                            _ => step,
+                        };
+                        let new = (&theta - &buf)?;
+                        if c.momentum != 0.0 {
+                            self.buffers.insert(name.clone(), buf);
+                        }
+                        new
+                    }
+                };
+                var.set(&new)?;
+            }
+        }
+        self.step += 1;
+        Ok(())
+    }
+
+    /// Writes the state: momentum buffers to `path` (safetensors, under the variables'
+    /// names) and the step count and settings to `path` with extension `json`, each written
+    /// to a temporary sibling and renamed into place.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tensors: HashMap<String, Tensor> = self
+            .buffers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        write_atomic(path, |tmp| {
+            Ok(candle_core::safetensors::save(&tensors, tmp)?)
+        })?;
+        let state = StateFile {
+            format: STATE_FORMAT.to_string(),
+            step: self.step,
+            config: self.config,
+            groups: self
+                .groups
+                .iter()
+                .map(|g| GroupState {
+                    name: g.name.clone(),
+                    vars: g.vars.iter().map(|(n, _)| n.clone()).collect(),
+                })
+                .collect(),
+        };
+        let json_path = path.with_extension("json");
+        let text = serde_json::to_string_pretty(&state).map_err(|source| ScheduleError::Json {
+            path: json_path.clone(),
+            source,
+        })?;
+        write_atomic(&json_path, |tmp| {
+            std::fs::write(tmp, text).map_err(|source| ScheduleError::Io {
+                action: "writing",
+                path: tmp.to_path_buf(),
+                source,
+            })
+        })
+    }
+
+    /// Restores a state written by [`Sgd::save`]: step count and momentum buffers (converted
+    /// to each variable's dtype and device). The settings and the group/variable names must
+    /// match this optimizer's.
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        let json_path = path.with_extension("json");
+        let text = std::fs::read_to_string(&json_path).map_err(|source| ScheduleError::Io {
+            action: "reading",
+            path: json_path.clone(),
+            source,
+        })?;
+        let state: StateFile =
+            serde_json::from_str(&text).map_err(|source| ScheduleError::Json {
+                path: json_path.clone(),
+                source,
+            })?;
+        let mismatch = |what: &str, saved: String, current: String| ScheduleError::StateMismatch {
+            path: json_path.clone(),
+            what: what.to_string(),
+            saved,
+            current,
+        };
+        if state.format != STATE_FORMAT {
+            return Err(mismatch("format", state.format, STATE_FORMAT.to_string()));
+        }
+        if state.config != self.config {
+            return Err(mismatch(
+                "the optimizer config",
+                format!("{:?}", state.config),
+                format!("{:?}", self.config),
+            ));
+        }
+        let current: Vec<(String, Vec<String>)> = self
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.name.clone(),
+                    g.vars.iter().map(|(n, _)| n.clone()).collect(),
+                )
+            })
+            .collect();
+        let saved: Vec<(String, Vec<String>)> =
+            state.groups.into_iter().map(|g| (g.name, g.vars)).collect();
+        if saved != current {
+            return Err(mismatch(
+                "the groups and their variables",
+                format!("{saved:?}"),
+                format!("{current:?}"),
+            ));
+        }
+        let vars: BTreeMap<&str, &Var> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.vars.iter().map(|(n, v)| (n.as_str(), v)))
+            .collect();
+        let mut buffers = BTreeMap::new();
+        let device = vars
+            .values()
+            .next()
+            .map(|v| v.device().clone())
+            .unwrap_or(candle_core::Device::Cpu);
+        for (name, t) in candle_core::safetensors::load(path, &device)? {
+            let var = vars.get(name.as_str()).ok_or_else(|| {
+                mismatch(
+                    "a momentum buffer",
+                    name.clone(),
+                    "no such variable".to_string(),
+                )
+            })?;
+            if t.dims() != var.dims() {
+                return Err(mismatch(
+                    &format!("the shape of `{name}`"),
+                    format!("{:?}", t.dims()),
+                    format!("{:?}", var.dims()),
+                ));
+            }
+            buffers.insert(name, t.to_dtype(var.dtype())?.to_device(var.device())?);
+        }
+        self.buffers = buffers;
+        self.step = state.step;
+        Ok(())
+    }
+}
