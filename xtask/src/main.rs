@@ -1,69 +1,81 @@
-//! `cargo xtask`: thin developer commands that build and call the `explr` runner.
+//! `cargo xtask`: thin project tasks; each lives in its own module or calls the `explr` runner.
 //!
-//! - `cargo xtask replicate [IDS…] [--profile smoke|cpu|paper] [--device cpu|cuda] [--data-dir D]
-//!   [--check|--bless] [--jobs N]`: replays the manifests in `experiments/` (default: all, smoke
-//!   profile, CPU, synthetic data, checked against `golden/`).
+//! - `cargo xtask replicate [IDS…] [--profile smoke|cpu|paper] [--device cpu|cuda]
+//!   [--data-dir D] [--check|--bless] [--jobs N]`: replays the manifests in `experiments/`
+//!   (default: all, smoke profile, CPU, synthetic data, checked against `golden/`).
+//! - `cargo xtask fetch-data cifar10|cifar100 [--data-dir D]`: download, verify, install.
 
+mod fetch;
+
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
 
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "explr project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
 }
 
-/// Runs the `explr` binary (built in the dev profile, whose explr crates are optimized) with
-/// `args`, from the workspace root.
-fn explr(args: &[String], features: &[&str]) -> Result<()> {
+#[derive(Subcommand)]
+enum Task {
+    /// Replay the paper's experiments (arguments go to `explr replicate`; see its --help).
+    Replicate {
+        /// Arguments for `explr replicate`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Download a dataset's official binary tarball, verify its MD5 and install it.
+    FetchData {
+        /// Which dataset.
+        dataset: FetchDataset,
+        /// Where to install (default: $EXPLR_DATA, else the per-user cache directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FetchDataset {
+    Cifar10,
+    Cifar100,
+}
+
+/// Runs the `explr` binary (dev profile, whose explr crates are optimized, so it shares the
+/// test build) with `args`, from the workspace root.
+fn explr(args: &[String]) -> Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("xtask lives inside the workspace")?;
-    let mut cmd = Command::new(cargo());
-    cmd.current_dir(root).args([
-        "run",
-        "--quiet",
-        "--package",
-        "explr-replicate",
-        "--bin",
-        "explr",
-    ]);
-    if !features.is_empty() {
-        cmd.args(["--features", &features.join(",")]);
-    }
-    cmd.arg("--").args(args);
-    let status = cmd.status().context("starting cargo")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args(["run", "--quiet", "--package", "explr-replicate", "--bin", "explr", "--"])
+        .args(args)
+        .status()
+        .context("starting cargo")?;
     if !status.success() {
         bail!("explr {} failed ({status})", args.join(" "));
     }
     Ok(())
 }
 
-fn usage() -> &'static str {
-    "usage: cargo xtask <command> [args]\n\
-     commands:\n  \
-     replicate [IDS…] [--profile smoke|cpu|paper] [--device cpu|cuda] [--data-dir D] [--check|--bless] [--jobs N]\n"
-}
-
 fn main() -> Result<()> {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    if args.is_empty() {
-        eprint!("{}", usage());
-        bail!("no command given");
-    }
-    let command = args.remove(0);
-    match command.as_str() {
-        "replicate" => {
+    match Cli::parse().task {
+        Task::Replicate { args } => {
             let mut forwarded = vec!["replicate".to_string()];
             forwarded.extend(args);
-            explr(&forwarded, &[])
+            explr(&forwarded)
         }
-        "help" | "--help" | "-h" => {
-            print!("{}", usage());
-            Ok(())
-        }
-        other => {
-            eprint!("{}", usage());
-            bail!("unknown command `{other}`")
+        Task::FetchData { dataset, data_dir } => {
+            let spec = match dataset {
+                FetchDataset::Cifar10 => fetch::FetchSpec::cifar10(),
+                FetchDataset::Cifar100 => fetch::FetchSpec::cifar100(),
+            };
+            fetch::run(&spec, data_dir.as_deref())
         }
     }
 }

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "explr",
     version,
-    about = "Replicate \"An Exponential Learning Rate Schedule for Deep Learning\""
+    about = "Replicate \"An Exponential Learning Rate Schedule for Deep Learning\" (Li & Arora, ICLR 2020)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -19,12 +19,14 @@ struct Cli {
 enum Command {
     /// Run experiment manifests and check them against the goldens.
     Replicate(cli::replicate::ReplicateArgs),
+    /// Dataset tools: preview, stats.
+    Data(cli::data::DataArgs),
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match Cli::parse().command {
         Command::Replicate(args) => cli::replicate::run(args),
+        Command::Data(args) => cli::data::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

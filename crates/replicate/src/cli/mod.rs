@@ -1,2 +1,3 @@
 //! Subcommands of the `explr` binary.
+pub mod data;
 pub mod replicate;

@@ -1,0 +1,127 @@
+//! `explr data preview|stats`: look at a dataset before training on it.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use explr_data::{
+    load_dataset, preview_png, resolve_data_dir, user_cache_dir, Completeness, Dataset,
+    DatasetName, SyntheticConfig,
+};
+
+/// `explr data ...`
+#[derive(Args, Debug)]
+pub struct DataArgs {
+    #[command(subcommand)]
+    command: DataCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum DataCommand {
+    /// Write a PNG grid of the first images with their class names.
+    Preview {
+        #[command(flatten)]
+        source: Source,
+        /// Output PNG file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of images.
+        #[arg(long, default_value_t = 64)]
+        count: usize,
+        /// Images per row.
+        #[arg(long, default_value_t = 8)]
+        columns: usize,
+    },
+    /// Print split sizes and per-channel mean/std of the [0, 1]-scaled pixels.
+    Stats {
+        #[command(flatten)]
+        source: Source,
+    },
+}
+
+#[derive(Args, Debug)]
+struct Source {
+    /// cifar10, cifar100, cifar100-coarse or synthetic.
+    #[arg(long)]
+    dataset: String,
+    /// Directory holding the data (default: $EXPLR_DATA, else the per-user cache directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Which split.
+    #[arg(long, value_enum, default_value_t = SplitName::Train)]
+    split: SplitName,
+    /// Seed of the synthetic dataset.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SplitName {
+    Train,
+    Test,
+}
+
+fn load(source: &Source) -> Result<Dataset> {
+    let name: DatasetName = source.dataset.parse()?;
+    let cache = user_cache_dir(
+        std::env::var_os("XDG_CACHE_HOME").as_deref(),
+        std::env::var_os("HOME").as_deref(),
+    );
+    let root = resolve_data_dir(
+        source.data_dir.as_deref(),
+        std::env::var_os("EXPLR_DATA").as_deref(),
+        cache.as_deref(),
+    )?;
+    let synthetic = SyntheticConfig {
+        seed: source.seed,
+        ..Default::default()
+    };
+    load_dataset(name, &root, Completeness::AllowSubset, &synthetic)
+        .with_context(|| format!("loading {} from {}", source.dataset, root.display()))
+}
+
+/// Runs `explr data ...`.
+pub fn run(args: DataArgs) -> Result<()> {
+    match args.command {
+        DataCommand::Preview {
+            source,
+            out,
+            count,
+            columns,
+        } => {
+            let data = load(&source)?;
+            let split = match source.split {
+                SplitName::Train => data.train(),
+                SplitName::Test => data.test(),
+            };
+            let png = preview_png(split, data.class_names(), count, columns)?;
+            std::fs::write(&out, png).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "wrote {} ({} {:?} images of {})",
+                out.display(),
+                count.min(split.len()),
+                source.split,
+                data.name()
+            );
+        }
+        DataCommand::Stats { source } => {
+            let data = load(&source)?;
+            println!(
+                "{}: {} train, {} test images, {} classes",
+                data.name(),
+                data.train().len(),
+                data.test().len(),
+                data.num_classes()
+            );
+            for (name, split) in [("train", data.train()), ("test", data.test())] {
+                let m = split.channel_means();
+                let s = split.channel_stds();
+                println!(
+                    "{name}: mean R {:.4} G {:.4} B {:.4}; std R {:.4} G {:.4} B {:.4}",
+                    m[0], m[1], m[2], s[0], s[1], s[2]
+                );
+            }
+        }
+    }
+    Ok(())
+}
