@@ -1,0 +1,99 @@
+//! Forward + backward of every normalization kind in training mode on a 128×64×16×16 f32
+//! input, for the fused CPU kernel and candle's composite ops. The PyTorch twin is
+//! `scripts/pytorch/norm_bench.py` (`y.backward(G)`); the README's table compares the two.
+//!
+//! The backward pass is seeded with a fixed upstream gradient G through [`SeedGrad`], a loss
+//! `sum(y·G)` whose backward hands `G` to the layer directly: candle's own `(y * G).sum_all()`
+//! backward broadcasts the scalar gradient through its strided slow path and costs ~70 ms
+//! here, which would swamp the layer being measured.
+//!
+//! Run: `cargo bench -p explr-norm --bench norm`
+
+use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor, Var};
+use criterion::{criterion_group, criterion_main, Criterion};
+use explr_nn::ParamStore;
+use explr_norm::{Kernel, NormConfig, NormKind};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+const SHAPE: (usize, usize, usize, usize) = (128, 64, 16, 16);
+
+fn randn(rng: &mut ChaCha8Rng) -> Tensor {
+    let n = SHAPE.0 * SHAPE.1 * SHAPE.2 * SHAPE.3;
+    let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
+    Tensor::from_vec(v, SHAPE, &Device::Cpu).expect("shape matches")
+}
+
+/// `sum(y·G)` with a backward that returns `G` times the incoming scalar gradient.
+struct SeedGrad;
+
+impl CustomOp2 for SeedGrad {
+    fn name(&self) -> &'static str {
+        "seed-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(y), CpuStorage::F32(g)) = (s1, s2) else {
+            candle_core::bail!("seed-grad: f32 only")
+        };
+        let (Some((a, b)), Some((c, d))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("seed-grad: contiguous inputs only")
+        };
+        let dot: f64 = y[a..b]
+            .iter()
+            .zip(&g[c..d])
+            .map(|(&u, &v)| u as f64 * v as f64)
+            .sum();
+        Ok((CpuStorage::F32(vec![dot as f32]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        _y: &Tensor,
+        g: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let s = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        Ok((Some(g.affine(s, 0.0)?), None))
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let x = Var::from_tensor(&randn(&mut rng)).expect("var");
+    let g = randn(&mut rng);
+    let mut group = c.benchmark_group("norm_fwd_bwd_128x64x16x16_f32");
+    group.sample_size(20);
+    for kind in ["bn", "gn:16", "ln", "in"] {
+        for (kname, kernel) in [("fused", Kernel::Fused), ("composite", Kernel::Composite)] {
+            let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
+            let norm = kind
+                .parse::<NormKind>()
+                .expect("known kind")
+                .build(&store.root(), SHAPE.1, &NormConfig::default())
+                .expect("builds");
+            group.bench_function(format!("{kind}/{kname}"), |b| {
+                b.iter(|| {
+                    let y = norm
+                        .forward_with(x.as_tensor(), true, kernel)
+                        .expect("forward");
+                    let loss = y.apply_op2(&g, SeedGrad).expect("loss");
+                    loss.backward().expect("backward")
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
