@@ -382,3 +382,20 @@ fn matches_pytorch_fixtures() {
     }
     assert_eq!(cases, 5, "the fixture holds five cases");
 }
+
+/// `sum_all` seeds the backward with a stride-0 broadcast of ones: the gradient ops must read
+/// a non-contiguous `dy`.
+#[test]
+fn gradient_of_a_broadcast_dy_matches_candle() {
+    let c = case((2, 3, 6, 6), (4, 3, 3), 2, 1);
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let x = uniform(&mut rng, &[c.n, c.c, c.h, c.w], DType::F64);
+    let w = uniform(&mut rng, &[c.k, c.c, c.kh, c.kw], DType::F64);
+    let (xv, wv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap());
+    let y = conv2d(xv.as_tensor(), wv.as_tensor(), c.stride, c.padding).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    let ones = Tensor::ones(y.dims(), DType::F64, &Device::Cpu).unwrap();
+    let (_, dx, dw) = reference(c, &x, &w, &ones);
+    assert!(rel_diff(grads.get(xv.as_tensor()).unwrap(), &dx) <= 1e-12);
+    assert!(rel_diff(grads.get(wv.as_tensor()).unwrap(), &dw) <= 1e-12);
+}
