@@ -10,7 +10,9 @@
 //! - [`Path`] is the builder handed to layers (`store.root().push("layer1").push(0)`), like
 //!   candle-nn's `VarBuilder`; [`Init`] draws every initial value from the store's seeded RNG,
 //!   so the same seed gives the same weights on any machine.
-//! - [`Conv2d`] and [`Linear`] are the two weight layers the zoo shares.
+//! - [`Conv2d`] and [`Linear`] are the two weight layers the zoo shares. [`Conv2d`] runs on
+//!   [`conv2d`], the one convolution entry point: on the CPU (f32/f64) im2col + `gemm` candle
+//!   custom ops for the forward pass and both gradients, elsewhere candle's own `conv2d`.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};

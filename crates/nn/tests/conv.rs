@@ -333,3 +333,69 @@ fn invalid_arguments_are_reported() {
         }
     }
 }
+
+/// Output and both gradients match PyTorch (f64, ≤ 1e-12 relative; f32 from the same inputs,
+/// ≤ 1e-5): fixtures from `scripts/pytorch/conv_fixtures.py`.
+#[test]
+fn matches_pytorch_fixtures() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/conv.safetensors"
+    );
+    let bytes = std::fs::read(path).expect("reading the fixture");
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("fixture header");
+    let meta = meta.metadata().clone().expect("fixture metadata");
+    assert!(
+        meta["torch_version"].starts_with("2."),
+        "fixture from torch {}",
+        meta["torch_version"]
+    );
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+    let mut cases = 0;
+    for i in 0.. {
+        let Some(geom) = meta.get(&i.to_string()) else {
+            break;
+        };
+        let num = |key: &str| -> usize {
+            let field = geom.split(' ').find_map(|kv| kv.strip_prefix(key)).unwrap();
+            field.parse().unwrap()
+        };
+        let (stride, padding) = (num("stride="), num("padding="));
+        let get = |name: &str| tensors[&format!("{i}.{name}")].clone();
+        for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 1e-5)] {
+            let cast = |t: Tensor| t.to_dtype(dtype).unwrap();
+            let (x, w, dy) = (cast(get("x")), cast(get("w")), cast(get("dy")));
+            let ours = run(|x, w| conv2d(x, w, stride, padding).unwrap(), &x, &w, &dy);
+            for (what, a, b) in [
+                ("y", &ours.0, "y"),
+                ("dx", &ours.1, "dx"),
+                ("dw", &ours.2, "dw"),
+            ] {
+                let d = rel_diff(a, &get(b));
+                assert!(
+                    d <= tol,
+                    "case {i} ({geom}) {what} in {dtype:?}: {d:e} > {tol:e}"
+                );
+            }
+        }
+        cases += 1;
+    }
+    assert_eq!(cases, 5, "the fixture holds five cases");
+}
+
+/// `sum_all` seeds the backward with a stride-0 broadcast of ones: the gradient ops must read
+/// a non-contiguous `dy`.
+#[test]
+fn gradient_of_a_broadcast_dy_matches_candle() {
+    let c = case((2, 3, 6, 6), (4, 3, 3), 2, 1);
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let x = uniform(&mut rng, &[c.n, c.c, c.h, c.w], DType::F64);
+    let w = uniform(&mut rng, &[c.k, c.c, c.kh, c.kw], DType::F64);
+    let (xv, wv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap());
+    let y = conv2d(xv.as_tensor(), wv.as_tensor(), c.stride, c.padding).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    let ones = Tensor::ones(y.dims(), DType::F64, &Device::Cpu).unwrap();
+    let (_, dx, dw) = reference(c, &x, &w, &ones);
+    assert!(rel_diff(grads.get(xv.as_tensor()).unwrap(), &dx) <= 1e-12);
+    assert!(rel_diff(grads.get(wv.as_tensor()).unwrap(), &dw) <= 1e-12);
+}
