@@ -53,7 +53,15 @@ fn explr(args: &[String]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root)
-        .args(["run", "--quiet", "--package", "explr-replicate", "--bin", "explr", "--"])
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "explr-replicate",
+            "--bin",
+            "explr",
+            "--",
+        ])
         .args(args)
         .status()
         .context("starting cargo")?;

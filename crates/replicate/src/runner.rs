@@ -22,6 +22,8 @@ pub struct RunnerOptions {
     pub resume: bool,
     /// Worker threads for independent runs.
     pub jobs: usize,
+    /// CIFAR data directory (resolved by the binary from --data-dir, $EXPLR_DATA or the cache).
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Receives progress; the binary draws bars or prints lines, the library never prints.
@@ -73,6 +75,40 @@ pub enum RunError {
         /// The cause.
         message: String,
     },
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// Loading or batching data failed.
+    #[error(transparent)]
+    Data(#[from] explr_data::DataError),
+    /// Building or running a model failed.
+    #[error(transparent)]
+    Zoo(#[from] explr_zoo::ZooError),
+    /// Saving or loading parameters failed.
+    #[error(transparent)]
+    Nn(#[from] explr_nn::NnError),
+    /// A schedule or the optimizer failed.
+    #[error(transparent)]
+    Schedule(#[from] explr_schedule::ScheduleError),
+    /// Training diverged.
+    #[error("{run}: {quantity} is {value} at epoch {epoch}, step {step}; the run stopped{}", match checkpoint {
+        Some(c) => format!(" and its last good checkpoint is kept in {}", c.display()),
+        None => " before any checkpoint was written".to_string(),
+    })]
+    NonFinite {
+        /// The run.
+        run: String,
+        /// Epoch (1-based).
+        epoch: usize,
+        /// Updates done.
+        step: u64,
+        /// What went non-finite.
+        quantity: String,
+        /// Its value.
+        value: f64,
+        /// The last good checkpoint.
+        checkpoint: Option<PathBuf>,
+    },
     /// An experiment kind this build cannot run yet.
     #[error("{0}")]
     Unsupported(String),
@@ -104,13 +140,9 @@ pub fn run(
     )?;
     let (summary, figures) = match resolved.experiment() {
         Experiment::Toy(t) => run_toy(t, &dir, progress)?,
-        other => {
-            return Err(RunError::Unsupported(format!(
-                "{}: experiment kind {:?} is not wired into this build yet",
-                resolved.name,
-                std::mem::discriminant(&other)
-            )))
-        }
+        Experiment::Training(t) => crate::training::run_training(t, &dir, opts, progress)?,
+        Experiment::Exactness(x) => crate::exactness::run_exactness(x, &dir, opts, progress)?,
+        Experiment::ScaleInvariance(s) => crate::exactness::run_scale_invariance(s, progress)?,
     };
     let id = &resolved.manifest.id;
     let value = summary.to_value(id, &resolved.profile);

@@ -7,10 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::FieldError;
 
-/// Placeholder: replaced by the zoo's model spec at integration.
-pub type ModelSection = serde_yaml::Value;
-/// Placeholder: replaced by the schedule crate's spec at integration.
-pub type ScheduleSection = serde_yaml::Value;
+/// A model, as the zoo describes it (`arch`, `depth`, `norm`, `width`, `freeze_norm_affine`,
+/// `freeze_head`, `eps`, …).
+pub type ModelSection = explr_zoo::ModelSpec;
+/// An LR schedule, as the schedule crate describes it (`kind: multistep`, …). In manifests every
+/// step count (milestones, `t_max`, …) is in **epochs**: the runner sets `steps_per_epoch` from
+/// the data, so one manifest serves every profile.
+pub type ScheduleSection = explr_schedule::ScheduleSpec;
 
 /// Floating-point precision of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -147,6 +150,30 @@ pub enum Check {
         /// Largest allowed difference.
         tolerance: f64,
     },
+    /// The mean angular update per step of `run` over epochs `from_epoch..` matches the
+    /// equilibrium prediction sqrt(2ηλ/(1+γ)) (THEORY.md §8) within `tolerance` (relative).
+    AngularUpdate {
+        /// A run with weight decay.
+        run: String,
+        /// First epoch (1-based) of the average.
+        from_epoch: usize,
+        /// Largest allowed relative error.
+        tolerance: f64,
+    },
+    /// `metric` of `run` stays within a factor `1 + tolerance` of its mean over epochs
+    /// `from_epoch..=to_epoch` (e.g. ‖w‖²/η̃ of an exponential run, THEORY.md §3).
+    NearlyConstant {
+        /// The run.
+        run: String,
+        /// Metric name.
+        metric: String,
+        /// First epoch (1-based).
+        from_epoch: usize,
+        /// Last epoch (1-based).
+        to_epoch: usize,
+        /// Largest allowed relative spread.
+        tolerance: f64,
+    },
     /// `metric` of run `a` at the end exceeds that of `b` by at least `margin`.
     FinalGreater {
         /// Run expected higher.
@@ -201,12 +228,40 @@ impl Training {
                 "give at least one model",
             ));
         }
-        validate_runs("training.runs", &self.runs)?;
+        validate_runs("training.runs", &self.runs, Some(self.epochs))?;
         for (i, c) in self.checks.iter().enumerate() {
-            let (a, b) = match c {
-                Check::CurvesOverlap { a, b, .. } | Check::FinalGreater { a, b, .. } => (a, b),
+            let named: Vec<&String> = match c {
+                Check::CurvesOverlap { a, b, .. } | Check::FinalGreater { a, b, .. } => vec![a, b],
+                Check::AngularUpdate {
+                    run, from_epoch, ..
+                } => {
+                    if *from_epoch == 0 || *from_epoch > self.epochs {
+                        return Err(FieldError::new(
+                            format!("training.checks.{i}.from_epoch"),
+                            format!("must lie in 1..={} (the epochs)", self.epochs),
+                        ));
+                    }
+                    vec![run]
+                }
+                Check::NearlyConstant {
+                    run,
+                    from_epoch,
+                    to_epoch,
+                    ..
+                } => {
+                    if *from_epoch == 0 || from_epoch > to_epoch || *to_epoch > self.epochs {
+                        return Err(FieldError::new(
+                            format!("training.checks.{i}"),
+                            format!(
+                                "needs 1 <= from_epoch <= to_epoch <= {} (the epochs), got {from_epoch}..={to_epoch}",
+                                self.epochs
+                            ),
+                        ));
+                    }
+                    vec![run]
+                }
             };
-            for r in [a, b] {
+            for r in named {
                 if !self.runs.contains_key(r) {
                     return Err(FieldError::new(
                         format!("training.checks.{i}"),
@@ -245,7 +300,7 @@ impl Exactness {
     fn validate(&self) -> Result<(), FieldError> {
         positive("exactness.steps", self.steps)?;
         positive("exactness.data.batch_size", self.data.batch_size)?;
-        validate_runs("exactness.runs", &self.runs)?;
+        validate_runs("exactness.runs", &self.runs, None)?;
         for name in self.tolerance.keys() {
             match self.runs.get(name) {
                 Some(r) if r.derive.is_some() => {}
@@ -338,7 +393,24 @@ fn names<V>(m: &BTreeMap<String, V>) -> String {
     m.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
 }
 
-fn validate_runs(field: &str, runs: &BTreeMap<String, RunSpec>) -> Result<(), FieldError> {
+/// The largest epoch milestone of a schedule (where it has milestones).
+fn last_milestone(spec: &ScheduleSection) -> Option<u64> {
+    use explr_schedule::ScheduleSpec as S;
+    match spec {
+        S::Multistep { milestones, .. }
+        | S::Texp { milestones, .. }
+        | S::TexpMinus { milestones, .. }
+        | S::Sequential { milestones, .. } => milestones.iter().copied().max(),
+        S::ExpEquivalent { base, .. } => last_milestone(base),
+        _ => None,
+    }
+}
+
+fn validate_runs(
+    field: &str,
+    runs: &BTreeMap<String, RunSpec>,
+    epochs: Option<usize>,
+) -> Result<(), FieldError> {
     if runs.is_empty() {
         return Err(FieldError::new(field, "give at least one run"));
     }
@@ -357,7 +429,32 @@ fn validate_runs(field: &str, runs: &BTreeMap<String, RunSpec>) -> Result<(), Fi
             ));
         }
         match (&r.schedule, &r.derive) {
-            (Some(_), None) => {}
+            (Some(spec), None) => {
+                if let Err(e) = spec.build() {
+                    return Err(FieldError::new(format!("{here}.schedule"), e.to_string()));
+                }
+                if let (Some(m), Some(epochs)) = (last_milestone(spec), epochs) {
+                    if m >= epochs as u64 {
+                        return Err(FieldError::new(
+                            format!("{here}.schedule.milestones"),
+                            format!(
+                                "milestone {m} is not before the end of training ({epochs} epochs); \
+                                 milestones are in epochs and must be < epochs"
+                            ),
+                        ));
+                    }
+                }
+            }
+            (None, Some(_)) if r.weight_decay != 0.0 => {
+                return Err(FieldError::new(
+                    format!("{here}.weight_decay"),
+                    format!(
+                        "a derived run has no weight decay on its scale-invariant group (the \
+                         transform removes it); drop the field, got {}",
+                        r.weight_decay
+                    ),
+                ));
+            }
             (None, Some(d)) => match runs.get(&d.from) {
                 Some(base) if base.derive.is_none() => {}
                 Some(_) => {

@@ -177,7 +177,18 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
     } else {
         GoldenMode::Skip
     };
+    let cache = explr_data::user_cache_dir(
+        std::env::var_os("XDG_CACHE_HOME").as_deref(),
+        std::env::var_os("HOME").as_deref(),
+    );
+    let data_dir = explr_data::resolve_data_dir(
+        args.data_dir.as_deref(),
+        std::env::var_os("EXPLR_DATA").as_deref(),
+        cache.as_deref(),
+    )
+    .ok();
     let opts = RunnerOptions {
+        data_dir,
         results_dir: args.results_dir.clone(),
         resume: args.resume,
         jobs: args.jobs.max(1),

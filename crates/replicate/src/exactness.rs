@@ -1,0 +1,241 @@
+//! Step-level checks on real networks: X1/X2 (a weight-decay run and its exponential twins in
+//! lockstep, THEORY.md §3–§5) and S1 (every model is scale invariant in its declared group).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use explr_data::{Batch, Loader, LoaderConfig};
+use explr_nn::ParamStore;
+use explr_schedule::{check_equivalence, CheckOptions};
+use explr_zoo::Model;
+
+use crate::plan;
+use crate::plot::{Chart, Series};
+use crate::runner::{Progress, RunError, RunnerOptions};
+use crate::spec::{Exactness, ScaleInvariance, Transform};
+use crate::summary::Summary;
+use crate::train::{build_sgd, loss_and_correct};
+use crate::training::load_data;
+
+fn loss_value(model: &Model, batch: &Batch) -> Result<f64, RunError> {
+    let logits = model.forward_t(&batch.images, true)?;
+    let (loss, _) = loss_and_correct(&logits, &batch.labels)?;
+    Ok(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+fn max_rel_diff(a: &Tensor, b: &Tensor) -> Result<f64, RunError> {
+    let scale = a
+        .abs()?
+        .max_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
+    let diff = (a - b)?
+        .abs()?
+        .max_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
+    Ok(diff / scale.max(f64::MIN_POSITIVE))
+}
+
+/// Loss and gradients of one step.
+type StepResult = candle_core::Result<(f64, candle_core::backprop::GradStore)>;
+
+/// Loss and gradients of `model` on the batch of step `t` (training mode).
+fn objective<'a>(
+    model: &'a Model,
+    batches: &'a [Batch],
+) -> impl FnMut(u64, &[(String, candle_core::Var)]) -> StepResult + 'a {
+    move |t, _| {
+        let b = &batches[t as usize];
+        let logits = model
+            .forward_t(&b.images, true)
+            .map_err(candle_core::Error::wrap)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &b.labels)?;
+        Ok((loss.to_scalar::<f64>()?, loss.backward()?))
+    }
+}
+
+/// X1/X2: the base run and each derived twin, trained in lockstep on the same batches.
+pub fn run_exactness(
+    spec: &Exactness,
+    dir: &Path,
+    opts: &RunnerOptions,
+    progress: &dyn Progress,
+) -> Result<(Summary, Vec<PathBuf>), RunError> {
+    let device = Device::Cpu;
+    let dataset = load_data(&spec.data, opts.data_dir.as_deref())?;
+    let mut model_spec = spec.model.clone();
+    model_spec.num_classes = dataset.num_classes();
+    let cfg = LoaderConfig {
+        augment: if spec.data.augment {
+            LoaderConfig::train(1, 0).augment
+        } else {
+            None
+        },
+        ..LoaderConfig::train(spec.data.batch_size, spec.seed)
+    }
+    .with_dtype(DType::F64);
+    let loader = Loader::new(dataset.train(), cfg, &device)?;
+    let spe = loader.steps_per_epoch() as u64;
+    let mut batches = Vec::new();
+    for epoch in 0..spec.steps.div_ceil(spe as usize) {
+        for b in loader.epoch(epoch as u64) {
+            batches.push(b?);
+        }
+    }
+    let probe = Loader::new(
+        dataset.test(),
+        LoaderConfig::eval(spec.data.batch_size).with_dtype(DType::F64),
+        &device,
+    )?
+    .epoch(0)
+    .next()
+    .ok_or_else(|| RunError::Unsupported("the test split is empty".into()))??;
+    let (base_name, base) = spec
+        .runs
+        .iter()
+        .find(|(_, r)| r.derive.is_none())
+        .ok_or_else(|| RunError::Unsupported("exactness needs one run with a schedule".into()))?;
+    let base_schedule = plan::base_schedule(base, spe)?;
+    let exact = plan::twin_schedule(
+        &base_schedule,
+        Transform::Exact,
+        base.weight_decay,
+        base.momentum,
+    )?;
+    let mut summary = Summary::default();
+    let mut series = Vec::new();
+    for (twin_name, _) in spec.runs.iter().filter(|(_, r)| r.derive.is_some()) {
+        let key = format!("{base_name}_vs_{twin_name}");
+        progress.start(&key, spec.steps as u64);
+        let build = |name: &str| -> Result<(Model, explr_schedule::Sgd), RunError> {
+            let store = ParamStore::new(&device, DType::F64, spec.seed);
+            let model = Model::new(&model_spec, &store)?;
+            let sgd = build_sgd(&model, &plan::plan(&spec.runs, name, spe)?)?;
+            Ok((model, sgd))
+        };
+        let (base_model, mut base_sgd) = build(base_name)?;
+        let (twin_model, mut twin_sgd) = build(twin_name)?;
+        let compare: Vec<String> = base_model
+            .scale_invariant()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let scale = |t: u64| exact.twin_scale(t);
+        let report = check_equivalence(
+            &mut base_sgd,
+            &mut objective(&base_model, &batches),
+            &mut twin_sgd,
+            &mut objective(&twin_model, &batches),
+            &CheckOptions {
+                steps: spec.steps as u64,
+                scale: &scale,
+                compare,
+            },
+        )?;
+        let logit_diff = max_rel_diff(
+            &base_model.forward_t(&probe.images, true)?,
+            &twin_model.forward_t(&probe.images, true)?,
+        )?;
+        let mut csv = String::from("step,scale,deviation,angle,loss,twin_loss\n");
+        for r in &report.rows {
+            csv.push_str(&format!(
+                "{},{:e},{:e},{:e},{:e},{:e}\n",
+                r.step, r.scale, r.deviation, r.angle, r.loss, r.twin_loss
+            ));
+        }
+        crate::io::write_atomic(&dir.join(format!("{key}.csv")), csv.as_bytes())?;
+        let (dev, ang) = (report.max_deviation(), report.max_angle());
+        let final_scale = report.rows.last().map(|r| r.scale).unwrap_or(f64::NAN);
+        summary.magnitude(format!("{twin_name}.max_deviation"), dev);
+        summary.magnitude(format!("{twin_name}.max_angle"), ang);
+        summary.magnitude(format!("{twin_name}.final_logit_difference"), logit_diff);
+        summary.metric(format!("{twin_name}.final_scale_p"), final_scale);
+        let tol = spec.tolerance.get(twin_name).copied().unwrap_or(1e-10);
+        summary.check_le(
+            format!("{twin_name}_exact"),
+            format!("max over steps of |P_t θ_t − θ̃_t|/|θ̃_t| for {twin_name} (float64)"),
+            dev,
+            tol,
+        );
+        summary.check_le(
+            format!("{twin_name}_same_function"),
+            format!("relative logit difference of {base_name} and {twin_name} after training"),
+            logit_diff,
+            tol,
+        );
+        progress.finish(
+            &key,
+            &format!("max deviation {dev:.2e}, max angle {ang:.2e}, logits {logit_diff:.2e}"),
+        );
+        series.push(Series {
+            label: twin_name.clone(),
+            points: report
+                .rows
+                .iter()
+                .map(|r| (r.step as f64, r.deviation.max(1e-18)))
+                .collect(),
+        });
+    }
+    let chart = Chart {
+        title: "relative deviation |P_t θ_t − θ̃_t| / |θ̃_t|".into(),
+        x_label: "step".into(),
+        y_label: "deviation".into(),
+        log_y: true,
+        series,
+    };
+    let path = dir.join("deviation.svg");
+    crate::io::write_atomic(&path, chart.to_svg().as_bytes())?;
+    Ok((summary, vec![path]))
+}
+
+/// S1: L(c·θ_SI) against L(θ) for every model and factor.
+pub fn run_scale_invariance(
+    spec: &ScaleInvariance,
+    progress: &dyn Progress,
+) -> Result<(Summary, Vec<PathBuf>), RunError> {
+    let device = Device::Cpu;
+    let data = explr_data::load_synthetic(&explr_data::SyntheticConfig {
+        seed: spec.seed,
+        train_size: spec.batch_size,
+        test_size: 1,
+        ..Default::default()
+    })?;
+    let batch = Loader::new(
+        data.train(),
+        LoaderConfig::eval(spec.batch_size).with_dtype(DType::F64),
+        &device,
+    )?
+    .epoch(0)
+    .next()
+    .ok_or_else(|| RunError::Unsupported("empty probe batch".into()))??;
+    let mut summary = Summary::default();
+    let mut worst: f64 = 0.0;
+    for (name, model_spec) in &spec.models {
+        progress.start(name, spec.factors.len() as u64);
+        let store = ParamStore::new(&device, DType::F64, spec.seed);
+        let model = Model::new(model_spec, &store)?;
+        summary.count(
+            format!("{name}.scale_invariant_tensors"),
+            model.scale_invariant().len(),
+        );
+        let base = loss_value(&model, &batch)?;
+        let mut model_worst: f64 = 0.0;
+        for &c in &spec.factors {
+            model.scale_scale_invariant(c)?;
+            let scaled = loss_value(&model, &batch)?;
+            model.scale_scale_invariant(1.0 / c)?;
+            model_worst = model_worst.max((scaled - base).abs() / base.abs());
+        }
+        summary.magnitude(format!("{name}.max_relative_loss_change"), model_worst);
+        worst = worst.max(model_worst);
+        progress.finish(name, &format!("max relative loss change {model_worst:.2e}"));
+    }
+    summary.check_le(
+        "all_models_scale_invariant",
+        "max over models and factors of |L(cθ) − L(θ)|/|L(θ)| (float64, eps 0)",
+        worst,
+        spec.tolerance,
+    );
+    Ok((summary, Vec::new()))
+}

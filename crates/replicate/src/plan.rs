@@ -1,0 +1,229 @@
+//! From a manifest's runs to optimizer plans: epochs become steps, derived runs get their
+//! exponential schedules (THEORY.md §4–§5).
+
+use std::collections::BTreeMap;
+
+use explr_schedule::{Schedule, ScheduleSpec};
+
+use crate::runner::RunError;
+use crate::spec::{RunSpec, Transform};
+use crate::train::OptimizerPlan;
+
+/// The same spec with every step count in epochs of `steps_per_epoch` updates.
+pub fn in_epochs(spec: &ScheduleSpec, steps_per_epoch: u64) -> ScheduleSpec {
+    use ScheduleSpec as S;
+    let spe = Some(steps_per_epoch);
+    match spec.clone() {
+        S::Constant { lr } => S::Constant { lr },
+        S::Multistep {
+            lr,
+            milestones,
+            gamma,
+            ..
+        } => S::Multistep {
+            lr,
+            milestones,
+            gamma,
+            steps_per_epoch: spe,
+        },
+        S::Step {
+            lr,
+            step_size,
+            gamma,
+            ..
+        } => S::Step {
+            lr,
+            step_size,
+            gamma,
+            steps_per_epoch: spe,
+        },
+        S::Exponential { lr, factor, .. } => S::Exponential {
+            lr,
+            factor,
+            steps_per_epoch: spe,
+        },
+        S::Cosine {
+            lr, t_max, eta_min, ..
+        } => S::Cosine {
+            lr,
+            t_max,
+            eta_min,
+            steps_per_epoch: spe,
+        },
+        S::Warmup {
+            lr,
+            start_factor,
+            end_factor,
+            total_iters,
+            ..
+        } => S::Warmup {
+            lr,
+            start_factor,
+            end_factor,
+            total_iters,
+            steps_per_epoch: spe,
+        },
+        S::Sequential {
+            schedules,
+            milestones,
+            ..
+        } => S::Sequential {
+            schedules: schedules
+                .iter()
+                .map(|s| in_epochs(s, steps_per_epoch))
+                .collect(),
+            milestones,
+            steps_per_epoch: spe,
+        },
+        S::Texp {
+            lr,
+            milestones,
+            gamma,
+            weight_decay,
+            momentum,
+            ..
+        } => S::Texp {
+            lr,
+            milestones,
+            gamma,
+            weight_decay,
+            momentum,
+            steps_per_epoch: spe,
+        },
+        S::TexpMinus {
+            lr,
+            milestones,
+            gamma,
+            weight_decay,
+            momentum,
+            ..
+        } => S::TexpMinus {
+            lr,
+            milestones,
+            gamma,
+            weight_decay,
+            momentum,
+            steps_per_epoch: spe,
+        },
+        S::ExpEquivalent {
+            base,
+            weight_decay,
+            momentum,
+        } => S::ExpEquivalent {
+            base: Box::new(in_epochs(&base, steps_per_epoch)),
+            weight_decay,
+            momentum,
+        },
+    }
+}
+
+/// The built schedule of a run with a schedule (not derived).
+pub fn base_schedule(spec: &RunSpec, steps_per_epoch: u64) -> Result<Schedule, RunError> {
+    let s = spec
+        .schedule
+        .as_ref()
+        .ok_or_else(|| RunError::Unsupported("a derived run has no schedule of its own".into()))?;
+    Ok(in_epochs(s, steps_per_epoch).build()?)
+}
+
+/// The optimizer plan of run `name`.
+pub fn plan(
+    runs: &BTreeMap<String, RunSpec>,
+    name: &str,
+    steps_per_epoch: u64,
+) -> Result<OptimizerPlan, RunError> {
+    let run = runs
+        .get(name)
+        .ok_or_else(|| RunError::Unsupported(format!("no run named `{name}`")))?;
+    let Some(derive) = &run.derive else {
+        let s = base_schedule(run, steps_per_epoch)?;
+        return Ok(OptimizerPlan {
+            schedule: s.clone(),
+            weight_decay: run.weight_decay,
+            others: (s, run.weight_decay),
+            momentum: run.momentum,
+            prefill: None,
+        });
+    };
+    let base = runs
+        .get(&derive.from)
+        .ok_or_else(|| RunError::Unsupported(format!("no run named `{}`", derive.from)))?;
+    let base_schedule = base_schedule(base, steps_per_epoch)?;
+    let twin = twin_schedule(
+        &base_schedule,
+        derive.transform,
+        base.weight_decay,
+        base.momentum,
+    )?;
+    Ok(OptimizerPlan {
+        prefill: Some(twin.prefill_coefficient()?),
+        schedule: twin,
+        weight_decay: 0.0,
+        others: (base_schedule, base.weight_decay),
+        momentum: base.momentum,
+    })
+}
+
+/// The exponential twin of `base` (run with `weight_decay` and `momentum`) by `transform`.
+pub fn twin_schedule(
+    base: &Schedule,
+    transform: Transform,
+    weight_decay: f64,
+    momentum: f64,
+) -> Result<Schedule, RunError> {
+    let texp =
+        |minus: bool| -> Result<Schedule, RunError> {
+            match base.spec() {
+                ScheduleSpec::Multistep {
+                    lr,
+                    milestones,
+                    gamma,
+                    steps_per_epoch,
+                } => {
+                    let (lr, milestones, gamma, steps_per_epoch) =
+                        (*lr, milestones.clone(), *gamma, *steps_per_epoch);
+                    let spec = if minus {
+                        ScheduleSpec::TexpMinus {
+                            lr,
+                            milestones,
+                            gamma,
+                            weight_decay,
+                            momentum,
+                            steps_per_epoch,
+                        }
+                    } else {
+                        ScheduleSpec::Texp {
+                            lr,
+                            milestones,
+                            gamma,
+                            weight_decay,
+                            momentum,
+                            steps_per_epoch,
+                        }
+                    };
+                    Ok(spec.build()?)
+                }
+                ScheduleSpec::Constant { lr } => {
+                    let spec = ScheduleSpec::Texp {
+                        lr: *lr,
+                        milestones: vec![],
+                        gamma: 1.0,
+                        weight_decay,
+                        momentum,
+                        steps_per_epoch: None,
+                    };
+                    Ok(spec.build()?)
+                }
+                other => Err(RunError::Unsupported(format!(
+                "TEXP is the twin of a step decay (`multistep` or `constant`), not of `{}`; use \
+                 `transform: exact` for other schedules",
+                Schedule::from_spec(other).map(|s| s.kind_name()).unwrap_or("?")
+            ))),
+            }
+        };
+    match transform {
+        Transform::Texp => texp(false),
+        Transform::TexpMinus => texp(true),
+        Transform::Exact => Ok(base.exp_twin(weight_decay, momentum)?),
+    }
+}

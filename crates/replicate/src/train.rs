@@ -1,0 +1,390 @@
+//! The trainer: one run (model × optimizer plan × seed) for a number of epochs, recording what
+//! the paper plots, with atomic checkpoints, exact resume and NaN detection.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use explr_data::{Dataset, Loader, LoaderConfig};
+use explr_nn::{ParamStore, Role};
+use explr_schedule::{ParamGroup, Schedule, Sgd, SgdConfig};
+use explr_zoo::{Model, ModelSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::io::write_atomic;
+use crate::runner::{Progress, RunError};
+
+/// What one epoch of a run measured (THEORY.md §3 and §8 for the norm quantities).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch index (1-based: the record after `epoch` epochs of training).
+    pub epoch: usize,
+    /// Updates done so far.
+    pub step: u64,
+    /// LR of the scale-invariant group at the epoch's last update.
+    pub lr: f64,
+    /// Mean training loss over the epoch (train-mode forward, augmented data).
+    pub train_loss: f64,
+    /// Training accuracy over the epoch.
+    pub train_acc: f64,
+    /// Test loss (evaluation mode).
+    pub test_loss: f64,
+    /// Test accuracy (evaluation mode).
+    pub test_acc: f64,
+    /// ‖θ‖ of the scale-invariant group.
+    pub si_norm: f64,
+    /// ‖w‖ of the named layer.
+    pub layer_norm: f64,
+    /// ‖θ‖²/η of the scale-invariant group (constant at the WD equilibrium; §3).
+    pub norm_sq_over_lr: f64,
+    /// Effective LR η/‖θ‖² of the scale-invariant group (§8).
+    pub effective_lr: f64,
+    /// Mean angle (radians) between θ_t and θ_{t+1} over the epoch's updates (§8).
+    pub angular_update: f64,
+    /// Wall time of the epoch in seconds.
+    pub wall_s: f64,
+}
+
+/// How the optimizer treats the parameter groups of one run.
+#[derive(Clone, Debug)]
+pub struct OptimizerPlan {
+    /// Schedule of the scale-invariant group.
+    pub schedule: Schedule,
+    /// Weight decay of the scale-invariant group.
+    pub weight_decay: f64,
+    /// Schedule and weight decay of every other trainable group (head, norm affine, other):
+    /// THEORY.md §1's exact alternative keeps them on the base run's LR and WD.
+    pub others: (Schedule, f64),
+    /// Momentum γ.
+    pub momentum: f64,
+    /// Momentum pre-fill coefficient of the scale-invariant group (THEORY.md §3).
+    pub prefill: Option<f64>,
+}
+
+/// Everything one run needs.
+pub struct RunSetup<'a> {
+    /// Key for progress and messages (`model/run/seed-0`).
+    pub key: String,
+    /// The model.
+    pub model: &'a ModelSpec,
+    /// The data.
+    pub dataset: &'a Dataset,
+    /// Minibatch size.
+    pub batch_size: usize,
+    /// Standard augmentation.
+    pub augment: bool,
+    /// Precision.
+    pub dtype: DType,
+    /// Device.
+    pub device: &'a Device,
+    /// Seed of init, shuffling and augmentation.
+    pub seed: u64,
+    /// Epochs.
+    pub epochs: usize,
+    /// Optimizer.
+    pub plan: OptimizerPlan,
+    /// Checkpoint every N epochs (0: at the end only).
+    pub checkpoint_every: usize,
+    /// Folder of this run's results.
+    pub dir: PathBuf,
+    /// Continue from the last checkpoint when there is one.
+    pub resume: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointMeta {
+    epoch: usize,
+    step: u64,
+}
+
+/// Builds the optimizer of `plan` over `model`'s trainable groups.
+pub fn build_sgd(model: &Model, plan: &OptimizerPlan) -> Result<Sgd, RunError> {
+    let mut groups = Vec::new();
+    for (role, vars) in model.trainable_groups() {
+        let group = ParamGroup::new(role.as_str(), vars);
+        groups.push(if role == Role::ScaleInvariant {
+            group.weight_decay(plan.weight_decay)
+        } else {
+            group
+                .schedule(plan.others.0.clone())
+                .weight_decay(plan.others.1)
+        });
+    }
+    let mut sgd = Sgd::new(
+        plan.schedule.clone(),
+        groups,
+        SgdConfig::momentum(plan.momentum),
+    )?;
+    if let Some(c) = plan.prefill {
+        sgd.prefill_momentum(c, &[Role::ScaleInvariant.as_str()])?;
+    }
+    Ok(sgd)
+}
+
+/// Mean cross-entropy and the number of correct predictions.
+pub fn loss_and_correct(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, f64), RunError> {
+    let loss = candle_nn::loss::cross_entropy(logits, labels)?;
+    let pred = logits.argmax(D::Minus1)?;
+    let correct = pred
+        .eq(labels)?
+        .to_dtype(DType::F64)?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    Ok((loss, correct))
+}
+
+/// The scale-invariant group flattened into one f64 vector (sorted by name).
+fn flat(vars: &[(String, Var)]) -> Result<Tensor, RunError> {
+    let parts: Vec<Tensor> = vars
+        .iter()
+        .map(|(_, v)| v.as_tensor().detach().flatten_all()?.to_dtype(DType::F64))
+        .collect::<candle_core::Result<_>>()?;
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+fn norm(t: &Tensor) -> Result<f64, RunError> {
+    Ok(t.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt())
+}
+
+/// Angle between two vectors via 2·atan2(‖â − b̂‖, ‖â + b̂‖) (accurate for tiny angles).
+fn angle(a: &Tensor, b: &Tensor) -> Result<f64, RunError> {
+    let (na, nb) = (norm(a)?, norm(b)?);
+    let (ua, ub) = (a.affine(1.0 / na, 0.0)?, b.affine(1.0 / nb, 0.0)?);
+    Ok(2.0 * norm(&(&ua - &ub)?)?.atan2(norm(&(&ua + &ub)?)?))
+}
+
+/// Evaluates `model` on `split` in evaluation mode: (mean loss, accuracy).
+pub fn evaluate(model: &Model, loader: &Loader) -> Result<(f64, f64), RunError> {
+    let (mut loss_sum, mut correct, mut n) = (0.0, 0.0, 0usize);
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let logits = model.forward_t(&batch.images, false)?;
+        let (loss, c) = loss_and_correct(&logits, &batch.labels)?;
+        let b = batch.indices.len();
+        loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * b as f64;
+        correct += c;
+        n += b;
+    }
+    Ok((loss_sum / n.max(1) as f64, correct / n.max(1) as f64))
+}
+
+/// The name of the layer whose weight norm is recorded: the first conv of the second residual
+/// block (the paper's Figure 1 layer), or the first scale-invariant weight.
+fn tracked_layer(model: &Model) -> Option<String> {
+    let si = model.scale_invariant();
+    si.iter()
+        .map(|(n, _)| n.clone())
+        .find(|n| n == "layer1.1.conv1.weight")
+        .or_else(|| si.first().map(|(n, _)| n.clone()))
+}
+
+/// Trains one run, writing `metrics.jsonl`, `metrics.csv`, `meta.json` and checkpoints under
+/// `setup.dir`; returns every epoch's record.
+pub fn train(setup: &RunSetup<'_>, progress: &dyn Progress) -> Result<Vec<EpochRecord>, RunError> {
+    let store = ParamStore::new(setup.device, setup.dtype, setup.seed);
+    let model = Model::new(setup.model, &store)?;
+    let mut sgd = build_sgd(&model, &setup.plan)?;
+    let train_cfg = LoaderConfig {
+        augment: if setup.augment {
+            LoaderConfig::train(1, 0).augment
+        } else {
+            None
+        },
+        ..LoaderConfig::train(setup.batch_size, setup.seed)
+    }
+    .with_dtype(setup.dtype);
+    let train_loader = Loader::new(setup.dataset.train(), train_cfg, setup.device)?;
+    let test_loader = Loader::new(
+        setup.dataset.test(),
+        LoaderConfig::eval(setup.batch_size.max(256)).with_dtype(setup.dtype),
+        setup.device,
+    )?;
+    let layer = tracked_layer(&model);
+    let si_vars = model.scale_invariant();
+    let ckpt = setup.dir.join("checkpoint");
+    let mut records: Vec<EpochRecord> = Vec::new();
+    let mut start_epoch = 0usize;
+    if setup.resume && ckpt.join("meta.json").exists() {
+        let meta: CheckpointMeta = read_json(&ckpt.join("meta.json"))?;
+        store.load(&ckpt.join("model.safetensors"))?;
+        sgd.load(&ckpt.join("optimizer.safetensors"))?;
+        records = read_records(&setup.dir.join("metrics.jsonl"))?;
+        records.truncate(meta.epoch);
+        start_epoch = meta.epoch;
+    }
+    let steps_per_epoch = train_loader.steps_per_epoch() as u64;
+    progress.start(&setup.key, setup.epochs as u64);
+    progress.update(&setup.key, start_epoch as u64, "");
+    for epoch in start_epoch..setup.epochs {
+        let started = Instant::now();
+        let (mut loss_sum, mut correct, mut seen, mut angle_sum) = (0.0, 0.0, 0usize, 0.0);
+        for batch in train_loader.epoch(epoch as u64) {
+            let batch = batch?;
+            let logits = model.forward_t(&batch.images, true)?;
+            let (loss, c) = loss_and_correct(&logits, &batch.labels)?;
+            let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !loss_value.is_finite() {
+                return Err(RunError::NonFinite {
+                    run: setup.key.clone(),
+                    epoch: epoch + 1,
+                    step: sgd.step_count(),
+                    quantity: "training loss".into(),
+                    value: loss_value,
+                    checkpoint: ckpt.join("meta.json").exists().then(|| ckpt.clone()),
+                });
+            }
+            let grads = loss.backward()?;
+            let before = flat(&si_vars)?;
+            sgd.step(&grads)?;
+            angle_sum += angle(&before, &flat(&si_vars)?)?;
+            let b = batch.indices.len();
+            loss_sum += loss_value * b as f64;
+            correct += c;
+            seen += b;
+        }
+        let (test_loss, test_acc) = evaluate(&model, &test_loader)?;
+        let si = flat(&si_vars)?;
+        let si_norm = norm(&si)?;
+        let step = sgd.step_count();
+        let lr = setup.plan.schedule.lr(step.saturating_sub(1))?;
+        let layer_norm = match &layer {
+            Some(name) => model.weight_norm(name)?,
+            None => f64::NAN,
+        };
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            step,
+            lr,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_acc: correct / seen.max(1) as f64,
+            test_loss,
+            test_acc,
+            si_norm,
+            layer_norm,
+            norm_sq_over_lr: si_norm * si_norm / lr,
+            effective_lr: lr / (si_norm * si_norm),
+            angular_update: angle_sum / steps_per_epoch.max(1) as f64,
+            wall_s: started.elapsed().as_secs_f64(),
+        };
+        for (quantity, value) in [("weight norm", si_norm), ("test loss", test_loss)] {
+            if !value.is_finite() {
+                return Err(RunError::NonFinite {
+                    run: setup.key.clone(),
+                    epoch: epoch + 1,
+                    step,
+                    quantity: quantity.into(),
+                    value,
+                    checkpoint: ckpt.join("meta.json").exists().then(|| ckpt.clone()),
+                });
+            }
+        }
+        records.push(record);
+        write_records(&setup.dir, &records)?;
+        let last = epoch + 1 == setup.epochs;
+        if last || (setup.checkpoint_every > 0 && (epoch + 1) % setup.checkpoint_every == 0) {
+            std::fs::create_dir_all(&ckpt).map_err(|source| crate::io::IoError {
+                action: "creating",
+                path: ckpt.clone(),
+                source,
+            })?;
+            store.save(&ckpt.join("model.safetensors"))?;
+            sgd.save(&ckpt.join("optimizer.safetensors"))?;
+            write_json(
+                &ckpt.join("meta.json"),
+                &CheckpointMeta {
+                    epoch: epoch + 1,
+                    step,
+                },
+            )?;
+        }
+        let r = records.last().expect("just pushed");
+        progress.update(
+            &setup.key,
+            (epoch + 1) as u64,
+            &format!(
+                "loss {:.3} train {:.3} test {:.3}",
+                r.train_loss, r.train_acc, r.test_acc
+            ),
+        );
+    }
+    let r = records.last();
+    progress.finish(
+        &setup.key,
+        &match r {
+            Some(r) => format!("test acc {:.4}, train loss {:.4}", r.test_acc, r.train_loss),
+            None => "no epochs".into(),
+        },
+    );
+    Ok(records)
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, RunError> {
+    let text = std::fs::read_to_string(path).map_err(|source| crate::io::IoError {
+        action: "reading",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| RunError::Serialize {
+        what: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| RunError::Serialize {
+        what: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(write_atomic(path, text.as_bytes())?)
+}
+
+/// Reads `metrics.jsonl`.
+pub fn read_records(path: &Path) -> Result<Vec<EpochRecord>, RunError> {
+    let text = std::fs::read_to_string(path).map_err(|source| crate::io::IoError {
+        action: "reading",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).map_err(|e| RunError::Serialize {
+                what: path.display().to_string(),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Writes `metrics.jsonl` and `metrics.csv` (whole files, atomically).
+fn write_records(dir: &Path, records: &[EpochRecord]) -> Result<(), RunError> {
+    let mut jsonl = String::new();
+    let mut csv = String::from(
+        "epoch,step,lr,train_loss,train_acc,test_loss,test_acc,si_norm,layer_norm,norm_sq_over_lr,effective_lr,angular_update,wall_s\n",
+    );
+    for r in records {
+        jsonl.push_str(&serde_json::to_string(r).map_err(|e| RunError::Serialize {
+            what: "a metrics record".into(),
+            message: e.to_string(),
+        })?);
+        jsonl.push('\n');
+        csv.push_str(&format!(
+            "{},{},{:e},{:e},{:e},{:e},{:e},{:e},{:e},{:e},{:e},{:e},{:.3}\n",
+            r.epoch,
+            r.step,
+            r.lr,
+            r.train_loss,
+            r.train_acc,
+            r.test_loss,
+            r.test_acc,
+            r.si_norm,
+            r.layer_norm,
+            r.norm_sq_over_lr,
+            r.effective_lr,
+            r.angular_update,
+            r.wall_s
+        ));
+    }
+    write_atomic(&dir.join("metrics.jsonl"), jsonl.as_bytes())?;
+    Ok(write_atomic(&dir.join("metrics.csv"), csv.as_bytes())?)
+}

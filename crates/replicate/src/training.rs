@@ -1,0 +1,390 @@
+//! Training manifests (E1–E6, N1, A1): every model × run × seed, then the summary (final metrics
+//! as mean ± std over seeds, curve distances, the claim's checks) and the paper-style figures.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use explr_data::{Dataset, Split, SyntheticConfig};
+
+use crate::plan;
+use crate::plot::{Chart, Series};
+use crate::runner::{Progress, RunError, RunnerOptions};
+use crate::spec::{Check, DataSection, DatasetName, Precision, Training};
+use crate::summary::Summary;
+use crate::train::{self, EpochRecord, RunSetup};
+
+/// Loads the data a manifest names: the synthetic twin (no files), or CIFAR from `data_dir`.
+pub fn load_data(data: &DataSection, data_dir: Option<&Path>) -> Result<Dataset, RunError> {
+    let dataset = match data.dataset {
+        DatasetName::Synthetic => explr_data::load_synthetic(&SyntheticConfig {
+            seed: data.synthetic_seed,
+            train_size: data.train_size.unwrap_or(10_000),
+            test_size: data.test_size.unwrap_or(2_000),
+            ..SyntheticConfig::default()
+        })?,
+        DatasetName::Cifar10 | DatasetName::Cifar100 => {
+            let root = data_dir.ok_or_else(|| {
+                RunError::Unsupported(
+                    "this manifest needs CIFAR data but no data directory is known: pass \
+                     --data-dir DIR, set $EXPLR_DATA, or run `cargo xtask fetch-data cifar10`"
+                        .into(),
+                )
+            })?;
+            let completeness = explr_data::Completeness::AllowSubset;
+            let d = if data.dataset == DatasetName::Cifar10 {
+                explr_data::load_cifar10(root, completeness)?
+            } else {
+                explr_data::load_cifar100(root, completeness, explr_data::Cifar100Labels::Fine)?
+            };
+            subset(d, data.train_size, data.test_size)?
+        }
+    };
+    Ok(dataset)
+}
+
+fn take(split: &Split, n: Option<usize>) -> Result<Split, RunError> {
+    let n = n.unwrap_or(split.len()).min(split.len());
+    Ok(Split::new(
+        split.images()[..n * explr_data::IMAGE_BYTES].to_vec(),
+        split.labels()[..n].to_vec(),
+    )?)
+}
+
+fn subset(d: Dataset, train: Option<usize>, test: Option<usize>) -> Result<Dataset, RunError> {
+    if train.is_none() && test.is_none() {
+        return Ok(d);
+    }
+    Ok(Dataset::new(
+        d.name().to_string(),
+        take(d.train(), train)?,
+        take(d.test(), test)?,
+        d.class_names().to_vec(),
+    )?)
+}
+
+/// Candle dtype of a precision.
+pub fn dtype(p: Precision) -> DType {
+    match p {
+        Precision::F32 => DType::F32,
+        Precision::F64 => DType::F64,
+    }
+}
+
+/// Records of every (model, run, seed).
+pub type AllRecords = BTreeMap<(String, String, u64), Vec<EpochRecord>>;
+
+/// Runs a training manifest; returns its summary and figures.
+pub fn run_training(
+    spec: &Training,
+    dir: &Path,
+    opts: &RunnerOptions,
+    progress: &dyn Progress,
+) -> Result<(Summary, Vec<PathBuf>), RunError> {
+    let dataset = load_data(&spec.data, opts.data_dir.as_deref())?;
+    let device = Device::Cpu;
+    let steps_per_epoch = dataset.train().len().div_ceil(spec.data.batch_size) as u64;
+    let mut units = Vec::new();
+    for (model_name, model) in &spec.models {
+        let mut model = model.clone();
+        model.num_classes = dataset.num_classes();
+        for run_name in spec.runs.keys() {
+            for &seed in &spec.seeds {
+                units.push((model_name.clone(), model.clone(), run_name.clone(), seed));
+            }
+        }
+    }
+    let run_unit = |(model_name, model, run_name, seed): &(
+        String,
+        explr_zoo::ModelSpec,
+        String,
+        u64,
+    )|
+     -> Result<Vec<EpochRecord>, RunError> {
+        let setup = RunSetup {
+            key: format!("{model_name}/{run_name}/seed-{seed}"),
+            model,
+            dataset: &dataset,
+            batch_size: spec.data.batch_size,
+            augment: spec.data.augment,
+            dtype: dtype(spec.dtype),
+            device: &device,
+            seed: *seed,
+            epochs: spec.epochs,
+            plan: plan::plan(&spec.runs, run_name, steps_per_epoch)?,
+            checkpoint_every: spec.checkpoint_every,
+            dir: dir
+                .join(model_name)
+                .join(run_name)
+                .join(format!("seed-{seed}")),
+            resume: opts.resume,
+        };
+        train::train(&setup, progress)
+    };
+    let results = parallel_map(&units, opts.jobs, run_unit)?;
+    let records: AllRecords = units
+        .iter()
+        .zip(results)
+        .map(|((m, _, r, s), rec)| ((m.clone(), r.clone(), *s), rec))
+        .collect();
+    let summary = summarize(spec, &records, steps_per_epoch)?;
+    let figures = figures(spec, &records, dir)?;
+    Ok((summary, figures))
+}
+
+/// Maps `f` over `items` on up to `jobs` threads, keeping order; the first error wins.
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    f: impl Fn(&T) -> Result<R, RunError> + Sync,
+) -> Result<Vec<R>, RunError> {
+    if jobs <= 1 || items.len() <= 1 {
+        return items.iter().map(&f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<Result<R, RunError>>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(items.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= items.len() {
+                    break;
+                }
+                let r = f(&items[i]);
+                if let Ok(mut slot) = slots[i].lock() {
+                    *slot = Some(r);
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|s| {
+            s.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Err(RunError::Unsupported("a worker thread died".into())))
+        })
+        .collect()
+}
+
+fn field(r: &EpochRecord, metric: &str) -> Result<f64, RunError> {
+    Ok(match metric {
+        "train_loss" => r.train_loss,
+        "train_acc" => r.train_acc,
+        "test_loss" => r.test_loss,
+        "test_acc" => r.test_acc,
+        "lr" => r.lr,
+        "si_norm" => r.si_norm,
+        "layer_norm" => r.layer_norm,
+        "norm_sq_over_lr" => r.norm_sq_over_lr,
+        "effective_lr" => r.effective_lr,
+        "angular_update" => r.angular_update,
+        other => {
+            return Err(RunError::Unsupported(format!(
+            "unknown metric `{other}`; metrics: train_loss, train_acc, test_loss, test_acc, lr, \
+                 si_norm, layer_norm, norm_sq_over_lr, effective_lr, angular_update"
+        )))
+        }
+    })
+}
+
+/// The seed-averaged curve of `metric` for (model, run).
+fn mean_curve(
+    spec: &Training,
+    records: &AllRecords,
+    model: &str,
+    run: &str,
+    metric: &str,
+) -> Result<Vec<f64>, RunError> {
+    let mut curve = vec![0.0; spec.epochs];
+    for &seed in &spec.seeds {
+        let recs = &records[&(model.to_string(), run.to_string(), seed)];
+        for (e, r) in recs.iter().enumerate() {
+            curve[e] += field(r, metric)? / spec.seeds.len() as f64;
+        }
+    }
+    Ok(curve)
+}
+
+fn mean_std(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = if xs.len() > 1 {
+        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+fn summarize(
+    spec: &Training,
+    records: &AllRecords,
+    steps_per_epoch: u64,
+) -> Result<Summary, RunError> {
+    let mut s = Summary::default();
+    s.count("steps_per_epoch", steps_per_epoch as usize);
+    for model in spec.models.keys() {
+        for run in spec.runs.keys() {
+            for metric in [
+                "train_loss",
+                "train_acc",
+                "test_acc",
+                "si_norm",
+                "angular_update",
+            ] {
+                let finals: Vec<f64> = spec
+                    .seeds
+                    .iter()
+                    .map(|seed| {
+                        field(
+                            records[&(model.clone(), run.clone(), *seed)]
+                                .last()
+                                .expect("epochs > 0"),
+                            metric,
+                        )
+                    })
+                    .collect::<Result<_, _>>()?;
+                let (mean, std) = mean_std(&finals);
+                s.metric(format!("{model}.{run}.final_{metric}"), mean);
+                if spec.seeds.len() > 1 && metric.ends_with("acc") {
+                    s.metric(format!("{model}.{run}.final_{metric}_std"), std);
+                }
+            }
+        }
+        for (i, check) in spec.checks.iter().enumerate() {
+            let key = |what: &str| format!("{model}.{i}_{what}");
+            match check {
+                Check::CurvesOverlap {
+                    a,
+                    b,
+                    metric,
+                    tolerance,
+                } => {
+                    let (ca, cb) = (
+                        mean_curve(spec, records, model, a, metric)?,
+                        mean_curve(spec, records, model, b, metric)?,
+                    );
+                    let dist = ca
+                        .iter()
+                        .zip(&cb)
+                        .map(|(x, y)| (x - y).abs())
+                        .fold(0.0, f64::max);
+                    s.metric(key(&format!("max_gap_{metric}_{a}_vs_{b}")), dist);
+                    s.check_le(
+                        key("overlap"),
+                        format!("{model}: max over epochs of |{metric}({a}) - {metric}({b})|"),
+                        dist,
+                        *tolerance,
+                    );
+                }
+                Check::FinalGreater {
+                    a,
+                    b,
+                    metric,
+                    margin,
+                } => {
+                    let (ca, cb) = (
+                        mean_curve(spec, records, model, a, metric)?,
+                        mean_curve(spec, records, model, b, metric)?,
+                    );
+                    let gap = ca.last().copied().unwrap_or(f64::NAN)
+                        - cb.last().copied().unwrap_or(f64::NAN);
+                    s.metric(key(&format!("final_gap_{metric}_{a}_minus_{b}")), gap);
+                    s.check_ge(
+                        key("greater"),
+                        format!("{model}: final {metric}({a}) - {metric}({b})"),
+                        gap,
+                        *margin,
+                    );
+                }
+                Check::AngularUpdate {
+                    run,
+                    from_epoch,
+                    tolerance,
+                } => {
+                    let r = &spec.runs[run];
+                    let lr_curve = mean_curve(spec, records, model, run, "lr")?;
+                    let measured = mean_curve(spec, records, model, run, "angular_update")?;
+                    let window = *from_epoch - 1..spec.epochs;
+                    let n = window.len() as f64;
+                    let got = measured[window.clone()].iter().sum::<f64>() / n;
+                    // THEORY.md §8: sqrt(2ηλ/(1+γ)) at equilibrium.
+                    let predicted = lr_curve[window]
+                        .iter()
+                        .map(|lr| (2.0 * lr * r.weight_decay / (1.0 + r.momentum)).sqrt())
+                        .sum::<f64>()
+                        / n;
+                    s.metric(key(&format!("angular_update_{run}")), got);
+                    s.metric(key(&format!("angular_update_predicted_{run}")), predicted);
+                    s.check_le(
+                        key("angular_update"),
+                        format!("{model}: |measured/predicted - 1| of the angular update of {run}"),
+                        (got / predicted - 1.0).abs(),
+                        *tolerance,
+                    );
+                }
+                Check::NearlyConstant {
+                    run,
+                    metric,
+                    from_epoch,
+                    to_epoch,
+                    tolerance,
+                } => {
+                    let c = mean_curve(spec, records, model, run, metric)?;
+                    let w = &c[*from_epoch - 1..*to_epoch];
+                    let mean = w.iter().sum::<f64>() / w.len() as f64;
+                    let spread = w.iter().map(|x| (x / mean - 1.0).abs()).fold(0.0, f64::max);
+                    s.metric(key(&format!("spread_{metric}_{run}")), spread);
+                    s.check_le(key("constant"), format!("{model}: max relative deviation of {metric}({run}) from its mean over epochs {from_epoch}..={to_epoch}"), spread, *tolerance);
+                }
+            }
+        }
+    }
+    Ok(s)
+}
+
+fn figures(spec: &Training, records: &AllRecords, dir: &Path) -> Result<Vec<PathBuf>, RunError> {
+    let mut out = Vec::new();
+    let panels = [
+        ("train_loss", "train loss", false),
+        ("test_acc", "test accuracy", false),
+        ("train_acc", "train accuracy", false),
+        ("lr", "learning rate", true),
+        ("si_norm", "‖θ‖ of the scale-invariant group", true),
+        ("norm_sq_over_lr", "‖θ‖²/η", true),
+        ("angular_update", "angular update per step (rad)", true),
+    ];
+    for model in spec.models.keys() {
+        for (metric, label, log_y) in panels {
+            let series = spec
+                .runs
+                .keys()
+                .map(|run| {
+                    let c = mean_curve(spec, records, model, run, metric)?;
+                    Ok(Series {
+                        label: run.clone(),
+                        points: c
+                            .iter()
+                            .enumerate()
+                            .map(|(e, y)| ((e + 1) as f64, *y))
+                            .collect(),
+                    })
+                })
+                .collect::<Result<Vec<_>, RunError>>()?;
+            let chart = Chart {
+                title: format!("{model}: {label}"),
+                x_label: "epoch".into(),
+                y_label: label.into(),
+                log_y,
+                series,
+            };
+            let path = dir.join(format!("{model}-{metric}.svg"));
+            crate::io::write_atomic(&path, chart.to_svg().as_bytes())?;
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
