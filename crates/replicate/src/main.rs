@@ -1,5 +1,16 @@
-//! The `explr` binary: placeholder until the runner issue lands.
-fn main() -> anyhow::Result<()> {
-    println!("explr: the runner is not built yet; see README.md");
-    Ok(())
+//! The `explr` binary: a thin dispatcher over the subcommands in `cli/`.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
