@@ -1,35 +1,16 @@
-//! The `explr` binary: replays the paper's experiments and exposes the crates' tools.
+//! The `explr` binary: a thin dispatcher over the subcommands in `cli/`.
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "explr",
-    version,
-    about = "Replicate \"An Exponential Learning Rate Schedule for Deep Learning\" (Li & Arora, ICLR 2020)"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run experiment manifests and check them against the goldens.
-    Replicate(cli::replicate::ReplicateArgs),
-    /// Dataset tools: preview, stats.
-    Data(cli::data::DataArgs),
-}
-
-fn main() {
-    let result = match Cli::parse().command {
-        Command::Replicate(args) => cli::replicate::run(args),
-        Command::Data(args) => cli::data::run(args),
-    };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

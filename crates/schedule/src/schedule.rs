@@ -306,7 +306,6 @@ impl Texp {
 }
 
 /// The §4 recursion, extended on demand and cached (the schedule stays a pure function).
-#[derive(Debug)]
 struct ExpEquivalent {
     base: Schedule,
     weight_decay: f64,
@@ -315,6 +314,20 @@ struct ExpEquivalent {
     lr0: f64,
     /// (α_t, P_t) for t = 0, 1, … (THEORY.md §4).
     scales: Mutex<Vec<(f64, f64)>>,
+}
+
+impl std::fmt::Debug for ExpEquivalent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The cache can hold millions of entries: show its length only.
+        let cached = self.scales.lock().map(|s| s.len()).unwrap_or(0);
+        f.debug_struct("ExpEquivalent")
+            .field("base", &self.base)
+            .field("weight_decay", &self.weight_decay)
+            .field("momentum", &self.momentum)
+            .field("alpha0", &self.alpha0)
+            .field("cached_steps", &cached)
+            .finish()
+    }
 }
 
 impl ExpEquivalent {

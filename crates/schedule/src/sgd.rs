@@ -310,6 +310,10 @@ impl Sgd {
                         let dir = if c.momentum != 0.0 {
                             let buf = match self.buffers.get(name) {
                                 None => d_p.copy()?,
+                                // ×(1 − 0) is exact, so the undamped case skips that pass.
+                                Some(b) if c.dampening == 0.0 => {
+                                    (b.affine(c.momentum, 0.0)? + &d_p)?
+                                }
                                 Some(b) => {
                                     (b.affine(c.momentum, 0.0)?
                                         + d_p.affine(1.0 - c.dampening, 0.0)?)?

@@ -1,0 +1,217 @@
+//! `explr schedule`, run as a binary.
+
+use std::process::Command;
+
+/// Runs `explr schedule ARGS`; returns (success, stdout, stderr).
+fn explr(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_explr"))
+        .arg("schedule")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// The command fails and its message contains every needle.
+fn check_err(args: &[&str], needles: &[&str]) {
+    let (ok, _, err) = explr(args);
+    assert!(!ok, "{args:?} succeeded");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: stderr `{err}` lacks `{n}`");
+    }
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    ((a - b) / b).abs() <= rel
+}
+
+#[test]
+fn texp_json_has_theory_numbers() {
+    let (ok, out, err) = explr(&[
+        "--kind",
+        "texp",
+        "--lr",
+        "0.1",
+        "--milestones",
+        "80,120",
+        "--gamma",
+        "0.1",
+        "--weight-decay",
+        "5e-4",
+        "--momentum",
+        "0.9",
+        "--steps-per-epoch",
+        "391",
+        "--epochs",
+        "160",
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 160 * 391);
+    // THEORY.md §3, §5 reference values.
+    assert!(close(v["alpha"].as_f64().unwrap(), 0.99949772837, 1e-11));
+    assert!(close(
+        v["phases"][0]["per_step_growth"].as_f64().unwrap(),
+        1.0010053006,
+        1e-10
+    ));
+    assert!(close(
+        v["phases"][0]["per_epoch_growth"].as_f64().unwrap(),
+        1.48123,
+        5e-6
+    ));
+    assert_eq!(v["phases"][1]["start_step"].as_u64().unwrap(), 80 * 391);
+    assert!(close(rows[391]["lr"].as_f64().unwrap(), 0.148198, 5e-6));
+    assert!(close(rows[391]["epoch"].as_f64().unwrap(), 1.0, 0.0));
+}
+
+#[test]
+fn csv_per_epoch_and_spec_file() {
+    let (ok, out, err) = explr(&[
+        "--kind",
+        "multistep",
+        "--lr",
+        "1",
+        "--milestones",
+        "2",
+        "--gamma",
+        "0.5",
+        "--steps-per-epoch",
+        "10",
+        "--epochs",
+        "4",
+        "--per",
+        "epoch",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "step,epoch,lr\n0,0,1e0\n10,1,1e0\n20,2,5e-1\n30,3,5e-1\n"
+    );
+
+    let dir = std::env::temp_dir().join(format!("explr-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("s.yaml");
+    std::fs::write(&spec, "kind: step\nlr: 1\nstep_size: 2\ngamma: 0.5\n").unwrap();
+    let plot = dir.join("p.svg");
+    let (ok, out, err) = explr(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--steps",
+        "5",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "step,epoch,lr\n0,,1e0\n1,,1e0\n2,,5e-1\n3,,5e-1\n4,,2.5e-1\n"
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<polyline") && svg.contains("log scale"),
+        "{svg}"
+    );
+    std::fs::write(&spec, "kind: step\nlr: 1\nstep_sise: 2\ngamma: 0.5\n").unwrap();
+    check_err(
+        &["--spec", spec.to_str().unwrap(), "--steps", "5"],
+        &["--spec", "unknown field `step_sise`"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn exp_twin_and_exponential_report_growth() {
+    let (ok, out, err) = explr(&[
+        "--kind",
+        "constant",
+        "--lr",
+        "0.1",
+        "--exp-twin",
+        "--weight-decay",
+        "5e-4",
+        "--momentum",
+        "0.9",
+        "--steps",
+        "3",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("# alpha=9.994977283678"), "{out}");
+    assert!(out.contains("per_step_growth=1.00100530060"), "{out}");
+    let (ok, out, err) = explr(&[
+        "--kind",
+        "exponential",
+        "--lr",
+        "0.1",
+        "--factor",
+        "2",
+        "--steps-per-epoch",
+        "4",
+        "--steps",
+        "5",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("per_epoch_growth=2e0"), "{out}");
+    assert!(out.ends_with("4,1,2e-1\n"), "{out}");
+}
+
+#[test]
+fn errors_name_the_flag() {
+    check_err(
+        &[
+            "--kind",
+            "multistep",
+            "--lr",
+            "0.1",
+            "--gamma",
+            "0.1",
+            "--steps",
+            "5",
+        ],
+        &["--milestones"],
+    );
+    check_err(
+        &["--kind", "constant", "--lr", "-1", "--steps", "5"],
+        &["--lr is wrong", "> 0"],
+    );
+    check_err(
+        &[
+            "--kind", "cosine", "--lr", "0.1", "--t-max", "0", "--steps", "5",
+        ],
+        &["--t-max is wrong"],
+    );
+    check_err(&["--kind", "constant", "--lr", "0.1"], &["--steps"]);
+    check_err(
+        &[
+            "--kind", "constant", "--lr", "0.1", "--steps", "3", "--per", "epoch",
+        ],
+        &["--per epoch needs --steps-per-epoch"],
+    );
+    check_err(
+        &[
+            "--kind",
+            "texp",
+            "--lr",
+            "0.1",
+            "--milestones",
+            "5",
+            "--gamma",
+            "0.1",
+            "--weight-decay",
+            "1",
+            "--momentum",
+            "0.9",
+            "--steps",
+            "5",
+        ],
+        &["--weight-decay", "(1 − √momentum)²"],
+    );
+    check_err(&["--lr", "0.1", "--steps", "5"], &["--kind"]);
+}
