@@ -130,6 +130,13 @@ pub enum ScheduleSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         steps_per_epoch: Option<u64>,
     },
+    /// The product of several schedules' LRs at every step; e.g. an exponential twin times a
+    /// step decay of factor 1 gives instant decays without tapering the growth (EXPERIMENTS.md
+    /// E2). Each part sees the same step.
+    Product {
+        /// The factors (at least one).
+        schedules: Vec<ScheduleSpec>,
+    },
     /// The exact transform of THEORY.md §4 applied to any schedule: the LR without weight
     /// decay whose run equals `base` with `weight_decay` up to the scale P_t.
     ExpEquivalent {
@@ -233,6 +240,7 @@ enum Kind {
     },
     Texp(Arc<Texp>),
     ExpEquivalent(Arc<ExpEquivalent>),
+    Product(Vec<Schedule>),
 }
 
 /// One phase of a step decay and its TEXP counterpart (THEORY.md §5).
@@ -538,6 +546,17 @@ impl Schedule {
                     minus,
                 )?))
             }
+            ScheduleSpec::Product { schedules } => {
+                if schedules.is_empty() {
+                    return Err(invalid("schedules", "[]", "at least one schedule"));
+                }
+                Kind::Product(
+                    schedules
+                        .iter()
+                        .map(Schedule::from_spec)
+                        .collect::<Result<Vec<_>>>()?,
+                )
+            }
             ScheduleSpec::ExpEquivalent {
                 base,
                 weight_decay,
@@ -580,6 +599,7 @@ impl Schedule {
             ScheduleSpec::Texp { .. } => "texp",
             ScheduleSpec::TexpMinus { .. } => "texp_minus",
             ScheduleSpec::ExpEquivalent { .. } => "exp_equivalent",
+            ScheduleSpec::Product { .. } => "product",
         }
     }
 
@@ -622,6 +642,13 @@ impl Schedule {
             }
             Kind::Texp(t) => t.lr(step),
             Kind::ExpEquivalent(e) => return e.lr(step),
+            Kind::Product(parts) => {
+                let mut lr = 1.0;
+                for p in parts {
+                    lr *= p.lr(step)?;
+                }
+                lr
+            }
         })
     }
 

@@ -68,6 +68,9 @@ pub struct ParamGroup {
     pub lr: GroupLr,
     /// The group's coupled weight decay λ.
     pub weight_decay: f64,
+    /// When set, the weight decay of update `k` is this schedule's value at `k` (e.g. WD
+    /// divided by 10 at milestones, EXPERIMENTS.md E6) and `weight_decay` is ignored.
+    pub weight_decay_schedule: Option<Schedule>,
 }
 
 impl ParamGroup {
@@ -78,12 +81,19 @@ impl ParamGroup {
             vars,
             lr: GroupLr::Scale(1.0),
             weight_decay: 0.0,
+            weight_decay_schedule: None,
         }
     }
 
     /// Sets the weight decay.
     pub fn weight_decay(mut self, weight_decay: f64) -> Self {
         self.weight_decay = weight_decay;
+        self
+    }
+
+    /// Makes the weight decay follow `schedule` (its value at update `k` is λ_k).
+    pub fn weight_decay_schedule(mut self, schedule: Schedule) -> Self {
+        self.weight_decay_schedule = Some(schedule);
         self
     }
 
@@ -289,10 +299,15 @@ impl Sgd {
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         let c = self.config;
         let mut lrs = Vec::with_capacity(self.groups.len());
+        let mut wds = Vec::with_capacity(self.groups.len());
         for g in &self.groups {
             lrs.push(self.lr_of(g, self.step)?);
+            wds.push(match &g.weight_decay_schedule {
+                Some(s) => s.lr(self.step)?,
+                None => g.weight_decay,
+            });
         }
-        for (g, lr) in self.groups.iter().zip(lrs) {
+        for ((g, lr), weight_decay) in self.groups.iter().zip(lrs).zip(wds) {
             for (name, var) in &g.vars {
                 let Some(grad) = grads.get(var.as_tensor()) else {
                     continue;
@@ -300,8 +315,8 @@ impl Sgd {
                 let theta = var.as_tensor().detach();
                 let grad = grad.detach();
                 // THEORY.md §2: d = g + λθ (coupled weight decay).
-                let d_p = if g.weight_decay != 0.0 {
-                    (&grad + theta.affine(g.weight_decay, 0.0)?)?
+                let d_p = if weight_decay != 0.0 {
+                    (&grad + theta.affine(weight_decay, 0.0)?)?
                 } else {
                     grad
                 };
