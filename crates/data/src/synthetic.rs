@@ -2,8 +2,8 @@
 //!
 //! Each class owns a smooth random two-tone 16×16 texture cut to a disc, and a weak colour tint.
 //! An image is a smooth random background, one or two distractors (plain soft ellipses of random
-//! size and colour), and the class disc at a random position: a random base colour with the class
-//! texture painted over it (mirrored with probability 1/2) in a colour that mixes the class tint
+//! size and colour), and the class disc at a random position: the complement of the texture's colour
+//! with the class texture painted over it (mirrored with probability 1/2) in a colour that mixes the class tint
 //! with a random colour, then uniform pixel noise. Colour alone is a weak cue; the texture, found
 //! at any position, is what a convnet learns, so translation (and hence crop augmentation and
 //! depth) matters. Everything is a pure function of the seed: image `i` of a split depends only on
@@ -33,7 +33,7 @@ pub struct SyntheticConfig {
     pub test_size: usize,
     /// Classes (2..=100; default 10).
     pub num_classes: usize,
-    /// Amplitude of the uniform pixel noise, in [0, 1] units (default 0.1).
+    /// Amplitude of the uniform pixel noise, in [0, 1] units (default 0.06).
     pub noise: f32,
 }
 
@@ -44,7 +44,7 @@ impl Default for SyntheticConfig {
             train_size: 10_000,
             test_size: 2_000,
             num_classes: 10,
-            noise: 0.1,
+            noise: 0.06,
         }
     }
 }
@@ -136,7 +136,9 @@ fn image(t: &Templates, cfg: &SyntheticConfig, r: &mut impl RngCore, out: &mut [
         let g: Vec<f32> = grid.iter().map(|col| col[c]).collect();
         for y in 0..HEIGHT {
             for x in 0..WIDTH {
-                img[c * HEIGHT * WIDTH + y * WIDTH + x] = bilinear(&g, 3, HEIGHT, y, x);
+                // Halfway to grey, so objects stand out from the background.
+                img[c * HEIGHT * WIDTH + y * WIDTH + x] =
+                    0.25 + 0.5 * bilinear(&g, 3, HEIGHT, y, x);
             }
         }
     }
@@ -153,9 +155,10 @@ fn image(t: &Templates, cfg: &SyntheticConfig, r: &mut impl RngCore, out: &mut [
     let (oy, ox) = (rng::below(r, span) as usize, rng::below(r, span) as usize);
     let flip = r.next_u32() >> 31 == 1;
     let random = random_colour(r);
-    let base = random_colour(r);
     let tint = t.tints[label as usize];
-    let colour = std::array::from_fn(|c| 0.35 * tint[c] + 0.65 * random[c]);
+    let colour: [f32; CHANNELS] = std::array::from_fn(|c| 0.35 * tint[c] + 0.65 * random[c]);
+    // The disc is the complement of the texture colour, so the texture always shows.
+    let base = colour.map(|v| 1.0 - v);
     let alpha = 0.75 + 0.25 * rng::unit_f32(r);
     paint(&mut img, &t.disc, oy, ox, false, base, alpha);
     paint(
