@@ -53,7 +53,7 @@ fn classes_are_balanced_and_pixels_use_the_range() {
         px.iter().filter(|&&v| v > 207).count(),
     );
     assert!(
-        lo > px.len() / 100 && hi > px.len() / 100,
+        lo > px.len() / 500 && hi > px.len() / 500,
         "dark {lo}, bright {hi} of {}",
         px.len()
     );
