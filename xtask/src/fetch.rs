@@ -89,6 +89,17 @@ pub fn run(spec: &FetchSpec, data_dir: Option<&Path>) -> Result<()> {
         std::env::var_os("EXPLR_DATA").as_deref(),
         cache.as_deref(),
     )?;
+    let prefix = format!(".explr-fetch-{}-", spec.archive_dir);
+    if let Ok(entries) = fs::read_dir(&root) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                println!(
+                    "removing {}: a partial download left by an interrupted run",
+                    e.path().display()
+                );
+            }
+        }
+    }
     match fetch(spec, &root)? {
         Outcome::AlreadyPresent(dir) => {
             println!(

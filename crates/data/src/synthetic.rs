@@ -1,12 +1,12 @@
 //! A deterministic CIFAR-shaped dataset generated from a seed, for offline runs and tests.
 //!
-//! Each class owns a smooth random 16×16 shape (a blob with an irregular outline) and a weak
-//! colour tint. An image is a smooth random background, one or two distractor shapes (drawn from
-//! a pool shared by all classes), the class's shape at a random position, mirrored with
-//! probability 1/2, in a colour that mixes the class tint with a random colour, and uniform pixel
-//! noise. Colour alone gives a linear model a little above chance; the shape, found at any
-//! position, is what a convnet learns, so translation (and hence crop augmentation and depth)
-//! matters. Everything is a pure function of the seed: image `i` of a split depends only on
+//! Each class owns a smooth random two-tone 16×16 texture cut to a disc, and a weak colour tint.
+//! An image is a smooth random background, one or two distractors (plain soft ellipses of random
+//! size and colour), and the class disc at a random position: the complement of the texture's colour
+//! with the class texture painted over it (mirrored with probability 1/2) in a colour that mixes the class tint
+//! with a random colour, then uniform pixel noise. Colour alone is a weak cue; the texture, found
+//! at any position, is what a convnet learns, so translation (and hence crop augmentation and
+//! depth) matters. Everything is a pure function of the seed: image `i` of a split depends only on
 //! `(seed, split, i)`.
 
 use rand::RngCore;
@@ -33,7 +33,7 @@ pub struct SyntheticConfig {
     pub test_size: usize,
     /// Classes (2..=100; default 10).
     pub num_classes: usize,
-    /// Amplitude of the uniform pixel noise, in [0, 1] units (default 0.1).
+    /// Amplitude of the uniform pixel noise, in [0, 1] units (default 0.06).
     pub noise: f32,
 }
 
@@ -44,7 +44,7 @@ impl Default for SyntheticConfig {
             train_size: 10_000,
             test_size: 2_000,
             num_classes: 10,
-            noise: 0.1,
+            noise: 0.06,
         }
     }
 }
@@ -64,16 +64,29 @@ fn bilinear(grid: &[f32], g: usize, size: usize, y: usize, x: usize) -> f32 {
     top * (1.0 - ty) + bottom * ty
 }
 
-/// A smooth blob: a 5×5 Gaussian field upsampled, plus a centre bias, through a steep sigmoid.
-fn random_shape(r: &mut impl RngCore) -> Mask {
+/// A class pattern: a 5×5 Gaussian field upsampled to 16×16 through a steep sigmoid (an
+/// irregular two-tone texture with holes), cut to a soft disc. Returns (pattern, disc).
+fn random_pattern(r: &mut impl RngCore) -> (Mask, Mask) {
     let grid: Vec<f32> = (0..25).map(|_| rng::normal_f32(r)).collect();
+    let disc = soft_disc(1.0, 1.0);
+    let mut mask = [0f32; SHAPE * SHAPE];
+    for y in 0..SHAPE {
+        for x in 0..SHAPE {
+            let v = bilinear(&grid, 5, SHAPE, y, x);
+            mask[y * SHAPE + x] = disc[y * SHAPE + x] / (1.0 + (-8.0 * v).exp());
+        }
+    }
+    (mask, disc)
+}
+
+/// A plain soft ellipse with radii `ry`, `rx` (fractions of the half-side): a distractor.
+fn soft_disc(ry: f32, rx: f32) -> Mask {
     let mut mask = [0f32; SHAPE * SHAPE];
     let c = (SHAPE - 1) as f32 / 2.0;
     for y in 0..SHAPE {
         for x in 0..SHAPE {
-            let d2 = ((y as f32 - c).powi(2) + (x as f32 - c).powi(2)) / (c * c);
-            let v = bilinear(&grid, 5, SHAPE, y, x) + 1.2 - 2.4 * d2;
-            mask[y * SHAPE + x] = 1.0 / (1.0 + (-6.0 * v).exp());
+            let d2 = ((y as f32 - c) / (c * ry)).powi(2) + ((x as f32 - c) / (c * rx)).powi(2);
+            mask[y * SHAPE + x] = 1.0 / (1.0 + (8.0 * (d2 - 0.8)).exp());
         }
     }
     mask
@@ -108,6 +121,7 @@ fn paint(
 
 struct Templates {
     classes: Vec<Mask>,
+    disc: Mask,
     tints: Vec<[f32; CHANNELS]>,
     distractors: Vec<Mask>,
 }
@@ -122,7 +136,9 @@ fn image(t: &Templates, cfg: &SyntheticConfig, r: &mut impl RngCore, out: &mut [
         let g: Vec<f32> = grid.iter().map(|col| col[c]).collect();
         for y in 0..HEIGHT {
             for x in 0..WIDTH {
-                img[c * HEIGHT * WIDTH + y * WIDTH + x] = bilinear(&g, 3, HEIGHT, y, x);
+                // Halfway to grey, so objects stand out from the background.
+                img[c * HEIGHT * WIDTH + y * WIDTH + x] =
+                    0.25 + 0.5 * bilinear(&g, 3, HEIGHT, y, x);
             }
         }
     }
@@ -140,8 +156,11 @@ fn image(t: &Templates, cfg: &SyntheticConfig, r: &mut impl RngCore, out: &mut [
     let flip = r.next_u32() >> 31 == 1;
     let random = random_colour(r);
     let tint = t.tints[label as usize];
-    let colour = std::array::from_fn(|c| 0.35 * tint[c] + 0.65 * random[c]);
+    let colour: [f32; CHANNELS] = std::array::from_fn(|c| 0.35 * tint[c] + 0.65 * random[c]);
+    // The disc is the complement of the texture colour, so the texture always shows.
+    let base = colour.map(|v| 1.0 - v);
     let alpha = 0.75 + 0.25 * rng::unit_f32(r);
+    paint(&mut img, &t.disc, oy, ox, false, base, alpha);
     paint(
         &mut img,
         &t.classes[label as usize],
@@ -204,13 +223,23 @@ pub fn load_synthetic(cfg: &SyntheticConfig) -> Result<Dataset> {
         });
     }
     let mut r = rng::stream(cfg.seed, rng::SYNTH_TEMPLATES, 0);
-    let classes = (0..cfg.num_classes).map(|_| random_shape(&mut r)).collect();
+    let classes = (0..cfg.num_classes)
+        .map(|_| random_pattern(&mut r).0)
+        .collect();
     let tints = (0..cfg.num_classes)
         .map(|_| random_colour(&mut r))
         .collect();
-    let distractors = (0..DISTRACTORS).map(|_| random_shape(&mut r)).collect();
+    let distractors = (0..DISTRACTORS)
+        .map(|_| {
+            soft_disc(
+                0.4 + 0.6 * rng::unit_f32(&mut r),
+                0.4 + 0.6 * rng::unit_f32(&mut r),
+            )
+        })
+        .collect();
     let t = Templates {
         classes,
+        disc: soft_disc(1.0, 1.0),
         tints,
         distractors,
     };
