@@ -105,6 +105,9 @@ pub fn in_epochs(spec: &ScheduleSpec, steps_per_epoch: u64) -> ScheduleSpec {
             momentum,
             steps_per_epoch: spe,
         },
+        S::Product { schedules } => S::Product {
+            schedules: schedules.iter().map(|s| in_epochs(s, steps_per_epoch)).collect(),
+        },
         S::ExpEquivalent {
             base,
             weight_decay,
@@ -137,9 +140,15 @@ pub fn plan(
         .ok_or_else(|| RunError::Unsupported(format!("no run named `{name}`")))?;
     let Some(derive) = &run.derive else {
         let s = base_schedule(run, steps_per_epoch)?;
+        let wd_schedule = run
+            .weight_decay_schedule
+            .as_ref()
+            .map(|w| in_epochs(w, steps_per_epoch).build())
+            .transpose()?;
         return Ok(OptimizerPlan {
             schedule: s.clone(),
             weight_decay: run.weight_decay,
+            weight_decay_schedule: wd_schedule,
             others: (s, run.weight_decay),
             momentum: run.momentum,
             prefill: None,
@@ -148,6 +157,13 @@ pub fn plan(
     let base = runs
         .get(&derive.from)
         .ok_or_else(|| RunError::Unsupported(format!("no run named `{}`", derive.from)))?;
+    if base.weight_decay_schedule.is_some() {
+        return Err(RunError::Unsupported(format!(
+            "run `{name}` derives from `{}`, whose weight decay follows a schedule; the \
+             transforms need a constant weight decay",
+            derive.from
+        )));
+    }
     let base_schedule = base_schedule(base, steps_per_epoch)?;
     let twin = twin_schedule(
         &base_schedule,
@@ -159,6 +175,7 @@ pub fn plan(
         prefill: Some(twin.prefill_coefficient()?),
         schedule: twin,
         weight_decay: 0.0,
+        weight_decay_schedule: None,
         others: (base_schedule, base.weight_decay),
         momentum: base.momentum,
     })

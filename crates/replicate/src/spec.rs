@@ -122,12 +122,21 @@ pub struct RunSpec {
     /// Weight decay λ (coupled, PyTorch's form).
     #[serde(default)]
     pub weight_decay: f64,
+    /// A schedule whose value at each step is the weight decay of every group (e.g.
+    /// `{kind: multistep, lr: 5.0e-4, milestones: [80, 120], gamma: 0.1}` divides the WD by 10
+    /// at epochs 80 and 120); `weight_decay` is then ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay_schedule: Option<ScheduleSection>,
     /// The LR schedule (absent for derived runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleSection>,
     /// Derive this run from another one instead of giving a schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub derive: Option<Derive>,
+}
+
+fn first_epoch() -> usize {
+    1
 }
 
 fn default_momentum() -> f64 {
@@ -138,7 +147,8 @@ fn default_momentum() -> f64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case", tag = "check")]
 pub enum Check {
-    /// Two runs' curves of `metric` differ by at most `tolerance` (max abs over epochs, after
+    /// Two runs' curves of `metric` differ by at most `tolerance` (max over epochs
+    /// `from_epoch..` of the absolute difference, or of |a/b − 1| when `relative`, after
     /// averaging seeds).
     CurvesOverlap {
         /// First run.
@@ -149,6 +159,12 @@ pub enum Check {
         metric: String,
         /// Largest allowed difference.
         tolerance: f64,
+        /// Compare |a/b − 1| instead of |a − b|.
+        #[serde(default)]
+        relative: bool,
+        /// First epoch (1-based) compared.
+        #[serde(default = "first_epoch")]
+        from_epoch: usize,
     },
     /// The mean angular update per step of `run` over epochs `from_epoch..` matches the
     /// equilibrium prediction sqrt(2ηλ/(1+γ)) (THEORY.md §8) within `tolerance` (relative).
@@ -231,7 +247,16 @@ impl Training {
         validate_runs("training.runs", &self.runs, Some(self.epochs))?;
         for (i, c) in self.checks.iter().enumerate() {
             let named: Vec<&String> = match c {
-                Check::CurvesOverlap { a, b, .. } | Check::FinalGreater { a, b, .. } => vec![a, b],
+                Check::CurvesOverlap { a, b, from_epoch, .. } => {
+                    if *from_epoch == 0 || *from_epoch > self.epochs {
+                        return Err(FieldError::new(
+                            format!("training.checks.{i}.from_epoch"),
+                            format!("must lie in 1..={} (the epochs)", self.epochs),
+                        ));
+                    }
+                    vec![a, b]
+                }
+                Check::FinalGreater { a, b, .. } => vec![a, b],
                 Check::AngularUpdate {
                     run, from_epoch, ..
                 } => {

@@ -52,6 +52,8 @@ pub struct OptimizerPlan {
     pub schedule: Schedule,
     /// Weight decay of the scale-invariant group.
     pub weight_decay: f64,
+    /// When set, the weight decay of every group follows this schedule instead (E6).
+    pub weight_decay_schedule: Option<Schedule>,
     /// Schedule and weight decay of every other trainable group (head, norm affine, other):
     /// THEORY.md §1's exact alternative keeps them on the base run's LR and WD.
     pub others: (Schedule, f64),

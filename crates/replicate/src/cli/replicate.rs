@@ -49,6 +49,9 @@ pub struct ReplicateArgs {
     /// Resume runs from their last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Only parse and validate the manifests at the profile; run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Folder of the manifests.
     #[arg(long, default_value = "experiments")]
     pub experiments_dir: PathBuf,
@@ -198,6 +201,10 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
     let started = Instant::now();
     for path in manifests(&args.experiments_dir, &args.ids)? {
         let resolved = manifest::load(&path, &args.profile)?;
+        if args.dry_run {
+            eprintln!("{} ({}) at profile {}: valid", resolved.manifest.id, path.display(), args.profile);
+            continue;
+        }
         eprintln!(
             "{} ({}) at profile {}: {}",
             resolved.manifest.id,

@@ -282,6 +282,7 @@ fn steps_per_epoch_of(spec: &ScheduleSpec) -> Option<u64> {
             steps_per_epoch, ..
         } => *steps_per_epoch,
         ScheduleSpec::ExpEquivalent { base, .. } => steps_per_epoch_of(base),
+        ScheduleSpec::Product { schedules } => schedules.iter().find_map(steps_per_epoch_of),
         ScheduleSpec::Constant { .. } => None,
     }
 }
