@@ -11,3 +11,4 @@ pub mod summary;
 pub mod toy;
 pub mod train;
 pub mod training;
+pub mod report;

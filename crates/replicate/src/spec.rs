@@ -481,7 +481,12 @@ fn validate_runs(
                 ));
             }
             (None, Some(d)) => match runs.get(&d.from) {
-                Some(base) if base.derive.is_none() => {}
+                Some(base) if base.derive.is_none() => {
+                    // Building the twin checks that an exponential equivalent exists (§3).
+                    if let Err(e) = crate::plan::plan(runs, name, 1) {
+                        return Err(FieldError::new(format!("{here}.derive"), e.to_string()));
+                    }
+                }
                 Some(_) => {
                     return Err(FieldError::new(
                         format!("{here}.derive.from"),
