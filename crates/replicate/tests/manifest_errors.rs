@@ -1,0 +1,420 @@
+//! Manifest errors name the file, the field and the right line, and every manifest in
+//! `experiments/` parses (and builds its optimizer plans) at every profile.
+//!
+//! The expected line of an error is marked in the case's text with a `# HERE` comment, so the
+//! reference is the text itself, not a number copied from a previous run.
+
+use std::path::{Path, PathBuf};
+
+use explr_replicate::manifest::{self, ManifestError, PROFILES};
+use explr_replicate::plan;
+use explr_replicate::runner::RunError;
+use explr_replicate::spec::{DatasetName, Experiment};
+
+/// A valid training manifest; cases edit it with string replacements.
+const BASE: &str = "\
+id: Q1
+title: a test manifest
+paper: none
+claim: nothing
+training:
+  models:
+    tiny: {arch: preresnet, depth: 8, width: 2}
+  data:
+    dataset: synthetic
+    train_size: 64
+    batch_size: 32
+  seeds: [0]
+  epochs: 4
+  runs:
+    step_decay:
+      weight_decay: 5.0e-4
+      schedule: {kind: multistep, lr: 0.1, milestones: [2, 3], gamma: 0.1}
+    texp:
+      derive: {from: step_decay, transform: texp}
+  checks:
+    - {check: curves_overlap, a: step_decay, b: texp, metric: train_acc, tolerance: 0.05}
+profiles:
+  smoke:
+    training:
+      epochs: 3
+      runs:
+        step_decay:
+          schedule: {milestones: [1, 2]}
+  cpu: {}
+";
+
+const FILE: &str = "experiments/q1.yaml";
+
+/// `BASE` with each `(from, to)` replaced once (the `from` must occur).
+fn edit(edits: &[(&str, &str)]) -> String {
+    let mut text = BASE.to_string();
+    for (from, to) in edits {
+        assert!(text.contains(from), "`{from}` is not in the base manifest");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+/// The 1-based line holding `# HERE`, or 0 when no line is marked.
+fn marked_line(text: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains("# HERE"))
+        .map_or(0, |i| i + 1)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    /// `ManifestError::Parse` (syntax, type, unknown key or unknown profile).
+    Parse,
+    /// `ManifestError::Invalid` naming this dotted field.
+    Invalid(&'static str),
+}
+
+/// Parsing `text` at `profile` fails with an error of `kind` on the `# HERE` line whose message
+/// names the file and contains every needle.
+fn check(case: &str, text: &str, profile: &str, kind: Kind, needles: &[&str]) {
+    let err = match manifest::parse(text, Path::new(FILE), "q1", profile) {
+        Ok(r) => panic!("{case}: parsed, but should fail: {:?}", r.manifest),
+        Err(e) => e,
+    };
+    let want_line = marked_line(text);
+    let (line, path) = match (&err, kind) {
+        (ManifestError::Parse { line, path, .. }, Kind::Parse) => (*line, path),
+        (
+            ManifestError::Invalid {
+                line, path, field, ..
+            },
+            Kind::Invalid(want_field),
+        ) => {
+            assert_eq!(field, want_field, "{case}: wrong field in `{err}`");
+            (*line, path)
+        }
+        _ => panic!("{case}: wanted a {kind:?} error, got {err:?}"),
+    };
+    assert_eq!(path, &PathBuf::from(FILE), "{case}");
+    assert_eq!(line, want_line, "{case}: wrong line in `{err}`");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("{FILE}:{want_line}:")),
+        "{case}: `{msg}` does not start with file:line"
+    );
+    for n in needles {
+        assert!(msg.contains(n), "{case}: `{msg}` lacks `{n}`");
+    }
+}
+
+#[test]
+fn the_base_manifest_is_valid_at_every_profile() {
+    for profile in PROFILES {
+        let r = manifest::parse(BASE, Path::new(FILE), "q1", profile).unwrap();
+        let Experiment::Training(t) = r.experiment() else {
+            panic!("not a training manifest");
+        };
+        // The smoke override applies; the others keep the base values.
+        let want_epochs = if profile == "smoke" { 3 } else { 4 };
+        assert_eq!(t.epochs, want_epochs, "{profile}");
+        assert_eq!(r.profile, profile);
+        assert_eq!(r.name, "q1");
+    }
+}
+
+#[test]
+fn unknown_keys_are_located() {
+    check(
+        "unknown top-level key",
+        &edit(&[("claim: nothing\n", "claim: nothing\nbogus: 1 # HERE\n")]),
+        "smoke",
+        Kind::Parse,
+        &["bogus"],
+    );
+    check(
+        "unknown key in a nested section",
+        &edit(&[(
+            "    batch_size: 32\n",
+            "    batch_size: 32\n    colour: red # HERE\n",
+        )]),
+        "smoke",
+        Kind::Parse,
+        &["colour", "training.data"],
+    );
+    check(
+        "unknown key in a run",
+        &edit(&[(
+            "      weight_decay: 5.0e-4\n",
+            "      weight_decay: 5.0e-4\n      nesterov: true # HERE\n",
+        )]),
+        "cpu",
+        Kind::Parse,
+        &["nesterov"],
+    );
+    check(
+        "unknown key inside a profile override",
+        &edit(&[(
+            "      epochs: 3\n",
+            "      epochs: 3\n      epochz: 5 # HERE\n",
+        )]),
+        "smoke",
+        Kind::Parse,
+        &["epochz", "smoke"],
+    );
+    check(
+        "unknown key nested inside a profile override",
+        &edit(&[(
+            "          schedule: {milestones: [1, 2]}\n",
+            "          schedule: {milestones: [1, 2]}\n          lr_scale: 2 # HERE\n",
+        )]),
+        "smoke",
+        Kind::Parse,
+        &["lr_scale", "smoke"],
+    );
+    check(
+        "unknown key inside another profile, parsed at that profile",
+        &edit(&[("  cpu: {}\n", "  cpu:\n    colour: red # HERE\n")]),
+        "cpu",
+        Kind::Parse,
+        &["colour", "cpu"],
+    );
+}
+
+#[test]
+fn type_errors_are_located() {
+    check(
+        "a string where a count belongs",
+        &edit(&[("  epochs: 4\n", "  epochs: many # HERE\n")]),
+        "cpu",
+        Kind::Parse,
+        &["epochs", "many"],
+    );
+    check(
+        "a negative count",
+        &edit(&[("    batch_size: 32\n", "    batch_size: -1 # HERE\n")]),
+        "cpu",
+        Kind::Parse,
+        &["batch_size"],
+    );
+    check(
+        "a type error inside a profile override",
+        &edit(&[("      epochs: 3\n", "      epochs: [3] # HERE\n")]),
+        "smoke",
+        Kind::Parse,
+        &["epochs", "smoke"],
+    );
+    check(
+        "an unknown enum value",
+        &edit(&[("    dataset: synthetic\n", "    dataset: mnist # HERE\n")]),
+        "cpu",
+        Kind::Parse,
+        &["mnist", "synthetic"],
+    );
+    check(
+        "broken YAML",
+        &edit(&[("  epochs: 4\n", "  epochs: 4: 5 # HERE\n")]),
+        "cpu",
+        Kind::Parse,
+        &[],
+    );
+}
+
+#[test]
+fn unknown_profiles_are_rejected() {
+    check(
+        "an unknown profile in the file",
+        &edit(&[("  cpu: {}\n", "  cpu: {}\n  turbo: {} # HERE\n")]),
+        "smoke",
+        Kind::Parse,
+        &["turbo", "smoke, cpu, paper"],
+    );
+    // On the command line there is no line to point at: line 0.
+    check(
+        "an unknown profile on the command line",
+        BASE,
+        "fast",
+        Kind::Parse,
+        &["`fast`", "smoke, cpu, paper"],
+    );
+}
+
+#[test]
+fn impossible_values_are_located() {
+    check(
+        "a milestone past the end",
+        &edit(&[(
+            "      schedule: {kind: multistep, lr: 0.1, milestones: [2, 3], gamma: 0.1}\n",
+            "      schedule: {kind: multistep, lr: 0.1, milestones: [2, 4], gamma: 0.1} # HERE\n",
+        )]),
+        "cpu",
+        Kind::Invalid("training.runs.step_decay.schedule.milestones"),
+        &["milestone 4", "4 epochs"],
+    );
+    check(
+        "a milestone past the end only once a profile shortens training",
+        &edit(&[(
+            "      runs:\n        step_decay:\n          schedule: {milestones: [1, 2]}\n",
+            "      runs:\n        step_decay:\n          schedule: {milestones: [1, 3]} # HERE\n",
+        )]),
+        "smoke",
+        Kind::Invalid("training.runs.step_decay.schedule.milestones"),
+        &["milestone 3", "3 epochs", "profile `smoke`"],
+    );
+    check(
+        "a derived run naming a missing run",
+        &edit(&[(
+            "      derive: {from: step_decay, transform: texp}\n",
+            "      derive: {from: step_dekay, transform: texp} # HERE\n",
+        )]),
+        "cpu",
+        Kind::Invalid("training.runs.texp.derive.from"),
+        &["`step_dekay`", "step_decay, texp"],
+    );
+    check(
+        "a check naming a missing run",
+        &edit(&[(
+            "    - {check: curves_overlap, a: step_decay, b: texp,",
+            "    - {check: curves_overlap, a: step_decay, b: tex, # HERE\n      ",
+        )]),
+        "cpu",
+        Kind::Invalid("training.checks.0"),
+        &["`tex`", "step_decay, texp"],
+    );
+    check(
+        "no seeds",
+        &edit(&[("  seeds: [0]\n", "  seeds: [] # HERE\n")]),
+        "cpu",
+        Kind::Invalid("training.seeds"),
+        &["at least one seed"],
+    );
+    check(
+        "zero epochs",
+        &edit(&[("  epochs: 4\n", "  epochs: 0 # HERE\n")]),
+        "cpu",
+        Kind::Invalid("training.epochs"),
+        &["positive"],
+    );
+    check(
+        "momentum of 1",
+        &edit(&[(
+            "      weight_decay: 5.0e-4\n",
+            "      weight_decay: 5.0e-4\n      momentum: 1.0 # HERE\n",
+        )]),
+        "cpu",
+        Kind::Invalid("training.runs.step_decay.momentum"),
+        &["[0, 1)"],
+    );
+}
+
+#[test]
+fn experiment_sections_must_be_exactly_one() {
+    check(
+        "no experiment section",
+        "id: Q1 # HERE\ntitle: t\npaper: p\nclaim: c\n",
+        "smoke",
+        Kind::Invalid("id"),
+        &["exactly one of", "found 0"],
+    );
+    let toy = "toy:\n  population: {lr: 0.1, weight_decay: 0.01, steps: 10, w0: [0.2, 1.0], dim: 2, seed: 0, record_every: 1}\n  \
+               minibatch: {lr: 0.1, weight_decay: 0.01, steps: 10, w0: [0.2, 1.0], dim: 2, seed: 0, record_every: 1, batch_size: 4}\n";
+    check(
+        "two experiment sections",
+        &edit(&[
+            ("id: Q1\n", "id: Q1 # HERE\n"),
+            ("profiles:\n", &format!("{toy}profiles:\n")),
+        ]),
+        "cpu",
+        Kind::Invalid("id"),
+        &["exactly one of", "found 2"],
+    );
+}
+
+/// With γ = 0.9 a real α needs ηλ ≤ (1 − √γ)² ≈ 2.6e-3 (THEORY.md §3); lr 1, wd 0.01 breaks it.
+#[test]
+fn a_schedule_with_no_real_alpha_is_rejected() {
+    // A written TEXP schedule is built while validating: a parse-time error.
+    check(
+        "a texp schedule with no real alpha",
+        &edit(&[(
+            "      schedule: {kind: multistep, lr: 0.1, milestones: [2, 3], gamma: 0.1}\n",
+            "      schedule: {kind: texp, lr: 1.0, milestones: [2, 3], gamma: 0.1, weight_decay: 0.01, momentum: 0.9} # HERE\n",
+        )]),
+        "cpu",
+        Kind::Invalid("training.runs.step_decay.schedule"),
+        &["no exponential equivalent", "lr = 1", "lower the LR or the weight decay"],
+    );
+    // A derived run's twin is built from the base run only when the run is set up: parsing
+    // succeeds, building the plan fails with the schedule crate's error.
+    let text = edit(&[(
+        "      weight_decay: 5.0e-4\n      schedule: {kind: multistep, lr: 0.1,",
+        "      weight_decay: 0.01\n      schedule: {kind: multistep, lr: 1.0,",
+    )]);
+    let resolved = manifest::parse(&text, Path::new(FILE), "q1", "cpu").unwrap();
+    let Experiment::Training(t) = resolved.experiment() else {
+        panic!("not a training manifest");
+    };
+    assert!(plan::plan(&t.runs, "step_decay", 2).is_ok());
+    match plan::plan(&t.runs, "texp", 2) {
+        Err(e @ RunError::Schedule(_)) => {
+            let msg = e.to_string();
+            assert!(msg.contains("no exponential equivalent"), "{msg}");
+        }
+        other => panic!("derived run with no real alpha: {other:?}"),
+    }
+}
+
+/// Steps per epoch a training manifest's plans would use (the runner takes them from the data).
+fn steps_per_epoch(t: &explr_replicate::spec::Training) -> u64 {
+    let full = match t.data.dataset {
+        DatasetName::Synthetic => 10_000,
+        DatasetName::Cifar10 | DatasetName::Cifar100 => 50_000,
+    };
+    let n = t.data.train_size.unwrap_or(full).min(full);
+    n.div_ceil(t.data.batch_size) as u64
+}
+
+/// Every file in `experiments/` defines the three profiles, parses at each of them, keeps its
+/// experiment kind, and every run's optimizer plan (base and derived twins) builds.
+#[test]
+fn every_experiment_manifest_parses_at_every_profile() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "found only {files:?}");
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let raw: manifest::Manifest = serde_yaml::from_str(&text).unwrap();
+        let defined: Vec<&str> = raw.profiles.keys().map(String::as_str).collect();
+        let mut want = PROFILES.to_vec();
+        want.sort();
+        assert_eq!(defined, want, "{}: profiles", file.display());
+        let kind = |r: &manifest::Resolved| match r.experiment() {
+            Experiment::Training(_) => "training",
+            Experiment::Exactness(_) => "exactness",
+            Experiment::ScaleInvariance(_) => "scale_invariance",
+            Experiment::Toy(_) => "toy",
+        };
+        let mut kinds = Vec::new();
+        for profile in PROFILES {
+            let r = manifest::load(file, profile)
+                .unwrap_or_else(|e| panic!("{} at {profile}: {e}", file.display()));
+            assert_eq!(r.profile, profile);
+            assert_eq!(r.manifest.id.to_lowercase(), r.name, "{}", file.display());
+            kinds.push(kind(&r));
+            let runs = match r.experiment() {
+                Experiment::Training(t) => Some((&t.runs, steps_per_epoch(t))),
+                Experiment::Exactness(x) => Some((&x.runs, 1)),
+                _ => None,
+            };
+            if let Some((runs, spe)) = runs {
+                for name in runs.keys() {
+                    plan::plan(runs, name, spe).unwrap_or_else(|e| {
+                        panic!("{} at {profile}: run {name}: {e}", file.display())
+                    });
+                }
+            }
+        }
+        assert!(kinds.windows(2).all(|w| w[0] == w[1]), "{}", file.display());
+    }
+}

@@ -1,0 +1,214 @@
+//! A diverging run stops with `RunError::NonFinite` naming the epoch, the step and the quantity,
+//! and its message says what was kept: the last good checkpoint, or that none was written.
+//!
+//! What diverges was found by trying: with a constant LR of 1e10 or more the tiny BN network's
+//! weight norm is NaN after the first epoch (f32 and f64); with weight decay as well, the
+//! training loss goes NaN within the first epoch; a step decay with `gamma: 1e30` trains one
+//! good epoch, then diverges in the second (in f64 a factor 1e30 stays finite: 1e300 is used).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use candle_core::{DType, Device};
+use explr_data::{load_synthetic, SyntheticConfig};
+use explr_replicate::plan;
+use explr_replicate::runner::{RunError, Silent};
+use explr_replicate::spec::{ModelSection, RunSpec};
+use explr_replicate::train::{read_records, train, RunSetup};
+
+const BATCH: usize = 32;
+/// 128 training images in batches of 32.
+const STEPS_PER_EPOCH: u64 = 4;
+
+static DIRS: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh empty folder under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let n = DIRS.fetch_add(1, Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("explr-nonfinite-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every tensor of a safetensors file is finite.
+fn all_finite(path: &Path) -> bool {
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
+    tensors.values().all(|t| {
+        t.to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+            .iter()
+            .all(|x| x.is_finite())
+    })
+}
+
+/// Training `run` (a run spec in YAML) stops in `want_epoch` with a non-finite `quantity`
+/// (one of `quantities`); a checkpoint is kept exactly when `want_checkpoint`, and then it holds
+/// the last good epoch with finite weights.
+fn check(
+    case: &str,
+    run: &str,
+    dtype: DType,
+    checkpoint_every: usize,
+    want_epoch: usize,
+    quantities: &[&str],
+    want_checkpoint: bool,
+) {
+    let data = load_synthetic(&SyntheticConfig {
+        seed: 1,
+        train_size: 128,
+        test_size: 64,
+        ..SyntheticConfig::default()
+    })
+    .unwrap();
+    let model: ModelSection =
+        serde_yaml::from_str("{arch: preresnet, depth: 8, width: 2}").unwrap();
+    let runs: BTreeMap<String, RunSpec> = serde_yaml::from_str(&format!("r: {run}")).unwrap();
+    let dir = TempDir::new();
+    let setup = RunSetup {
+        key: "tiny/r/seed-0".into(),
+        model: &model,
+        dataset: &data,
+        batch_size: BATCH,
+        augment: true,
+        dtype,
+        device: &Device::Cpu,
+        seed: 0,
+        epochs: 3,
+        plan: plan::plan(&runs, "r", STEPS_PER_EPOCH).unwrap(),
+        checkpoint_every,
+        dir: dir.0.clone(),
+        resume: false,
+    };
+    let err = match train(&setup, &Silent) {
+        Ok(records) => panic!("{case}: trained without diverging: {records:?}"),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    let RunError::NonFinite {
+        run,
+        epoch,
+        step,
+        quantity,
+        value,
+        checkpoint,
+    } = err
+    else {
+        panic!("{case}: not a NonFinite error: {msg}");
+    };
+    assert_eq!(run, "tiny/r/seed-0", "{case}");
+    assert_eq!(epoch, want_epoch, "{case}: {msg}");
+    let steps = (want_epoch as u64 - 1) * STEPS_PER_EPOCH..=want_epoch as u64 * STEPS_PER_EPOCH;
+    assert!(
+        steps.contains(&step),
+        "{case}: step {step} not in {steps:?}"
+    );
+    assert!(
+        quantities.contains(&quantity.as_str()),
+        "{case}: {quantity}"
+    );
+    assert!(!value.is_finite(), "{case}: value {value}");
+    for needle in [
+        "tiny/r/seed-0".to_string(),
+        format!("{quantity} is {value}"),
+        format!("at epoch {epoch}, step {step}"),
+    ] {
+        assert!(msg.contains(&needle), "{case}: `{msg}` lacks `{needle}`");
+    }
+    let ckpt = dir.0.join("checkpoint");
+    if want_checkpoint {
+        assert_eq!(checkpoint.as_deref(), Some(ckpt.as_path()), "{case}");
+        let kept = format!("its last good checkpoint is kept in {}", ckpt.display());
+        assert!(msg.contains(&kept), "{case}: `{msg}` lacks `{kept}`");
+        // The checkpoint is the last good epoch, untouched by the diverged one.
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(ckpt.join("meta.json")).unwrap())
+                .unwrap();
+        assert_eq!(meta["epoch"], want_epoch - 1, "{case}");
+        assert!(all_finite(&ckpt.join("model.safetensors")), "{case}");
+        assert!(all_finite(&ckpt.join("optimizer.safetensors")), "{case}");
+    } else {
+        assert_eq!(checkpoint, None, "{case}");
+        let none = "the run stopped before any checkpoint was written";
+        assert!(msg.contains(none), "{case}: `{msg}` lacks `{none}`");
+        assert!(!ckpt.join("meta.json").exists(), "{case}");
+    }
+    // The metrics hold the good epochs only, all finite.
+    let metrics = dir.0.join("metrics.jsonl");
+    let good = if metrics.exists() {
+        read_records(&metrics).unwrap()
+    } else {
+        Vec::new()
+    };
+    assert_eq!(good.len(), want_epoch - 1, "{case}");
+    for r in &good {
+        assert!(
+            r.train_loss.is_finite() && r.si_norm.is_finite(),
+            "{case}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn absurd_constant_lr_stops_in_the_first_epoch() {
+    let norm_or_loss = ["weight norm", "training loss", "test loss"];
+    check(
+        "lr 1e30, f32",
+        "{weight_decay: 0.0, schedule: {kind: constant, lr: 1.0e30}}",
+        DType::F32,
+        1,
+        1,
+        &norm_or_loss,
+        false,
+    );
+    check(
+        "lr 1e300, f64",
+        "{weight_decay: 0.0, schedule: {kind: constant, lr: 1.0e300}}",
+        DType::F64,
+        1,
+        1,
+        &norm_or_loss,
+        false,
+    );
+    check(
+        "lr 1e30 with weight decay, f32: the loss goes first",
+        "{weight_decay: 5.0e-4, schedule: {kind: constant, lr: 1.0e30}}",
+        DType::F32,
+        1,
+        1,
+        &["training loss"],
+        false,
+    );
+}
+
+#[test]
+fn divergence_after_a_good_epoch_keeps_its_checkpoint() {
+    for (dtype, gamma) in [(DType::F32, "1.0e30"), (DType::F64, "1.0e300")] {
+        check(
+            &format!("step decay by {gamma} after epoch 1, {dtype:?}"),
+            &format!(
+                "{{weight_decay: 0.0, schedule: {{kind: multistep, lr: 0.1, milestones: [1], gamma: {gamma}}}}}"
+            ),
+            dtype,
+            1,
+            2,
+            &["weight norm", "training loss", "test loss"],
+            true,
+        );
+    }
+}
