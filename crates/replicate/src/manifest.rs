@@ -204,7 +204,31 @@ pub fn parse(
             ),
         ));
     }
-    // 2. The profile's overrides, deep-merged onto the file's fields.
+    // 2. Every profile's overrides, deep-merged onto the file's fields, so that a typo in one
+    //    profile is caught whichever profile runs; the requested one is returned.
+    for other in base.profiles.keys().filter(|p| p.as_str() != profile) {
+        apply_profile(text, &base, path, other)?;
+    }
+    let manifest = apply_profile(text, &base, path, profile)?;
+    Ok(Resolved {
+        name: name.to_string(),
+        profile: profile.to_string(),
+        manifest,
+    })
+}
+
+/// The manifest with `profile`'s overrides merged in, deserialized and validated.
+fn apply_profile(
+    text: &str,
+    base: &Manifest,
+    path: &Path,
+    profile: &str,
+) -> Result<Manifest, ManifestError> {
+    let parse_err = |line: usize, message: String| ManifestError::Parse {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
     let mut merged: Value = serde_yaml::from_str(text).map_err(|e| parse_err(0, e.to_string()))?;
     if let Value::Mapping(m) = &mut merged {
         m.remove("profiles");
@@ -227,11 +251,7 @@ pub fn parse(
         )
     })?;
     validate(&manifest, text, path, profile)?;
-    Ok(Resolved {
-        name: name.to_string(),
-        profile: profile.to_string(),
-        manifest,
-    })
+    Ok(manifest)
 }
 
 fn validate(m: &Manifest, text: &str, path: &Path, profile: &str) -> Result<(), ManifestError> {

@@ -106,7 +106,10 @@ pub fn in_epochs(spec: &ScheduleSpec, steps_per_epoch: u64) -> ScheduleSpec {
             steps_per_epoch: spe,
         },
         S::Product { schedules } => S::Product {
-            schedules: schedules.iter().map(|s| in_epochs(s, steps_per_epoch)).collect(),
+            schedules: schedules
+                .iter()
+                .map(|s| in_epochs(s, steps_per_epoch))
+                .collect(),
         },
         S::ExpEquivalent {
             base,

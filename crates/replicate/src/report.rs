@@ -23,7 +23,10 @@ pub struct ReportEntry {
 }
 
 fn verdict(summary: &Value) -> &str {
-    summary.get("verdict").and_then(Value::as_str).unwrap_or("?")
+    summary
+        .get("verdict")
+        .and_then(Value::as_str)
+        .unwrap_or("?")
 }
 
 fn one_line(s: &str) -> String {
@@ -44,7 +47,10 @@ pub fn replication_md(entries: &[ReportEntry]) -> String {
          cpu` (real CIFAR-10, a small PreResNet, tens of epochs) and `--profile paper` (PreResNet-32, \
          160 epochs, several seeds, meant for a GPU) rerun the same manifests at scale.\n"
     );
-    let _ = writeln!(s, "| claim | what | manifest | profile | verdict |\n|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| claim | what | manifest | profile | verdict |\n|---|---|---|---|---|"
+    );
     for e in entries {
         let _ = writeln!(
             s,
@@ -59,7 +65,14 @@ pub fn replication_md(entries: &[ReportEntry]) -> String {
     }
     for e in entries {
         let m = &e.manifest;
-        let _ = writeln!(s, "\n## {}\n\n**{}** — {}\n\n{}\n", m.id, one_line(&m.title), one_line(&m.paper), one_line(&m.claim));
+        let _ = writeln!(
+            s,
+            "\n## {}\n\n**{}** — {}\n\n{}\n",
+            m.id,
+            one_line(&m.title),
+            one_line(&m.paper),
+            one_line(&m.claim)
+        );
         let _ = writeln!(
             s,
             "Rerun: `cargo xtask replicate {} --profile {}` (or `--profile cpu --data-dir DIR`, `--profile paper --device cuda`).\n",
@@ -68,14 +81,28 @@ pub fn replication_md(entries: &[ReportEntry]) -> String {
         if let Some(Value::Mapping(checks)) = e.summary.get("checks") {
             let _ = writeln!(s, "| check | what | bound | result |\n|---|---|---|---|");
             for (k, c) in checks {
-                let field = |f: &str| c.get(f).map(|v| serde_yaml::to_string(v).unwrap_or_default().trim().trim_matches('\'').to_string()).unwrap_or_default();
+                let field = |f: &str| {
+                    c.get(f)
+                        .map(|v| {
+                            serde_yaml::to_string(v)
+                                .unwrap_or_default()
+                                .trim()
+                                .trim_matches('\'')
+                                .to_string()
+                        })
+                        .unwrap_or_default()
+                };
                 let _ = writeln!(
                     s,
                     "| `{}` | {} | {} | {} |",
                     k.as_str().unwrap_or("?"),
                     field("what"),
                     field("bound"),
-                    if c.get("pass").and_then(Value::as_bool) == Some(true) { "pass" } else { "**fail**" }
+                    if c.get("pass").and_then(Value::as_bool) == Some(true) {
+                        "pass"
+                    } else {
+                        "**fail**"
+                    }
                 );
             }
             s.push('\n');
@@ -83,7 +110,12 @@ pub fn replication_md(entries: &[ReportEntry]) -> String {
         if let Some(Value::Mapping(metrics)) = e.summary.get("metrics") {
             let _ = writeln!(s, "<details><summary>Measured ({} numbers, profile {})</summary>\n\n| metric | value |\n|---|---|", metrics.len(), e.profile);
             for (k, v) in metrics {
-                let _ = writeln!(s, "| `{}` | {} |", k.as_str().unwrap_or("?"), serde_yaml::to_string(v).unwrap_or_default().trim());
+                let _ = writeln!(
+                    s,
+                    "| `{}` | {} |",
+                    k.as_str().unwrap_or("?"),
+                    serde_yaml::to_string(v).unwrap_or_default().trim()
+                );
             }
             let _ = writeln!(s, "\n</details>\n");
         }
@@ -115,8 +147,14 @@ mod tests {
             summary,
             figures: vec!["figures/t1/a.svg".into()],
         }]);
-        assert!(md.contains("| [T1](#t1) | toy | `experiments/t1.yaml` | smoke | fail |"), "{md}");
-        assert!(md.contains("| `converges` | final error | <= 1e-2 | **fail** |"), "{md}");
+        assert!(
+            md.contains("| [T1](#t1) | toy | `experiments/t1.yaml` | smoke | fail |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `converges` | final error | <= 1e-2 | **fail** |"),
+            "{md}"
+        );
         assert!(md.contains("| `x` | 1.5 |"));
         assert!(md.contains("![T1 a.svg](figures/t1/a.svg)"));
     }

@@ -247,7 +247,9 @@ impl Training {
         validate_runs("training.runs", &self.runs, Some(self.epochs))?;
         for (i, c) in self.checks.iter().enumerate() {
             let named: Vec<&String> = match c {
-                Check::CurvesOverlap { a, b, from_epoch, .. } => {
+                Check::CurvesOverlap {
+                    a, b, from_epoch, ..
+                } => {
                     if *from_epoch == 0 || *from_epoch > self.epochs {
                         return Err(FieldError::new(
                             format!("training.checks.{i}.from_epoch"),

@@ -257,10 +257,31 @@ fn summarize(
         for (i, check) in spec.checks.iter().enumerate() {
             let key = |what: &str| format!("{model}.{i}_{what}");
             match check {
-                Check::CurvesOverlap { a, b, metric, tolerance, relative, from_epoch } => {
-                    let (ca, cb) = (mean_curve(spec, records, model, a, metric)?, mean_curve(spec, records, model, b, metric)?);
-                    let gap = |(x, y): (&f64, &f64)| if *relative { (x / y - 1.0).abs() } else { (x - y).abs() };
-                    let dist = ca.iter().zip(&cb).skip(from_epoch - 1).map(gap).fold(0.0, f64::max);
+                Check::CurvesOverlap {
+                    a,
+                    b,
+                    metric,
+                    tolerance,
+                    relative,
+                    from_epoch,
+                } => {
+                    let (ca, cb) = (
+                        mean_curve(spec, records, model, a, metric)?,
+                        mean_curve(spec, records, model, b, metric)?,
+                    );
+                    let gap = |(x, y): (&f64, &f64)| {
+                        if *relative {
+                            (x / y - 1.0).abs()
+                        } else {
+                            (x - y).abs()
+                        }
+                    };
+                    let dist = ca
+                        .iter()
+                        .zip(&cb)
+                        .skip(from_epoch - 1)
+                        .map(gap)
+                        .fold(0.0, f64::max);
                     let what = if *relative { "relative" } else { "max" };
                     s.metric(key(&format!("{what}_gap_{metric}_{a}_vs_{b}")), dist);
                     s.check_le(key("overlap"), format!("{model}: {what} gap over epochs {from_epoch}.. of {metric}({a}) and {metric}({b})"), dist, *tolerance);

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use explr_replicate::manifest::{self, ManifestError, PROFILES};
 use explr_replicate::plan;
-use explr_replicate::runner::RunError;
 use explr_replicate::spec::{DatasetName, Experiment};
 
 /// A valid training manifest; cases edit it with string replacements.
@@ -340,24 +339,26 @@ fn a_schedule_with_no_real_alpha_is_rejected() {
         Kind::Invalid("training.runs.step_decay.schedule"),
         &["no exponential equivalent", "lr = 1", "lower the LR or the weight decay"],
     );
-    // A derived run's twin is built from the base run only when the run is set up: parsing
-    // succeeds, building the plan fails with the schedule crate's error.
-    let text = edit(&[(
-        "      weight_decay: 5.0e-4\n      schedule: {kind: multistep, lr: 0.1,",
-        "      weight_decay: 0.01\n      schedule: {kind: multistep, lr: 1.0,",
-    )]);
-    let resolved = manifest::parse(&text, Path::new(FILE), "q1", "cpu").unwrap();
-    let Experiment::Training(t) = resolved.experiment() else {
-        panic!("not a training manifest");
-    };
-    assert!(plan::plan(&t.runs, "step_decay", 2).is_ok());
-    match plan::plan(&t.runs, "texp", 2) {
-        Err(e @ RunError::Schedule(_)) => {
-            let msg = e.to_string();
-            assert!(msg.contains("no exponential equivalent"), "{msg}");
-        }
-        other => panic!("derived run with no real alpha: {other:?}"),
-    }
+    // A derived run's twin is built while validating too: the error names the derived run.
+    check(
+        "a derived run whose base has no real alpha",
+        &edit(&[
+            (
+                "      weight_decay: 5.0e-4\n      schedule: {kind: multistep, lr: 0.1,",
+                "      weight_decay: 0.01\n      schedule: {kind: multistep, lr: 1.0,",
+            ),
+            (
+                "      derive: {from: step_decay, transform: texp}\n",
+                "      derive: {from: step_decay, transform: texp} # HERE\n",
+            ),
+        ]),
+        "cpu",
+        Kind::Invalid("training.runs.texp.derive"),
+        &[
+            "no exponential equivalent",
+            "lower the LR or the weight decay",
+        ],
+    );
 }
 
 /// Steps per epoch a training manifest's plans would use (the runner takes them from the data).
@@ -417,4 +418,15 @@ fn every_experiment_manifest_parses_at_every_profile() {
         }
         assert!(kinds.windows(2).all(|w| w[0] == w[1]), "{}", file.display());
     }
+}
+
+#[test]
+fn typo_in_another_profile_is_caught_whichever_profile_runs() {
+    check(
+        "unknown key inside another profile, parsed at smoke",
+        &edit(&[("  cpu: {}\n", "  cpu:\n    colour: red # HERE\n")]),
+        "smoke",
+        Kind::Parse,
+        &["colour", "cpu"],
+    );
 }

@@ -168,27 +168,50 @@ fn manifests(dir: &Path, ids: &[String]) -> Result<Vec<PathBuf>> {
 fn report_figures(results: &Path, docs: &Path, name: &str, profile: &str) -> Result<Vec<String>> {
     let from = results.join(name).join(profile);
     let mut svgs: Vec<PathBuf> = match std::fs::read_dir(&from) {
-        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "svg")).collect(),
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "svg"))
+            .collect(),
         Err(_) => return Ok(Vec::new()),
     };
     svgs.sort();
     let first_model = svgs
         .iter()
-        .filter_map(|p| p.file_stem()?.to_str()?.split_once('-').map(|(m, _)| m.to_string()))
+        .filter_map(|p| {
+            p.file_stem()?
+                .to_str()?
+                .split_once('-')
+                .map(|(m, _)| m.to_string())
+        })
         .next();
     let keep = |p: &PathBuf| {
         let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         match (&first_model, stem.split_once('-')) {
             (Some(m), Some((model, panel))) if model == m => {
-                ["train_loss", "test_acc", "lr", "si_norm", "norm_sq_over_lr", "angular_update"].contains(&panel)
+                [
+                    "train_loss",
+                    "test_acc",
+                    "lr",
+                    "si_norm",
+                    "norm_sq_over_lr",
+                    "angular_update",
+                ]
+                .contains(&panel)
                     || !stem.contains('_') && !panel.is_empty()
             }
-            _ => !stem.contains('-') || stem.starts_with("population") || stem.starts_with("minibatch"),
+            _ => {
+                !stem.contains('-')
+                    || stem.starts_with("population")
+                    || stem.starts_with("minibatch")
+            }
         }
     };
     let mut out = Vec::new();
     for p in svgs.into_iter().filter(keep) {
-        let file = p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = p
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let rel = format!("figures/{name}/{profile}/{file}");
         let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
         explr_replicate::io::write_atomic(&docs.join(&rel), &bytes)?;
@@ -202,18 +225,34 @@ fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
     let docs = PathBuf::from("docs");
     let mut entries = Vec::new();
     for path in manifests(&args.experiments_dir, &[])? {
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let golden_path = golden::golden_path(&args.golden_dir, &name, &args.profile);
-        let Ok(text) = std::fs::read_to_string(&golden_path) else { continue };
+        let Ok(text) = std::fs::read_to_string(&golden_path) else {
+            continue;
+        };
         let body = text.splitn(3, "---\n").nth(2).unwrap_or(&text);
-        let summary: serde_yaml::Value = serde_yaml::from_str(body).with_context(|| format!("reading {}", golden_path.display()))?;
-        let manifest: manifest::Manifest = serde_yaml::from_str(&std::fs::read_to_string(&path)?)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let summary: serde_yaml::Value = serde_yaml::from_str(body)
+            .with_context(|| format!("reading {}", golden_path.display()))?;
+        let manifest: manifest::Manifest =
+            serde_yaml::from_str(&std::fs::read_to_string(&path)?)
+                .with_context(|| format!("reading {}", path.display()))?;
         let figures = report_figures(&args.results_dir, &docs, &name, &args.profile)?;
-        entries.push(explr_replicate::report::ReportEntry { name, profile: args.profile.clone(), manifest, summary, figures });
+        entries.push(explr_replicate::report::ReportEntry {
+            name,
+            profile: args.profile.clone(),
+            manifest,
+            summary,
+            figures,
+        });
     }
     let path = docs.join("REPLICATION.md");
-    explr_replicate::io::write_atomic(&path, explr_replicate::report::replication_md(&entries).as_bytes())?;
+    explr_replicate::io::write_atomic(
+        &path,
+        explr_replicate::report::replication_md(&entries).as_bytes(),
+    )?;
     Ok(path)
 }
 
@@ -255,7 +294,12 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
     for path in manifests(&args.experiments_dir, &args.ids)? {
         let resolved = manifest::load(&path, &args.profile)?;
         if args.dry_run {
-            eprintln!("{} ({}) at profile {}: valid", resolved.manifest.id, path.display(), args.profile);
+            eprintln!(
+                "{} ({}) at profile {}: valid",
+                resolved.manifest.id,
+                path.display(),
+                args.profile
+            );
             continue;
         }
         eprintln!(
