@@ -33,6 +33,11 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// A table cell: one line, pipes escaped.
+fn cell(s: &str) -> String {
+    one_line(s).replace('|', "\\|")
+}
+
 /// Renders the report.
 pub fn replication_md(entries: &[ReportEntry]) -> String {
     let mut s = String::new();
@@ -57,7 +62,7 @@ pub fn replication_md(entries: &[ReportEntry]) -> String {
             "| [{id}](#{anchor}) | {title} | `experiments/{name}.yaml` | {profile} | {verdict} |",
             id = e.manifest.id,
             anchor = e.manifest.id.to_ascii_lowercase(),
-            title = one_line(&e.manifest.title),
+            title = cell(&e.manifest.title),
             name = e.name,
             profile = e.profile,
             verdict = verdict(&e.summary),
@@ -96,8 +101,8 @@ pub fn replication_md(entries: &[ReportEntry]) -> String {
                     s,
                     "| `{}` | {} | {} | {} |",
                     k.as_str().unwrap_or("?"),
-                    field("what"),
-                    field("bound"),
+                    cell(&field("what")),
+                    cell(&field("bound")),
                     if c.get("pass").and_then(Value::as_bool) == Some(true) {
                         "pass"
                     } else {
@@ -137,7 +142,7 @@ mod tests {
         )
         .unwrap();
         let summary: Value = serde_yaml::from_str(
-            "id: T1\nprofile: smoke\nverdict: fail\nchecks:\n  converges: {pass: false, bound: '<= 1e-2', what: final error}\nmetrics:\n  x: 1.5\n",
+            "id: T1\nprofile: smoke\nverdict: fail\nchecks:\n  converges: {pass: false, bound: '<= 1e-2', what: final |error|}\nmetrics:\n  x: 1.5\n",
         )
         .unwrap();
         let md = replication_md(&[ReportEntry {
@@ -152,7 +157,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| `converges` | final error | <= 1e-2 | **fail** |"),
+            md.contains("| `converges` | final \\|error\\| | <= 1e-2 | **fail** |"),
             "{md}"
         );
         assert!(md.contains("| `x` | 1.5 |"));
