@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// Timed steps per configuration (default 10; 3 with --quick).
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Rounds per configuration, ours then PyTorch in each: the table shows the median of the
+    /// rounds' medians and the minimum of their minima (more rounds, less noise).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Threads on both sides (RAYON_NUM_THREADS for ours, torch.set_num_threads for PyTorch).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -53,6 +57,16 @@ pub enum BuildProfile {
     Release,
     /// The workspace's dev profile.
     Dev,
+}
+
+impl BuildProfile {
+    /// The cargo profile's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Release => "release",
+            Self::Dev => "dev",
+        }
+    }
 }
 
 /// One benchmarked configuration.
@@ -121,6 +135,8 @@ pub fn configs(quick: bool, filters: &[String]) -> Vec<Config> {
 pub struct Measurement {
     /// Median seconds per training step.
     pub median_s: f64,
+    /// Fastest step, seconds: on a loaded machine the least disturbed estimate of the cost.
+    pub min_s: f64,
     /// batch / median_s.
     pub images_per_s: f64,
     /// Peak resident set (VmHWM), MiB.
@@ -130,6 +146,32 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// Combines rounds of one side: median of the medians (and of the images/s and phase
+    /// medians), min of the minima, max of the peaks. `None` for no rounds.
+    pub fn combine(rounds: &[Measurement]) -> Option<Self> {
+        let med = |f: &dyn Fn(&Measurement) -> f64| {
+            let mut v: Vec<f64> = rounds.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            if n % 2 == 1 {
+                v[n / 2]
+            } else {
+                0.5 * (v[n / 2 - 1] + v[n / 2])
+            }
+        };
+        let first = rounds.first()?;
+        Some(Self {
+            median_s: med(&|m| m.median_s),
+            min_s: rounds.iter().map(|m| m.min_s).fold(first.min_s, f64::min),
+            images_per_s: med(&|m| m.images_per_s),
+            peak_rss_mb: rounds
+                .iter()
+                .map(|m| m.peak_rss_mb)
+                .fold(first.peak_rss_mb, f64::max),
+            phases: [0, 1, 2].map(|i| med(&|m| m.phases[i])),
+        })
+    }
+
     /// Reads the fields from a step_bench JSON object.
     pub fn from_json(v: &Value) -> Result<Self> {
         let num = |k: &str| {
@@ -139,6 +181,7 @@ impl Measurement {
         };
         Ok(Self {
             median_s: num("median_s")?,
+            min_s: num("min_s")?,
             images_per_s: num("images_per_s")?,
             peak_rss_mb: num("peak_rss_mb")?,
             phases: [num("forward_s")?, num("backward_s")?, num("optimizer_s")?],
@@ -146,8 +189,9 @@ impl Measurement {
     }
 }
 
-/// One row: a configuration, our measurement, PyTorch's (absent with --ours-only) and the
-/// 1-minute load average before and after the pair.
+/// One row: a configuration, our measurement, PyTorch's (absent with --ours-only), each
+/// combined over the rounds, and the 1-minute load average before the first and after the last
+/// run.
 #[derive(Clone, Debug)]
 pub struct Row {
     /// The configuration.
@@ -176,19 +220,24 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 pub fn render(rows: &[Row]) -> String {
     let mut s = String::new();
     s.push_str(
-        "| config | ours s/step | PyTorch s/step | time ratio | ours img/s | PyTorch img/s \
-         | ours peak MiB | PyTorch peak MiB | memory ratio | load before → after |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "| config | ours s/step | PyTorch s/step | time ratio | ours min s | PyTorch min s \
+         | min ratio | ours img/s | PyTorch img/s | ours peak MiB | PyTorch peak MiB \
+         | memory ratio | load before → after |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let t = r.torch.as_ref();
         let _ = writeln!(
             s,
-            "| {} | {:.3} | {} | **{}** | {:.1} | {} | {:.0} | {} | {} | {:.1} → {:.1} |",
+            "| {} | {:.3} | {} | **{}** | {:.3} | {} | {} | {:.1} | {} | {:.0} | {} | {} \
+             | {:.1} → {:.1} |",
             r.config.name(),
             r.ours.median_s,
             opt(t.map(|t| t.median_s), 3),
             ratio(r.ours.median_s, t.map(|t| t.median_s)),
+            r.ours.min_s,
+            opt(t.map(|t| t.min_s), 3),
+            ratio(r.ours.min_s, t.map(|t| t.min_s)),
             r.ours.images_per_s,
             opt(t.map(|t| t.images_per_s), 1),
             r.ours.peak_rss_mb,
@@ -291,7 +340,7 @@ fn build_example(root: &Path, profile: BuildProfile) -> Result<PathBuf> {
     if profile == BuildProfile::Release {
         cmd.arg("--release");
     }
-    eprintln!("building step_bench ({profile:?} profile)…");
+    eprintln!("building step_bench ({} profile)…", profile.name());
     let out = cmd
         .stderr(Stdio::inherit())
         .output()
@@ -334,43 +383,49 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
 
     let mut rows = Vec::new();
     let mut raw = String::new();
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
     for c in &list {
         let before = load_average();
-        eprintln!("{}: ours…", c.name());
-        let mut cmd = Command::new(&exe);
-        cmd.env("RAYON_NUM_THREADS", args.threads.to_string())
-            .args(c.args(warmup, steps));
-        let ours_json = run_json(cmd, &format!("step_bench {}", c.name()))?;
-        let ours = Measurement::from_json(&ours_json)?;
-        raw.push_str(&format!("{ours_json}\n"));
-        let torch_m = if args.ours_only {
-            None
-        } else {
-            eprintln!("{}: PyTorch…", c.name());
-            let mut cmd = Command::new(&args.python);
-            cmd.current_dir(root)
-                .arg(&script)
-                .args(c.args(warmup, steps))
-                .args(["--threads", &args.threads.to_string()]);
-            let v = run_json(cmd, &format!("step_bench.py {}", c.name()))?;
+        let (mut ours, mut torch_rounds) = (Vec::new(), Vec::new());
+        for round in 1..=args.rounds {
+            eprintln!("{} round {round}/{}: ours…", c.name(), args.rounds);
+            let mut cmd = Command::new(&exe);
+            cmd.env("RAYON_NUM_THREADS", args.threads.to_string())
+                .args(c.args(warmup, steps));
+            let v = run_json(cmd, &format!("step_bench {}", c.name()))?;
+            ours.push(Measurement::from_json(&v)?);
             raw.push_str(&format!("{v}\n"));
-            Some(Measurement::from_json(&v)?)
-        };
+            if !args.ours_only {
+                eprintln!("{} round {round}/{}: PyTorch…", c.name(), args.rounds);
+                let mut cmd = Command::new(&args.python);
+                cmd.current_dir(root)
+                    .arg(&script)
+                    .args(c.args(warmup, steps))
+                    .args(["--threads", &args.threads.to_string()]);
+                let v = run_json(cmd, &format!("step_bench.py {}", c.name()))?;
+                torch_rounds.push(Measurement::from_json(&v)?);
+                raw.push_str(&format!("{v}\n"));
+            }
+        }
         rows.push(Row {
             config: c.clone(),
-            ours,
-            torch: torch_m,
+            ours: Measurement::combine(&ours).context("no rounds")?,
+            torch: Measurement::combine(&torch_rounds),
             load: (before, load_average()),
         });
     }
 
     let mut md = format!(
         "Training step (train-mode forward, cross-entropy, backward, SGD momentum 0.9 / weight \
-         decay 5e-4), CPU, {} threads, {warmup} warm-up + {steps} timed steps, {:?} profile; \
+         decay 5e-4), CPU, {} threads, {} round(s) of {warmup} warm-up + {steps} timed steps, \
+         {} profile; \
          PyTorch {}. Load average {load_start:.2} at the start, {:.2} at the end \
          ({} cores).\n\n",
         args.threads,
-        args.profile,
+        args.rounds,
+        args.profile.name(),
         torch.as_deref().unwrap_or("not run"),
         load_average(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -440,12 +495,13 @@ mod tests {
         check_configs(true, &["preresnet-32"], &[]);
     }
 
-    fn check_measurement(json: &str, expected: std::result::Result<[f64; 6], &str>) {
+    fn check_measurement(json: &str, expected: std::result::Result<[f64; 7], &str>) {
         let v: Value = serde_json::from_str(json).unwrap();
         match (Measurement::from_json(&v), expected) {
             (Ok(m), Ok(e)) => assert_eq!(
                 [
                     m.median_s,
+                    m.min_s,
                     m.images_per_s,
                     m.peak_rss_mb,
                     m.phases[0],
@@ -463,12 +519,12 @@ mod tests {
 
     #[test]
     fn measurement_from_step_bench_json() {
-        let full = r#"{"median_s": 2.0, "images_per_s": 64.0, "peak_rss_mb": 300.5,
+        let full = r#"{"median_s": 2.0, "min_s": 1.5, "images_per_s": 64.0, "peak_rss_mb": 300.5,
             "forward_s": 0.5, "backward_s": 1.25, "optimizer_s": 0.25, "extra": "x"}"#;
-        check_measurement(full, Ok([2.0, 64.0, 300.5, 0.5, 1.25, 0.25]));
+        check_measurement(full, Ok([2.0, 1.5, 64.0, 300.5, 0.5, 1.25, 0.25]));
         check_measurement(
             r#"{"median_s": 2.0, "images_per_s": 64.0}"#,
-            Err("no number `peak_rss_mb`"),
+            Err("no number `min_s`"),
         );
         check_measurement(
             r#"{"median_s": "fast", "images_per_s": 64.0, "peak_rss_mb": 1}"#,
@@ -480,6 +536,7 @@ mod tests {
     fn table_shows_ratios_of_ours_to_pytorch() {
         let m = |median_s: f64, peak: f64| Measurement {
             median_s,
+            min_s: median_s / 2.0,
             images_per_s: 128.0 / median_s,
             peak_rss_mb: peak,
             phases: [0.1, 0.2, 0.3],
@@ -505,15 +562,16 @@ mod tests {
         ];
         let md = render(&rows);
         let lines: Vec<&str> = md.lines().collect();
-        // 128 / 1.0 and 128 / 4.0 images/s; time 1/4 and memory 300/1200 as ratios.
+        // 128 / 1.0 and 128 / 4.0 images/s; time 1/4, min 0.5/2 and memory 300/1200 as ratios.
         assert_eq!(
             lines[2],
-            "| preresnet-20/b128/f32 | 1.000 | 4.000 | **0.25** | 128.0 | 32.0 | 300 | 1200 \
-             | 0.25 | 1.0 → 2.0 |"
+            "| preresnet-20/b128/f32 | 1.000 | 4.000 | **0.25** | 0.500 | 2.000 | 0.25 | 128.0 \
+             | 32.0 | 300 | 1200 | 0.25 | 1.0 → 2.0 |"
         );
         assert_eq!(
             lines[3],
-            "| preresnet-20/b128/f32 | 2.000 | – | **–** | 64.0 | – | 300 | – | – | 2.0 → 2.0 |"
+            "| preresnet-20/b128/f32 | 2.000 | – | **–** | 1.000 | – | – | 64.0 | – | 300 | – \
+             | – | 2.0 → 2.0 |"
         );
         assert!(md
             .contains("| preresnet-20/b128/f32 | 0.100 / 0.100 | 0.200 / 0.200 | 0.300 / 0.300 |"));
@@ -531,5 +589,31 @@ mod tests {
         );
         // `false` runs but fails, as a Python without torch fails the import.
         check("false", "cannot import torch");
+    }
+
+    #[test]
+    fn rounds_combine_to_median_min_and_max_peak() {
+        let m = |median_s: f64, min_s: f64, peak_rss_mb: f64| Measurement {
+            median_s,
+            min_s,
+            images_per_s: 10.0 * median_s,
+            peak_rss_mb,
+            phases: [median_s, 2.0 * median_s, 3.0 * median_s],
+        };
+        let check = |rounds: &[Measurement], want: Option<Measurement>| {
+            assert_eq!(Measurement::combine(rounds), want, "{rounds:?}");
+        };
+        check(&[], None);
+        check(&[m(2.0, 1.0, 5.0)], Some(m(2.0, 1.0, 5.0)));
+        // Odd count: the middle value; min of the minima; max of the peaks.
+        check(
+            &[m(3.0, 2.5, 5.0), m(1.0, 0.9, 7.0), m(2.0, 0.4, 6.0)],
+            Some(m(2.0, 0.4, 7.0)),
+        );
+        // Even count: the mean of the two middle values.
+        check(
+            &[m(4.0, 3.0, 1.0), m(1.0, 1.0, 1.0)],
+            Some(m(2.5, 1.0, 1.0)),
+        );
     }
 }
