@@ -4,7 +4,10 @@
 //!   [--data-dir D] [--check|--bless] [--jobs N]`: replays the manifests in `experiments/`
 //!   (default: all, smoke profile, CPU, synthetic data, checked against `golden/`).
 //! - `cargo xtask fetch-data cifar10|cifar100 [--data-dir D]`: download, verify, install.
+//! - `cargo xtask bench [--quick] [--configs F,…] [--steps N]`: training-step time, images/s
+//!   and peak memory, ours against PyTorch back to back, as a table in `target/bench/step.md`.
 
+mod bench;
 mod fetch;
 
 use std::path::PathBuf;
@@ -36,6 +39,8 @@ enum Task {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Time training steps of PreResNet-20/32 (ours, then the PyTorch twin) and print a table.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -84,6 +89,12 @@ fn main() -> Result<()> {
                 FetchDataset::Cifar100 => fetch::FetchSpec::cifar100(),
             };
             fetch::run(&spec, data_dir.as_deref())
+        }
+        Task::Bench(args) => {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .context("xtask lives inside the workspace")?;
+            bench::run(root, &args)
         }
     }
 }
