@@ -200,38 +200,21 @@ pub fn twin_schedule(
                     gamma,
                     steps_per_epoch,
                 } => {
-                    let (lr, milestones, gamma, steps_per_epoch) =
-                        (*lr, milestones.clone(), *gamma, *steps_per_epoch);
-                    let spec = if minus {
-                        ScheduleSpec::TexpMinus {
-                            lr,
-                            milestones,
-                            gamma,
-                            weight_decay,
-                            momentum,
-                            steps_per_epoch,
-                        }
-                    } else {
-                        ScheduleSpec::Texp {
-                            lr,
-                            milestones,
-                            gamma,
-                            weight_decay,
-                            momentum,
-                            steps_per_epoch,
-                        }
-                    };
+                    let spec = ScheduleSpec::texp(
+                        minus,
+                        *lr,
+                        milestones.clone(),
+                        *gamma,
+                        weight_decay,
+                        momentum,
+                        *steps_per_epoch,
+                    );
                     Ok(spec.build()?)
                 }
                 ScheduleSpec::Constant { lr } => {
-                    let spec = ScheduleSpec::Texp {
-                        lr: *lr,
-                        milestones: vec![],
-                        gamma: 1.0,
-                        weight_decay,
-                        momentum,
-                        steps_per_epoch: None,
-                    };
+                    // A constant LR is a step decay without milestones.
+                    let spec =
+                        ScheduleSpec::texp(minus, *lr, vec![], 1.0, weight_decay, momentum, None);
                     Ok(spec.build()?)
                 }
                 other => Err(RunError::Unsupported(format!(

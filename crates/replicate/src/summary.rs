@@ -55,7 +55,19 @@ impl Summary {
             .insert(key.into(), Value::Number((value as u64).into()));
     }
 
-    /// Records a check `value <= bound` (or `>=` when `at_least`).
+    fn check(&mut self, key: String, what: String, value: f64, bound: String, pass: bool) {
+        self.checks.insert(
+            key,
+            CheckResult {
+                what,
+                value,
+                bound,
+                pass,
+            },
+        );
+    }
+
+    /// Records a check `value <= bound`.
     pub fn check_le(
         &mut self,
         key: impl Into<String>,
@@ -63,14 +75,12 @@ impl Summary {
         value: f64,
         bound: f64,
     ) {
-        self.checks.insert(
+        self.check(
             key.into(),
-            CheckResult {
-                what: what.into(),
-                value,
-                bound: format!("<= {bound:e}"),
-                pass: value <= bound,
-            },
+            what.into(),
+            value,
+            format!("<= {bound:e}"),
+            value <= bound,
         );
     }
 
@@ -82,14 +92,12 @@ impl Summary {
         value: f64,
         bound: f64,
     ) {
-        self.checks.insert(
+        self.check(
             key.into(),
-            CheckResult {
-                what: what.into(),
-                value,
-                bound: format!(">= {bound:e}"),
-                pass: value >= bound,
-            },
+            what.into(),
+            value,
+            format!(">= {bound:e}"),
+            value >= bound,
         );
     }
 

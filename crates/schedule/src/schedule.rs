@@ -159,6 +159,38 @@ impl ScheduleSpec {
         Ok(serde_yaml::from_str(text)?)
     }
 
+    /// TEXP (or TEXP-- when `minus`) for the step decay (`lr`, `milestones`, `gamma`) run with
+    /// `weight_decay` and `momentum` (THEORY.md §5).
+    pub fn texp(
+        minus: bool,
+        lr: f64,
+        milestones: Vec<u64>,
+        gamma: f64,
+        weight_decay: f64,
+        momentum: f64,
+        steps_per_epoch: Option<u64>,
+    ) -> Self {
+        if minus {
+            ScheduleSpec::TexpMinus {
+                lr,
+                milestones,
+                gamma,
+                weight_decay,
+                momentum,
+                steps_per_epoch,
+            }
+        } else {
+            ScheduleSpec::Texp {
+                lr,
+                milestones,
+                gamma,
+                weight_decay,
+                momentum,
+                steps_per_epoch,
+            }
+        }
+    }
+
     /// Validates the spec and builds the schedule.
     pub fn build(&self) -> Result<Schedule> {
         Schedule::from_spec(self)

@@ -179,25 +179,15 @@ pub fn spec_from_flags(a: &ScheduleArgs) -> Result<ScheduleSpec> {
             let (milestones, gamma) = (milestones()?, need(a.gamma, "--gamma", &name)?);
             let weight_decay = need(a.weight_decay, "--weight-decay", &name)?;
             let momentum = need(a.momentum, "--momentum", &name)?;
-            if kind == KindArg::Texp {
-                ScheduleSpec::Texp {
-                    lr,
-                    milestones,
-                    gamma,
-                    weight_decay,
-                    momentum,
-                    steps_per_epoch: spe,
-                }
-            } else {
-                ScheduleSpec::TexpMinus {
-                    lr,
-                    milestones,
-                    gamma,
-                    weight_decay,
-                    momentum,
-                    steps_per_epoch: spe,
-                }
-            }
+            ScheduleSpec::texp(
+                kind == KindArg::TexpMinus,
+                lr,
+                milestones,
+                gamma,
+                weight_decay,
+                momentum,
+                spe,
+            )
         }
     })
 }
