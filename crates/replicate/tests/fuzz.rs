@@ -1,14 +1,18 @@
 //! Fuzzing the two parsers that read files a user hands us: the manifest parser and the CIFAR-10
 //! binary reader. Neither may panic or hang on any input; errors are fine.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
+use std::path::Path;
+
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use explr_data::{load_cifar10, Completeness, IMAGE_BYTES};
 use explr_replicate::manifest::{self, ManifestError, Resolved};
 use proptest::prelude::*;
+
+use common::TempDir;
 
 /// Longest a single parse may take before we call it a hang (generous: the machine is loaded).
 const PARSE_LIMIT: Duration = Duration::from_secs(10);
@@ -277,27 +281,6 @@ fn alias_bombs_are_rejected_quickly() {
             kib < 1 << 20,
             "peak RSS {kib} KiB: an alias bomb was expanded"
         );
-    }
-}
-
-static DIRS: AtomicUsize = AtomicUsize::new(0);
-
-/// A fresh empty folder under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let n = DIRS.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("explr-fuzz-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

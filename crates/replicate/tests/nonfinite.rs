@@ -6,9 +6,10 @@
 //! training loss goes NaN within the first epoch; a step decay with `gamma: 1e30` trains one
 //! good epoch, then diverges in the second (in f64 a factor 1e30 stays finite: 1e300 is used).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
 use candle_core::{DType, Device};
 use explr_data::{load_synthetic, SyntheticConfig};
@@ -17,30 +18,11 @@ use explr_replicate::runner::{RunError, Silent};
 use explr_replicate::spec::{ModelSection, RunSpec};
 use explr_replicate::train::{read_records, train, RunSetup};
 
+use common::TempDir;
+
 const BATCH: usize = 32;
 /// 128 training images in batches of 32.
 const STEPS_PER_EPOCH: u64 = 4;
-
-static DIRS: AtomicUsize = AtomicUsize::new(0);
-
-/// A fresh empty folder under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let n = DIRS.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("explr-nonfinite-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Every tensor of a safetensors file is finite.
 fn all_finite(path: &Path) -> bool {
@@ -79,7 +61,7 @@ fn check(
     let model: ModelSection =
         serde_yaml::from_str("{arch: preresnet, depth: 8, width: 2}").unwrap();
     let runs: BTreeMap<String, RunSpec> = serde_yaml::from_str(&format!("r: {run}")).unwrap();
-    let dir = TempDir::new();
+    let dir = TempDir::new("nonfinite");
     let setup = RunSetup {
         key: "tiny/r/seed-0".into(),
         model: &model,

@@ -3,9 +3,10 @@
 //! f64, for a step decay whose milestone falls after the resume point and for its TEXP twin
 //! (pre-filled momentum, growing LR). Checkpoints and metrics are written atomically.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use candle_core::{DType, Device};
@@ -14,6 +15,8 @@ use explr_replicate::plan;
 use explr_replicate::runner::Progress;
 use explr_replicate::spec::{ModelSection, RunSpec};
 use explr_replicate::train::{read_records, train, EpochRecord, RunSetup};
+
+use common::TempDir;
 
 /// A step decay (milestone at epoch 2, so the resumed epoch runs at the decayed LR) and its
 /// TEXP twin.
@@ -27,27 +30,6 @@ texp:
 ";
 
 const BATCH: usize = 32;
-
-static DIRS: AtomicUsize = AtomicUsize::new(0);
-
-/// A fresh empty folder under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let n = DIRS.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("explr-resume-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Records every `update` (the first one says where a run started).
 #[derive(Default)]
