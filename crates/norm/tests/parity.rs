@@ -5,11 +5,15 @@
 //! protocol that `check` below mirrors step by step. Tolerances: f64 1e-12, f32 1e-5, relative
 //! to the largest magnitude of the reference tensor.
 
+mod common;
+
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
 use explr_nn::ParamStore;
 use explr_norm::{Kernel, NormConfig, NormKind};
+
+use common::rel_err;
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -26,27 +30,6 @@ fn fixture() -> (HashMap<String, Tensor>, String) {
         .expect("fixture records the torch version");
     let tensors = candle_core::safetensors::load(FIXTURE, &Device::Cpu).expect("loads");
     (tensors, torch)
-}
-
-/// `max |a − b| / max |b|` (0 when both are zero).
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    let a = a.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-    let b = b.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-    assert_eq!(a.dims(), b.dims());
-    let diff: f64 = (&a - &b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    let scale: f64 = b.abs().unwrap().max(0).unwrap().to_scalar().unwrap();
-    if diff == 0.0 {
-        0.0
-    } else {
-        diff / scale
-    }
 }
 
 fn case_layer(case: &str) -> (NormKind, NormConfig) {
