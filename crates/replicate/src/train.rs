@@ -220,6 +220,8 @@ pub fn train(setup: &RunSetup<'_>, progress: &dyn Progress) -> Result<Vec<EpochR
     for epoch in start_epoch..setup.epochs {
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen, mut angle_sum) = (0.0, 0.0, 0usize, 0.0);
+        // θ_t of the scale-invariant group; each step's θ_{t+1} becomes the next step's θ_t.
+        let mut si = flat(&si_vars)?;
         for batch in train_loader.epoch(epoch as u64) {
             let batch = batch?;
             let logits = model.forward_t(&batch.images, true)?;
@@ -236,16 +238,16 @@ pub fn train(setup: &RunSetup<'_>, progress: &dyn Progress) -> Result<Vec<EpochR
                 });
             }
             let grads = loss.backward()?;
-            let before = flat(&si_vars)?;
             sgd.step(&grads)?;
-            angle_sum += angle(&before, &flat(&si_vars)?)?;
+            let after = flat(&si_vars)?;
+            angle_sum += angle(&si, &after)?;
+            si = after;
             let b = batch.indices.len();
             loss_sum += loss_value * b as f64;
             correct += c;
             seen += b;
         }
         let (test_loss, test_acc) = evaluate(&model, &test_loader)?;
-        let si = flat(&si_vars)?;
         let si_norm = norm(&si)?;
         let step = sgd.step_count();
         let lr = setup.plan.schedule.lr(step.saturating_sub(1))?;
