@@ -175,36 +175,28 @@ fn report_figures(results: &Path, docs: &Path, name: &str, profile: &str) -> Res
         Err(_) => return Ok(Vec::new()),
     };
     svgs.sort();
+    // Training manifests draw every panel for every model: keep the first model's main panels.
+    // Other kinds draw only a few figures: keep them all.
+    const PANELS: [&str; 6] = [
+        "train_loss",
+        "test_acc",
+        "lr",
+        "si_norm",
+        "norm_sq_over_lr",
+        "angular_update",
+    ];
+    let stem = |p: &PathBuf| {
+        p.file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("")
+            .to_string()
+    };
     let first_model = svgs
         .iter()
-        .filter_map(|p| {
-            p.file_stem()?
-                .to_str()?
-                .split_once('-')
-                .map(|(m, _)| m.to_string())
-        })
-        .next();
-    let keep = |p: &PathBuf| {
-        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-        match (&first_model, stem.split_once('-')) {
-            (Some(m), Some((model, panel))) if model == m => {
-                [
-                    "train_loss",
-                    "test_acc",
-                    "lr",
-                    "si_norm",
-                    "norm_sq_over_lr",
-                    "angular_update",
-                ]
-                .contains(&panel)
-                    || !stem.contains('_') && !panel.is_empty()
-            }
-            _ => {
-                !stem.contains('-')
-                    || stem.starts_with("population")
-                    || stem.starts_with("minibatch")
-            }
-        }
+        .find_map(|p| stem(p).strip_suffix("-train_loss").map(str::to_string));
+    let keep = |p: &PathBuf| match &first_model {
+        Some(m) => PANELS.iter().any(|panel| stem(p) == format!("{m}-{panel}")),
+        None => true,
     };
     let mut out = Vec::new();
     for p in svgs.into_iter().filter(keep) {
