@@ -13,7 +13,10 @@
 //! thread and blocks are combined in a fixed order, so results do not depend on the thread
 //! count.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, OnceLock};
+
+use rayon::prelude::*;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
@@ -72,8 +75,10 @@ pub(crate) struct Stats {
     pub rstd: Vec<f64>,
 }
 
-/// f32 and f64, converted to f64 for accumulation.
-trait Float: Copy + Send + Sync + 'static {
+/// f32 and f64: sums accumulate in f64, element-wise outputs are computed in the type itself.
+trait Float:
+    Copy + Send + Sync + 'static + std::ops::Mul<Output = Self> + std::ops::Add<Output = Self>
+{
     fn f64(self) -> f64;
     fn of(v: f64) -> Self;
 }
@@ -100,88 +105,93 @@ impl Float for f64 {
     }
 }
 
-const LANES: usize = 8;
+/// Independent accumulators per sum: enough to hide the latency of the f64 additions.
+const LANES: usize = 16;
 
-/// Σ f(i) over a plane with independent accumulators, so the sum vectorizes.
+/// Σ f(v) over `xs` with [`LANES`] independent accumulators, so the sum pipelines and
+/// vectorizes.
 #[inline(always)]
-fn lane_sum(len: usize, f: impl Fn(usize) -> f64) -> f64 {
+fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T) -> f64) -> f64 {
     let mut acc = [0.0f64; LANES];
-    let whole = len / LANES * LANES;
-    let mut i = 0;
-    while i < whole {
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a += f(i + l);
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
         }
-        i += LANES;
     }
-    let mut tail = 0.0;
-    for j in whole..len {
-        tail += f(j);
-    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v)).sum();
     acc.iter().sum::<f64>() + tail
 }
 
-/// Worker threads for `elems` values: one below ~64K values, else candle's thread count.
-fn threads_for(elems: usize) -> usize {
-    if elems < 1 << 16 {
-        1
+/// (Σ (u − offset), Σ f(u, v)) over the pairs of `us` and `vs` in one pass, with [`LANES`]
+/// independent accumulators each, so the sums pipeline and vectorize.
+#[inline(always)]
+fn lane_sum_pair<T: Float>(us: &[T], vs: &[T], f: impl Fn(T, T) -> f64) -> (f64, f64) {
+    let (mut su, mut sf) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let (mut cu, mut cv) = (us.chunks_exact(LANES), vs.chunks_exact(LANES));
+    for (a, b) in (&mut cu).zip(&mut cv) {
+        for l in 0..LANES {
+            su[l] += a[l].f64();
+            sf[l] += f(a[l], b[l]);
+        }
+    }
+    let (mut tu, mut tf) = (0.0, 0.0);
+    for (&u, &v) in cu.remainder().iter().zip(cv.remainder()) {
+        tu += u.f64();
+        tf += f(u, v);
+    }
+    (su.iter().sum::<f64>() + tu, sf.iter().sum::<f64>() + tf)
+}
+
+/// Whether a call on `elems` values is worth Rayon's workers (not below ~64K values).
+fn parallel_for(elems: usize) -> bool {
+    elems >= 1 << 16 && rayon::current_num_threads() > 1
+}
+
+/// `f(plane)` for every plane, in parallel when `parallel`; results in plane order. Each
+/// plane's body runs under [`pulp::Arch::dispatch`], so its loops use the widest SIMD the CPU
+/// has (the crate itself is compiled for the baseline x86-64).
+fn map_planes<R: Send>(planes: usize, parallel: bool, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    let arch = pulp::Arch::new();
+    let run = |p: usize| {
+        arch.dispatch(
+            #[inline(always)]
+            || f(p),
+        )
+    };
+    if parallel {
+        (0..planes).into_par_iter().map(run).collect()
     } else {
-        candle_core::utils::get_num_threads().clamp(1, 64)
+        (0..planes).map(run).collect()
     }
 }
 
-/// `f(plane)` for every plane, planes split across threads; results in plane order.
-fn map_planes<R: Send + Default + Clone>(
-    planes: usize,
-    threads: usize,
-    f: impl Fn(usize) -> R + Sync,
-) -> Vec<R> {
-    let mut out = vec![R::default(); planes];
-    let chunk = planes.div_ceil(threads.max(1)).max(1);
-    if threads <= 1 || planes <= 1 {
-        for (p, o) in out.iter_mut().enumerate() {
-            *o = f(p);
-        }
-        return out;
-    }
-    std::thread::scope(|sc| {
-        for (k, part) in out.chunks_mut(chunk).enumerate() {
-            let f = &f;
-            sc.spawn(move || {
-                for (j, o) in part.iter_mut().enumerate() {
-                    *o = f(k * chunk + j);
-                }
-            });
-        }
-    });
-    out
-}
-
-/// Fills `out` plane by plane (`f(plane, plane_slice)`), planes split across threads.
+/// A new vector of `len` values written plane by plane (`f(plane, plane_slice)` must write
+/// every element of its slice), in parallel when `parallel`, each plane under
+/// [`pulp::Arch::dispatch`] as in [`map_planes`]. The memory is not zero-filled first.
 fn fill_planes<T: Float>(
-    out: &mut [T],
+    len: usize,
     s: usize,
-    threads: usize,
-    f: impl Fn(usize, &mut [T]) + Sync,
-) {
-    let planes = out.len() / s.max(1);
-    let chunk = planes.div_ceil(threads.max(1)).max(1);
-    if threads <= 1 || planes <= 1 {
-        for (p, plane) in out.chunks_mut(s).enumerate() {
-            f(p, plane);
-        }
-        return;
+    parallel: bool,
+    f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(len);
+    let arch = pulp::Arch::new();
+    let run = |(p, plane): (usize, &mut [MaybeUninit<T>])| {
+        arch.dispatch(
+            #[inline(always)]
+            || f(p, plane),
+        )
+    };
+    let spare = &mut out.spare_capacity_mut()[..len];
+    if parallel {
+        spare.par_chunks_mut(s.max(1)).enumerate().for_each(run);
+    } else {
+        spare.chunks_mut(s.max(1)).enumerate().for_each(run);
     }
-    std::thread::scope(|sc| {
-        for (k, part) in out.chunks_mut(chunk * s).enumerate() {
-            let f = &f;
-            sc.spawn(move || {
-                for (j, plane) in part.chunks_mut(s).enumerate() {
-                    f(k * chunk + j, plane);
-                }
-            });
-        }
-    });
+    // SAFETY: the chunks cover the first `len` slots and `f` wrote every element of each.
+    unsafe { out.set_len(len) };
+    out
 }
 
 fn slice<'a, T>(v: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
@@ -192,24 +202,24 @@ fn slice<'a, T>(v: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [
 }
 
 /// Block statistics of `x` (two passes: mean, then centered sum of squares).
-fn stats<T: Float>(x: &[T], g: &Geometry, eps: f64, threads: usize) -> Stats {
+fn stats<T: Float>(x: &[T], g: &Geometry, eps: f64, parallel: bool) -> Stats {
     let s = g.s;
     let planes = g.n * g.c;
     let count = g.count() as f64;
-    let psum = map_planes(planes, threads, |p| {
+    let psum = map_planes(planes, parallel, |p| {
         let xs = &x[p * s..(p + 1) * s];
-        lane_sum(s, |i| xs[i].f64())
+        lane_sum(xs, T::f64)
     });
     let mut mean = vec![0.0; g.blocks()];
     for (p, v) in psum.iter().enumerate() {
         mean[g.block_of(p)] += v;
     }
     mean.iter_mut().for_each(|m| *m /= count);
-    let pss = map_planes(planes, threads, |p| {
+    let pss = map_planes(planes, parallel, |p| {
         let xs = &x[p * s..(p + 1) * s];
         let m = mean[g.block_of(p)];
-        lane_sum(s, |i| {
-            let d = xs[i].f64() - m;
+        lane_sum(xs, |v| {
+            let d = v.f64() - m;
             d * d
         })
     });
@@ -233,17 +243,16 @@ pub(crate) struct NormFwd {
 impl NormFwd {
     fn run<T: Float>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
         let g = &self.geom;
-        let threads = threads_for(x.len());
-        let st = stats(x, g, self.eps, threads);
-        let mut y = vec![T::of(0.0); x.len()];
-        fill_planes(&mut y, g.s, threads, |p, out| {
+        let parallel = parallel_for(x.len());
+        let st = stats(x, g, self.eps, parallel);
+        let y = fill_planes(x.len(), g.s, parallel, |p, out| {
             let c = p % g.c;
             let b = g.block_of(p);
             let a = st.rstd[b] * gamma[c].f64();
-            let shift = beta[c].f64() - st.mean[b] * a;
+            let (scale, shift) = (T::of(a), T::of(beta[c].f64() - st.mean[b] * a));
             let xs = &x[p * g.s..(p + 1) * g.s];
             for (o, &v) in out.iter_mut().zip(xs) {
-                *o = T::of(v.f64() * a + shift);
+                o.write(v * scale + shift);
             }
         });
         let _ = self.stats.set(Arc::new(st));
@@ -298,24 +307,32 @@ impl CustomOp3 for NormFwd {
         let op = NormBwd {
             geom: self.geom,
             stats,
+            param_grads: Default::default(),
         };
+        let param_grads = op.param_grads.clone();
         let dy = dy.contiguous()?;
-        let packed = x.apply_op3_no_bwd(&dy, gamma, &op)?;
-        let (len, c) = (x.elem_count(), self.geom.c);
-        let dx = packed.narrow(0, 0, len)?.reshape(x.shape())?;
-        let dgamma = packed.narrow(0, len, c)?;
-        let dbeta = packed.narrow(0, len + c, c)?;
+        let dx = x.apply_op3_no_bwd(&dy, gamma, &op)?;
+        let Some((dgamma, dbeta)) = param_grads.get() else {
+            candle_core::bail!("fused norm backward recorded no parameter gradients")
+        };
+        // Own small tensors: parameter gradients live until the optimizer step and must not
+        // keep a buffer the size of x alive.
+        let param = |v: &[f64]| -> candle_core::Result<Tensor> {
+            Tensor::from_slice(v, self.geom.c, x.device())?.to_dtype(x.dtype())
+        };
+        let (dgamma, dbeta) = (param(dgamma)?, param(dbeta)?);
         Ok((Some(dx), Some(dgamma), Some(dbeta)))
     }
 }
 
-/// Backward of [`NormFwd`]: packs `dx` (N·C·S), `dγ` (C), `dβ` (C) into one vector.
+/// Backward of [`NormFwd`]: returns `dx` and records `dγ`, `dβ` (C each, f64) in `param_grads`.
 ///
 /// With x̂ = (x − mean)·rstd and block sums over its M values,
 /// `dx = rstd·(γ·dy − Σγ·dy/M − x̂·Σγ·dy·x̂/M)`, `dγ = Σ_{n,h,w} dy·x̂`, `dβ = Σ_{n,h,w} dy`.
 struct NormBwd {
     geom: Geometry,
     stats: Arc<Stats>,
+    param_grads: Arc<OnceLock<(Vec<f64>, Vec<f64>)>>,
 }
 
 impl NormBwd {
@@ -324,15 +341,15 @@ impl NormBwd {
         let st = &self.stats;
         let s = g.s;
         let planes = g.n * g.c;
-        let threads = threads_for(x.len());
+        let parallel = parallel_for(x.len());
         // Per plane: (Σ dy, Σ dy·x̂).
-        let sums = map_planes(planes, threads, |p| {
+        let sums = map_planes(planes, parallel, |p| {
             let b = g.block_of(p);
             let (m, r) = (st.mean[b], st.rstd[b]);
             let xs = &x[p * s..(p + 1) * s];
             let ds = &dy[p * s..(p + 1) * s];
-            let sdy = lane_sum(s, |i| ds[i].f64());
-            let sdyx = lane_sum(s, |i| ds[i].f64() * (xs[i].f64() - m)) * r;
+            let (sdy, sdyx) = lane_sum_pair(ds, xs, |d, x| d.f64() * (x.f64() - m));
+            let sdyx = sdyx * r;
             (sdy, sdyx)
         });
         let count = g.count() as f64;
@@ -343,9 +360,7 @@ impl NormBwd {
             a[g.block_of(p)] += gc * sdy;
             bsum[g.block_of(p)] += gc * sdyx;
         }
-        let mut out = vec![T::of(0.0); x.len() + 2 * g.c];
-        let (dx, dparams) = out.split_at_mut(x.len());
-        fill_planes(dx, s, threads, |p, o| {
+        let dx = fill_planes(x.len(), s, parallel, |p, o| {
             let c = p % g.c;
             let b = g.block_of(p);
             let (m, r) = (st.mean[b], st.rstd[b]);
@@ -353,24 +368,24 @@ impl NormBwd {
             let k_dy = r * gamma[c].f64();
             let k_x = -r * r * bsum[b] / count;
             let k_0 = -r * a[b] / count - m * k_x;
+            let (k_dy, k_x, k_0) = (T::of(k_dy), T::of(k_x), T::of(k_0));
             let xs = &x[p * s..(p + 1) * s];
             let ds = &dy[p * s..(p + 1) * s];
             for ((o, &xv), &dv) in o.iter_mut().zip(xs).zip(ds) {
-                *o = T::of(k_dy * dv.f64() + k_x * xv.f64() + k_0);
+                o.write(k_dy * dv + k_x * xv + k_0);
             }
         });
-        let (dgamma, dbeta) = dparams.split_at_mut(g.c);
+        let mut dgamma = vec![0.0; g.c];
+        let mut dbeta = vec![0.0; g.c];
         for c in 0..g.c {
-            let (mut sg, mut sb) = (0.0, 0.0);
             for n in 0..g.n {
                 let (sdy, sdyx) = sums[n * g.c + c];
-                sg += sdyx;
-                sb += sdy;
+                dgamma[c] += sdyx;
+                dbeta[c] += sdy;
             }
-            dgamma[c] = T::of(sg);
-            dbeta[c] = T::of(sb);
         }
-        out
+        let _ = self.param_grads.set((dgamma, dbeta));
+        dx
     }
 }
 
@@ -402,7 +417,6 @@ impl CustomOp3 for NormBwd {
                 s3.dtype()
             ),
         };
-        let len = l1.shape().elem_count() + 2 * self.geom.c;
-        Ok((out, Shape::from(len)))
+        Ok((out, l1.shape().clone()))
     }
 }
