@@ -10,7 +10,8 @@
 //!
 //! One configuration per process, so `peak_rss_mb` (the kernel's `VmHWM`) is that
 //! configuration's peak. The JSON also splits the median step into its phases (forward with
-//! the loss, backward, optimizer), each the median over the timed steps.
+//! the loss, backward, optimizer), each the median over the timed steps. Like the `explr`
+//! binary, it starts with [`explr_nn::keep_freed_memory`].
 
 use std::time::Instant;
 
@@ -118,6 +119,8 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn main() -> Result<()> {
+    // As the `explr` binary does: training steps reuse freed memory instead of faulting it in.
+    explr_nn::keep_freed_memory();
     let args = parse_args()?;
     let base_rss_mb = proc_status_mb("VmRSS")?;
     let dev = Device::Cpu;
