@@ -49,12 +49,23 @@ enum FetchDataset {
     Cifar100,
 }
 
+/// The workspace root: the parent of xtask's manifest directory, read at run time from the
+/// `CARGO_MANIFEST_DIR` that `cargo run` sets. The compile-time value would be wrong when the
+/// binary was built from another checkout sharing the target directory.
+fn workspace_root() -> Result<std::path::PathBuf> {
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    Ok(manifest_dir
+        .parent()
+        .context("xtask lives inside the workspace")?
+        .to_path_buf())
+}
+
 /// Runs the `explr` binary (dev profile, whose explr crates are optimized, so it shares the
 /// test build) with `args`, from the workspace root.
 fn explr(args: &[String]) -> Result<()> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask lives inside the workspace")?;
+    let root = workspace_root()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root)
@@ -91,10 +102,8 @@ fn main() -> Result<()> {
             fetch::run(&spec, data_dir.as_deref())
         }
         Task::Bench(args) => {
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .context("xtask lives inside the workspace")?;
-            bench::run(root, &args)
+            let root = workspace_root()?;
+            bench::run(&root, &args)
         }
     }
 }
