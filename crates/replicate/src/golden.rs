@@ -52,8 +52,9 @@ pub fn golden_path(golden_dir: &Path, name: &str, profile: &str) -> PathBuf {
     golden_dir.join(format!("{name}.{profile}.snap"))
 }
 
-/// Compares `summary` with the stored golden; never writes.
-pub fn check(path: &Path, summary: &Value) -> Result<GoldenOutcome, GoldenError> {
+/// Compares `summary` with the stored golden, ordinary numbers within `relative` (normally
+/// [`REL_TOL`]); never writes.
+pub fn check(path: &Path, summary: &Value, relative: f64) -> Result<GoldenOutcome, GoldenError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -74,7 +75,7 @@ pub fn check(path: &Path, summary: &Value) -> Result<GoldenOutcome, GoldenError>
         message: e.to_string(),
     })?;
     let mut diffs = Vec::new();
-    compare("", &golden, summary, &mut diffs);
+    compare("", &golden, summary, relative, &mut diffs);
     Ok(if diffs.is_empty() {
         GoldenOutcome::Match
     } else {
@@ -98,7 +99,13 @@ fn show(v: &Value) -> String {
         .unwrap_or_default()
 }
 
-fn compare(path: &str, golden: &Value, actual: &Value, diffs: &mut Vec<(String, String, String)>) {
+fn compare(
+    path: &str,
+    golden: &Value,
+    actual: &Value,
+    relative: f64,
+    diffs: &mut Vec<(String, String, String)>,
+) {
     let child = |k: &str| {
         if path.is_empty() {
             k.to_string()
@@ -111,7 +118,7 @@ fn compare(path: &str, golden: &Value, actual: &Value, diffs: &mut Vec<(String, 
             for (k, gv) in g {
                 let key = show(k);
                 match a.get(k) {
-                    Some(av) => compare(&child(&key), gv, av, diffs),
+                    Some(av) => compare(&child(&key), gv, av, relative, diffs),
                     None => diffs.push((child(&key), show(gv), "(missing)".into())),
                 }
             }
@@ -123,7 +130,7 @@ fn compare(path: &str, golden: &Value, actual: &Value, diffs: &mut Vec<(String, 
         }
         (Value::Sequence(g), Value::Sequence(a)) if g.len() == a.len() => {
             for (i, (gv, av)) in g.iter().zip(a).enumerate() {
-                compare(&child(&i.to_string()), gv, av, diffs);
+                compare(&child(&i.to_string()), gv, av, relative, diffs);
             }
         }
         (Value::Number(g), Value::Number(a)) => {
@@ -134,7 +141,7 @@ fn compare(path: &str, golden: &Value, actual: &Value, diffs: &mut Vec<(String, 
             let ok = if path.ends_with("_log10") {
                 (g - a).abs() <= 1.0
             } else {
-                g == a || (g - a).abs() <= ABS_TOL + REL_TOL * g.abs().max(a.abs())
+                g == a || (g - a).abs() <= ABS_TOL + relative * g.abs().max(a.abs())
             };
             if !ok {
                 diffs.push((path.to_string(), g.to_string(), a.to_string()));
@@ -167,7 +174,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("explr-golden-{}", std::process::id()));
         let path = golden_path(&dir, "t1", "smoke");
         assert!(matches!(
-            check(&path, &yaml("a: 1")).unwrap(),
+            check(&path, &yaml("a: 1"), REL_TOL).unwrap(),
             GoldenOutcome::Missing(_)
         ));
         bless(
@@ -202,7 +209,43 @@ mod tests {
             ),
         ];
         for (actual, ok) in cases {
-            let outcome = check(&path, &yaml(actual)).unwrap();
+            let outcome = check(&path, &yaml(actual), REL_TOL).unwrap();
+            assert_eq!(outcome == GoldenOutcome::Match, ok, "{actual}: {outcome:?}");
+        }
+        // A manifest's own tolerance widens ordinary numbers only: 0.52 is 1.5% off 0.5123,
+        // within 0.1; the verdict and the magnitude keep their own rules.
+        let loose = [
+            (
+                "acc: 0.52
+dev_log10: -13
+verdict: pass
+xs: [1.0, 2.0]",
+                true,
+            ),
+            (
+                "acc: 0.7
+dev_log10: -13
+verdict: pass
+xs: [1.0, 2.0]",
+                false,
+            ),
+            (
+                "acc: 0.52
+dev_log10: -10
+verdict: pass
+xs: [1.0, 2.0]",
+                false,
+            ),
+            (
+                "acc: 0.52
+dev_log10: -13
+verdict: fail
+xs: [1.0, 2.0]",
+                false,
+            ),
+        ];
+        for (actual, ok) in loose {
+            let outcome = check(&path, &yaml(actual), 0.1).unwrap();
             assert_eq!(outcome == GoldenOutcome::Match, ok, "{actual}: {outcome:?}");
         }
         std::fs::remove_dir_all(dir).unwrap();

@@ -39,6 +39,12 @@ pub struct Manifest {
     /// The toy example of THEORY.md §7 (T1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub toy: Option<Toy>,
+    /// Relative tolerance for the numbers of this manifest's golden summary, replacing
+    /// [`crate::golden::REL_TOL`]. Only for runs whose dynamics are chaotic, where a change of
+    /// summation order moves the final numbers by percent; verdicts, booleans and strings
+    /// still compare equal. Between 0 and 1 (exclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub golden_tolerance: Option<f64>,
     /// Overrides per profile, deep-merged onto the fields above.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub profiles: BTreeMap<String, Value>,
@@ -74,6 +80,14 @@ impl Manifest {
     fn validate(&self) -> Result<(), FieldError> {
         if self.id.trim().is_empty() {
             return Err(FieldError::new("id", "must not be empty (e.g. `E3`)"));
+        }
+        if let Some(t) = self.golden_tolerance {
+            if !(t > 0.0 && t < 1.0) {
+                return Err(FieldError::new(
+                    "golden_tolerance",
+                    format!("must be a relative tolerance between 0 and 1 (e.g. 0.1), got {t}"),
+                ));
+            }
         }
         self.experiment()?.validate()
     }

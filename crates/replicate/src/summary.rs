@@ -11,6 +11,9 @@ use crate::golden::round_sig;
 /// Significant digits kept for summary numbers.
 pub const DIGITS: i32 = 4;
 
+/// The smallest order of magnitude [`Summary::magnitude`] records (exact zeros included).
+pub const MAGNITUDE_FLOOR: f64 = -17.0;
+
 /// One check that decides the claim.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CheckResult {
@@ -38,12 +41,14 @@ impl Summary {
             .insert(key.into(), number(round_sig(value, DIGITS)));
     }
 
-    /// Records the order of magnitude of a rounding-level quantity (`key` gets `_log10`).
+    /// Records the order of magnitude of a rounding-level quantity (`key` gets `_log10`),
+    /// floored at [`MAGNITUDE_FLOOR`]: below f64's rounding level an exact 0 and 1e-17 say
+    /// the same thing, and whether a kernel lands on one or the other is not a change of meaning.
     pub fn magnitude(&mut self, key: impl Into<String>, value: f64) {
         let m = if value > 0.0 {
-            value.log10().floor()
+            value.log10().floor().max(MAGNITUDE_FLOOR)
         } else {
-            -300.0
+            MAGNITUDE_FLOOR
         };
         self.metrics
             .insert(format!("{}_log10", key.into()), number(m));

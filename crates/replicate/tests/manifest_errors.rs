@@ -325,6 +325,20 @@ fn experiment_sections_must_be_exactly_one() {
     );
 }
 
+#[test]
+fn a_golden_tolerance_outside_zero_one_is_rejected() {
+    check(
+        "golden tolerance of 2",
+        &edit(&[(
+            "claim: nothing\n",
+            "claim: nothing\ngolden_tolerance: 2 # HERE\n",
+        )]),
+        "smoke",
+        Kind::Invalid("golden_tolerance"),
+        &["golden_tolerance", "between 0 and 1", "got 2"],
+    );
+}
+
 /// With γ = 0.9 a real α needs ηλ ≤ (1 − √γ)² ≈ 2.6e-3 (THEORY.md §3); lr 1, wd 0.01 breaks it.
 #[test]
 fn a_schedule_with_no_real_alpha_is_rejected() {

@@ -309,7 +309,14 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
                 golden::bless(&golden_path, &outcome.summary)?;
                 format!("golden written to {}", golden_path.display())
             }
-            GoldenMode::Check => match golden::check(&golden_path, &outcome.summary)? {
+            GoldenMode::Check => match golden::check(
+                &golden_path,
+                &outcome.summary,
+                resolved
+                    .manifest
+                    .golden_tolerance
+                    .unwrap_or(golden::REL_TOL),
+            )? {
                 GoldenOutcome::Match => "matches its golden".into(),
                 GoldenOutcome::Missing(p) => {
                     failures.push(format!(
