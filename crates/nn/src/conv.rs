@@ -218,23 +218,33 @@ impl CustomOp2 for Conv2dForward {
         _y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let dx = dy.apply_op2_no_bwd(
-            w,
-            &Conv2dInputGrad {
-                stride: self.stride,
-                padding: self.padding,
-                in_hw: self.in_hw,
-            },
-        )?;
-        let dw = x.apply_op2_no_bwd(
-            dy,
-            &Conv2dWeightGrad {
-                stride: self.stride,
-                padding: self.padding,
-                kernel: (w.dims()[2], w.dims()[3]),
-            },
-        )?;
-        Ok((Some(dx), Some(dw)))
+        // A gradient nobody asked for is not computed: the input of a network's first
+        // convolution (the data) and a frozen weight track no operation.
+        let dx = if x.track_op() {
+            Some(dy.apply_op2_no_bwd(
+                w,
+                &Conv2dInputGrad {
+                    stride: self.stride,
+                    padding: self.padding,
+                    in_hw: self.in_hw,
+                },
+            )?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(
+                dy,
+                &Conv2dWeightGrad {
+                    stride: self.stride,
+                    padding: self.padding,
+                    kernel: (w.dims()[2], w.dims()[3]),
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
     }
 }
 

@@ -399,3 +399,47 @@ fn gradient_of_a_broadcast_dy_matches_candle() {
     assert!(rel_diff(grads.get(xv.as_tensor()).unwrap(), &dx) <= 1e-12);
     assert!(rel_diff(grads.get(wv.as_tensor()).unwrap(), &dw) <= 1e-12);
 }
+
+/// Only the gradients that are asked for are computed: a plain tensor (the data fed to a
+/// network's first convolution) gets none, a variable gets the same one as before.
+#[test]
+fn gradients_are_computed_only_for_tensors_that_track_them() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let x = uniform(&mut rng, &[2, 3, 6, 6], DType::F64);
+    let w = uniform(&mut rng, &[4, 3, 3, 3], DType::F64);
+    let w_var = Var::from_tensor(&w).unwrap();
+    let x_var = Var::from_tensor(&x).unwrap();
+    let both = conv2d(x_var.as_tensor(), w_var.as_tensor(), 1, 1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let weight_only = conv2d(&x, w_var.as_tensor(), 1, 1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(both.get(x_var.as_tensor()).is_some());
+    assert!(weight_only.get(&x).is_none(), "the data got a gradient");
+    let (a, b) = (
+        both.get(w_var.as_tensor()).unwrap(),
+        weight_only.get(w_var.as_tensor()).unwrap(),
+    );
+    assert_eq!(rel_diff(a, b), 0.0);
+    let input_only = conv2d(x_var.as_tensor(), &w, 1, 1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(input_only.get(&w).is_none(), "the frozen weight got a gradient");
+    assert_eq!(
+        rel_diff(
+            input_only.get(x_var.as_tensor()).unwrap(),
+            both.get(x_var.as_tensor()).unwrap()
+        ),
+        0.0
+    );
+}
