@@ -13,7 +13,7 @@
 //! - [`Conv2d`] and [`Linear`] are the two weight layers the zoo shares. [`Conv2d`] runs on
 //!   [`conv2d`], the one convolution entry point: on the CPU (f32/f64) im2col + `gemm` candle
 //!   custom ops for the forward pass and both gradients, elsewhere candle's own `conv2d`.
-//! - [`keep_freed_memory`] is the allocator setting every training binary starts with.
+//! - [`tune_cpu_process`] is the process setup every CPU training binary starts with.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -30,15 +30,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod alloc;
 mod conv;
 mod conv_kernels;
 mod layers;
+mod process;
 mod store;
 
-pub use alloc::keep_freed_memory;
 pub use conv::conv2d;
 pub use layers::{Conv2d, Conv2dConfig, Linear};
+pub use process::tune_cpu_process;
 pub use store::{Init, Param, ParamStore, Path, Role};
 
 /// Errors of the parameter store and the shared layers.

@@ -434,7 +434,10 @@ fn gradients_are_computed_only_for_tensors_that_track_them() {
         .unwrap()
         .backward()
         .unwrap();
-    assert!(input_only.get(&w).is_none(), "the frozen weight got a gradient");
+    assert!(
+        input_only.get(&w).is_none(),
+        "the frozen weight got a gradient"
+    );
     assert_eq!(
         rel_diff(
             input_only.get(x_var.as_tensor()).unwrap(),

@@ -97,8 +97,8 @@ fn bench(c: &mut Criterion) {
 criterion_group!(benches, bench);
 
 fn main() {
-    // As the `explr` binary does: buffers freed by one iteration are reused by the next.
-    explr_nn::keep_freed_memory();
+    // As the `explr` binary does (allocator and thread-pool settings; see the function).
+    explr_nn::tune_cpu_process();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -6,7 +6,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     // Before any thread starts: see the function's docs.
-    explr_nn::keep_freed_memory();
+    explr_nn::tune_cpu_process();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,

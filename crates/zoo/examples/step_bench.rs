@@ -11,7 +11,7 @@
 //! One configuration per process, so `peak_rss_mb` (the kernel's `VmHWM`) is that
 //! configuration's peak. The JSON also splits the median step into its phases (forward with
 //! the loss, backward, optimizer), each the median over the timed steps. Like the `explr`
-//! binary, it starts with [`explr_nn::keep_freed_memory`].
+//! binary, it starts with [`explr_nn::tune_cpu_process`].
 
 use std::time::Instant;
 
@@ -119,8 +119,8 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn main() -> Result<()> {
-    // As the `explr` binary does: training steps reuse freed memory instead of faulting it in.
-    explr_nn::keep_freed_memory();
+    // As the `explr` binary does (allocator and thread-pool settings; see the function).
+    explr_nn::tune_cpu_process();
     let args = parse_args()?;
     let base_rss_mb = proc_status_mb("VmRSS")?;
     let dev = Device::Cpu;

@@ -1,0 +1,30 @@
+//! Process-wide settings for the binaries that train with explr on the CPU.
+
+/// Sets up the process for CPU training; a binary (the `explr` command, the benchmarks) calls
+/// it once at the start of `main`, before it starts any thread. The library never calls it,
+/// because both settings are process-wide:
+///
+/// - **Freed memory stays in the process** instead of going back to the kernel after every
+///   training step. With glibc's defaults, a step's activation-sized buffers are mapped fresh
+///   and unmapped again, so each step faults ~0.5 GiB of new pages back in (PreResNet-20,
+///   batch 128, f32: 0.55 s per step instead of 0.41 s; docs/PERFORMANCE.md). Same effect as
+///   `MALLOC_TRIM_THRESHOLD_` and `MALLOC_MMAP_THRESHOLD_` in the environment; a no-op off glibc.
+/// - **candle's own element-wise thread pool is limited to the calling thread**, unless
+///   `CANDLE_NUM_THREADS` is already set. explr's heavy kernels (convolution, the fused norms)
+///   run on Rayon's pool; candle's pool is a second set of workers that spin while they wait,
+///   so the two compete for the same cores (the same step: 0.37 s instead of 0.41 s on 2 cores,
+///   and 0.66 s instead of 0.82 s when another process is busy).
+pub fn tune_cpu_process() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning parameters; its failure (return 0)
+    // leaves the defaults in place.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+    }
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Called before any other thread exists (see above), so nothing reads the environment
+        // concurrently; candle reads the variable when it first starts its pool.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
