@@ -1,16 +1,18 @@
 //! Fused CPU kernels for training-mode normalization (THEORY.md §1 layers).
 //!
 //! candle's composite ops (mean, subtract, square, sum, divide, scale, shift, and their
-//! autograd mirrors) each make a full pass over memory; these kernels do the forward in three
-//! passes (sum, centered sum of squares, write) and the backward in two (per-plane sums, write),
-//! with the affine transform folded in. They are used only for f32/f64 tensors on the CPU; every
-//! other device keeps the composite path, which the tests check agrees with these kernels.
+//! autograd mirrors) each make a full pass over memory; these kernels work block by block
+//! (see below): the forward pass takes the block's sum and centered sum of squares and writes
+//! its output, the backward pass takes the block's two gradient sums and writes its input
+//! gradient, each while the block is still in cache, with the affine transform folded in. They
+//! are used only for f32/f64 tensors on the CPU; every other device keeps the composite path,
+//! which the tests check agrees with these kernels.
 //!
 //! Layout: the input is a contiguous (N, C, H, W) tensor, seen as N·C *planes* of S = H·W
 //! values. A *block* is the set of planes one statistic is taken over: channel c's planes
 //! across the batch (BatchNorm), or the C/G consecutive planes of one sample's group
-//! (GroupNorm; LayerNorm is G = 1, InstanceNorm G = C). Every per-plane sum is computed by one
-//! thread and blocks are combined in a fixed order, so results do not depend on the thread
+//! (GroupNorm; LayerNorm is G = 1, InstanceNorm G = C). Each block is processed by one thread,
+//! which combines its per-plane sums in plane order, so results do not depend on the thread
 //! count.
 
 use std::mem::MaybeUninit;
@@ -55,14 +57,14 @@ impl Geometry {
         }
     }
 
-    /// The block of plane `p` = n·C + c.
-    #[inline]
-    fn block_of(&self, p: usize) -> usize {
-        let (n, c) = (p / self.c, p % self.c);
-        match self.grouping {
-            Grouping::PerChannel => c,
-            Grouping::Groups(g) => n * g + c / (self.c / g),
-        }
+    /// The planes of block `b`, in increasing order.
+    fn block_planes(&self, b: usize) -> impl Iterator<Item = usize> {
+        let (n, c) = (self.n, self.c);
+        let (step, first, len) = match self.grouping {
+            Grouping::PerChannel => (c, b, n),
+            Grouping::Groups(g) => (1, (b / g) * c + (b % g) * (c / g), c / g),
+        };
+        (0..len).map(move |j| first + j * step)
     }
 }
 
@@ -77,7 +79,13 @@ pub(crate) struct Stats {
 
 /// f32 and f64: sums accumulate in f64, element-wise outputs are computed in the type itself.
 trait Float:
-    Copy + Send + Sync + 'static + std::ops::Mul<Output = Self> + std::ops::Add<Output = Self>
+    Copy
+    + Send
+    + Sync
+    + 'static
+    + std::ops::Mul<Output = Self>
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
 {
     fn f64(self) -> f64;
     fn of(v: f64) -> Self;
@@ -108,39 +116,43 @@ impl Float for f64 {
 /// Independent accumulators per sum: enough to hide the latency of the f64 additions.
 const LANES: usize = 16;
 
-/// Σ f(v) over `xs` with [`LANES`] independent accumulators, so the sum pipelines and
-/// vectorizes.
+/// Σ f(v) over `xs` with [`LANES`] independent accumulators of the tensor's own type, so the
+/// sum pipelines and vectorizes at full width (f32 lanes for f32 tensors; callers combine
+/// these per-plane sums in f64). The tail is summed in f64.
 #[inline(always)]
-fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T) -> f64) -> f64 {
-    let mut acc = [0.0f64; LANES];
+fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T) -> T) -> f64 {
+    let mut acc = [T::of(0.0); LANES];
     let mut chunks = xs.chunks_exact(LANES);
     for c in &mut chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
-            *a += f(v);
+            *a = *a + f(v);
         }
     }
-    let tail: f64 = chunks.remainder().iter().map(|&v| f(v)).sum();
-    acc.iter().sum::<f64>() + tail
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v).f64()).sum();
+    acc.iter().map(|a| a.f64()).sum::<f64>() + tail
 }
 
-/// (Σ (u − offset), Σ f(u, v)) over the pairs of `us` and `vs` in one pass, with [`LANES`]
-/// independent accumulators each, so the sums pipeline and vectorize.
+/// (Σ u, Σ f(u, v)) over the pairs of `us` and `vs` in one pass, as [`lane_sum`].
 #[inline(always)]
-fn lane_sum_pair<T: Float>(us: &[T], vs: &[T], f: impl Fn(T, T) -> f64) -> (f64, f64) {
-    let (mut su, mut sf) = ([0.0f64; LANES], [0.0f64; LANES]);
+fn lane_sum_pair<T: Float>(us: &[T], vs: &[T], f: impl Fn(T, T) -> T) -> (f64, f64) {
+    let zero = T::of(0.0);
+    let (mut su, mut sf) = ([zero; LANES], [zero; LANES]);
     let (mut cu, mut cv) = (us.chunks_exact(LANES), vs.chunks_exact(LANES));
     for (a, b) in (&mut cu).zip(&mut cv) {
         for l in 0..LANES {
-            su[l] += a[l].f64();
-            sf[l] += f(a[l], b[l]);
+            su[l] = su[l] + a[l];
+            sf[l] = sf[l] + f(a[l], b[l]);
         }
     }
     let (mut tu, mut tf) = (0.0, 0.0);
     for (&u, &v) in cu.remainder().iter().zip(cv.remainder()) {
         tu += u.f64();
-        tf += f(u, v);
+        tf += f(u, v).f64();
     }
-    (su.iter().sum::<f64>() + tu, sf.iter().sum::<f64>() + tf)
+    (
+        su.iter().map(|a| a.f64()).sum::<f64>() + tu,
+        sf.iter().map(|a| a.f64()).sum::<f64>() + tf,
+    )
 }
 
 /// Whether a call on `elems` values is worth Rayon's workers (not below ~64K values).
@@ -148,50 +160,88 @@ fn parallel_for(elems: usize) -> bool {
     elems >= 1 << 16 && rayon::current_num_threads() > 1
 }
 
-/// `f(plane)` for every plane, in parallel when `parallel`; results in plane order. Each
-/// plane's body runs under [`pulp::Arch::dispatch`], so its loops use the widest SIMD the CPU
+/// `f(block)` for every block, in parallel when `parallel`; results in block order. Each
+/// block's body runs under [`pulp::Arch::dispatch`], so its loops use the widest SIMD the CPU
 /// has (the crate itself is compiled for the baseline x86-64).
-fn map_planes<R: Send>(planes: usize, parallel: bool, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+fn map_blocks<R: Send>(blocks: usize, parallel: bool, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
     let arch = pulp::Arch::new();
-    let run = |p: usize| {
+    let run = |b: usize| {
         arch.dispatch(
             #[inline(always)]
-            || f(p),
+            || f(b),
         )
     };
     if parallel {
-        (0..planes).into_par_iter().map(run).collect()
+        (0..blocks).into_par_iter().map(run).collect()
     } else {
-        (0..planes).map(run).collect()
+        (0..blocks).map(run).collect()
     }
 }
 
-/// A new vector of `len` values written plane by plane (`f(plane, plane_slice)` must write
-/// every element of its slice), in parallel when `parallel`, each plane under
-/// [`pulp::Arch::dispatch`] as in [`map_planes`]. The memory is not zero-filled first.
-fn fill_planes<T: Float>(
-    len: usize,
+/// An output buffer whose planes are written by different threads, each plane by exactly one.
+struct PlaneWriter<T> {
+    ptr: *mut MaybeUninit<T>,
     s: usize,
-    parallel: bool,
-    f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
-) -> Vec<T> {
-    let mut out = Vec::with_capacity(len);
-    let arch = pulp::Arch::new();
-    let run = |(p, plane): (usize, &mut [MaybeUninit<T>])| {
-        arch.dispatch(
-            #[inline(always)]
-            || f(p, plane),
-        )
-    };
-    let spare = &mut out.spare_capacity_mut()[..len];
-    if parallel {
-        spare.par_chunks_mut(s.max(1)).enumerate().for_each(run);
-    } else {
-        spare.chunks_mut(s.max(1)).enumerate().for_each(run);
+}
+
+// SAFETY: threads only ever write disjoint planes (each block owns its planes).
+unsafe impl<T: Send> Send for PlaneWriter<T> {}
+unsafe impl<T: Send> Sync for PlaneWriter<T> {}
+
+impl<T> PlaneWriter<T> {
+    /// Plane `p` of the buffer.
+    ///
+    /// # Safety
+    /// `p` must be in bounds, and no other live reference may address plane `p`.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn plane(&self, p: usize) -> &mut [MaybeUninit<T>] {
+        std::slice::from_raw_parts_mut(self.ptr.add(p * self.s), self.s)
     }
-    // SAFETY: the chunks cover the first `len` slots and `f` wrote every element of each.
+}
+
+/// A new vector of `len` values, written block by block by `f(block, writer)`, which must
+/// write every plane of its block through the writer and no other; returns `f`'s results in
+/// block order. The memory is not zero-filled first.
+fn fill_blocks<T: Float, R: Send>(
+    len: usize,
+    g: &Geometry,
+    parallel: bool,
+    f: impl Fn(usize, &PlaneWriter<T>) -> R + Sync,
+) -> (Vec<T>, Vec<R>) {
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    let writer = PlaneWriter {
+        ptr: out.spare_capacity_mut().as_mut_ptr(),
+        s: g.s,
+    };
+    let results = map_blocks(g.blocks(), parallel, |b| f(b, &writer));
+    // SAFETY: the blocks partition the planes, which cover the first `len` slots, and `f`
+    // wrote every element of each plane of its block.
     unsafe { out.set_len(len) };
-    out
+    (out, results)
+}
+
+/// Statistics of block `b` of `x` (two passes over the block, which stays in cache: mean, then
+/// centered sum of squares; per-plane sums combined in plane order): `(mean, var)`.
+#[inline(always)]
+fn block_stats<T: Float>(x: &[T], g: &Geometry, b: usize) -> (f64, f64) {
+    let s = g.s;
+    let count = g.count() as f64;
+    let mut sum = 0.0;
+    for p in g.block_planes(b) {
+        sum += lane_sum(&x[p * s..(p + 1) * s], |v| v);
+    }
+    let mean = sum / count;
+    // Centered on the mean rounded to T; Σ(x − m)² = Σ(x − m̃)² − M·(m − m̃)² (0 for f64).
+    let m_t = T::of(mean);
+    let mut ss = 0.0;
+    for p in g.block_planes(b) {
+        ss += lane_sum(&x[p * s..(p + 1) * s], |v| {
+            let d = v - m_t;
+            d * d
+        });
+    }
+    let off = mean - m_t.f64();
+    (mean, ((ss - count * off * off) / count).max(0.0))
 }
 
 fn slice<'a, T>(v: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
@@ -199,37 +249,6 @@ fn slice<'a, T>(v: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [
         Some((a, b)) => Ok(&v[a..b]),
         None => candle_core::bail!("fused norm kernel: `{what}` must be contiguous"),
     }
-}
-
-/// Block statistics of `x` (two passes: mean, then centered sum of squares).
-fn stats<T: Float>(x: &[T], g: &Geometry, eps: f64, parallel: bool) -> Stats {
-    let s = g.s;
-    let planes = g.n * g.c;
-    let count = g.count() as f64;
-    let psum = map_planes(planes, parallel, |p| {
-        let xs = &x[p * s..(p + 1) * s];
-        lane_sum(xs, T::f64)
-    });
-    let mut mean = vec![0.0; g.blocks()];
-    for (p, v) in psum.iter().enumerate() {
-        mean[g.block_of(p)] += v;
-    }
-    mean.iter_mut().for_each(|m| *m /= count);
-    let pss = map_planes(planes, parallel, |p| {
-        let xs = &x[p * s..(p + 1) * s];
-        let m = mean[g.block_of(p)];
-        lane_sum(xs, |v| {
-            let d = v.f64() - m;
-            d * d
-        })
-    });
-    let mut var = vec![0.0; g.blocks()];
-    for (p, v) in pss.iter().enumerate() {
-        var[g.block_of(p)] += v;
-    }
-    var.iter_mut().for_each(|v| *v /= count);
-    let rstd = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    Stats { mean, var, rstd }
 }
 
 /// Forward: `y = (x − mean)·rstd·γ + β`; records the block statistics for the backward pass
@@ -241,21 +260,31 @@ pub(crate) struct NormFwd {
 }
 
 impl NormFwd {
+    /// Block by block: the block's statistics, then its output while the block is still in
+    /// cache (a block is at most N·H·W values: 128 KiB for BatchNorm at batch 128 and 16×16).
     fn run<T: Float>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
         let g = &self.geom;
-        let parallel = parallel_for(x.len());
-        let st = stats(x, g, self.eps, parallel);
-        let y = fill_planes(x.len(), g.s, parallel, |p, out| {
-            let c = p % g.c;
-            let b = g.block_of(p);
-            let a = st.rstd[b] * gamma[c].f64();
-            let (scale, shift) = (T::of(a), T::of(beta[c].f64() - st.mean[b] * a));
-            let xs = &x[p * g.s..(p + 1) * g.s];
-            for (o, &v) in out.iter_mut().zip(xs) {
-                o.write(v * scale + shift);
+        let s = g.s;
+        let (y, moments) = fill_blocks(x.len(), g, parallel_for(x.len()), |b, out| {
+            let (mean, var) = block_stats(x, g, b);
+            let rstd = 1.0 / (var + self.eps).sqrt();
+            for p in g.block_planes(b) {
+                let c = p % g.c;
+                let a = rstd * gamma[c].f64();
+                let (scale, shift) = (T::of(a), T::of(beta[c].f64() - mean * a));
+                // SAFETY: plane p belongs to block b only.
+                let o = unsafe { out.plane(p) };
+                for (o, &v) in o.iter_mut().zip(&x[p * s..(p + 1) * s]) {
+                    o.write(v * scale + shift);
+                }
             }
+            (mean, var, rstd)
         });
-        let _ = self.stats.set(Arc::new(st));
+        let _ = self.stats.set(Arc::new(Stats {
+            mean: moments.iter().map(|m| m.0).collect(),
+            var: moments.iter().map(|m| m.1).collect(),
+            rstd: moments.iter().map(|m| m.2).collect(),
+        }));
         y
     }
 }
@@ -336,50 +365,57 @@ struct NormBwd {
 }
 
 impl NormBwd {
+    /// Block by block, as the forward pass: the block's sums, then its `dx` from cache.
     fn run<T: Float>(&self, x: &[T], dy: &[T], gamma: &[T]) -> Vec<T> {
         let g = &self.geom;
         let st = &self.stats;
         let s = g.s;
-        let planes = g.n * g.c;
-        let parallel = parallel_for(x.len());
-        // Per plane: (Σ dy, Σ dy·x̂).
-        let sums = map_planes(planes, parallel, |p| {
-            let b = g.block_of(p);
-            let (m, r) = (st.mean[b], st.rstd[b]);
-            let xs = &x[p * s..(p + 1) * s];
-            let ds = &dy[p * s..(p + 1) * s];
-            let (sdy, sdyx) = lane_sum_pair(ds, xs, |d, x| d.f64() * (x.f64() - m));
-            let sdyx = sdyx * r;
-            (sdy, sdyx)
-        });
         let count = g.count() as f64;
-        let mut a = vec![0.0; g.blocks()];
-        let mut bsum = vec![0.0; g.blocks()];
-        for (p, &(sdy, sdyx)) in sums.iter().enumerate() {
-            let gc = gamma[p % g.c].f64();
-            a[g.block_of(p)] += gc * sdy;
-            bsum[g.block_of(p)] += gc * sdyx;
-        }
-        let dx = fill_planes(x.len(), s, parallel, |p, o| {
-            let c = p % g.c;
-            let b = g.block_of(p);
+        let planes = g.n * g.c;
+        let mut per_plane: Vec<(f64, f64)> = Vec::with_capacity(planes);
+        let sums = PlaneWriter {
+            ptr: per_plane.spare_capacity_mut().as_mut_ptr(),
+            s: 1,
+        };
+        let (dx, _) = fill_blocks(x.len(), g, parallel_for(x.len()), |b, out| {
             let (m, r) = (st.mean[b], st.rstd[b]);
+            let m_t = T::of(m);
+            let off = m - m_t.f64();
+            // Per plane: (Σ dy, Σ dy·x̂), into `per_plane`; per block: Σγ·dy and Σγ·dy·x̂, in
+            // plane order.
+            let (mut a, mut bsum) = (0.0, 0.0);
+            for p in g.block_planes(b) {
+                let (xs, ds) = (&x[p * s..(p + 1) * s], &dy[p * s..(p + 1) * s]);
+                // Σ dy·(x − m) = Σ dy·(x − m̃) − (m − m̃)·Σ dy, m̃ the mean rounded to T.
+                let (sdy, sdyx) = lane_sum_pair(ds, xs, |d, x| d * (x - m_t));
+                let sdyx = (sdyx - off * sdy) * r;
+                // SAFETY: plane p belongs to block b only.
+                unsafe { sums.plane(p)[0].write((sdy, sdyx)) };
+                let gc = gamma[p % g.c].f64();
+                a += gc * sdy;
+                bsum += gc * sdyx;
+            }
             // dx = k_dy·dy + k_x·x + k_0
-            let k_dy = r * gamma[c].f64();
-            let k_x = -r * r * bsum[b] / count;
-            let k_0 = -r * a[b] / count - m * k_x;
-            let (k_dy, k_x, k_0) = (T::of(k_dy), T::of(k_x), T::of(k_0));
-            let xs = &x[p * s..(p + 1) * s];
-            let ds = &dy[p * s..(p + 1) * s];
-            for ((o, &xv), &dv) in o.iter_mut().zip(xs).zip(ds) {
-                o.write(k_dy * dv + k_x * xv + k_0);
+            let k_x = -r * r * bsum / count;
+            let k_0 = -r * a / count - m * k_x;
+            for p in g.block_planes(b) {
+                let k_dy = T::of(r * gamma[p % g.c].f64());
+                let (k_x, k_0) = (T::of(k_x), T::of(k_0));
+                // SAFETY: plane p belongs to block b only.
+                let o = unsafe { out.plane(p) };
+                let (xs, ds) = (&x[p * s..(p + 1) * s], &dy[p * s..(p + 1) * s]);
+                for ((o, &xv), &dv) in o.iter_mut().zip(xs).zip(ds) {
+                    o.write(k_dy * dv + k_x * xv + k_0);
+                }
             }
         });
+        // SAFETY: every plane belongs to exactly one block, which wrote its sums.
+        unsafe { per_plane.set_len(planes) };
         let mut dgamma = vec![0.0; g.c];
         let mut dbeta = vec![0.0; g.c];
         for c in 0..g.c {
             for n in 0..g.n {
-                let (sdy, sdyx) = sums[n * g.c + c];
+                let (sdy, sdyx) = per_plane[n * g.c + c];
                 dgamma[c] += sdyx;
                 dbeta[c] += sdy;
             }
