@@ -298,7 +298,7 @@ fn summarize(
                     );
                     let gap = ca.last().copied().unwrap_or(f64::NAN)
                         - cb.last().copied().unwrap_or(f64::NAN);
-                    s.metric(key(&format!("final_gap_{metric}_{a}_minus_{b}")), gap);
+                    s.metric(key(&format!("final_gap_{metric}_{a}_vs_{b}")), gap);
                     s.check_ge(
                         key("greater"),
                         format!("{model}: final {metric}({a}) - {metric}({b})"),
