@@ -182,71 +182,68 @@ mod tests {
             &yaml("acc: 0.5123\ndev_log10: -13\nverdict: pass\nxs: [1.0, 2.0]"),
         )
         .unwrap();
+        // (summary, relative tolerance, matches): a manifest's own tolerance widens ordinary
+        // numbers only (0.52 is 1.5% off 0.5123, within 0.1); verdicts and magnitudes keep
+        // their own rules.
         let cases = [
             (
                 "acc: 0.5124\ndev_log10: -12\nverdict: pass\nxs: [1.0, 2.0]",
+                REL_TOL,
                 true,
             ),
             (
                 "acc: 0.52\ndev_log10: -13\nverdict: pass\nxs: [1.0, 2.0]",
+                REL_TOL,
                 false,
             ),
             (
                 "acc: 0.5123\ndev_log10: -10\nverdict: pass\nxs: [1.0, 2.0]",
+                REL_TOL,
                 false,
             ),
             (
                 "acc: 0.5123\ndev_log10: -13\nverdict: fail\nxs: [1.0, 2.0]",
+                REL_TOL,
                 false,
             ),
             (
                 "acc: 0.5123\ndev_log10: -13\nverdict: pass\nxs: [1.0]",
+                REL_TOL,
                 false,
             ),
             (
                 "acc: 0.5123\ndev_log10: -13\nverdict: pass\nxs: [1.0, 2.0]\nnew: 1",
+                REL_TOL,
                 false,
             ),
-        ];
-        for (actual, ok) in cases {
-            let outcome = check(&path, &yaml(actual), REL_TOL).unwrap();
-            assert_eq!(outcome == GoldenOutcome::Match, ok, "{actual}: {outcome:?}");
-        }
-        // A manifest's own tolerance widens ordinary numbers only: 0.52 is 1.5% off 0.5123,
-        // within 0.1; the verdict and the magnitude keep their own rules.
-        let loose = [
             (
-                "acc: 0.52
-dev_log10: -13
-verdict: pass
-xs: [1.0, 2.0]",
+                "acc: 0.52\ndev_log10: -13\nverdict: pass\nxs: [1.0, 2.0]",
+                0.1,
                 true,
             ),
             (
-                "acc: 0.7
-dev_log10: -13
-verdict: pass
-xs: [1.0, 2.0]",
+                "acc: 0.7\ndev_log10: -13\nverdict: pass\nxs: [1.0, 2.0]",
+                0.1,
                 false,
             ),
             (
-                "acc: 0.52
-dev_log10: -10
-verdict: pass
-xs: [1.0, 2.0]",
+                "acc: 0.52\ndev_log10: -10\nverdict: pass\nxs: [1.0, 2.0]",
+                0.1,
                 false,
             ),
             (
-                "acc: 0.52
-dev_log10: -13
-verdict: fail
-xs: [1.0, 2.0]",
+                "acc: 0.52\ndev_log10: -13\nverdict: fail\nxs: [1.0, 2.0]",
+                0.1,
                 false,
             ),
         ];
-        for (actual, ok) in loose {
-            let outcome = check(&path, &yaml(actual), 0.1).unwrap();
-            assert_eq!(outcome == GoldenOutcome::Match, ok, "{actual}: {outcome:?}");
+        for (actual, relative, ok) in cases {
+            let outcome = check(&path, &yaml(actual), relative).unwrap();
+            assert_eq!(
+                outcome == GoldenOutcome::Match,
+                ok,
+                "{actual} at {relative}: {outcome:?}"
+            );
         }
         std::fs::remove_dir_all(dir).unwrap();
     }
