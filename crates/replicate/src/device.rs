@@ -34,14 +34,14 @@ pub enum DeviceError {
     NotBuilt(DeviceSpec),
     /// CUDA is built in but the device could not be opened (no GPU, no driver, bad ordinal).
     #[error(
-        "--device {spec}: cannot open the CUDA device ({source}); check that this machine has \
+        "--device {spec}: cannot open the CUDA device ({cause}); check that this machine has \
          an NVIDIA GPU with that ordinal and a working driver (`nvidia-smi`), or use --device cpu"
     )]
     Unavailable {
         /// The device asked for.
         spec: DeviceSpec,
-        /// candle's error.
-        source: candle_core::Error,
+        /// candle's error, without the backtrace candle attaches when `RUST_BACKTRACE` is set.
+        cause: candle_core::Error,
     },
 }
 
@@ -85,9 +85,20 @@ impl DeviceSpec {
         match self {
             Self::Cpu => Ok(Device::Cpu),
             Self::Cuda(_) if !Self::CUDA_BUILT => Err(DeviceError::NotBuilt(self)),
-            Self::Cuda(n) => Device::new_cuda(n)
-                .map_err(|source| DeviceError::Unavailable { spec: self, source }),
+            Self::Cuda(n) => Device::new_cuda(n).map_err(|e| DeviceError::Unavailable {
+                spec: self,
+                cause: without_backtrace(e),
+            }),
         }
+    }
+}
+
+/// `e` without the backtraces candle wraps around an error when `RUST_BACKTRACE` is set (the
+/// message is for a person; the backtrace points into candle's device set-up).
+fn without_backtrace(e: candle_core::Error) -> candle_core::Error {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => without_backtrace(*inner),
+        other => other,
     }
 }
 
@@ -106,6 +117,15 @@ mod tests {
             let e = bad.parse::<DeviceSpec>().unwrap_err();
             assert!(e.to_string().contains("cuda:N"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn candle_backtraces_are_dropped_from_the_message() {
+        let e = candle_core::Error::WithBacktrace {
+            inner: Box::new(candle_core::Error::Msg("no GPU".into())),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert_eq!(without_backtrace(e).to_string(), "no GPU");
     }
 
     #[test]
