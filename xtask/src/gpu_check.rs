@@ -129,7 +129,8 @@ fn cargo_artifact(root: &Path, args: &[&str], target: &str) -> Result<PathBuf> {
 fn build(root: &Path) -> Result<Binaries> {
     cuda::check_build_toolchain()?;
     let common = ["--profile", "gpu", "--features", "cuda"];
-    let with = |extra: &[&'static str]| -> Vec<&str> { [&common[..], extra].concat() };
+    // The subcommand first, then the shared options.
+    let with = |command: &[&'static str]| -> Vec<&str> { [command, &common[..]].concat() };
     Ok(Binaries {
         explr: cargo_artifact(
             root,
