@@ -1,7 +1,12 @@
 """PyTorch twin of crates/zoo/examples/step_bench.rs: times full training steps of one model on
-the CPU (forward in train mode, cross-entropy, backward, torch.optim.SGD step with lr 0.1,
-momentum 0.9, weight decay 5e-4 on every parameter) and prints one JSON object with the same
-keys: median_s, images_per_s, peak_rss_mb (VmHWM of this process), the phase split, ...
+the CPU, or on a GPU with --device cuda (forward in train mode, cross-entropy, backward,
+torch.optim.SGD step with lr 0.1, momentum 0.9, weight decay 5e-4 on every parameter) and prints
+one JSON object with the same keys: median_s, images_per_s, peak_rss_mb (VmHWM of this
+process), the phase split, ...
+
+On a GPU every phase ends with torch.cuda.synchronize(), as the Rust side synchronizes, and the
+JSON also has device, peak_gpu_mb (torch.cuda.max_memory_allocated) and the TF32 settings
+(PyTorch's defaults: cuDNN convolutions may use TF32, matmuls do not; explr's f32 is full FP32).
 
 One configuration per process, so peak_rss_mb is that configuration's peak (it includes the
 torch runtime itself: base_rss_mb is the resident size after `import torch`).
@@ -36,6 +41,7 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     a = p.parse_args()
 
     try:
@@ -53,12 +59,24 @@ def main():
     torch.manual_seed(0)
     dtype = {"f32": torch.float32, "f64": torch.float64}[a.dtype]
     arch, depth = a.model.rsplit("-", 1)
+    gpu = a.device != "cpu"
+    if gpu and not torch.cuda.is_available():
+        print(f"step_bench.py: --device {a.device}, but this torch sees no CUDA GPU",
+              file=sys.stderr)
+        sys.exit(3)
+    dev = torch.device(a.device)
+    # Waits for queued GPU work, so that each phase is timed to its end; nothing on the CPU.
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
     model = build(arch, int(depth), norm=a.norm).to(dtype).train()
+    if gpu:
+        model = model.to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     # The same deterministic input as the Rust side.
     i = torch.arange(a.batch * 3 * 32 * 32, dtype=torch.float64)
     x = torch.sin(i * 0.7919).reshape(a.batch, 3, 32, 32).to(dtype)
     y = torch.arange(a.batch) % 10
+    if gpu:
+        x, y = x.to(dev), y.to(dev)
 
     total, fwd, bwd, step = [], [], [], []
     loss = None
@@ -66,10 +84,13 @@ def main():
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), y)
+        sync()
         t1 = time.perf_counter()
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         opt.step()
+        sync()
         t3 = time.perf_counter()
         if k >= a.warmup:
             total.append(t3 - t0)
@@ -80,7 +101,7 @@ def main():
     if final_loss != final_loss:
         raise SystemExit("the loss diverged; the timings would not be representative")
     med = statistics.median(total)
-    print(json.dumps({
+    out = {
         "impl": "pytorch",
         "torch": torch.__version__,
         "model": a.model,
@@ -100,7 +121,14 @@ def main():
         "peak_rss_mb": proc_status_mb("VmHWM"),
         "base_rss_mb": base_rss_mb,
         "final_loss": final_loss,
-    }))
+    }
+    if gpu:
+        out["device"] = a.device
+        out["gpu"] = torch.cuda.get_device_name(dev)
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+        out["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+        out["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

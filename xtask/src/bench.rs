@@ -281,7 +281,7 @@ fn load_average() -> f64 {
 }
 
 /// Runs `cmd`, returns the JSON object its last stdout line holds.
-fn run_json(mut cmd: Command, what: &str) -> Result<Value> {
+pub(crate) fn run_json(mut cmd: Command, what: &str) -> Result<Value> {
     let out = cmd
         .stdin(Stdio::null())
         .output()

@@ -3,12 +3,20 @@
 //! - `cargo xtask replicate [IDS…] [--profile smoke|cpu|paper] [--device cpu|cuda]
 //!   [--data-dir D] [--check|--bless] [--jobs N]`: replays the manifests in `experiments/`
 //!   (default: all, smoke profile, CPU, synthetic data, checked against `golden/`).
+//!   With `--device cuda[:N]` it builds `explr` with `--features cuda`, after checking for the
+//!   CUDA compiler and the GPU driver.
 //! - `cargo xtask fetch-data cifar10|cifar100 [--data-dir D]`: download, verify, install.
 //! - `cargo xtask bench [--quick] [--configs F,…] [--steps N]`: training-step time, images/s
 //!   and peak memory, ours against PyTorch back to back, as a table in `target/bench/step.md`.
+//! - `cargo xtask check-cuda [--toolchain DIR] [--clippy]`: installs the CUDA compiler from
+//!   PyPI (no GPU needed) and checks that the workspace compiles with `--features cuda`.
+//! - `cargo xtask gpu-check`: on a GPU machine, CPU/CUDA parity, a PreResNet-32 step against
+//!   PyTorch and one E3 epoch at the paper profile, reported in `target/gpu-check.md`.
 
 mod bench;
+mod cuda;
 mod fetch;
+mod gpu_check;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -41,6 +49,12 @@ enum Task {
     },
     /// Time training steps of PreResNet-20/32 (ours, then the PyTorch twin) and print a table.
     Bench(bench::BenchArgs),
+    /// Install the CUDA compiler from PyPI (no GPU needed) and check that the workspace
+    /// compiles with `--features cuda`.
+    CheckCuda(cuda::CheckCudaArgs),
+    /// On a machine with an NVIDIA GPU: CPU/CUDA parity, a PreResNet-32 training step against
+    /// PyTorch, one E3 epoch at the paper profile; writes a markdown report.
+    GpuCheck(gpu_check::GpuCheckArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -52,7 +66,17 @@ enum FetchDataset {
 /// The workspace root: the parent of xtask's manifest directory, read at run time from the
 /// `CARGO_MANIFEST_DIR` that `cargo run` sets. The compile-time value would be wrong when the
 /// binary was built from another checkout sharing the target directory.
+///
+/// Run directly (a copied binary: `gpu-check --prebuilt`), with no `CARGO_MANIFEST_DIR`, it is
+/// the current directory when that is a checkout of the workspace.
 fn workspace_root() -> Result<std::path::PathBuf> {
+    if std::env::var_os("CARGO_MANIFEST_DIR").is_none() {
+        if let Ok(cwd) = std::env::current_dir() {
+            if cwd.join("xtask/Cargo.toml").is_file() && cwd.join("experiments").is_dir() {
+                return Ok(cwd);
+            }
+        }
+    }
     let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
@@ -63,21 +87,16 @@ fn workspace_root() -> Result<std::path::PathBuf> {
 }
 
 /// Runs the `explr` binary (dev profile, whose explr crates are optimized, so it shares the
-/// test build) with `args`, from the workspace root.
-fn explr(args: &[String]) -> Result<()> {
+/// test build) with `args`, from the workspace root; built with `--features cuda` when `cuda`.
+fn explr(args: &[String], cuda: bool) -> Result<()> {
     let root = workspace_root()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let features: &[&str] = if cuda { &["--features", "cuda"] } else { &[] };
     let status = Command::new(cargo)
         .current_dir(root)
-        .args([
-            "run",
-            "--quiet",
-            "--package",
-            "explr-replicate",
-            "--bin",
-            "explr",
-            "--",
-        ])
+        .args(["run", "--quiet", "--package", "explr-replicate"])
+        .args(features)
+        .args(["--bin", "explr", "--"])
         .args(args)
         .status()
         .context("starting cargo")?;
@@ -90,9 +109,18 @@ fn explr(args: &[String]) -> Result<()> {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Replicate { args } => {
+            let cuda = cuda::wants_cuda(&args);
+            if cuda {
+                // Before a long build: is there a GPU to run on, and a compiler to build with?
+                if !args.iter().any(|a| a == "--dry-run") {
+                    let ordinal = cuda::cuda_ordinal(&args).unwrap_or(0);
+                    cuda::probe_driver(ordinal, "replicate --device cuda")?;
+                }
+                cuda::check_build_toolchain()?;
+            }
             let mut forwarded = vec!["replicate".to_string()];
             forwarded.extend(args);
-            explr(&forwarded)
+            explr(&forwarded, cuda)
         }
         Task::FetchData { dataset, data_dir } => {
             let spec = match dataset {
@@ -105,5 +133,7 @@ fn main() -> Result<()> {
             let root = workspace_root()?;
             bench::run(&root, &args)
         }
+        Task::CheckCuda(args) => cuda::check_cuda(&workspace_root()?, &args),
+        Task::GpuCheck(args) => gpu_check::run(&workspace_root()?, &args),
     }
 }

@@ -132,6 +132,11 @@ impl Loader {
         &self.config
     }
 
+    /// The device every batch is created on (each batch is copied there once, whole).
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Number of images in the split.
     pub fn num_images(&self) -> usize {
         self.split.len()

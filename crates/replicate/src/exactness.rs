@@ -62,7 +62,7 @@ pub fn run_exactness(
     opts: &RunnerOptions,
     progress: &dyn Progress,
 ) -> Result<(Summary, Vec<PathBuf>), RunError> {
-    let device = Device::Cpu;
+    let device = &opts.device;
     let dataset = load_data(&spec.data, opts.data_dir.as_deref())?;
     let mut model_spec = spec.model.clone();
     model_spec.num_classes = dataset.num_classes();
@@ -75,7 +75,7 @@ pub fn run_exactness(
         ..LoaderConfig::train(spec.data.batch_size, spec.seed)
     }
     .with_dtype(DType::F64);
-    let loader = Loader::new(dataset.train(), cfg, &device)?;
+    let loader = Loader::new(dataset.train(), cfg, device)?;
     let spe = loader.steps_per_epoch() as u64;
     let mut batches = Vec::new();
     for epoch in 0..spec.steps.div_ceil(spe as usize) {
@@ -86,7 +86,7 @@ pub fn run_exactness(
     let probe = Loader::new(
         dataset.test(),
         LoaderConfig::eval(spec.data.batch_size).with_dtype(DType::F64),
-        &device,
+        device,
     )?
     .epoch(0)
     .next()
@@ -109,7 +109,7 @@ pub fn run_exactness(
         let key = format!("{base_name}_vs_{twin_name}");
         progress.start(&key, spec.steps as u64);
         let build = |name: &str| -> Result<(Model, explr_schedule::Sgd), RunError> {
-            let store = ParamStore::new(&device, DType::F64, spec.seed);
+            let store = ParamStore::new(device, DType::F64, spec.seed);
             let model = Model::new(&model_spec, &store)?;
             let sgd = build_sgd(&model, &plan::plan(&spec.runs, name, spe)?)?;
             Ok((model, sgd))
@@ -189,12 +189,12 @@ pub fn run_exactness(
     Ok((summary, vec![path]))
 }
 
-/// S1: L(c·θ_SI) against L(θ) for every model and factor.
+/// S1: L(c·θ_SI) against L(θ) for every model and factor, on `device`.
 pub fn run_scale_invariance(
     spec: &ScaleInvariance,
+    device: &Device,
     progress: &dyn Progress,
 ) -> Result<(Summary, Vec<PathBuf>), RunError> {
-    let device = Device::Cpu;
     let data = explr_data::load_synthetic(&explr_data::SyntheticConfig {
         seed: spec.seed,
         train_size: spec.batch_size,
@@ -204,7 +204,7 @@ pub fn run_scale_invariance(
     let batch = Loader::new(
         data.train(),
         LoaderConfig::eval(spec.batch_size).with_dtype(DType::F64),
-        &device,
+        device,
     )?
     .epoch(0)
     .next()
@@ -213,7 +213,7 @@ pub fn run_scale_invariance(
     let mut worst: f64 = 0.0;
     for (name, model_spec) in &spec.models {
         progress.start(name, spec.factors.len() as u64);
-        let store = ParamStore::new(&device, DType::F64, spec.seed);
+        let store = ParamStore::new(device, DType::F64, spec.seed);
         let model = Model::new(model_spec, &store)?;
         summary.count(
             format!("{name}.scale_invariant_tensors"),

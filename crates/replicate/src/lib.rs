@@ -1,4 +1,5 @@
 //! `explr-replicate`: the runner that replays every claim of the paper from a YAML manifest.
+pub mod device;
 pub mod exactness;
 pub mod golden;
 pub mod io;

@@ -24,6 +24,12 @@ pub struct RunnerOptions {
     pub jobs: usize,
     /// CIFAR data directory (resolved by the binary from --data-dir, $EXPLR_DATA or the cache).
     pub data_dir: Option<PathBuf>,
+    /// Where every tensor lives (opened once, by [`crate::device::DeviceSpec::open`]).
+    pub device: candle_core::Device,
+    /// Train at most this many epochs of each training run (a short check of a long profile);
+    /// the summary then covers those epochs only and drops checks that need later ones.
+    /// Other experiment kinds run in full.
+    pub max_epochs: Option<usize>,
 }
 
 /// Receives progress; the binary draws bars or prints lines, the library never prints.
@@ -142,7 +148,9 @@ pub fn run(
         Experiment::Toy(t) => run_toy(t, &dir, progress)?,
         Experiment::Training(t) => crate::training::run_training(t, &dir, opts, progress)?,
         Experiment::Exactness(x) => crate::exactness::run_exactness(x, &dir, opts, progress)?,
-        Experiment::ScaleInvariance(s) => crate::exactness::run_scale_invariance(s, progress)?,
+        Experiment::ScaleInvariance(s) => {
+            crate::exactness::run_scale_invariance(s, &opts.device, progress)?
+        }
     };
     let id = &resolved.manifest.id;
     let value = summary.to_value(id, &resolved.profile);

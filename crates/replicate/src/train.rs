@@ -125,13 +125,19 @@ pub fn build_sgd(model: &Model, plan: &OptimizerPlan) -> Result<Sgd, RunError> {
 
 /// Mean cross-entropy and the number of correct predictions.
 pub fn loss_and_correct(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, f64), RunError> {
+    let (loss, correct) = loss_and_correct_on_device(logits, labels)?;
+    Ok((loss, correct.to_scalar::<f64>()?))
+}
+
+/// [`loss_and_correct`] with the count left on the logits' device (an f64 scalar tensor), so
+/// that a training or evaluation step reads nothing back to the host.
+pub fn loss_and_correct_on_device(
+    logits: &Tensor,
+    labels: &Tensor,
+) -> Result<(Tensor, Tensor), RunError> {
     let loss = candle_nn::loss::cross_entropy(logits, labels)?;
     let pred = logits.argmax(D::Minus1)?;
-    let correct = pred
-        .eq(labels)?
-        .to_dtype(DType::F64)?
-        .sum_all()?
-        .to_scalar::<f64>()?;
+    let correct = pred.eq(labels)?.to_dtype(DType::F64)?.sum_all()?;
     Ok((loss, correct))
 }
 
@@ -148,25 +154,64 @@ fn norm(t: &Tensor) -> Result<f64, RunError> {
     Ok(t.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt())
 }
 
-/// Angle between two vectors via 2·atan2(‖â − b̂‖, ‖â + b̂‖) (accurate for tiny angles).
-fn angle(a: &Tensor, b: &Tensor) -> Result<f64, RunError> {
-    let (na, nb) = (norm(a)?, norm(b)?);
-    let (ua, ub) = (a.affine(1.0 / na, 0.0)?, b.affine(1.0 / nb, 0.0)?);
-    Ok(2.0 * norm(&(&ua - &ub)?)?.atan2(norm(&(&ua + &ub)?)?))
+/// ‖t‖ as a scalar tensor on t's device.
+fn norm_on_device(t: &Tensor) -> Result<Tensor, RunError> {
+    Ok(t.sqr()?.sum_all()?.sqrt()?)
 }
 
-/// Evaluates `model` on `split` in evaluation mode: (mean loss, accuracy).
+/// The two norms ‖â − b̂‖ and ‖â + b̂‖ (â = a/‖a‖) whose `2·atan2` is the angle between two
+/// vectors (accurate for tiny angles), as a `[2]` tensor on the vectors' device: each step
+/// records one, and [`AngleLog::sum`] reads them back once per epoch.
+fn angle_parts(a: &Tensor, b: &Tensor) -> Result<Tensor, RunError> {
+    let ua = a.broadcast_mul(&norm_on_device(a)?.recip()?)?;
+    let ub = b.broadcast_mul(&norm_on_device(b)?.recip()?)?;
+    Ok(Tensor::stack(
+        &[
+            norm_on_device(&(&ua - &ub)?)?,
+            norm_on_device(&(&ua + &ub)?)?,
+        ],
+        0,
+    )?)
+}
+
+/// The angles between consecutive θ of one epoch, kept on the device until the epoch's readout.
+#[derive(Default)]
+struct AngleLog {
+    parts: Vec<Tensor>,
+}
+
+impl AngleLog {
+    /// Records the angle between `a` and `b`.
+    fn push(&mut self, a: &Tensor, b: &Tensor) -> Result<(), RunError> {
+        self.parts.push(angle_parts(a, b)?);
+        Ok(())
+    }
+
+    /// The sum of the recorded angles in order (one copy to the host); 0 when none.
+    fn sum(&self) -> Result<f64, RunError> {
+        if self.parts.is_empty() {
+            return Ok(0.0);
+        }
+        let parts = Tensor::stack(&self.parts, 0)?.to_vec2::<f64>()?;
+        Ok(parts.iter().map(|p| 2.0 * p[0].atan2(p[1])).sum())
+    }
+}
+
+/// Evaluates `model` on `split` in evaluation mode: (mean loss, accuracy). The sums stay on
+/// the device until the end.
 pub fn evaluate(model: &Model, loader: &Loader) -> Result<(f64, f64), RunError> {
-    let (mut loss_sum, mut correct, mut n) = (0.0, 0.0, 0usize);
+    let zero = || Tensor::zeros((), DType::F64, loader.device());
+    let (mut loss_sum, mut correct, mut n) = (zero()?, zero()?, 0usize);
     for batch in loader.epoch(0) {
         let batch = batch?;
         let logits = model.forward_t(&batch.images, false)?;
-        let (loss, c) = loss_and_correct(&logits, &batch.labels)?;
+        let (loss, c) = loss_and_correct_on_device(&logits, &batch.labels)?;
         let b = batch.indices.len();
-        loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * b as f64;
-        correct += c;
+        loss_sum = (loss_sum + loss.to_dtype(DType::F64)?.affine(b as f64, 0.0)?)?;
+        correct = (correct + c)?;
         n += b;
     }
+    let (loss_sum, correct) = (loss_sum.to_scalar::<f64>()?, correct.to_scalar::<f64>()?);
     Ok((loss_sum / n.max(1) as f64, correct / n.max(1) as f64))
 }
 
@@ -219,13 +264,17 @@ pub fn train(setup: &RunSetup<'_>, progress: &dyn Progress) -> Result<Vec<EpochR
     progress.update(&setup.key, start_epoch as u64, "");
     for epoch in start_epoch..setup.epochs {
         let started = Instant::now();
-        let (mut loss_sum, mut correct, mut seen, mut angle_sum) = (0.0, 0.0, 0usize, 0.0);
+        // The loss is read every step (the NaN check needs it); the accuracy count and the
+        // angles stay on the device until the end of the epoch.
+        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        let mut correct = Tensor::zeros((), DType::F64, setup.device)?;
+        let mut angles = AngleLog::default();
         // θ_t of the scale-invariant group; each step's θ_{t+1} becomes the next step's θ_t.
         let mut si = flat(&si_vars)?;
         for batch in train_loader.epoch(epoch as u64) {
             let batch = batch?;
             let logits = model.forward_t(&batch.images, true)?;
-            let (loss, c) = loss_and_correct(&logits, &batch.labels)?;
+            let (loss, c) = loss_and_correct_on_device(&logits, &batch.labels)?;
             let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !loss_value.is_finite() {
                 return Err(RunError::NonFinite {
@@ -240,13 +289,14 @@ pub fn train(setup: &RunSetup<'_>, progress: &dyn Progress) -> Result<Vec<EpochR
             let grads = loss.backward()?;
             sgd.step(&grads)?;
             let after = flat(&si_vars)?;
-            angle_sum += angle(&si, &after)?;
+            angles.push(&si, &after)?;
             si = after;
             let b = batch.indices.len();
             loss_sum += loss_value * b as f64;
-            correct += c;
+            correct = (correct + c)?;
             seen += b;
         }
+        let (correct, angle_sum) = (correct.to_scalar::<f64>()?, angles.sum()?);
         let (test_loss, test_acc) = evaluate(&model, &test_loader)?;
         let si_norm = norm(&si)?;
         let step = sgd.step_count();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::DType;
 use explr_data::{Dataset, Split, SyntheticConfig};
 
 use crate::plan;
@@ -82,7 +82,9 @@ pub fn run_training(
     progress: &dyn Progress,
 ) -> Result<(Summary, Vec<PathBuf>), RunError> {
     let dataset = load_data(&spec.data, opts.data_dir.as_deref())?;
-    let device = Device::Cpu;
+    let device = &opts.device;
+    let limited = opts.max_epochs.map(|m| limit_epochs(spec, m));
+    let spec = limited.as_ref().unwrap_or(spec);
     let steps_per_epoch = dataset.train().len().div_ceil(spec.data.batch_size) as u64;
     let mut units = Vec::new();
     for (model_name, model) in &spec.models {
@@ -108,7 +110,7 @@ pub fn run_training(
             batch_size: spec.data.batch_size,
             augment: spec.data.augment,
             dtype: dtype(spec.dtype),
-            device: &device,
+            device,
             seed: *seed,
             epochs: spec.epochs,
             plan: plan::plan(&spec.runs, run_name, steps_per_epoch)?,
@@ -130,6 +132,23 @@ pub fn run_training(
     let summary = summarize(spec, &records, steps_per_epoch)?;
     let figures = figures(spec, &records, dir)?;
     Ok((summary, figures))
+}
+
+/// `spec` cut to its first `max_epochs` epochs (at least 1): the schedules stay those of the
+/// full run (they are built from the runs, in epochs), only training stops early; checks that
+/// need later epochs are dropped.
+pub fn limit_epochs(spec: &Training, max_epochs: usize) -> Training {
+    let epochs = spec.epochs.min(max_epochs.max(1));
+    let mut limited = spec.clone();
+    limited.epochs = epochs;
+    limited.checks.retain(|c| match c {
+        Check::CurvesOverlap { from_epoch, .. } | Check::AngularUpdate { from_epoch, .. } => {
+            *from_epoch <= epochs
+        }
+        Check::NearlyConstant { to_epoch, .. } => *to_epoch <= epochs,
+        Check::FinalGreater { .. } => true,
+    });
+    limited
 }
 
 /// Maps `f` over `items` on up to `jobs` threads, keeping order; the first error wins.
@@ -393,4 +412,54 @@ fn figures(spec: &Training, records: &AllRecords, dir: &Path) -> Result<Vec<Path
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Training {
+        serde_yaml::from_str(
+            r#"
+models: {m: {arch: preresnet, depth: 8}}
+data: {dataset: synthetic, batch_size: 4}
+seeds: [0]
+epochs: 10
+runs:
+  a: {weight_decay: 5.0e-4, schedule: {kind: multistep, lr: 0.1, milestones: [5], gamma: 0.1}}
+checks:
+  - {check: curves_overlap, a: a, b: a, metric: train_acc, tolerance: 0.1}
+  - {check: curves_overlap, a: a, b: a, metric: train_acc, tolerance: 0.1, from_epoch: 5}
+  - {check: angular_update, run: a, from_epoch: 3, tolerance: 0.2}
+  - {check: nearly_constant, run: a, metric: lr, from_epoch: 1, to_epoch: 3, tolerance: 0.1}
+  - {check: nearly_constant, run: a, metric: lr, from_epoch: 1, to_epoch: 9, tolerance: 0.1}
+  - {check: final_greater, a: a, b: a, metric: test_acc, margin: 0.0}
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn limit_epochs_stops_early_and_drops_checks_beyond_the_limit() {
+        let full = spec();
+        let three = limit_epochs(&full, 3);
+        assert_eq!(three.epochs, 3);
+        // Kept: overlap from epoch 1, angular update from 3, constant over 1..=3, final.
+        let kept: Vec<&str> = three
+            .checks
+            .iter()
+            .map(|c| match c {
+                Check::CurvesOverlap { .. } => "overlap",
+                Check::AngularUpdate { .. } => "angular",
+                Check::NearlyConstant { .. } => "constant",
+                Check::FinalGreater { .. } => "final",
+            })
+            .collect();
+        assert_eq!(kept, ["overlap", "angular", "constant", "final"]);
+        // The runs (their schedules, in epochs) are untouched.
+        assert_eq!(three.runs, full.runs);
+        assert_eq!(limit_epochs(&full, 0).epochs, 1);
+        // A limit past the end changes nothing.
+        assert_eq!(limit_epochs(&full, 50), full);
+    }
 }

@@ -215,6 +215,7 @@ fn check_err(args: &[&str], needles: &[String]) {
 fn bad_arguments_fail_with_clear_messages() {
     // Unknown id: the message lists the manifests that do exist (here: the sandbox's t1).
     check_err(&["t9"], &["no manifest `t9`".into(), "known: t1".into()]);
+    #[cfg(not(feature = "cuda"))]
     check_err(
         &["t1", "--device", "cuda"],
         &[
@@ -222,6 +223,28 @@ fn bad_arguments_fail_with_clear_messages() {
             "no CUDA support".into(),
             "--device cpu".into(),
         ],
+    );
+    // A CUDA build (which runs only where the driver is installed): no GPU has ordinal 99.
+    #[cfg(feature = "cuda")]
+    check_err(
+        &["t1", "--device", "cuda:99"],
+        &[
+            "--device cuda:99".into(),
+            "cannot open the CUDA device".into(),
+            "--device cpu".into(),
+        ],
+    );
+    check_err(
+        &["t1", "--device", "tpu"],
+        &["unknown device `tpu`".into(), "cpu, cuda or cuda:N".into()],
+    );
+    check_err(
+        &["t1", "--max-epochs", "1", "--check"],
+        &["--max-epochs".into(), "--check".into()],
+    );
+    check_err(
+        &["t1", "--max-epochs", "0"],
+        &["--max-epochs must be at least 1".into()],
     );
     check_err(
         &["t1", "--profile", "turbo"],

@@ -1,4 +1,5 @@
-//! Times full training steps of one zoo model on the CPU and prints one JSON object: forward in
+//! Times full training steps of one zoo model (on the CPU, or on a GPU with `--device cuda` in a
+//! build with `--features cuda`) and prints one JSON object: forward in
 //! training mode, cross-entropy, backward, and an `explr_schedule::Sgd` step (PyTorch form,
 //! momentum 0.9, weight decay 5e-4 on every trainable parameter, constant LR 0.1). Its PyTorch
 //! twin is scripts/pytorch/step_bench.py; `cargo xtask bench` runs both back to back.
@@ -9,7 +10,13 @@
 //! ```
 //!
 //! One configuration per process, so `peak_rss_mb` (the kernel's `VmHWM`) is that
-//! configuration's peak. The JSON also splits the median step into its phases (forward with
+//! configuration's peak (host memory only). On a GPU every phase ends with a device
+//! synchronization, so the times are those of the finished work.
+//!
+//! ```sh
+//! cargo run --release --features cuda -p explr-zoo --example step_bench -- \
+//!     --device cuda --model preresnet-32 --batch 128 --dtype f32
+//! ``` The JSON also splits the median step into its phases (forward with
 //! the loss, backward, optimizer), each the median over the timed steps. Like the `explr`
 //! binary, it starts with [`explr_nn::tune_cpu_process`].
 
@@ -22,7 +29,7 @@ use explr_schedule::{ParamGroup, Schedule, Sgd, SgdConfig};
 use explr_zoo::{Model, ModelSpec};
 
 const USAGE: &str = "usage: step_bench [--model ARCH-DEPTH] [--batch N] [--dtype f32|f64] \
-                     [--warmup N] [--steps N] [--norm KIND]";
+                     [--warmup N] [--steps N] [--norm KIND] [--device cpu|cuda|cuda:N]";
 
 /// What to time (command-line arguments).
 struct Args {
@@ -32,6 +39,8 @@ struct Args {
     dtype: DType,
     warmup: usize,
     steps: usize,
+    /// `None`: the CPU; `Some(n)`: CUDA device n.
+    cuda: Option<usize>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -42,6 +51,7 @@ fn parse_args() -> Result<Args> {
         dtype: DType::F32,
         warmup: 2,
         steps: 10,
+        cuda: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -63,6 +73,16 @@ fn parse_args() -> Result<Args> {
             "--batch" => args.batch = number()?,
             "--warmup" => args.warmup = number()?,
             "--steps" => args.steps = number()?,
+            "--device" => {
+                args.cuda = match value.as_str() {
+                    "cpu" => None,
+                    "cuda" => Some(0),
+                    other => match other.strip_prefix("cuda:").map(str::parse) {
+                        Some(Ok(n)) => Some(n),
+                        _ => bail!("--device {other}: expected cpu, cuda or cuda:N"),
+                    },
+                }
+            }
             "--dtype" => {
                 args.dtype = match value.as_str() {
                     "f32" => DType::F32,
@@ -123,7 +143,15 @@ fn main() -> Result<()> {
     explr_nn::tune_cpu_process();
     let args = parse_args()?;
     let base_rss_mb = proc_status_mb("VmRSS")?;
-    let dev = Device::Cpu;
+    let dev = match args.cuda {
+        None => Device::Cpu,
+        Some(n) => Device::new_cuda(n).with_context(|| {
+            format!(
+                "--device cuda:{n}: cannot open the CUDA device (a build without \
+                 `--features cuda`, or no GPU/driver here); use --device cpu"
+            )
+        })?,
+    };
     let spec = model_spec(&args.model, &args.norm)?;
     let model = Model::new(&spec, &ParamStore::new(&dev, args.dtype, 0))?;
 
@@ -143,14 +171,18 @@ fn main() -> Result<()> {
     let (mut total, mut fwd, mut bwd, mut opt) = (vec![], vec![], vec![], vec![]);
     let mut last_loss = f64::NAN;
     for k in 0..args.warmup + args.steps {
+        // `synchronize` waits for queued GPU work; on the CPU it does nothing.
         let t0 = Instant::now();
         let logits = model.forward_t(&x, true)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+        dev.synchronize()?;
         let t1 = Instant::now();
         let grads = loss.backward()?;
+        dev.synchronize()?;
         let t2 = Instant::now();
         sgd.step(&grads)?;
         drop(grads);
+        dev.synchronize()?;
         let t3 = Instant::now();
         if k >= args.warmup {
             total.push((t3 - t0).as_secs_f64());
@@ -184,6 +216,10 @@ fn main() -> Result<()> {
         "base_rss_mb": base_rss_mb,
         "final_loss": last_loss,
     });
+    let mut out = out;
+    if let Some(n) = args.cuda {
+        out["device"] = serde_json::json!(format!("cuda:{n}"));
+    }
     println!("{out}");
     Ok(())
 }

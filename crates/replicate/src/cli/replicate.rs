@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use explr_replicate::device::DeviceSpec;
 use explr_replicate::golden::{self, GoldenOutcome};
 use explr_replicate::manifest;
 use explr_replicate::runner::{self, Progress, RunnerOptions};
@@ -31,9 +32,14 @@ pub struct ReplicateArgs {
     /// Profile: smoke (CPU, synthetic data, minutes), cpu (real CIFAR-10 subset), paper (full).
     #[arg(long, default_value = "smoke")]
     pub profile: String,
-    /// Device: cpu or cuda.
+    /// Device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Train at most N epochs of each training run (e.g. 1: a quick look at a long profile).
+    /// The summary covers those epochs only, checks needing later epochs are dropped, and the
+    /// goldens are neither checked nor written.
+    #[arg(long, value_name = "N", conflicts_with_all = ["check", "bless"])]
+    pub max_epochs: Option<usize>,
     /// CIFAR data directory (else $EXPLR_DATA, else the per-user cache).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -250,15 +256,14 @@ fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
 
 /// Runs `explr replicate`.
 pub fn run(args: ReplicateArgs) -> Result<()> {
-    if args.device != "cpu" {
-        bail!(
-            "--device {}: this build has no CUDA support; rebuild with `--features cuda` on a machine \
-             with the CUDA toolkit, or use --device cpu",
-            args.device
-        );
+    let device_spec: DeviceSpec = args.device.parse()?;
+    if args.max_epochs == Some(0) {
+        bail!("--max-epochs must be at least 1");
     }
     let mode = if args.bless {
         GoldenMode::Bless
+    } else if args.max_epochs.is_some() {
+        GoldenMode::Skip
     } else if args.check || args.profile == "smoke" {
         GoldenMode::Check
     } else {
@@ -274,11 +279,19 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
         cache.as_deref(),
     )
     .ok();
+    // The one place a device is opened; a dry run needs none.
+    let device = if args.dry_run {
+        candle_core::Device::Cpu
+    } else {
+        device_spec.open()?
+    };
     let opts = RunnerOptions {
         data_dir,
         results_dir: args.results_dir.clone(),
         resume: args.resume,
         jobs: args.jobs.max(1),
+        device,
+        max_epochs: args.max_epochs,
     };
     let progress = TermProgress::new();
     let mut failures = Vec::new();
@@ -295,10 +308,14 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
             continue;
         }
         eprintln!(
-            "{} ({}) at profile {}: {}",
+            "{} ({}) at profile {} on {device_spec}{}: {}",
             resolved.manifest.id,
             path.display(),
             args.profile,
+            match args.max_epochs {
+                Some(n) => format!(", at most {n} epoch(s) per training run"),
+                None => String::new(),
+            },
             resolved.manifest.title
         );
         let outcome = runner::run(&resolved, &opts, &progress)
