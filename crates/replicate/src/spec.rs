@@ -139,6 +139,10 @@ fn first_epoch() -> usize {
     1
 }
 
+fn unit_factor() -> f64 {
+    1.0
+}
+
 fn default_momentum() -> f64 {
     0.9
 }
@@ -162,6 +166,25 @@ pub enum Check {
         /// Compare |a/b − 1| instead of |a − b|.
         #[serde(default)]
         relative: bool,
+        /// First epoch (1-based) compared.
+        #[serde(default = "first_epoch")]
+        from_epoch: usize,
+    },
+    /// Two runs' curves of `metric` are as close as two seeds of the same run are: the gap
+    /// between `a` and `b` trained from the same seed (max over epochs `from_epoch..` of the
+    /// absolute difference, averaged over seeds) is at most `factor` times the seed-to-seed gap
+    /// (the same distance between two seeds of one run, averaged over the seed pairs of `a` and
+    /// of `b`). Needs at least two seeds. This is "overlap within seed noise" as a check.
+    WithinSeedNoise {
+        /// First run.
+        a: String,
+        /// Second run.
+        b: String,
+        /// Metric name (`train_loss`, `train_acc`, `test_acc`, …).
+        metric: String,
+        /// Largest allowed ratio of the a-vs-b gap to the seed-to-seed gap.
+        #[serde(default = "unit_factor")]
+        factor: f64,
         /// First epoch (1-based) compared.
         #[serde(default = "first_epoch")]
         from_epoch: usize,
@@ -254,6 +277,36 @@ impl Training {
                         return Err(FieldError::new(
                             format!("training.checks.{i}.from_epoch"),
                             format!("must lie in 1..={} (the epochs)", self.epochs),
+                        ));
+                    }
+                    vec![a, b]
+                }
+                Check::WithinSeedNoise {
+                    a,
+                    b,
+                    factor,
+                    from_epoch,
+                    ..
+                } => {
+                    if *from_epoch == 0 || *from_epoch > self.epochs {
+                        return Err(FieldError::new(
+                            format!("training.checks.{i}.from_epoch"),
+                            format!("must lie in 1..={} (the epochs)", self.epochs),
+                        ));
+                    }
+                    if !(factor.is_finite() && *factor > 0.0) {
+                        return Err(FieldError::new(
+                            format!("training.checks.{i}.factor"),
+                            format!("must be a positive number (1.0: no larger than the seed-to-seed gap), got {factor}"),
+                        ));
+                    }
+                    if self.seeds.len() < 2 {
+                        return Err(FieldError::new(
+                            format!("training.checks.{i}"),
+                            format!(
+                                "within_seed_noise measures the gap between seeds, so it needs at least two seeds; `training.seeds` has {} (give e.g. [0, 1], or use curves_overlap with a fixed tolerance)",
+                                self.seeds.len()
+                            ),
                         ));
                     }
                     vec![a, b]

@@ -142,9 +142,9 @@ pub fn limit_epochs(spec: &Training, max_epochs: usize) -> Training {
     let mut limited = spec.clone();
     limited.epochs = epochs;
     limited.checks.retain(|c| match c {
-        Check::CurvesOverlap { from_epoch, .. } | Check::AngularUpdate { from_epoch, .. } => {
-            *from_epoch <= epochs
-        }
+        Check::CurvesOverlap { from_epoch, .. }
+        | Check::WithinSeedNoise { from_epoch, .. }
+        | Check::AngularUpdate { from_epoch, .. } => *from_epoch <= epochs,
         Check::NearlyConstant { to_epoch, .. } => *to_epoch <= epochs,
         Check::FinalGreater { .. } => true,
     });
@@ -207,6 +207,64 @@ fn field(r: &EpochRecord, metric: &str) -> Result<f64, RunError> {
         )))
         }
     })
+}
+
+/// The curve of `metric` for (model, run, seed).
+fn seed_curve(
+    records: &AllRecords,
+    model: &str,
+    run: &str,
+    seed: u64,
+    metric: &str,
+) -> Result<Vec<f64>, RunError> {
+    records[&(model.to_string(), run.to_string(), seed)]
+        .iter()
+        .map(|r| field(r, metric))
+        .collect()
+}
+
+/// Max over epochs `from_epoch..` (1-based) of |x − y|.
+fn max_gap(x: &[f64], y: &[f64], from_epoch: usize) -> f64 {
+    x.iter()
+        .zip(y)
+        .skip(from_epoch - 1)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// The gap between runs `a` and `b` trained from the same seed (mean over seeds of
+/// [`max_gap`]) and the seed-to-seed gap (mean of [`max_gap`] over every pair of seeds of `a`
+/// and every pair of seeds of `b`): the two numbers `within_seed_noise` compares.
+fn paired_and_seed_gaps(
+    spec: &Training,
+    records: &AllRecords,
+    model: &str,
+    (a, b): (&str, &str),
+    metric: &str,
+    from_epoch: usize,
+) -> Result<(f64, f64), RunError> {
+    let curves = |run: &str| {
+        spec.seeds
+            .iter()
+            .map(|&seed| seed_curve(records, model, run, seed, metric))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let (ca, cb) = (curves(a)?, curves(b)?);
+    let paired: Vec<f64> = ca
+        .iter()
+        .zip(&cb)
+        .map(|(x, y)| max_gap(x, y, from_epoch))
+        .collect();
+    let mut between_seeds = Vec::new();
+    for c in [&ca, &cb] {
+        for i in 0..c.len() {
+            for j in i + 1..c.len() {
+                between_seeds.push(max_gap(&c[i], &c[j], from_epoch));
+            }
+        }
+    }
+    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
+    Ok((mean(&paired), mean(&between_seeds)))
 }
 
 /// The seed-averaged curve of `metric` for (model, run).
@@ -304,6 +362,26 @@ fn summarize(
                     let what = if *relative { "relative" } else { "max" };
                     s.metric(key(&format!("{what}_gap_{metric}_{a}_vs_{b}")), dist);
                     s.check_le(key("overlap"), format!("{model}: {what} gap over epochs {from_epoch}.. of {metric}({a}) and {metric}({b})"), dist, *tolerance);
+                }
+                Check::WithinSeedNoise {
+                    a,
+                    b,
+                    metric,
+                    factor,
+                    from_epoch,
+                } => {
+                    let (paired, noise) =
+                        paired_and_seed_gaps(spec, records, model, (a, b), metric, *from_epoch)?;
+                    s.metric(key(&format!("paired_gap_{metric}_{a}_vs_{b}")), paired);
+                    s.metric(key(&format!("seed_gap_{metric}")), noise);
+                    // 0/0 (runs and seeds all identical) is no gap; x/0 an infinite one.
+                    let ratio = if paired == 0.0 { 0.0 } else { paired / noise };
+                    s.check_le(
+                        key("within_seed_noise"),
+                        format!("{model}: max gap over epochs {from_epoch}.. of {metric}({a}) and {metric}({b}) from the same seed, divided by the same gap between two seeds of one run"),
+                        ratio,
+                        *factor,
+                    );
                 }
                 Check::FinalGreater {
                     a,
@@ -450,6 +528,7 @@ checks:
             .iter()
             .map(|c| match c {
                 Check::CurvesOverlap { .. } => "overlap",
+                Check::WithinSeedNoise { .. } => "noise",
                 Check::AngularUpdate { .. } => "angular",
                 Check::NearlyConstant { .. } => "constant",
                 Check::FinalGreater { .. } => "final",
@@ -461,5 +540,101 @@ checks:
         assert_eq!(limit_epochs(&full, 0).epochs, 1);
         // A limit past the end changes nothing.
         assert_eq!(limit_epochs(&full, 50), full);
+    }
+
+    fn record(epoch: usize, test_acc: f64) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            step: epoch as u64,
+            lr: 0.1,
+            train_loss: 1.0,
+            train_acc: 0.5,
+            test_loss: 1.0,
+            test_acc,
+            si_norm: 1.0,
+            layer_norm: 1.0,
+            norm_sq_over_lr: 10.0,
+            effective_lr: 0.1,
+            angular_update: 0.01,
+            wall_s: 1.0,
+        }
+    }
+
+    /// Records of runs `a` and `b` over seeds 0 and 1: seed `s` of run `r` has test accuracy
+    /// `0.5 + seed_shift·s + run_shift·[r = b]` at every epoch but the first (0.1 everywhere).
+    fn records(seed_shift: f64, run_shift: f64) -> AllRecords {
+        let mut all = AllRecords::new();
+        for (run, shift) in [("a", 0.0), ("b", run_shift)] {
+            for seed in [0u64, 1] {
+                let curve = (1..=4)
+                    .map(|e| {
+                        let acc = if e == 1 {
+                            0.1
+                        } else {
+                            0.5 + seed_shift * seed as f64 + shift
+                        };
+                        record(e, acc)
+                    })
+                    .collect();
+                all.insert(("m".into(), run.into(), seed), curve);
+            }
+        }
+        all
+    }
+
+    fn noise_spec(factor: f64, from_epoch: usize) -> Training {
+        serde_yaml::from_str(&format!(
+            r#"
+models: {{m: {{arch: preresnet, depth: 8}}}}
+data: {{dataset: synthetic, batch_size: 4}}
+seeds: [0, 1]
+epochs: 4
+runs:
+  a: {{schedule: {{kind: constant, lr: 0.1}}}}
+  b: {{schedule: {{kind: constant, lr: 0.1}}}}
+checks:
+  - {{check: within_seed_noise, a: a, b: b, metric: test_acc, factor: {factor}, from_epoch: {from_epoch}}}
+"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn within_seed_noise_compares_the_paired_gap_with_the_seed_to_seed_gap() {
+        let verdict = |seed_shift, run_shift, factor| {
+            let s = summarize(&noise_spec(factor, 2), &records(seed_shift, run_shift), 1).unwrap();
+            let check = &s.checks()["m.0_within_seed_noise"];
+            (check.value, check.pass)
+        };
+        // Seeds 0.1 apart, runs 0.05 apart: the ratio is 0.5.
+        let (ratio, pass) = verdict(0.1, 0.05, 1.0);
+        assert!((ratio - 0.5).abs() < 1e-12, "{ratio}");
+        assert!(pass);
+        // Runs 0.2 apart: twice the seed noise, fails at factor 1, passes at 2.5.
+        let (ratio, pass) = verdict(0.1, 0.2, 1.0);
+        assert!((ratio - 2.0).abs() < 1e-12, "{ratio}");
+        assert!(!pass);
+        assert!(verdict(0.1, 0.2, 2.5).1);
+        // No seed noise and no gap is a pass; no seed noise but a gap is not.
+        assert_eq!(verdict(0.0, 0.0, 1.0), (0.0, true));
+        assert!(!verdict(0.0, 0.01, 1.0).1);
+    }
+
+    #[test]
+    fn within_seed_noise_counts_from_its_first_epoch() {
+        // The first epoch is 0.1 for every run and seed: from epoch 1 the seed gap is the same
+        // as from epoch 2, but a run gap only in epoch 1 would count. Shift only epoch 1 of b.
+        let mut all = records(0.1, 0.0);
+        for seed in [0u64, 1] {
+            all.get_mut(&("m".to_string(), "b".to_string(), seed))
+                .unwrap()[0]
+                .test_acc = 0.9;
+        }
+        let value = |from| {
+            summarize(&noise_spec(1.0, from), &all, 1).unwrap().checks()["m.0_within_seed_noise"]
+                .value
+        };
+        assert!((value(1) - 8.0).abs() < 1e-12, "{}", value(1));
+        assert_eq!(value(2), 0.0);
     }
 }

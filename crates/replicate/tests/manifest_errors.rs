@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_core::{DType, Device};
+
 use explr_replicate::manifest::{self, ManifestError, PROFILES};
 use explr_replicate::plan;
 use explr_replicate::spec::{DatasetName, Experiment};
@@ -303,6 +305,38 @@ fn impossible_values_are_located() {
 }
 
 #[test]
+fn within_seed_noise_needs_two_seeds_and_a_positive_factor() {
+    let noise_check =
+        "    - {check: within_seed_noise, a: step_decay, b: texp, metric: test_acc}\n";
+    let with_check = |check: &str, seeds: &str| {
+        edit(&[
+            ("  seeds: [0]\n", seeds),
+            ("  checks:\n", &format!("  checks:\n{check}")),
+        ])
+    };
+    check(
+        "one seed",
+        &with_check(&noise_check.replace('\n', " # HERE\n"), "  seeds: [0]\n"),
+        "cpu",
+        Kind::Invalid("training.checks.0"),
+        &["at least two seeds", "has 1", "curves_overlap"],
+    );
+    check(
+        "factor 0",
+        &with_check(
+            &noise_check.replace("test_acc}", "test_acc, factor: 0} # HERE"),
+            "  seeds: [0, 1]\n",
+        ),
+        "cpu",
+        Kind::Invalid("training.checks.0.factor"),
+        &["positive", "got 0"],
+    );
+    let two_seeds = with_check(noise_check, "  seeds: [0, 1]\n");
+    let parsed = manifest::parse(&two_seeds, Path::new(FILE), "q1", "cpu");
+    assert!(parsed.is_ok(), "{:?}", parsed.err());
+}
+
+#[test]
 fn experiment_sections_must_be_exactly_one() {
     check(
         "no experiment section",
@@ -386,7 +420,8 @@ fn steps_per_epoch(t: &explr_replicate::spec::Training) -> u64 {
 }
 
 /// Every file in `experiments/` defines the three profiles, parses at each of them, keeps its
-/// experiment kind, and every run's optimizer plan (base and derived twins) builds.
+/// experiment kind, every run's optimizer plan (base and derived twins) builds, and so does
+/// every model (a GroupNorm's groups must divide the narrowed widths of a small profile).
 #[test]
 fn every_experiment_manifest_parses_at_every_profile() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
@@ -422,6 +457,18 @@ fn every_experiment_manifest_parses_at_every_profile() {
                 Experiment::Exactness(x) => Some((&x.runs, 1)),
                 _ => None,
             };
+            let models: Vec<&explr_zoo::ModelSpec> = match r.experiment() {
+                Experiment::Training(t) => t.models.values().collect(),
+                Experiment::Exactness(x) => vec![&x.model],
+                Experiment::ScaleInvariance(s) => s.models.values().collect(),
+                Experiment::Toy(_) => vec![],
+            };
+            for spec in models {
+                let store = explr_nn::ParamStore::new(&Device::Cpu, DType::F32, 0);
+                if let Err(e) = explr_zoo::Model::new(spec, &store) {
+                    panic!("{} at {profile}: model {spec:?}: {e}", file.display());
+                }
+            }
             if let Some((runs, spe)) = runs {
                 for name in runs.keys() {
                     plan::plan(runs, name, spe).unwrap_or_else(|e| {
