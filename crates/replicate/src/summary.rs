@@ -116,7 +116,8 @@ impl Summary {
         self.checks.values().all(|c| c.pass)
     }
 
-    /// The summary as YAML: id, profile, verdict, checks (pass/fail and rounded value), metrics.
+    /// The summary as YAML: id, profile, verdict, checks (pass/fail, bound, what; the measured
+    /// values are among the metrics, rounded), metrics.
     pub fn to_value(&self, id: &str, profile: &str) -> Value {
         let mut m = serde_yaml::Mapping::new();
         m.insert("id".into(), id.into());

@@ -46,7 +46,8 @@ pub struct ReplicateArgs {
     /// Compare the summaries with golden/ (default for the smoke profile).
     #[arg(long, conflicts_with = "bless")]
     pub check: bool,
-    /// Write the summaries as the new goldens (and regenerate docs/REPLICATION.md).
+    /// Write the summaries as the new goldens (and regenerate the profile's report,
+    /// docs/REPLICATION.md for smoke, docs/REPLICATION-<profile>.md otherwise).
     #[arg(long)]
     pub bless: bool,
     /// Independent runs to train at once.
@@ -218,7 +219,8 @@ fn report_figures(results: &Path, docs: &Path, name: &str, profile: &str) -> Res
     Ok(out)
 }
 
-/// Regenerates docs/REPLICATION.md from every manifest that has a golden at this profile.
+/// Regenerates the profile's report (`docs/REPLICATION.md` for smoke, else
+/// `docs/REPLICATION-<profile>.md`) from every manifest that has a golden at this profile.
 fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
     let docs = PathBuf::from("docs");
     let mut entries = Vec::new();
@@ -246,10 +248,10 @@ fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
             figures,
         });
     }
-    let path = docs.join("REPLICATION.md");
+    let path = docs.join(explr_replicate::report::report_file_name(&args.profile));
     explr_replicate::io::write_atomic(
         &path,
-        explr_replicate::report::replication_md(&entries).as_bytes(),
+        explr_replicate::report::replication_md(&args.profile, &entries).as_bytes(),
     )?;
     Ok(path)
 }
