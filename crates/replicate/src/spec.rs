@@ -213,7 +213,9 @@ pub enum Check {
         /// Largest allowed relative spread.
         tolerance: f64,
     },
-    /// `metric` of run `a` at the end exceeds that of `b` by at least `margin`.
+    /// `metric` of run `a` at the end exceeds that of `b` by at least `margin` (seed means).
+    /// "At the end" is the last epoch, or with `from_epoch` the mean over epochs
+    /// `from_epoch..` (for a noisy metric such as a test accuracy after a milestone).
     FinalGreater {
         /// Run expected higher.
         a: String,
@@ -223,6 +225,9 @@ pub enum Check {
         metric: String,
         /// Required margin.
         margin: f64,
+        /// First epoch (1-based) of the mean compared; the last epoch when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_epoch: Option<usize>,
     },
 }
 
@@ -311,7 +316,19 @@ impl Training {
                     }
                     vec![a, b]
                 }
-                Check::FinalGreater { a, b, .. } => vec![a, b],
+                Check::FinalGreater {
+                    a, b, from_epoch, ..
+                } => {
+                    if let Some(from) = from_epoch {
+                        if *from == 0 || *from > self.epochs {
+                            return Err(FieldError::new(
+                                format!("training.checks.{i}.from_epoch"),
+                                format!("must lie in 1..={} (the epochs)", self.epochs),
+                            ));
+                        }
+                    }
+                    vec![a, b]
+                }
                 Check::AngularUpdate {
                     run, from_epoch, ..
                 } => {

@@ -146,7 +146,7 @@ pub fn limit_epochs(spec: &Training, max_epochs: usize) -> Training {
         | Check::WithinSeedNoise { from_epoch, .. }
         | Check::AngularUpdate { from_epoch, .. } => *from_epoch <= epochs,
         Check::NearlyConstant { to_epoch, .. } => *to_epoch <= epochs,
-        Check::FinalGreater { .. } => true,
+        Check::FinalGreater { from_epoch, .. } => from_epoch.is_none_or(|f| f <= epochs),
     });
     limited
 }
@@ -388,20 +388,24 @@ fn summarize(
                     b,
                     metric,
                     margin,
+                    from_epoch,
                 } => {
-                    let (ca, cb) = (
-                        mean_curve(spec, records, model, a, metric)?,
-                        mean_curve(spec, records, model, b, metric)?,
-                    );
-                    let gap = ca.last().copied().unwrap_or(f64::NAN)
-                        - cb.last().copied().unwrap_or(f64::NAN);
+                    let from = from_epoch.unwrap_or(spec.epochs);
+                    let end_mean = |run: &str| -> Result<f64, RunError> {
+                        let c = mean_curve(spec, records, model, run, metric)?;
+                        let w = &c[from - 1..];
+                        Ok(w.iter().sum::<f64>() / w.len() as f64)
+                    };
+                    let gap = end_mean(a)? - end_mean(b)?;
                     s.metric(key(&format!("final_gap_{metric}_{a}_vs_{b}")), gap);
-                    s.check_ge(
-                        key("greater"),
-                        format!("{model}: final {metric}({a}) - {metric}({b})"),
-                        gap,
-                        *margin,
-                    );
+                    let what = if from == spec.epochs {
+                        format!("{model}: final {metric}({a}) - {metric}({b})")
+                    } else {
+                        format!(
+                            "{model}: mean over epochs {from}.. of {metric}({a}) - {metric}({b})"
+                        )
+                    };
+                    s.check_ge(key("greater"), what, gap, *margin);
                 }
                 Check::AngularUpdate {
                     run,
@@ -512,6 +516,7 @@ checks:
   - {check: nearly_constant, run: a, metric: lr, from_epoch: 1, to_epoch: 3, tolerance: 0.1}
   - {check: nearly_constant, run: a, metric: lr, from_epoch: 1, to_epoch: 9, tolerance: 0.1}
   - {check: final_greater, a: a, b: a, metric: test_acc, margin: 0.0}
+  - {check: final_greater, a: a, b: a, metric: test_acc, margin: 0.0, from_epoch: 5}
 "#,
         )
         .unwrap()
@@ -534,6 +539,7 @@ checks:
                 Check::FinalGreater { .. } => "final",
             })
             .collect();
+        // The final_greater averaging from epoch 5 is dropped.
         assert_eq!(kept, ["overlap", "angular", "constant", "final"]);
         // The runs (their schedules, in epochs) are untouched.
         assert_eq!(three.runs, full.runs);
@@ -636,5 +642,36 @@ checks:
         };
         assert!((value(1) - 8.0).abs() < 1e-12, "{}", value(1));
         assert_eq!(value(2), 0.0);
+    }
+
+    #[test]
+    fn final_greater_compares_the_last_epoch_or_the_mean_from_its_first_epoch() {
+        // Run b is 0.2 above a in epochs 2 and 3, 0.1 below it in epoch 4.
+        let mut all = records(0.0, 0.0);
+        for seed in [0u64, 1] {
+            let b = all
+                .get_mut(&("m".to_string(), "b".to_string(), seed))
+                .unwrap();
+            b[1].test_acc += 0.2;
+            b[2].test_acc += 0.2;
+            b[3].test_acc -= 0.1;
+        }
+        let gap = |from: Option<usize>| {
+            let mut spec = noise_spec(1.0, 1);
+            spec.checks = vec![Check::FinalGreater {
+                a: "b".into(),
+                b: "a".into(),
+                metric: "test_acc".into(),
+                margin: 0.0,
+                from_epoch: from,
+            }];
+            let s = summarize(&spec, &all, 1).unwrap();
+            let c = &s.checks()["m.0_greater"];
+            (c.value, c.pass)
+        };
+        let (last, pass) = gap(None);
+        assert!((last + 0.1).abs() < 1e-12 && !pass, "{last}");
+        let (mean, pass) = gap(Some(2));
+        assert!((mean - 0.1).abs() < 1e-12 && pass, "{mean}");
     }
 }
