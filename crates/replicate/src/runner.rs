@@ -115,6 +115,14 @@ pub enum RunError {
         /// The last good checkpoint.
         checkpoint: Option<PathBuf>,
     },
+    /// `--resume` found a checkpoint written by a run with another configuration.
+    #[error("{run}: the checkpoint in {} was written by a run with another model, data, batch size, dtype, seed or optimizer plan (the manifest changed since it was written); run without --resume to start this run over", checkpoint.display())]
+    StaleCheckpoint {
+        /// The run.
+        run: String,
+        /// The checkpoint folder.
+        checkpoint: PathBuf,
+    },
     /// An experiment kind this build cannot run yet.
     #[error("{0}")]
     Unsupported(String),

@@ -97,6 +97,34 @@ pub struct RunSetup<'a> {
 struct CheckpointMeta {
     epoch: usize,
     step: u64,
+    /// [`config_fingerprint`] of the run that wrote it (absent in checkpoints written before
+    /// it was recorded, which resume unchecked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    config: Option<String>,
+}
+
+/// A fingerprint of everything that decides a run's numbers except its length: the model, the
+/// data (sizes and classes), batch size, augmentation, dtype, seed and optimizer plan. A
+/// checkpoint resumes only into a run with the same fingerprint, so that a manifest edited
+/// since (another batch size, schedule or width) starts over instead of continuing the old
+/// run. FNV-1a over the `Debug` text, which is stable across builds.
+fn config_fingerprint(setup: &RunSetup<'_>) -> String {
+    let text = format!(
+        "{:?}|train {} test {} classes {}|batch {} augment {} {:?} seed {}|{:?}",
+        setup.model,
+        setup.dataset.train().len(),
+        setup.dataset.test().len(),
+        setup.dataset.num_classes(),
+        setup.batch_size,
+        setup.augment,
+        setup.dtype,
+        setup.seed,
+        setup.plan,
+    );
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 /// Builds the optimizer of `plan` over `model`'s trainable groups.
@@ -249,10 +277,17 @@ pub fn train(setup: &RunSetup<'_>, progress: &dyn Progress) -> Result<Vec<EpochR
     let layer = tracked_layer(&model);
     let si_vars = model.scale_invariant();
     let ckpt = setup.dir.join("checkpoint");
+    let config = config_fingerprint(setup);
     let mut records: Vec<EpochRecord> = Vec::new();
     let mut start_epoch = 0usize;
     if setup.resume && ckpt.join("meta.json").exists() {
         let meta: CheckpointMeta = read_json(&ckpt.join("meta.json"))?;
+        if meta.config.as_ref().is_some_and(|c| *c != config) {
+            return Err(RunError::StaleCheckpoint {
+                run: setup.key.clone(),
+                checkpoint: ckpt,
+            });
+        }
         store.load(&ckpt.join("model.safetensors"))?;
         sgd.load(&ckpt.join("optimizer.safetensors"))?;
         records = read_records(&setup.dir.join("metrics.jsonl"))?;
@@ -348,6 +383,7 @@ pub fn train(setup: &RunSetup<'_>, progress: &dyn Progress) -> Result<Vec<EpochR
                 &CheckpointMeta {
                     epoch: epoch + 1,
                     step,
+                    config: Some(config.clone()),
                 },
             )?;
         }

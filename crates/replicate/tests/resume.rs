@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use candle_core::{DType, Device};
 use explr_data::{load_synthetic, Dataset, SyntheticConfig};
 use explr_replicate::plan;
-use explr_replicate::runner::Progress;
+use explr_replicate::runner::{Progress, RunError};
 use explr_replicate::spec::{ModelSection, RunSpec};
 use explr_replicate::train::{read_records, train, EpochRecord, RunSetup};
 
@@ -66,6 +66,33 @@ fn run(
     resume: bool,
     dir: &Path,
 ) -> (Vec<EpochRecord>, Vec<u64>) {
+    try_run(
+        data,
+        model,
+        runs,
+        run,
+        dtype,
+        epochs,
+        checkpoint_every,
+        resume,
+        dir,
+    )
+    .unwrap()
+}
+
+/// [`run`], returning the trainer's error.
+#[allow(clippy::too_many_arguments)]
+fn try_run(
+    data: &Dataset,
+    model: &ModelSection,
+    runs: &BTreeMap<String, RunSpec>,
+    run: &str,
+    dtype: DType,
+    epochs: usize,
+    checkpoint_every: usize,
+    resume: bool,
+    dir: &Path,
+) -> Result<(Vec<EpochRecord>, Vec<u64>), RunError> {
     let steps_per_epoch = data.train().len().div_ceil(BATCH) as u64;
     let setup = RunSetup {
         key: format!("tiny/{run}/seed-5"),
@@ -83,9 +110,9 @@ fn run(
         resume,
     };
     let progress = Recorder::default();
-    let records = train(&setup, &progress).unwrap();
+    let records = train(&setup, &progress)?;
     let seen = progress.0.into_inner().unwrap();
-    (records, seen)
+    Ok((records, seen))
 }
 
 /// Every number of a record but the wall time, as bits.
@@ -273,4 +300,68 @@ fn resume_without_a_checkpoint_starts_fresh() {
     );
     assert_eq!(seen, vec![0, 1]);
     assert_eq!(bits(&a[0]), bits(&b[0]));
+}
+
+/// A checkpoint resumes only into the configuration that wrote it: after the manifest changed
+/// (here the dtype, or the schedule) `--resume` is an error naming the checkpoint, and a longer
+/// run of the same configuration still resumes.
+#[test]
+fn a_checkpoint_of_another_configuration_does_not_resume() {
+    let data = dataset();
+    let model: ModelSection =
+        serde_yaml::from_str("{arch: preresnet, depth: 8, width: 2}").unwrap();
+    let runs: BTreeMap<String, RunSpec> = serde_yaml::from_str(RUNS).unwrap();
+    let dir = TempDir::new("stale");
+    run(
+        &data,
+        &model,
+        &runs,
+        "step_decay",
+        DType::F32,
+        1,
+        1,
+        false,
+        &dir.0,
+    );
+    let stale = |runs: &BTreeMap<String, RunSpec>, dtype| match try_run(
+        &data,
+        &model,
+        runs,
+        "step_decay",
+        dtype,
+        2,
+        1,
+        true,
+        &dir.0,
+    ) {
+        Err(RunError::StaleCheckpoint { checkpoint, .. }) => {
+            assert_eq!(checkpoint, dir.0.join("checkpoint"));
+            let message = RunError::StaleCheckpoint {
+                run: "r".into(),
+                checkpoint,
+            }
+            .to_string();
+            assert!(message.contains("without --resume"), "{message}");
+        }
+        other => panic!(
+            "resumed into another configuration: {:?}",
+            other.map(|r| r.1)
+        ),
+    };
+    stale(&runs, DType::F64);
+    let other_milestone: BTreeMap<String, RunSpec> =
+        serde_yaml::from_str(&RUNS.replace("milestones: [2]", "milestones: [3]")).unwrap();
+    stale(&other_milestone, DType::F32);
+    let (records, seen) = run(
+        &data,
+        &model,
+        &runs,
+        "step_decay",
+        DType::F32,
+        2,
+        1,
+        true,
+        &dir.0,
+    );
+    assert_eq!((records.len(), seen), (2, vec![1, 2]));
 }
