@@ -30,6 +30,99 @@ pub struct RunnerOptions {
     /// the summary then covers those epochs only and drops checks that need later ones.
     /// Other experiment kinds run in full.
     pub max_epochs: Option<usize>,
+    /// What the binary knows about where it runs (recorded in every `metadata.json`).
+    pub provenance: Provenance,
+}
+
+/// Where a result came from, as far as the binary can tell: recorded, with what the library
+/// knows (versions, device, threads, CPU features, times), in the `metadata.json` next to
+/// every manifest's summary and every training run's metrics.
+#[derive(Clone, Debug, Default)]
+pub struct Provenance {
+    /// `git rev-parse HEAD` of the checkout that ran, with `+dirty` when tracked files had
+    /// uncommitted changes; `None` outside a git checkout.
+    pub git_revision: Option<String>,
+    /// The command line.
+    pub command: Vec<String>,
+}
+
+/// The metadata of a result: `fields` (what the result is) and the provenance.
+pub fn metadata(
+    opts: &RunnerOptions,
+    fields: serde_json::Map<String, serde_json::Value>,
+    wall_s: f64,
+) -> serde_json::Value {
+    use serde_json::json;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let device = match opts.device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let mut m = fields;
+    for (k, v) in [
+        ("wall_s", json!(wall_s)),
+        ("finished_at_unix_s", json!(now)),
+        ("device", json!(device)),
+        ("git_revision", json!(opts.provenance.git_revision)),
+        ("command", json!(opts.provenance.command)),
+        (
+            "versions",
+            json!({
+                "explr": env!("CARGO_PKG_VERSION"),
+                "locked": env!("EXPLR_LOCKED_VERSIONS"),
+                "rustc": env!("EXPLR_RUSTC_VERSION"),
+            }),
+        ),
+        (
+            "threads",
+            json!({
+                "available": std::thread::available_parallelism().map_or(0, |n| n.get()),
+                "RAYON_NUM_THREADS": env("RAYON_NUM_THREADS"),
+                "CANDLE_NUM_THREADS": env("CANDLE_NUM_THREADS"),
+            }),
+        ),
+        ("os", json!(std::env::consts::OS)),
+        ("arch", json!(std::env::consts::ARCH)),
+        ("cpu_features", json!(cpu_features())),
+    ] {
+        m.insert(k.into(), v);
+    }
+    serde_json::Value::Object(m)
+}
+
+/// The SIMD extensions the kernels may use here: f32 results depend on them (summation order).
+fn cpu_features() -> Vec<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut f = Vec::new();
+        if std::arch::is_x86_feature_detected!("avx2") {
+            f.push("avx2");
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            f.push("fma");
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            f.push("avx512f");
+        }
+        f
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Vec::new()
+    }
+}
+
+/// Writes `value` as pretty JSON to `path`, atomically.
+pub fn write_metadata(path: &Path, value: &serde_json::Value) -> Result<(), RunError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| RunError::Serialize {
+        what: "the metadata".into(),
+        message: e.to_string(),
+    })?;
+    Ok(write_atomic(path, text.as_bytes())?)
 }
 
 /// Receives progress; the binary draws bars or prints lines, the library never prints.
@@ -167,11 +260,20 @@ pub fn run(
         message: e.to_string(),
     })?;
     write_atomic(&dir.join("summary.yaml"), text.as_bytes())?;
+    let wall_s = started.elapsed().as_secs_f64();
+    let mut fields = serde_json::Map::new();
+    fields.insert("manifest".into(), resolved.name.clone().into());
+    fields.insert("profile".into(), resolved.profile.clone().into());
+    fields.insert(
+        "verdict".into(),
+        value["verdict"].as_str().unwrap_or("?").into(),
+    );
+    write_metadata(&dir.join("metadata.json"), &metadata(opts, fields, wall_s))?;
     Ok(ManifestOutcome {
         passed: summary.passed(),
         summary: value,
         figures,
-        wall_s: started.elapsed().as_secs_f64(),
+        wall_s,
     })
 }
 
@@ -354,4 +456,47 @@ fn run_toy(
         )?;
     }
     Ok((summary, figures))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_records_the_result_then_its_provenance() {
+        let opts = RunnerOptions {
+            results_dir: PathBuf::from("results"),
+            resume: false,
+            jobs: 1,
+            data_dir: None,
+            device: candle_core::Device::Cpu,
+            max_epochs: None,
+            provenance: Provenance {
+                git_revision: Some("0123abcd+dirty".into()),
+                command: vec!["explr".into(), "replicate".into(), "e3".into()],
+            },
+        };
+        let mut fields = serde_json::Map::new();
+        fields.insert("run".into(), "texp".into());
+        let m = metadata(&opts, fields, 12.5);
+        assert_eq!(m["run"], "texp");
+        assert_eq!(m["wall_s"], 12.5);
+        assert_eq!(m["device"], "cpu");
+        assert_eq!(m["git_revision"], "0123abcd+dirty");
+        assert_eq!(m["command"][2], "e3");
+        assert_eq!(m["versions"]["explr"], env!("CARGO_PKG_VERSION"));
+        // candle-core is the vendored, patched copy: a path dependency.
+        let locked = m["versions"]["locked"].as_str().unwrap();
+        assert!(locked.contains("candle-core 0.11.1 (path)"), "{locked}");
+        assert!(locked.contains("gemm "), "{locked}");
+        assert!(
+            m["versions"]["rustc"]
+                .as_str()
+                .unwrap()
+                .starts_with("rustc "),
+            "{m}"
+        );
+        assert!(m["threads"]["available"].as_u64().unwrap() >= 1);
+        assert_eq!(m["os"], std::env::consts::OS);
+    }
 }

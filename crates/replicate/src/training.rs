@@ -121,7 +121,21 @@ pub fn run_training(
                 .join(format!("seed-{seed}")),
             resume: opts.resume,
         };
-        train::train(&setup, progress)
+        let records = train::train(&setup, progress)?;
+        let mut fields = serde_json::Map::new();
+        fields.insert("model".into(), model_name.clone().into());
+        fields.insert("run".into(), run_name.clone().into());
+        fields.insert("seed".into(), (*seed).into());
+        fields.insert("dtype".into(), format!("{:?}", setup.dtype).into());
+        fields.insert("epochs".into(), records.len().into());
+        fields.insert("steps".into(), records.last().map_or(0, |r| r.step).into());
+        // The epochs' own wall times: a resumed run counts the epochs before the resume too.
+        let wall_s = records.iter().map(|r| r.wall_s).sum::<f64>();
+        crate::runner::write_metadata(
+            &setup.dir.join("metadata.json"),
+            &crate::runner::metadata(opts, fields, wall_s),
+        )?;
+        Ok(records)
     };
     let results = parallel_map(&units, opts.jobs, run_unit)?;
     let records: AllRecords = units

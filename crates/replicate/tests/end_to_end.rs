@@ -136,6 +136,23 @@ fn bless_then_check_and_edited_goldens_fail_naming_the_field() {
     assert_eq!(golden_yaml(&blessed), summary);
     assert_eq!(summary["id"], "T1");
     assert_eq!(summary["verdict"], "pass");
+    // Provenance next to the summary: what ran, where, with which versions.
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(sandbox.0.join("results/t1/smoke/metadata.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["manifest"], "t1");
+    assert_eq!(meta["profile"], "smoke");
+    assert_eq!(meta["verdict"], "pass");
+    assert_eq!(meta["device"], "cpu");
+    assert!(meta["command"][1] == "replicate", "{meta}");
+    assert!(
+        meta["versions"]["locked"]
+            .as_str()
+            .is_some_and(|v| v.contains("candle-core 0.11")),
+        "{meta}"
+    );
+    assert!(meta["wall_s"].as_f64().is_some_and(|w| w > 0.0), "{meta}");
     for f in [
         "manifest.resolved.yaml",
         "population/bn_wd.csv",

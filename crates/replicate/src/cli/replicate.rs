@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use explr_replicate::device::DeviceSpec;
 use explr_replicate::golden::{self, GoldenOutcome};
 use explr_replicate::manifest;
-use explr_replicate::runner::{self, Progress, RunnerOptions};
+use explr_replicate::runner::{self, Progress, Provenance, RunnerOptions};
 
 /// What to do with the goldens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -256,6 +256,23 @@ fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// `git rev-parse HEAD` of the current directory's checkout, `+dirty` when tracked files have
+/// uncommitted changes; `None` without git or outside a checkout.
+fn git_revision() -> Option<String> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = git(&["rev-parse", "HEAD"])?;
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if dirty { format!("{head}+dirty") } else { head })
+}
+
 /// Runs `explr replicate`.
 pub fn run(args: ReplicateArgs) -> Result<()> {
     let device_spec: DeviceSpec = args.device.parse()?;
@@ -294,6 +311,10 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
         jobs: args.jobs.max(1),
         device,
         max_epochs: args.max_epochs,
+        provenance: Provenance {
+            git_revision: git_revision(),
+            command: std::env::args().collect(),
+        },
     };
     let progress = TermProgress::new();
     let mut failures = Vec::new();
