@@ -641,6 +641,20 @@ checks:
     }
 
     #[test]
+    fn within_seed_noise_defaults_to_one_and_a_half_times_the_seed_gap() {
+        let check: Check =
+            serde_yaml::from_str("{check: within_seed_noise, a: a, b: b, metric: test_acc}")
+                .unwrap();
+        let Check::WithinSeedNoise {
+            factor, from_epoch, ..
+        } = check
+        else {
+            panic!("{check:?}")
+        };
+        assert_eq!((factor, from_epoch), (1.5, 1));
+    }
+
+    #[test]
     fn within_seed_noise_counts_from_its_first_epoch() {
         // The first epoch is 0.1 for every run and seed: from epoch 1 the seed gap is the same
         // as from epoch 2, but a run gap only in epoch 1 would count. Shift only epoch 1 of b.
