@@ -29,6 +29,12 @@ impl Ctx {
         Ok(self.spec.norm.build(path, channels, &self.norm_cfg)?)
     }
 
+    /// The normalization before the pooled head: `final_norm` when set, else `norm`.
+    pub fn final_norm(&self, path: &Path, channels: usize) -> Result<Norm> {
+        let kind = self.spec.final_norm.as_ref().unwrap_or(&self.spec.norm);
+        Ok(kind.build(path, channels, &self.norm_cfg)?)
+    }
+
     /// The role of a conv whose weight is scale invariant when a normalization follows it:
     /// [`Role::ScaleInvariant`] unless the model has no normalization (THEORY.md §1).
     pub fn normalized_conv_role(&self) -> Role {

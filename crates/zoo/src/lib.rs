@@ -85,6 +85,14 @@ pub enum ZooError {
         /// Which widths work.
         hint: &'static str,
     },
+    /// A `final_norm` the model cannot use.
+    #[error("{arch}: {hint}")]
+    FinalNorm {
+        /// The architecture.
+        arch: Arch,
+        /// What is wrong and what works.
+        hint: &'static str,
+    },
     /// Zero output classes.
     #[error("num_classes must be at least 1, got {0}")]
     NumClasses(usize),

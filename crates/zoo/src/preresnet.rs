@@ -93,7 +93,7 @@ impl PreResNet {
                 cin = planes;
             }
         }
-        let bn = ctx.norm(&root.push("bn"), cin)?;
+        let bn = ctx.final_norm(&root.push("bn"), cin)?;
         // bearpaw re-initializes only convs and BN; the fc keeps PyTorch's default init.
         let fc = Head::new(
             &root.push("fc"),

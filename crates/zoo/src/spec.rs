@@ -73,6 +73,14 @@ pub struct ModelSpec {
     /// Normalization after every conv that the reference normalizes (default `bn`).
     #[serde(default = "default_norm")]
     pub norm: NormKind,
+    /// PreResNet only: the normalization before the pooled head, when it should differ from
+    /// `norm`. InstanceNorm there leaves the network nothing to classify with: it standardizes
+    /// every channel of every image over its positions, so the global average pool that
+    /// follows sees the same mean and scale for every image (a PreResNet with `norm: in`
+    /// throughout stays at chance accuracy); `final_norm: bn` keeps InstanceNorm in every
+    /// block. Must make the network scale invariant (not `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_norm: Option<NormKind>,
     /// Output classes (default 10).
     #[serde(default = "default_num_classes")]
     pub num_classes: usize,
@@ -98,6 +106,7 @@ impl ModelSpec {
             arch,
             depth,
             norm: default_norm(),
+            final_norm: None,
             num_classes: default_num_classes(),
             width: None,
             freeze_norm_affine: false,
@@ -173,6 +182,23 @@ impl ModelSpec {
         }
         if self.num_classes == 0 {
             return Err(ZooError::NumClasses(self.num_classes));
+        }
+        if let Some(final_norm) = &self.final_norm {
+            if self.arch != Arch::PreResNet {
+                return Err(ZooError::FinalNorm {
+                    arch: self.arch,
+                    hint: "final_norm applies to preresnet only (the norm before its pooled \
+                           head); remove it",
+                });
+            }
+            if !final_norm.is_scale_invariant() || !self.norm.is_scale_invariant() {
+                return Err(ZooError::FinalNorm {
+                    arch: self.arch,
+                    hint: "final_norm and norm must both be a normalization (bn, gn:<groups>, \
+                           ln, in), not none: the last block's convs reach the head only \
+                           through the final norm",
+                });
+            }
         }
         Ok(())
     }

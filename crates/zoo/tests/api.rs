@@ -81,6 +81,40 @@ fn invalid_specs_are_typed_errors() {
         |e| matches!(e, ZooError::Norm(_)),
         "eps",
     );
+    check(
+        "{arch: vgg, depth: 11, width: 4, final_norm: bn}",
+        |e| matches!(e, ZooError::FinalNorm { .. }),
+        "preresnet only",
+    );
+    check(
+        "{arch: preresnet, depth: 8, width: 4, norm: in, final_norm: none}",
+        |e| matches!(e, ZooError::FinalNorm { .. }),
+        "not none",
+    );
+    check(
+        "{arch: preresnet, depth: 8, width: 4, norm: none, final_norm: bn}",
+        |e| matches!(e, ZooError::FinalNorm { .. }),
+        "not none",
+    );
+}
+
+/// `final_norm` replaces only the norm before the head: the blocks keep `norm`.
+#[test]
+fn final_norm_replaces_only_the_norm_before_the_head() {
+    let yaml = "{arch: preresnet, depth: 8, width: 4, norm: in, final_norm: bn}";
+    // BatchNorm alone keeps running statistics: only the final norm has them.
+    let running = |yaml: &str| -> Vec<String> {
+        build(&spec(yaml), DType::F32, 0)
+            .store()
+            .buffers()
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.contains("running_mean"))
+            .collect()
+    };
+    assert_eq!(running(yaml), ["bn.running_mean"]);
+    assert!(running("{arch: preresnet, depth: 8, width: 4, norm: in}").is_empty());
+    assert!(running("{arch: preresnet, depth: 8, width: 4}").len() > 1);
 }
 
 #[test]

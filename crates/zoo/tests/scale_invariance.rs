@@ -84,6 +84,11 @@ fn every_architecture_and_norm_is_scale_invariant_in_its_group() {
 }
 
 #[test]
+fn instance_norm_blocks_with_a_batch_norm_before_the_head_are_scale_invariant() {
+    check(ARCHS[0], "in, final_norm: bn");
+}
+
+#[test]
 fn without_norm_nothing_is_scale_invariant() {
     let x = batch(3, 32, DType::F64);
     for arch in ARCHS {
