@@ -2,8 +2,8 @@
 //!
 //! - [`ModelSpec`] is the plain config (serde, unknown keys rejected): `arch`
 //!   ([`Arch::PreResNet`], [`Arch::ResNet`], [`Arch::Vgg`]), `depth`, `norm` (any
-//!   [`explr_norm::NormKind`]), `num_classes`, `width`, `freeze_norm_affine`, `freeze_head`,
-//!   `eps`.
+//!   [`explr_norm::NormKind`]), `final_norm` (PreResNet's norm before the head), `num_classes`,
+//!   `width`, `freeze_norm_affine`, `freeze_head`, `eps`.
 //! - [`Model`] is built from a spec on an [`explr_nn::ParamStore`]: [`Model::forward_t`] gives
 //!   the logits in training or evaluation mode, in the store's dtype and on its device.
 //! - Every parameter carries a [`explr_nn::Role`]. The scale-invariant group (THEORY.md §1) is
