@@ -107,20 +107,30 @@ struct CheckpointMeta {
 /// data (sizes and classes), batch size, augmentation, dtype, seed and optimizer plan. A
 /// checkpoint resumes only into a run with the same fingerprint, so that a manifest edited
 /// since (another batch size, schedule or width) starts over instead of continuing the old
-/// run. FNV-1a over the `Debug` text, which is stable across builds.
+/// run. FNV-1a over the JSON of the specs (the model and every schedule as the manifest
+/// describes them), so a field added later with its default left out of the JSON keeps old
+/// checkpoints valid.
 fn config_fingerprint(setup: &RunSetup<'_>) -> String {
-    let text = format!(
-        "{:?}|train {} test {} classes {}|batch {} augment {} {:?} seed {}|{:?}",
-        setup.model,
-        setup.dataset.train().len(),
-        setup.dataset.test().len(),
-        setup.dataset.num_classes(),
-        setup.batch_size,
-        setup.augment,
-        setup.dtype,
-        setup.seed,
-        setup.plan,
-    );
+    let plan = &setup.plan;
+    let text = serde_json::json!({
+        "model": setup.model,
+        "data": [
+            setup.dataset.train().len(),
+            setup.dataset.test().len(),
+            setup.dataset.num_classes(),
+            setup.batch_size,
+            setup.augment,
+        ],
+        "dtype": format!("{:?}", setup.dtype),
+        "seed": setup.seed,
+        "schedule": plan.schedule.spec(),
+        "weight_decay": plan.weight_decay,
+        "weight_decay_schedule": plan.weight_decay_schedule.as_ref().map(Schedule::spec),
+        "others": {"schedule": plan.others.0.spec(), "weight_decay": plan.others.1},
+        "momentum": plan.momentum,
+        "prefill": plan.prefill,
+    })
+    .to_string();
     let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
