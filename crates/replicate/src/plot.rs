@@ -55,8 +55,13 @@ fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
 fn fmt_tick(v: f64) -> String {
     if v == 0.0 {
         "0".into()
+    } else if v.abs() >= 1e4 && v.abs() < 1e7 && v == v.round() {
+        // Whole step counts (15000, 25000): `{:.0e}` would print both as 2e4.
+        format!("{v:.0}")
     } else if v.abs() >= 1e4 || v.abs() < 1e-3 {
-        format!("{v:.0e}")
+        // Shortest exponent form that still tells neighbouring ticks apart (1.5e-4, 2e-4).
+        let s = format!("{v:.1e}");
+        s.replace(".0e", "e")
     } else {
         let s = format!("{v:.4}");
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -176,9 +181,10 @@ impl Chart {
         for (i, (series, p)) in self.series.iter().zip(&pts).enumerate() {
             let color = COLORS[i % COLORS.len()];
             let dash = DASHES[(i / 2) % DASHES.len()];
-            let path: Vec<String> = p
+            let on_canvas: Vec<(f64, f64)> = p.iter().map(|&(x, y)| (px(x), py(y))).collect();
+            let path: Vec<String> = envelope(&on_canvas)
                 .iter()
-                .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+                .map(|(x, y)| format!("{x:.1},{y:.1}"))
                 .collect();
             let _ = writeln!(
                 s,
@@ -201,9 +207,77 @@ impl Chart {
     }
 }
 
+/// The points of a polyline (in canvas pixels) that can be seen: within each half-pixel
+/// column only the lowest and the highest point, in their order. A per-step curve of 10⁵
+/// points becomes at most four per pixel column, drawn the same.
+fn envelope(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    let column = |x: f64| (x * 2.0).round() as i64;
+    let mut i = 0;
+    while i < points.len() {
+        let c = column(points[i].0);
+        let mut j = i;
+        let (mut lo, mut hi) = (i, i);
+        while j < points.len() && column(points[j].0) == c {
+            if points[j].1 < points[lo].1 {
+                lo = j;
+            }
+            if points[j].1 > points[hi].1 {
+                hi = j;
+            }
+            j += 1;
+        }
+        // The first and last of the column keep the line's joins; the extremes its height.
+        let mut keep = vec![i, lo, hi, j - 1];
+        keep.sort_unstable();
+        keep.dedup();
+        out.extend(keep.into_iter().map(|k| points[k]));
+        i = j;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_tell_neighbours_apart() {
+        let labels: Vec<String> = [
+            0.0, 5000.0, 15000.0, 20000.0, 25000.0, 1.5e-4, 2e-4, 0.25, 3e7,
+        ]
+        .into_iter()
+        .map(fmt_tick)
+        .collect();
+        assert_eq!(
+            labels,
+            ["0", "5000", "15000", "20000", "25000", "1.5e-4", "2e-4", "0.25", "3e7"]
+        );
+    }
+
+    #[test]
+    fn envelope_keeps_each_columns_extremes_and_ends_only() {
+        // 10 000 points over 10 pixels, oscillating between 0 and 100 with one spike to 500.
+        let pts: Vec<(f64, f64)> = (0..10_000)
+            .map(|i| {
+                let y = if i == 4321 {
+                    500.0
+                } else {
+                    (i % 2) as f64 * 100.0
+                };
+                (i as f64 / 1000.0, y)
+            })
+            .collect();
+        let kept = envelope(&pts);
+        assert!(kept.len() <= 4 * 21, "{}", kept.len());
+        assert!(kept.contains(&(4.321, 500.0)));
+        assert_eq!(kept.first(), pts.first());
+        assert_eq!(kept.last(), pts.last());
+        // In order, and a short curve is kept whole.
+        assert!(kept.windows(2).all(|w| w[0].0 <= w[1].0));
+        let short = [(0.0, 1.0), (5.0, 2.0), (10.0, 0.5)];
+        assert_eq!(envelope(&short), short);
+    }
 
     #[test]
     fn svg_has_one_polyline_per_series_and_skips_nonpositive_on_log_axes() {

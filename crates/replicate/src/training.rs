@@ -390,7 +390,11 @@ fn summarize(
                     s.metric(key(&format!("seed_gap_{metric}")), noise);
                     // No seed noise at all (every seed gave the same curve, e.g. a model
                     // stuck at chance) leaves nothing to compare with: that fails.
-                    let ratio = if noise > 0.0 { paired / noise } else { f64::INFINITY };
+                    let ratio = if noise > 0.0 {
+                        paired / noise
+                    } else {
+                        f64::INFINITY
+                    };
                     s.check_le(
                         key("within_seed_noise"),
                         format!("{model}: max gap over epochs {from_epoch}.. of {metric}({a}) and {metric}({b}) from the same seed, divided by the same gap between two seeds of one run"),
