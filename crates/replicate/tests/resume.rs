@@ -65,33 +65,6 @@ fn run(
     checkpoint_every: usize,
     resume: bool,
     dir: &Path,
-) -> (Vec<EpochRecord>, Vec<u64>) {
-    try_run(
-        data,
-        model,
-        runs,
-        run,
-        dtype,
-        epochs,
-        checkpoint_every,
-        resume,
-        dir,
-    )
-    .unwrap()
-}
-
-/// [`run`], returning the trainer's error.
-#[allow(clippy::too_many_arguments)]
-fn try_run(
-    data: &Dataset,
-    model: &ModelSection,
-    runs: &BTreeMap<String, RunSpec>,
-    run: &str,
-    dtype: DType,
-    epochs: usize,
-    checkpoint_every: usize,
-    resume: bool,
-    dir: &Path,
 ) -> Result<(Vec<EpochRecord>, Vec<u64>), RunError> {
     let steps_per_epoch = data.train().len().div_ceil(BATCH) as u64;
     let setup = RunSetup {
@@ -170,7 +143,8 @@ fn check(run_name: &str, dtype: DType) {
         0,
         false,
         &straight_dir.0,
-    );
+    )
+    .unwrap();
     let (first, _) = run(
         &data,
         &model,
@@ -181,7 +155,8 @@ fn check(run_name: &str, dtype: DType) {
         1,
         false,
         &resumed_dir.0,
-    );
+    )
+    .unwrap();
     let (resumed, seen) = run(
         &data,
         &model,
@@ -192,7 +167,8 @@ fn check(run_name: &str, dtype: DType) {
         1,
         true,
         &resumed_dir.0,
-    );
+    )
+    .unwrap();
 
     assert_eq!(straight.len(), 3, "{case}");
     assert_eq!(resumed.len(), 3, "{case}");
@@ -243,7 +219,8 @@ fn check(run_name: &str, dtype: DType) {
         1,
         true,
         &resumed_dir.0,
-    );
+    )
+    .unwrap();
     assert_eq!(index(&again), index(&resumed), "{case}");
     assert_eq!(seen, vec![3], "{case}");
 }
@@ -286,7 +263,8 @@ fn resume_without_a_checkpoint_starts_fresh() {
         0,
         false,
         &a_dir.0,
-    );
+    )
+    .unwrap();
     let (b, seen) = run(
         &data,
         &model,
@@ -297,7 +275,8 @@ fn resume_without_a_checkpoint_starts_fresh() {
         0,
         true,
         &b_dir.0,
-    );
+    )
+    .unwrap();
     assert_eq!(seen, vec![0, 1]);
     assert_eq!(bits(&a[0]), bits(&b[0]));
 }
@@ -322,8 +301,9 @@ fn a_checkpoint_of_another_configuration_does_not_resume() {
         1,
         false,
         &dir.0,
-    );
-    let stale = |runs: &BTreeMap<String, RunSpec>, dtype| match try_run(
+    )
+    .unwrap();
+    let stale = |runs: &BTreeMap<String, RunSpec>, dtype| match run(
         &data,
         &model,
         runs,
@@ -362,6 +342,7 @@ fn a_checkpoint_of_another_configuration_does_not_resume() {
         1,
         true,
         &dir.0,
-    );
+    )
+    .unwrap();
     assert_eq!((records.len(), seen), (2, vec![1, 2]));
 }
