@@ -291,9 +291,11 @@ fn mean_curve(
 ) -> Result<Vec<f64>, RunError> {
     let mut curve = vec![0.0; spec.epochs];
     for &seed in &spec.seeds {
-        let recs = &records[&(model.to_string(), run.to_string(), seed)];
-        for (e, r) in recs.iter().enumerate() {
-            curve[e] += field(r, metric)? / spec.seeds.len() as f64;
+        for (e, v) in seed_curve(records, model, run, seed, metric)?
+            .iter()
+            .enumerate()
+        {
+            curve[e] += v / spec.seeds.len() as f64;
         }
     }
     Ok(curve)
