@@ -279,16 +279,20 @@ impl Training {
         }
         validate_runs("training.runs", &self.runs, Some(self.epochs))?;
         for (i, c) in self.checks.iter().enumerate() {
+            let from_epoch_in_range = |from: usize| {
+                if from == 0 || from > self.epochs {
+                    return Err(FieldError::new(
+                        format!("training.checks.{i}.from_epoch"),
+                        format!("must lie in 1..={} (the epochs)", self.epochs),
+                    ));
+                }
+                Ok(())
+            };
             let named: Vec<&String> = match c {
                 Check::CurvesOverlap {
                     a, b, from_epoch, ..
                 } => {
-                    if *from_epoch == 0 || *from_epoch > self.epochs {
-                        return Err(FieldError::new(
-                            format!("training.checks.{i}.from_epoch"),
-                            format!("must lie in 1..={} (the epochs)", self.epochs),
-                        ));
-                    }
+                    from_epoch_in_range(*from_epoch)?;
                     vec![a, b]
                 }
                 Check::WithinSeedNoise {
@@ -298,12 +302,7 @@ impl Training {
                     from_epoch,
                     ..
                 } => {
-                    if *from_epoch == 0 || *from_epoch > self.epochs {
-                        return Err(FieldError::new(
-                            format!("training.checks.{i}.from_epoch"),
-                            format!("must lie in 1..={} (the epochs)", self.epochs),
-                        ));
-                    }
+                    from_epoch_in_range(*from_epoch)?;
                     if !(factor.is_finite() && *factor > 0.0) {
                         return Err(FieldError::new(
                             format!("training.checks.{i}.factor"),
@@ -325,24 +324,14 @@ impl Training {
                     a, b, from_epoch, ..
                 } => {
                     if let Some(from) = from_epoch {
-                        if *from == 0 || *from > self.epochs {
-                            return Err(FieldError::new(
-                                format!("training.checks.{i}.from_epoch"),
-                                format!("must lie in 1..={} (the epochs)", self.epochs),
-                            ));
-                        }
+                        from_epoch_in_range(*from)?;
                     }
                     vec![a, b]
                 }
                 Check::AngularUpdate {
                     run, from_epoch, ..
                 } => {
-                    if *from_epoch == 0 || *from_epoch > self.epochs {
-                        return Err(FieldError::new(
-                            format!("training.checks.{i}.from_epoch"),
-                            format!("must lie in 1..={} (the epochs)", self.epochs),
-                        ));
-                    }
+                    from_epoch_in_range(*from_epoch)?;
                     vec![run]
                 }
                 Check::NearlyConstant {

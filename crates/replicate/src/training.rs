@@ -237,12 +237,18 @@ fn seed_curve(
         .collect()
 }
 
-/// Max over epochs `from_epoch..` (1-based) of |x − y|.
-fn max_gap(x: &[f64], y: &[f64], from_epoch: usize) -> f64 {
+/// Max over epochs `from_epoch..` (1-based) of |x − y|, or of |x/y − 1| when `relative`.
+fn max_gap(x: &[f64], y: &[f64], from_epoch: usize, relative: bool) -> f64 {
     x.iter()
         .zip(y)
         .skip(from_epoch - 1)
-        .map(|(x, y)| (x - y).abs())
+        .map(|(x, y)| {
+            if relative {
+                (x / y - 1.0).abs()
+            } else {
+                (x - y).abs()
+            }
+        })
         .fold(0.0, f64::max)
 }
 
@@ -267,13 +273,13 @@ fn paired_and_seed_gaps(
     let paired: Vec<f64> = ca
         .iter()
         .zip(&cb)
-        .map(|(x, y)| max_gap(x, y, from_epoch))
+        .map(|(x, y)| max_gap(x, y, from_epoch, false))
         .collect();
     let mut between_seeds = Vec::new();
     for c in [&ca, &cb] {
         for i in 0..c.len() {
             for j in i + 1..c.len() {
-                between_seeds.push(max_gap(&c[i], &c[j], from_epoch));
+                between_seeds.push(max_gap(&c[i], &c[j], from_epoch, false));
             }
         }
     }
@@ -362,19 +368,7 @@ fn summarize(
                         mean_curve(spec, records, model, a, metric)?,
                         mean_curve(spec, records, model, b, metric)?,
                     );
-                    let gap = |(x, y): (&f64, &f64)| {
-                        if *relative {
-                            (x / y - 1.0).abs()
-                        } else {
-                            (x - y).abs()
-                        }
-                    };
-                    let dist = ca
-                        .iter()
-                        .zip(&cb)
-                        .skip(from_epoch - 1)
-                        .map(gap)
-                        .fold(0.0, f64::max);
+                    let dist = max_gap(&ca, &cb, *from_epoch, *relative);
                     let what = if *relative { "relative" } else { "max" };
                     s.metric(key(&format!("{what}_gap_{metric}_{a}_vs_{b}")), dist);
                     s.check_le(key("overlap"), format!("{model}: {what} gap over epochs {from_epoch}.. of {metric}({a}) and {metric}({b})"), dist, *tolerance);
