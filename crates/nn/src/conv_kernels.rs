@@ -1,5 +1,6 @@
 //! CPU kernels of [`crate::conv2d`]: im2col / col2im per sample and `gemm` matrix products,
-//! parallel over samples with Rayon.
+//! parallel over samples with Rayon; in f32, stride-1 convolutions on CPUs with AVX-512 run on
+//! the direct kernels of `direct` instead (no im2col; the `*_f32` entry points choose).
 //!
 //! Notation (NCHW, as in PyTorch's `nn.Conv2d`; THEORY.md has no convolution formula): input `x` is `[n, c, h, w]`, weight `[k, c, kh, kw]`,
 //! output `y` is `[n, k, oh, ow]`, `p = oh·ow` output positions and `ckk = c·kh·kw` patch length.
@@ -12,6 +13,8 @@
 //! A 1×1 convolution with stride 1 and no padding skips im2col: `col_n` is `x_n` itself.
 //! Per-sample buffers (at most `ckk·p` elements, 590 KB for 16 channels at 32×32 in f32) stay
 //! in cache, where a whole-batch im2col would need 75 MB.
+
+mod direct;
 
 use candle_core::WithDType;
 use gemm::Parallelism;
@@ -229,6 +232,30 @@ fn col2im<T: Float>(g: &Geometry, col: &[T], dx: &mut [T]) {
             }
         }
     }
+}
+
+/// [`forward`] in f32: the direct kernels where they apply.
+pub(crate) fn forward_f32(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    if direct::applies(g) && g.out_len() > 0 {
+        return direct::forward(g, x, w);
+    }
+    forward(g, x, w)
+}
+
+/// [`backward_input`] in f32: the direct kernels where they apply.
+pub(crate) fn backward_input_f32(g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    if direct::applies(g) && g.in_len() > 0 && g.out_len() > 0 {
+        return direct::backward_input(g, dy, w);
+    }
+    backward_input(g, dy, w)
+}
+
+/// [`backward_weight`] in f32: the direct kernels where they apply.
+pub(crate) fn backward_weight_f32(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if direct::applies(g) && g.n > 0 && g.w_len() > 0 && g.out_len() > 0 {
+        return direct::backward_weight(g, x, dy, weight_group(g.n));
+    }
+    backward_weight(g, x, dy)
 }
 
 /// Forward pass: `y = conv2d(x, w)`, `x` and `w` contiguous; returns `y` contiguous.

@@ -244,6 +244,17 @@ fn matches_candle_on_rectangular_kernels_and_odd_sizes() {
 }
 
 #[test]
+fn matches_candle_on_shapes_spanning_many_register_blocks() {
+    // Stride 1 in f32 runs on the direct kernels on AVX-512 CPUs: 19 output and 10 input
+    // channels leave partial row blocks (8+8+3, 4·4+3), 90 patch rows a partial column block,
+    // and 13-wide rows padded to 15 a partial last vector (195 = 12·16 + 3 positions).
+    check(case((9, 10, 13, 13), (19, 3, 3), 1, 1));
+    check(case((3, 16, 32, 32), (16, 3, 3), 1, 1));
+    check(case((5, 7, 11, 9), (12, 5, 5), 1, 2));
+    check(case((4, 21, 10, 10), (17, 1, 1), 1, 0));
+}
+
+#[test]
 fn matches_candle_on_batches_larger_than_the_weight_group() {
     // 37 samples: the weight gradient sums 13 groups of 3, the last one short.
     check(case((37, 3, 6, 6), (4, 3, 3), 1, 1));
