@@ -5,19 +5,19 @@
 //! which the first `ow` of each row are real and the rest are discarded. Patch entry
 //! `r = (c, ki, kj)` of position `p'` is then `xpad[off_r + p']` with
 //! `off_r = c·plane + ki·wp + kj`, so row `r` of the im2col matrix *is* the padded input read
-//! from `off_r`: contiguous, never copied. All three passes become products over such rows:
+//! from `off_r`: contiguous, never copied. All three passes become one [`product`] kernel:
 //!
-//! - forward:         `y'[k, p'] = Σ_r W[k, r] · xpad[off_r + p']`             ([`nn`])
+//! - forward:         `y'[k, p'] = Σ_r W[k, r] · xpad[off_r + p']`
 //! - input gradient:  the forward of `dy` padded by `kh − 1 − padding`, with the weight flipped
 //!   in space and transposed in channels (`Wf[c, (k, q, u)] = W[k, c, kh−1−q, kw−1−u]`)
-//! - weight gradient: `dW[k, r] = Σ_n Σ_p' dy'_n[k, p'] · xpad_n[off_r + p']`, `dy'` being `dy`
-//!   widened to `wp` with zeros in the discarded columns ([`nt`]).
+//! - weight gradient: `dWᵀ[r, k] = Σ_n Σ_p' xpad_n[off_r + p'] · dyᵀ_n[p', k]`, `dyᵀ` being
+//!   `dy` transposed to `[p', k]` with zero rows at the discarded columns.
 //!
 //! The working set is the padded sample (at most `1.3×` the input sample), not a 9× larger
-//! patch matrix, so it stays in L1/L2 and the kernels run at FMA speed. Register blocks:
-//! [`nn`] keeps an `8 × 48` block of `y'` in 24 zmm accumulators and broadcasts one weight per
-//! row; [`nt`] keeps `4 × 4` dot products of 16 lanes each across the samples of a pass (a
-//! few samples of a weight group), and sums lanes once at the pass's end. Summation orders depend only on the shapes.
+//! patch matrix, so it stays in L1/L2. [`product`] keeps an 8-row × 3-vector block of its
+//! output in 24 zmm accumulators, broadcasting one left-factor value per row and loading one
+//! right-factor vector per column block for every 24 FMAs. Summation orders depend only on
+//! the shapes and the batch's weight groups, never on the thread count.
 
 use super::Geometry;
 
@@ -109,6 +109,7 @@ fn conv_padded(
     padded_len: usize,
 ) -> Vec<f32> {
     use rayon::prelude::*;
+    let a_rows: Vec<usize> = (0..m).map(|i| i * offs.len()).collect();
     let out_len = m * oh * ow;
     let mut out = vec![0.0f32; n * out_len];
     out.par_chunks_mut(out_len.max(1))
@@ -119,7 +120,15 @@ fn conv_padded(
                 pad(i, xp);
                 // SAFETY: every offset plus `oh·wp` stays inside `xp` (Padded::extra), `a` is
                 // [m, offs.len()], `wide` is [m, oh·wp]; the CPU has AVX-512 (`applies`).
-                unsafe { nn(m, oh * wp, a, offs, xp.as_ptr(), wide.as_mut_ptr()) };
+                unsafe {
+                    product(
+                        (a.as_ptr(), &a_rows),
+                        (xp.as_ptr(), offs),
+                        oh * wp,
+                        wide.as_mut_ptr(),
+                        false,
+                    )
+                };
                 compact(wide, wp, ow, on);
             },
         );
@@ -184,8 +193,11 @@ pub(crate) fn backward_input(g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     )
 }
 
-/// Weight gradient of a geometry that [`applies`]; samples in groups of `group`, each group's
-/// sum formed in registers, groups summed in order.
+/// Weight gradient of a geometry that [`applies`], as its transpose
+/// `dWᵀ[r, k] = Σ_n Σ_p' xpad_n[off_r + p'] · dyᵀ_n[p', k]`: the output channels are the
+/// vector lanes, so this is the forward's [`product`] with the roles of rows and reductions
+/// swapped. Samples in groups of `group`, each group's sum accumulated sample by sample, the
+/// groups summed in order.
 pub(crate) fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], group: usize) -> Vec<f32> {
     use rayon::prelude::*;
     let (hp, wp) = (g.h + 2 * g.padding, g.w + 2 * g.padding);
@@ -194,98 +206,76 @@ pub(crate) fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], group: usize)
         dw: wp,
         extra: g.kw,
     };
-    let widened = Padded {
-        dh: g.oh,
-        dw: wp,
-        extra: 0,
-    };
     let offs = offsets(g.c, g.kh, g.kw, padded.plane(), wp);
-    let (xp_len, dyp_len) = (g.c * padded.plane(), g.k * widened.plane());
     let len = g.oh * wp;
-    // Samples per register pass: enough that a pass streams ~1024 positions per dot product
-    // (the lane sums at its end are then cheap), few enough that its padded samples stay in
-    // L2. A function of the shapes only, like the groups.
-    let pass = (1024 / len).clamp(1, group);
+    // dyᵀ row p' = oy·wp + ox starts at p'·k; rows of the discarded columns are zero.
+    let dyt_rows: Vec<usize> = (0..len).map(|t| t * g.k).collect();
+    let (ckk, k) = (g.ckk(), g.k);
     let groups = g.n.div_ceil(group);
     let partial: Vec<Vec<f32>> = (0..groups)
         .into_par_iter()
         .map(|gi| {
-            let mut xp = vec![0.0f32; pass * xp_len];
-            let mut dyp = vec![0.0f32; pass * dyp_len];
-            let mut acc = vec![0.0f32; g.w_len()];
-            let members: Vec<usize> = (gi * group..((gi + 1) * group).min(g.n)).collect();
-            for samples in members.chunks(pass) {
-                for (j, &i) in samples.iter().enumerate() {
-                    let xn = &x[i * g.in_len()..(i + 1) * g.in_len()];
-                    let xpj = &mut xp[j * xp_len..][..xp_len];
-                    padded.fill(xn, (g.h, g.w), (g.padding, g.padding), xpj);
-                    let dyn_ = &dy[i * g.out_len()..(i + 1) * g.out_len()];
-                    let dypj = &mut dyp[j * dyp_len..][..dyp_len];
-                    widened.fill(dyn_, (g.oh, g.ow), (0, 0), dypj);
+            let mut xp = vec![0.0f32; g.c * padded.plane()];
+            let mut dyt = vec![0.0f32; len * k];
+            let mut acc_t = vec![0.0f32; ckk * k];
+            for (j, i) in (gi * group..((gi + 1) * group).min(g.n)).enumerate() {
+                let xn = &x[i * g.in_len()..(i + 1) * g.in_len()];
+                padded.fill(xn, (g.h, g.w), (g.padding, g.padding), &mut xp);
+                let dyn_ = &dy[i * g.out_len()..(i + 1) * g.out_len()];
+                for (kk, plane) in dyn_.chunks_exact(g.oh * g.ow).enumerate() {
+                    for (oy, row) in plane.chunks_exact(g.ow).enumerate() {
+                        for (ox, v) in row.iter().enumerate() {
+                            dyt[(oy * wp + ox) * k + kk] = *v;
+                        }
+                    }
                 }
-                // SAFETY: as in `conv_padded`; the strides address whole padded samples.
+                // SAFETY: as in `conv_padded`, with xp's rows at `offs` and dyᵀ [len, k];
+                // acc_t is [ckk, k].
                 unsafe {
-                    nt(
-                        g.k,
-                        len,
-                        samples.len(),
-                        (dyp.as_ptr(), dyp_len),
-                        (xp.as_ptr(), xp_len),
-                        &offs,
-                        acc.as_mut_ptr(),
+                    product(
+                        (xp.as_ptr(), &offs),
+                        (dyt.as_ptr(), &dyt_rows),
+                        k,
+                        acc_t.as_mut_ptr(),
+                        j > 0,
                     )
                 };
             }
-            acc
+            acc_t
         })
         .collect();
-    let mut parts = partial.into_iter();
-    let mut dw = parts.next().unwrap_or_else(|| vec![0.0; g.w_len()]);
-    for part in parts {
-        for (d, s) in dw.iter_mut().zip(&part) {
-            *d += *s;
+    let mut dw = vec![0.0f32; g.w_len()];
+    for part in &partial {
+        for (r, row) in part.chunks_exact(k).enumerate() {
+            for (kk, v) in row.iter().enumerate() {
+                dw[kk * ckk + r] += *v;
+            }
         }
     }
     dw
 }
 
-/// `c[i, t] = Σ_r a[i, r] · b[offs[r] + t]` for `i < m`, `t < len`; `a` is `[m, offs.len()]`,
-/// `c` is `[m, len]`, both row-major.
+/// `c[i, col] (+)= Σ_j a[a_rows[i] + j] · b[b_rows[j] + col]` for `i < a_rows.len()`,
+/// `col < cols`, `j < b_rows.len()`; `c` is row-major `[a_rows.len(), cols]`, overwritten
+/// unless `accumulate`. Row `i` of the left factor is contiguous from `a_rows[i]`, row `j` of
+/// the right factor from `b_rows[j]`: the weight matrix and a padded sample's shifted rows in
+/// the forward pass, a padded sample's shifted rows and `dyᵀ` in the weight gradient.
 ///
 /// # Safety
-/// `b` must be readable at `offs[r] + t` for every `r` and `t < len`; `a` and `c` must hold
-/// `m · offs.len()` and `m · len` elements; the CPU must have AVX-512F.
-unsafe fn nn(m: usize, len: usize, a: &[f32], offs: &[usize], b: *const f32, c: *mut f32) {
-    #[cfg(target_arch = "x86_64")]
-    x86::nn(m, len, a, offs, b, c);
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!(
-        "the direct kernels need AVX-512 ({m}, {len}, {:?}, {b:?}, {c:?})",
-        (a, offs)
-    );
-}
-
-/// `c[i, r] += Σ_s Σ_t a_s[i·len + t] · b_s[offs[r] + t]` for `i < m`, `r < offs.len()`, over
-/// `samples` samples, sample `s` at `a + s·a_stride` and `b + s·b_stride`; `c` is
-/// `[m, offs.len()]`.
-///
-/// # Safety
-/// As [`nn`], for every sample.
-unsafe fn nt(
-    m: usize,
-    len: usize,
-    samples: usize,
-    a: (*const f32, usize),
-    b: (*const f32, usize),
-    offs: &[usize],
+/// `a` must be readable at `a_rows[i] + j` and `b` at `b_rows[j] + col` for every `i`, `j`,
+/// `col` in range; `c` must hold `a_rows.len() · cols` elements, exclusively; the CPU must
+/// have AVX-512F.
+unsafe fn product(
+    a: (*const f32, &[usize]),
+    b: (*const f32, &[usize]),
+    cols: usize,
     c: *mut f32,
+    accumulate: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
-    x86::nt(m, len, samples, a, b, offs, c);
+    x86::product(a, b, cols, c, accumulate);
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!(
-        "the direct kernels need AVX-512 ({m}, {len}, {samples}, {a:?}, {b:?}, {offs:?}, {c:?})"
-    );
+    unreachable!("the direct kernels need AVX-512 ({a:?}, {b:?}, {cols}, {c:?}, {accumulate})");
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -312,7 +302,7 @@ mod x86 {
         };
     }
 
-    /// Mask of the first `n` lanes (`n ≤ 16`).
+    /// Mask of the first `n` lanes (all 16 when `n ≥ 16`).
     fn mask(n: usize) -> __mmask16 {
         if n >= L {
             0xffff
@@ -321,34 +311,34 @@ mod x86 {
         }
     }
 
-    /// [`super::nn`]: blocks of 8 rows × 3 vectors, smaller ones at the edges.
-    pub(super) unsafe fn nn(
-        m: usize,
-        len: usize,
-        a: &[f32],
-        offs: &[usize],
-        b: *const f32,
+    /// [`super::product`]: blocks of 8 rows × 3 vectors (24 zmm accumulators; one broadcast
+    /// per row and one load per vector for 24 FMAs), smaller ones at the edges.
+    pub(super) unsafe fn product(
+        (a, a_rows): (*const f32, &[usize]),
+        (b, b_rows): (*const f32, &[usize]),
+        cols: usize,
         c: *mut f32,
+        accumulate: bool,
     ) {
         const MR: usize = 8;
         const NV: usize = 3;
-        let kdim = offs.len();
+        let m = a_rows.len();
         let mut i = 0;
         while i < m {
             let mb = (m - i).min(MR);
-            let ai = a.as_ptr().add(i * kdim);
+            let rows = &a_rows[i..i + mb];
             let mut t = 0;
-            while t < len {
-                let nv = (len - t).div_ceil(L).min(NV);
-                let last = mask(len - t - (nv - 1) * L);
-                let (bt, ct) = (b.add(t), c.add(i * len + t));
+            while t < cols {
+                let nv = (cols - t).div_ceil(L).min(NV);
+                let last = mask(cols - t - (nv - 1) * L);
+                let (bt, ct) = (b.add(t), c.add(i * cols + t));
                 dispatch!(
-                    nn_block,
+                    block,
                     mb,
                     nv,
                     [8, 7, 6, 5, 4, 3, 2, 1],
                     [3, 2, 1],
-                    (kdim, ai, offs, bt, ct, len, last)
+                    (a, rows, bt, b_rows, ct, cols, last, accumulate)
                 );
                 t += nv * L;
             }
@@ -356,27 +346,34 @@ mod x86 {
         }
     }
 
-    /// One `M`-row × `V`-vector block of `c`; the last vector's lanes are `last`.
+    /// One `M`-row × `V`-vector block of `c` (row stride `ldc`); the last vector's lanes are
+    /// `last`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn nn_block<const M: usize, const V: usize>(
-        kdim: usize,
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block<const M: usize, const V: usize>(
         a: *const f32,
-        offs: &[usize],
+        a_rows: &[usize],
         b: *const f32,
+        b_rows: &[usize],
         c: *mut f32,
         ldc: usize,
         last: __mmask16,
+        accumulate: bool,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); V]; M];
+        let mut ar = [a; M];
+        for (p, &off) in ar.iter_mut().zip(a_rows) {
+            *p = a.add(off);
+        }
         let lane_mask = |v: usize| if v + 1 == V { last } else { 0xffff };
-        for (r, &off) in offs.iter().enumerate() {
+        let mut acc = [[_mm512_setzero_ps(); V]; M];
+        for (j, &off) in b_rows.iter().enumerate() {
             let br = b.add(off);
             let mut bv = [_mm512_setzero_ps(); V];
             for (v, x) in bv.iter_mut().enumerate() {
                 *x = _mm512_maskz_loadu_ps(lane_mask(v), br.add(v * L));
             }
-            for (ii, row) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*a.add(ii * kdim + r));
+            for (row, p) in acc.iter_mut().zip(&ar) {
+                let av = _mm512_set1_ps(*p.add(j));
                 for (x, bx) in row.iter_mut().zip(&bv) {
                     *x = _mm512_fmadd_ps(av, *bx, *x);
                 }
@@ -384,87 +381,14 @@ mod x86 {
         }
         for (ii, row) in acc.iter().enumerate() {
             for (v, x) in row.iter().enumerate() {
-                _mm512_mask_storeu_ps(c.add(ii * ldc + v * L), lane_mask(v), *x);
-            }
-        }
-    }
-
-    /// [`super::nt`]: blocks of 4 rows of `a` × 4 rows of `b` (8 loads per 16 FMAs; wider
-    /// blocks measured slower), smaller ones at the edges.
-    pub(super) unsafe fn nt(
-        m: usize,
-        len: usize,
-        samples: usize,
-        a: (*const f32, usize),
-        b: (*const f32, usize),
-        offs: &[usize],
-        c: *mut f32,
-    ) {
-        const MR: usize = 4;
-        const NR: usize = 4;
-        let n = offs.len();
-        let mut j = 0;
-        while j < n {
-            let nb = (n - j).min(NR);
-            let mut i = 0;
-            while i < m {
-                let mb = (m - i).min(MR);
-                let ai = (a.0.add(i * len), a.1);
-                let (bo, ci) = (&offs[j..j + nb], c.add(i * n + j));
-                dispatch!(
-                    nt_block,
-                    mb,
-                    nb,
-                    [4, 3, 2, 1],
-                    [4, 3, 2, 1],
-                    (len, samples, ai, b, bo, ci, n)
-                );
-                i += mb;
-            }
-            j += nb;
-        }
-    }
-
-    /// One `M`×`N` block of dot products, accumulated over every sample, then lane-summed
-    /// into `c` (row stride `ldc`). Plain indexed loops: a closure-and-iterator version of
-    /// this loop left accumulators on the stack (measured 20–40% slower).
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::needless_range_loop)]
-    unsafe fn nt_block<const M: usize, const N: usize>(
-        len: usize,
-        samples: usize,
-        a: (*const f32, usize),
-        b: (*const f32, usize),
-        offs: &[usize],
-        c: *mut f32,
-        ldc: usize,
-    ) {
-        let mut acc = [[_mm512_setzero_ps(); N]; M];
-        for s in 0..samples {
-            let (as_, bs) = (a.0.add(s * a.1), b.0.add(s * b.1));
-            let mut rows = [bs; N];
-            for (r, &off) in rows.iter_mut().zip(offs) {
-                *r = bs.add(off);
-            }
-            let mut t = 0;
-            while t < len {
-                let k = mask(len - t);
-                let mut bv = [_mm512_setzero_ps(); N];
-                for jj in 0..N {
-                    bv[jj] = _mm512_maskz_loadu_ps(k, rows[jj].add(t));
-                }
-                for ii in 0..M {
-                    let av = _mm512_maskz_loadu_ps(k, as_.add(ii * len + t));
-                    for jj in 0..N {
-                        acc[ii][jj] = _mm512_fmadd_ps(av, bv[jj], acc[ii][jj]);
-                    }
-                }
-                t += L;
-            }
-        }
-        for (ii, row) in acc.iter().enumerate() {
-            for (jj, x) in row.iter().enumerate() {
-                *c.add(ii * ldc + jj) += _mm512_reduce_add_ps(*x);
+                let dst = c.add(ii * ldc + v * L);
+                let k = lane_mask(v);
+                let x = if accumulate {
+                    _mm512_add_ps(*x, _mm512_maskz_loadu_ps(k, dst))
+                } else {
+                    *x
+                };
+                _mm512_mask_storeu_ps(dst, k, x);
             }
         }
     }
