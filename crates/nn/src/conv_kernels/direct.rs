@@ -19,6 +19,8 @@
 //! right-factor vector per column block for every 24 FMAs. Summation orders depend only on
 //! the shapes and the batch's weight groups, never on the thread count.
 
+use std::mem::MaybeUninit;
+
 use super::Geometry;
 
 /// Whether the direct kernels run `g` on this CPU: stride 1, padding below the kernel size
@@ -52,6 +54,9 @@ impl Padded {
         self.dh * self.dw + self.extra
     }
 
+    /// Copies the planes of `src` (`h × w` each) into `dst` at row `top`, column `left`.
+    /// Writes only those rows: the padding of `dst` must already be zero, which it stays from
+    /// one sample to the next (buffers start zeroed and nothing else writes them).
     fn fill(
         &self,
         src: &[f32],
@@ -64,14 +69,10 @@ impl Padded {
             .chunks_exact(h * w)
             .zip(dst.chunks_exact_mut(self.plane()))
         {
-            d[..top * self.dw].fill(0.0);
             for (y, row) in s.chunks_exact(w).enumerate() {
-                let dr = &mut d[(top + y) * self.dw..(top + y + 1) * self.dw];
-                dr[..left].fill(0.0);
-                dr[left..left + w].copy_from_slice(row);
-                dr[left + w..].fill(0.0);
+                let start = (top + y) * self.dw + left;
+                d[start..start + w].copy_from_slice(row);
             }
-            d[(top + h) * self.dw..].fill(0.0);
         }
         debug_assert_eq!(dst.len(), planes * self.plane());
     }
@@ -90,10 +91,12 @@ fn offsets(channels: usize, kh: usize, kw: usize, plane: usize, wp: usize) -> Ve
     offs
 }
 
-/// Copies the first `ow` columns of every `wp`-wide row of `wide` into `out` (`[rows, ow]`).
-fn compact(wide: &[f32], wp: usize, ow: usize, out: &mut [f32]) {
+/// Writes the first `ow` columns of every `wp`-wide row of `wide` into `out` (`[rows, ow]`).
+fn compact(wide: &[f32], wp: usize, ow: usize, out: &mut [MaybeUninit<f32>]) {
     for (o, row) in out.chunks_exact_mut(ow).zip(wide.chunks_exact(wp)) {
-        o.copy_from_slice(&row[..ow]);
+        for (d, v) in o.iter_mut().zip(&row[..ow]) {
+            d.write(*v);
+        }
     }
 }
 
@@ -111,8 +114,10 @@ fn conv_padded(
     use rayon::prelude::*;
     let a_rows: Vec<usize> = (0..m).map(|i| i * offs.len()).collect();
     let out_len = m * oh * ow;
-    let mut out = vec![0.0f32; n * out_len];
-    out.par_chunks_mut(out_len.max(1))
+    // Not zero-filled first: `compact` writes every element of every sample's chunk.
+    let mut out: Vec<f32> = Vec::with_capacity(n * out_len);
+    out.spare_capacity_mut()[..n * out_len]
+        .par_chunks_mut(out_len.max(1))
         .enumerate()
         .for_each_init(
             || (vec![0.0f32; padded_len], vec![0.0f32; m * oh * wp]),
@@ -132,6 +137,8 @@ fn conv_padded(
                 compact(wide, wp, ow, on);
             },
         );
+    // SAFETY: the chunks partition the first `n·out_len` slots and `compact` wrote each one.
+    unsafe { out.set_len(n * out_len) };
     out
 }
 
