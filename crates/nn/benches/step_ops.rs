@@ -48,8 +48,15 @@ fn bench(c: &mut Criterion) {
                     .unwrap()
             })
         });
-        group.bench_function(BenchmarkId::new("relu", name), |b| {
+        group.bench_function(BenchmarkId::new("relu_candle", name), |b| {
             b.iter(|| x.as_tensor().relu().and_then(|t| t.backward()).unwrap())
+        });
+        group.bench_function(BenchmarkId::new("relu", name), |b| {
+            b.iter(|| {
+                explr_nn::relu(x.as_tensor())
+                    .and_then(|t| t.backward())
+                    .unwrap()
+            })
         });
         group.bench_function(BenchmarkId::new("add", name), |b| {
             b.iter(|| {

@@ -13,6 +13,8 @@
 //! - [`Conv2d`] and [`Linear`] are the two weight layers the zoo shares. [`Conv2d`] runs on
 //!   [`conv2d`], the one convolution entry point: on the CPU (f32/f64) im2col + `gemm` candle
 //!   custom ops for the forward pass and both gradients, elsewhere candle's own `conv2d`.
+//! - [`relu`] is the models' ReLU, with a one-pass backward on the CPU (PyTorch's gradient
+//!   rule at 0).
 //! - [`tune_cpu_process`] is the process setup every CPU training binary starts with.
 //!
 //! ```
@@ -30,12 +32,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod activation;
 mod conv;
 mod conv_kernels;
 mod layers;
 mod process;
 mod store;
 
+pub use activation::relu;
 pub use conv::conv2d;
 pub use layers::{Conv2d, Conv2dConfig, Linear};
 pub use process::tune_cpu_process;

@@ -429,7 +429,7 @@ impl GroupNorm {
     ) -> Result<Self> {
         cfg.validate()?;
         check_channels(name, channels)?;
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             return Err(NormError::Groups { groups, channels });
         }
         Ok(Self {

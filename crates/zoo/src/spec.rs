@@ -147,14 +147,14 @@ impl ModelSpec {
         let width = self.resolved_width();
         match self.arch {
             Arch::PreResNet | Arch::ResNet => {
-                if self.depth < 8 || (self.depth - 2) % 6 != 0 {
+                if self.depth < 8 || !(self.depth - 2).is_multiple_of(6) {
                     return Err(ZooError::Depth {
                         arch: self.arch,
                         depth: self.depth,
                         hint: "the depth must be 6k+2 with k >= 1 (8, 14, 20, 32, 44, 56, 110, …)",
                     });
                 }
-                if width == 0 || (self.arch == Arch::ResNet && width % 2 != 0) {
+                if width == 0 || (self.arch == Arch::ResNet && !width.is_multiple_of(2)) {
                     return Err(ZooError::Width {
                         arch: self.arch,
                         width,

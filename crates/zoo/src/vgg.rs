@@ -173,7 +173,7 @@ impl Vgg {
         let mut x = x.clone();
         for layer in &self.features {
             x = match layer {
-                Layer::ConvNorm(c, n) => n.forward_t(&c.forward(&x)?, train)?.relu()?,
+                Layer::ConvNorm(c, n) => explr_nn::relu(&n.forward_t(&c.forward(&x)?, train)?)?,
                 Layer::Pool => x.max_pool2d(2)?,
             };
         }
