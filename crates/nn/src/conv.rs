@@ -205,7 +205,7 @@ impl CustomOp2 for Conv2dForward {
             l1,
             s2,
             l2,
-            |x, w| conv_kernels::forward_f32(&g, x, w),
+            |x, w| conv_kernels::forward(&g, x, w),
             |x, w| conv_kernels::forward(&g, x, w),
         )?;
         Ok((y, (g.n, g.k, g.oh, g.ow).into()))
@@ -276,7 +276,7 @@ impl CustomOp2 for Conv2dInputGrad {
             l1,
             s2,
             l2,
-            |dy, w| conv_kernels::backward_input_f32(&g, dy, w),
+            |dy, w| conv_kernels::backward_input::<f32>(&g, dy, w),
             |dy, w| conv_kernels::backward_input::<f64>(&g, dy, w),
         )?;
         Ok((dx, Shape::from(x.to_vec())))
@@ -311,7 +311,7 @@ impl CustomOp2 for Conv2dWeightGrad {
             l1,
             s2,
             l2,
-            |x, dy| conv_kernels::backward_weight_f32(&g, x, dy),
+            |x, dy| conv_kernels::backward_weight::<f32>(&g, x, dy),
             |x, dy| conv_kernels::backward_weight::<f64>(&g, x, dy),
         )?;
         Ok((dw, Shape::from(w.to_vec())))

@@ -1,6 +1,6 @@
 //! CPU kernels of [`crate::conv2d`]: im2col / col2im per sample and `gemm` matrix products,
-//! parallel over samples with Rayon; in f32, stride-1 convolutions on CPUs with AVX-512 run on
-//! the direct kernels of `direct` instead (no im2col; the `*_f32` entry points choose).
+//! parallel over samples with Rayon; stride-1 convolutions on CPUs with AVX-512 run on the
+//! direct kernels of `direct` instead (no im2col; each entry point chooses).
 //!
 //! Notation (NCHW, as in PyTorch's `nn.Conv2d`; THEORY.md has no convolution formula): input `x` is `[n, c, h, w]`, weight `[k, c, kh, kw]`,
 //! output `y` is `[n, k, oh, ow]`, `p = oh·ow` output positions and `ckk = c·kh·kw` patch length.
@@ -99,10 +99,51 @@ impl Geometry {
     }
 }
 
-/// The element types the kernels run on (`gemm` supports both natively).
-pub(crate) trait Float: WithDType {}
-impl Float for f32 {}
-impl Float for f64 {}
+/// The element types the kernels run on (`gemm` supports both natively), with the direct
+/// kernels' product for each.
+pub(crate) trait Float: WithDType {
+    /// `c[i, col] (+)= Σ_j a[a_rows[i] + j] · b[b_rows[j] + col]` for `i < a_rows.len()`,
+    /// `col < cols`, `j < b_rows.len()`; `c` is row-major `[a_rows.len(), cols]`, overwritten
+    /// unless `accumulate`. Row `i` of the left factor is contiguous from `a_rows[i]`, row `j` of
+    /// the right factor from `b_rows[j]`: the weight matrix and a padded sample's shifted rows in
+    /// the forward pass, a padded sample's shifted rows and `dyᵀ` in the weight gradient.
+    ///
+    /// # Safety
+    /// `a` must be readable at `a_rows[i] + j` and `b` at `b_rows[j] + col` for every `i`, `j`,
+    /// `col` in range; `c` must hold `a_rows.len() · cols` elements, exclusively; the CPU must
+    /// have AVX-512F.
+    unsafe fn product(
+        a: (*const Self, &[usize]),
+        b: (*const Self, &[usize]),
+        cols: usize,
+        c: *mut Self,
+        accumulate: bool,
+    );
+}
+
+/// `Float` for a type whose AVX-512 product is `$kernel` in `direct::x86`.
+macro_rules! float_with_product {
+    ($t:ty, $kernel:ident) => {
+        impl Float for $t {
+            unsafe fn product(
+                a: (*const $t, &[usize]),
+                b: (*const $t, &[usize]),
+                cols: usize,
+                c: *mut $t,
+                accumulate: bool,
+            ) {
+                #[cfg(target_arch = "x86_64")]
+                direct::x86::$kernel(a, b, cols, c, accumulate);
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!(
+                    "the direct kernels need AVX-512 ({a:?}, {b:?}, {cols}, {c:?}, {accumulate})"
+                );
+            }
+        }
+    };
+}
+float_with_product!(f32, product_f32);
+float_with_product!(f64, product_f64);
 
 /// Inner `gemm` parallelism: none when Rayon already splits `jobs` across every thread.
 fn inner_parallelism(jobs: usize) -> Parallelism {
@@ -234,32 +275,11 @@ fn col2im<T: Float>(g: &Geometry, col: &[T], dx: &mut [T]) {
     }
 }
 
-/// [`forward`] in f32: the direct kernels where they apply.
-pub(crate) fn forward_f32(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+/// Forward pass: `y = conv2d(x, w)`, `x` and `w` contiguous; returns `y` contiguous.
+pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     if direct::applies(g) && g.out_len() > 0 {
         return direct::forward(g, x, w);
     }
-    forward(g, x, w)
-}
-
-/// [`backward_input`] in f32: the direct kernels where they apply.
-pub(crate) fn backward_input_f32(g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
-    if direct::applies(g) && g.in_len() > 0 && g.out_len() > 0 {
-        return direct::backward_input(g, dy, w);
-    }
-    backward_input(g, dy, w)
-}
-
-/// [`backward_weight`] in f32: the direct kernels where they apply.
-pub(crate) fn backward_weight_f32(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    if direct::applies(g) && g.n > 0 && g.w_len() > 0 && g.out_len() > 0 {
-        return direct::backward_weight(g, x, dy, weight_group(g.n));
-    }
-    backward_weight(g, x, dy)
-}
-
-/// Forward pass: `y = conv2d(x, w)`, `x` and `w` contiguous; returns `y` contiguous.
-pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     let mut y = vec![T::zero(); g.n * g.out_len()];
     if g.out_len() == 0 {
         return y;
@@ -295,6 +315,9 @@ pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
 
 /// Input gradient: `dx = conv2d_x_grad(dy, w)`, `dy` and `w` contiguous.
 pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
+    if direct::applies(g) && g.in_len() > 0 && g.out_len() > 0 {
+        return direct::backward_input(g, dy, w);
+    }
     let mut dx = vec![T::zero(); g.n * g.in_len()];
     if g.in_len() == 0 || g.out_len() == 0 {
         return dx;
@@ -336,6 +359,9 @@ fn weight_group(n: usize) -> usize {
 
 /// Weight gradient: `dW = conv2d_w_grad(x, dy)`, `x` and `dy` contiguous.
 pub(crate) fn backward_weight<T: Float>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
+    if direct::applies(g) && g.n > 0 && g.w_len() > 0 && g.out_len() > 0 {
+        return direct::backward_weight(g, x, dy, weight_group(g.n));
+    }
     let w_len = g.w_len();
     if g.n == 0 || w_len == 0 || g.out_len() == 0 {
         return vec![T::zero(); w_len];

@@ -21,7 +21,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::Geometry;
+use super::{Float, Geometry};
 
 /// Whether the direct kernels run `g` on this CPU: stride 1, padding below the kernel size
 /// (so the input gradient is a valid convolution), AVX-512.
@@ -57,12 +57,12 @@ impl Padded {
     /// Copies the planes of `src` (`h × w` each) into `dst` at row `top`, column `left`.
     /// Writes only those rows: the padding of `dst` must already be zero, which it stays from
     /// one sample to the next (buffers start zeroed and nothing else writes them).
-    fn fill(
+    fn fill<T: Float>(
         &self,
-        src: &[f32],
+        src: &[T],
         (h, w): (usize, usize),
         (top, left): (usize, usize),
-        dst: &mut [f32],
+        dst: &mut [T],
     ) {
         let planes = src.len() / (h * w);
         for (s, d) in src
@@ -92,7 +92,7 @@ fn offsets(channels: usize, kh: usize, kw: usize, plane: usize, wp: usize) -> Ve
 }
 
 /// Writes the first `ow` columns of every `wp`-wide row of `wide` into `out` (`[rows, ow]`).
-fn compact(wide: &[f32], wp: usize, ow: usize, out: &mut [MaybeUninit<f32>]) {
+fn compact<T: Float>(wide: &[T], wp: usize, ow: usize, out: &mut [MaybeUninit<T>]) {
     for (o, row) in out.chunks_exact_mut(ow).zip(wide.chunks_exact(wp)) {
         for (d, v) in o.iter_mut().zip(&row[..ow]) {
             d.write(*v);
@@ -102,31 +102,31 @@ fn compact(wide: &[f32], wp: usize, ow: usize, out: &mut [MaybeUninit<f32>]) {
 
 /// Stride-1 convolution of padded samples: `out_n[m, oh, ow]` from the `a` matrix
 /// (`[m, offs.len()]`) and each sample's padded planes; parallel over samples.
-fn conv_padded(
+fn conv_padded<T: Float>(
     n: usize,
     m: usize,
     (oh, ow, wp): (usize, usize, usize),
-    a: &[f32],
+    a: &[T],
     offs: &[usize],
-    pad: impl Fn(usize, &mut [f32]) + Sync,
+    pad: impl Fn(usize, &mut [T]) + Sync,
     padded_len: usize,
-) -> Vec<f32> {
+) -> Vec<T> {
     use rayon::prelude::*;
     let a_rows: Vec<usize> = (0..m).map(|i| i * offs.len()).collect();
     let out_len = m * oh * ow;
     // Not zero-filled first: `compact` writes every element of every sample's chunk.
-    let mut out: Vec<f32> = Vec::with_capacity(n * out_len);
+    let mut out: Vec<T> = Vec::with_capacity(n * out_len);
     out.spare_capacity_mut()[..n * out_len]
         .par_chunks_mut(out_len.max(1))
         .enumerate()
         .for_each_init(
-            || (vec![0.0f32; padded_len], vec![0.0f32; m * oh * wp]),
+            || (vec![T::zero(); padded_len], vec![T::zero(); m * oh * wp]),
             |(xp, wide), (i, on)| {
                 pad(i, xp);
                 // SAFETY: every offset plus `oh·wp` stays inside `xp` (Padded::extra), `a` is
                 // [m, offs.len()], `wide` is [m, oh·wp]; the CPU has AVX-512 (`applies`).
                 unsafe {
-                    product(
+                    T::product(
                         (a.as_ptr(), &a_rows),
                         (xp.as_ptr(), offs),
                         oh * wp,
@@ -143,7 +143,7 @@ fn conv_padded(
 }
 
 /// Forward pass of a geometry that [`applies`].
-pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     let (hp, wp) = (g.h + 2 * g.padding, g.w + 2 * g.padding);
     let padded = Padded {
         dh: hp,
@@ -167,7 +167,7 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
 
 /// Input gradient of a geometry that [`applies`]: the forward convolution of `dy` padded by
 /// `kh − 1 − padding` with the flipped, channel-transposed weight.
-pub(crate) fn backward_input(g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
     let (pt, pl) = (g.kh - 1 - g.padding, g.kw - 1 - g.padding);
     let (hp, wp) = (g.oh + 2 * pt, g.ow + 2 * pl);
     let padded = Padded {
@@ -177,7 +177,7 @@ pub(crate) fn backward_input(g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     };
     let kk = g.kh * g.kw;
     // Wf[c, (k, q, u)] = W[k, c, kh−1−q, kw−1−u]
-    let mut wf = vec![0.0f32; g.w_len()];
+    let mut wf = vec![T::zero(); g.w_len()];
     for k in 0..g.k {
         for c in 0..g.c {
             for q in 0..kk {
@@ -205,7 +205,7 @@ pub(crate) fn backward_input(g: &Geometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
 /// vector lanes, so this is the forward's [`product`] with the roles of rows and reductions
 /// swapped. Samples in groups of `group`, each group's sum accumulated sample by sample, the
 /// groups summed in order.
-pub(crate) fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], group: usize) -> Vec<f32> {
+pub(crate) fn backward_weight<T: Float>(g: &Geometry, x: &[T], dy: &[T], group: usize) -> Vec<T> {
     use rayon::prelude::*;
     let (hp, wp) = (g.h + 2 * g.padding, g.w + 2 * g.padding);
     let padded = Padded {
@@ -219,12 +219,12 @@ pub(crate) fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], group: usize)
     let dyt_rows: Vec<usize> = (0..len).map(|t| t * g.k).collect();
     let (ckk, k) = (g.ckk(), g.k);
     let groups = g.n.div_ceil(group);
-    let partial: Vec<Vec<f32>> = (0..groups)
+    let partial: Vec<Vec<T>> = (0..groups)
         .into_par_iter()
         .map(|gi| {
-            let mut xp = vec![0.0f32; g.c * padded.plane()];
-            let mut dyt = vec![0.0f32; len * k];
-            let mut acc_t = vec![0.0f32; ckk * k];
+            let mut xp = vec![T::zero(); g.c * padded.plane()];
+            let mut dyt = vec![T::zero(); len * k];
+            let mut acc_t = vec![T::zero(); ckk * k];
             for (j, i) in (gi * group..((gi + 1) * group).min(g.n)).enumerate() {
                 let xn = &x[i * g.in_len()..(i + 1) * g.in_len()];
                 padded.fill(xn, (g.h, g.w), (g.padding, g.padding), &mut xp);
@@ -239,7 +239,7 @@ pub(crate) fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], group: usize)
                 // SAFETY: as in `conv_padded`, with xp's rows at `offs` and dyᵀ [len, k];
                 // acc_t is [ckk, k].
                 unsafe {
-                    product(
+                    T::product(
                         (xp.as_ptr(), &offs),
                         (dyt.as_ptr(), &dyt_rows),
                         k,
@@ -251,7 +251,7 @@ pub(crate) fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], group: usize)
             acc_t
         })
         .collect();
-    let mut dw = vec![0.0f32; g.w_len()];
+    let mut dw = vec![T::zero(); g.w_len()];
     for part in &partial {
         for (r, row) in part.chunks_exact(k).enumerate() {
             for (kk, v) in row.iter().enumerate() {
@@ -262,35 +262,9 @@ pub(crate) fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], group: usize)
     dw
 }
 
-/// `c[i, col] (+)= Σ_j a[a_rows[i] + j] · b[b_rows[j] + col]` for `i < a_rows.len()`,
-/// `col < cols`, `j < b_rows.len()`; `c` is row-major `[a_rows.len(), cols]`, overwritten
-/// unless `accumulate`. Row `i` of the left factor is contiguous from `a_rows[i]`, row `j` of
-/// the right factor from `b_rows[j]`: the weight matrix and a padded sample's shifted rows in
-/// the forward pass, a padded sample's shifted rows and `dyᵀ` in the weight gradient.
-///
-/// # Safety
-/// `a` must be readable at `a_rows[i] + j` and `b` at `b_rows[j] + col` for every `i`, `j`,
-/// `col` in range; `c` must hold `a_rows.len() · cols` elements, exclusively; the CPU must
-/// have AVX-512F.
-unsafe fn product(
-    a: (*const f32, &[usize]),
-    b: (*const f32, &[usize]),
-    cols: usize,
-    c: *mut f32,
-    accumulate: bool,
-) {
-    #[cfg(target_arch = "x86_64")]
-    x86::product(a, b, cols, c, accumulate);
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("the direct kernels need AVX-512 ({a:?}, {b:?}, {cols}, {c:?}, {accumulate})");
-}
-
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
-
-    /// Lanes of a zmm register.
-    const L: usize = 16;
 
     /// `block::<M, N>(args…)` for the run-time block size `(m, n)`, `M` one of `rows` and `N`
     /// one of `cols` (`args` the parenthesized arguments).
@@ -309,94 +283,125 @@ mod x86 {
         };
     }
 
-    /// Mask of the first `n` lanes (all 16 when `n ≥ 16`).
-    fn mask(n: usize) -> __mmask16 {
-        if n >= L {
-            0xffff
-        } else {
-            (1u16 << n) - 1
-        }
-    }
-
-    /// [`super::product`]: blocks of 8 rows × 3 vectors (24 zmm accumulators; one broadcast
-    /// per row and one load per vector for 24 FMAs), smaller ones at the edges.
-    pub(super) unsafe fn product(
-        (a, a_rows): (*const f32, &[usize]),
-        (b, b_rows): (*const f32, &[usize]),
-        cols: usize,
-        c: *mut f32,
-        accumulate: bool,
-    ) {
-        const MR: usize = 8;
-        const NV: usize = 3;
-        let m = a_rows.len();
-        let mut i = 0;
-        while i < m {
-            let mb = (m - i).min(MR);
-            let rows = &a_rows[i..i + mb];
-            let mut t = 0;
-            while t < cols {
-                let nv = (cols - t).div_ceil(L).min(NV);
-                let last = mask(cols - t - (nv - 1) * L);
-                let (bt, ct) = (b.add(t), c.add(i * cols + t));
-                dispatch!(
-                    block,
-                    mb,
-                    nv,
-                    [8, 7, 6, 5, 4, 3, 2, 1],
-                    [3, 2, 1],
-                    (a, rows, bt, b_rows, ct, cols, last, accumulate)
-                );
-                t += nv * L;
-            }
-            i += mb;
-        }
-    }
-
-    /// One `M`-row × `V`-vector block of `c` (row stride `ldc`); the last vector's lanes are
-    /// `last`.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn block<const M: usize, const V: usize>(
-        a: *const f32,
-        a_rows: &[usize],
-        b: *const f32,
-        b_rows: &[usize],
-        c: *mut f32,
-        ldc: usize,
-        last: __mmask16,
-        accumulate: bool,
-    ) {
-        let mut ar = [a; M];
-        for (p, &off) in ar.iter_mut().zip(a_rows) {
-            *p = a.add(off);
-        }
-        let lane_mask = |v: usize| if v + 1 == V { last } else { 0xffff };
-        let mut acc = [[_mm512_setzero_ps(); V]; M];
-        for (j, &off) in b_rows.iter().enumerate() {
-            let br = b.add(off);
-            let mut bv = [_mm512_setzero_ps(); V];
-            for (v, x) in bv.iter_mut().enumerate() {
-                *x = _mm512_maskz_loadu_ps(lane_mask(v), br.add(v * L));
-            }
-            for (row, p) in acc.iter_mut().zip(&ar) {
-                let av = _mm512_set1_ps(*p.add(j));
-                for (x, bx) in row.iter_mut().zip(&bv) {
-                    *x = _mm512_fmadd_ps(av, *bx, *x);
+    /// The AVX-512 [`super::Float::product`] for one element type: its vector, mask, lane
+    /// count and intrinsics.
+    macro_rules! product_kernel {
+        ($product:ident, $block:ident, $t:ty, $v:ty, $m:ty, $lanes:literal,
+         $zero:ident, $splat:ident, $load:ident, $fma:ident, $add:ident, $store:ident) => {
+            /// [`super::Float::product`]: blocks of 8 rows × 3 vectors (24 zmm accumulators;
+            /// one broadcast per row and one load per vector for every 24 FMAs), smaller ones
+            /// at the edges.
+            ///
+            /// # Safety
+            /// As [`super::Float::product`].
+            pub(crate) unsafe fn $product(
+                (a, a_rows): (*const $t, &[usize]),
+                (b, b_rows): (*const $t, &[usize]),
+                cols: usize,
+                c: *mut $t,
+                accumulate: bool,
+            ) {
+                const MR: usize = 8;
+                const NV: usize = 3;
+                const L: usize = $lanes;
+                // Mask of the first `n` lanes (all when `n ≥ L`).
+                let mask = |n: usize| -> $m { if n >= L { <$m>::MAX } else { (1 << n) - 1 } };
+                let m = a_rows.len();
+                let mut i = 0;
+                while i < m {
+                    let mb = (m - i).min(MR);
+                    let rows = &a_rows[i..i + mb];
+                    let mut t = 0;
+                    while t < cols {
+                        let nv = (cols - t).div_ceil(L).min(NV);
+                        let last = mask(cols - t - (nv - 1) * L);
+                        let (bt, ct) = (b.add(t), c.add(i * cols + t));
+                        dispatch!(
+                            $block,
+                            mb,
+                            nv,
+                            [8, 7, 6, 5, 4, 3, 2, 1],
+                            [3, 2, 1],
+                            (a, rows, bt, b_rows, ct, cols, last, accumulate)
+                        );
+                        t += nv * L;
+                    }
+                    i += mb;
                 }
             }
-        }
-        for (ii, row) in acc.iter().enumerate() {
-            for (v, x) in row.iter().enumerate() {
-                let dst = c.add(ii * ldc + v * L);
-                let k = lane_mask(v);
-                let x = if accumulate {
-                    _mm512_add_ps(*x, _mm512_maskz_loadu_ps(k, dst))
-                } else {
-                    *x
-                };
-                _mm512_mask_storeu_ps(dst, k, x);
+
+            /// One `M`-row × `V`-vector block of `c` (row stride `ldc`); the last vector's
+            /// lanes are `last`.
+            #[target_feature(enable = "avx512f")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn $block<const M: usize, const V: usize>(
+                a: *const $t,
+                a_rows: &[usize],
+                b: *const $t,
+                b_rows: &[usize],
+                c: *mut $t,
+                ldc: usize,
+                last: $m,
+                accumulate: bool,
+            ) {
+                const L: usize = $lanes;
+                let mut ar = [a; M];
+                for (p, &off) in ar.iter_mut().zip(a_rows) {
+                    *p = a.add(off);
+                }
+                let lane_mask = |v: usize| if v + 1 == V { last } else { <$m>::MAX };
+                let mut acc: [[$v; V]; M] = [[$zero(); V]; M];
+                for (j, &off) in b_rows.iter().enumerate() {
+                    let br = b.add(off);
+                    let mut bv: [$v; V] = [$zero(); V];
+                    for (v, x) in bv.iter_mut().enumerate() {
+                        *x = $load(lane_mask(v), br.add(v * L));
+                    }
+                    for (row, p) in acc.iter_mut().zip(&ar) {
+                        let av = $splat(*p.add(j));
+                        for (x, bx) in row.iter_mut().zip(&bv) {
+                            *x = $fma(av, *bx, *x);
+                        }
+                    }
+                }
+                for (ii, row) in acc.iter().enumerate() {
+                    for (v, x) in row.iter().enumerate() {
+                        let dst = c.add(ii * ldc + v * L);
+                        let k = lane_mask(v);
+                        let x = if accumulate { $add(*x, $load(k, dst)) } else { *x };
+                        $store(dst, k, x);
+                    }
+                }
             }
-        }
+        };
     }
+
+    product_kernel!(
+        product_f32,
+        block_f32,
+        f32,
+        __m512,
+        __mmask16,
+        16,
+        _mm512_setzero_ps,
+        _mm512_set1_ps,
+        _mm512_maskz_loadu_ps,
+        _mm512_fmadd_ps,
+        _mm512_add_ps,
+        _mm512_mask_storeu_ps
+    );
+    product_kernel!(
+        product_f64,
+        block_f64,
+        f64,
+        __m512d,
+        __mmask8,
+        8,
+        _mm512_setzero_pd,
+        _mm512_set1_pd,
+        _mm512_maskz_loadu_pd,
+        _mm512_fmadd_pd,
+        _mm512_add_pd,
+        _mm512_mask_storeu_pd
+    );
 }
