@@ -275,11 +275,17 @@ fn col2im<T: Float>(g: &Geometry, col: &[T], dx: &mut [T]) {
     }
 }
 
-/// Forward pass: `y = conv2d(x, w)`, `x` and `w` contiguous; returns `y` contiguous.
+/// Forward pass: `y = conv2d(x, w)`, `x` and `w` contiguous; returns `y` contiguous. The
+/// direct kernels where they apply, im2col and `gemm` elsewhere.
 pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     if direct::applies(g) && g.out_len() > 0 {
         return direct::forward(g, x, w);
     }
+    forward_im2col(g, x, w)
+}
+
+/// [`forward`] through im2col and `gemm`: every geometry, on every CPU.
+fn forward_im2col<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     let mut y = vec![T::zero(); g.n * g.out_len()];
     if g.out_len() == 0 {
         return y;
@@ -313,11 +319,17 @@ pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     y
 }
 
-/// Input gradient: `dx = conv2d_x_grad(dy, w)`, `dy` and `w` contiguous.
+/// Input gradient: `dx = conv2d_x_grad(dy, w)`, `dy` and `w` contiguous (direct kernels where
+/// they apply).
 pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
     if direct::applies(g) && g.in_len() > 0 && g.out_len() > 0 {
         return direct::backward_input(g, dy, w);
     }
+    backward_input_im2col(g, dy, w)
+}
+
+/// [`backward_input`] through im2col and `gemm`: every geometry, on every CPU.
+fn backward_input_im2col<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
     let mut dx = vec![T::zero(); g.n * g.in_len()];
     if g.in_len() == 0 || g.out_len() == 0 {
         return dx;
@@ -357,11 +369,17 @@ fn weight_group(n: usize) -> usize {
     n.div_ceil(16).max(1)
 }
 
-/// Weight gradient: `dW = conv2d_w_grad(x, dy)`, `x` and `dy` contiguous.
+/// Weight gradient: `dW = conv2d_w_grad(x, dy)`, `x` and `dy` contiguous (direct kernels
+/// where they apply).
 pub(crate) fn backward_weight<T: Float>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     if direct::applies(g) && g.n > 0 && g.w_len() > 0 && g.out_len() > 0 {
         return direct::backward_weight(g, x, dy, weight_group(g.n));
     }
+    backward_weight_im2col(g, x, dy)
+}
+
+/// [`backward_weight`] through im2col and `gemm`: every geometry, on every CPU.
+fn backward_weight_im2col<T: Float>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     let w_len = g.w_len();
     if g.n == 0 || w_len == 0 || g.out_len() == 0 {
         return vec![T::zero(); w_len];
@@ -408,4 +426,107 @@ pub(crate) fn backward_weight<T: Float>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<
         }
     }
     dw
+}
+
+#[cfg(test)]
+mod tests {
+    //! The two implementations against each other. The integration tests compare
+    //! `explr_nn::conv2d` with candle, but on an AVX-512 CPU they only reach the im2col path
+    //! for the geometries the direct kernels do not take; here both run on every geometry.
+    use super::*;
+
+    fn geometry(
+        n: usize,
+        c: usize,
+        hw: (usize, usize),
+        k: usize,
+        kernel: (usize, usize),
+        padding: usize,
+    ) -> Geometry {
+        let (h, w) = hw;
+        let (kh, kw) = kernel;
+        Geometry {
+            n,
+            c,
+            h,
+            w,
+            k,
+            kh,
+            kw,
+            stride: 1,
+            padding,
+            oh: h + 2 * padding + 1 - kh,
+            ow: w + 2 * padding + 1 - kw,
+        }
+    }
+
+    /// Deterministic values in [−1, 1) (a multiplicative hash of the index and salt).
+    fn values<T: Float>(len: usize, salt: usize) -> Vec<T> {
+        (0..len)
+            .map(|i| {
+                let v = ((i * 2654435761 + salt * 40503) % 10007) as f64 / 10007.0 * 2.0 - 1.0;
+                T::from_f64(v)
+            })
+            .collect()
+    }
+
+    fn max_rel<T: Float>(a: &[T], b: &[T]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().map(|v| v.to_f64().abs()).fold(1e-300, f64::max);
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x.to_f64() - y.to_f64()).abs())
+            .fold(0.0, f64::max)
+            / scale
+    }
+
+    fn compare<T: Float>(g: &Geometry, tol: f64) {
+        let x = values::<T>(g.n * g.in_len(), 1);
+        let w = values::<T>(g.w_len(), 2);
+        let dy = values::<T>(g.n * g.out_len(), 3);
+        let cases = [
+            (
+                "forward",
+                direct::forward(g, &x, &w),
+                forward_im2col(g, &x, &w),
+            ),
+            (
+                "input gradient",
+                direct::backward_input(g, &dy, &w),
+                backward_input_im2col(g, &dy, &w),
+            ),
+            (
+                "weight gradient",
+                direct::backward_weight(g, &x, &dy, weight_group(g.n)),
+                backward_weight_im2col(g, &x, &dy),
+            ),
+        ];
+        for (what, ours, reference) in cases {
+            let d = max_rel(&ours, &reference);
+            assert!(
+                d <= tol,
+                "{what} of {g:?} in {}: {d:e} > {tol:e}",
+                T::DTYPE.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn direct_kernels_match_im2col() {
+        if !direct::applies(&geometry(1, 1, (3, 3), 1, (3, 3), 1)) {
+            return; // no AVX-512 here: the im2col path is all there is, and the tests use it
+        }
+        let shapes = [
+            geometry(3, 16, (32, 32), 16, (3, 3), 1),
+            geometry(5, 10, (13, 11), 19, (3, 3), 1),
+            geometry(2, 3, (9, 9), 7, (5, 5), 2),
+            geometry(4, 21, (10, 10), 17, (1, 1), 0),
+            geometry(1, 2, (7, 6), 3, (2, 3), 0),
+            geometry(37, 3, (6, 6), 4, (3, 3), 1),
+        ];
+        for g in &shapes {
+            compare::<f32>(g, 1e-5);
+            compare::<f64>(g, 1e-13);
+        }
+    }
 }
