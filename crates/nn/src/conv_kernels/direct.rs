@@ -1,20 +1,29 @@
-//! Direct stride-1 convolution kernels for f32 on CPUs with AVX-512: no im2col.
+//! Direct convolution kernels on CPUs with AVX-512, f32 and f64: no im2col.
 //!
 //! **The wide-row trick.** Pad one input sample into planes of `hp × wp` (`wp = w + 2·padding`)
-//! and compute the output on the padded width: position `p' = oy·wp + ox` for `ox < wp`, of
-//! which the first `ow` of each row are real and the rest are discarded. Patch entry
+//! and compute a stride-1 output on the padded width: position `p' = oy·wp + ox` for `ox < wp`,
+//! of which the first `ow` of each row are real and the rest are discarded. Patch entry
 //! `r = (c, ki, kj)` of position `p'` is then `xpad[off_r + p']` with
 //! `off_r = c·plane + ki·wp + kj`, so row `r` of the im2col matrix *is* the padded input read
-//! from `off_r`: contiguous, never copied. All three passes become one [`product`] kernel:
+//! from `off_r`: contiguous, never copied.
+//!
+//! **Strides.** With stride `s`, the padded input is split into `s²` phase planes,
+//! `P[c, (ri, rj)][u, v] = xpad[c, s·u + ri, s·v + rj]` of `⌈hp/s⌉ × ⌈wp/s⌉`; writing
+//! `ki = s·qi + ri` and `kj = s·qj + rj`, input `(s·oy + ki, s·ox + kj)` is phase `(ri, rj)` at
+//! `(oy + qi, ox + qj)`, a stride-1 read again (`off_r` picks the phase plane, then `qi`, `qj`).
+//! Stride 1 is the case of one phase ([`Phases`]).
+//!
+//! All passes become one product kernel, [`Float::product`]:
 //!
 //! - forward:         `y'[k, p'] = Σ_r W[k, r] · xpad[off_r + p']`
-//! - input gradient:  the forward of `dy` padded by `kh − 1 − padding`, with the weight flipped
-//!   in space and transposed in channels (`Wf[c, (k, q, u)] = W[k, c, kh−1−q, kw−1−u]`)
+//! - input gradient (stride 1): the forward of `dy` padded by `kh − 1 − padding`, with the
+//!   weight flipped in space and transposed in channels (`Wf[c, (k, q, u)] = W[k, c, kh−1−q,
+//!   kw−1−u]`); strided input gradients stay on im2col/col2im
 //! - weight gradient: `dWᵀ[r, k] = Σ_n Σ_p' xpad_n[off_r + p'] · dyᵀ_n[p', k]`, `dyᵀ` being
 //!   `dy` transposed to `[p', k]` with zero rows at the discarded columns.
 //!
 //! The working set is the padded sample (at most `1.3×` the input sample), not a 9× larger
-//! patch matrix, so it stays in L1/L2. [`product`] keeps an 8-row × 3-vector block of its
+//! patch matrix, so it stays in L1/L2. The product keeps an 8-row × 3-vector block of its
 //! output in 24 zmm accumulators, broadcasting one left-factor value per row and loading one
 //! right-factor vector per column block for every 24 FMAs. Summation orders depend only on
 //! the shapes and the batch's weight groups, never on the thread count.
@@ -23,9 +32,15 @@ use std::mem::MaybeUninit;
 
 use super::{Float, Geometry};
 
-/// Whether the direct kernels run `g` on this CPU: stride 1, padding below the kernel size
-/// (so the input gradient is a valid convolution), AVX-512.
-pub(crate) fn applies(g: &Geometry) -> bool {
+/// Whether the direct kernels run the forward pass and the weight gradient of `g` on this
+/// CPU: whenever it has AVX-512.
+pub(crate) fn applies(_g: &Geometry) -> bool {
+    avx512()
+}
+
+/// Whether they run the input gradient: stride 1 and padding below the kernel size (so that
+/// it is a valid convolution), AVX-512.
+pub(crate) fn applies_to_input_gradient(g: &Geometry) -> bool {
     g.stride == 1 && g.padding < g.kh && g.padding < g.kw && avx512()
 }
 
@@ -40,55 +55,94 @@ fn avx512() -> bool {
     }
 }
 
-/// Zero-padded planes: `planes` planes of `h × w` from `src`, each written at row `top`,
-/// column `left` of a `dh × dw` plane followed by `extra` zeros (so that reads of the wide
-/// rows past a plane's end stay inside it).
-struct Padded {
-    dh: usize,
-    dw: usize,
+/// How samples are laid out for the kernels: each channel of `h × w` becomes `stride²` zero-
+/// padded phase planes of `hq × wq` (padding `top`, `left` before the phase split), each
+/// followed by `extra` zeros so that reads of the wide rows past a plane's end stay inside it.
+struct Phases {
+    stride: usize,
+    top: usize,
+    left: usize,
+    hq: usize,
+    wq: usize,
     extra: usize,
 }
 
-impl Padded {
-    fn plane(&self) -> usize {
-        self.dh * self.dw + self.extra
-    }
-
-    /// Copies the planes of `src` (`h × w` each) into `dst` at row `top`, column `left`.
-    /// Writes only those rows: the padding of `dst` must already be zero, which it stays from
-    /// one sample to the next (buffers start zeroed and nothing else writes them).
-    fn fill<T: Float>(
-        &self,
-        src: &[T],
+impl Phases {
+    /// Phases of an `h × w` input padded by `(top, left)` before and `(bottom, right)` after,
+    /// read by a `kh × kw` kernel with `stride`.
+    fn new(
         (h, w): (usize, usize),
         (top, left): (usize, usize),
-        dst: &mut [T],
-    ) {
-        let planes = src.len() / (h * w);
-        for (s, d) in src
-            .chunks_exact(h * w)
-            .zip(dst.chunks_exact_mut(self.plane()))
-        {
-            for (y, row) in s.chunks_exact(w).enumerate() {
-                let start = (top + y) * self.dw + left;
-                d[start..start + w].copy_from_slice(row);
-            }
+        (bottom, right): (usize, usize),
+        kw: usize,
+        stride: usize,
+    ) -> Self {
+        Phases {
+            stride,
+            top,
+            left,
+            hq: (h + top + bottom).div_ceil(stride),
+            wq: (w + left + right).div_ceil(stride),
+            extra: kw,
         }
-        debug_assert_eq!(dst.len(), planes * self.plane());
     }
-}
 
-/// Offsets `off_r` of the rows `r = (c, ki, kj)` of a `channels × kh × kw` patch.
-fn offsets(channels: usize, kh: usize, kw: usize, plane: usize, wp: usize) -> Vec<usize> {
-    let mut offs = Vec::with_capacity(channels * kh * kw);
-    for c in 0..channels {
-        for ki in 0..kh {
-            for kj in 0..kw {
-                offs.push(c * plane + ki * wp + kj);
+    fn plane(&self) -> usize {
+        self.hq * self.wq + self.extra
+    }
+
+    /// Elements of one laid-out sample of `channels` channels.
+    fn sample_len(&self, channels: usize) -> usize {
+        channels * self.stride * self.stride * self.plane()
+    }
+
+    /// Offsets `off_r` of the rows `r = (c, ki, kj)` of a `channels × kh × kw` patch.
+    fn offsets(&self, channels: usize, kh: usize, kw: usize) -> Vec<usize> {
+        let (s, plane) = (self.stride, self.plane());
+        let mut offs = Vec::with_capacity(channels * kh * kw);
+        for c in 0..channels {
+            for ki in 0..kh {
+                for kj in 0..kw {
+                    let phase = (ki % s) * s + kj % s;
+                    offs.push((c * s * s + phase) * plane + (ki / s) * self.wq + kj / s);
+                }
+            }
+        }
+        offs
+    }
+
+    /// Copies the channels of `src` (`h × w` each) into their phase planes in `dst`. Writes
+    /// only the input's positions: the padding of `dst` must already be zero, which it stays
+    /// from one sample to the next (buffers start zeroed and nothing else writes them).
+    fn fill<T: Float>(&self, src: &[T], (h, w): (usize, usize), dst: &mut [T]) {
+        let (s, plane) = (self.stride, self.plane());
+        for (c, x) in src.chunks_exact(h * w).enumerate() {
+            for ri in 0..s {
+                for rj in 0..s {
+                    let d = &mut dst[(c * s * s + ri * s + rj) * plane..][..plane];
+                    // Padded column s·v + rj is input column s·v + rj − left, for v ≥ v0.
+                    let v0 = self.left.saturating_sub(rj).div_ceil(s);
+                    for u in 0..self.hq {
+                        let Some(y) = (s * u + ri).checked_sub(self.top).filter(|y| *y < h) else {
+                            continue;
+                        };
+                        let row = &x[y * w..(y + 1) * w];
+                        let first = s * v0 + rj - self.left;
+                        let dr = &mut d[u * self.wq + v0..(u + 1) * self.wq];
+                        let src = &row[first.min(w)..];
+                        if s == 1 {
+                            let n = dr.len().min(src.len());
+                            dr[..n].copy_from_slice(&src[..n]);
+                        } else {
+                            for (dv, xv) in dr.iter_mut().zip(src.iter().step_by(s)) {
+                                *dv = *xv;
+                            }
+                        }
+                    }
+                }
             }
         }
     }
-    offs
 }
 
 /// Writes the first `ow` columns of every `wp`-wide row of `wide` into `out` (`[rows, ow]`).
@@ -123,7 +177,7 @@ fn conv_padded<T: Float>(
             || (vec![T::zero(); padded_len], vec![T::zero(); m * oh * wp]),
             |(xp, wide), (i, on)| {
                 pad(i, xp);
-                // SAFETY: every offset plus `oh·wp` stays inside `xp` (Padded::extra), `a` is
+                // SAFETY: every offset plus `oh·wp` stays inside `xp` (Phases::extra), `a` is
                 // [m, offs.len()], `wide` is [m, oh·wp]; the CPU has AVX-512 (`applies`).
                 unsafe {
                     T::product(
@@ -144,37 +198,25 @@ fn conv_padded<T: Float>(
 
 /// Forward pass of a geometry that [`applies`].
 pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
-    let (hp, wp) = (g.h + 2 * g.padding, g.w + 2 * g.padding);
-    let padded = Padded {
-        dh: hp,
-        dw: wp,
-        extra: g.kw,
-    };
-    let offs = offsets(g.c, g.kh, g.kw, padded.plane(), wp);
+    let pad = (g.padding, g.padding);
+    let phases = Phases::new((g.h, g.w), pad, pad, g.kw, g.stride);
+    let offs = phases.offsets(g.c, g.kh, g.kw);
     conv_padded(
         g.n,
         g.k,
-        (g.oh, g.ow, wp),
+        (g.oh, g.ow, phases.wq),
         w,
         &offs,
-        |i, xp| {
-            let xn = &x[i * g.in_len()..(i + 1) * g.in_len()];
-            padded.fill(xn, (g.h, g.w), (g.padding, g.padding), xp);
-        },
-        g.c * padded.plane(),
+        |i, xp| phases.fill(&x[i * g.in_len()..(i + 1) * g.in_len()], (g.h, g.w), xp),
+        phases.sample_len(g.c),
     )
 }
 
-/// Input gradient of a geometry that [`applies`]: the forward convolution of `dy` padded by
-/// `kh − 1 − padding` with the flipped, channel-transposed weight.
+/// Input gradient of a geometry that [`applies_to_input_gradient`]: the forward convolution
+/// of `dy` padded by `kh − 1 − padding` with the flipped, channel-transposed weight.
 pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
-    let (pt, pl) = (g.kh - 1 - g.padding, g.kw - 1 - g.padding);
-    let (hp, wp) = (g.oh + 2 * pt, g.ow + 2 * pl);
-    let padded = Padded {
-        dh: hp,
-        dw: wp,
-        extra: g.kw,
-    };
+    let pad = (g.kh - 1 - g.padding, g.kw - 1 - g.padding);
+    let phases = Phases::new((g.oh, g.ow), pad, pad, g.kw, 1);
     let kk = g.kh * g.kw;
     // Wf[c, (k, q, u)] = W[k, c, kh−1−q, kw−1−u]
     let mut wf = vec![T::zero(); g.w_len()];
@@ -185,18 +227,21 @@ pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T
             }
         }
     }
-    let offs = offsets(g.k, g.kh, g.kw, padded.plane(), wp);
+    let offs = phases.offsets(g.k, g.kh, g.kw);
     conv_padded(
         g.n,
         g.c,
-        (g.h, g.w, wp),
+        (g.h, g.w, phases.wq),
         &wf,
         &offs,
         |i, dp| {
-            let dyn_ = &dy[i * g.out_len()..(i + 1) * g.out_len()];
-            padded.fill(dyn_, (g.oh, g.ow), (pt, pl), dp);
+            phases.fill(
+                &dy[i * g.out_len()..(i + 1) * g.out_len()],
+                (g.oh, g.ow),
+                dp,
+            )
         },
-        g.k * padded.plane(),
+        phases.sample_len(g.k),
     )
 }
 
@@ -207,13 +252,10 @@ pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T
 /// groups summed in order.
 pub(crate) fn backward_weight<T: Float>(g: &Geometry, x: &[T], dy: &[T], group: usize) -> Vec<T> {
     use rayon::prelude::*;
-    let (hp, wp) = (g.h + 2 * g.padding, g.w + 2 * g.padding);
-    let padded = Padded {
-        dh: hp,
-        dw: wp,
-        extra: g.kw,
-    };
-    let offs = offsets(g.c, g.kh, g.kw, padded.plane(), wp);
+    let pad = (g.padding, g.padding);
+    let phases = Phases::new((g.h, g.w), pad, pad, g.kw, g.stride);
+    let offs = phases.offsets(g.c, g.kh, g.kw);
+    let wp = phases.wq;
     let len = g.oh * wp;
     // dyᵀ row p' = oy·wp + ox starts at p'·k; rows of the discarded columns are zero.
     let dyt_rows: Vec<usize> = (0..len).map(|t| t * g.k).collect();
@@ -222,17 +264,28 @@ pub(crate) fn backward_weight<T: Float>(g: &Geometry, x: &[T], dy: &[T], group: 
     let partial: Vec<Vec<T>> = (0..groups)
         .into_par_iter()
         .map(|gi| {
-            let mut xp = vec![T::zero(); g.c * padded.plane()];
+            let mut xp = vec![T::zero(); phases.sample_len(g.c)];
             let mut dyt = vec![T::zero(); len * k];
             let mut acc_t = vec![T::zero(); ckk * k];
             for (j, i) in (gi * group..((gi + 1) * group).min(g.n)).enumerate() {
-                let xn = &x[i * g.in_len()..(i + 1) * g.in_len()];
-                padded.fill(xn, (g.h, g.w), (g.padding, g.padding), &mut xp);
+                phases.fill(
+                    &x[i * g.in_len()..(i + 1) * g.in_len()],
+                    (g.h, g.w),
+                    &mut xp,
+                );
                 let dyn_ = &dy[i * g.out_len()..(i + 1) * g.out_len()];
-                for (kk, plane) in dyn_.chunks_exact(g.oh * g.ow).enumerate() {
-                    for (oy, row) in plane.chunks_exact(g.ow).enumerate() {
-                        for (ox, v) in row.iter().enumerate() {
-                            dyt[(oy * wp + ox) * k + kk] = *v;
+                // Transposed in tiles of 16 positions × every channel: each channel's run of
+                // 16 is read contiguously, each position's k values written contiguously.
+                let hw = g.oh * g.ow;
+                for oy in 0..g.oh {
+                    for ox0 in (0..g.ow).step_by(16) {
+                        let width = (g.ow - ox0).min(16);
+                        let tile = &mut dyt[(oy * wp + ox0) * k..][..width * k];
+                        for (kk, plane) in dyn_.chunks_exact(hw).enumerate() {
+                            let run = &plane[oy * g.ow + ox0..][..width];
+                            for (j, v) in run.iter().enumerate() {
+                                tile[j * k + kk] = *v;
+                            }
                         }
                     }
                 }
