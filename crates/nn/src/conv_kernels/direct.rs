@@ -16,9 +16,10 @@
 //! All passes become one product kernel, [`Float::product`]:
 //!
 //! - forward:         `y'[k, p'] = Σ_r W[k, r] · xpad[off_r + p']`
-//! - input gradient (stride 1): the forward of `dy` padded by `kh − 1 − padding`, with the
-//!   weight flipped in space and transposed in channels (`Wf[c, (k, q, u)] = W[k, c, kh−1−q,
-//!   kw−1−u]`); strided input gradients stay on im2col/col2im
+//! - input gradient: per phase `(ri, rj)` of the input, a stride-1 correlation of `dy`,
+//!   zero-padded, with the taps `ki ≡ ri`, `kj ≡ rj` of the weight flipped in space and
+//!   transposed in channels (for stride 1, one phase: `Wf[c, (k, q, u)] = W[k, c, kh−1−q,
+//!   kw−1−u]`)
 //! - weight gradient: `dWᵀ[r, k] = Σ_n Σ_p' xpad_n[off_r + p'] · dyᵀ_n[p', k]`, `dyᵀ` being
 //!   `dy` transposed to `[p', k]` with zero rows at the discarded columns.
 //!
@@ -32,16 +33,9 @@ use std::mem::MaybeUninit;
 
 use super::{Float, Geometry};
 
-/// Whether the direct kernels run the forward pass and the weight gradient of `g` on this
-/// CPU: whenever it has AVX-512.
+/// Whether the direct kernels run `g` on this CPU: any geometry, on CPUs with AVX-512.
 pub(crate) fn applies(_g: &Geometry) -> bool {
     avx512()
-}
-
-/// Whether they run the input gradient: stride 1 and padding below the kernel size (so that
-/// it is a valid convolution), AVX-512.
-pub(crate) fn applies_to_input_gradient(g: &Geometry) -> bool {
-    g.stride == 1 && g.padding < g.kh && g.padding < g.kw && avx512()
 }
 
 fn avx512() -> bool {
@@ -212,37 +206,154 @@ pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     )
 }
 
-/// Input gradient of a geometry that [`applies_to_input_gradient`]: the forward convolution
-/// of `dy` padded by `kh − 1 − padding` with the flipped, channel-transposed weight.
+/// One phase `(ri, rj)` of the input gradient: the input positions `(s·U + ri − padding,
+/// s·V + rj − padding)` for `U` in `u0..u0 + rows`, `V` in `v0..v0 + cols`, which the kernel
+/// taps `ki = s·qi + ri`, `kj = s·qj + rj` (`qi < nqi`, `qj < nqj`) reach.
+struct InputPhase<T> {
+    /// Input rows and columns of the phase's first position (may be negative: padding).
+    first: (isize, isize),
+    rows: usize,
+    cols: usize,
+    /// `[c, k·nqi·nqj]`: `W[k, c, s·(nqi−1−q) + ri, s·(nqj−1−u) + rj]` at `(c, (k, q, u))`.
+    a: Vec<T>,
+    /// Offsets of `a`'s rows (`c · k·nqi·nqj`).
+    a_rows: Vec<usize>,
+    /// Offsets of `dy`'s padded rows for `(k, q, u)`.
+    offs: Vec<usize>,
+}
+
+/// Input gradient of a geometry that [`applies`], phase by phase. For stride `s`, the input
+/// positions whose padded coordinates are `≡ (ri, rj) mod s` receive gradient only through the
+/// taps `ki ≡ ri`, `kj ≡ rj`: `dx[s·U + ri, s·V + rj] = Σ_k Σ_qi Σ_qj W[k, c, s·qi + ri,
+/// s·qj + rj] · dy[k, U − qi, V − qj]` (padded coordinates), a stride-1 correlation of `dy`,
+/// zero-padded, with a flipped sub-kernel. Stride 1 is one phase with the whole kernel.
 pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
-    let pad = (g.kh - 1 - g.padding, g.kw - 1 - g.padding);
-    let phases = Phases::new((g.oh, g.ow), pad, pad, g.kw, 1);
+    use rayon::prelude::*;
+    let (s, p) = (g.stride, g.padding);
+    let taps = |k: usize, r: usize| (k.saturating_sub(r)).div_ceil(s); // qi < taps(kh, ri)
+                                                                       // First phase index U (or V) whose input row s·U + r − p is ≥ 0, and the count below n.
+    let range = |r: usize, n: usize| {
+        let u0 = p.saturating_sub(r).div_ceil(s);
+        (u0, (n + p).saturating_sub(r).div_ceil(s).saturating_sub(u0))
+    };
+    // Padding of dy: phase (ri, ·) reads padded rows u0 + q + top + 1 − nqi for q < nqi, over
+    // its `rows` positions; enough above for the first, below for the last, in every phase.
+    let pad_for = |n: usize, kn: usize, out: usize| {
+        (0..s)
+            .filter(|r| taps(kn, *r) > 0)
+            .map(|r| {
+                let (u0, count) = range(r, n);
+                (
+                    (taps(kn, r) - 1).saturating_sub(u0),
+                    (u0 + count).saturating_sub(out),
+                )
+            })
+            .fold((0, 0), |(a, b), (c, d)| (a.max(c), b.max(d)))
+    };
+    let ((top, bottom), (left, right)) = (pad_for(g.h, g.kh, g.oh), pad_for(g.w, g.kw, g.ow));
+    let padded = Phases::new((g.oh, g.ow), (top, left), (bottom, right), g.kw, 1);
+    let (plane, wd) = (padded.plane(), padded.wq);
     let kk = g.kh * g.kw;
-    // Wf[c, (k, q, u)] = W[k, c, kh−1−q, kw−1−u]
-    let mut wf = vec![T::zero(); g.w_len()];
-    for k in 0..g.k {
-        for c in 0..g.c {
-            for q in 0..kk {
-                wf[(c * g.k + k) * kk + q] = w[(k * g.c + c) * kk + (kk - 1 - q)];
+    let mut phases = Vec::with_capacity(s * s);
+    for ri in 0..s {
+        for rj in 0..s {
+            let (nqi, nqj) = (taps(g.kh, ri), taps(g.kw, rj));
+            let ((u0, rows), (v0, cols)) = (range(ri, g.h), range(rj, g.w));
+            let mut a = Vec::with_capacity(g.c * g.k * nqi * nqj);
+            for c in 0..g.c {
+                for k in 0..g.k {
+                    for q in 0..nqi {
+                        for u in 0..nqj {
+                            let (ki, kj) = (s * (nqi - 1 - q) + ri, s * (nqj - 1 - u) + rj);
+                            a.push(w[(k * g.c + c) * kk + ki * g.kw + kj]);
+                        }
+                    }
+                }
             }
+            let mut offs = Vec::with_capacity(g.k * nqi * nqj);
+            for k in 0..g.k {
+                for q in 0..nqi {
+                    for u in 0..nqj {
+                        let (row, col) = (u0 + q + top + 1 - nqi, v0 + u + left + 1 - nqj);
+                        offs.push(k * plane + row * wd + col);
+                    }
+                }
+            }
+            let first = (
+                (s * u0 + ri) as isize - p as isize,
+                (s * v0 + rj) as isize - p as isize,
+            );
+            let a_rows = (0..g.c).map(|c| c * offs.len()).collect();
+            phases.push(InputPhase {
+                first,
+                rows,
+                cols,
+                a,
+                a_rows,
+                offs,
+            });
         }
     }
-    let offs = phases.offsets(g.k, g.kh, g.kw);
-    conv_padded(
-        g.n,
-        g.c,
-        (g.h, g.w, phases.wq),
-        &wf,
-        &offs,
-        |i, dp| {
-            phases.fill(
-                &dy[i * g.out_len()..(i + 1) * g.out_len()],
-                (g.oh, g.ow),
-                dp,
-            )
-        },
-        phases.sample_len(g.k),
-    )
+    let wide_len = phases
+        .iter()
+        .map(|ph| g.c * ph.rows * wd)
+        .max()
+        .unwrap_or(0);
+    let (hw, in_len) = (g.h * g.w, g.in_len());
+    // Not zero-filled first: the phases partition every sample's positions, and each writes
+    // all of its own (zeros where it has no taps).
+    let mut dx: Vec<T> = Vec::with_capacity(g.n * in_len);
+    dx.spare_capacity_mut()[..g.n * in_len]
+        .par_chunks_mut(in_len)
+        .enumerate()
+        .for_each_init(
+            || {
+                let dp = vec![T::zero(); padded.sample_len(g.k)];
+                (dp, vec![T::zero(); wide_len])
+            },
+            |(dp, wide), (i, dxn)| {
+                padded.fill(
+                    &dy[i * g.out_len()..(i + 1) * g.out_len()],
+                    (g.oh, g.ow),
+                    dp,
+                );
+                for ph in &phases {
+                    // SAFETY: every offset plus `rows·wd` stays inside `dp` (bottom padding
+                    // and Phases::extra), `a` is [c, offs.len()], `wide` holds c·rows·wd; the
+                    // CPU has AVX-512 (`applies`).
+                    unsafe {
+                        T::product(
+                            (ph.a.as_ptr(), &ph.a_rows),
+                            (dp.as_ptr(), &ph.offs),
+                            ph.rows * wd,
+                            wide.as_mut_ptr(),
+                            false,
+                        )
+                    };
+                    for c in 0..g.c {
+                        for r in 0..ph.rows {
+                            let y = (ph.first.0 + (s * r) as isize) as usize;
+                            let src = &wide[(c * ph.rows + r) * wd..][..ph.cols];
+                            let row = &mut dxn[c * hw + y * g.w..][..g.w];
+                            let x0 = ph.first.1 as usize;
+                            if s == 1 {
+                                for (d, v) in row[x0..x0 + ph.cols].iter_mut().zip(src) {
+                                    d.write(*v);
+                                }
+                            } else {
+                                for (d, v) in row[x0..].iter_mut().step_by(s).zip(src) {
+                                    d.write(*v);
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        );
+    // SAFETY: the chunks partition the first `n·in_len` slots, and the phases of a sample
+    // partition its positions, each written above.
+    unsafe { dx.set_len(g.n * in_len) };
+    dx
 }
 
 /// Weight gradient of a geometry that [`applies`], as its transpose
