@@ -1,6 +1,6 @@
 //! CPU kernels of [`crate::conv2d`]: im2col / col2im per sample and `gemm` matrix products,
-//! parallel over samples with Rayon; stride-1 convolutions on CPUs with AVX-512 run on the
-//! direct kernels of `direct` instead (no im2col; each entry point chooses).
+//! parallel over samples with Rayon, for CPUs without AVX2 or AVX-512 (and non-x86 ones); the
+//! others run the direct kernels of `direct` (no im2col; each entry point chooses).
 //!
 //! Notation (NCHW, as in PyTorch's `nn.Conv2d`; THEORY.md has no convolution formula): input `x` is `[n, c, h, w]`, weight `[k, c, kh, kw]`,
 //! output `y` is `[n, k, oh, ow]`, `p = oh·ow` output positions and `ckk = c·kh·kw` patch length.
@@ -111,7 +111,7 @@ pub(crate) trait Float: WithDType {
     /// # Safety
     /// `a` must be readable at `a_rows[i] + j` and `b` at `b_rows[j] + col` for every `i`, `j`,
     /// `col` in range; `c` must hold `a_rows.len() · cols` elements, exclusively; the CPU must
-    /// have AVX-512F.
+    /// have AVX-512F or AVX2 and FMA (`direct::isa`).
     unsafe fn product(
         a: (*const Self, &[usize]),
         b: (*const Self, &[usize]),
@@ -121,7 +121,7 @@ pub(crate) trait Float: WithDType {
     );
 }
 
-/// `Float` for a type whose AVX-512 product is `$kernel` in `direct::x86`.
+/// `Float` for a type whose products are `$kernel` in `direct::x86::{avx512, avx2}`.
 macro_rules! float_with_product {
     ($t:ty, $kernel:ident) => {
         impl Float for $t {
@@ -133,10 +133,18 @@ macro_rules! float_with_product {
                 accumulate: bool,
             ) {
                 #[cfg(target_arch = "x86_64")]
-                direct::x86::$kernel(a, b, cols, c, accumulate);
+                match direct::isa() {
+                    Some(direct::Isa::Avx512) => {
+                        direct::x86::avx512::$kernel(a, b, cols, c, accumulate)
+                    }
+                    Some(direct::Isa::Avx2) => {
+                        direct::x86::avx2::$kernel(a, b, cols, c, accumulate)
+                    }
+                    None => unreachable!("the direct kernels need AVX-512 or AVX2 + FMA"),
+                }
                 #[cfg(not(target_arch = "x86_64"))]
                 unreachable!(
-                    "the direct kernels need AVX-512 ({a:?}, {b:?}, {cols}, {c:?}, {accumulate})"
+                    "the direct kernels need x86-64 ({a:?}, {b:?}, {cols}, {c:?}, {accumulate})"
                 );
             }
         }
@@ -515,10 +523,11 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn direct_kernels_match_im2col() {
-        if !direct::applies(&geometry(1, 1, (3, 3), 1, (3, 3), 1, 1)) {
-            return; // no AVX-512 here: the im2col path is all there is, and the tests use it
-        }
+        let Some(native) = direct::isa() else {
+            return; // neither AVX-512 nor AVX2: im2col is all there is, and the tests use it
+        };
         let shapes = [
             geometry(3, 16, (32, 32), 16, (3, 3), 1, 1),
             geometry(5, 10, (13, 11), 19, (3, 3), 1, 1),
@@ -536,9 +545,23 @@ mod tests {
             geometry(2, 3, (8, 9), 4, (2, 2), 2, 0),
             geometry(1, 2, (4, 4), 2, (4, 4), 1, 0),
         ];
-        for g in &shapes {
-            compare::<f32>(g, 1e-5);
-            compare::<f64>(g, 1e-13);
+        // The CPU's own kernels, then (on an AVX-512 CPU) the AVX2 ones. Other tests of this
+        // binary may run meanwhile on either: both are correct, so that is harmless.
+        let mut isas = vec![native];
+        if native == direct::Isa::Avx512 && is_x86_feature_detected!("avx2") {
+            isas.push(direct::Isa::Avx2);
         }
+        for isa in isas {
+            direct::FORCE_AVX2.store(
+                isa == direct::Isa::Avx2,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            assert_eq!(direct::isa(), Some(isa));
+            for g in &shapes {
+                compare::<f32>(g, 1e-5);
+                compare::<f64>(g, 1e-13);
+            }
+        }
+        direct::FORCE_AVX2.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -1,4 +1,5 @@
-//! Direct convolution kernels on CPUs with AVX-512, f32 and f64: no im2col.
+//! Direct convolution kernels on x86-64 CPUs with AVX-512 or AVX2 + FMA, f32 and f64: no
+//! im2col.
 //!
 //! **The wide-row trick.** Pad one input sample into planes of `hp × wp` (`wp = w + 2·padding`)
 //! and compute a stride-1 output on the padded width: position `p' = oy·wp + ox` for `ox < wp`,
@@ -25,28 +26,51 @@
 //!
 //! The working set is the padded sample (at most `1.3×` the input sample), not a 9× larger
 //! patch matrix, so it stays in L1/L2. The product keeps an 8-row × 3-vector block of its
-//! output in 24 zmm accumulators, broadcasting one left-factor value per row and loading one
-//! right-factor vector per column block for every 24 FMAs. Summation orders depend only on
+//! output in 24 zmm accumulators (AVX-512; 4 × 3 ymm with AVX2), broadcasting one left-factor
+//! value per row and loading one right-factor vector per column block for every 24 FMAs. Summation orders depend only on
 //! the shapes and the batch's weight groups, never on the thread count.
 
 use std::mem::MaybeUninit;
 
 use super::{Float, Geometry};
 
-/// Whether the direct kernels run `g` on this CPU: any geometry, on CPUs with AVX-512.
+/// Whether the direct kernels run `g` on this CPU: any geometry, on CPUs with AVX-512 or with
+/// AVX2 and FMA.
 pub(crate) fn applies(_g: &Geometry) -> bool {
-    avx512()
+    isa().is_some()
 }
 
-fn avx512() -> bool {
+/// The instruction set the product kernels use here: the widest the CPU has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// 512-bit vectors, mask registers.
+    Avx512,
+    /// 256-bit vectors with FMA.
+    Avx2,
+}
+
+/// Tests set this to run the AVX2 kernels on an AVX-512 CPU.
+#[cfg(test)]
+pub(crate) static FORCE_AVX2: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// [`Isa`] of this CPU, `None` when it has neither (or is not x86-64).
+pub(crate) fn isa() -> Option<Isa> {
+    #[cfg(test)]
+    let force_avx2 = FORCE_AVX2.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(test))]
+    let force_avx2 = false;
     #[cfg(target_arch = "x86_64")]
     {
-        is_x86_feature_detected!("avx512f")
+        if is_x86_feature_detected!("avx512f") && !force_avx2 {
+            return Some(Isa::Avx512);
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Some(Isa::Avx2);
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    let _ = force_avx2;
+    None
 }
 
 /// How samples are laid out for the kernels: each channel of `h × w` becomes `stride²` zero-
@@ -172,7 +196,7 @@ fn conv_padded<T: Float>(
             |(xp, wide), (i, on)| {
                 pad(i, xp);
                 // SAFETY: every offset plus `oh·wp` stays inside `xp` (Phases::extra), `a` is
-                // [m, offs.len()], `wide` is [m, oh·wp]; the CPU has AVX-512 (`applies`).
+                // [m, offs.len()], `wide` is [m, oh·wp]; the CPU has the kernel's ISA (`applies`).
                 unsafe {
                     T::product(
                         (a.as_ptr(), &a_rows),
@@ -320,7 +344,7 @@ pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T
                 for ph in &phases {
                     // SAFETY: every offset plus `rows·wd` stays inside `dp` (bottom padding
                     // and Phases::extra), `a` is [c, offs.len()], `wide` holds c·rows·wd; the
-                    // CPU has AVX-512 (`applies`).
+                    // CPU has the kernel's ISA (`applies`).
                     unsafe {
                         T::product(
                             (ph.a.as_ptr(), &ph.a_rows),
@@ -430,34 +454,48 @@ pub(crate) fn backward_weight<T: Float>(g: &Geometry, x: &[T], dy: &[T], group: 
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
-    /// `block::<M, N>(args…)` for the run-time block size `(m, n)`, `M` one of `rows` and `N`
-    /// one of `cols` (`args` the parenthesized arguments).
+    /// `block::<M, N, TAIL>(args…)` for the run-time block size `(m, n)`, `M` one of `rows` and
+    /// `N` one of `cols` (`args` the parenthesized arguments).
     macro_rules! dispatch {
-        ($block:ident, $m:expr, $n:expr, [$($mm:literal),*], $cols:tt, $args:tt) => {
+        ($block:ident, $m:expr, $n:expr, [$($mm:literal),*], $cols:tt, $tail:literal, $args:tt) => {
             match $m {
-                $($mm => dispatch!(@cols $block, $mm, $n, $cols, $args),)*
+                $($mm => dispatch!(@cols $block, $mm, $n, $cols, $tail, $args),)*
                 _ => unreachable!("block rows {}", $m),
             }
         };
-        (@cols $block:ident, $mm:literal, $n:expr, [$($nn:literal),*], $args:tt) => {
+        (@cols $block:ident, $mm:literal, $n:expr, [$($nn:literal),*], $tail:literal, $args:tt) => {
             match $n {
-                $($nn => $block::<$mm, $nn> $args,)*
+                $($nn => { let (a0, a1, a2, a3, a4, a5, a6, a7) = $args; $block::<$mm, $nn, $tail>(a0, a1, a2, a3, a4, a5, a6, a7) },)*
                 _ => unreachable!("block columns {}", $n),
             }
         };
     }
 
-    /// The AVX-512 [`super::Float::product`] for one element type: its vector, mask, lane
-    /// count and intrinsics.
+    /// The product ([`super::Float::product`]) for one element type and instruction set: its
+    /// vector type, lanes, rows and vectors per block (each listed down to 1), target features,
+    /// and
+    /// the operations, each written as `|args| expression` and substituted inline (masks are
+    /// built inside the kernel from lane counts, so no vector crosses a call without the
+    /// features).
     macro_rules! product_kernel {
-        ($product:ident, $block:ident, $t:ty, $v:ty, $m:ty, $lanes:literal,
-         $zero:ident, $splat:ident, $load:ident, $fma:ident, $add:ident, $store:ident) => {
-            /// [`super::Float::product`]: blocks of 8 rows × 3 vectors (24 zmm accumulators;
-            /// one broadcast per row and one load per vector for every 24 FMAs), smaller ones
-            /// at the edges.
+        ($product:ident, $block:ident, $t:ty, $v:ty, lanes: $lanes:literal, rows: [$($rows:literal),*],
+         vectors: [$($vectors:literal),*],
+         features: $features:literal,
+         mask: |$mn:ident| $mask:expr,
+         zero: $zero:expr,
+         splat: |$sx:ident| $splat:expr,
+         load: |$lk:ident, $lp:ident| $load:expr,
+         loadu: |$up:ident| $loadu:expr,
+         fma: |$fa:ident, $fb:ident, $fc:ident| $fma:expr,
+         add: |$aa:ident, $ab:ident| $add:expr,
+         store: |$sp:ident, $sk:ident, $sv:ident| $store:expr,
+         storeu: |$tp:ident, $tv:ident| $storeu:expr) => {
+            /// [`crate::conv_kernels::Float::product`] on these instructions: blocks of up to
+            /// `rows[0]` rows × `vectors[0]` vectors of accumulators (one broadcast per row and
+            /// one load per vector), smaller ones at the edges.
             ///
             /// # Safety
-            /// As [`super::Float::product`].
+            /// As [`crate::conv_kernels::Float::product`]; the CPU must have the features.
             pub(crate) unsafe fn $product(
                 (a, a_rows): (*const $t, &[usize]),
                 (b, b_rows): (*const $t, &[usize]),
@@ -465,107 +503,146 @@ pub(crate) mod x86 {
                 c: *mut $t,
                 accumulate: bool,
             ) {
-                const MR: usize = 8;
-                const NV: usize = 3;
+                const MR: usize = [$($rows),*][0];
+                const NV: usize = [$($vectors),*][0];
                 const L: usize = $lanes;
-                // Mask of the first `n` lanes (all when `n ≥ L`).
-                let mask = |n: usize| -> $m { if n >= L { <$m>::MAX } else { (1 << n) - 1 } };
                 let m = a_rows.len();
                 let mut i = 0;
                 while i < m {
                     let mb = (m - i).min(MR);
                     let rows = &a_rows[i..i + mb];
-                    let mut t = 0;
+                        let mut t = 0;
                     while t < cols {
-                        let nv = (cols - t).div_ceil(L).min(NV);
-                        let last = mask(cols - t - (nv - 1) * L);
                         let (bt, ct) = (b.add(t), c.add(i * cols + t));
-                        dispatch!(
-                            $block,
-                            mb,
-                            nv,
-                            [8, 7, 6, 5, 4, 3, 2, 1],
-                            [3, 2, 1],
-                            (a, rows, bt, b_rows, ct, cols, last, accumulate)
-                        );
-                        t += nv * L;
+                        let full = (cols - t) / L;
+                        if full > 0 {
+                            // Whole vectors: plain loads and stores.
+                            let nv = full.min(NV);
+                            let args = (a, rows, bt, b_rows, ct, cols, L, accumulate);
+                            dispatch!($block, mb, nv, [$($rows),*], [$($vectors),*], false, args);
+                            t += nv * L;
+                        } else {
+                            // The last `cols − t` columns: one masked vector.
+                            let args = (a, rows, bt, b_rows, ct, cols, cols - t, accumulate);
+                            dispatch!($block, mb, 1, [$($rows),*], [1], true, args);
+                            t = cols;
+                        }
                     }
                     i += mb;
                 }
             }
 
-            /// One `M`-row × `V`-vector block of `c` (row stride `ldc`); the last vector's
-            /// lanes are `last`.
-            #[target_feature(enable = "avx512f")]
+            /// One `M`-row × `V`-vector block of `c` (row stride `ldc`): whole vectors, or
+            /// (`TAIL`, `V = 1`) one vector of its first `last` lanes, masked.
+            #[target_feature(enable = $features)]
             #[allow(clippy::too_many_arguments)]
-            unsafe fn $block<const M: usize, const V: usize>(
+            unsafe fn $block<const M: usize, const V: usize, const TAIL: bool>(
                 a: *const $t,
                 a_rows: &[usize],
                 b: *const $t,
                 b_rows: &[usize],
                 c: *mut $t,
                 ldc: usize,
-                last: $m,
+                last: usize,
                 accumulate: bool,
             ) {
                 const L: usize = $lanes;
+                let k = { let $mn = last; $mask };
+                let load = |p: *const $t| if TAIL { let ($lk, $lp) = (k, p); $load } else { let $up = p; $loadu };
                 let mut ar = [a; M];
                 for (p, &off) in ar.iter_mut().zip(a_rows) {
                     *p = a.add(off);
                 }
-                let lane_mask = |v: usize| if v + 1 == V { last } else { <$m>::MAX };
-                let mut acc: [[$v; V]; M] = [[$zero(); V]; M];
+                let mut acc: [[$v; V]; M] = [[$zero; V]; M];
                 for (j, &off) in b_rows.iter().enumerate() {
                     let br = b.add(off);
-                    let mut bv: [$v; V] = [$zero(); V];
+                    let mut bv: [$v; V] = [$zero; V];
                     for (v, x) in bv.iter_mut().enumerate() {
-                        *x = $load(lane_mask(v), br.add(v * L));
+                        *x = load(br.add(v * L));
                     }
                     for (row, p) in acc.iter_mut().zip(&ar) {
-                        let av = $splat(*p.add(j));
+                        let av = { let $sx = *p.add(j); $splat };
                         for (x, bx) in row.iter_mut().zip(&bv) {
-                            *x = $fma(av, *bx, *x);
+                            *x = { let ($fa, $fb, $fc) = (av, *bx, *x); $fma };
                         }
                     }
                 }
                 for (ii, row) in acc.iter().enumerate() {
                     for (v, x) in row.iter().enumerate() {
                         let dst = c.add(ii * ldc + v * L);
-                        let k = lane_mask(v);
-                        let x = if accumulate { $add(*x, $load(k, dst)) } else { *x };
-                        $store(dst, k, x);
+                        let x = if accumulate {
+                            let ($aa, $ab) = (*x, load(dst));
+                            $add
+                        } else {
+                            *x
+                        };
+                        if TAIL {
+                            let ($sp, $sk, $sv) = (dst, k, x);
+                            $store
+                        } else {
+                            let ($tp, $tv) = (dst, x);
+                            $storeu
+                        }
                     }
                 }
             }
         };
     }
 
-    product_kernel!(
-        product_f32,
-        block_f32,
-        f32,
-        __m512,
-        __mmask16,
-        16,
-        _mm512_setzero_ps,
-        _mm512_set1_ps,
-        _mm512_maskz_loadu_ps,
-        _mm512_fmadd_ps,
-        _mm512_add_ps,
-        _mm512_mask_storeu_ps
-    );
-    product_kernel!(
-        product_f64,
-        block_f64,
-        f64,
-        __m512d,
-        __mmask8,
-        8,
-        _mm512_setzero_pd,
-        _mm512_set1_pd,
-        _mm512_maskz_loadu_pd,
-        _mm512_fmadd_pd,
-        _mm512_add_pd,
-        _mm512_mask_storeu_pd
-    );
+    /// AVX-512: 32 zmm registers, 8 rows × 3 vectors = 24 accumulators.
+    pub(crate) mod avx512 {
+        use super::*;
+
+        product_kernel!(product_f32, block_f32, f32, __m512, lanes: 16, rows: [8, 7, 6, 5, 4, 3, 2, 1], vectors: [3, 2, 1],
+            features: "avx512f",
+            mask: |n| if n >= 16 { u16::MAX } else { (1u16 << n) - 1 },
+            zero: _mm512_setzero_ps(),
+            splat: |x| _mm512_set1_ps(x),
+            load: |k, p| _mm512_maskz_loadu_ps(k, p),
+            loadu: |p| _mm512_loadu_ps(p),
+            fma: |a, b, c| _mm512_fmadd_ps(a, b, c),
+            add: |a, b| _mm512_add_ps(a, b),
+            store: |p, k, v| _mm512_mask_storeu_ps(p, k, v),
+            storeu: |p, v| _mm512_storeu_ps(p, v));
+        product_kernel!(product_f64, block_f64, f64, __m512d, lanes: 8, rows: [8, 7, 6, 5, 4, 3, 2, 1], vectors: [3, 2, 1],
+            features: "avx512f",
+            mask: |n| if n >= 8 { u8::MAX } else { (1u8 << n) - 1 },
+            zero: _mm512_setzero_pd(),
+            splat: |x| _mm512_set1_pd(x),
+            load: |k, p| _mm512_maskz_loadu_pd(k, p),
+            loadu: |p| _mm512_loadu_pd(p),
+            fma: |a, b, c| _mm512_fmadd_pd(a, b, c),
+            add: |a, b| _mm512_add_pd(a, b),
+            store: |p, k, v| _mm512_mask_storeu_pd(p, k, v),
+            storeu: |p, v| _mm512_storeu_pd(p, v));
+    }
+
+    /// AVX2 + FMA: 16 ymm registers, 6 rows × 2 vectors = 12 accumulators (4 × 3 spilled one);
+    /// masks are vectors of all-ones lanes (`lane < n`).
+    pub(crate) mod avx2 {
+        use super::*;
+
+        product_kernel!(product_f32, block_f32, f32, __m256, lanes: 8, rows: [6, 5, 4, 3, 2, 1], vectors: [2, 1],
+            features: "avx2,fma",
+            mask: |n| _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
+            zero: _mm256_setzero_ps(),
+            splat: |x| _mm256_set1_ps(x),
+            load: |k, p| _mm256_maskload_ps(p, k),
+            loadu: |p| _mm256_loadu_ps(p),
+            fma: |a, b, c| _mm256_fmadd_ps(a, b, c),
+            add: |a, b| _mm256_add_ps(a, b),
+            store: |p, k, v| _mm256_maskstore_ps(p, k, v),
+            storeu: |p, v| _mm256_storeu_ps(p, v));
+        product_kernel!(product_f64, block_f64, f64, __m256d, lanes: 4, rows: [6, 5, 4, 3, 2, 1], vectors: [2, 1],
+            features: "avx2,fma",
+            mask: |n| _mm256_cmpgt_epi64(_mm256_set1_epi64x(n as i64), _mm256_setr_epi64x(0, 1, 2, 3)),
+            zero: _mm256_setzero_pd(),
+            splat: |x| _mm256_set1_pd(x),
+            load: |k, p| _mm256_maskload_pd(p, k),
+            loadu: |p| _mm256_loadu_pd(p),
+            fma: |a, b, c| _mm256_fmadd_pd(a, b, c),
+            add: |a, b| _mm256_add_pd(a, b),
+            store: |p, k, v| _mm256_maskstore_pd(p, k, v),
+            storeu: |p, v| _mm256_storeu_pd(p, v));
+    }
 }
