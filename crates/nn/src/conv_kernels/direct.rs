@@ -517,7 +517,9 @@ pub(crate) mod x86 {
                         let full = (cols - t) / L;
                         if full > 0 {
                             // Whole vectors: plain loads and stores.
-                            let nv = full.min(NV);
+                            // 4 vectors as 2 + 2, not 3 + 1 (a 1-vector block has too few
+                            // accumulators to hide the FMA latency).
+                            let nv = if NV == 3 && full == 4 { 2 } else { full.min(NV) };
                             let args = (a, rows, bt, b_rows, ct, cols, L, accumulate);
                             dispatch!($block, mb, nv, [$($rows),*], [$($vectors),*], false, args);
                             t += nv * L;
