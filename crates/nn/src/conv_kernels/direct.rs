@@ -172,62 +172,45 @@ fn compact<T: Float>(wide: &[T], wp: usize, ow: usize, out: &mut [MaybeUninit<T>
     }
 }
 
-/// Stride-1 convolution of padded samples: `out_n[m, oh, ow]` from the `a` matrix
-/// (`[m, offs.len()]`) and each sample's padded planes; parallel over samples.
-fn conv_padded<T: Float>(
-    n: usize,
-    m: usize,
-    (oh, ow, wp): (usize, usize, usize),
-    a: &[T],
-    offs: &[usize],
-    pad: impl Fn(usize, &mut [T]) + Sync,
-    padded_len: usize,
-) -> Vec<T> {
+/// Forward pass of a geometry that [`applies`]: per sample (in parallel), the padded phase
+/// planes, the product into wide rows, and their first `ow` columns into `y`.
+pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     use rayon::prelude::*;
-    let a_rows: Vec<usize> = (0..m).map(|i| i * offs.len()).collect();
-    let out_len = m * oh * ow;
+    let pad = (g.padding, g.padding);
+    let phases = Phases::new((g.h, g.w), pad, pad, g.kw, g.stride);
+    let offs = phases.offsets(g.c, g.kh, g.kw);
+    let w_rows: Vec<usize> = (0..g.k).map(|k| k * offs.len()).collect();
+    let (wq, out_len) = (phases.wq, g.out_len());
     // Not zero-filled first: `compact` writes every element of every sample's chunk.
-    let mut out: Vec<T> = Vec::with_capacity(n * out_len);
-    out.spare_capacity_mut()[..n * out_len]
-        .par_chunks_mut(out_len.max(1))
+    let mut y: Vec<T> = Vec::with_capacity(g.n * out_len);
+    y.spare_capacity_mut()[..g.n * out_len]
+        .par_chunks_mut(out_len)
         .enumerate()
         .for_each_init(
-            || (vec![T::zero(); padded_len], vec![T::zero(); m * oh * wp]),
-            |(xp, wide), (i, on)| {
-                pad(i, xp);
-                // SAFETY: every offset plus `oh·wp` stays inside `xp` (Phases::extra), `a` is
-                // [m, offs.len()], `wide` is [m, oh·wp]; the CPU has the kernel's ISA (`applies`).
+            || {
+                let xp = vec![T::zero(); phases.sample_len(g.c)];
+                (xp, vec![T::zero(); g.k * g.oh * wq])
+            },
+            |(xp, wide), (i, yn)| {
+                phases.fill(&x[i * g.in_len()..(i + 1) * g.in_len()], (g.h, g.w), xp);
+                // SAFETY: every offset plus `oh·wq` stays inside `xp` (Phases::extra), `w` is
+                // [k, offs.len()], `wide` is [k, oh·wq]; the CPU has the kernel's ISA
+                // (`applies`).
                 unsafe {
                     T::product(
-                        (a.as_ptr(), &a_rows),
-                        (xp.as_ptr(), offs),
-                        oh * wp,
+                        (w.as_ptr(), &w_rows),
+                        (xp.as_ptr(), &offs),
+                        g.oh * wq,
                         wide.as_mut_ptr(),
                         false,
                     )
                 };
-                compact(wide, wp, ow, on);
+                compact(wide, wq, g.ow, yn);
             },
         );
     // SAFETY: the chunks partition the first `n·out_len` slots and `compact` wrote each one.
-    unsafe { out.set_len(n * out_len) };
-    out
-}
-
-/// Forward pass of a geometry that [`applies`].
-pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
-    let pad = (g.padding, g.padding);
-    let phases = Phases::new((g.h, g.w), pad, pad, g.kw, g.stride);
-    let offs = phases.offsets(g.c, g.kh, g.kw);
-    conv_padded(
-        g.n,
-        g.k,
-        (g.oh, g.ow, phases.wq),
-        w,
-        &offs,
-        |i, xp| phases.fill(&x[i * g.in_len()..(i + 1) * g.in_len()], (g.h, g.w), xp),
-        phases.sample_len(g.c),
-    )
+    unsafe { y.set_len(g.n * out_len) };
+    y
 }
 
 /// One phase `(ri, rj)` of the input gradient: the input positions `(s·U + ri − padding,
@@ -424,7 +407,7 @@ pub(crate) fn backward_weight<T: Float>(g: &Geometry, x: &[T], dy: &[T], group: 
                         }
                     }
                 }
-                // SAFETY: as in `conv_padded`, with xp's rows at `offs` and dyᵀ [len, k];
+                // SAFETY: as in `forward`, with xp's rows at `offs` and dyᵀ [len, k];
                 // acc_t is [ckk, k].
                 unsafe {
                     T::product(
