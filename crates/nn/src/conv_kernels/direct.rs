@@ -217,8 +217,9 @@ pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
 /// s·V + rj − padding)` for `U` in `u0..u0 + rows`, `V` in `v0..v0 + cols`, which the kernel
 /// taps `ki = s·qi + ri`, `kj = s·qj + rj` (`qi < nqi`, `qj < nqj`) reach.
 struct InputPhase<T> {
-    /// Input rows and columns of the phase's first position (may be negative: padding).
-    first: (isize, isize),
+    /// Input row and column of the phase's first position (`u0`, `v0` are chosen so that they
+    /// are inside the input).
+    first: (usize, usize),
     rows: usize,
     cols: usize,
     /// `[c, k·nqi·nqj]`: `W[k, c, s·(nqi−1−q) + ri, s·(nqj−1−u) + rj]` at `(c, (k, q, u))`.
@@ -286,10 +287,7 @@ pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T
                     }
                 }
             }
-            let first = (
-                (s * u0 + ri) as isize - p as isize,
-                (s * v0 + rj) as isize - p as isize,
-            );
+            let first = (s * u0 + ri - p, s * v0 + rj - p);
             let a_rows = (0..g.c).map(|c| c * offs.len()).collect();
             phases.push(InputPhase {
                 first,
@@ -339,10 +337,10 @@ pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T
                     };
                     for c in 0..g.c {
                         for r in 0..ph.rows {
-                            let y = (ph.first.0 + (s * r) as isize) as usize;
+                            let y = ph.first.0 + s * r;
                             let src = &wide[(c * ph.rows + r) * wd..][..ph.cols];
                             let row = &mut dxn[c * hw + y * g.w..][..g.w];
-                            let x0 = ph.first.1 as usize;
+                            let x0 = ph.first.1;
                             if s == 1 {
                                 for (d, v) in row[x0..x0 + ph.cols].iter_mut().zip(src) {
                                     d.write(*v);
