@@ -238,8 +238,9 @@ struct InputPhase<T> {
 pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
     use rayon::prelude::*;
     let (s, p) = (g.stride, g.padding);
-    let taps = |k: usize, r: usize| (k.saturating_sub(r)).div_ceil(s); // qi < taps(kh, ri)
-                                                                       // First phase index U (or V) whose input row s·U + r − p is ≥ 0, and the count below n.
+    // Kernel taps of phase r along a kernel side k: qi < taps(kh, ri).
+    let taps = |k: usize, r: usize| (k.saturating_sub(r)).div_ceil(s);
+    // First phase index U (or V) whose input row s·U + r − p is ≥ 0, and the count below n.
     let range = |r: usize, n: usize| {
         let u0 = p.saturating_sub(r).div_ceil(s);
         (u0, (n + p).saturating_sub(r).div_ceil(s).saturating_sub(u0))
@@ -363,7 +364,7 @@ pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T
 
 /// Weight gradient of a geometry that [`applies`], as its transpose
 /// `dWᵀ[r, k] = Σ_n Σ_p' xpad_n[off_r + p'] · dyᵀ_n[p', k]`: the output channels are the
-/// vector lanes, so this is the forward's [`product`] with the roles of rows and reductions
+/// vector lanes, so this is the forward's [`Float::product`] with the roles of rows and reductions
 /// swapped. Samples in groups of `group`, each group's sum accumulated sample by sample, the
 /// groups summed in order.
 pub(crate) fn backward_weight<T: Float>(g: &Geometry, x: &[T], dy: &[T], group: usize) -> Vec<T> {
@@ -375,7 +376,7 @@ pub(crate) fn backward_weight<T: Float>(g: &Geometry, x: &[T], dy: &[T], group: 
     let len = g.oh * wp;
     // dyᵀ row p' = oy·wp + ox starts at p'·k; rows of the discarded columns are zero.
     let dyt_rows: Vec<usize> = (0..len).map(|t| t * g.k).collect();
-    let (ckk, k) = (g.ckk(), g.k);
+    let (ckk, k, hw) = (g.ckk(), g.k, g.oh * g.ow);
     let groups = g.n.div_ceil(group);
     let partial: Vec<Vec<T>> = (0..groups)
         .into_par_iter()
@@ -392,7 +393,6 @@ pub(crate) fn backward_weight<T: Float>(g: &Geometry, x: &[T], dy: &[T], group: 
                 let dyn_ = &dy[i * g.out_len()..(i + 1) * g.out_len()];
                 // Transposed in tiles of 16 positions × every channel: each channel's run of
                 // 16 is read contiguously, each position's k values written contiguously.
-                let hw = g.oh * g.ow;
                 for oy in 0..g.oh {
                     for ox0 in (0..g.ow).step_by(16) {
                         let width = (g.ow - ox0).min(16);
