@@ -296,6 +296,12 @@ pub(crate) fn run_json(mut cmd: Command, what: &str) -> Result<Value> {
             stderr.trim()
         );
     }
+    last_json_line(&stdout, what)
+}
+
+/// The JSON object on the last line of `stdout` that starts with `{` (what the step benches
+/// print last).
+pub(crate) fn last_json_line(stdout: &str, what: &str) -> Result<Value> {
     let line = stdout
         .lines()
         .rev()

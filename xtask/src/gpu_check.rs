@@ -10,23 +10,29 @@
 //!    (`explr replicate e3 --profile paper --device cuda --max-epochs 1`, CIFAR-10 needed).
 //!
 //! It writes a markdown report (default `target/gpu-check.md`) ready to paste into
-//! docs/PERFORMANCE.md, also when a part fails, and exits non-zero if any part failed.
+//! docs/PERFORMANCE.md, rewritten after each part (a run stopped early keeps what it measured),
+//! also when a part fails, and exits non-zero if any part failed. Each program runs under
+//! `--part-timeout` and has its output echoed, indented, to stderr as it comes.
 //!
 //! Before anything it loads the NVIDIA driver and asks it for the GPU, and fails at once with a
 //! clear message where there is none. A GPU machine may have no network and no Rust: then build
-//! on any machine with the CUDA toolchain (`--build-only DIR`, no GPU needed) and run the copied
-//! binaries there (`DIR/xtask gpu-check --prebuilt DIR`, from the repository root).
+//! on any machine with the CUDA toolchain (`--build-only DIR`, no GPU needed; DIR/BUILD_INFO
+//! records the commit and compute capability) and run the copied binaries there
+//! (`DIR/xtask gpu-check --prebuilt DIR`, from the repository root). `scripts/gpu-bundle.sh`
+//! wraps both ends.
 
 use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
-use crate::bench::{run_json, Measurement};
+use crate::bench::{last_json_line, Measurement};
 use crate::cuda;
 
 /// The parts of the check.
@@ -68,7 +74,23 @@ pub struct GpuCheckArgs {
     /// Run the binaries that `--build-only` copied into DIR (no cargo, no toolkit needed).
     #[arg(long, value_name = "DIR")]
     pub prebuilt: Option<PathBuf>,
+    /// Seconds each program of the check may run before it is killed and its part reported as
+    /// failed (each step bench, the parity tests, the E3 epoch).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub part_timeout: u64,
 }
+
+impl GpuCheckArgs {
+    fn part_timeout(&self) -> Duration {
+        Duration::from_secs(self.part_timeout)
+    }
+}
+
+/// The environment the check's programs run with (the library path).
+type Env = [(&'static str, std::ffi::OsString)];
+
+/// The file in a `--build-only` folder that says what the binaries were built from.
+const BUILD_INFO: &str = "BUILD_INFO";
 
 /// The three programs the check runs.
 struct Binaries {
@@ -202,23 +224,112 @@ fn library_path(extra: &[PathBuf]) -> std::ffi::OsString {
     std::env::join_paths(all).unwrap_or_default()
 }
 
-/// Runs `cmd` and returns (success, stdout + stderr).
-fn run_captured(cmd: &mut Command, what: &str) -> Result<(bool, String)> {
-    eprintln!("gpu-check: {what}…");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("starting {what}"))?;
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    if text.contains("error while loading shared libraries") {
-        text.push_str(
-            "\n(gpu-check: a CUDA library is missing: install the CUDA toolkit or the \
-             nvidia-cublas/-cuda-runtime/-cuda-nvrtc/-curand wheels, or add their folder to \
-             LD_LIBRARY_PATH)\n",
-        );
+/// How a program the check started ended, and what it printed.
+struct Finished {
+    /// Its exit status; `None` when it was killed at the time limit.
+    status: Option<ExitStatus>,
+    /// The time limit it ran under.
+    limit: Duration,
+    stdout: String,
+    stderr: String,
+    /// Wall seconds from start to exit (or kill).
+    seconds: f64,
+}
+
+impl Finished {
+    fn ok(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
     }
-    Ok((out.status.success(), text))
+
+    /// How it ended, in words: "exit status: 1", "killed after the 300 s limit".
+    fn ending(&self) -> String {
+        match self.status {
+            Some(s) => s.to_string(),
+            None => format!(
+                "killed after the {} s limit (--part-timeout)",
+                self.limit.as_secs()
+            ),
+        }
+    }
+
+    /// stdout then stderr, with a hint when a CUDA library could not be loaded.
+    fn text(&self) -> String {
+        let mut text = format!("{}{}", self.stdout, self.stderr);
+        if text.contains("error while loading shared libraries") {
+            text.push_str(
+                "\n(gpu-check: a CUDA library is missing: install the CUDA toolkit or the \
+                 nvidia-cublas/-cuda-runtime/-cuda-nvrtc/-curand wheels, or add their folder to \
+                 LD_LIBRARY_PATH)\n",
+            );
+        }
+        if self.status.is_none() {
+            writeln!(text, "(gpu-check: {})", self.ending()).ok();
+        }
+        text
+    }
+}
+
+/// Runs `cmd`, echoing its output to stderr line by line as it comes (so that a log shows
+/// progress), and kills it once it has run for `limit`: one part that hangs must not take the
+/// time of the others on a machine lent for minutes.
+fn run_limited(cmd: &mut Command, what: &str, limit: Duration) -> Result<Finished> {
+    eprintln!("gpu-check: {what} (at most {} s)…", limit.as_secs());
+    let started = Instant::now();
+    // Its own process group, so that the kill below also reaches what it started (which would
+    // otherwise hold the pipes open, and the readers with them).
+    let mut child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let stdout = echo_lines(child.stdout.take().context("no stdout pipe")?);
+    let stderr = echo_lines(child.stderr.take().context("no stderr pipe")?);
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for the child")? {
+            break Some(status);
+        }
+        if started.elapsed() >= limit {
+            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+                // SAFETY: kill(2) with a negative pid signals that process group: the child's
+                // own (process_group(0) above), whose id is the child's pid.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
+            // Already exited in between is fine: the status is dropped either way.
+            let _ = child.kill();
+            child.wait().context("waiting for the killed child")?;
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let join = |h: std::thread::JoinHandle<String>| h.join().unwrap_or_default();
+    Ok(Finished {
+        status,
+        limit,
+        stdout: join(stdout),
+        stderr: join(stderr),
+        seconds,
+    })
+}
+
+/// A thread that copies `pipe` to stderr, each line indented, and returns all of it.
+fn echo_lines(pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let (mut kept, mut line) = (String::new(), Vec::new());
+        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let text = String::from_utf8_lossy(&line);
+            eprint!("    {text}");
+            if !text.ends_with('\n') {
+                eprintln!();
+            }
+            kept.push_str(&text);
+            line.clear();
+        }
+        kept
+    })
 }
 
 /// The output of a short command, trimmed, or `fallback`.
@@ -246,17 +357,21 @@ struct Section {
     body: String,
 }
 
-fn parity(bins: &Binaries, env: &[(&str, std::ffi::OsString)]) -> Result<Section> {
+fn parity(bins: &Binaries, env: &Env, limit: Duration) -> Result<Section> {
     let mut cmd = Command::new(&bins.parity);
     cmd.args(["--test-threads=1", "--nocapture"])
         .envs(env.iter().cloned());
-    let started = Instant::now();
-    let (ok, text) = run_captured(&mut cmd, "parity tests")?;
+    let run = run_limited(&mut cmd, "parity tests", limit)?;
+    let (ok, text) = (run.ok(), run.text());
     let mut body = format!(
         "`cuda_parity` (explr-replicate), {:.1} s: {}.\n\n\
          | comparison | max \\|CPU − CUDA\\| / max \\|CPU\\| | ≤ 1e-5 |\n|---|---|---|\n",
-        started.elapsed().as_secs_f64(),
-        if ok { "all tests pass" } else { "**FAILED**" }
+        run.seconds,
+        if ok {
+            "all tests pass".to_string()
+        } else {
+            format!("**FAILED** ({})", run.ending())
+        }
     );
     let mut rows = 0;
     for line in text.lines() {
@@ -282,12 +397,22 @@ fn parity(bins: &Binaries, env: &[(&str, std::ffi::OsString)]) -> Result<Section
     })
 }
 
-fn timing(
-    root: &Path,
-    bins: &Binaries,
-    args: &GpuCheckArgs,
-    env: &[(&str, std::ffi::OsString)],
-) -> Result<Section> {
+/// Runs a step bench under `limit` and reads the JSON object it prints last.
+fn measure(cmd: &mut Command, what: &str, limit: Duration) -> Result<(Value, Measurement)> {
+    let run = run_limited(cmd, what, limit)?;
+    if !run.ok() {
+        bail!(
+            "{what} failed ({}):\n{}",
+            run.ending(),
+            tail_block(&run.text(), 20)
+        );
+    }
+    let v = last_json_line(&run.stdout, what)?;
+    let m = Measurement::from_json(&v)?;
+    Ok((v, m))
+}
+
+fn timing(root: &Path, bins: &Binaries, args: &GpuCheckArgs, env: &Env) -> Result<Section> {
     let device = format!("cuda:{}", args.gpu);
     let common: Vec<String> = [
         "--model",
@@ -306,17 +431,16 @@ fn timing(
     .iter()
     .map(|s| s.to_string())
     .collect();
+    let limit = args.part_timeout();
     let mut ours_cmd = Command::new(&bins.step_bench);
     ours_cmd.args(&common).envs(env.iter().cloned());
-    eprintln!("gpu-check: timing ours…");
-    let ours = run_json(ours_cmd, "step_bench (ours, CUDA)");
+    let ours = measure(&mut ours_cmd, "step_bench (ours, CUDA)", limit);
     let mut torch_cmd = Command::new(&args.python);
     torch_cmd
         .current_dir(root)
         .arg(root.join("scripts/pytorch/step_bench.py"))
         .args(&common);
-    eprintln!("gpu-check: timing PyTorch…");
-    let torch = run_json(torch_cmd, "step_bench.py (PyTorch, CUDA)");
+    let torch = measure(&mut torch_cmd, "step_bench.py (PyTorch, CUDA)", limit);
     let mut body = format!(
         "PreResNet-32, BatchNorm, batch 128, f32, SGD (momentum 0.9, weight decay 5e-4), \
          3 warm-up and {} timed steps, each phase ended by a device synchronization; median \
@@ -336,39 +460,26 @@ fn timing(
         );
     };
     let mut failures = Vec::new();
-    let ours_m = match &ours {
-        Ok(v) => Some(Measurement::from_json(v)?),
-        Err(e) => {
-            failures.push(format!("ours: {e:#}"));
-            None
-        }
-    };
-    let torch_m = match &torch {
-        Ok(v) => Some(Measurement::from_json(v)?),
-        Err(e) => {
-            failures.push(format!("PyTorch: {e:#}"));
-            None
-        }
-    };
-    if let Some(m) = &ours_m {
-        row("explr (candle CUDA)", m);
+    match &ours {
+        Ok((_, m)) => row("explr (candle CUDA)", m),
+        Err(e) => failures.push(format!("ours: {e:#}")),
     }
-    if let Some(m) = &torch_m {
-        let label = match &torch {
-            Ok(v) => format!(
-                "PyTorch {} (cuDNN TF32 {})",
-                v["torch"].as_str().unwrap_or("?"),
-                if v["cudnn_allow_tf32"].as_bool() == Some(true) {
-                    "allowed"
-                } else {
-                    "off"
-                }
-            ),
-            Err(_) => "PyTorch".into(),
-        };
-        row(&label, m);
+    match &torch {
+        Ok((v, m)) => {
+            let tf32 = if v["cudnn_allow_tf32"].as_bool() == Some(true) {
+                "allowed"
+            } else {
+                "off"
+            };
+            let label = format!(
+                "PyTorch {} (cuDNN TF32 {tf32})",
+                v["torch"].as_str().unwrap_or("?")
+            );
+            row(&label, m);
+        }
+        Err(e) => failures.push(format!("PyTorch: {e:#}")),
     }
-    if let (Some(o), Some(t)) = (&ours_m, &torch_m) {
+    if let (Ok((_, o)), Ok((_, t))) = (&ours, &torch) {
         writeln!(
             body,
             "\nThroughput ratio explr / PyTorch: **{:.2}** (the goal is ≥ 1).",
@@ -385,13 +496,13 @@ fn timing(
     })
 }
 
-fn e3(
-    root: &Path,
-    bins: &Binaries,
-    args: &GpuCheckArgs,
-    env: &[(&str, std::ffi::OsString)],
-) -> Result<Section> {
+fn e3(root: &Path, bins: &Binaries, args: &GpuCheckArgs, env: &Env) -> Result<Section> {
     let results = root.join("target/gpu-check/results");
+    // A former check's runs must not stand in for this one's.
+    if results.exists() {
+        std::fs::remove_dir_all(&results)
+            .with_context(|| format!("removing the former results in {}", results.display()))?;
+    }
     let mut cmd = Command::new(&bins.explr);
     cmd.current_dir(root)
         .args(["replicate", "e3", "--profile", "paper", "--max-epochs", "1"])
@@ -402,29 +513,43 @@ fn e3(
     if let Some(d) = &args.data_dir {
         cmd.arg("--data-dir").arg(d);
     }
-    let started = Instant::now();
-    let (ok, text) = run_captured(&mut cmd, "one epoch of E3 (paper profile)")?;
-    let wall = started.elapsed().as_secs_f64();
+    let run = run_limited(
+        &mut cmd,
+        "one epoch of E3 (paper profile)",
+        args.part_timeout(),
+    )?;
+    let (ok, text) = (run.ok(), run.text());
     let mut body = format!(
         "`explr replicate e3 --profile paper --device cuda:{} --max-epochs 1`: every run \
          (step decay and TEXP, 3 seeds) of PreResNet-32 on CIFAR-10 trains its first epoch; \
-         {wall:.1} s in all, {}.\n\n",
+         {:.1} s in all, {}. Data: {}.\n\n",
         args.gpu,
-        if ok { "finished" } else { "**FAILED**" }
+        run.seconds,
+        if ok {
+            "finished".to_string()
+        } else {
+            format!("**FAILED** ({})", run.ending())
+        },
+        match &args.data_dir {
+            Some(d) => format!("`{}`", d.display()),
+            None => "CIFAR-10 from $EXPLR_DATA or the per-user cache".into(),
+        }
     );
     let mut records = Vec::new();
     collect_metrics(&results.join("e3/paper"), &mut records);
     records.sort();
     if !records.is_empty() {
         body.push_str(
-            "| run | epoch wall (s) | train loss | train acc | test acc |\n|---|---|---|---|---|\n",
+            "| run | steps | epoch wall (s) | train loss | train acc | test acc |\n\
+             |---|---|---|---|---|---|\n",
         );
         for (name, line) in &records {
             let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
             let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
             writeln!(
                 body,
-                "| {name} | {:.1} | {:.4} | {:.4} | {:.4} |",
+                "| {name} | {} | {:.1} | {:.4} | {:.4} | {:.4} |",
+                v["step"].as_u64().map_or("?".into(), |n| n.to_string()),
                 f("wall_s"),
                 f("train_loss"),
                 f("train_acc"),
@@ -466,40 +591,154 @@ fn collect_metrics(dir: &Path, out: &mut Vec<(String, String)>) {
     walk(dir, dir, out);
 }
 
+/// `--build-only DIR`: builds the binaries and copies them, this xtask and a [`BUILD_INFO`]
+/// file into `dir`.
+fn build_only(root: &Path, dir: &Path) -> Result<()> {
+    let bins = build(root)?;
+    let dir = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        root.join(dir)
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let me = std::env::current_exe().context("finding this xtask's executable")?;
+    for (from, name) in [
+        (&bins.explr, NAMES[0]),
+        (&bins.parity, NAMES[1]),
+        (&bins.step_bench, NAMES[2]),
+        (&me, "xtask"),
+    ] {
+        std::fs::copy(from, dir.join(name))
+            .with_context(|| format!("copying {} to {}", from.display(), dir.display()))?;
+    }
+    let info = BuildInfo {
+        commit: git_commit(root),
+        compute_cap: std::env::var("CUDA_COMPUTE_CAP").ok(),
+    };
+    std::fs::write(dir.join(BUILD_INFO), info.to_text())
+        .with_context(|| format!("writing {}", dir.join(BUILD_INFO).display()))?;
+    eprintln!(
+        "gpu-check: binaries of commit {} in {}; on the GPU machine, from the repository \
+         root: {}/xtask gpu-check --prebuilt {}",
+        info.commit,
+        dir.display(),
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// What a `--build-only` folder was built from.
+#[derive(Debug, PartialEq)]
+struct BuildInfo {
+    /// `git rev-parse --short HEAD`, with `+dirty` when tracked files had changed.
+    commit: String,
+    /// `CUDA_COMPUTE_CAP` at build time (candle's kernels are PTX for that architecture and
+    /// load on GPUs of that compute capability or newer).
+    compute_cap: Option<String>,
+}
+
+impl BuildInfo {
+    fn to_text(&self) -> String {
+        format!(
+            "commit {}\ncompute_cap {}\n",
+            self.commit,
+            self.compute_cap.as_deref().unwrap_or("unset")
+        )
+    }
+
+    fn parse(text: &str) -> Self {
+        let field = |key: &str| {
+            text.lines()
+                .filter_map(|l| l.split_once(' '))
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.trim().to_string())
+        };
+        Self {
+            commit: field("commit").unwrap_or_else(|| "unknown".into()),
+            compute_cap: field("compute_cap").filter(|c| c != "unset"),
+        }
+    }
+}
+
+/// The checkout's commit, `+dirty` when tracked files differ from it; "unknown" without git
+/// (a GPU machine may get a copy of the working tree without `.git`).
+fn git_commit(root: &Path) -> String {
+    let commit = probe_output(
+        Command::new("git")
+            .current_dir(root)
+            .args(["rev-parse", "--short", "HEAD"]),
+        "unknown",
+    );
+    let dirty = probe_output(
+        Command::new("git").current_dir(root).args([
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+        ]),
+        "",
+    );
+    if dirty.is_empty() {
+        commit
+    } else {
+        format!("{commit}+dirty")
+    }
+}
+
+/// Compute capability "9.0" (nvidia-smi) or "90" (`CUDA_COMPUTE_CAP`) as a number, 90.
+fn compute_cap_number(text: &str) -> Option<u32> {
+    let digits: String = text.chars().filter(|c| *c != '.').collect();
+    digits.trim().parse().ok()
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, so that a reader (or a run
+/// killed mid-write) never sees half a report.
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let tmp = path.with_extension("md.partial");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The report: `header`, then one section per finished part.
+fn report(header: &str, sections: &[Section]) -> String {
+    let mut md = header.to_string();
+    for s in sections {
+        let verdict = if s.passed { "pass" } else { "FAIL" };
+        md.push_str(&format!("#### {} — {verdict}\n\n{}\n", s.title, s.body));
+    }
+    md
+}
+
 /// `cargo xtask gpu-check`.
 pub fn run(root: &Path, args: &GpuCheckArgs) -> Result<()> {
     if let Some(dir) = &args.build_only {
-        let bins = build(root)?;
-        let dir = if dir.is_absolute() {
-            dir.clone()
-        } else {
-            root.join(dir)
-        };
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let me = std::env::current_exe().context("finding this xtask's executable")?;
-        for (from, name) in [
-            (&bins.explr, NAMES[0]),
-            (&bins.parity, NAMES[1]),
-            (&bins.step_bench, NAMES[2]),
-            (&me, "xtask"),
-        ] {
-            std::fs::copy(from, dir.join(name))
-                .with_context(|| format!("copying {} to {}", from.display(), dir.display()))?;
-        }
-        eprintln!(
-            "gpu-check: binaries in {}; on the GPU machine, from the repository root: \
-             {}/xtask gpu-check --prebuilt {}",
-            dir.display(),
-            dir.display(),
-            dir.display()
-        );
-        return Ok(());
+        return build_only(root, dir);
     }
     // No GPU, no point in building: say so at once.
     let gpus = cuda::probe_driver(args.gpu, "gpu-check")?;
-    let bins = match &args.prebuilt {
-        Some(dir) => Binaries::in_dir(dir)?,
-        None => build(root)?,
+    let (bins, built) = match &args.prebuilt {
+        Some(dir) => {
+            let bins = Binaries::in_dir(dir)?;
+            let info = std::fs::read_to_string(dir.join(BUILD_INFO))
+                .map(|t| BuildInfo::parse(&t))
+                .unwrap_or(BuildInfo {
+                    commit: "unknown (no BUILD_INFO)".into(),
+                    compute_cap: None,
+                });
+            (bins, info)
+        }
+        None => {
+            let bins = build(root)?;
+            let info = BuildInfo {
+                commit: git_commit(root),
+                compute_cap: std::env::var("CUDA_COMPUTE_CAP").ok(),
+            };
+            (bins, info)
+        }
     };
     let libs = cuda_library_dirs(&args.python);
     let env = [("LD_LIBRARY_PATH", library_path(&libs))];
@@ -512,28 +751,38 @@ pub fn run(root: &Path, args: &GpuCheckArgs) -> Result<()> {
         ]),
         "unknown (nvidia-smi did not answer)",
     );
-    let commit = probe_output(
-        Command::new("git")
-            .current_dir(root)
-            .args(["rev-parse", "--short", "HEAD"]),
-        "unknown",
+    let gpu_cap = probe_output(
+        Command::new("nvidia-smi").args([
+            "--query-gpu=compute_cap",
+            "--format=csv,noheader",
+            &format!("--id={}", args.gpu),
+        ]),
+        "",
     );
+    if let (Some(gpu), Some(built_for)) = (
+        compute_cap_number(&gpu_cap),
+        built.compute_cap.as_deref().and_then(compute_cap_number),
+    ) {
+        if gpu < built_for {
+            bail!(
+                "gpu-check: the binaries were built for compute capability {built_for} \
+                 (CUDA_COMPUTE_CAP) but GPU {} has {gpu_cap}, and candle's kernels do not load \
+                 on an older GPU: build again with CUDA_COMPUTE_CAP={gpu}",
+                args.gpu
+            );
+        }
+    }
     let date = probe_output(Command::new("date").args(["-u", "+%Y-%m-%d"]), "unknown");
-    let mut sections = Vec::new();
-    if !args.skip.contains(&Part::Parity) {
-        sections.push(parity(&bins, &env)?);
-    }
-    if !args.skip.contains(&Part::Timing) {
-        sections.push(timing(root, &bins, args, &env)?);
-    }
-    if !args.skip.contains(&Part::E3) {
-        sections.push(e3(root, &bins, args, &env)?);
-    }
-
-    let mut md = format!(
-        "### GPU check ({date}, commit {commit})\n\n\
-         `cargo xtask gpu-check` on GPU {} of {gpus}: {gpu_name}. CUDA libraries searched in: {}.\n\n",
+    let header = format!(
+        "### GPU check ({date}, commit {})\n\n\
+         `cargo xtask gpu-check` on GPU {} of {gpus}: {gpu_name}; binaries built for compute \
+         capability {}. CUDA libraries searched in: {}.\n\n",
+        built.commit,
         args.gpu,
+        built
+            .compute_cap
+            .as_deref()
+            .unwrap_or("(CUDA_COMPUTE_CAP unset)"),
         if libs.is_empty() {
             "the system's default paths only".to_string()
         } else {
@@ -543,24 +792,26 @@ pub fn run(root: &Path, args: &GpuCheckArgs) -> Result<()> {
                 .join(", ")
         }
     );
-    for s in &sections {
-        write!(
-            md,
-            "#### {} — {}\n\n{}\n",
-            s.title,
-            if s.passed { "pass" } else { "FAIL" },
-            s.body
-        )?;
-    }
     let out = if args.out.is_absolute() {
         args.out.clone()
     } else {
         root.join(&args.out)
     };
-    if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent)?;
+    // The report is rewritten after each part: a run stopped early keeps what it measured.
+    let mut sections = Vec::new();
+    for part in [Part::Parity, Part::Timing, Part::E3] {
+        if args.skip.contains(&part) {
+            continue;
+        }
+        sections.push(match part {
+            Part::Parity => parity(&bins, &env, args.part_timeout())?,
+            Part::Timing => timing(root, &bins, args, &env)?,
+            Part::E3 => e3(root, &bins, args, &env)?,
+        });
+        write_atomically(&out, &report(&header, &sections))?;
     }
-    std::fs::write(&out, &md).with_context(|| format!("writing {}", out.display()))?;
+    let md = report(&header, &sections);
+    write_atomically(&out, &md)?;
     println!("{md}");
     let failed: Vec<&str> = sections
         .iter()
@@ -607,6 +858,80 @@ mod tests {
         let e = Binaries::in_dir(dir.path()).err().unwrap().to_string();
         assert!(e.contains("cuda_parity"), "{e}");
         assert!(e.contains("--build-only"), "{e}");
+    }
+
+    #[test]
+    fn a_program_past_its_limit_is_killed_and_reported() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo started; sleep 30"]);
+        let run = run_limited(&mut cmd, "sleeper", Duration::from_secs(1)).unwrap();
+        assert!(!run.ok());
+        assert!(run.status.is_none());
+        assert_eq!(run.stdout, "started\n");
+        assert!(run.ending().contains("the 1 s limit"), "{}", run.ending());
+        assert!(run.text().contains("killed after"), "{}", run.text());
+    }
+
+    #[test]
+    fn a_finished_program_keeps_both_streams_and_its_status() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2; printf 'no newline'; exit 3"]);
+        let run = run_limited(&mut cmd, "failing", Duration::from_secs(60)).unwrap();
+        assert!(!run.ok());
+        assert_eq!(run.status.and_then(|s| s.code()), Some(3));
+        assert_eq!(run.stdout, "out\nno newline");
+        assert_eq!(run.stderr, "err\n");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo '{\"a\": 1}'"]);
+        let run = run_limited(&mut cmd, "passing", Duration::from_secs(60)).unwrap();
+        assert!(run.ok());
+        assert_eq!(last_json_line(&run.stdout, "passing").unwrap()["a"], 1);
+    }
+
+    #[test]
+    fn build_info_round_trips_and_tolerates_missing_fields() {
+        let info = BuildInfo {
+            commit: "abc1234+dirty".into(),
+            compute_cap: Some("90".into()),
+        };
+        assert_eq!(BuildInfo::parse(&info.to_text()), info);
+        let unset = BuildInfo {
+            commit: "abc1234".into(),
+            compute_cap: None,
+        };
+        assert_eq!(BuildInfo::parse(&unset.to_text()), unset);
+        assert_eq!(BuildInfo::parse("").commit, "unknown");
+    }
+
+    #[test]
+    fn compute_capabilities_compare_across_spellings() {
+        assert_eq!(compute_cap_number("9.0"), Some(90));
+        assert_eq!(compute_cap_number("90"), Some(90));
+        assert_eq!(compute_cap_number("8.6\n"), Some(86));
+        assert_eq!(compute_cap_number(""), None);
+        assert_eq!(compute_cap_number("[N/A]"), None);
+    }
+
+    #[test]
+    fn the_report_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("sub/gpu-check.md");
+        let section = |passed| Section {
+            title: "Part".into(),
+            passed,
+            body: "body\n".into(),
+        };
+        write_atomically(&out, &report("# head\n\n", &[section(true)])).unwrap();
+        write_atomically(
+            &out,
+            &report("# head\n\n", &[section(true), section(false)]),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(text.matches("#### Part").count(), 2, "{text}");
+        assert!(text.contains("— FAIL"), "{text}");
+        let left: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().collect();
+        assert_eq!(left.len(), 1, "a temporary file was left behind");
     }
 
     #[test]
