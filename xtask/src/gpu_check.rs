@@ -531,7 +531,7 @@ fn e3(root: &Path, bins: &Binaries, args: &GpuCheckArgs, env: &Env) -> Result<Se
             format!("**FAILED** ({})", run.ending())
         },
         match &args.data_dir {
-            Some(d) => format!("`{}`", d.display()),
+            Some(d) => format!("`{}`", d.strip_prefix(root).unwrap_or(d).display()),
             None => "CIFAR-10 from $EXPLR_DATA or the per-user cache".into(),
         }
     );
