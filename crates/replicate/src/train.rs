@@ -235,6 +235,52 @@ impl AngleLog {
     }
 }
 
+/// The training losses of one epoch's steps, kept on the device until the epoch's readout.
+#[derive(Default)]
+struct StepLosses {
+    /// Each step's mean loss as an f64 scalar tensor.
+    losses: Vec<Tensor>,
+    /// Each step's batch size.
+    sizes: Vec<usize>,
+}
+
+/// What [`StepLosses::read`] found.
+enum LossReadout {
+    /// Every loss is finite: Σ loss·batch (summed in step order) and Σ batch.
+    Finite { weighted_sum: f64, seen: usize },
+    /// The first non-finite loss: its step within the epoch and its value.
+    NonFinite { index: usize, value: f64 },
+}
+
+impl StepLosses {
+    /// Records one step's mean loss over a batch of `size`.
+    fn push(&mut self, loss: &Tensor, size: usize) -> Result<(), RunError> {
+        self.losses.push(loss.detach().to_dtype(DType::F64)?);
+        self.sizes.push(size);
+        Ok(())
+    }
+
+    /// Reads the losses back (one copy to the host) and checks them.
+    fn read(&self) -> Result<LossReadout, RunError> {
+        if self.losses.is_empty() {
+            return Ok(LossReadout::Finite {
+                weighted_sum: 0.0,
+                seen: 0,
+            });
+        }
+        let values = Tensor::stack(&self.losses, 0)?.to_vec1::<f64>()?;
+        let (mut weighted_sum, mut seen) = (0.0, 0usize);
+        for (index, (&value, &size)) in values.iter().zip(&self.sizes).enumerate() {
+            if !value.is_finite() {
+                return Ok(LossReadout::NonFinite { index, value });
+            }
+            weighted_sum += value * size as f64;
+            seen += size;
+        }
+        Ok(LossReadout::Finite { weighted_sum, seen })
+    }
+}
+
 /// Evaluates `model` on `split` in evaluation mode: (mean loss, accuracy). The sums stay on
 /// the device until the end.
 pub fn evaluate(model: &Model, loader: &Loader) -> Result<(f64, f64), RunError> {
@@ -309,38 +355,42 @@ pub fn train(setup: &RunSetup<'_>, progress: &dyn Progress) -> Result<Vec<EpochR
     progress.update(&setup.key, start_epoch as u64, "");
     for epoch in start_epoch..setup.epochs {
         let started = Instant::now();
-        // The loss is read every step (the NaN check needs it); the accuracy count and the
-        // angles stay on the device until the end of the epoch.
-        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        // Nothing is read back to the host during the epoch (on a GPU a read waits for every
+        // queued kernel): the losses, the accuracy count and the angles stay on the device until
+        // the epoch's end, which also checks the losses for the first non-finite one.
+        let mut losses = StepLosses::default();
         let mut correct = Tensor::zeros((), DType::F64, setup.device)?;
         let mut angles = AngleLog::default();
         // θ_t of the scale-invariant group; each step's θ_{t+1} becomes the next step's θ_t.
         let mut si = flat(&si_vars)?;
+        let epoch_start_step = sgd.step_count();
         for batch in train_loader.epoch(epoch as u64) {
             let batch = batch?;
             let logits = model.forward_t(&batch.images, true)?;
             let (loss, c) = loss_and_correct_on_device(&logits, &batch.labels)?;
-            let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            if !loss_value.is_finite() {
-                return Err(RunError::NonFinite {
-                    run: setup.key.clone(),
-                    epoch: epoch + 1,
-                    step: sgd.step_count(),
-                    quantity: "training loss".into(),
-                    value: loss_value,
-                    checkpoint: ckpt.join("meta.json").exists().then(|| ckpt.clone()),
-                });
-            }
+            losses.push(&loss, batch.indices.len())?;
             let grads = loss.backward()?;
             sgd.step(&grads)?;
             let after = flat(&si_vars)?;
             angles.push(&si, &after)?;
             si = after;
-            let b = batch.indices.len();
-            loss_sum += loss_value * b as f64;
             correct = (correct + c)?;
-            seen += b;
         }
+        let (loss_sum, seen) = match losses.read()? {
+            LossReadout::Finite { weighted_sum, seen } => (weighted_sum, seen),
+            LossReadout::NonFinite { index, value } => {
+                // Later steps of this epoch trained on from the diverged weights, but nothing of
+                // the epoch is recorded or checkpointed.
+                return Err(RunError::NonFinite {
+                    run: setup.key.clone(),
+                    epoch: epoch + 1,
+                    step: epoch_start_step + index as u64,
+                    quantity: "training loss".into(),
+                    value,
+                    checkpoint: ckpt.join("meta.json").exists().then(|| ckpt.clone()),
+                });
+            }
+        };
         let (correct, angle_sum) = (correct.to_scalar::<f64>()?, angles.sum()?);
         let (test_loss, test_acc) = evaluate(&model, &test_loader)?;
         let si_norm = norm(&si)?;
