@@ -226,11 +226,19 @@ fn fill_blocks<T: Float, R: Send>(
 fn block_stats<T: Float>(x: &[T], g: &Geometry, b: usize) -> (f64, f64) {
     let s = g.s;
     let count = g.count() as f64;
+    // Summed as deviations from the block's first value, so that the T-typed lanes add small
+    // numbers even when the mean is large against the spread.
+    let shift = g
+        .block_planes(b)
+        .next()
+        .and_then(|p| x.get(p * s))
+        .copied()
+        .unwrap_or(T::of(0.0));
     let mut sum = 0.0;
     for p in g.block_planes(b) {
-        sum += lane_sum(&x[p * s..(p + 1) * s], |v| v);
+        sum += lane_sum(&x[p * s..(p + 1) * s], |v| v - shift);
     }
-    let mean = sum / count;
+    let mean = shift.f64() + sum / count;
     // Centered on the mean rounded to T; Σ(x − m)² = Σ(x − m̃)² − M·(m − m̃)² (0 for f64).
     let m_t = T::of(mean);
     let mut ss = 0.0;
@@ -268,14 +276,18 @@ impl NormFwd {
         let (y, moments) = fill_blocks(x.len(), g, parallel_for(x.len()), |b, out| {
             let (mean, var) = block_stats(x, g, b);
             let rstd = 1.0 / (var + self.eps).sqrt();
+            // y = (x − m̃)·a + (β − (m − m̃)·a), m̃ the mean rounded to T: x − m̃ loses nothing
+            // where x·a + (β − m·a) would cancel digits of a mean large against the spread.
+            let m_t = T::of(mean);
+            let off = mean - m_t.f64();
             for p in g.block_planes(b) {
                 let c = p % g.c;
                 let a = rstd * gamma[c].f64();
-                let (scale, shift) = (T::of(a), T::of(beta[c].f64() - mean * a));
+                let (scale, shift) = (T::of(a), T::of(beta[c].f64() - off * a));
                 // SAFETY: plane p belongs to block b only.
                 let o = unsafe { out.plane(p) };
                 for (o, &v) in o.iter_mut().zip(&x[p * s..(p + 1) * s]) {
-                    o.write(v * scale + shift);
+                    o.write((v - m_t) * scale + shift);
                 }
             }
             (mean, var, rstd)
@@ -395,9 +407,10 @@ impl NormBwd {
                 a += gc * sdy;
                 bsum += gc * sdyx;
             }
-            // dx = k_dy·dy + k_x·x + k_0
+            // dx = k_dy·dy + k_x·(x − m̃) + k_0: centred on m̃ as the sums are, so that a block
+            // whose mean is large against its spread loses no digits to k_x·x ≈ k_x·m.
             let k_x = -r * r * bsum / count;
-            let k_0 = -r * a / count - m * k_x;
+            let k_0 = -r * a / count - off * k_x;
             for p in g.block_planes(b) {
                 let k_dy = T::of(r * gamma[p % g.c].f64());
                 let (k_x, k_0) = (T::of(k_x), T::of(k_0));
@@ -405,7 +418,7 @@ impl NormBwd {
                 let o = unsafe { out.plane(p) };
                 let (xs, ds) = (&x[p * s..(p + 1) * s], &dy[p * s..(p + 1) * s]);
                 for ((o, &xv), &dv) in o.iter_mut().zip(xs).zip(ds) {
-                    o.write(k_dy * dv + k_x * xv + k_0);
+                    o.write(k_dy * dv + k_x * (xv - m_t) + k_0);
                 }
             }
         });
