@@ -1,7 +1,7 @@
 //! `cargo xtask gpu-check`: the one prepared command for a machine with an NVIDIA GPU.
 //!
 //! 1. **parity**: the `cuda_parity` tests of explr-replicate (CPU against CUDA in f32 within
-//!    1e-5 relative: the four norms forward and backward, `conv2d`, SGD steps, a PreResNet-20
+//!    1e-5 relative: the four norms forward and backward, `conv2d`, SGD steps, a PreResNet-8
 //!    forward/backward);
 //! 2. **timing**: a PreResNet-32 training step at batch 128 in f32 on the GPU, ours
 //!    (`crates/zoo/examples/step_bench.rs`) next to the PyTorch twin
