@@ -286,16 +286,20 @@ fn run_limited(cmd: &mut Command, what: &str, limit: Duration) -> Result<Finishe
         .with_context(|| format!("starting {what}"))?;
     let stdout = echo_lines(child.stdout.take().context("no stdout pipe")?);
     let stderr = echo_lines(child.stderr.take().context("no stderr pipe")?);
+    let group = child.id();
+    let kill_group = || {
+        if let Ok(pid) = libc::pid_t::try_from(group) {
+            // SAFETY: kill(2) with a negative pid signals that process group: the child's own
+            // (process_group(0) above), whose id is the child's pid. No member left: ESRCH.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+    };
     let status = loop {
         if let Some(status) = child.try_wait().context("waiting for the child")? {
             break Some(status);
         }
         if started.elapsed() >= limit {
-            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-                // SAFETY: kill(2) with a negative pid signals that process group: the child's
-                // own (process_group(0) above), whose id is the child's pid.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
-            }
+            kill_group();
             // Already exited in between is fine: the status is dropped either way.
             let _ = child.kill();
             child.wait().context("waiting for the killed child")?;
@@ -303,6 +307,8 @@ fn run_limited(cmd: &mut Command, what: &str, limit: Duration) -> Result<Finishe
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    // Whatever it left running would hold the pipes open and the readers below with them.
+    kill_group();
     let seconds = started.elapsed().as_secs_f64();
     let join = |h: std::thread::JoinHandle<String>| h.join().unwrap_or_default();
     Ok(Finished {
@@ -870,6 +876,19 @@ mod tests {
         assert_eq!(run.stdout, "started\n");
         assert!(run.ending().contains("the 1 s limit"), "{}", run.ending());
         assert!(run.text().contains("killed after"), "{}", run.text());
+    }
+
+    #[test]
+    fn what_a_finished_program_leaves_running_does_not_block_the_check() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 30 & echo done"]);
+        let started = Instant::now();
+        let run = run_limited(&mut cmd, "leaver", Duration::from_secs(60)).unwrap();
+        assert!(run.ok());
+        assert_eq!(run.stdout, "done\n");
+        // Not a timing assertion on the machine's speed: without the group kill this call
+        // waits for the 30 s sleep that holds the pipe.
+        assert!(started.elapsed() < Duration::from_secs(25));
     }
 
     #[test]
