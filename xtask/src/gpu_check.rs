@@ -3,10 +3,12 @@
 //! 1. **parity**: the `cuda_parity` tests of explr-replicate (CPU against CUDA in f32 within
 //!    1e-5 relative: the four norms forward and backward, `conv2d`, SGD steps, a PreResNet-8
 //!    forward/backward);
-//! 2. **timing**: a PreResNet-32 training step at batch 128 in f32 on the GPU, ours
+//! 2. **smoke**: every manifest at the smoke profile on the GPU (`explr replicate --device
+//!    cuda`), checked against the goldens the CPU recorded;
+//! 3. **timing**: a PreResNet-32 training step at batch 128 in f32 on the GPU, ours
 //!    (`crates/zoo/examples/step_bench.rs`) next to the PyTorch twin
 //!    (`scripts/pytorch/step_bench.py --device cuda`): images/s and the ratio;
-//! 3. **e3**: one epoch of every E3 run at the paper profile
+//! 4. **e3**: one epoch of every E3 run at the paper profile
 //!    (`explr replicate e3 --profile paper --device cuda --max-epochs 1`, CIFAR-10 needed).
 //!
 //! It writes a markdown report (default `target/gpu-check.md`) ready to paste into
@@ -40,6 +42,8 @@ use crate::cuda;
 pub enum Part {
     /// CPU/CUDA parity tests.
     Parity,
+    /// Every manifest at the smoke profile on the GPU, against the (CPU-recorded) goldens.
+    Smoke,
     /// PreResNet-32 step timing against PyTorch.
     Timing,
     /// One epoch of E3 at the paper profile.
@@ -64,7 +68,7 @@ pub struct GpuCheckArgs {
     /// Timed training steps per side (after 3 warm-up steps).
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
-    /// Parts to skip (comma-separated: parity, timing, e3).
+    /// Parts to skip (comma-separated: parity, smoke, timing, e3).
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<Part>,
     /// Only build the CUDA binaries (needs the CUDA toolchain, not a GPU) and copy them, with
@@ -401,6 +405,84 @@ fn parity(bins: &Binaries, env: &Env, limit: Duration) -> Result<Section> {
         passed: ok && rows > 0,
         body,
     })
+}
+
+/// `explr replicate` at the smoke profile on the GPU: every manifest, checked against the
+/// goldens that the CPU recorded (f64 except where a manifest says otherwise).
+fn smoke(root: &Path, bins: &Binaries, args: &GpuCheckArgs, env: &Env) -> Result<Section> {
+    let results = root.join("target/gpu-check/smoke");
+    let mut cmd = Command::new(&bins.explr);
+    cmd.current_dir(root)
+        .args(["replicate", "--device", &format!("cuda:{}", args.gpu)])
+        .arg("--results-dir")
+        .arg(&results)
+        .envs(env.iter().cloned());
+    let run = run_limited(
+        &mut cmd,
+        "every manifest at the smoke profile",
+        args.part_timeout(),
+    )?;
+    let text = run.text();
+    let rows = verdict_lines(&text);
+    let mut body = format!(
+        "`explr replicate --device cuda:{}`: every manifest at the smoke profile, checked \
+         against the goldens the CPU recorded; {:.1} s in all, {}.\n\n",
+        args.gpu,
+        run.seconds,
+        if run.ok() {
+            "all match".to_string()
+        } else {
+            format!("**FAILED** ({})", run.ending())
+        }
+    );
+    if !rows.is_empty() {
+        body.push_str("| claim | verdict | golden | s |\n|---|---|---|---|\n");
+        for r in &rows {
+            writeln!(
+                body,
+                "| {} | {} | {} | {} |",
+                r.id, r.verdict, r.golden, r.seconds
+            )?;
+        }
+    }
+    if !run.ok() || rows.is_empty() {
+        body.push('\n');
+        body.push_str(&tail_block(&text, 40));
+    }
+    Ok(Section {
+        title: "Every manifest on the GPU, against the CPU goldens".into(),
+        passed: run.ok() && !rows.is_empty(),
+        body,
+    })
+}
+
+/// One `  => ID: verdict V, GOLDEN NOTE, Ts` line of `explr replicate`.
+#[derive(Debug, PartialEq)]
+struct VerdictLine {
+    id: String,
+    verdict: String,
+    golden: String,
+    seconds: String,
+}
+
+/// The verdict lines of an `explr replicate` output, in order.
+fn verdict_lines(text: &str) -> Vec<VerdictLine> {
+    text.lines()
+        .filter_map(|l| {
+            let (id, rest) = l
+                .trim_start()
+                .strip_prefix("=> ")?
+                .split_once(": verdict ")?;
+            let (verdict, rest) = rest.split_once(", ")?;
+            let (golden, seconds) = rest.rsplit_once(", ")?;
+            Some(VerdictLine {
+                id: id.to_string(),
+                verdict: verdict.to_string(),
+                golden: golden.to_string(),
+                seconds: seconds.trim_end_matches('s').to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Runs a step bench under `limit` and reads the JSON object it prints last.
@@ -805,12 +887,13 @@ pub fn run(root: &Path, args: &GpuCheckArgs) -> Result<()> {
     };
     // The report is rewritten after each part: a run stopped early keeps what it measured.
     let mut sections = Vec::new();
-    for part in [Part::Parity, Part::Timing, Part::E3] {
+    for part in [Part::Parity, Part::Smoke, Part::Timing, Part::E3] {
         if args.skip.contains(&part) {
             continue;
         }
         sections.push(match part {
             Part::Parity => parity(&bins, &env, args.part_timeout())?,
+            Part::Smoke => smoke(root, &bins, args, &env)?,
             Part::Timing => timing(root, &bins, args, &env)?,
             Part::E3 => e3(root, &bins, args, &env)?,
         });
@@ -951,6 +1034,33 @@ mod tests {
         assert!(text.contains("— FAIL"), "{text}");
         let left: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().collect();
         assert_eq!(left.len(), 1, "a temporary file was left behind");
+    }
+
+    #[test]
+    fn verdict_lines_are_read_from_the_replicate_output() {
+        let text = "A1 (experiments/a1.yaml) at profile smoke on cuda:0: title\n\
+                    \x20 preresnet32/x/seed-0: 1 loss 2.3 (0s)\n\
+                    \x20 => A1: verdict pass, matches its golden, 6.3s\n\
+                    \x20 => E1: verdict fail, DIFFERS from its golden, 12.0s\n\
+                    replicate: 18.3s in all\n";
+        let rows = verdict_lines(text);
+        assert_eq!(
+            rows,
+            vec![
+                VerdictLine {
+                    id: "A1".into(),
+                    verdict: "pass".into(),
+                    golden: "matches its golden".into(),
+                    seconds: "6.3".into(),
+                },
+                VerdictLine {
+                    id: "E1".into(),
+                    verdict: "fail".into(),
+                    golden: "DIFFERS from its golden".into(),
+                    seconds: "12.0".into(),
+                },
+            ]
+        );
     }
 
     #[test]

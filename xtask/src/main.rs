@@ -10,8 +10,9 @@
 //!   and peak memory, ours against PyTorch back to back, as a table in `target/bench/step.md`.
 //! - `cargo xtask check-cuda [--toolchain DIR] [--clippy]`: installs the CUDA compiler from
 //!   PyPI (no GPU needed) and checks that the workspace compiles with `--features cuda`.
-//! - `cargo xtask gpu-check`: on a GPU machine, CPU/CUDA parity, a PreResNet-32 step against
-//!   PyTorch and one E3 epoch at the paper profile, reported in `target/gpu-check.md`.
+//! - `cargo xtask gpu-check`: on a GPU machine, CPU/CUDA parity, every manifest at the smoke
+//!   profile against the goldens, a PreResNet-32 step against PyTorch and one E3 epoch at the
+//!   paper profile, reported in `target/gpu-check.md`.
 
 mod bench;
 mod cuda;
@@ -52,8 +53,9 @@ enum Task {
     /// Install the CUDA compiler from PyPI (no GPU needed) and check that the workspace
     /// compiles with `--features cuda`.
     CheckCuda(cuda::CheckCudaArgs),
-    /// On a machine with an NVIDIA GPU: CPU/CUDA parity, a PreResNet-32 training step against
-    /// PyTorch, one E3 epoch at the paper profile; writes a markdown report.
+    /// On a machine with an NVIDIA GPU: CPU/CUDA parity, every manifest at the smoke profile
+    /// against the goldens, a PreResNet-32 training step against PyTorch, one E3 epoch at the
+    /// paper profile; writes a markdown report.
     GpuCheck(gpu_check::GpuCheckArgs),
 }
 
