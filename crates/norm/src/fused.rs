@@ -14,6 +14,12 @@
 //! (GroupNorm; LayerNorm is G = 1, InstanceNorm G = C). Each block is processed by one thread,
 //! which combines its per-plane sums in plane order, so results do not depend on the thread
 //! count.
+//!
+//! Precision: sums accumulate in f64 across planes; within a plane, f32 lanes add deviations
+//! (from the block's first value, then from the mean rounded to f32), and outputs and input
+//! gradients are written as `(x − m̃)·a + b`. So f32 keeps its digits when a block's mean is
+//! large against its spread, where `x·a + b'` would cancel them (a test checks f32 against f64
+//! at mean 1000, standard deviation 1: within 1e-6).
 
 use std::mem::MaybeUninit;
 use std::sync::{Arc, OnceLock};
