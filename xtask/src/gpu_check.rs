@@ -699,10 +699,7 @@ fn build_only(root: &Path, dir: &Path) -> Result<()> {
         std::fs::copy(from, dir.join(name))
             .with_context(|| format!("copying {} to {}", from.display(), dir.display()))?;
     }
-    let info = BuildInfo {
-        commit: git_commit(root),
-        compute_cap: std::env::var("CUDA_COMPUTE_CAP").ok(),
-    };
+    let info = BuildInfo::of_checkout(root);
     std::fs::write(dir.join(BUILD_INFO), info.to_text())
         .with_context(|| format!("writing {}", dir.join(BUILD_INFO).display()))?;
     eprintln!(
@@ -727,6 +724,14 @@ struct BuildInfo {
 }
 
 impl BuildInfo {
+    /// What a build from the checkout at `root` now, with this environment, is built from.
+    fn of_checkout(root: &Path) -> Self {
+        Self {
+            commit: git_commit(root),
+            compute_cap: std::env::var("CUDA_COMPUTE_CAP").ok(),
+        }
+    }
+
     fn to_text(&self) -> String {
         format!(
             "commit {}\ncompute_cap {}\n",
@@ -819,34 +824,26 @@ pub fn run(root: &Path, args: &GpuCheckArgs) -> Result<()> {
                 });
             (bins, info)
         }
-        None => {
-            let bins = build(root)?;
-            let info = BuildInfo {
-                commit: git_commit(root),
-                compute_cap: std::env::var("CUDA_COMPUTE_CAP").ok(),
-            };
-            (bins, info)
-        }
+        None => (build(root)?, BuildInfo::of_checkout(root)),
     };
     let libs = cuda_library_dirs(&args.python);
     let env = [("LD_LIBRARY_PATH", library_path(&libs))];
 
-    let gpu_name = probe_output(
-        Command::new("nvidia-smi").args([
-            "--query-gpu=name,driver_version,memory.total",
-            "--format=csv,noheader",
-            &format!("--id={}", args.gpu),
-        ]),
+    let smi = |fields: &str, fallback: &str| {
+        probe_output(
+            Command::new("nvidia-smi").args([
+                &format!("--query-gpu={fields}"),
+                "--format=csv,noheader",
+                &format!("--id={}", args.gpu),
+            ]),
+            fallback,
+        )
+    };
+    let gpu_name = smi(
+        "name,driver_version,memory.total",
         "unknown (nvidia-smi did not answer)",
     );
-    let gpu_cap = probe_output(
-        Command::new("nvidia-smi").args([
-            "--query-gpu=compute_cap",
-            "--format=csv,noheader",
-            &format!("--id={}", args.gpu),
-        ]),
-        "",
-    );
+    let gpu_cap = smi("compute_cap", "");
     if let (Some(gpu), Some(built_for)) = (
         compute_cap_number(&gpu_cap),
         built.compute_cap.as_deref().and_then(compute_cap_number),
