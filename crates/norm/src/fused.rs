@@ -226,6 +226,14 @@ fn fill_blocks<T: Float, R: Send>(
     (out, results)
 }
 
+/// The mean rounded to `T`, m̃, and what the rounding left out, m − m̃ (0 for f64): every pass
+/// centres on m̃, where `x − m̃` is exact for x near the mean, and adds the rest back in f64.
+#[inline(always)]
+fn rounded_mean<T: Float>(mean: f64) -> (T, f64) {
+    let m_t = T::of(mean);
+    (m_t, mean - m_t.f64())
+}
+
 /// Statistics of block `b` of `x` (two passes over the block, which stays in cache: mean, then
 /// centered sum of squares; per-plane sums combined in plane order): `(mean, var)`.
 #[inline(always)]
@@ -246,7 +254,7 @@ fn block_stats<T: Float>(x: &[T], g: &Geometry, b: usize) -> (f64, f64) {
     }
     let mean = shift.f64() + sum / count;
     // Centered on the mean rounded to T; Σ(x − m)² = Σ(x − m̃)² − M·(m − m̃)² (0 for f64).
-    let m_t = T::of(mean);
+    let (m_t, off) = rounded_mean::<T>(mean);
     let mut ss = 0.0;
     for p in g.block_planes(b) {
         ss += lane_sum(&x[p * s..(p + 1) * s], |v| {
@@ -254,7 +262,6 @@ fn block_stats<T: Float>(x: &[T], g: &Geometry, b: usize) -> (f64, f64) {
             d * d
         });
     }
-    let off = mean - m_t.f64();
     (mean, ((ss - count * off * off) / count).max(0.0))
 }
 
@@ -284,8 +291,7 @@ impl NormFwd {
             let rstd = 1.0 / (var + self.eps).sqrt();
             // y = (x − m̃)·a + (β − (m − m̃)·a), m̃ the mean rounded to T: x − m̃ loses nothing
             // where x·a + (β − m·a) would cancel digits of a mean large against the spread.
-            let m_t = T::of(mean);
-            let off = mean - m_t.f64();
+            let (m_t, off) = rounded_mean::<T>(mean);
             for p in g.block_planes(b) {
                 let c = p % g.c;
                 let a = rstd * gamma[c].f64();
@@ -397,8 +403,7 @@ impl NormBwd {
         };
         let (dx, _) = fill_blocks(x.len(), g, parallel_for(x.len()), |b, out| {
             let (m, r) = (st.mean[b], st.rstd[b]);
-            let m_t = T::of(m);
-            let off = m - m_t.f64();
+            let (m_t, off) = rounded_mean::<T>(m);
             // Per plane: (Σ dy, Σ dy·x̂), into `per_plane`; per block: Σγ·dy and Σγ·dy·x̂, in
             // plane order.
             let (mut a, mut bsum) = (0.0, 0.0);
