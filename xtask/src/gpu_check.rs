@@ -256,6 +256,15 @@ impl Finished {
         }
     }
 
+    /// `success` when it exited with success, else "**FAILED** (how it ended)".
+    fn outcome(&self, success: &str) -> String {
+        if self.ok() {
+            success.to_string()
+        } else {
+            format!("**FAILED** ({})", self.ending())
+        }
+    }
+
     /// stdout then stderr, with a hint when a CUDA library could not be loaded.
     fn text(&self) -> String {
         let mut text = format!("{}{}", self.stdout, self.stderr);
@@ -367,24 +376,36 @@ struct Section {
     body: String,
 }
 
+impl Section {
+    /// The section of a part whose program ended as `run` and whose output gave `found` rows:
+    /// it passes when both hold, and otherwise ends with the last `tail` lines of the output.
+    fn of_run(title: &str, mut body: String, run: &Finished, found: bool, tail: usize) -> Self {
+        let passed = run.ok() && found;
+        if !passed {
+            body.push('\n');
+            body.push_str(&tail_block(&run.text(), tail));
+        }
+        Self {
+            title: title.into(),
+            passed,
+            body,
+        }
+    }
+}
+
 fn parity(bins: &Binaries, env: &Env, limit: Duration) -> Result<Section> {
     let mut cmd = Command::new(&bins.parity);
     cmd.args(["--test-threads=1", "--nocapture"])
         .envs(env.iter().cloned());
     let run = run_limited(&mut cmd, "parity tests", limit)?;
-    let (ok, text) = (run.ok(), run.text());
     let mut body = format!(
         "`cuda_parity` (explr-replicate), {:.1} s: {}.\n\n\
          | comparison | max \\|CPU − CUDA\\| / max \\|CPU\\| | ≤ 1e-5 |\n|---|---|---|\n",
         run.seconds,
-        if ok {
-            "all tests pass".to_string()
-        } else {
-            format!("**FAILED** ({})", run.ending())
-        }
+        run.outcome("all tests pass")
     );
     let mut rows = 0;
-    for line in text.lines() {
+    for line in run.text().lines() {
         let mut it = line.split_whitespace();
         if let (Some("PARITY"), Some(name), Some(v)) = (it.next(), it.next(), it.next()) {
             let good = v.parse::<f64>().is_ok_and(|x| x <= 1e-5);
@@ -396,44 +417,57 @@ fn parity(bins: &Binaries, env: &Env, limit: Duration) -> Result<Section> {
             rows += 1;
         }
     }
-    if rows == 0 || !ok {
-        body.push('\n');
-        body.push_str(&tail_block(&text, 40));
-    }
-    Ok(Section {
-        title: "Parity, CPU against CUDA (f32)".into(),
-        passed: ok && rows > 0,
+    Ok(Section::of_run(
+        "Parity, CPU against CUDA (f32)",
         body,
-    })
+        &run,
+        rows > 0,
+        40,
+    ))
+}
+
+/// `explr replicate ARGS --device cuda:N --results-dir DIR` from the repository root, with
+/// `DIR` emptied first: a former check's runs must not stand in for this one's.
+fn replicate_on_gpu(
+    root: &Path,
+    bins: &Binaries,
+    args: &GpuCheckArgs,
+    env: &Env,
+    replicate_args: &[&str],
+    results: &Path,
+) -> Result<Command> {
+    if results.exists() {
+        std::fs::remove_dir_all(results)
+            .with_context(|| format!("removing the former results in {}", results.display()))?;
+    }
+    let mut cmd = Command::new(&bins.explr);
+    cmd.current_dir(root)
+        .arg("replicate")
+        .args(replicate_args)
+        .args(["--device", &format!("cuda:{}", args.gpu)])
+        .arg("--results-dir")
+        .arg(results)
+        .envs(env.iter().cloned());
+    Ok(cmd)
 }
 
 /// `explr replicate` at the smoke profile on the GPU: every manifest, checked against the
 /// goldens that the CPU recorded (f64 except where a manifest says otherwise).
 fn smoke(root: &Path, bins: &Binaries, args: &GpuCheckArgs, env: &Env) -> Result<Section> {
     let results = root.join("target/gpu-check/smoke");
-    let mut cmd = Command::new(&bins.explr);
-    cmd.current_dir(root)
-        .args(["replicate", "--device", &format!("cuda:{}", args.gpu)])
-        .arg("--results-dir")
-        .arg(&results)
-        .envs(env.iter().cloned());
+    let mut cmd = replicate_on_gpu(root, bins, args, env, &[], &results)?;
     let run = run_limited(
         &mut cmd,
         "every manifest at the smoke profile",
         args.part_timeout(),
     )?;
-    let text = run.text();
-    let rows = verdict_lines(&text);
+    let rows = verdict_lines(&run.text());
     let mut body = format!(
         "`explr replicate --device cuda:{}`: every manifest at the smoke profile, checked \
          against the goldens the CPU recorded; {:.1} s in all, {}.\n\n",
         args.gpu,
         run.seconds,
-        if run.ok() {
-            "all match".to_string()
-        } else {
-            format!("**FAILED** ({})", run.ending())
-        }
+        run.outcome("all match")
     );
     if !rows.is_empty() {
         body.push_str("| claim | verdict | golden | s |\n|---|---|---|---|\n");
@@ -445,15 +479,13 @@ fn smoke(root: &Path, bins: &Binaries, args: &GpuCheckArgs, env: &Env) -> Result
             )?;
         }
     }
-    if !run.ok() || rows.is_empty() {
-        body.push('\n');
-        body.push_str(&tail_block(&text, 40));
-    }
-    Ok(Section {
-        title: "Every manifest on the GPU, against the CPU goldens".into(),
-        passed: run.ok() && !rows.is_empty(),
+    Ok(Section::of_run(
+        "Every manifest on the GPU, against the CPU goldens",
         body,
-    })
+        &run,
+        !rows.is_empty(),
+        40,
+    ))
 }
 
 /// One `  => ID: verdict V, GOLDEN NOTE, Ts` line of `explr replicate`.
@@ -586,18 +618,8 @@ fn timing(root: &Path, bins: &Binaries, args: &GpuCheckArgs, env: &Env) -> Resul
 
 fn e3(root: &Path, bins: &Binaries, args: &GpuCheckArgs, env: &Env) -> Result<Section> {
     let results = root.join("target/gpu-check/results");
-    // A former check's runs must not stand in for this one's.
-    if results.exists() {
-        std::fs::remove_dir_all(&results)
-            .with_context(|| format!("removing the former results in {}", results.display()))?;
-    }
-    let mut cmd = Command::new(&bins.explr);
-    cmd.current_dir(root)
-        .args(["replicate", "e3", "--profile", "paper", "--max-epochs", "1"])
-        .args(["--device", &format!("cuda:{}", args.gpu)])
-        .arg("--results-dir")
-        .arg(&results)
-        .envs(env.iter().cloned());
+    let e3_args = ["e3", "--profile", "paper", "--max-epochs", "1"];
+    let mut cmd = replicate_on_gpu(root, bins, args, env, &e3_args, &results)?;
     if let Some(d) = &args.data_dir {
         cmd.arg("--data-dir").arg(d);
     }
@@ -606,18 +628,13 @@ fn e3(root: &Path, bins: &Binaries, args: &GpuCheckArgs, env: &Env) -> Result<Se
         "one epoch of E3 (paper profile)",
         args.part_timeout(),
     )?;
-    let (ok, text) = (run.ok(), run.text());
     let mut body = format!(
         "`explr replicate e3 --profile paper --device cuda:{} --max-epochs 1`: every run \
          (step decay and TEXP, 3 seeds) of PreResNet-32 on CIFAR-10 trains its first epoch; \
          {:.1} s in all, {}. Data: {}.\n\n",
         args.gpu,
         run.seconds,
-        if ok {
-            "finished".to_string()
-        } else {
-            format!("**FAILED** ({})", run.ending())
-        },
+        run.outcome("finished"),
         match &args.data_dir {
             Some(d) => format!("`{}`", d.strip_prefix(root).unwrap_or(d).display()),
             None => "CIFAR-10 from $EXPLR_DATA or the per-user cache".into(),
@@ -645,15 +662,13 @@ fn e3(root: &Path, bins: &Binaries, args: &GpuCheckArgs, env: &Env) -> Result<Se
             )?;
         }
     }
-    if !ok || records.is_empty() {
-        body.push('\n');
-        body.push_str(&tail_block(&text, 30));
-    }
-    Ok(Section {
-        title: "One epoch of E3 at the paper profile".into(),
-        passed: ok && !records.is_empty(),
+    Ok(Section::of_run(
+        "One epoch of E3 at the paper profile",
         body,
-    })
+        &run,
+        !records.is_empty(),
+        30,
+    ))
 }
 
 /// The first record of every `metrics.jsonl` under `dir`, named by its folder relative to `dir`.
@@ -946,11 +961,16 @@ mod tests {
         assert!(e.contains("--build-only"), "{e}");
     }
 
+    /// `sh -c script` under `run_limited` with a limit of `secs`.
+    fn sh(script: &str, secs: u64) -> Finished {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]);
+        run_limited(&mut cmd, script, Duration::from_secs(secs)).unwrap()
+    }
+
     #[test]
     fn a_program_past_its_limit_is_killed_and_reported() {
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "echo started; sleep 30"]);
-        let run = run_limited(&mut cmd, "sleeper", Duration::from_secs(1)).unwrap();
+        let run = sh("echo started; sleep 30", 1);
         assert!(!run.ok());
         assert!(run.status.is_none());
         assert_eq!(run.stdout, "started\n");
@@ -960,10 +980,8 @@ mod tests {
 
     #[test]
     fn what_a_finished_program_leaves_running_does_not_block_the_check() {
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "sleep 30 & echo done"]);
         let started = Instant::now();
-        let run = run_limited(&mut cmd, "leaver", Duration::from_secs(60)).unwrap();
+        let run = sh("sleep 30 & echo done", 60);
         assert!(run.ok());
         assert_eq!(run.stdout, "done\n");
         // Not a timing assertion on the machine's speed: without the group kill this call
@@ -973,16 +991,12 @@ mod tests {
 
     #[test]
     fn a_finished_program_keeps_both_streams_and_its_status() {
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "echo out; echo err >&2; printf 'no newline'; exit 3"]);
-        let run = run_limited(&mut cmd, "failing", Duration::from_secs(60)).unwrap();
+        let run = sh("echo out; echo err >&2; printf 'no newline'; exit 3", 60);
         assert!(!run.ok());
         assert_eq!(run.status.and_then(|s| s.code()), Some(3));
         assert_eq!(run.stdout, "out\nno newline");
         assert_eq!(run.stderr, "err\n");
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "echo '{\"a\": 1}'"]);
-        let run = run_limited(&mut cmd, "passing", Duration::from_secs(60)).unwrap();
+        let run = sh("echo '{\"a\": 1}'", 60);
         assert!(run.ok());
         assert_eq!(last_json_line(&run.stdout, "passing").unwrap()["a"], 1);
     }
