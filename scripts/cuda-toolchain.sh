@@ -14,7 +14,8 @@
 #
 # The versions are pinned to CUDA 13.0: candle's kernels are compiled to PTX, which the driver
 # compiles at load time and which must not be newer than the driver (R580 = CUDA 13.0).
-# Running it again with the same pins is a no-op apart from printing the exports.
+# Running it again with the same pins, or a subset of them (a --link folder serves a compile
+# check), is a no-op apart from printing the exports.
 #
 # Environment: PYTHON (default python3), CUDA_COMPUTE_CAP (default 90: H100/H200).
 set -euo pipefail
@@ -57,7 +58,16 @@ wanted=("${pins[@]}")
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 marker=$dir/.explr-cuda-toolchain
-if [ -f "$marker" ] && [ "$(cat "$marker")" = "${wanted[*]}" ]; then
+# Installed already when the folder holds every wanted pin: a --link toolchain also serves a
+# compile check (reinstalling the smaller set would remove its libraries).
+installed=0
+if [ -f "$marker" ]; then
+    installed=1
+    for pin in "${wanted[@]}"; do
+        grep -qwF -- "$pin" "$marker" || installed=0
+    done
+fi
+if [ $installed = 1 ]; then
     echo "cuda-toolchain: already installed in $dir" >&2
 else
     echo "cuda-toolchain: installing ${wanted[*]} into $dir" >&2
