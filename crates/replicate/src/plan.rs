@@ -7,7 +7,63 @@ use explr_schedule::{Schedule, ScheduleSpec};
 
 use crate::runner::RunError;
 use crate::spec::{RunSpec, Transform};
-use crate::train::OptimizerPlan;
+
+/// The weight decay of a parameter group: a constant λ, or a schedule whose value at update
+/// `k` is λ_k (E6 divides it at milestones).
+#[derive(Clone, Debug)]
+pub enum WeightDecay {
+    /// The same λ at every update.
+    Constant(f64),
+    /// λ_k = the schedule's value at update `k`.
+    Schedule(Schedule),
+}
+
+impl WeightDecay {
+    /// The weight decay of update `step`.
+    pub fn at(&self, step: u64) -> Result<f64, RunError> {
+        Ok(match self {
+            WeightDecay::Constant(lambda) => *lambda,
+            WeightDecay::Schedule(s) => s.lr(step)?,
+        })
+    }
+}
+
+/// The LR schedule and weight decay of one parameter group.
+#[derive(Clone, Debug)]
+pub struct GroupPlan {
+    /// The group's LR schedule.
+    pub lr: Schedule,
+    /// The group's coupled weight decay.
+    pub weight_decay: WeightDecay,
+}
+
+impl GroupPlan {
+    /// The plan as JSON, for the run's configuration fingerprint.
+    pub fn describe(&self) -> serde_json::Value {
+        let GroupPlan { lr, weight_decay } = self;
+        serde_json::json!({
+            "lr": lr.spec(),
+            "weight_decay": match weight_decay {
+                WeightDecay::Constant(lambda) => serde_json::json!(lambda),
+                WeightDecay::Schedule(s) => serde_json::json!(s.spec()),
+            },
+        })
+    }
+}
+
+/// How the optimizer treats the parameter groups of one run.
+#[derive(Clone, Debug)]
+pub struct OptimizerPlan {
+    /// The scale-invariant group (whose LR the records report).
+    pub scale_invariant: GroupPlan,
+    /// Every other trainable group (head, norm affine, other): THEORY.md §1's exact
+    /// alternative keeps them on the base run's LR and weight decay.
+    pub others: GroupPlan,
+    /// Momentum γ.
+    pub momentum: f64,
+    /// Momentum pre-fill coefficient of the scale-invariant group (THEORY.md §3).
+    pub prefill: Option<f64>,
+}
 
 /// The same spec with every step count in epochs of `steps_per_epoch` updates.
 pub fn in_epochs(spec: &ScheduleSpec, steps_per_epoch: u64) -> ScheduleSpec {
@@ -142,17 +198,16 @@ pub fn plan(
         .get(name)
         .ok_or_else(|| RunError::Unsupported(format!("no run named `{name}`")))?;
     let Some(derive) = &run.derive else {
-        let s = base_schedule(run, steps_per_epoch)?;
-        let wd_schedule = run
-            .weight_decay_schedule
-            .as_ref()
-            .map(|w| in_epochs(w, steps_per_epoch).build())
-            .transpose()?;
+        let group = GroupPlan {
+            lr: base_schedule(run, steps_per_epoch)?,
+            weight_decay: match &run.weight_decay_schedule {
+                Some(w) => WeightDecay::Schedule(in_epochs(w, steps_per_epoch).build()?),
+                None => WeightDecay::Constant(run.weight_decay),
+            },
+        };
         return Ok(OptimizerPlan {
-            schedule: s.clone(),
-            weight_decay: run.weight_decay,
-            weight_decay_schedule: wd_schedule,
-            others: (s, run.weight_decay),
+            scale_invariant: group.clone(),
+            others: group,
             momentum: run.momentum,
             prefill: None,
         });
@@ -176,10 +231,14 @@ pub fn plan(
     )?;
     Ok(OptimizerPlan {
         prefill: Some(twin.prefill_coefficient()?),
-        schedule: twin,
-        weight_decay: 0.0,
-        weight_decay_schedule: None,
-        others: (base_schedule, base.weight_decay),
+        scale_invariant: GroupPlan {
+            lr: twin,
+            weight_decay: WeightDecay::Constant(0.0),
+        },
+        others: GroupPlan {
+            lr: base_schedule,
+            weight_decay: WeightDecay::Constant(base.weight_decay),
+        },
         momentum: base.momentum,
     })
 }

@@ -124,7 +124,7 @@ pub struct RunSpec {
     pub weight_decay: f64,
     /// A schedule whose value at each step is the weight decay of every group (e.g.
     /// `{kind: multistep, lr: 5.0e-4, milestones: [80, 120], gamma: 0.1}` divides the WD by 10
-    /// at epochs 80 and 120); `weight_decay` is then ignored.
+    /// at epochs 80 and 120). Exclusive with `weight_decay`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_decay_schedule: Option<ScheduleSection>,
     /// The LR schedule (absent for derived runs).
@@ -518,6 +518,38 @@ fn validate_runs(
                 format!("{here}.weight_decay"),
                 format!("must be >= 0, got {}", r.weight_decay),
             ));
+        }
+        if let Some(wd) = &r.weight_decay_schedule {
+            if r.weight_decay != 0.0 {
+                return Err(FieldError::new(
+                    format!("{here}.weight_decay"),
+                    "give either `weight_decay` or `weight_decay_schedule`, not both",
+                ));
+            }
+            if r.derive.is_some() {
+                return Err(FieldError::new(
+                    format!("{here}.weight_decay_schedule"),
+                    "a derived run has no weight decay on its scale-invariant group (the \
+                     transform removes it); drop the field",
+                ));
+            }
+            if let Err(e) = wd.build() {
+                return Err(FieldError::new(
+                    format!("{here}.weight_decay_schedule"),
+                    e.to_string(),
+                ));
+            }
+            if let (Some(m), Some(epochs)) = (last_milestone(wd), epochs) {
+                if m >= epochs as u64 {
+                    return Err(FieldError::new(
+                        format!("{here}.weight_decay_schedule.milestones"),
+                        format!(
+                            "milestone {m} is not before the end of training ({epochs} epochs); \
+                             milestones are in epochs and must be < epochs"
+                        ),
+                    ));
+                }
+            }
         }
         match (&r.schedule, &r.derive) {
             (Some(spec), None) => {

@@ -7,11 +7,12 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, Var, D};
 use explr_data::{Dataset, Loader, LoaderConfig};
 use explr_nn::{ParamStore, Role};
-use explr_schedule::{ParamGroup, Schedule, Sgd, SgdConfig};
+use explr_schedule::{ParamGroup, Sgd, SgdConfig};
 use explr_zoo::{Model, ModelSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::io::write_atomic;
+use crate::plan::{GroupPlan, OptimizerPlan, WeightDecay};
 use crate::runner::{Progress, RunError};
 
 /// What one epoch of a run measured (THEORY.md §3 and §8 for the norm quantities).
@@ -43,24 +44,6 @@ pub struct EpochRecord {
     pub angular_update: f64,
     /// Wall time of the epoch in seconds.
     pub wall_s: f64,
-}
-
-/// How the optimizer treats the parameter groups of one run.
-#[derive(Clone, Debug)]
-pub struct OptimizerPlan {
-    /// Schedule of the scale-invariant group.
-    pub schedule: Schedule,
-    /// Weight decay of the scale-invariant group.
-    pub weight_decay: f64,
-    /// When set, the weight decay of every group follows this schedule instead (E6).
-    pub weight_decay_schedule: Option<Schedule>,
-    /// Schedule and weight decay of every other trainable group (head, norm affine, other):
-    /// THEORY.md §1's exact alternative keeps them on the base run's LR and WD.
-    pub others: (Schedule, f64),
-    /// Momentum γ.
-    pub momentum: f64,
-    /// Momentum pre-fill coefficient of the scale-invariant group (THEORY.md §3).
-    pub prefill: Option<f64>,
 }
 
 /// Everything one run needs.
@@ -123,10 +106,8 @@ fn config_fingerprint(setup: &RunSetup<'_>) -> String {
         ],
         "dtype": format!("{:?}", setup.dtype),
         "seed": setup.seed,
-        "schedule": plan.schedule.spec(),
-        "weight_decay": plan.weight_decay,
-        "weight_decay_schedule": plan.weight_decay_schedule.as_ref().map(Schedule::spec),
-        "others": {"schedule": plan.others.0.spec(), "weight_decay": plan.others.1},
+        "scale_invariant": plan.scale_invariant.describe(),
+        "others": plan.others.describe(),
         "momentum": plan.momentum,
         "prefill": plan.prefill,
     })
@@ -137,26 +118,36 @@ fn config_fingerprint(setup: &RunSetup<'_>) -> String {
     format!("{hash:016x}")
 }
 
-/// Builds the optimizer of `plan` over `model`'s trainable groups.
+/// Builds the optimizer of `plan` over `model`'s trainable groups: the scale-invariant group
+/// on `plan.scale_invariant`, every other group on `plan.others`. Every field of the plan is
+/// destructured here, so a field added to the plan and not applied is a compile error.
 pub fn build_sgd(model: &Model, plan: &OptimizerPlan) -> Result<Sgd, RunError> {
+    let OptimizerPlan {
+        scale_invariant,
+        others,
+        momentum,
+        prefill,
+    } = plan;
     let mut groups = Vec::new();
     for (role, vars) in model.trainable_groups() {
-        let group = ParamGroup::new(role.as_str(), vars);
-        groups.push(if role == Role::ScaleInvariant {
-            group.weight_decay(plan.weight_decay)
+        let GroupPlan { lr, weight_decay } = if role == Role::ScaleInvariant {
+            scale_invariant
         } else {
-            group
-                .schedule(plan.others.0.clone())
-                .weight_decay(plan.others.1)
+            others
+        };
+        let group = ParamGroup::new(role.as_str(), vars).schedule(lr.clone());
+        groups.push(match weight_decay {
+            WeightDecay::Constant(lambda) => group.weight_decay(*lambda),
+            WeightDecay::Schedule(s) => group.weight_decay_schedule(s.clone()),
         });
     }
     let mut sgd = Sgd::new(
-        plan.schedule.clone(),
+        scale_invariant.lr.clone(),
         groups,
-        SgdConfig::momentum(plan.momentum),
+        SgdConfig::momentum(*momentum),
     )?;
-    if let Some(c) = plan.prefill {
-        sgd.prefill_momentum(c, &[Role::ScaleInvariant.as_str()])?;
+    if let Some(c) = prefill {
+        sgd.prefill_momentum(*c, &[Role::ScaleInvariant.as_str()])?;
     }
     Ok(sgd)
 }
@@ -395,7 +386,7 @@ pub fn train(setup: &RunSetup<'_>, progress: &dyn Progress) -> Result<Vec<EpochR
         let (test_loss, test_acc) = evaluate(&model, &test_loader)?;
         let si_norm = norm(&si)?;
         let step = sgd.step_count();
-        let lr = setup.plan.schedule.lr(step.saturating_sub(1))?;
+        let lr = setup.plan.scale_invariant.lr.lr(step.saturating_sub(1))?;
         let layer_norm = match &layer {
             Some(name) => model.weight_norm(name)?,
             None => f64::NAN,
