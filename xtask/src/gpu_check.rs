@@ -461,7 +461,7 @@ fn smoke(root: &Path, bins: &Binaries, args: &GpuCheckArgs, env: &Env) -> Result
         "every manifest at the smoke profile",
         args.part_timeout(),
     )?;
-    let rows = verdict_lines(&run.text());
+    let rows = index_rows(&results);
     let mut body = format!(
         "`explr replicate --device cuda:{}`: every manifest at the smoke profile, checked \
          against the goldens the CPU recorded; {:.1} s in all, {}.\n\n",
@@ -488,7 +488,7 @@ fn smoke(root: &Path, bins: &Binaries, args: &GpuCheckArgs, env: &Env) -> Result
     ))
 }
 
-/// One `  => ID: verdict V, GOLDEN NOTE, Ts` line of `explr replicate`.
+/// One claim as `explr replicate` recorded it in its results index.
 #[derive(Debug, PartialEq)]
 struct VerdictLine {
     id: String,
@@ -497,24 +497,32 @@ struct VerdictLine {
     seconds: String,
 }
 
-/// The verdict lines of an `explr replicate` output, in order.
-fn verdict_lines(text: &str) -> Vec<VerdictLine> {
-    text.lines()
-        .filter_map(|l| {
-            let (id, rest) = l
-                .trim_start()
-                .strip_prefix("=> ")?
-                .split_once(": verdict ")?;
-            let (verdict, rest) = rest.split_once(", ")?;
-            let (golden, seconds) = rest.rsplit_once(", ")?;
-            Some(VerdictLine {
-                id: id.to_string(),
-                verdict: verdict.to_string(),
-                golden: golden.to_string(),
-                seconds: seconds.trim_end_matches('s').to_string(),
-            })
+/// The claims of the results index (`index.json`, written by `explr replicate` after each
+/// manifest) in `results`, in the index's order; none when there is no readable index.
+fn index_rows(results: &Path) -> Vec<VerdictLine> {
+    let Ok(text) = std::fs::read_to_string(results.join("index.json")) else {
+        return Vec::new();
+    };
+    let Ok(index) = serde_json::from_str::<Value>(&text) else {
+        return Vec::new();
+    };
+    let field = |e: &Value, k: &str| e[k].as_str().unwrap_or("?").to_string();
+    index["entries"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| VerdictLine {
+                    id: field(e, "id"),
+                    verdict: field(e, "verdict"),
+                    golden: field(e, "golden"),
+                    seconds: e["wall_s"]
+                        .as_f64()
+                        .map_or("?".into(), |s| format!("{s:.1}")),
+                })
+                .collect()
         })
-        .collect()
+        .unwrap_or_default()
 }
 
 /// Runs a step bench under `limit` and reads the JSON object it prints last.
@@ -1048,30 +1056,38 @@ mod tests {
     }
 
     #[test]
-    fn verdict_lines_are_read_from_the_replicate_output() {
-        let text = "A1 (experiments/a1.yaml) at profile smoke on cuda:0: title\n\
-                    \x20 preresnet32/x/seed-0: 1 loss 2.3 (0s)\n\
-                    \x20 => A1: verdict pass, matches its golden, 6.3s\n\
-                    \x20 => E1: verdict fail, DIFFERS from its golden, 12.0s\n\
-                    replicate: 18.3s in all\n";
-        let rows = verdict_lines(text);
+    fn claims_are_read_from_the_results_index() {
+        let dir = std::env::temp_dir().join(format!("explr-gpu-index-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(index_rows(&dir).is_empty());
+        std::fs::write(
+            dir.join("index.json"),
+            r#"{"entries": [
+                {"manifest": "a1", "id": "A1", "profile": "smoke", "verdict": "pass",
+                 "golden": "match", "checks": {}, "device": "cuda:0", "wall_s": 6.31},
+                {"manifest": "e1", "id": "E1", "profile": "smoke", "verdict": "fail",
+                 "golden": "differs", "checks": {}, "device": "cuda:0", "wall_s": 12.0}
+            ]}"#,
+        )
+        .unwrap();
         assert_eq!(
-            rows,
+            index_rows(&dir),
             vec![
                 VerdictLine {
                     id: "A1".into(),
                     verdict: "pass".into(),
-                    golden: "matches its golden".into(),
+                    golden: "match".into(),
                     seconds: "6.3".into(),
                 },
                 VerdictLine {
                     id: "E1".into(),
                     verdict: "fail".into(),
-                    golden: "DIFFERS from its golden".into(),
+                    golden: "differs".into(),
                     seconds: "12.0".into(),
                 },
             ]
         );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -52,8 +52,10 @@ pub use loader::{Batch, EpochBatches, Loader, LoaderConfig};
 pub use preview::{preview_png, preview_rgb};
 pub use synthetic::{load_synthetic, SyntheticConfig};
 
-/// A dataset named on a command line or in a manifest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A dataset named on a command line or in a manifest: `cifar10`, `cifar100`,
+/// `cifar100-coarse` or `synthetic` (also as YAML, through serde).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum DatasetName {
     /// CIFAR-10 (`cifar10`).
     Cifar10,
@@ -61,6 +63,33 @@ pub enum DatasetName {
     Cifar100(Cifar100Labels),
     /// The synthetic twin (`synthetic`).
     Synthetic,
+}
+
+impl DatasetName {
+    /// The name as written (`cifar10`, `cifar100`, `cifar100-coarse`, `synthetic`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cifar10 => "cifar10",
+            Self::Cifar100(Cifar100Labels::Fine) => "cifar100",
+            Self::Cifar100(Cifar100Labels::Coarse) => "cifar100-coarse",
+            Self::Synthetic => "synthetic",
+        }
+    }
+
+    /// The number of classes of the dataset (the synthetic twin's default, 10).
+    pub fn num_classes(self) -> usize {
+        match self {
+            Self::Cifar10 | Self::Synthetic => 10,
+            Self::Cifar100(Cifar100Labels::Fine) => CIFAR100_FINE_CLASSES.len(),
+            Self::Cifar100(Cifar100Labels::Coarse) => CIFAR100_COARSE_CLASSES.len(),
+        }
+    }
+}
+
+impl std::fmt::Display for DatasetName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl std::str::FromStr for DatasetName {
@@ -74,6 +103,20 @@ impl std::str::FromStr for DatasetName {
             "synthetic" => Ok(Self::Synthetic),
             _ => Err(DataError::UnknownDataset { name: s.into() }),
         }
+    }
+}
+
+impl TryFrom<String> for DatasetName {
+    type Error = DataError;
+
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<DatasetName> for String {
+    fn from(name: DatasetName) -> String {
+        name.as_str().to_string()
     }
 }
 

@@ -14,7 +14,12 @@
 ///   run on Rayon's pool; candle's pool is a second set of workers that spin while they wait,
 ///   so the two compete for the same cores (the same step: 0.37 s instead of 0.41 s on 2 cores,
 ///   and 0.66 s instead of 0.82 s when another process is busy).
-pub fn tune_cpu_process() {
+///
+/// # Safety
+///
+/// Call it before any other thread of the process exists: it may set an environment variable,
+/// and a concurrent read of the environment by another thread is undefined behaviour.
+pub unsafe fn tune_cpu_process() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning parameters; its failure (return 0)
     // leaves the defaults in place.
@@ -23,8 +28,9 @@ pub fn tune_cpu_process() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
     }
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        // Called before any other thread exists (see above), so nothing reads the environment
-        // concurrently; candle reads the variable when it first starts its pool.
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
+        // SAFETY: the caller guarantees that no other thread exists (this function's
+        // contract), so nothing reads the environment concurrently; candle reads the variable
+        // when it first starts its pool.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }
 }

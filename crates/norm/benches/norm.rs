@@ -98,7 +98,8 @@ criterion_group!(benches, bench);
 
 fn main() {
     // As the `explr` binary does (allocator and thread-pool settings; see the function).
-    explr_nn::tune_cpu_process();
+    // SAFETY: before criterion or Rayon start any thread.
+    unsafe { explr_nn::tune_cpu_process() };
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -1,7 +1,7 @@
 //! The one place that chooses where tensors live: `--device cpu` or `--device cuda[:N]`.
 //!
 //! Every experiment kind receives the [`Device`] opened here (through
-//! [`crate::runner::RunnerOptions::device`]) and builds its parameter store, data loaders and
+//! [`crate::context::RunnerOptions::device`]) and builds its parameter store, data loaders and
 //! probes on it; nothing else in explr names a device.
 
 use std::fmt;

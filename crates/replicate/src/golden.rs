@@ -52,14 +52,12 @@ pub fn golden_path(golden_dir: &Path, name: &str, profile: &str) -> PathBuf {
     golden_dir.join(format!("{name}.{profile}.snap"))
 }
 
-/// Compares `summary` with the stored golden, ordinary numbers within `relative` (normally
-/// [`REL_TOL`]); never writes.
-pub fn check(path: &Path, summary: &Value, relative: f64) -> Result<GoldenOutcome, GoldenError> {
+/// Reads the golden summary at `path` (insta's `.snap`: a `---` header, then the YAML);
+/// `None` when there is none.
+pub fn read(path: &Path) -> Result<Option<Value>, GoldenError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(GoldenOutcome::Missing(path.to_path_buf()))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
             return Err(IoError {
                 action: "reading",
@@ -69,11 +67,25 @@ pub fn check(path: &Path, summary: &Value, relative: f64) -> Result<GoldenOutcom
             .into())
         }
     };
-    let body = text.strip_prefix(HEADER).unwrap_or(&text);
-    let golden: Value = serde_yaml::from_str(body).map_err(|e| GoldenError::Corrupt {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    // The header is `---`, `key: value` lines, `---`; the body follows.
+    let body = text
+        .strip_prefix("---\n")
+        .and_then(|rest| rest.split_once("\n---\n"))
+        .map_or(text.as_str(), |(_, body)| body);
+    serde_yaml::from_str(body)
+        .map(Some)
+        .map_err(|e| GoldenError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+}
+
+/// Compares `summary` with the stored golden, ordinary numbers within `relative` (normally
+/// [`REL_TOL`]); never writes.
+pub fn check(path: &Path, summary: &Value, relative: f64) -> Result<GoldenOutcome, GoldenError> {
+    let Some(golden) = read(path)? else {
+        return Ok(GoldenOutcome::Missing(path.to_path_buf()));
+    };
     let mut diffs = Vec::new();
     compare("", &golden, summary, relative, &mut diffs);
     Ok(if diffs.is_empty() {
@@ -150,15 +162,6 @@ fn compare(
         (g, a) if g == a => {}
         (g, a) => diffs.push((path.to_string(), show(g), show(a))),
     }
-}
-
-/// Rounds to `digits` significant digits (summaries store rounded numbers).
-pub fn round_sig(x: f64, digits: i32) -> f64 {
-    if x == 0.0 || !x.is_finite() {
-        return x;
-    }
-    let scale = 10f64.powi(digits - 1 - x.abs().log10().floor() as i32);
-    (x * scale).round() / scale
 }
 
 #[cfg(test)]
@@ -246,13 +249,5 @@ mod tests {
             );
         }
         std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn round_sig_keeps_significant_digits() {
-        assert_eq!(round_sig(0.0123456, 4), 0.01235);
-        assert_eq!(round_sig(123456.0, 3), 123000.0);
-        assert_eq!(round_sig(-2.6e-12, 1), -3e-12);
-        assert_eq!(round_sig(0.0, 4), 0.0);
     }
 }

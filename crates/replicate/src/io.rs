@@ -41,6 +41,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     std::fs::rename(&tmp, path).map_err(err("renaming into place", path))
 }
 
+/// Writes `value` as pretty JSON to `path`, atomically.
+pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), IoError> {
+    // A JSON value always serializes.
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    write_atomic(path, text.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,8 @@ mod cli;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    // Before any thread starts: see the function's docs.
-    explr_nn::tune_cpu_process();
+    // SAFETY: the first statement of main, before any thread starts (the function's contract).
+    unsafe { explr_nn::tune_cpu_process() };
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,

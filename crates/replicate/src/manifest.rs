@@ -1,97 +1,20 @@
-//! The manifest schema: one YAML file per claim of the paper (EXPERIMENTS.md), with profiles
-//! (`smoke`, `cpu`, `paper`) that override fields of the same file.
+//! Reading a manifest: one YAML file per claim of the paper (EXPERIMENTS.md), with profiles
+//! (`smoke`, `cpu`, `paper`) that override fields of the same file. The schema itself is
+//! [`crate::spec`]'s plain data.
 //!
-//! Parsing is strict: unknown keys are rejected, values are validated, and every error names
-//! the file, the field path and the line, and says what would be valid.
+//! Parsing is strict: unknown keys are rejected, values are validated ([`crate::validate`]),
+//! and every error names the file, the field path and the line, and says what would be valid.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_yaml::Value;
 
-use crate::spec::{Exactness, Experiment, ScaleInvariance, Toy, Training};
+use crate::spec::Experiment;
+pub use crate::spec::Manifest;
 
 /// The profiles every manifest may define.
 pub const PROFILES: [&str; 3] = ["smoke", "cpu", "paper"];
-
-/// A manifest as written in the file (profiles not yet applied).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Manifest {
-    /// The claim's id in EXPERIMENTS.md (`E1`, `X2`, …).
-    pub id: String,
-    /// One line saying what is claimed.
-    pub title: String,
-    /// Where in the paper (section / figure).
-    pub paper: String,
-    /// The claim in a sentence or two, and what decides it.
-    pub claim: String,
-    /// A training experiment (E1–E6, N1, A1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub training: Option<Training>,
-    /// A step-by-step exactness check on a real network (X1, X2).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exactness: Option<Exactness>,
-    /// A scale-invariance check over zoo models (S1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scale_invariance: Option<ScaleInvariance>,
-    /// The toy example of THEORY.md §7 (T1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub toy: Option<Toy>,
-    /// Relative tolerance for the numbers of this manifest's golden summary, replacing
-    /// [`crate::golden::REL_TOL`]. Only for runs whose dynamics are chaotic, where a change of
-    /// summation order moves the final numbers by percent; verdicts, booleans and strings
-    /// still compare equal. Between 0 and 1 (exclusive).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub golden_tolerance: Option<f64>,
-    /// Overrides per profile, deep-merged onto the fields above.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub profiles: BTreeMap<String, Value>,
-}
-
-impl Manifest {
-    /// The one experiment section present.
-    pub fn experiment(&self) -> Result<Experiment<'_>, FieldError> {
-        let present: Vec<Experiment<'_>> = [
-            self.training.as_ref().map(Experiment::Training),
-            self.exactness.as_ref().map(Experiment::Exactness),
-            self.scale_invariance
-                .as_ref()
-                .map(Experiment::ScaleInvariance),
-            self.toy.as_ref().map(Experiment::Toy),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        match present.as_slice() {
-            [one] => Ok(*one),
-            _ => Err(FieldError::new(
-                "id",
-                format!(
-                    "a manifest needs exactly one of `training`, `exactness`, `scale_invariance`, \
-                     `toy`; found {}",
-                    present.len()
-                ),
-            )),
-        }
-    }
-
-    fn validate(&self) -> Result<(), FieldError> {
-        if self.id.trim().is_empty() {
-            return Err(FieldError::new("id", "must not be empty (e.g. `E3`)"));
-        }
-        if let Some(t) = self.golden_tolerance {
-            if !(t > 0.0 && t < 1.0) {
-                return Err(FieldError::new(
-                    "golden_tolerance",
-                    format!("must be a relative tolerance between 0 and 1 (e.g. 0.1), got {t}"),
-                ));
-            }
-        }
-        self.experiment()?.validate()
-    }
-}
 
 /// A manifest with one profile applied: what actually runs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -148,25 +71,6 @@ pub enum ManifestError {
     },
 }
 
-/// A semantic validation failure before it is located in the file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldError {
-    /// Dotted path of the offending field (`training.runs.1.schedule.milestones`).
-    pub field: String,
-    /// What is wrong and what would be valid.
-    pub message: String,
-}
-
-impl FieldError {
-    /// A new error at `field`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
 /// Reads and validates `path` with `profile` applied.
 pub fn load(path: &Path, profile: &str) -> Result<Resolved, ManifestError> {
     let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
@@ -192,6 +96,8 @@ pub fn parse(
         line,
         message,
     };
+    // A byte-order mark (some Windows editors write one) is not part of the YAML.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // 1. The file as written: serde_yaml reports the line of a syntax, type or unknown-key error.
     let base: Manifest = serde_yaml::from_str(text).map_err(|e| {
         let line = e.location().map(|l| l.line()).unwrap_or(0);
@@ -208,7 +114,8 @@ pub fn parse(
             ));
         }
     }
-    validate(&base, text, path, "")?;
+    // The file's own fields, before any profile: a profile cannot hide a broken base.
+    apply_profile(text, &base, path, "")?;
     if !PROFILES.contains(&profile) {
         return Err(parse_err(
             0,
@@ -250,6 +157,7 @@ fn apply_profile(
     if let Some(over) = base.profiles.get(profile) {
         merge(&mut merged, over.clone());
     }
+    default_num_classes(&mut merged);
     let manifest: Manifest = serde_path_to_error::deserialize(merged).map_err(|e| {
         let field = e.path().to_string();
         let parts: Vec<&str> = field.split('.').collect();
@@ -268,8 +176,10 @@ fn apply_profile(
     Ok(manifest)
 }
 
+/// Every problem [`crate::validate::validate`] finds, located in the file; the one nearest the
+/// top of the file is reported (in the profile's override when the field is set there).
 fn validate(m: &Manifest, text: &str, path: &Path, profile: &str) -> Result<(), ManifestError> {
-    m.validate().map_err(|e| {
+    let located = crate::validate::validate(m).into_iter().map(|e| {
         let parts: Vec<&str> = e.field.split('.').collect();
         let mut in_profile = vec!["profiles", profile];
         in_profile.extend(parts.iter().copied());
@@ -277,18 +187,61 @@ fn validate(m: &Manifest, text: &str, path: &Path, profile: &str) -> Result<(), 
             (false, l) if l > 0 => l,
             _ => find_line(text, &parts),
         };
-        let message = if profile.is_empty() {
-            e.message
-        } else {
-            format!("with profile `{profile}`: {}", e.message)
-        };
-        ManifestError::Invalid {
-            path: path.to_path_buf(),
-            line,
-            field: e.field,
-            message,
-        }
+        (line, e)
+    });
+    // Unlocated errors (line 0) sort last: a located one tells the user where to look.
+    let first = located.min_by_key(|(line, _)| if *line == 0 { usize::MAX } else { *line });
+    let Some((line, e)) = first else {
+        return Ok(());
+    };
+    let message = if profile.is_empty() {
+        e.message
+    } else {
+        format!("with profile `{profile}`: {}", e.message)
+    };
+    Err(ManifestError::Invalid {
+        path: path.to_path_buf(),
+        line,
+        field: e.field,
+        message,
     })
+}
+
+/// A model's `num_classes` defaults to its dataset's class count: the merged manifest gets the
+/// dataset's count wherever a model leaves it out, so the resolved manifest records what runs;
+/// a count that is written and differs is left for validation to reject.
+fn default_num_classes(merged: &mut Value) {
+    let Value::Mapping(top) = merged else {
+        return;
+    };
+    for (section, models_key) in [("training", "models"), ("exactness", "model")] {
+        let Some(Value::Mapping(sec)) = top.get_mut(section) else {
+            continue;
+        };
+        let classes = sec
+            .get("data")
+            .and_then(|d| d.get("dataset"))
+            .and_then(Value::as_str)
+            .and_then(|name| name.parse::<explr_data::DatasetName>().ok())
+            .map(|d| d.num_classes());
+        let Some(classes) = classes else {
+            continue;
+        };
+        let fill = |model: &mut Value| {
+            if let Value::Mapping(m) = model {
+                if !m.contains_key("num_classes") {
+                    m.insert("num_classes".into(), Value::Number((classes as u64).into()));
+                }
+            }
+        };
+        match sec.get_mut(models_key) {
+            Some(Value::Mapping(models)) if models_key == "models" => {
+                models.iter_mut().for_each(|(_, m)| fill(m));
+            }
+            Some(model) if models_key == "model" => fill(model),
+            _ => {}
+        }
+    }
 }
 
 /// Deep merge: mappings merge key by key, anything else is replaced.

@@ -5,8 +5,43 @@ use std::collections::BTreeMap;
 
 use explr_schedule::{Schedule, ScheduleSpec};
 
-use crate::runner::RunError;
 use crate::spec::{RunSpec, Transform};
+
+/// Why a run could not be planned. Validation plans every run of a manifest, so at run time
+/// these arise only from a manifest that skipped it.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A schedule could not be built (no exponential equivalent, a breakdown of §4, …).
+    #[error(transparent)]
+    Schedule(#[from] explr_schedule::ScheduleError),
+    /// A run name that the manifest does not have.
+    #[error("no run named `{0}`")]
+    UnknownRun(String),
+    /// The schedule of a derived run was asked for: it has none of its own (plan it with
+    /// [`plan`], which derives it from its base).
+    #[error("a derived run has no schedule of its own")]
+    Derived,
+    /// TEXP asked of a schedule that is not a step decay.
+    #[error(
+        "TEXP is the twin of a step decay (`multistep` or `constant`), not of `{kind}`; use \
+         `transform: exact` for other schedules"
+    )]
+    NotAStepDecay {
+        /// The base schedule's kind.
+        kind: &'static str,
+    },
+    /// A derived run's base has a weight-decay schedule, which the transforms do not take.
+    #[error(
+        "run `{run}` derives from `{base}`, whose weight decay follows a schedule; the \
+         transforms need a constant weight decay"
+    )]
+    ScheduledWeightDecay {
+        /// The derived run.
+        run: String,
+        /// Its base.
+        base: String,
+    },
+}
 
 /// The weight decay of a parameter group: a constant λ, or a schedule whose value at update
 /// `k` is λ_k (E6 divides it at milestones).
@@ -20,7 +55,7 @@ pub enum WeightDecay {
 
 impl WeightDecay {
     /// The weight decay of update `step`.
-    pub fn at(&self, step: u64) -> Result<f64, RunError> {
+    pub fn at(&self, step: u64) -> Result<f64, PlanError> {
         Ok(match self {
             WeightDecay::Constant(lambda) => *lambda,
             WeightDecay::Schedule(s) => s.lr(step)?,
@@ -180,12 +215,11 @@ pub fn in_epochs(spec: &ScheduleSpec, steps_per_epoch: u64) -> ScheduleSpec {
 }
 
 /// The built schedule of a run with a schedule (not derived).
-pub fn base_schedule(spec: &RunSpec, steps_per_epoch: u64) -> Result<Schedule, RunError> {
-    let s = spec
-        .schedule
-        .as_ref()
-        .ok_or_else(|| RunError::Unsupported("a derived run has no schedule of its own".into()))?;
-    Ok(in_epochs(s, steps_per_epoch).build()?)
+pub fn base_schedule(spec: &RunSpec, steps_per_epoch: u64) -> Result<Schedule, PlanError> {
+    match &spec.schedule {
+        Some(s) => Ok(in_epochs(s, steps_per_epoch).build()?),
+        None => Err(PlanError::Derived),
+    }
 }
 
 /// The optimizer plan of run `name`.
@@ -193,10 +227,10 @@ pub fn plan(
     runs: &BTreeMap<String, RunSpec>,
     name: &str,
     steps_per_epoch: u64,
-) -> Result<OptimizerPlan, RunError> {
+) -> Result<OptimizerPlan, PlanError> {
     let run = runs
         .get(name)
-        .ok_or_else(|| RunError::Unsupported(format!("no run named `{name}`")))?;
+        .ok_or_else(|| PlanError::UnknownRun(name.to_string()))?;
     let Some(derive) = &run.derive else {
         let group = GroupPlan {
             lr: base_schedule(run, steps_per_epoch)?,
@@ -214,13 +248,12 @@ pub fn plan(
     };
     let base = runs
         .get(&derive.from)
-        .ok_or_else(|| RunError::Unsupported(format!("no run named `{}`", derive.from)))?;
+        .ok_or_else(|| PlanError::UnknownRun(derive.from.clone()))?;
     if base.weight_decay_schedule.is_some() {
-        return Err(RunError::Unsupported(format!(
-            "run `{name}` derives from `{}`, whose weight decay follows a schedule; the \
-             transforms need a constant weight decay",
-            derive.from
-        )));
+        return Err(PlanError::ScheduledWeightDecay {
+            run: name.to_string(),
+            base: derive.from.clone(),
+        });
     }
     let base_schedule = base_schedule(base, steps_per_epoch)?;
     let twin = twin_schedule(
@@ -249,40 +282,37 @@ pub fn twin_schedule(
     transform: Transform,
     weight_decay: f64,
     momentum: f64,
-) -> Result<Schedule, RunError> {
-    let texp =
-        |minus: bool| -> Result<Schedule, RunError> {
-            match base.spec() {
-                ScheduleSpec::Multistep {
-                    lr,
-                    milestones,
-                    gamma,
-                    steps_per_epoch,
-                } => {
-                    let spec = ScheduleSpec::texp(
-                        minus,
-                        *lr,
-                        milestones.clone(),
-                        *gamma,
-                        weight_decay,
-                        momentum,
-                        *steps_per_epoch,
-                    );
-                    Ok(spec.build()?)
-                }
-                ScheduleSpec::Constant { lr } => {
-                    // A constant LR is a step decay without milestones.
-                    let spec =
-                        ScheduleSpec::texp(minus, *lr, vec![], 1.0, weight_decay, momentum, None);
-                    Ok(spec.build()?)
-                }
-                other => Err(RunError::Unsupported(format!(
-                "TEXP is the twin of a step decay (`multistep` or `constant`), not of `{}`; use \
-                 `transform: exact` for other schedules",
-                Schedule::from_spec(other).map(|s| s.kind_name()).unwrap_or("?")
-            ))),
+) -> Result<Schedule, PlanError> {
+    let texp = |minus: bool| -> Result<Schedule, PlanError> {
+        match base.spec() {
+            ScheduleSpec::Multistep {
+                lr,
+                milestones,
+                gamma,
+                steps_per_epoch,
+            } => {
+                let spec = ScheduleSpec::texp(
+                    minus,
+                    *lr,
+                    milestones.clone(),
+                    *gamma,
+                    weight_decay,
+                    momentum,
+                    *steps_per_epoch,
+                );
+                Ok(spec.build()?)
             }
-        };
+            ScheduleSpec::Constant { lr } => {
+                // A constant LR is a step decay without milestones.
+                let spec =
+                    ScheduleSpec::texp(minus, *lr, vec![], 1.0, weight_decay, momentum, None);
+                Ok(spec.build()?)
+            }
+            _ => Err(PlanError::NotAStepDecay {
+                kind: base.kind_name(),
+            }),
+        }
+    };
     match transform {
         Transform::Texp => texp(false),
         Transform::TexpMinus => texp(true),

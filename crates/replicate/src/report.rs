@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use serde_yaml::Value;
 
-use crate::manifest::Manifest;
+use crate::spec::Manifest;
 
 /// One claim in the report.
 #[derive(Clone, Debug)]

@@ -1,11 +1,12 @@
 //! The experiment sections of a manifest, as plain data (configs are data; runtime objects are
-//! built from them by the runner).
+//! built from them by the runner), and the vocabulary they share: [`Metric`] names what a
+//! training run records, [`FieldError`] says which field of a section is wrong.
 
 use std::collections::BTreeMap;
 
+use explr_data::DatasetName;
 use serde::{Deserialize, Serialize};
-
-use crate::manifest::FieldError;
+use serde_yaml::Value;
 
 /// A model, as the zoo describes it (`arch`, `depth`, `norm`, `width`, `freeze_norm_affine`,
 /// `freeze_head`, `eps`, …).
@@ -14,6 +15,69 @@ pub type ModelSection = explr_zoo::ModelSpec;
 /// step count (milestones, `t_max`, …) is in **epochs**: the runner sets `steps_per_epoch` from
 /// the data, so one manifest serves every profile.
 pub type ScheduleSection = explr_schedule::ScheduleSpec;
+
+/// A manifest as written in the file (profiles not yet applied).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The claim's id in EXPERIMENTS.md (`E1`, `X2`, …).
+    pub id: String,
+    /// One line saying what is claimed.
+    pub title: String,
+    /// Where in the paper (section / figure).
+    pub paper: String,
+    /// The claim in a sentence or two, and what decides it.
+    pub claim: String,
+    /// A training experiment (E1–E6, N1, A1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<Training>,
+    /// A step-by-step exactness check on a real network (X1, X2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exactness: Option<Exactness>,
+    /// A scale-invariance check over zoo models (S1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_invariance: Option<ScaleInvariance>,
+    /// The toy example of THEORY.md §7 (T1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toy: Option<Toy>,
+    /// Relative tolerance for the numbers of this manifest's golden summary, replacing the
+    /// golden check's default (2e-3). Only for runs whose dynamics are chaotic, where a change of
+    /// summation order moves the final numbers by percent; verdicts, booleans and strings
+    /// still compare equal. Between 0 and 1 (exclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub golden_tolerance: Option<f64>,
+    /// Overrides per profile, deep-merged onto the fields above.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub profiles: BTreeMap<String, Value>,
+}
+
+impl Manifest {
+    /// The one experiment section present.
+    pub fn experiment(&self) -> Result<Experiment<'_>, FieldError> {
+        let present: Vec<Experiment<'_>> = [
+            self.training.as_ref().map(Experiment::Training),
+            self.exactness.as_ref().map(Experiment::Exactness),
+            self.scale_invariance
+                .as_ref()
+                .map(Experiment::ScaleInvariance),
+            self.toy.as_ref().map(Experiment::Toy),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match present.as_slice() {
+            [one] => Ok(*one),
+            _ => Err(FieldError::new(
+                "id",
+                format!(
+                    "a manifest needs exactly one of `training`, `exactness`, `scale_invariance`, \
+                     `toy`; found {}",
+                    present.len()
+                ),
+            )),
+        }
+    }
+}
 
 /// Floating-point precision of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -39,35 +103,11 @@ pub enum Experiment<'a> {
     Toy(&'a Toy),
 }
 
-impl Experiment<'_> {
-    /// Checks values that parse but are impossible.
-    pub fn validate(&self) -> Result<(), FieldError> {
-        match self {
-            Experiment::Training(t) => t.validate(),
-            Experiment::Exactness(e) => e.validate(),
-            Experiment::ScaleInvariance(s) => s.validate(),
-            Experiment::Toy(t) => t.validate(),
-        }
-    }
-}
-
-/// Which dataset feeds a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DatasetName {
-    /// The deterministic synthetic CIFAR-shaped twin (no download).
-    Synthetic,
-    /// CIFAR-10 from the official binary files.
-    Cifar10,
-    /// CIFAR-100 from the official binary files.
-    Cifar100,
-}
-
 /// Data section.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// Dataset.
+    /// Dataset (`synthetic`, `cifar10`, `cifar100`, `cifar100-coarse`).
     pub dataset: DatasetName,
     /// Use only the first N training images (all when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,8 +204,8 @@ pub enum Check {
         a: String,
         /// Second run.
         b: String,
-        /// Metric name (`train_loss`, `train_acc`, `test_acc`, …).
-        metric: String,
+        /// The metric compared.
+        metric: Metric,
         /// Largest allowed difference.
         tolerance: f64,
         /// Compare |a/b − 1| instead of |a − b|.
@@ -185,8 +225,8 @@ pub enum Check {
         a: String,
         /// Second run.
         b: String,
-        /// Metric name (`train_loss`, `train_acc`, `test_acc`, …).
-        metric: String,
+        /// The metric compared.
+        metric: Metric,
         /// Largest allowed ratio of the a-vs-b gap to the seed-to-seed gap (default 1.5).
         #[serde(default = "seed_noise_factor")]
         factor: f64,
@@ -209,8 +249,8 @@ pub enum Check {
     NearlyConstant {
         /// The run.
         run: String,
-        /// Metric name.
-        metric: String,
+        /// The metric.
+        metric: Metric,
         /// First epoch (1-based).
         from_epoch: usize,
         /// Last epoch (1-based).
@@ -226,8 +266,8 @@ pub enum Check {
         a: String,
         /// Run expected lower.
         b: String,
-        /// Metric name.
-        metric: String,
+        /// The metric.
+        metric: Metric,
         /// Required margin.
         margin: f64,
         /// First epoch (1-based) of the mean compared; the last epoch when absent.
@@ -261,113 +301,6 @@ pub struct Training {
     pub checkpoint_every: usize,
 }
 
-impl Training {
-    fn validate(&self) -> Result<(), FieldError> {
-        positive("training.epochs", self.epochs)?;
-        positive("training.data.batch_size", self.data.batch_size)?;
-        if self.seeds.is_empty() {
-            return Err(FieldError::new(
-                "training.seeds",
-                "give at least one seed, e.g. [0]",
-            ));
-        }
-        if self.models.is_empty() {
-            return Err(FieldError::new(
-                "training.models",
-                "give at least one model",
-            ));
-        }
-        validate_runs("training.runs", &self.runs, Some(self.epochs))?;
-        for (i, c) in self.checks.iter().enumerate() {
-            let from_epoch_in_range = |from: usize| {
-                if from == 0 || from > self.epochs {
-                    return Err(FieldError::new(
-                        format!("training.checks.{i}.from_epoch"),
-                        format!("must lie in 1..={} (the epochs)", self.epochs),
-                    ));
-                }
-                Ok(())
-            };
-            let named: Vec<&String> = match c {
-                Check::CurvesOverlap {
-                    a, b, from_epoch, ..
-                } => {
-                    from_epoch_in_range(*from_epoch)?;
-                    vec![a, b]
-                }
-                Check::WithinSeedNoise {
-                    a,
-                    b,
-                    factor,
-                    from_epoch,
-                    ..
-                } => {
-                    from_epoch_in_range(*from_epoch)?;
-                    if !(factor.is_finite() && *factor > 0.0) {
-                        return Err(FieldError::new(
-                            format!("training.checks.{i}.factor"),
-                            format!("must be a positive number (1: no larger than the seed-to-seed gap; the default is 1.5), got {factor}"),
-                        ));
-                    }
-                    if self.seeds.len() < 2 {
-                        return Err(FieldError::new(
-                            format!("training.checks.{i}"),
-                            format!(
-                                "within_seed_noise measures the gap between seeds, so it needs at least two seeds; `training.seeds` has {} (give e.g. [0, 1], or use curves_overlap with a fixed tolerance)",
-                                self.seeds.len()
-                            ),
-                        ));
-                    }
-                    vec![a, b]
-                }
-                Check::FinalGreater {
-                    a, b, from_epoch, ..
-                } => {
-                    if let Some(from) = from_epoch {
-                        from_epoch_in_range(*from)?;
-                    }
-                    vec![a, b]
-                }
-                Check::AngularUpdate {
-                    run, from_epoch, ..
-                } => {
-                    from_epoch_in_range(*from_epoch)?;
-                    vec![run]
-                }
-                Check::NearlyConstant {
-                    run,
-                    from_epoch,
-                    to_epoch,
-                    ..
-                } => {
-                    if *from_epoch == 0 || from_epoch > to_epoch || *to_epoch > self.epochs {
-                        return Err(FieldError::new(
-                            format!("training.checks.{i}"),
-                            format!(
-                                "needs 1 <= from_epoch <= to_epoch <= {} (the epochs), got {from_epoch}..={to_epoch}",
-                                self.epochs
-                            ),
-                        ));
-                    }
-                    vec![run]
-                }
-            };
-            for r in named {
-                if !self.runs.contains_key(r) {
-                    return Err(FieldError::new(
-                        format!("training.checks.{i}"),
-                        format!(
-                            "names run `{r}`, which is not in `runs` ({})",
-                            names(&self.runs)
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Step-level exactness (X1, X2): a base run and its derived twins trained in lockstep.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -387,34 +320,6 @@ pub struct Exactness {
     pub tolerance: BTreeMap<String, f64>,
 }
 
-impl Exactness {
-    fn validate(&self) -> Result<(), FieldError> {
-        positive("exactness.steps", self.steps)?;
-        positive("exactness.data.batch_size", self.data.batch_size)?;
-        validate_runs("exactness.runs", &self.runs, None)?;
-        for name in self.tolerance.keys() {
-            match self.runs.get(name) {
-                Some(r) if r.derive.is_some() => {}
-                _ => {
-                    return Err(FieldError::new(
-                        format!("exactness.tolerance.{name}"),
-                        format!("must name a derived run; derived runs here: {}", {
-                            let d: Vec<&str> = self
-                                .runs
-                                .iter()
-                                .filter(|(_, r)| r.derive.is_some())
-                                .map(|(n, _)| n.as_str())
-                                .collect();
-                            d.join(", ")
-                        }),
-                    ))
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 /// S1: every listed model is scale invariant in its declared group.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -432,182 +337,182 @@ pub struct ScaleInvariance {
     pub tolerance: f64,
 }
 
-impl ScaleInvariance {
-    fn validate(&self) -> Result<(), FieldError> {
-        positive("scale_invariance.batch_size", self.batch_size)?;
-        if self.factors.iter().any(|c| !(c.is_finite() && *c > 0.0)) || self.factors.is_empty() {
-            return Err(FieldError::new(
-                "scale_invariance.factors",
-                "give positive finite factors, e.g. [0.1, 10]",
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// T1: the toy example.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Toy {
     /// Population gradient descent.
-    pub population: crate::toy::ToyConfig,
+    pub population: ToyConfig,
     /// Minibatch SGD.
-    pub minibatch: crate::toy::ToyConfig,
+    pub minibatch: ToyConfig,
 }
 
-impl Toy {
-    fn validate(&self) -> Result<(), FieldError> {
-        if self.population.batch_size.is_some() {
-            return Err(FieldError::new(
-                "toy.population.batch_size",
-                "must be absent (population gradients are exact expectations)",
+/// Settings of one toy run (THEORY.md §7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToyConfig {
+    /// Learning rate η.
+    pub lr: f64,
+    /// Weight decay λ (ignored by the BN-only variant).
+    pub weight_decay: f64,
+    /// Number of updates.
+    pub steps: usize,
+    /// Initial weights (the population gradient uses only the first two coordinates).
+    pub w0: Vec<f64>,
+    /// Input dimension m for minibatch runs (w0 is zero-padded to it).
+    pub dim: usize,
+    /// Minibatch size; `None` for exact population gradients.
+    pub batch_size: Option<usize>,
+    /// Seed of the minibatch sampler.
+    pub seed: u64,
+    /// Record the trace every this many steps (step 0 and the last step always).
+    pub record_every: usize,
+}
+
+impl ToyConfig {
+    /// The first impossible value, as (field, what is wrong).
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(("lr", format!("must be a positive number, got {}", self.lr)));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err((
+                "weight_decay",
+                format!("must be >= 0, got {}", self.weight_decay),
             ));
         }
-        if self.minibatch.batch_size.is_none() {
-            return Err(FieldError::new(
-                "toy.minibatch.batch_size",
-                "give a minibatch size, e.g. 32",
+        let norm_sq: f64 = self.w0.iter().map(|x| x * x).sum();
+        if self.w0.len() < 2 || norm_sq == 0.0 || self.w0.iter().any(|x| !x.is_finite()) {
+            return Err((
+                "w0",
+                format!(
+                    "needs at least two finite coordinates, not all zero, got {:?}",
+                    self.w0
+                ),
             ));
+        }
+        if self.batch_size.is_some() && self.dim < self.w0.len() {
+            return Err((
+                "dim",
+                format!(
+                    "must be at least the length of w0 ({}), got {}",
+                    self.w0.len(),
+                    self.dim
+                ),
+            ));
+        }
+        for (field, value) in [
+            ("steps", self.steps),
+            ("record_every", self.record_every),
+            ("batch_size", self.batch_size.unwrap_or(1)),
+        ] {
+            if value == 0 {
+                return Err((field, "must be a positive integer".into()));
+            }
         }
         Ok(())
     }
 }
 
-fn positive(field: &str, v: usize) -> Result<(), FieldError> {
-    if v == 0 {
-        return Err(FieldError::new(field, "must be a positive integer"));
-    }
-    Ok(())
+/// What a training run records each epoch, by the name manifests use (`metric: test_acc`).
+/// An unknown name is a parse error that lists these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// LR of the scale-invariant group at the epoch's last update.
+    Lr,
+    /// Mean training loss over the epoch.
+    TrainLoss,
+    /// Training accuracy over the epoch.
+    TrainAcc,
+    /// Test loss (evaluation mode).
+    TestLoss,
+    /// Test accuracy (evaluation mode).
+    TestAcc,
+    /// ‖θ‖ of the scale-invariant group.
+    SiNorm,
+    /// ‖w‖ of one tracked conv layer.
+    LayerNorm,
+    /// ‖θ‖²/η of the scale-invariant group (THEORY.md §3).
+    NormSqOverLr,
+    /// Effective LR η/‖θ‖² (THEORY.md §8).
+    EffectiveLr,
+    /// Mean angle per step between consecutive θ over the epoch (THEORY.md §8).
+    AngularUpdate,
 }
 
-fn names<V>(m: &BTreeMap<String, V>) -> String {
-    m.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+impl Metric {
+    /// Every metric, in the order of the metrics CSV's columns.
+    pub const ALL: [Metric; 10] = [
+        Metric::Lr,
+        Metric::TrainLoss,
+        Metric::TrainAcc,
+        Metric::TestLoss,
+        Metric::TestAcc,
+        Metric::SiNorm,
+        Metric::LayerNorm,
+        Metric::NormSqOverLr,
+        Metric::EffectiveLr,
+        Metric::AngularUpdate,
+    ];
+
+    /// The manifest's name of the metric (`test_acc`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Lr => "lr",
+            Metric::TrainLoss => "train_loss",
+            Metric::TrainAcc => "train_acc",
+            Metric::TestLoss => "test_loss",
+            Metric::TestAcc => "test_acc",
+            Metric::SiNorm => "si_norm",
+            Metric::LayerNorm => "layer_norm",
+            Metric::NormSqOverLr => "norm_sq_over_lr",
+            Metric::EffectiveLr => "effective_lr",
+            Metric::AngularUpdate => "angular_update",
+        }
+    }
 }
 
-/// The largest epoch milestone of a schedule (where it has milestones).
-fn last_milestone(spec: &ScheduleSection) -> Option<u64> {
-    use explr_schedule::ScheduleSpec as S;
-    match spec {
-        S::Multistep { milestones, .. }
-        | S::Texp { milestones, .. }
-        | S::TexpMinus { milestones, .. }
-        | S::Sequential { milestones, .. } => milestones.iter().copied().max(),
-        S::ExpEquivalent { base, .. } => last_milestone(base),
-        _ => None,
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
-fn validate_runs(
-    field: &str,
-    runs: &BTreeMap<String, RunSpec>,
-    epochs: Option<usize>,
-) -> Result<(), FieldError> {
-    if runs.is_empty() {
-        return Err(FieldError::new(field, "give at least one run"));
-    }
-    for (name, r) in runs {
-        let here = format!("{field}.{name}");
-        if !(0.0..1.0).contains(&r.momentum) {
-            return Err(FieldError::new(
-                format!("{here}.momentum"),
-                format!("must lie in [0, 1), got {}", r.momentum),
-            ));
-        }
-        if !(r.weight_decay.is_finite() && r.weight_decay >= 0.0) {
-            return Err(FieldError::new(
-                format!("{here}.weight_decay"),
-                format!("must be >= 0, got {}", r.weight_decay),
-            ));
-        }
-        if let Some(wd) = &r.weight_decay_schedule {
-            if r.weight_decay != 0.0 {
-                return Err(FieldError::new(
-                    format!("{here}.weight_decay"),
-                    "give either `weight_decay` or `weight_decay_schedule`, not both",
-                ));
-            }
-            if r.derive.is_some() {
-                return Err(FieldError::new(
-                    format!("{here}.weight_decay_schedule"),
-                    "a derived run has no weight decay on its scale-invariant group (the \
-                     transform removes it); drop the field",
-                ));
-            }
-            if let Err(e) = wd.build() {
-                return Err(FieldError::new(
-                    format!("{here}.weight_decay_schedule"),
-                    e.to_string(),
-                ));
-            }
-            if let (Some(m), Some(epochs)) = (last_milestone(wd), epochs) {
-                if m >= epochs as u64 {
-                    return Err(FieldError::new(
-                        format!("{here}.weight_decay_schedule.milestones"),
-                        format!(
-                            "milestone {m} is not before the end of training ({epochs} epochs); \
-                             milestones are in epochs and must be < epochs"
-                        ),
-                    ));
-                }
-            }
-        }
-        match (&r.schedule, &r.derive) {
-            (Some(spec), None) => {
-                if let Err(e) = spec.build() {
-                    return Err(FieldError::new(format!("{here}.schedule"), e.to_string()));
-                }
-                if let (Some(m), Some(epochs)) = (last_milestone(spec), epochs) {
-                    if m >= epochs as u64 {
-                        return Err(FieldError::new(
-                            format!("{here}.schedule.milestones"),
-                            format!(
-                                "milestone {m} is not before the end of training ({epochs} epochs); \
-                                 milestones are in epochs and must be < epochs"
-                            ),
-                        ));
-                    }
-                }
-            }
-            (None, Some(_)) if r.weight_decay != 0.0 => {
-                return Err(FieldError::new(
-                    format!("{here}.weight_decay"),
-                    format!(
-                        "a derived run has no weight decay on its scale-invariant group (the \
-                         transform removes it); drop the field, got {}",
-                        r.weight_decay
-                    ),
-                ));
-            }
-            (None, Some(d)) => match runs.get(&d.from) {
-                Some(base) if base.derive.is_none() => {
-                    // Building the twin checks that an exponential equivalent exists (§3).
-                    if let Err(e) = crate::plan::plan(runs, name, 1) {
-                        return Err(FieldError::new(format!("{here}.derive"), e.to_string()));
-                    }
-                }
-                Some(_) => {
-                    return Err(FieldError::new(
-                        format!("{here}.derive.from"),
-                        format!(
-                            "`{}` is itself derived; derive from a run with a schedule",
-                            d.from
-                        ),
-                    ))
-                }
-                None => {
-                    return Err(FieldError::new(
-                        format!("{here}.derive.from"),
-                        format!("no run named `{}`; runs: {}", d.from, names(runs)),
-                    ))
-                }
-            },
-            _ => {
-                return Err(FieldError::new(
-                    here,
-                    "give exactly one of `schedule` or `derive`",
-                ))
-            }
+/// A value that parses but is impossible, before it is located in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    /// Dotted path of the offending field (`training.runs.step_decay.schedule.milestones`).
+    pub field: String,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A new error at `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
         }
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_round_trip_and_unknown_names_list_the_valid_ones() {
+        for m in Metric::ALL {
+            let parsed: Metric = serde_yaml::from_str(m.name()).unwrap();
+            assert_eq!(parsed, m);
+        }
+        let err = serde_yaml::from_str::<Metric>("train_accuracy").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("train_accuracy") && text.contains("train_acc"),
+            "{text}"
+        );
+    }
 }

@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_yaml::Value;
 
-use crate::golden::round_sig;
-
 /// Significant digits kept for summary numbers.
 pub const DIGITS: i32 = 4;
 
@@ -145,6 +143,15 @@ impl Summary {
     }
 }
 
+/// Rounds to `digits` significant digits (summaries store rounded numbers).
+pub fn round_sig(x: f64, digits: i32) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let scale = 10f64.powi(digits - 1 - x.abs().log10().floor() as i32);
+    (x * scale).round() / scale
+}
+
 fn number(x: f64) -> Value {
     if x.is_finite() && x == x.trunc() && x.abs() < 1e15 {
         Value::Number((x as i64).into())
@@ -156,6 +163,14 @@ fn number(x: f64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_sig_keeps_significant_digits() {
+        assert_eq!(round_sig(0.0123456, 4), 0.01235);
+        assert_eq!(round_sig(123456.0, 3), 123000.0);
+        assert_eq!(round_sig(-2.6e-12, 1), -3e-12);
+        assert_eq!(round_sig(0.0, 4), 0.0);
+    }
 
     #[test]
     fn verdict_follows_checks_and_numbers_are_rounded() {

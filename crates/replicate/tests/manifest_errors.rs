@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 
+use explr_replicate::data::steps_per_epoch;
 use explr_replicate::manifest::{self, ManifestError, PROFILES};
 use explr_replicate::plan;
-use explr_replicate::spec::{DatasetName, Experiment};
+use explr_replicate::spec::Experiment;
 
 /// A valid training manifest; cases edit it with string replacements.
 const BASE: &str = "\
@@ -409,16 +410,6 @@ fn a_schedule_with_no_real_alpha_is_rejected() {
     );
 }
 
-/// Steps per epoch a training manifest's plans would use (the runner takes them from the data).
-fn steps_per_epoch(t: &explr_replicate::spec::Training) -> u64 {
-    let full = match t.data.dataset {
-        DatasetName::Synthetic => 10_000,
-        DatasetName::Cifar10 | DatasetName::Cifar100 => 50_000,
-    };
-    let n = t.data.train_size.unwrap_or(full).min(full);
-    n.div_ceil(t.data.batch_size) as u64
-}
-
 /// Every file in `experiments/` defines the three profiles, parses at each of them, keeps its
 /// experiment kind, every run's optimizer plan (base and derived twins) builds, and so does
 /// every model (a GroupNorm's groups must divide the narrowed widths of a small profile).
@@ -453,7 +444,7 @@ fn every_experiment_manifest_parses_at_every_profile() {
             assert_eq!(r.manifest.id.to_lowercase(), r.name, "{}", file.display());
             kinds.push(kind(&r));
             let runs = match r.experiment() {
-                Experiment::Training(t) => Some((&t.runs, steps_per_epoch(t))),
+                Experiment::Training(t) => Some((&t.runs, steps_per_epoch(&t.data))),
                 Experiment::Exactness(x) => Some((&x.runs, 1)),
                 _ => None,
             };

@@ -1,4 +1,4 @@
-//! A diverging run stops with `RunError::NonFinite` naming the epoch, the step and the quantity,
+//! A diverging run stops with `TrainError::NonFinite` naming the epoch, the step and the quantity,
 //! and its message says what was kept: the last good checkpoint, or that none was written.
 //!
 //! What diverges was found by trying: with a constant LR of 1e10 or more the tiny BN network's
@@ -13,10 +13,12 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 use explr_data::{load_synthetic, SyntheticConfig};
+use explr_replicate::context::Silent;
 use explr_replicate::plan;
-use explr_replicate::runner::{RunError, Silent};
+use explr_replicate::records::read_records;
 use explr_replicate::spec::{ModelSection, RunSpec};
-use explr_replicate::train::{read_records, train, RunSetup};
+use explr_replicate::trainer::TrainError;
+use explr_replicate::trainer::{train, RunSetup};
 
 use common::TempDir;
 
@@ -82,7 +84,7 @@ fn check(
         Err(e) => e,
     };
     let msg = err.to_string();
-    let RunError::NonFinite {
+    let TrainError::NonFinite {
         run,
         epoch,
         step,

@@ -1,5 +1,5 @@
 //! metrics.jsonl reads back bit for bit (a resumed run reproduces its earlier epochs exactly).
-use explr_replicate::train::{read_records, EpochRecord};
+use explr_replicate::records::{read_records, EpochRecord};
 
 #[test]
 fn metrics_jsonl_reads_back_bit_for_bit() {

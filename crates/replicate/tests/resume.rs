@@ -11,10 +11,12 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Device};
 use explr_data::{load_synthetic, Dataset, SyntheticConfig};
+use explr_replicate::context::Progress;
 use explr_replicate::plan;
-use explr_replicate::runner::{Progress, RunError};
+use explr_replicate::records::{read_records, EpochRecord};
 use explr_replicate::spec::{ModelSection, RunSpec};
-use explr_replicate::train::{read_records, train, EpochRecord, RunSetup};
+use explr_replicate::trainer::TrainError;
+use explr_replicate::trainer::{train, RunSetup};
 
 use common::TempDir;
 
@@ -65,7 +67,7 @@ fn run(
     checkpoint_every: usize,
     resume: bool,
     dir: &Path,
-) -> Result<(Vec<EpochRecord>, Vec<u64>), RunError> {
+) -> Result<(Vec<EpochRecord>, Vec<u64>), TrainError> {
     let steps_per_epoch = data.train().len().div_ceil(BATCH) as u64;
     let setup = RunSetup {
         key: format!("tiny/{run}/seed-5"),
@@ -314,9 +316,9 @@ fn a_checkpoint_of_another_configuration_does_not_resume() {
         true,
         &dir.0,
     ) {
-        Err(RunError::StaleCheckpoint { checkpoint, .. }) => {
+        Err(TrainError::StaleCheckpoint { checkpoint, .. }) => {
             assert_eq!(checkpoint, dir.0.join("checkpoint"));
-            let message = RunError::StaleCheckpoint {
+            let message = TrainError::StaleCheckpoint {
                 run: "r".into(),
                 checkpoint,
             }

@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device};
 use explr_data::{load_synthetic, Dataset, SyntheticConfig};
+use explr_replicate::context::Silent;
 use explr_replicate::plan;
-use explr_replicate::runner::Silent;
+use explr_replicate::records::EpochRecord;
 use explr_replicate::spec::{ModelSection, RunSpec};
-use explr_replicate::train::{train, EpochRecord, RunSetup};
+use explr_replicate::trainer::{train, RunSetup};
 
 use common::TempDir;
 

@@ -140,7 +140,8 @@ fn median(v: &[f64]) -> f64 {
 
 fn main() -> Result<()> {
     // As the `explr` binary does (allocator and thread-pool settings; see the function).
-    explr_nn::tune_cpu_process();
+    // SAFETY: the first statement of main, before any thread starts.
+    unsafe { explr_nn::tune_cpu_process() };
     let args = parse_args()?;
     let base_rss_mb = proc_status_mb("VmRSS")?;
     let dev = match args.cuda {

@@ -8,10 +8,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use explr_replicate::context::{Progress, Provenance, RunnerOptions};
 use explr_replicate::device::DeviceSpec;
 use explr_replicate::golden::{self, GoldenOutcome};
+use explr_replicate::index::{IndexCheck, IndexEntry, ResultsIndex};
 use explr_replicate::manifest;
-use explr_replicate::runner::{self, Progress, Provenance, RunnerOptions};
+use explr_replicate::runner;
 
 /// What to do with the goldens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -50,9 +52,9 @@ pub struct ReplicateArgs {
     /// docs/REPLICATION.md for smoke, docs/REPLICATION-<profile>.md otherwise).
     #[arg(long)]
     pub bless: bool,
-    /// Independent runs to train at once.
-    #[arg(long, default_value_t = 1)]
-    pub jobs: usize,
+    /// Independent runs to train at once (at least 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub jobs: u64,
     /// Resume runs from their last checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -144,6 +146,12 @@ fn manifests(dir: &Path, ids: &[String]) -> Result<Vec<PathBuf>> {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .collect();
     all.sort();
+    if all.is_empty() {
+        bail!(
+            "no manifests (*.yaml) in {}; pass --experiments-dir with the folder that holds them",
+            dir.display()
+        );
+    }
     if ids.is_empty() {
         return Ok(all);
     }
@@ -230,12 +238,9 @@ fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let golden_path = golden::golden_path(&args.golden_dir, &name, &args.profile);
-        let Ok(text) = std::fs::read_to_string(&golden_path) else {
+        let Some(summary) = golden::read(&golden_path)? else {
             continue;
         };
-        let body = text.splitn(3, "---\n").nth(2).unwrap_or(&text);
-        let summary: serde_yaml::Value = serde_yaml::from_str(body)
-            .with_context(|| format!("reading {}", golden_path.display()))?;
         let manifest: manifest::Manifest =
             serde_yaml::from_str(&std::fs::read_to_string(&path)?)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -308,12 +313,16 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
         data_dir,
         results_dir: args.results_dir.clone(),
         resume: args.resume,
-        jobs: args.jobs.max(1),
+        jobs: usize::try_from(args.jobs).unwrap_or(usize::MAX),
         device,
         max_epochs: args.max_epochs,
         provenance: Provenance {
             git_revision: git_revision(),
             command: std::env::args().collect(),
+            threads: ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"]
+                .into_iter()
+                .map(|k| (k.to_string(), std::env::var(k).ok()))
+                .collect(),
         },
     };
     let progress = TermProgress::new();
@@ -344,10 +353,13 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
         let outcome = runner::run(&resolved, &opts, &progress)
             .with_context(|| format!("running {}", path.display()))?;
         let golden_path = golden::golden_path(&args.golden_dir, &resolved.name, &args.profile);
-        let golden_note = match mode {
+        let (golden_word, golden_note) = match mode {
             GoldenMode::Bless => {
                 golden::bless(&golden_path, &outcome.summary)?;
-                format!("golden written to {}", golden_path.display())
+                (
+                    "written",
+                    format!("golden written to {}", golden_path.display()),
+                )
             }
             GoldenMode::Check => match golden::check(
                 &golden_path,
@@ -357,14 +369,14 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
                     .golden_tolerance
                     .unwrap_or(golden::REL_TOL),
             )? {
-                GoldenOutcome::Match => "matches its golden".into(),
+                GoldenOutcome::Match => ("match", "matches its golden".into()),
                 GoldenOutcome::Missing(p) => {
                     failures.push(format!(
                         "{}: no golden at {} (run with --bless to create it)",
                         resolved.manifest.id,
                         p.display()
                     ));
-                    "no golden".into()
+                    ("missing", "no golden".into())
                 }
                 GoldenOutcome::Differ(diffs) => {
                     let lines: Vec<String> = diffs
@@ -377,10 +389,10 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
                         golden_path.display(),
                         lines.join("\n")
                     ));
-                    "DIFFERS from its golden".into()
+                    ("differs", "DIFFERS from its golden".into())
                 }
             },
-            GoldenMode::Skip => "golden not checked".into(),
+            GoldenMode::Skip => ("not checked", "golden not checked".into()),
         };
         if !outcome.passed {
             failures.push(format!(
@@ -391,12 +403,36 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
                     .display()
             ));
         }
+        let verdict = if outcome.passed { "pass" } else { "fail" };
         eprintln!(
-            "  => {}: verdict {}, {golden_note}, {:.1}s",
-            resolved.manifest.id,
-            if outcome.passed { "pass" } else { "FAIL" },
-            outcome.wall_s
+            "  => {}: verdict {verdict}, {golden_note}, {:.1}s",
+            resolved.manifest.id, outcome.wall_s
         );
+        // After each manifest, so that a run cut short keeps what it found.
+        let mut index = ResultsIndex::load(&args.results_dir)?;
+        index.upsert(IndexEntry {
+            manifest: resolved.name.clone(),
+            id: resolved.manifest.id.clone(),
+            profile: args.profile.clone(),
+            verdict: verdict.into(),
+            golden: golden_word.into(),
+            checks: outcome
+                .checks
+                .iter()
+                .map(|(k, c)| {
+                    let check = IndexCheck {
+                        what: c.what.clone(),
+                        value: c.value,
+                        bound: c.bound.clone(),
+                        pass: c.pass,
+                    };
+                    (k.clone(), check)
+                })
+                .collect(),
+            device: device_spec.to_string(),
+            wall_s: outcome.wall_s,
+        });
+        index.save(&args.results_dir)?;
     }
     eprintln!("replicate: {:.1}s in all", started.elapsed().as_secs_f64());
     if mode == GoldenMode::Bless && !args.dry_run {

@@ -4,72 +4,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::DType;
-use explr_data::{Dataset, Split, SyntheticConfig};
-
+use super::error::RunError;
+use crate::context::{Progress, RunnerOptions};
+use crate::data::{dtype, load_data};
 use crate::plan;
 use crate::plot::{Chart, Series};
-use crate::runner::{Progress, RunError, RunnerOptions};
-use crate::spec::{Check, DataSection, DatasetName, Precision, Training};
+use crate::records::EpochRecord;
+use crate::spec::{Check, Metric, Training};
 use crate::summary::Summary;
-use crate::train::{self, EpochRecord, RunSetup};
-
-/// Loads the data a manifest names: the synthetic twin (no files), or CIFAR from `data_dir`.
-pub fn load_data(data: &DataSection, data_dir: Option<&Path>) -> Result<Dataset, RunError> {
-    let dataset = match data.dataset {
-        DatasetName::Synthetic => explr_data::load_synthetic(&SyntheticConfig {
-            seed: data.synthetic_seed,
-            train_size: data.train_size.unwrap_or(10_000),
-            test_size: data.test_size.unwrap_or(2_000),
-            ..SyntheticConfig::default()
-        })?,
-        DatasetName::Cifar10 | DatasetName::Cifar100 => {
-            let root = data_dir.ok_or_else(|| {
-                RunError::Unsupported(
-                    "this manifest needs CIFAR data but no data directory is known: pass \
-                     --data-dir DIR, set $EXPLR_DATA, or run `cargo xtask fetch-data cifar10`"
-                        .into(),
-                )
-            })?;
-            let completeness = explr_data::Completeness::AllowSubset;
-            let d = if data.dataset == DatasetName::Cifar10 {
-                explr_data::load_cifar10(root, completeness)?
-            } else {
-                explr_data::load_cifar100(root, completeness, explr_data::Cifar100Labels::Fine)?
-            };
-            subset(d, data.train_size, data.test_size)?
-        }
-    };
-    Ok(dataset)
-}
-
-fn take(split: &Split, n: Option<usize>) -> Result<Split, RunError> {
-    let n = n.unwrap_or(split.len()).min(split.len());
-    Ok(Split::new(
-        split.images()[..n * explr_data::IMAGE_BYTES].to_vec(),
-        split.labels()[..n].to_vec(),
-    )?)
-}
-
-fn subset(d: Dataset, train: Option<usize>, test: Option<usize>) -> Result<Dataset, RunError> {
-    if train.is_none() && test.is_none() {
-        return Ok(d);
-    }
-    Ok(Dataset::new(
-        d.name().to_string(),
-        take(d.train(), train)?,
-        take(d.test(), test)?,
-        d.class_names().to_vec(),
-    )?)
-}
-
-/// Candle dtype of a precision.
-pub fn dtype(p: Precision) -> DType {
-    match p {
-        Precision::F32 => DType::F32,
-        Precision::F64 => DType::F64,
-    }
-}
+use crate::trainer::{self, RunSetup};
 
 /// Records of every (model, run, seed).
 pub type AllRecords = BTreeMap<(String, String, u64), Vec<EpochRecord>>;
@@ -88,17 +31,15 @@ pub fn run_training(
     let steps_per_epoch = dataset.train().len().div_ceil(spec.data.batch_size) as u64;
     let mut units = Vec::new();
     for (model_name, model) in &spec.models {
-        let mut model = model.clone();
-        model.num_classes = dataset.num_classes();
         for run_name in spec.runs.keys() {
             for &seed in &spec.seeds {
-                units.push((model_name.clone(), model.clone(), run_name.clone(), seed));
+                units.push((model_name.clone(), model, run_name.clone(), seed));
             }
         }
     }
     let run_unit = |(model_name, model, run_name, seed): &(
         String,
-        explr_zoo::ModelSpec,
+        &explr_zoo::ModelSpec,
         String,
         u64,
     )|
@@ -121,7 +62,7 @@ pub fn run_training(
                 .join(format!("seed-{seed}")),
             resume: opts.resume,
         };
-        let records = train::train(&setup, progress)?;
+        let records = trainer::train(&setup, progress)?;
         let mut fields = serde_json::Map::new();
         fields.insert("model".into(), model_name.clone().into());
         fields.insert("run".into(), run_name.clone().into());
@@ -131,13 +72,15 @@ pub fn run_training(
         fields.insert("steps".into(), records.last().map_or(0, |r| r.step).into());
         // The epochs' own wall times: a resumed run counts the epochs before the resume too.
         let wall_s = records.iter().map(|r| r.wall_s).sum::<f64>();
-        crate::runner::write_metadata(
+        crate::io::write_json(
             &setup.dir.join("metadata.json"),
-            &crate::runner::metadata(opts, fields, wall_s),
+            &crate::context::metadata(opts, fields, wall_s),
         )?;
         Ok(records)
     };
-    let results = parallel_map(&units, opts.jobs, run_unit)?;
+    let results = parallel_map(&units, opts.jobs, run_unit, |(m, _, r, s)| {
+        format!("{m}/{r}/seed-{s}")
+    })?;
     let records: AllRecords = units
         .iter()
         .zip(results)
@@ -165,11 +108,13 @@ pub fn limit_epochs(spec: &Training, max_epochs: usize) -> Training {
     limited
 }
 
-/// Maps `f` over `items` on up to `jobs` threads, keeping order; the first error wins.
+/// Maps `f` over `items` on up to `jobs` threads, keeping order; the first error wins. `name`
+/// says which item a thread that panicked was working on.
 fn parallel_map<T: Sync, R: Send>(
     items: &[T],
     jobs: usize,
     f: impl Fn(&T) -> Result<R, RunError> + Sync,
+    name: impl Fn(&T) -> String,
 ) -> Result<Vec<R>, RunError> {
     if jobs <= 1 || items.len() <= 1 {
         return items.iter().map(&f).collect();
@@ -193,47 +138,21 @@ fn parallel_map<T: Sync, R: Send>(
     });
     slots
         .into_iter()
-        .map(|s| {
+        .zip(items)
+        .map(|(s, item)| {
             s.into_inner()
                 .ok()
                 .flatten()
-                .unwrap_or_else(|| Err(RunError::Unsupported("a worker thread died".into())))
+                .unwrap_or_else(|| Err(RunError::WorkerPanicked { run: name(item) }))
         })
         .collect()
 }
 
-fn field(r: &EpochRecord, metric: &str) -> Result<f64, RunError> {
-    Ok(match metric {
-        "train_loss" => r.train_loss,
-        "train_acc" => r.train_acc,
-        "test_loss" => r.test_loss,
-        "test_acc" => r.test_acc,
-        "lr" => r.lr,
-        "si_norm" => r.si_norm,
-        "layer_norm" => r.layer_norm,
-        "norm_sq_over_lr" => r.norm_sq_over_lr,
-        "effective_lr" => r.effective_lr,
-        "angular_update" => r.angular_update,
-        other => {
-            return Err(RunError::Unsupported(format!(
-            "unknown metric `{other}`; metrics: train_loss, train_acc, test_loss, test_acc, lr, \
-                 si_norm, layer_norm, norm_sq_over_lr, effective_lr, angular_update"
-        )))
-        }
-    })
-}
-
 /// The curve of `metric` for (model, run, seed).
-fn seed_curve(
-    records: &AllRecords,
-    model: &str,
-    run: &str,
-    seed: u64,
-    metric: &str,
-) -> Result<Vec<f64>, RunError> {
+fn seed_curve(records: &AllRecords, model: &str, run: &str, seed: u64, metric: Metric) -> Vec<f64> {
     records[&(model.to_string(), run.to_string(), seed)]
         .iter()
-        .map(|r| field(r, metric))
+        .map(|r| r.get(metric))
         .collect()
 }
 
@@ -260,16 +179,16 @@ fn paired_and_seed_gaps(
     records: &AllRecords,
     model: &str,
     (a, b): (&str, &str),
-    metric: &str,
+    metric: Metric,
     from_epoch: usize,
 ) -> Result<(f64, f64), RunError> {
     let curves = |run: &str| {
         spec.seeds
             .iter()
             .map(|&seed| seed_curve(records, model, run, seed, metric))
-            .collect::<Result<Vec<_>, _>>()
+            .collect::<Vec<_>>()
     };
-    let (ca, cb) = (curves(a)?, curves(b)?);
+    let (ca, cb) = (curves(a), curves(b));
     let paired: Vec<f64> = ca
         .iter()
         .zip(&cb)
@@ -293,18 +212,18 @@ fn mean_curve(
     records: &AllRecords,
     model: &str,
     run: &str,
-    metric: &str,
-) -> Result<Vec<f64>, RunError> {
+    metric: Metric,
+) -> Vec<f64> {
     let mut curve = vec![0.0; spec.epochs];
     for &seed in &spec.seeds {
-        for (e, v) in seed_curve(records, model, run, seed, metric)?
+        for (e, v) in seed_curve(records, model, run, seed, metric)
             .iter()
             .enumerate()
         {
             curve[e] += v / spec.seeds.len() as f64;
         }
     }
-    Ok(curve)
+    curve
 }
 
 fn mean_std(xs: &[f64]) -> (f64, f64) {
@@ -328,27 +247,25 @@ fn summarize(
     for model in spec.models.keys() {
         for run in spec.runs.keys() {
             for metric in [
-                "train_loss",
-                "train_acc",
-                "test_acc",
-                "si_norm",
-                "angular_update",
+                Metric::TrainLoss,
+                Metric::TrainAcc,
+                Metric::TestAcc,
+                Metric::SiNorm,
+                Metric::AngularUpdate,
             ] {
                 let finals: Vec<f64> = spec
                     .seeds
                     .iter()
                     .map(|seed| {
-                        field(
-                            records[&(model.clone(), run.clone(), *seed)]
-                                .last()
-                                .expect("epochs > 0"),
-                            metric,
-                        )
+                        records[&(model.clone(), run.clone(), *seed)]
+                            .last()
+                            .expect("epochs > 0")
+                            .get(metric)
                     })
-                    .collect::<Result<_, _>>()?;
+                    .collect();
                 let (mean, std) = mean_std(&finals);
                 s.metric(format!("{model}.{run}.final_{metric}"), mean);
-                if spec.seeds.len() > 1 && metric.ends_with("acc") {
+                if spec.seeds.len() > 1 && matches!(metric, Metric::TrainAcc | Metric::TestAcc) {
                     s.metric(format!("{model}.{run}.final_{metric}_std"), std);
                 }
             }
@@ -365,8 +282,8 @@ fn summarize(
                     from_epoch,
                 } => {
                     let (ca, cb) = (
-                        mean_curve(spec, records, model, a, metric)?,
-                        mean_curve(spec, records, model, b, metric)?,
+                        mean_curve(spec, records, model, a, *metric),
+                        mean_curve(spec, records, model, b, *metric),
                     );
                     let dist = max_gap(&ca, &cb, *from_epoch, *relative);
                     let what = if *relative { "relative" } else { "max" };
@@ -381,7 +298,7 @@ fn summarize(
                     from_epoch,
                 } => {
                     let (paired, noise) =
-                        paired_and_seed_gaps(spec, records, model, (a, b), metric, *from_epoch)?;
+                        paired_and_seed_gaps(spec, records, model, (a, b), *metric, *from_epoch)?;
                     s.metric(key(&format!("paired_gap_{metric}_{a}_vs_{b}")), paired);
                     s.metric(key(&format!("seed_gap_{metric}")), noise);
                     // No seed noise at all (every seed gave the same curve, e.g. a model
@@ -407,7 +324,7 @@ fn summarize(
                 } => {
                     let from = from_epoch.unwrap_or(spec.epochs);
                     let end_mean = |run: &str| -> Result<f64, RunError> {
-                        let c = mean_curve(spec, records, model, run, metric)?;
+                        let c = mean_curve(spec, records, model, run, *metric);
                         let w = &c[from - 1..];
                         Ok(w.iter().sum::<f64>() / w.len() as f64)
                     };
@@ -428,8 +345,8 @@ fn summarize(
                     tolerance,
                 } => {
                     let r = &spec.runs[run];
-                    let lr_curve = mean_curve(spec, records, model, run, "lr")?;
-                    let measured = mean_curve(spec, records, model, run, "angular_update")?;
+                    let lr_curve = mean_curve(spec, records, model, run, Metric::Lr);
+                    let measured = mean_curve(spec, records, model, run, Metric::AngularUpdate);
                     let window = *from_epoch - 1..spec.epochs;
                     let n = window.len() as f64;
                     let got = measured[window.clone()].iter().sum::<f64>() / n;
@@ -455,7 +372,7 @@ fn summarize(
                     to_epoch,
                     tolerance,
                 } => {
-                    let c = mean_curve(spec, records, model, run, metric)?;
+                    let c = mean_curve(spec, records, model, run, *metric);
                     let w = &c[*from_epoch - 1..*to_epoch];
                     let mean = w.iter().sum::<f64>() / w.len() as f64;
                     let spread = w.iter().map(|x| (x / mean - 1.0).abs()).fold(0.0, f64::max);
@@ -471,13 +388,13 @@ fn summarize(
 fn figures(spec: &Training, records: &AllRecords, dir: &Path) -> Result<Vec<PathBuf>, RunError> {
     let mut out = Vec::new();
     let panels = [
-        ("train_loss", "train loss", false),
-        ("test_acc", "test accuracy", false),
-        ("train_acc", "train accuracy", false),
-        ("lr", "learning rate", true),
-        ("si_norm", "‖θ‖ of the scale-invariant group", true),
-        ("norm_sq_over_lr", "‖θ‖²/η", true),
-        ("angular_update", "angular update per step (rad)", true),
+        (Metric::TrainLoss, "train loss", false),
+        (Metric::TestAcc, "test accuracy", false),
+        (Metric::TrainAcc, "train accuracy", false),
+        (Metric::Lr, "learning rate", true),
+        (Metric::SiNorm, "‖θ‖ of the scale-invariant group", true),
+        (Metric::NormSqOverLr, "‖θ‖²/η", true),
+        (Metric::AngularUpdate, "angular update per step (rad)", true),
     ];
     for model in spec.models.keys() {
         for (metric, label, log_y) in panels {
@@ -485,8 +402,8 @@ fn figures(spec: &Training, records: &AllRecords, dir: &Path) -> Result<Vec<Path
                 .runs
                 .keys()
                 .map(|run| {
-                    let c = mean_curve(spec, records, model, run, metric)?;
-                    Ok(Series {
+                    let c = mean_curve(spec, records, model, run, metric);
+                    Ok::<_, RunError>(Series {
                         label: run.clone(),
                         points: c
                             .iter()
@@ -691,7 +608,7 @@ checks:
             spec.checks = vec![Check::FinalGreater {
                 a: "b".into(),
                 b: "a".into(),
-                metric: "test_acc".into(),
+                metric: Metric::TestAcc,
                 margin: 0.0,
                 from_epoch: from,
             }];

@@ -9,10 +9,21 @@
 //! margin y·u = v₁·|x₁| + v₂·g with g ~ N(0, 1) independent of |x₁|, so the expectation is a 2-D
 //! integral computed by fixed quadrature. *Minibatch* gradients draw x from a seeded ChaCha8 RNG.
 
+use std::path::{Path, PathBuf};
+
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
+
+use super::error::RunError;
+pub use super::error::ToyError;
+use crate::context::Progress;
+use crate::io::write_atomic;
+use crate::plot::{Chart, Series};
+use crate::spec::Toy;
+pub use crate::spec::ToyConfig;
+use crate::summary::Summary;
 
 /// Which of the three toy runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
@@ -48,28 +59,6 @@ impl ToyVariant {
     }
 }
 
-/// Settings of one toy run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ToyConfig {
-    /// Learning rate η.
-    pub lr: f64,
-    /// Weight decay λ (ignored by the BN-only variant).
-    pub weight_decay: f64,
-    /// Number of updates.
-    pub steps: usize,
-    /// Initial weights (the population gradient uses only the first two coordinates).
-    pub w0: Vec<f64>,
-    /// Input dimension m for minibatch runs (w0 is zero-padded to it).
-    pub dim: usize,
-    /// Minibatch size; `None` for exact population gradients.
-    pub batch_size: Option<usize>,
-    /// Seed of the minibatch sampler.
-    pub seed: u64,
-    /// Record the trace every this many steps (step 0 and the last step always).
-    pub record_every: usize,
-}
-
 /// What a toy run records.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ToyTrace {
@@ -79,14 +68,6 @@ pub struct ToyTrace {
     pub error: Vec<f64>,
     /// ln‖w‖.
     pub log_norm: Vec<f64>,
-}
-
-/// Errors of a toy run's configuration.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ToyError {
-    /// An impossible value.
-    #[error("toy config: {0}")]
-    Invalid(String),
 }
 
 /// Train error of the linear classifier sign(xᵀw) against y = sign(x₁) under x ~ N(0, I).
@@ -159,7 +140,8 @@ impl Quadrature {
 
 /// Runs one toy variant and returns its trace.
 pub fn run(cfg: &ToyConfig, variant: ToyVariant) -> Result<ToyTrace, ToyError> {
-    validate(cfg)?;
+    cfg.check()
+        .map_err(|(field, message)| ToyError::Invalid { field, message })?;
     let dim = if cfg.batch_size.is_some() { cfg.dim } else { 2 };
     let mut w = vec![0.0; dim];
     for (dst, src) in w.iter_mut().zip(&cfg.w0) {
@@ -229,34 +211,185 @@ fn minibatch_gradient(v: &[f64], batch: usize, rng: &mut ChaCha8Rng) -> Vec<f64>
     grad
 }
 
-fn validate(cfg: &ToyConfig) -> Result<(), ToyError> {
-    let bad = |m: String| Err(ToyError::Invalid(m));
-    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
-        return bad(format!("lr must be a positive number, got {}", cfg.lr));
+fn write_csv(
+    path: &Path,
+    header: &str,
+    rows: impl Iterator<Item = String>,
+) -> Result<(), RunError> {
+    let mut text = String::from(header);
+    text.push('\n');
+    for r in rows {
+        text.push_str(&r);
+        text.push('\n');
     }
-    if !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0) {
-        return bad(format!(
-            "weight_decay must be >= 0, got {}",
-            cfg.weight_decay
-        ));
-    }
-    if cfg.w0.len() < 2 || dot(&cfg.w0, &cfg.w0) == 0.0 || cfg.w0.iter().any(|x| !x.is_finite()) {
-        return bad(format!(
-            "w0 needs at least two finite coordinates, not all zero, got {:?}",
-            cfg.w0
-        ));
-    }
-    if cfg.batch_size.is_some() && cfg.dim < cfg.w0.len() {
-        return bad(format!(
-            "dim ({}) must be at least the length of w0 ({})",
-            cfg.dim,
-            cfg.w0.len()
-        ));
-    }
-    if cfg.batch_size == Some(0) || cfg.record_every == 0 || cfg.steps == 0 {
-        return bad("steps, batch_size and record_every must be positive".into());
-    }
+    Ok(write_atomic(path, text.as_bytes())?)
+}
+
+fn write_figure(
+    dir: &Path,
+    name: &str,
+    chart: &Chart,
+    figures: &mut Vec<PathBuf>,
+) -> Result<(), RunError> {
+    let path = dir.join(format!("{name}.svg"));
+    write_atomic(&path, chart.to_svg().as_bytes())?;
+    figures.push(path);
     Ok(())
+}
+
+/// Upward crossings of `level` by the error after step `from`.
+fn jumps(trace: &ToyTrace, from: usize, level: f64) -> usize {
+    (1..trace.error.len())
+        .filter(|&i| trace.step[i] > from && trace.error[i] > level && trace.error[i - 1] <= level)
+        .count()
+}
+
+/// Mean error over the last fifth of the recorded trace.
+fn tail_error(trace: &ToyTrace) -> f64 {
+    let n = trace.error.len();
+    let tail = &trace.error[n - (n / 5).max(1)..];
+    tail.iter().sum::<f64>() / tail.len() as f64
+}
+
+/// T1 (THEORY.md §7): WD alone or BN alone converges, BN + WD keeps jumping back up.
+pub fn run_toy(
+    spec: &Toy,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<(Summary, Vec<PathBuf>), RunError> {
+    let mut summary = Summary::default();
+    let mut figures = Vec::new();
+    for (regime, cfg) in [
+        ("population", &spec.population),
+        ("minibatch", &spec.minibatch),
+    ] {
+        let mut traces = Vec::new();
+        for variant in ToyVariant::ALL {
+            let key = format!("{regime}/{}", variant.as_str());
+            progress.start(&key, cfg.steps as u64);
+            let trace = run(cfg, variant)?;
+            let rows = (0..trace.step.len()).map(|i| {
+                format!(
+                    "{},{:e},{:e}",
+                    trace.step[i], trace.error[i], trace.log_norm[i]
+                )
+            });
+            write_csv(
+                &dir.join(&key).with_extension("csv"),
+                "step,train_error,log_norm",
+                rows,
+            )?;
+            progress.finish(
+                &key,
+                &format!(
+                    "final error {:.4}",
+                    trace.error.last().copied().unwrap_or(f64::NAN)
+                ),
+            );
+            traces.push((variant, trace));
+        }
+        let warmup = cfg.steps / 4;
+        for (variant, trace) in &traces {
+            let name = format!("{regime}.{}", variant.as_str());
+            summary.metric(
+                format!("{name}.final_error"),
+                *trace.error.last().unwrap_or(&f64::NAN),
+            );
+            summary.metric(format!("{name}.tail_error"), tail_error(trace));
+            summary.metric(
+                format!("{name}.final_log_norm"),
+                *trace.log_norm.last().unwrap_or(&f64::NAN),
+            );
+            summary.metric(
+                format!("{name}.max_error_after_warmup"),
+                trace
+                    .error
+                    .iter()
+                    .zip(&trace.step)
+                    .filter(|(_, s)| **s > warmup)
+                    .map(|(e, _)| *e)
+                    .fold(0.0, f64::max),
+            );
+            if regime == "population" {
+                summary.count(format!("{name}.error_jumps"), jumps(trace, warmup, 0.05));
+            }
+        }
+        let get = |v: ToyVariant| {
+            &traces
+                .iter()
+                .find(|(x, _)| *x == v)
+                .expect("all variants ran")
+                .1
+        };
+        if regime == "population" {
+            summary.check_le(
+                "population_wd_only_converges",
+                "WD only: final train error",
+                *get(ToyVariant::WdOnly).error.last().unwrap_or(&1.0),
+                0.01,
+            );
+            summary.check_le(
+                "population_bn_only_converges",
+                "BN only: final train error",
+                *get(ToyVariant::BnOnly).error.last().unwrap_or(&1.0),
+                0.01,
+            );
+            summary.check_ge(
+                "population_bn_wd_keeps_jumping",
+                "BN + WD: error jumps above 0.05 after the first quarter",
+                jumps(get(ToyVariant::BnWd), warmup, 0.05) as f64,
+                2.0,
+            );
+        } else {
+            let others =
+                tail_error(get(ToyVariant::WdOnly)).max(tail_error(get(ToyVariant::BnOnly)));
+            summary.check_ge(
+                "minibatch_bn_wd_has_higher_error_floor",
+                "BN + WD tail error over the larger of WD-only and BN-only",
+                tail_error(get(ToyVariant::BnWd)) / others,
+                1.5,
+            );
+        }
+        let series = |f: fn(&ToyTrace) -> &Vec<f64>| -> Vec<Series> {
+            traces
+                .iter()
+                .map(|(v, t)| Series {
+                    label: v.as_str().into(),
+                    points: t
+                        .step
+                        .iter()
+                        .map(|s| *s as f64)
+                        .zip(f(t).iter().copied())
+                        .collect(),
+                })
+                .collect()
+        };
+        write_figure(
+            dir,
+            &format!("{regime}-train-error"),
+            &Chart {
+                title: format!("T1 toy example ({regime}): train error"),
+                x_label: "step".into(),
+                y_label: "train error".into(),
+                log_y: false,
+                series: series(|t| &t.error),
+            },
+            &mut figures,
+        )?;
+        write_figure(
+            dir,
+            &format!("{regime}-log-norm"),
+            &Chart {
+                title: format!("T1 toy example ({regime}): ln ‖w‖"),
+                x_label: "step".into(),
+                y_label: "ln ‖w‖".into(),
+                log_y: false,
+                series: series(|t| &t.log_norm),
+            },
+            &mut figures,
+        )?;
+    }
+    Ok((summary, figures))
 }
 
 #[cfg(test)]
@@ -316,14 +449,6 @@ mod tests {
         );
     }
 
-    /// Upward crossings of `level` by the error after `from`.
-    fn jumps(trace: &ToyTrace, from: usize, level: f64) -> usize {
-        let e = &trace.error;
-        (1..e.len())
-            .filter(|&i| trace.step[i] > from && e[i] > level && e[i - 1] <= level)
-            .count()
-    }
-
     #[test]
     fn bn_with_wd_error_jumps_back_up_repeatedly() {
         let mut cfg = population(8000);
@@ -351,7 +476,10 @@ mod tests {
     fn invalid_configs_are_errors() {
         let mut c = population(10);
         c.lr = -1.0;
-        assert!(matches!(run(&c, ToyVariant::BnWd), Err(ToyError::Invalid(m)) if m.contains("lr")));
+        assert!(matches!(
+            run(&c, ToyVariant::BnWd),
+            Err(ToyError::Invalid { field: "lr", .. })
+        ));
         let mut c = population(10);
         c.w0 = vec![0.0, 0.0];
         assert!(run(&c, ToyVariant::BnWd).is_err());

@@ -1,27 +1,22 @@
-//! Step-level checks on real networks: X1/X2 (a weight-decay run and its exponential twins in
-//! lockstep, THEORY.md §3–§5) and S1 (every model is scale invariant in its declared group).
+//! Step-level exactness on real networks (X1, X2): a weight-decay run and its exponential
+//! twins trained in lockstep on the same batches, compared after rescaling (THEORY.md §3–§5).
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use explr_data::{Batch, Loader, LoaderConfig};
 use explr_nn::ParamStore;
 use explr_schedule::{check_equivalence, CheckOptions};
 use explr_zoo::Model;
 
+use super::error::RunError;
+use crate::context::{Progress, RunnerOptions};
+use crate::data::load_data;
 use crate::plan;
 use crate::plot::{Chart, Series};
-use crate::runner::{Progress, RunError, RunnerOptions};
-use crate::spec::{Exactness, ScaleInvariance, Transform};
+use crate::spec::{Exactness, Transform};
 use crate::summary::Summary;
-use crate::train::{build_sgd, loss_and_correct};
-use crate::training::load_data;
-
-fn loss_value(model: &Model, batch: &Batch) -> Result<f64, RunError> {
-    let logits = model.forward_t(&batch.images, true)?;
-    let (loss, _) = loss_and_correct(&logits, &batch.labels)?;
-    Ok(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)
-}
+use crate::trainer::build_sgd;
 
 fn max_rel_diff(a: &Tensor, b: &Tensor) -> Result<f64, RunError> {
     let scale = a
@@ -90,12 +85,12 @@ pub fn run_exactness(
     )?
     .epoch(0)
     .next()
-    .ok_or_else(|| RunError::Unsupported("the test split is empty".into()))??;
+    .ok_or(RunError::EmptySplit { split: "test" })??;
     let (base_name, base) = spec
         .runs
         .iter()
         .find(|(_, r)| r.derive.is_none())
-        .ok_or_else(|| RunError::Unsupported("exactness needs one run with a schedule".into()))?;
+        .ok_or(RunError::Plan(plan::PlanError::Derived))?;
     let base_schedule = plan::base_schedule(base, spe)?;
     let exact = plan::twin_schedule(
         &base_schedule,
@@ -187,55 +182,4 @@ pub fn run_exactness(
     let path = dir.join("deviation.svg");
     crate::io::write_atomic(&path, chart.to_svg().as_bytes())?;
     Ok((summary, vec![path]))
-}
-
-/// S1: L(c·θ_SI) against L(θ) for every model and factor, on `device`.
-pub fn run_scale_invariance(
-    spec: &ScaleInvariance,
-    device: &Device,
-    progress: &dyn Progress,
-) -> Result<(Summary, Vec<PathBuf>), RunError> {
-    let data = explr_data::load_synthetic(&explr_data::SyntheticConfig {
-        seed: spec.seed,
-        train_size: spec.batch_size,
-        test_size: 1,
-        ..Default::default()
-    })?;
-    let batch = Loader::new(
-        data.train(),
-        LoaderConfig::eval(spec.batch_size).with_dtype(DType::F64),
-        device,
-    )?
-    .epoch(0)
-    .next()
-    .ok_or_else(|| RunError::Unsupported("empty probe batch".into()))??;
-    let mut summary = Summary::default();
-    let mut worst: f64 = 0.0;
-    for (name, model_spec) in &spec.models {
-        progress.start(name, spec.factors.len() as u64);
-        let store = ParamStore::new(device, DType::F64, spec.seed);
-        let model = Model::new(model_spec, &store)?;
-        summary.count(
-            format!("{name}.scale_invariant_tensors"),
-            model.scale_invariant().len(),
-        );
-        let base = loss_value(&model, &batch)?;
-        let mut model_worst: f64 = 0.0;
-        for &c in &spec.factors {
-            model.scale_scale_invariant(c)?;
-            let scaled = loss_value(&model, &batch)?;
-            model.scale_scale_invariant(1.0 / c)?;
-            model_worst = model_worst.max((scaled - base).abs() / base.abs());
-        }
-        summary.magnitude(format!("{name}.max_relative_loss_change"), model_worst);
-        worst = worst.max(model_worst);
-        progress.finish(name, &format!("max relative loss change {model_worst:.2e}"));
-    }
-    summary.check_le(
-        "all_models_scale_invariant",
-        "max over models and factors of |L(cθ) − L(θ)|/|L(θ)| (float64, eps 0)",
-        worst,
-        spec.tolerance,
-    );
-    Ok((summary, Vec::new()))
 }

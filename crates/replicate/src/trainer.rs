@@ -11,39 +11,70 @@ use explr_schedule::{ParamGroup, Sgd, SgdConfig};
 use explr_zoo::{Model, ModelSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::io::write_atomic;
+use crate::context::Progress;
+use crate::io::{write_atomic, IoError};
 use crate::plan::{GroupPlan, OptimizerPlan, WeightDecay};
-use crate::runner::{Progress, RunError};
+use crate::records::{read_records, write_records, EpochRecord};
 
-/// What one epoch of a run measured (THEORY.md §3 and §8 for the norm quantities).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// Epoch index (1-based: the record after `epoch` epochs of training).
-    pub epoch: usize,
-    /// Updates done so far.
-    pub step: u64,
-    /// LR of the scale-invariant group at the epoch's last update.
-    pub lr: f64,
-    /// Mean training loss over the epoch (train-mode forward, augmented data).
-    pub train_loss: f64,
-    /// Training accuracy over the epoch.
-    pub train_acc: f64,
-    /// Test loss (evaluation mode).
-    pub test_loss: f64,
-    /// Test accuracy (evaluation mode).
-    pub test_acc: f64,
-    /// ‖θ‖ of the scale-invariant group.
-    pub si_norm: f64,
-    /// ‖w‖ of the named layer.
-    pub layer_norm: f64,
-    /// ‖θ‖²/η of the scale-invariant group (constant at the WD equilibrium; §3).
-    pub norm_sq_over_lr: f64,
-    /// Effective LR η/‖θ‖² of the scale-invariant group (§8).
-    pub effective_lr: f64,
-    /// Mean angle (radians) between θ_t and θ_{t+1} over the epoch's updates (§8).
-    pub angular_update: f64,
-    /// Wall time of the epoch in seconds.
-    pub wall_s: f64,
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Reading or writing a file of the run failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// The metrics file could not be read or written.
+    #[error(transparent)]
+    Records(#[from] crate::records::RecordsError),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// Batching the data failed.
+    #[error(transparent)]
+    Data(#[from] explr_data::DataError),
+    /// Building or running the model failed.
+    #[error(transparent)]
+    Zoo(#[from] explr_zoo::ZooError),
+    /// Saving or loading parameters failed.
+    #[error(transparent)]
+    Nn(#[from] explr_nn::NnError),
+    /// The schedule or the optimizer failed.
+    #[error(transparent)]
+    Schedule(#[from] explr_schedule::ScheduleError),
+    /// A checkpoint's metadata could not be read.
+    #[error("{}: not a checkpoint's metadata ({message}); rerun without --resume to train the run again", path.display())]
+    CheckpointMeta {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// Training diverged.
+    #[error("{run}: {quantity} is {value} at epoch {epoch}, step {step}; the run stopped{}", match checkpoint {
+        Some(c) => format!(" and its last good checkpoint is kept in {}", c.display()),
+        None => " before any checkpoint was written".to_string(),
+    })]
+    NonFinite {
+        /// The run.
+        run: String,
+        /// Epoch (1-based).
+        epoch: usize,
+        /// Updates done.
+        step: u64,
+        /// What went non-finite.
+        quantity: String,
+        /// Its value.
+        value: f64,
+        /// The last good checkpoint.
+        checkpoint: Option<PathBuf>,
+    },
+    /// `--resume` found a checkpoint written by a run with another configuration.
+    #[error("{run}: the checkpoint in {} was written by a run with another model, data, batch size, dtype, seed or optimizer plan (the manifest changed since it was written); run without --resume to start this run over", checkpoint.display())]
+    StaleCheckpoint {
+        /// The run.
+        run: String,
+        /// The checkpoint folder.
+        checkpoint: PathBuf,
+    },
 }
 
 /// Everything one run needs.
@@ -121,7 +152,7 @@ fn config_fingerprint(setup: &RunSetup<'_>) -> String {
 /// Builds the optimizer of `plan` over `model`'s trainable groups: the scale-invariant group
 /// on `plan.scale_invariant`, every other group on `plan.others`. Every field of the plan is
 /// destructured here, so a field added to the plan and not applied is a compile error.
-pub fn build_sgd(model: &Model, plan: &OptimizerPlan) -> Result<Sgd, RunError> {
+pub fn build_sgd(model: &Model, plan: &OptimizerPlan) -> Result<Sgd, TrainError> {
     let OptimizerPlan {
         scale_invariant,
         others,
@@ -153,7 +184,7 @@ pub fn build_sgd(model: &Model, plan: &OptimizerPlan) -> Result<Sgd, RunError> {
 }
 
 /// Mean cross-entropy and the number of correct predictions.
-pub fn loss_and_correct(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, f64), RunError> {
+pub fn loss_and_correct(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, f64), TrainError> {
     let (loss, correct) = loss_and_correct_on_device(logits, labels)?;
     Ok((loss, correct.to_scalar::<f64>()?))
 }
@@ -163,7 +194,7 @@ pub fn loss_and_correct(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, f64
 pub fn loss_and_correct_on_device(
     logits: &Tensor,
     labels: &Tensor,
-) -> Result<(Tensor, Tensor), RunError> {
+) -> Result<(Tensor, Tensor), TrainError> {
     let loss = candle_nn::loss::cross_entropy(logits, labels)?;
     let pred = logits.argmax(D::Minus1)?;
     let correct = pred.eq(labels)?.to_dtype(DType::F64)?.sum_all()?;
@@ -171,7 +202,7 @@ pub fn loss_and_correct_on_device(
 }
 
 /// The scale-invariant group flattened into one f64 vector (sorted by name).
-fn flat(vars: &[(String, Var)]) -> Result<Tensor, RunError> {
+fn flat(vars: &[(String, Var)]) -> Result<Tensor, TrainError> {
     let parts: Vec<Tensor> = vars
         .iter()
         .map(|(_, v)| v.as_tensor().detach().flatten_all()?.to_dtype(DType::F64))
@@ -179,19 +210,19 @@ fn flat(vars: &[(String, Var)]) -> Result<Tensor, RunError> {
     Ok(Tensor::cat(&parts, 0)?)
 }
 
-fn norm(t: &Tensor) -> Result<f64, RunError> {
+fn norm(t: &Tensor) -> Result<f64, TrainError> {
     Ok(t.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt())
 }
 
 /// ‖t‖ as a scalar tensor on t's device.
-fn norm_on_device(t: &Tensor) -> Result<Tensor, RunError> {
+fn norm_on_device(t: &Tensor) -> Result<Tensor, TrainError> {
     Ok(t.sqr()?.sum_all()?.sqrt()?)
 }
 
 /// The two norms ‖â − b̂‖ and ‖â + b̂‖ (â = a/‖a‖) whose `2·atan2` is the angle between two
 /// vectors (accurate for tiny angles), as a `[2]` tensor on the vectors' device: each step
 /// records one, and [`AngleLog::sum`] reads them back once per epoch.
-fn angle_parts(a: &Tensor, b: &Tensor) -> Result<Tensor, RunError> {
+fn angle_parts(a: &Tensor, b: &Tensor) -> Result<Tensor, TrainError> {
     let ua = a.broadcast_mul(&norm_on_device(a)?.recip()?)?;
     let ub = b.broadcast_mul(&norm_on_device(b)?.recip()?)?;
     Ok(Tensor::stack(
@@ -211,13 +242,13 @@ struct AngleLog {
 
 impl AngleLog {
     /// Records the angle between `a` and `b`.
-    fn push(&mut self, a: &Tensor, b: &Tensor) -> Result<(), RunError> {
+    fn push(&mut self, a: &Tensor, b: &Tensor) -> Result<(), TrainError> {
         self.parts.push(angle_parts(a, b)?);
         Ok(())
     }
 
     /// The sum of the recorded angles in order (one copy to the host); 0 when none.
-    fn sum(&self) -> Result<f64, RunError> {
+    fn sum(&self) -> Result<f64, TrainError> {
         if self.parts.is_empty() {
             return Ok(0.0);
         }
@@ -245,14 +276,14 @@ enum LossReadout {
 
 impl StepLosses {
     /// Records one step's mean loss over a batch of `size`.
-    fn push(&mut self, loss: &Tensor, size: usize) -> Result<(), RunError> {
+    fn push(&mut self, loss: &Tensor, size: usize) -> Result<(), TrainError> {
         self.losses.push(loss.detach().to_dtype(DType::F64)?);
         self.sizes.push(size);
         Ok(())
     }
 
     /// Reads the losses back (one copy to the host) and checks them.
-    fn read(&self) -> Result<LossReadout, RunError> {
+    fn read(&self) -> Result<LossReadout, TrainError> {
         if self.losses.is_empty() {
             return Ok(LossReadout::Finite {
                 weighted_sum: 0.0,
@@ -274,7 +305,7 @@ impl StepLosses {
 
 /// Evaluates `model` on `split` in evaluation mode: (mean loss, accuracy). The sums stay on
 /// the device until the end.
-pub fn evaluate(model: &Model, loader: &Loader) -> Result<(f64, f64), RunError> {
+pub fn evaluate(model: &Model, loader: &Loader) -> Result<(f64, f64), TrainError> {
     let zero = || Tensor::zeros((), DType::F64, loader.device());
     let (mut loss_sum, mut correct, mut n) = (zero()?, zero()?, 0usize);
     for batch in loader.epoch(0) {
@@ -302,7 +333,10 @@ fn tracked_layer(model: &Model) -> Option<String> {
 
 /// Trains one run, writing `metrics.jsonl`, `metrics.csv`, `meta.json` and checkpoints under
 /// `setup.dir`; returns every epoch's record.
-pub fn train(setup: &RunSetup<'_>, progress: &dyn Progress) -> Result<Vec<EpochRecord>, RunError> {
+pub fn train(
+    setup: &RunSetup<'_>,
+    progress: &dyn Progress,
+) -> Result<Vec<EpochRecord>, TrainError> {
     let store = ParamStore::new(setup.device, setup.dtype, setup.seed);
     let model = Model::new(setup.model, &store)?;
     let mut sgd = build_sgd(&model, &setup.plan)?;
@@ -330,7 +364,7 @@ pub fn train(setup: &RunSetup<'_>, progress: &dyn Progress) -> Result<Vec<EpochR
     if setup.resume && ckpt.join("meta.json").exists() {
         let meta: CheckpointMeta = read_json(&ckpt.join("meta.json"))?;
         if meta.config.as_ref().is_some_and(|c| *c != config) {
-            return Err(RunError::StaleCheckpoint {
+            return Err(TrainError::StaleCheckpoint {
                 run: setup.key.clone(),
                 checkpoint: ckpt,
             });
@@ -372,7 +406,7 @@ pub fn train(setup: &RunSetup<'_>, progress: &dyn Progress) -> Result<Vec<EpochR
             LossReadout::NonFinite { index, value } => {
                 // Later steps of this epoch trained on from the diverged weights, but nothing of
                 // the epoch is recorded or checkpointed.
-                return Err(RunError::NonFinite {
+                return Err(TrainError::NonFinite {
                     run: setup.key.clone(),
                     epoch: epoch + 1,
                     step: epoch_start_step + index as u64,
@@ -408,7 +442,7 @@ pub fn train(setup: &RunSetup<'_>, progress: &dyn Progress) -> Result<Vec<EpochR
         };
         for (quantity, value) in [("weight norm", si_norm), ("test loss", test_loss)] {
             if !value.is_finite() {
-                return Err(RunError::NonFinite {
+                return Err(TrainError::NonFinite {
                     run: setup.key.clone(),
                     epoch: epoch + 1,
                     step,
@@ -422,7 +456,7 @@ pub fn train(setup: &RunSetup<'_>, progress: &dyn Progress) -> Result<Vec<EpochR
         write_records(&setup.dir, &records)?;
         let last = epoch + 1 == setup.epochs;
         if last || (setup.checkpoint_every > 0 && (epoch + 1) % setup.checkpoint_every == 0) {
-            std::fs::create_dir_all(&ckpt).map_err(|source| crate::io::IoError {
+            std::fs::create_dir_all(&ckpt).map_err(|source| IoError {
                 action: "creating",
                 path: ckpt.clone(),
                 source,
@@ -459,73 +493,20 @@ pub fn train(setup: &RunSetup<'_>, progress: &dyn Progress) -> Result<Vec<EpochR
     Ok(records)
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, RunError> {
-    let text = std::fs::read_to_string(path).map_err(|source| crate::io::IoError {
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(|source| IoError {
         action: "reading",
         path: path.to_path_buf(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|e| RunError::Serialize {
-        what: path.display().to_string(),
+    serde_json::from_str(&text).map_err(|e| TrainError::CheckpointMeta {
+        path: path.to_path_buf(),
         message: e.to_string(),
     })
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| RunError::Serialize {
-        what: path.display().to_string(),
-        message: e.to_string(),
-    })?;
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
+    // Plain numbers and strings: serializing cannot fail.
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
     Ok(write_atomic(path, text.as_bytes())?)
-}
-
-/// Reads `metrics.jsonl`.
-pub fn read_records(path: &Path) -> Result<Vec<EpochRecord>, RunError> {
-    let text = std::fs::read_to_string(path).map_err(|source| crate::io::IoError {
-        action: "reading",
-        path: path.to_path_buf(),
-        source,
-    })?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str(l).map_err(|e| RunError::Serialize {
-                what: path.display().to_string(),
-                message: e.to_string(),
-            })
-        })
-        .collect()
-}
-
-/// Writes `metrics.jsonl` and `metrics.csv` (whole files, atomically).
-fn write_records(dir: &Path, records: &[EpochRecord]) -> Result<(), RunError> {
-    let mut jsonl = String::new();
-    let mut csv = String::from(
-        "epoch,step,lr,train_loss,train_acc,test_loss,test_acc,si_norm,layer_norm,norm_sq_over_lr,effective_lr,angular_update,wall_s\n",
-    );
-    for r in records {
-        jsonl.push_str(&serde_json::to_string(r).map_err(|e| RunError::Serialize {
-            what: "a metrics record".into(),
-            message: e.to_string(),
-        })?);
-        jsonl.push('\n');
-        csv.push_str(&format!(
-            "{},{},{:e},{:e},{:e},{:e},{:e},{:e},{:e},{:e},{:e},{:e},{:.3}\n",
-            r.epoch,
-            r.step,
-            r.lr,
-            r.train_loss,
-            r.train_acc,
-            r.test_loss,
-            r.test_acc,
-            r.si_norm,
-            r.layer_norm,
-            r.norm_sq_over_lr,
-            r.effective_lr,
-            r.angular_update,
-            r.wall_s
-        ));
-    }
-    write_atomic(&dir.join("metrics.jsonl"), jsonl.as_bytes())?;
-    Ok(write_atomic(&dir.join("metrics.csv"), csv.as_bytes())?)
 }

@@ -1,0 +1,464 @@
+//! Everything a run would reject, rejected when the manifest is parsed, so that `--dry-run` can
+//! be trusted: each rule builds what the run builds (models, schedules, optimizer plans) with
+//! the same constructors, from the same values.
+//!
+//! [`validate`] collects every problem it finds as a [`FieldError`] (a dotted field path and a
+//! message); the manifest layer locates each in the file and reports the first by line, so the
+//! user sees the problem nearest the top of what they edited. A derived run is planned only
+//! when its base run is valid, so an error in the base is reported at the base.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use candle_core::{DType, Device};
+use explr_nn::ParamStore;
+use explr_zoo::{Model, ModelSpec};
+
+use crate::data::steps_per_epoch;
+use crate::plan;
+use crate::spec::{
+    Check, DataSection, Exactness, Experiment, FieldError, Manifest, RunSpec, ScaleInvariance,
+    ScheduleSection, Toy, Training,
+};
+
+/// Every problem of `m` (empty when it is valid).
+pub fn validate(m: &Manifest) -> Vec<FieldError> {
+    let mut errors = Errors::default();
+    if m.id.trim().is_empty() {
+        errors.push("id", "must not be empty (e.g. `E3`)");
+    }
+    if let Some(t) = m.golden_tolerance {
+        if !(t > 0.0 && t < 1.0) {
+            errors.push(
+                "golden_tolerance",
+                format!("must be a relative tolerance between 0 and 1 (e.g. 0.1), got {t}"),
+            );
+        }
+    }
+    match m.experiment() {
+        Ok(Experiment::Training(t)) => training(t, &mut errors),
+        Ok(Experiment::Exactness(x)) => exactness(x, &mut errors),
+        Ok(Experiment::ScaleInvariance(s)) => scale_invariance(s, &mut errors),
+        Ok(Experiment::Toy(t)) => toy(t, &mut errors),
+        Err(e) => errors.0.push(e),
+    }
+    errors.0
+}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, message));
+    }
+
+    fn positive(&mut self, field: &str, v: usize) {
+        if v == 0 {
+            self.push(field, "must be a positive integer");
+        }
+    }
+}
+
+fn names<V>(m: &BTreeMap<String, V>) -> String {
+    m.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+}
+
+fn data(field: &str, d: &DataSection, errors: &mut Errors) {
+    errors.positive(&format!("{field}.batch_size"), d.batch_size);
+    for (key, size) in [("train_size", d.train_size), ("test_size", d.test_size)] {
+        if size == Some(0) {
+            errors.push(
+                format!("{field}.{key}"),
+                "must be a positive number of images (leave it out to use the whole split)",
+            );
+        }
+    }
+}
+
+/// The model builds exactly as the run will build it (on the CPU; the device does not change
+/// what is valid), for a dataset of `classes` classes.
+fn model(field: &str, spec: &ModelSpec, classes: Option<usize>, errors: &mut Errors) {
+    if let Some(classes) = classes {
+        if spec.num_classes != classes {
+            errors.push(
+                format!("{field}.num_classes"),
+                format!(
+                    "the dataset has {classes} classes, so the model needs {classes} outputs; \
+                     got {} (leave num_classes out to take the dataset's)",
+                    spec.num_classes
+                ),
+            );
+            return;
+        }
+    }
+    if !(spec.eps.is_finite() && spec.eps >= 0.0) {
+        errors.push(
+            format!("{field}.eps"),
+            format!(
+                "must be a finite number >= 0 (0 makes scale invariance exact), got {}",
+                spec.eps
+            ),
+        );
+        return;
+    }
+    let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
+    if let Err(e) = Model::new(spec, &store) {
+        errors.push(field, e.to_string());
+    }
+}
+
+/// The largest epoch milestone of a schedule (where it has milestones).
+fn last_milestone(spec: &ScheduleSection) -> Option<u64> {
+    use explr_schedule::ScheduleSpec as S;
+    match spec {
+        S::Multistep { milestones, .. }
+        | S::Texp { milestones, .. }
+        | S::TexpMinus { milestones, .. }
+        | S::Sequential { milestones, .. } => milestones.iter().copied().max(),
+        S::ExpEquivalent { base, .. } => last_milestone(base),
+        _ => None,
+    }
+}
+
+/// A schedule written in epochs builds and has no milestone at or past the end.
+fn schedule(field: &str, spec: &ScheduleSection, epochs: Option<usize>, errors: &mut Errors) {
+    if let Err(e) = spec.build() {
+        errors.push(field, e.to_string());
+        return;
+    }
+    if let (Some(m), Some(epochs)) = (last_milestone(spec), epochs) {
+        if m >= epochs as u64 {
+            errors.push(
+                format!("{field}.milestones"),
+                format!(
+                    "milestone {m} is not before the end of training ({epochs} epochs); \
+                     milestones are in epochs and must be < epochs"
+                ),
+            );
+        }
+    }
+}
+
+/// The runs' own fields first, then (for derived runs whose base is valid) their twins,
+/// planned with the steps per epoch the run will have.
+fn runs(
+    field: &str,
+    runs: &BTreeMap<String, RunSpec>,
+    epochs: Option<usize>,
+    steps_per_epoch: u64,
+    errors: &mut Errors,
+) {
+    if runs.is_empty() {
+        errors.push(field, "give at least one run");
+        return;
+    }
+    let mut valid = BTreeSet::new();
+    for (name, r) in runs {
+        let here = format!("{field}.{name}");
+        let before = errors.0.len();
+        if !(0.0..1.0).contains(&r.momentum) {
+            errors.push(
+                format!("{here}.momentum"),
+                format!("must lie in [0, 1), got {}", r.momentum),
+            );
+        }
+        if !(r.weight_decay.is_finite() && r.weight_decay >= 0.0) {
+            errors.push(
+                format!("{here}.weight_decay"),
+                format!("must be >= 0, got {}", r.weight_decay),
+            );
+        }
+        if let Some(wd) = &r.weight_decay_schedule {
+            if r.weight_decay != 0.0 {
+                errors.push(
+                    format!("{here}.weight_decay"),
+                    "give either `weight_decay` or `weight_decay_schedule`, not both",
+                );
+            }
+            if r.derive.is_some() {
+                errors.push(
+                    format!("{here}.weight_decay_schedule"),
+                    "a derived run has no weight decay on its scale-invariant group (the \
+                     transform removes it); drop the field",
+                );
+            }
+            schedule(&format!("{here}.weight_decay_schedule"), wd, epochs, errors);
+        }
+        match (&r.schedule, &r.derive) {
+            (Some(spec), None) => schedule(&format!("{here}.schedule"), spec, epochs, errors),
+            (None, Some(_)) if r.weight_decay != 0.0 => errors.push(
+                format!("{here}.weight_decay"),
+                format!(
+                    "a derived run has no weight decay on its scale-invariant group (the \
+                     transform removes it); drop the field, got {}",
+                    r.weight_decay
+                ),
+            ),
+            (None, Some(d)) => match runs.get(&d.from) {
+                Some(base) if base.derive.is_none() => {}
+                Some(_) => errors.push(
+                    format!("{here}.derive.from"),
+                    format!(
+                        "`{}` is itself derived; derive from a run with a schedule",
+                        d.from
+                    ),
+                ),
+                None => errors.push(
+                    format!("{here}.derive.from"),
+                    format!("no run named `{}`; runs: {}", d.from, names(runs)),
+                ),
+            },
+            _ => errors.push(here.clone(), "give exactly one of `schedule` or `derive`"),
+        }
+        if errors.0.len() == before {
+            valid.insert(name.as_str());
+        }
+    }
+    // Plan every run whose own fields (and, for a twin, its base's) are valid, exactly as the
+    // run will: building a twin checks that an exponential equivalent exists (THEORY.md §3).
+    for (name, r) in runs {
+        let base_ok = r
+            .derive
+            .as_ref()
+            .is_none_or(|d| valid.contains(d.from.as_str()));
+        if !(valid.contains(name.as_str()) && base_ok) {
+            continue;
+        }
+        if let Err(e) = plan::plan(runs, name, steps_per_epoch) {
+            let at = if r.derive.is_some() {
+                "derive"
+            } else {
+                "schedule"
+            };
+            errors.push(format!("{field}.{name}.{at}"), e.to_string());
+        }
+    }
+}
+
+fn training(t: &Training, errors: &mut Errors) {
+    errors.positive("training.epochs", t.epochs);
+    data("training.data", &t.data, errors);
+    if t.seeds.is_empty() {
+        errors.push("training.seeds", "give at least one seed, e.g. [0]");
+    }
+    let mut seen = BTreeSet::new();
+    for s in &t.seeds {
+        if !seen.insert(s) {
+            errors.push(
+                "training.seeds",
+                format!("seed {s} is listed twice; each seed is one run, give each once"),
+            );
+        }
+    }
+    if t.models.is_empty() {
+        errors.push("training.models", "give at least one model");
+    }
+    let classes = t.data.dataset.num_classes();
+    for (name, m) in &t.models {
+        model(&format!("training.models.{name}"), m, Some(classes), errors);
+    }
+    if t.data.batch_size > 0 {
+        runs(
+            "training.runs",
+            &t.runs,
+            Some(t.epochs),
+            steps_per_epoch(&t.data),
+            errors,
+        );
+    }
+    for (i, c) in t.checks.iter().enumerate() {
+        check(t, i, c, errors);
+    }
+}
+
+fn check(t: &Training, i: usize, c: &Check, errors: &mut Errors) {
+    let here = format!("training.checks.{i}");
+    let from_epoch_in_range = |from: usize, errors: &mut Errors| {
+        if from == 0 || from > t.epochs {
+            errors.push(
+                format!("{here}.from_epoch"),
+                format!("must lie in 1..={} (the epochs)", t.epochs),
+            );
+        }
+    };
+    let named: Vec<&String> = match c {
+        Check::CurvesOverlap {
+            a, b, from_epoch, ..
+        } => {
+            from_epoch_in_range(*from_epoch, errors);
+            vec![a, b]
+        }
+        Check::WithinSeedNoise {
+            a,
+            b,
+            factor,
+            from_epoch,
+            ..
+        } => {
+            from_epoch_in_range(*from_epoch, errors);
+            if !(factor.is_finite() && *factor > 0.0) {
+                errors.push(
+                    format!("{here}.factor"),
+                    format!("must be a positive number (1: no larger than the seed-to-seed gap; the default is 1.5), got {factor}"),
+                );
+            }
+            if t.seeds.len() < 2 {
+                errors.push(
+                    here.clone(),
+                    format!(
+                        "within_seed_noise measures the gap between seeds, so it needs at least two seeds; `training.seeds` has {} (give e.g. [0, 1], or use curves_overlap with a fixed tolerance)",
+                        t.seeds.len()
+                    ),
+                );
+            }
+            vec![a, b]
+        }
+        Check::FinalGreater {
+            a, b, from_epoch, ..
+        } => {
+            if let Some(from) = from_epoch {
+                from_epoch_in_range(*from, errors);
+            }
+            vec![a, b]
+        }
+        Check::AngularUpdate {
+            run, from_epoch, ..
+        } => {
+            from_epoch_in_range(*from_epoch, errors);
+            if let Some(r) = t.runs.get(run) {
+                if r.derive.is_some() || r.weight_decay_schedule.is_some() || r.weight_decay <= 0.0
+                {
+                    errors.push(
+                        format!("{here}.run"),
+                        format!(
+                            "the equilibrium angle sqrt(2ηλ/(1+γ)) needs a run with a schedule and a constant weight decay > 0; `{run}` has none"
+                        ),
+                    );
+                }
+            }
+            vec![run]
+        }
+        Check::NearlyConstant {
+            run,
+            from_epoch,
+            to_epoch,
+            ..
+        } => {
+            if *from_epoch == 0 || from_epoch > to_epoch || *to_epoch > t.epochs {
+                errors.push(
+                    here.clone(),
+                    format!(
+                        "needs 1 <= from_epoch <= to_epoch <= {} (the epochs), got {from_epoch}..={to_epoch}",
+                        t.epochs
+                    ),
+                );
+            }
+            vec![run]
+        }
+    };
+    for r in named {
+        if !t.runs.contains_key(r) {
+            errors.push(
+                here.clone(),
+                format!(
+                    "names run `{r}`, which is not in `runs` ({})",
+                    names(&t.runs)
+                ),
+            );
+        }
+    }
+}
+
+fn exactness(x: &Exactness, errors: &mut Errors) {
+    errors.positive("exactness.steps", x.steps);
+    data("exactness.data", &x.data, errors);
+    model(
+        "exactness.model",
+        &x.model,
+        Some(x.data.dataset.num_classes()),
+        errors,
+    );
+    if x.data.batch_size > 0 {
+        runs(
+            "exactness.runs",
+            &x.runs,
+            None,
+            steps_per_epoch(&x.data),
+            errors,
+        );
+    }
+    if !x.runs.values().any(|r| r.derive.is_none()) {
+        errors.push(
+            "exactness.runs",
+            "give a run with a schedule (the weight-decay run) and its derived twins",
+        );
+    }
+    for (name, tolerance) in &x.tolerance {
+        match x.runs.get(name) {
+            Some(r) if r.derive.is_some() => {}
+            _ => {
+                let derived: Vec<&str> = x
+                    .runs
+                    .iter()
+                    .filter(|(_, r)| r.derive.is_some())
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                errors.push(
+                    format!("exactness.tolerance.{name}"),
+                    format!(
+                        "must name a derived run; derived runs here: {}",
+                        derived.join(", ")
+                    ),
+                );
+            }
+        }
+        if !(tolerance.is_finite() && *tolerance > 0.0) {
+            errors.push(
+                format!("exactness.tolerance.{name}"),
+                format!("must be a positive relative deviation, got {tolerance}"),
+            );
+        }
+    }
+}
+
+fn scale_invariance(s: &ScaleInvariance, errors: &mut Errors) {
+    errors.positive("scale_invariance.batch_size", s.batch_size);
+    if s.factors.is_empty() || s.factors.iter().any(|c| !(c.is_finite() && *c > 0.0)) {
+        errors.push(
+            "scale_invariance.factors",
+            "give positive finite factors, e.g. [0.1, 10]",
+        );
+    }
+    if !(s.tolerance.is_finite() && s.tolerance > 0.0) {
+        errors.push(
+            "scale_invariance.tolerance",
+            format!(
+                "must be a positive relative difference, got {}",
+                s.tolerance
+            ),
+        );
+    }
+    if s.models.is_empty() {
+        errors.push("scale_invariance.models", "give at least one model");
+    }
+    for (name, m) in &s.models {
+        model(&format!("scale_invariance.models.{name}"), m, None, errors);
+    }
+}
+
+fn toy(t: &Toy, errors: &mut Errors) {
+    if t.population.batch_size.is_some() {
+        errors.push(
+            "toy.population.batch_size",
+            "must be absent (population gradients are exact expectations)",
+        );
+    }
+    if t.minibatch.batch_size.is_none() {
+        errors.push("toy.minibatch.batch_size", "give a minibatch size, e.g. 32");
+    }
+    for (regime, cfg) in [("population", &t.population), ("minibatch", &t.minibatch)] {
+        if let Err((field, message)) = cfg.check() {
+            errors.push(format!("toy.{regime}.{field}"), message);
+        }
+    }
+}
