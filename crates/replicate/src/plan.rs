@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use explr_schedule::{Schedule, ScheduleSpec};
+use explr_nn::Role;
+use explr_schedule::{ParamGroup, Schedule, ScheduleSpec, Sgd, SgdConfig};
+use explr_zoo::Model;
 
 use crate::spec::{RunSpec, Transform};
 
@@ -219,6 +221,42 @@ pub fn base_schedule(spec: &RunSpec, steps_per_epoch: u64) -> Result<Schedule, P
     match &spec.schedule {
         Some(s) => Ok(in_epochs(s, steps_per_epoch).build()?),
         None => Err(PlanError::Derived),
+    }
+}
+
+impl OptimizerPlan {
+    /// Builds the optimizer of this plan over `model`'s trainable groups: the scale-invariant group
+    /// on `plan.scale_invariant`, every other group on `plan.others`. Every field of the plan is
+    /// destructured here, so a field added to the plan and not applied is a compile error.
+    pub fn build_sgd(&self, model: &Model) -> Result<Sgd, PlanError> {
+        let OptimizerPlan {
+            scale_invariant,
+            others,
+            momentum,
+            prefill,
+        } = self;
+        let mut groups = Vec::new();
+        for (role, vars) in model.trainable_groups() {
+            let GroupPlan { lr, weight_decay } = if role == Role::ScaleInvariant {
+                scale_invariant
+            } else {
+                others
+            };
+            let group = ParamGroup::new(role.as_str(), vars).schedule(lr.clone());
+            groups.push(match weight_decay {
+                WeightDecay::Constant(lambda) => group.weight_decay(*lambda),
+                WeightDecay::Schedule(s) => group.weight_decay_schedule(s.clone()),
+            });
+        }
+        let mut sgd = Sgd::new(
+            scale_invariant.lr.clone(),
+            groups,
+            SgdConfig::momentum(*momentum),
+        )?;
+        if let Some(c) = prefill {
+            sgd.prefill_momentum(*c, &[Role::ScaleInvariant.as_str()])?;
+        }
+        Ok(sgd)
     }
 }
 

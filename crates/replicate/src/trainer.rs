@@ -6,14 +6,13 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use explr_data::{Dataset, Loader, LoaderConfig};
-use explr_nn::{ParamStore, Role};
-use explr_schedule::{ParamGroup, Sgd, SgdConfig};
+use explr_nn::ParamStore;
 use explr_zoo::{Model, ModelSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::context::Progress;
 use crate::io::{write_atomic, IoError};
-use crate::plan::{GroupPlan, OptimizerPlan, WeightDecay};
+use crate::plan::OptimizerPlan;
 use crate::records::{read_records, write_records, EpochRecord};
 
 /// Why a run stopped.
@@ -40,6 +39,9 @@ pub enum TrainError {
     /// The schedule or the optimizer failed.
     #[error(transparent)]
     Schedule(#[from] explr_schedule::ScheduleError),
+    /// The optimizer of the plan could not be built.
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
     /// A checkpoint's metadata could not be read.
     #[error("{}: not a checkpoint's metadata ({message}); rerun without --resume to train the run again", path.display())]
     CheckpointMeta {
@@ -147,40 +149,6 @@ fn config_fingerprint(setup: &RunSetup<'_>) -> String {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
     format!("{hash:016x}")
-}
-
-/// Builds the optimizer of `plan` over `model`'s trainable groups: the scale-invariant group
-/// on `plan.scale_invariant`, every other group on `plan.others`. Every field of the plan is
-/// destructured here, so a field added to the plan and not applied is a compile error.
-pub fn build_sgd(model: &Model, plan: &OptimizerPlan) -> Result<Sgd, TrainError> {
-    let OptimizerPlan {
-        scale_invariant,
-        others,
-        momentum,
-        prefill,
-    } = plan;
-    let mut groups = Vec::new();
-    for (role, vars) in model.trainable_groups() {
-        let GroupPlan { lr, weight_decay } = if role == Role::ScaleInvariant {
-            scale_invariant
-        } else {
-            others
-        };
-        let group = ParamGroup::new(role.as_str(), vars).schedule(lr.clone());
-        groups.push(match weight_decay {
-            WeightDecay::Constant(lambda) => group.weight_decay(*lambda),
-            WeightDecay::Schedule(s) => group.weight_decay_schedule(s.clone()),
-        });
-    }
-    let mut sgd = Sgd::new(
-        scale_invariant.lr.clone(),
-        groups,
-        SgdConfig::momentum(*momentum),
-    )?;
-    if let Some(c) = prefill {
-        sgd.prefill_momentum(*c, &[Role::ScaleInvariant.as_str()])?;
-    }
-    Ok(sgd)
 }
 
 /// Mean cross-entropy and the number of correct predictions.
@@ -339,7 +307,7 @@ pub fn train(
 ) -> Result<Vec<EpochRecord>, TrainError> {
     let store = ParamStore::new(setup.device, setup.dtype, setup.seed);
     let model = Model::new(setup.model, &store)?;
-    let mut sgd = build_sgd(&model, &setup.plan)?;
+    let mut sgd = setup.plan.build_sgd(&model)?;
     let train_cfg = LoaderConfig {
         augment: if setup.augment {
             LoaderConfig::train(1, 0).augment

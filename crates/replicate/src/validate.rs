@@ -14,7 +14,7 @@ use explr_nn::ParamStore;
 use explr_zoo::{Model, ModelSpec};
 
 use crate::data::steps_per_epoch;
-use crate::plan;
+use crate::plan::{self, PlanError};
 use crate::spec::{
     Check, DataSection, Exactness, Experiment, FieldError, Manifest, RunSpec, ScaleInvariance,
     ScheduleSection, Toy, Training,
@@ -76,8 +76,13 @@ fn data(field: &str, d: &DataSection, errors: &mut Errors) {
 }
 
 /// The model builds exactly as the run will build it (on the CPU; the device does not change
-/// what is valid), for a dataset of `classes` classes.
-fn model(field: &str, spec: &ModelSpec, classes: Option<usize>, errors: &mut Errors) {
+/// what is valid), for a dataset of `classes` classes; the model when it does.
+fn model(
+    field: &str,
+    spec: &ModelSpec,
+    classes: Option<usize>,
+    errors: &mut Errors,
+) -> Option<Model> {
     if let Some(classes) = classes {
         if spec.num_classes != classes {
             errors.push(
@@ -88,7 +93,7 @@ fn model(field: &str, spec: &ModelSpec, classes: Option<usize>, errors: &mut Err
                     spec.num_classes
                 ),
             );
-            return;
+            return None;
         }
     }
     if !(spec.eps.is_finite() && spec.eps >= 0.0) {
@@ -99,12 +104,12 @@ fn model(field: &str, spec: &ModelSpec, classes: Option<usize>, errors: &mut Err
                 spec.eps
             ),
         );
-        return;
+        return None;
     }
     let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
-    if let Err(e) = Model::new(spec, &store) {
-        errors.push(field, e.to_string());
-    }
+    Model::new(spec, &store)
+        .map_err(|e| errors.push(field, e.to_string()))
+        .ok()
 }
 
 /// The largest epoch milestone of a schedule (where it has milestones).
@@ -139,15 +144,28 @@ fn schedule(field: &str, spec: &ScheduleSection, epochs: Option<usize>, errors: 
     }
 }
 
+/// How long the runs of a section train, for planning them as the run will.
+struct Length {
+    /// Epochs (training), which milestones must precede; `None` for step-level experiments.
+    epochs: Option<usize>,
+    /// Updates per epoch.
+    steps_per_epoch: u64,
+    /// Updates in all.
+    steps: u64,
+}
+
 /// The runs' own fields first, then (for derived runs whose base is valid) their twins,
-/// planned with the steps per epoch the run will have.
+/// planned with the steps per epoch the run will have; each plan's optimizer is built over
+/// `model` (when one built) and its LR and weight decay evaluated at every update of the run
+/// (the §4 recursion can break down at a late step).
 fn runs(
     field: &str,
     runs: &BTreeMap<String, RunSpec>,
-    epochs: Option<usize>,
-    steps_per_epoch: u64,
+    length: &Length,
+    model: Option<&Model>,
     errors: &mut Errors,
 ) {
+    let epochs = length.epochs;
     if runs.is_empty() {
         errors.push(field, "give at least one run");
         return;
@@ -224,15 +242,35 @@ fn runs(
         if !(valid.contains(name.as_str()) && base_ok) {
             continue;
         }
-        if let Err(e) = plan::plan(runs, name, steps_per_epoch) {
-            let at = if r.derive.is_some() {
-                "derive"
-            } else {
-                "schedule"
-            };
+        let at = if r.derive.is_some() {
+            "derive"
+        } else {
+            "schedule"
+        };
+        if let Err(e) = plan_run(runs, name, length, model) {
             errors.push(format!("{field}.{name}.{at}"), e.to_string());
         }
     }
+}
+
+/// What the run does with its plan before and while it trains, short of training.
+fn plan_run(
+    runs: &BTreeMap<String, RunSpec>,
+    name: &str,
+    length: &Length,
+    model: Option<&Model>,
+) -> Result<(), PlanError> {
+    let p = plan::plan(runs, name, length.steps_per_epoch)?;
+    if let Some(model) = model {
+        p.build_sgd(model)?;
+    }
+    for step in 0..length.steps {
+        for group in [&p.scale_invariant, &p.others] {
+            group.lr.lr(step)?;
+            group.weight_decay.at(step)?;
+        }
+    }
+    Ok(())
 }
 
 fn training(t: &Training, errors: &mut Errors) {
@@ -254,17 +292,19 @@ fn training(t: &Training, errors: &mut Errors) {
         errors.push("training.models", "give at least one model");
     }
     let classes = t.data.dataset.num_classes();
+    let mut built = None;
     for (name, m) in &t.models {
-        model(&format!("training.models.{name}"), m, Some(classes), errors);
+        let m = model(&format!("training.models.{name}"), m, Some(classes), errors);
+        built = built.or(m);
     }
     if t.data.batch_size > 0 {
-        runs(
-            "training.runs",
-            &t.runs,
-            Some(t.epochs),
-            steps_per_epoch(&t.data),
-            errors,
-        );
+        let steps_per_epoch = steps_per_epoch(&t.data);
+        let length = Length {
+            epochs: Some(t.epochs),
+            steps_per_epoch,
+            steps: steps_per_epoch * t.epochs as u64,
+        };
+        runs("training.runs", &t.runs, &length, built.as_ref(), errors);
     }
     for (i, c) in t.checks.iter().enumerate() {
         check(t, i, c, errors);
@@ -372,20 +412,19 @@ fn check(t: &Training, i: usize, c: &Check, errors: &mut Errors) {
 fn exactness(x: &Exactness, errors: &mut Errors) {
     errors.positive("exactness.steps", x.steps);
     data("exactness.data", &x.data, errors);
-    model(
+    let built = model(
         "exactness.model",
         &x.model,
         Some(x.data.dataset.num_classes()),
         errors,
     );
     if x.data.batch_size > 0 {
-        runs(
-            "exactness.runs",
-            &x.runs,
-            None,
-            steps_per_epoch(&x.data),
-            errors,
-        );
+        let length = Length {
+            epochs: None,
+            steps_per_epoch: steps_per_epoch(&x.data),
+            steps: x.steps as u64,
+        };
+        runs("exactness.runs", &x.runs, &length, built.as_ref(), errors);
     }
     if !x.runs.values().any(|r| r.derive.is_none()) {
         errors.push(

@@ -482,3 +482,138 @@ fn typo_in_another_profile_is_caught_whichever_profile_runs() {
         &["colour", "cpu"],
     );
 }
+
+/// One case per rule that a run would otherwise apply only at run start (or never): each is
+/// rejected when the manifest is parsed, so `--dry-run` can be trusted, at the line the user
+/// edited and naming the field.
+#[test]
+fn everything_a_run_would_reject_is_rejected_by_parsing() {
+    let model = "    tiny: {arch: preresnet, depth: 8, width: 2}\n";
+    let cases: &[(&str, &[(&str, &str)], Kind, &[&str])] = &[
+        (
+            "a misspelt check metric",
+            &[("metric: train_acc,", "metric: train_accuracy, # HERE\n     ")],
+            Kind::Parse,
+            &["train_accuracy", "train_acc", "test_acc"],
+        ),
+        (
+            "a ResNet depth that is not 6k+2",
+            &[(model, "    tiny: {arch: preresnet, depth: 33, width: 2} # HERE\n")],
+            Kind::Invalid("training.models.tiny"),
+            &["33", "6k+2"],
+        ),
+        (
+            "width 0",
+            &[(model, "    tiny: {arch: preresnet, depth: 8, width: 0} # HERE\n")],
+            Kind::Invalid("training.models.tiny"),
+            &["width"],
+        ),
+        (
+            "GroupNorm groups that do not divide the channels",
+            &[(
+                model,
+                "    tiny: {arch: preresnet, depth: 8, width: 8, norm: \"gn:3\"} # HERE\n",
+            )],
+            Kind::Invalid("training.models.tiny"),
+            &["3", "8"],
+        ),
+        (
+            "a negative eps",
+            &[(model, "    tiny: {arch: preresnet, depth: 8, width: 2, eps: -1.0} # HERE\n")],
+            Kind::Invalid("training.models.tiny.eps"),
+            &["eps", "-1"],
+        ),
+        (
+            "a weight-decay schedule with unsorted milestones",
+            &[(
+                "      weight_decay: 5.0e-4\n",
+                "      weight_decay_schedule: {kind: multistep, lr: 5.0e-4, milestones: [3, 2], gamma: 0.1} # HERE\n",
+            )],
+            Kind::Invalid("training.runs.step_decay.weight_decay_schedule"),
+            &["strictly increasing"],
+        ),
+        (
+            "both a weight decay and a weight-decay schedule",
+            &[(
+                "      weight_decay: 5.0e-4\n",
+                "      weight_decay: 5.0e-4 # HERE\n      weight_decay_schedule: {kind: constant, lr: 5.0e-4}\n",
+            )],
+            Kind::Invalid("training.runs.step_decay.weight_decay"),
+            &["not both"],
+        ),
+        (
+            "test_size 0",
+            &[("    train_size: 64\n", "    train_size: 64\n    test_size: 0 # HERE\n")],
+            Kind::Invalid("training.data.test_size"),
+            &["positive"],
+        ),
+        (
+            "num_classes unlike the dataset's",
+            &[(model, "    tiny: {arch: preresnet, depth: 8, width: 2, num_classes: 5} # HERE\n")],
+            Kind::Invalid("training.models.tiny.num_classes"),
+            &["10 classes", "got 5"],
+        ),
+        (
+            "a seed listed twice",
+            &[("  seeds: [0]\n", "  seeds: [0, 1, 0] # HERE\n")],
+            Kind::Invalid("training.seeds"),
+            &["seed 0", "twice"],
+        ),
+        (
+            "an error in a base run is reported at the base, not at its twin",
+            &[(
+                "      schedule: {kind: multistep, lr: 0.1, milestones: [2, 3], gamma: 0.1}\n",
+                "      schedule: {kind: multistep, lr: -0.1, milestones: [2, 3], gamma: 0.1} # HERE\n",
+            )],
+            Kind::Invalid("training.runs.step_decay.schedule"),
+            &["lr"],
+        ),
+        (
+            "of two errors, the one nearest the top of the file",
+            &[
+                ("  seeds: [0]\n", "  seeds: [] # HERE\n"),
+                ("  epochs: 4\n", "  epochs: 0\n"),
+            ],
+            Kind::Invalid("training.seeds"),
+            &["at least one seed"],
+        ),
+        (
+            "an exact twin whose §4 recursion breaks down late in the run (cosine down to 0)",
+            &[
+                (
+                    "      schedule: {kind: multistep, lr: 0.1, milestones: [2, 3], gamma: 0.1}\n",
+                    "      schedule: {kind: cosine, lr: 0.1, t_max: 3}\n",
+                ),
+                (
+                    "      derive: {from: step_decay, transform: texp}\n",
+                    "      derive: {from: step_decay, transform: exact} # HERE\n",
+                ),
+            ],
+            Kind::Invalid("training.runs.texp.derive"),
+            &["breaks down", "eta_min"],
+        ),
+        (
+            "an angular_update check on a run without weight decay",
+            &[(
+                "  checks:\n",
+                "  checks:\n    - {check: angular_update, run: texp, from_epoch: 2, tolerance: 0.1} # HERE\n",
+            )],
+            Kind::Invalid("training.checks.0.run"),
+            &["constant weight decay"],
+        ),
+    ];
+    for (case, edits, kind, needles) in cases {
+        check(case, &edit(edits), "cpu", *kind, needles);
+    }
+}
+
+#[test]
+fn a_byte_order_mark_is_accepted_and_num_classes_comes_from_the_dataset() {
+    let with_bom = format!("\u{feff}{BASE}");
+    let r = manifest::parse(&with_bom, Path::new(FILE), "q1", "cpu").unwrap();
+    let Experiment::Training(t) = r.experiment() else {
+        panic!("not a training manifest");
+    };
+    // Left out in the file: the resolved manifest records the dataset's count.
+    assert_eq!(t.models["tiny"].num_classes, 10);
+}

@@ -16,7 +16,6 @@ use crate::plan;
 use crate::plot::{Chart, Series};
 use crate::spec::{Exactness, Transform};
 use crate::summary::Summary;
-use crate::trainer::build_sgd;
 
 fn max_rel_diff(a: &Tensor, b: &Tensor) -> Result<f64, RunError> {
     let scale = a
@@ -106,7 +105,7 @@ pub fn run_exactness(
         let build = |name: &str| -> Result<(Model, explr_schedule::Sgd), RunError> {
             let store = ParamStore::new(device, DType::F64, spec.seed);
             let model = Model::new(&model_spec, &store)?;
-            let sgd = build_sgd(&model, &plan::plan(&spec.runs, name, spe)?)?;
+            let sgd = plan::plan(&spec.runs, name, spe)?.build_sgd(&model)?;
             Ok((model, sgd))
         };
         let (base_model, mut base_sgd) = build(base_name)?;

@@ -1,0 +1,202 @@
+//! `--dry-run` can be trusted: a manifest that parsing accepts never fails at run time for a
+//! reason parsing could have seen. Manifests are generated from a palette of valid and invalid
+//! values (depths that are not 6k+2, GroupNorm groups that do not divide the width, negative
+//! eps, empty or zero-sized splits, duplicate seeds, unsorted milestones, milestones past the
+//! end, cosine schedules whose exact twin breaks down, momentum 1, …); whatever parses is run
+//! in full on tiny synthetic data. The only failure allowed at run time is divergence (a
+//! non-finite loss), which depends on the training itself.
+
+mod common;
+
+use std::path::Path;
+
+use explr_replicate::context::{Provenance, RunnerOptions, Silent};
+use explr_replicate::experiments::RunError;
+use explr_replicate::manifest;
+use explr_replicate::runner;
+use explr_replicate::trainer::TrainError;
+use proptest::prelude::*;
+
+use common::TempDir;
+
+/// One generated manifest's choices.
+#[derive(Clone, Debug)]
+struct Choice {
+    model: &'static str,
+    train_size: &'static str,
+    test_size: &'static str,
+    batch_size: &'static str,
+    seeds: &'static str,
+    epochs: usize,
+    base: &'static str,
+    weight_decay: &'static str,
+    momentum: &'static str,
+    transform: &'static str,
+    check: &'static str,
+}
+
+/// A value from `valid` nine times in ten, else one from `invalid`.
+fn pick(valid: &[&'static str], invalid: &[&'static str]) -> impl Strategy<Value = &'static str> {
+    prop_oneof![
+        9 => prop::sample::select(valid.to_vec()),
+        1 => prop::sample::select(invalid.to_vec()),
+    ]
+}
+
+fn choice() -> impl Strategy<Value = Choice> {
+    (
+        pick(
+            &[
+                "{arch: preresnet, depth: 8, width: 2}",
+                "{arch: preresnet, depth: 8, width: 4, norm: \"gn:2\"}",
+                "{arch: resnet, depth: 8, width: 2, norm: ln}",
+                "{arch: vgg, depth: 11, width: 2}",
+                "{arch: preresnet, depth: 8, width: 2, eps: 0.0}",
+            ],
+            &[
+                "{arch: preresnet, depth: 9, width: 2}",
+                "{arch: preresnet, depth: 8, width: 0}",
+                "{arch: preresnet, depth: 8, width: 4, norm: \"gn:3\"}",
+                "{arch: resnet, depth: 8, width: 3}",
+                "{arch: vgg, depth: 12, width: 2}",
+                "{arch: preresnet, depth: 8, width: 2, eps: -1.0}",
+                "{arch: preresnet, depth: 8, width: 2, num_classes: 5}",
+                "{arch: preresnet, depth: 8, width: 2, final_norm: none}",
+            ],
+        ),
+        pick(&["8", "12"], &["0"]),
+        pick(&["4", "1"], &["0"]),
+        pick(&["4", "16"], &["0"]),
+        pick(&["[0]", "[0, 1]"], &["[]", "[1, 1]"]),
+        1usize..=3,
+        pick(
+            &[
+                "{kind: multistep, lr: 0.1, milestones: [1], gamma: 0.1}",
+                "{kind: constant, lr: 0.1}",
+                "{kind: cosine, lr: 0.1, t_max: 3, eta_min: 0.01}",
+                "{kind: cosine, lr: 0.1, t_max: 2}",
+            ],
+            &[
+                "{kind: multistep, lr: 0.1, milestones: [2, 1], gamma: 0.1}",
+                "{kind: multistep, lr: 0.1, milestones: [3], gamma: 0.1}",
+                "{kind: multistep, lr: -0.1, milestones: [1], gamma: 0.1}",
+                "{kind: step, lr: 0.1, step_size: 0, gamma: 0.5}",
+            ],
+        ),
+        pick(&["5.0e-4", "0.0"], &["-1.0", "0.5"]),
+        pick(&["0.9", "0.0"], &["1.0"]),
+        pick(&["texp", "texp_minus", "exact"], &["exact"]),
+        pick(
+            &[
+                "{check: curves_overlap, a: base, b: twin, metric: train_acc, tolerance: 0.5}",
+                "{check: within_seed_noise, a: base, b: twin, metric: test_acc}",
+                "{check: angular_update, run: base, from_epoch: 1, tolerance: 10.0}",
+                "{check: nearly_constant, run: twin, metric: norm_sq_over_lr, from_epoch: 1, to_epoch: 1, tolerance: 10.0}",
+                "{check: final_greater, a: base, b: twin, metric: lr, margin: -100.0}",
+            ],
+            &[
+                "{check: curves_overlap, a: base, b: twin, metric: test_acc, tolerance: 0.5, from_epoch: 4}",
+                "{check: angular_update, run: twin, from_epoch: 1, tolerance: 10.0}",
+                "{check: nearly_constant, run: twin, metric: norm_sq_over_lr, from_epoch: 2, to_epoch: 1, tolerance: 10.0}",
+            ],
+        ),
+    )
+        .prop_map(
+            |(
+                model,
+                train_size,
+                test_size,
+                batch_size,
+                seeds,
+                epochs,
+                base,
+                weight_decay,
+                momentum,
+                transform,
+                check,
+            )| Choice {
+                model,
+                train_size,
+                test_size,
+                batch_size,
+                seeds,
+                epochs,
+                base,
+                weight_decay,
+                momentum,
+                transform,
+                check,
+            },
+        )
+}
+
+fn text(c: &Choice) -> String {
+    format!(
+        "id: D1\ntitle: generated\npaper: none\nclaim: none\ntraining:\n  \
+         models:\n    m: {}\n  \
+         data: {{dataset: synthetic, train_size: {}, test_size: {}, batch_size: {}, augment: false}}\n  \
+         seeds: {}\n  epochs: {}\n  \
+         runs:\n    base:\n      momentum: {}\n      weight_decay: {}\n      schedule: {}\n    \
+         twin:\n      derive: {{from: base, transform: {}}}\n  \
+         checks:\n    - {}\n",
+        c.model,
+        c.train_size,
+        c.test_size,
+        c.batch_size,
+        c.seeds,
+        c.epochs,
+        c.momentum,
+        c.weight_decay,
+        c.base,
+        c.transform,
+        c.check
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_manifest_that_parses_runs(c in choice()) {
+        let text = text(&c);
+        let Ok(resolved) = manifest::parse(&text, Path::new("d1.yaml"), "d1", "smoke") else {
+            // Rejected by parsing: nothing to run.
+            return Ok(());
+        };
+        let dir = TempDir::new("dry-run");
+        let opts = RunnerOptions {
+            results_dir: dir.0.clone(),
+            resume: false,
+            jobs: 1,
+            data_dir: None,
+            device: candle_core::Device::Cpu,
+            max_epochs: None,
+            provenance: Provenance::default(),
+        };
+        match runner::run(&resolved, &opts, &Silent) {
+            Ok(_) | Err(RunError::Train(TrainError::NonFinite { .. })) => {}
+            Err(e) => prop_assert!(false, "parsed, then failed at run time: {e}\n{text}"),
+        }
+    }
+}
+
+/// The palette reaches both sides: some generated manifests parse and some do not, so the
+/// property above is not vacuous.
+#[test]
+fn the_generator_makes_valid_and_invalid_manifests() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let (mut valid, mut invalid) = (0, 0);
+    for _ in 0..200 {
+        let c = choice().new_tree(&mut runner).unwrap().current();
+        match manifest::parse(&text(&c), Path::new("d1.yaml"), "d1", "smoke") {
+            Ok(_) => valid += 1,
+            Err(_) => invalid += 1,
+        }
+    }
+    assert!(
+        valid >= 10 && invalid >= 10,
+        "{valid} valid, {invalid} invalid"
+    );
+}
