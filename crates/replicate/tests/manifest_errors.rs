@@ -489,7 +489,9 @@ fn typo_in_another_profile_is_caught_whichever_profile_runs() {
 #[test]
 fn everything_a_run_would_reject_is_rejected_by_parsing() {
     let model = "    tiny: {arch: preresnet, depth: 8, width: 2}\n";
-    let cases: &[(&str, &[(&str, &str)], Kind, &[&str])] = &[
+    /// (case, edits of the base manifest, the error, words its message must contain)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Kind, &'a [&'a str]);
+    let cases: &[Case] = &[
         (
             "a misspelt check metric",
             &[("metric: train_acc,", "metric: train_accuracy, # HERE\n     ")],
