@@ -100,6 +100,9 @@ pub fn load_data(data: &DataSection, data_dir: Option<&Path>) -> Result<Dataset,
             seed: data.synthetic_seed,
             train_size: train,
             test_size: test,
+            tint: data
+                .synthetic_tint
+                .unwrap_or(SyntheticConfig::default().tint),
             ..SyntheticConfig::default()
         })?);
     }

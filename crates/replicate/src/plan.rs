@@ -216,6 +216,23 @@ pub fn in_epochs(spec: &ScheduleSpec, steps_per_epoch: u64) -> ScheduleSpec {
     }
 }
 
+/// The milestones of a schedule written in epochs (where it has them), sorted.
+pub fn milestones(spec: &ScheduleSpec) -> Vec<u64> {
+    use ScheduleSpec as S;
+    let mut m = match spec {
+        S::Multistep { milestones, .. }
+        | S::Texp { milestones, .. }
+        | S::TexpMinus { milestones, .. }
+        | S::Sequential { milestones, .. } => milestones.clone(),
+        S::ExpEquivalent { base, .. } => milestones(base),
+        S::Product { schedules } => schedules.iter().flat_map(milestones).collect(),
+        _ => Vec::new(),
+    };
+    m.sort_unstable();
+    m.dedup();
+    m
+}
+
 /// The built schedule of a run with a schedule (not derived).
 pub fn base_schedule(spec: &RunSpec, steps_per_epoch: u64) -> Result<Schedule, PlanError> {
     match &spec.schedule {
@@ -225,6 +242,15 @@ pub fn base_schedule(spec: &RunSpec, steps_per_epoch: u64) -> Result<Schedule, P
 }
 
 impl OptimizerPlan {
+    /// P_t of THEORY.md §3–§5 after `step` updates: this run's scale-invariant weights are
+    /// P_t times those of the run it was derived from (1 for a run with its own schedule).
+    pub fn scale(&self, step: u64) -> Result<f64, PlanError> {
+        match self.prefill {
+            None => Ok(1.0),
+            Some(_) => Ok(self.scale_invariant.lr.twin_scale(step)?),
+        }
+    }
+
     /// Builds the optimizer of this plan over `model`'s trainable groups: the scale-invariant group
     /// on `plan.scale_invariant`, every other group on `plan.others`. Every field of the plan is
     /// destructured here, so a field added to the plan and not applied is a compile error.
@@ -297,7 +323,7 @@ pub fn plan(
     let twin = twin_schedule(
         &base_schedule,
         derive.transform,
-        base.weight_decay,
+        base.weight_decay * derive.weight_decay_factor,
         base.momentum,
     )?;
     Ok(OptimizerPlan {

@@ -1,15 +1,33 @@
 //! Minimal SVG line charts in the style of the paper's figures: paired curves, optional log-scale
-//! y axis (LR and weight norm). Hand-written to keep the dependency tree small.
+//! y axis (LR and weight norm), a shaded band per curve (the spread over seeds), dashed curves
+//! (negative controls) and vertical markers (LR milestones). Hand-written to keep the
+//! dependency tree small; the one plotter of the workspace.
 
 use std::fmt::Write;
 
 /// One curve.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Series {
     /// Legend label.
     pub label: String,
     /// (x, y) points; non-finite (or, on a log axis, non-positive) y values are skipped.
     pub points: Vec<(f64, f64)>,
+    /// (x, low, high): a band shaded around the curve (e.g. the min–max over seeds); empty for
+    /// none.
+    pub band: Vec<(f64, f64, f64)>,
+    /// Draw the curve dashed (a negative control).
+    pub dashed: bool,
+}
+
+impl Series {
+    /// A plain solid curve without a band.
+    pub fn line(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Self {
+            label: label.into(),
+            points,
+            ..Self::default()
+        }
+    }
 }
 
 /// A chart.
@@ -25,12 +43,15 @@ pub struct Chart {
     pub log_y: bool,
     /// The curves.
     pub series: Vec<Series>,
+    /// x positions of vertical marker lines (e.g. LR milestones), with a label each.
+    pub markers: Vec<(f64, String)>,
 }
 
 const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
-const DASHES: [&str; 4] = ["", "6,3", "2,2", "8,3,2,3"];
+/// The dash pattern of dashed curves.
+const DASHED: &str = "6,3";
 
 fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
@@ -80,20 +101,36 @@ impl Chart {
         let (w, h) = (640.0, 400.0);
         let (left, right, top, bottom) = (70.0, 20.0, 36.0, 56.0);
         let ty = |y: f64| if self.log_y { y.log10() } else { y };
+        let visible = |x: f64, y: f64| x.is_finite() && y.is_finite() && (!self.log_y || y > 0.0);
         let pts: Vec<Vec<(f64, f64)>> = self
             .series
             .iter()
             .map(|s| {
                 s.points
                     .iter()
-                    .filter(|(x, y)| x.is_finite() && y.is_finite() && (!self.log_y || *y > 0.0))
+                    .filter(|(x, y)| visible(*x, *y))
                     .map(|&(x, y)| (x, ty(y)))
                     .collect()
             })
             .collect();
-        let all = pts.iter().flatten();
+        let bands: Vec<Vec<(f64, f64, f64)>> = self
+            .series
+            .iter()
+            .map(|s| {
+                s.band
+                    .iter()
+                    .filter(|(x, lo, hi)| visible(*x, *lo) && visible(*x, *hi))
+                    .map(|&(x, lo, hi)| (x, ty(lo), ty(hi)))
+                    .collect()
+            })
+            .collect();
+        let band_points = bands
+            .iter()
+            .flatten()
+            .flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)]);
+        let all: Vec<(f64, f64)> = pts.iter().flatten().copied().chain(band_points).collect();
         let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for &(x, y) in all {
+        for &(x, y) in &all {
             x0 = x0.min(x);
             x1 = x1.max(x);
             y0 = y0.min(y);
@@ -178,9 +215,42 @@ impl Chart {
             escape(&self.y_label),
             if self.log_y { " (log scale)" } else { "" }
         );
+        for (x, label) in &self.markers {
+            if *x < x0 || *x > x1 {
+                continue;
+            }
+            let x = px(*x);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{x:.1}" x2="{x:.1}" y1="{top}" y2="{}" stroke="#888" stroke-dasharray="2,3"/><text x="{:.1}" y="{}" font-size="10" fill="#555">{}</text>"##,
+                h - bottom,
+                x + 3.0,
+                h - bottom - 4.0,
+                escape(label)
+            );
+        }
+        for (i, band) in bands.iter().enumerate() {
+            if band.is_empty() {
+                continue;
+            }
+            let color = COLORS[i % COLORS.len()];
+            let upper = band
+                .iter()
+                .map(|&(x, _, hi)| format!("{:.1},{:.1}", px(x), py(hi)));
+            let lower = band
+                .iter()
+                .rev()
+                .map(|&(x, lo, _)| format!("{:.1},{:.1}", px(x), py(lo)));
+            let outline: Vec<String> = upper.chain(lower).collect();
+            let _ = writeln!(
+                s,
+                r#"<polygon fill="{color}" fill-opacity="0.15" stroke="none" points="{}"/>"#,
+                outline.join(" ")
+            );
+        }
         for (i, (series, p)) in self.series.iter().zip(&pts).enumerate() {
             let color = COLORS[i % COLORS.len()];
-            let dash = DASHES[(i / 2) % DASHES.len()];
+            let dash = if series.dashed { DASHED } else { "" };
             let on_canvas: Vec<(f64, f64)> = p.iter().map(|&(x, y)| (px(x), py(y))).collect();
             let path: Vec<String> = envelope(&on_canvas)
                 .iter()
@@ -287,15 +357,10 @@ mod tests {
             y_label: "lr".into(),
             log_y: true,
             series: vec![
-                Series {
-                    label: "a".into(),
-                    points: vec![(0.0, 0.1), (1.0, 1.0), (2.0, 0.0)],
-                },
-                Series {
-                    label: "b".into(),
-                    points: vec![(0.0, 1e3), (2.0, f64::NAN)],
-                },
+                Series::line("a", vec![(0.0, 0.1), (1.0, 1.0), (2.0, 0.0)]),
+                Series::line("b", vec![(0.0, 1e3), (2.0, f64::NAN)]),
             ],
+            markers: Vec::new(),
         };
         let svg = chart.to_svg();
         assert_eq!(svg.matches("<polyline").count(), 2);
@@ -314,6 +379,35 @@ mod tests {
             2,
             "the zero is not drawn on a log axis"
         );
+    }
+
+    #[test]
+    fn bands_controls_and_markers_are_drawn() {
+        let chart = Chart {
+            title: "t".into(),
+            x_label: "epoch".into(),
+            y_label: "acc".into(),
+            log_y: false,
+            series: vec![
+                Series {
+                    band: vec![(1.0, 0.1, 0.3), (2.0, 0.4, 0.6)],
+                    ..Series::line("claimed", vec![(1.0, 0.2), (2.0, 0.5)])
+                },
+                Series {
+                    dashed: true,
+                    ..Series::line("control", vec![(1.0, 0.2), (2.0, 0.1)])
+                },
+            ],
+            markers: vec![(1.5, "milestone".into()), (9.0, "outside".into())],
+        };
+        let svg = chart.to_svg();
+        assert_eq!(svg.matches("<polygon").count(), 1);
+        assert_eq!(
+            svg.matches(r#"stroke-dasharray="6,3""#).count(),
+            2,
+            "curve and legend"
+        );
+        assert!(svg.contains(">milestone<") && !svg.contains(">outside<"));
     }
 
     #[test]

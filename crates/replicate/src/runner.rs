@@ -11,15 +11,17 @@ use crate::context::{metadata, Progress, RunnerOptions};
 use crate::experiments::{exactness, scale_invariance, toy, training, RunError};
 use crate::io::{write_atomic, write_json};
 use crate::manifest::Resolved;
-use crate::spec::Experiment;
+use crate::spec::{Experiment, Verdict};
 
 /// The result of one manifest.
 #[derive(Clone, Debug)]
 pub struct ManifestOutcome {
     /// The summary (what the golden checks).
     pub summary: Value,
-    /// Whether every check of the claim passed.
-    pub passed: bool,
+    /// The claim's verdict.
+    pub verdict: Verdict,
+    /// The verdict the profile was expected to reach (other than pass), when it says.
+    pub expected: Option<Verdict>,
     /// The checks that decided it.
     pub checks: std::collections::BTreeMap<String, crate::summary::CheckResult>,
     /// Figures written.
@@ -71,7 +73,8 @@ pub fn run(
     );
     write_json(&dir.join("metadata.json"), &metadata(opts, fields, wall_s))?;
     Ok(ManifestOutcome {
-        passed: summary.passed(),
+        verdict: summary.verdict(),
+        expected: summary.expected().map(|(v, _)| v),
         checks: summary.checks().clone(),
         summary: value,
         figures,

@@ -123,6 +123,11 @@ pub struct DataSection {
     /// Seed of the synthetic dataset.
     #[serde(default)]
     pub synthetic_seed: u64,
+    /// Share of the class colour in the synthetic dataset's shapes (`explr_data`'s
+    /// `SyntheticConfig::tint`; default 0.35, a weak cue; 1 makes the task easy enough for a
+    /// tiny network to learn in a few hundred steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic_tint: Option<f32>,
 }
 
 fn yes() -> bool {
@@ -150,6 +155,18 @@ pub struct Derive {
     pub from: String,
     /// Which transform.
     pub transform: Transform,
+    /// Build the twin as if the base run's weight decay were this many times larger (default
+    /// 1): a twin that grows at the wrong rate, for negative controls.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub weight_decay_factor: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 /// One optimizer + schedule configuration.
@@ -175,105 +192,205 @@ pub struct RunSpec {
     pub derive: Option<Derive>,
 }
 
-fn first_epoch() -> usize {
-    1
-}
-
-/// The default `factor` of `within_seed_noise`. When the two runs really are as different as
-/// two seeds (chaos has decorrelated them), the two gaps are draws of one distribution and
-/// their ratio scatters around 1, so a bound of 1 would fail about half of the true cases; 1.5
-/// leaves room for that scatter, while a systematic difference half the size of the seed gap
-/// already lifts the ratio to about 1.5.
-fn seed_noise_factor() -> f64 {
-    1.5
-}
-
 fn default_momentum() -> f64 {
     0.9
 }
 
-/// A named check that decides the claim.
+/// An inclusive range of epochs (1-based), written `[from, to]`.
+pub type Window = [usize; 2];
+
+/// A rule that decides the claim: what is measured, its bound, and a one-line `reason` saying
+/// where the bound comes from (the maths, or a control it must reject). Every rule averages:
+/// over the epochs of a window and over seeds, pairing runs trained from the same seed (same
+/// initial weights, same batches). A rule that names run `X` is also applied, with `X`
+/// replaced, to every control that replaces `X` (see [`Control`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case", tag = "check")]
 pub enum Check {
-    /// Two runs' curves of `metric` differ by at most `tolerance` (max over epochs
-    /// `from_epoch..` of the absolute difference, or of |a/b − 1| when `relative`, after
-    /// averaging seeds).
-    CurvesOverlap {
+    /// Paired weight-space distance of the scale-invariant group at the end of `epoch`:
+    /// ‖(P^b_t/P^a_t)·θ^a_t − θ^b_t‖ / ‖θ^b_t‖ (P_t the run's own scale: 1 for a run with a
+    /// schedule, the twin's for a derived run; THEORY.md §3–§5), averaged over seeds, at most
+    /// `bound`. An equivalent pair starts at rounding level and separates only through chaos;
+    /// a wrong twin differs from its first step.
+    WeightDistance {
+        /// First run.
+        a: String,
+        /// Second run.
+        b: String,
+        /// The epoch (1-based) at whose end the weights are compared.
+        epoch: usize,
+        /// Largest allowed mean distance.
+        bound: f64,
+        /// Where the bound comes from.
+        reason: String,
+    },
+    /// Paired gap of `metric` over windows of epochs: for each seed and window, the mean of
+    /// metric(a) − metric(b) over the window (or, when `relative`, the ratio of the two window
+    /// means minus 1); the largest over the windows of |mean over seeds|, at most `bound`.
+    /// Windows at the ends of the LR phases compare what the paper's curves show.
+    WindowGap {
         /// First run.
         a: String,
         /// Second run.
         b: String,
         /// The metric compared.
         metric: Metric,
-        /// Largest allowed difference.
-        tolerance: f64,
-        /// Compare |a/b − 1| instead of |a − b|.
+        /// The windows, `[from, to]` in epochs (inclusive).
+        windows: Vec<Window>,
+        /// Largest allowed gap.
+        bound: f64,
+        /// Compare the ratio of the window means with 1 instead of their difference.
         #[serde(default)]
         relative: bool,
-        /// First epoch (1-based) compared.
-        #[serde(default = "first_epoch")]
-        from_epoch: usize,
+        /// Where the bound comes from.
+        reason: String,
     },
-    /// Two runs' curves of `metric` are as close as two seeds of the same run are: the gap
-    /// between `a` and `b` trained from the same seed (max over epochs `from_epoch..` of the
-    /// absolute difference, averaged over seeds) is at most `factor` times the seed-to-seed gap
-    /// (the same distance between two seeds of one run, averaged over the seed pairs of `a` and
-    /// of `b`). Needs at least two seeds. This is "overlap within seed noise" as a check.
-    WithinSeedNoise {
-        /// First run.
-        a: String,
-        /// Second run.
-        b: String,
-        /// The metric compared.
-        metric: Metric,
-        /// Largest allowed ratio of the a-vs-b gap to the seed-to-seed gap (default 1.5).
-        #[serde(default = "seed_noise_factor")]
-        factor: f64,
-        /// First epoch (1-based) compared.
-        #[serde(default = "first_epoch")]
-        from_epoch: usize,
-    },
-    /// The mean angular update per step of `run` over epochs `from_epoch..` matches the
-    /// equilibrium prediction sqrt(2ηλ/(1+γ)) (THEORY.md §8) within `tolerance` (relative).
-    AngularUpdate {
-        /// A run with weight decay.
-        run: String,
-        /// First epoch (1-based) of the average.
-        from_epoch: usize,
-        /// Largest allowed relative error.
-        tolerance: f64,
-    },
-    /// `metric` of `run` stays within a factor `1 + tolerance` of its mean over epochs
-    /// `from_epoch..=to_epoch` (e.g. ‖w‖²/η̃ of an exponential run, THEORY.md §3).
-    NearlyConstant {
-        /// The run.
-        run: String,
-        /// The metric.
-        metric: Metric,
-        /// First epoch (1-based).
-        from_epoch: usize,
-        /// Last epoch (1-based).
-        to_epoch: usize,
-        /// Largest allowed relative spread.
-        tolerance: f64,
-    },
-    /// `metric` of run `a` at the end exceeds that of `b` by at least `margin` (seed means).
-    /// "At the end" is the last epoch, or with `from_epoch` the mean over epochs
-    /// `from_epoch..` (for a noisy metric such as a test accuracy after a milestone).
-    FinalGreater {
+    /// Run `a` ends higher than `b`: the paired mean over seeds of the mean of metric(a) −
+    /// metric(b) over `window` is at least `margin`.
+    Greater {
         /// Run expected higher.
         a: String,
         /// Run expected lower.
         b: String,
         /// The metric.
         metric: Metric,
+        /// The window, `[from, to]` in epochs (inclusive).
+        window: Window,
         /// Required margin.
         margin: f64,
-        /// First epoch (1-based) of the mean compared; the last epoch when absent.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        from_epoch: Option<usize>,
+        /// Where the margin comes from.
+        reason: String,
     },
+    /// The mean angular update per step of `run` over `window` matches the equilibrium
+    /// prediction sqrt(2ηλ/(1+γ)) (THEORY.md §8, with the run's η at each epoch, its λ and γ)
+    /// within `tolerance` (relative), averaged over seeds.
+    AngularUpdate {
+        /// A run with a schedule and a constant weight decay.
+        run: String,
+        /// The window, `[from, to]` in epochs (inclusive).
+        window: Window,
+        /// Largest allowed relative error.
+        tolerance: f64,
+        /// Where the tolerance comes from.
+        reason: String,
+    },
+    /// `metric` of `run` (mean over seeds) stays within a factor `1 ± tolerance` of its mean
+    /// over `window` (e.g. ‖w‖²/η̃ of an exponential run, THEORY.md §3).
+    NearlyConstant {
+        /// The run.
+        run: String,
+        /// The metric.
+        metric: Metric,
+        /// The window, `[from, to]` in epochs (inclusive).
+        window: Window,
+        /// Largest allowed relative spread.
+        tolerance: f64,
+        /// Where the tolerance comes from.
+        reason: String,
+    },
+}
+
+impl Check {
+    /// The runs the check names, in order (`a`, `b` or `run`).
+    pub fn runs(&self) -> Vec<&str> {
+        match self {
+            Check::WeightDistance { a, b, .. }
+            | Check::WindowGap { a, b, .. }
+            | Check::Greater { a, b, .. } => vec![a, b],
+            Check::AngularUpdate { run, .. } | Check::NearlyConstant { run, .. } => vec![run],
+        }
+    }
+
+    /// The same check with run `from` replaced by `to` wherever it is named.
+    pub fn with_run_replaced(&self, from: &str, to: &str) -> Check {
+        let swap = |r: &String| if r == from { to.to_string() } else { r.clone() };
+        let mut c = self.clone();
+        match &mut c {
+            Check::WeightDistance { a, b, .. }
+            | Check::WindowGap { a, b, .. }
+            | Check::Greater { a, b, .. } => {
+                *a = swap(a);
+                *b = swap(b);
+            }
+            Check::AngularUpdate { run, .. } | Check::NearlyConstant { run, .. } => {
+                *run = swap(run);
+            }
+        }
+        c
+    }
+
+    /// The epochs the check reads, as (first, last); `None` for a check of one epoch's weights.
+    pub fn windows(&self) -> Vec<Window> {
+        match self {
+            Check::WeightDistance { epoch, .. } => vec![[*epoch, *epoch]],
+            Check::WindowGap { windows, .. } => windows.clone(),
+            Check::Greater { window, .. }
+            | Check::AngularUpdate { window, .. }
+            | Check::NearlyConstant { window, .. } => vec![*window],
+        }
+    }
+
+    /// The check's `reason`.
+    pub fn reason(&self) -> &str {
+        match self {
+            Check::WeightDistance { reason, .. }
+            | Check::WindowGap { reason, .. }
+            | Check::Greater { reason, .. }
+            | Check::AngularUpdate { reason, .. }
+            | Check::NearlyConstant { reason, .. } => reason,
+        }
+    }
+}
+
+/// A negative control: a run deliberately *not* equivalent to the run it replaces (a twin
+/// built for the wrong weight decay, TEXP-- where TEXP is claimed, the weight decay removed, …).
+/// It is trained like the claimed runs (same seeds, same data) and judged by every check that
+/// names `replaces`, with the control in its place; it must fail at least one of them, or the
+/// profile cannot tell right from wrong (EXPERIMENTS.md, "Verdicts that can fail").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    /// The claimed run it stands in for.
+    pub replaces: String,
+    /// Why it is not equivalent, in one line.
+    pub why: String,
+    /// The control run (a schedule, or a twin derived from a claimed run).
+    pub run: RunSpec,
+}
+
+/// The outcome of a claim at a profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every check holds for the claimed runs and every control fails one.
+    Pass,
+    /// A check does not hold for the claimed runs.
+    Fail,
+    /// The checks hold for the claimed runs and also for some control: this profile cannot
+    /// tell right from wrong.
+    Inconclusive,
+}
+
+impl Verdict {
+    /// `pass`, `fail` or `inconclusive`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// A verdict other than `pass` that a profile is known to reach, with the reason written down
+/// before the run (the smoke profile's tiny models, a budget too short for the mechanism).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectation {
+    /// The expected verdict (`inconclusive` or `fail`).
+    pub verdict: Verdict,
+    /// Why, in a sentence.
+    pub reason: String,
 }
 
 /// Epoch-level training runs (E1–E6, N1, A1).
@@ -296,9 +413,26 @@ pub struct Training {
     /// What decides the claim.
     #[serde(default)]
     pub checks: Vec<Check>,
+    /// Negative controls by name (trained like the runs; see [`Control`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub controls: BTreeMap<String, Control>,
+    /// The verdict this profile is known to reach when it is not `pass`, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expectation>,
     /// Write a checkpoint every this many epochs (0: only at the end).
     #[serde(default)]
     pub checkpoint_every: usize,
+}
+
+impl Training {
+    /// Every run trained: the claimed runs, then the controls' runs, by name.
+    pub fn all_runs(&self) -> BTreeMap<String, RunSpec> {
+        let mut all = self.runs.clone();
+        for (name, c) in &self.controls {
+            all.insert(name.clone(), c.run.clone());
+        }
+        all
+    }
 }
 
 /// Step-level exactness (X1, X2): a base run and its derived twins trained in lockstep.

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_yaml::Value;
 
+use crate::spec::Verdict;
+
 /// Significant digits kept for summary numbers.
 pub const DIGITS: i32 = 4;
 
@@ -23,6 +25,26 @@ pub struct CheckResult {
     pub bound: String,
     /// Whether it held.
     pub pass: bool,
+    /// Where the bound comes from (the manifest's `reason`), when it says.
+    pub reason: Option<String>,
+}
+
+/// How a negative control fared.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ControlResult {
+    /// The claimed run it stood in for.
+    pub replaces: String,
+    /// Why it is not equivalent.
+    pub why: String,
+    /// The checks it failed (keys of the claim's checks); empty: it passed them all.
+    pub failed: Vec<String>,
+}
+
+impl ControlResult {
+    /// A control is rejected when it fails at least one check.
+    pub fn rejected(&self) -> bool {
+        !self.failed.is_empty()
+    }
 }
 
 /// Builder of a manifest's summary.
@@ -30,6 +52,8 @@ pub struct CheckResult {
 pub struct Summary {
     metrics: BTreeMap<String, Value>,
     checks: BTreeMap<String, CheckResult>,
+    controls: BTreeMap<String, ControlResult>,
+    expected: Option<(Verdict, String)>,
 }
 
 impl Summary {
@@ -58,7 +82,55 @@ impl Summary {
             .insert(key.into(), Value::Number((value as u64).into()));
     }
 
-    fn check(&mut self, key: String, what: String, value: f64, bound: String, pass: bool) {
+    /// Records a check: what was measured, its value, the bound in words, whether it held,
+    /// and the reason for the bound.
+    pub fn check(
+        &mut self,
+        key: impl Into<String>,
+        what: impl Into<String>,
+        value: f64,
+        bound: impl Into<String>,
+        pass: bool,
+        reason: &str,
+    ) {
+        self.checks.insert(
+            key.into(),
+            CheckResult {
+                what: what.into(),
+                value,
+                bound: bound.into(),
+                pass,
+                reason: Some(reason.to_string()),
+            },
+        );
+    }
+
+    /// Records how negative control `key` fared: the checks it `failed`.
+    pub fn control(
+        &mut self,
+        key: impl Into<String>,
+        replaces: &str,
+        why: &str,
+        failed: Vec<String>,
+    ) {
+        self.controls.insert(
+            key.into(),
+            ControlResult {
+                replaces: replaces.into(),
+                why: why.into(),
+                failed,
+            },
+        );
+    }
+
+    fn check_unreasoned(
+        &mut self,
+        key: String,
+        what: String,
+        value: f64,
+        bound: String,
+        pass: bool,
+    ) {
         self.checks.insert(
             key,
             CheckResult {
@@ -66,6 +138,7 @@ impl Summary {
                 value,
                 bound,
                 pass,
+                reason: None,
             },
         );
     }
@@ -78,7 +151,7 @@ impl Summary {
         value: f64,
         bound: f64,
     ) {
-        self.check(
+        self.check_unreasoned(
             key.into(),
             what.into(),
             value,
@@ -95,7 +168,7 @@ impl Summary {
         value: f64,
         bound: f64,
     ) {
-        self.check(
+        self.check_unreasoned(
             key.into(),
             what.into(),
             value,
@@ -109,9 +182,31 @@ impl Summary {
         &self.checks
     }
 
-    /// True when every check passed.
-    pub fn passed(&self) -> bool {
-        self.checks.values().all(|c| c.pass)
+    /// Records the verdict this profile is expected to reach (other than `pass`), and why.
+    pub fn expect(&mut self, verdict: Verdict, reason: &str) {
+        self.expected = Some((verdict, reason.to_string()));
+    }
+
+    /// The expected verdict and its reason, when the manifest gives one.
+    pub fn expected(&self) -> Option<(Verdict, &str)> {
+        self.expected.as_ref().map(|(v, r)| (*v, r.as_str()))
+    }
+
+    /// The controls recorded so far.
+    pub fn controls(&self) -> &BTreeMap<String, ControlResult> {
+        &self.controls
+    }
+
+    /// `fail` when a check failed, else `inconclusive` when a control was not rejected, else
+    /// `pass`.
+    pub fn verdict(&self) -> Verdict {
+        if !self.checks.values().all(|c| c.pass) {
+            Verdict::Fail
+        } else if !self.controls.values().all(ControlResult::rejected) {
+            Verdict::Inconclusive
+        } else {
+            Verdict::Pass
+        }
     }
 
     /// The summary as YAML: id, profile, verdict, checks (pass/fail, bound, what; the measured
@@ -120,19 +215,40 @@ impl Summary {
         let mut m = serde_yaml::Mapping::new();
         m.insert("id".into(), id.into());
         m.insert("profile".into(), profile.into());
-        m.insert(
-            "verdict".into(),
-            if self.passed() { "pass" } else { "fail" }.into(),
-        );
+        m.insert("verdict".into(), self.verdict().as_str().into());
+        if let Some((verdict, reason)) = &self.expected {
+            let mut e = serde_yaml::Mapping::new();
+            e.insert("verdict".into(), verdict.as_str().into());
+            e.insert("reason".into(), reason.clone().into());
+            m.insert("expected".into(), Value::Mapping(e));
+        }
         let mut checks = serde_yaml::Mapping::new();
         for (k, c) in &self.checks {
             let mut cm = serde_yaml::Mapping::new();
             cm.insert("pass".into(), c.pass.into());
             cm.insert("bound".into(), c.bound.clone().into());
             cm.insert("what".into(), c.what.clone().into());
+            if let Some(reason) = &c.reason {
+                cm.insert("reason".into(), reason.clone().into());
+            }
             checks.insert(k.clone().into(), Value::Mapping(cm));
         }
         m.insert("checks".into(), Value::Mapping(checks));
+        if !self.controls.is_empty() {
+            let mut controls = serde_yaml::Mapping::new();
+            for (k, c) in &self.controls {
+                let mut cm = serde_yaml::Mapping::new();
+                cm.insert("replaces".into(), c.replaces.clone().into());
+                cm.insert("why".into(), c.why.clone().into());
+                cm.insert("rejected".into(), c.rejected().into());
+                cm.insert(
+                    "failed".into(),
+                    Value::Sequence(c.failed.iter().map(|f| f.clone().into()).collect()),
+                );
+                controls.insert(k.clone().into(), Value::Mapping(cm));
+            }
+            m.insert("controls".into(), Value::Mapping(controls));
+        }
         let metrics: serde_yaml::Mapping = self
             .metrics
             .iter()

@@ -69,6 +69,14 @@ pub enum TrainError {
         /// The last good checkpoint.
         checkpoint: Option<PathBuf>,
     },
+    /// A weight snapshot could not be read.
+    #[error("{}: {message}; rerun without --resume to train the run again", path.display())]
+    Snapshot {
+        /// The file (or run folder).
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// `--resume` found a checkpoint written by a run with another configuration.
     #[error("{run}: the checkpoint in {} was written by a run with another model, data, batch size, dtype, seed or optimizer plan (the manifest changed since it was written); run without --resume to start this run over", checkpoint.display())]
     StaleCheckpoint {
@@ -103,6 +111,9 @@ pub struct RunSetup<'a> {
     pub plan: OptimizerPlan,
     /// Checkpoint every N epochs (0: at the end only).
     pub checkpoint_every: usize,
+    /// Epochs (1-based) at whose end the scale-invariant weights are kept
+    /// ([`read_snapshot`]), for checks that compare two runs in weight space.
+    pub snapshot_epochs: Vec<usize>,
     /// Folder of this run's results.
     pub dir: PathBuf,
     /// Continue from the last checkpoint when there is one.
@@ -421,6 +432,9 @@ pub fn train(
             }
         }
         records.push(record);
+        if setup.snapshot_epochs.contains(&(epoch + 1)) {
+            write_snapshot(&setup.dir, epoch + 1, &si_vars)?;
+        }
         write_records(&setup.dir, &records)?;
         let last = epoch + 1 == setup.epochs;
         if last || (setup.checkpoint_every > 0 && (epoch + 1) % setup.checkpoint_every == 0) {
@@ -459,6 +473,47 @@ pub fn train(
         },
     );
     Ok(records)
+}
+
+fn snapshot_path(dir: &Path, epoch: usize) -> PathBuf {
+    dir.join("weights")
+        .join(format!("epoch-{epoch}.safetensors"))
+}
+
+/// Keeps the scale-invariant weights after `epoch` in `dir/weights/` (safetensors, atomically).
+fn write_snapshot(dir: &Path, epoch: usize, vars: &[(String, Var)]) -> Result<(), TrainError> {
+    let path = snapshot_path(dir, epoch);
+    let tensors: Vec<(&str, Tensor)> = vars
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_tensor().detach()))
+        .collect();
+    let bytes = safetensors::serialize(tensors, None).map_err(|e| TrainError::Snapshot {
+        path: path.clone(),
+        message: format!("cannot serialize the weights ({e})"),
+    })?;
+    Ok(write_atomic(&path, &bytes)?)
+}
+
+/// The scale-invariant weights a run in `dir` kept after `epoch` (see
+/// [`RunSetup::snapshot_epochs`]), by name, on `device`.
+pub fn read_snapshot(
+    dir: &Path,
+    epoch: usize,
+    device: &Device,
+) -> Result<std::collections::BTreeMap<String, Tensor>, TrainError> {
+    let path = snapshot_path(dir, epoch);
+    let bytes = std::fs::read(&path).map_err(|source| IoError {
+        action: "reading",
+        path: path.clone(),
+        source,
+    })?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
+        TrainError::Snapshot {
+            path: path.clone(),
+            message: format!("not a weight snapshot ({e})"),
+        }
+    })?;
+    Ok(tensors.into_iter().collect())
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {

@@ -112,26 +112,13 @@ fn model(
         .ok()
 }
 
-/// The largest epoch milestone of a schedule (where it has milestones).
-fn last_milestone(spec: &ScheduleSection) -> Option<u64> {
-    use explr_schedule::ScheduleSpec as S;
-    match spec {
-        S::Multistep { milestones, .. }
-        | S::Texp { milestones, .. }
-        | S::TexpMinus { milestones, .. }
-        | S::Sequential { milestones, .. } => milestones.iter().copied().max(),
-        S::ExpEquivalent { base, .. } => last_milestone(base),
-        _ => None,
-    }
-}
-
 /// A schedule written in epochs builds and has no milestone at or past the end.
 fn schedule(field: &str, spec: &ScheduleSection, epochs: Option<usize>, errors: &mut Errors) {
     if let Err(e) = spec.build() {
         errors.push(field, e.to_string());
         return;
     }
-    if let (Some(m), Some(epochs)) = (last_milestone(spec), epochs) {
+    if let (Some(&m), Some(epochs)) = (plan::milestones(spec).last(), epochs) {
         if m >= epochs as u64 {
             errors.push(
                 format!("{field}.milestones"),
@@ -159,20 +146,16 @@ struct Length {
 /// `model` (when one built) and its LR and weight decay evaluated at every update of the run
 /// (the §4 recursion can break down at a late step).
 fn runs(
-    field: &str,
+    field: &dyn Fn(&str) -> String,
     runs: &BTreeMap<String, RunSpec>,
     length: &Length,
     model: Option<&Model>,
     errors: &mut Errors,
 ) {
     let epochs = length.epochs;
-    if runs.is_empty() {
-        errors.push(field, "give at least one run");
-        return;
-    }
     let mut valid = BTreeSet::new();
     for (name, r) in runs {
-        let here = format!("{field}.{name}");
+        let here = field(name);
         let before = errors.0.len();
         if !(0.0..1.0).contains(&r.momentum) {
             errors.push(
@@ -212,6 +195,14 @@ fn runs(
                     r.weight_decay
                 ),
             ),
+            (None, Some(d))
+                if !(d.weight_decay_factor.is_finite() && d.weight_decay_factor > 0.0) =>
+            {
+                errors.push(
+                    format!("{here}.derive.weight_decay_factor"),
+                    format!("must be a positive number, got {}", d.weight_decay_factor),
+                )
+            }
             (None, Some(d)) => match runs.get(&d.from) {
                 Some(base) if base.derive.is_none() => {}
                 Some(_) => errors.push(
@@ -248,7 +239,7 @@ fn runs(
             "schedule"
         };
         if let Err(e) = plan_run(runs, name, length, model) {
-            errors.push(format!("{field}.{name}.{at}"), e.to_string());
+            errors.push(format!("{}.{at}", field(name)), e.to_string());
         }
     }
 }
@@ -304,106 +295,158 @@ fn training(t: &Training, errors: &mut Errors) {
             steps_per_epoch,
             steps: steps_per_epoch * t.epochs as u64,
         };
-        runs("training.runs", &t.runs, &length, built.as_ref(), errors);
+        // The controls' runs are planned beside the claimed runs they derive from.
+        let field = |name: &str| {
+            if t.controls.contains_key(name) && !t.runs.contains_key(name) {
+                format!("training.controls.{name}.run")
+            } else {
+                format!("training.runs.{name}")
+            }
+        };
+        if t.runs.is_empty() {
+            errors.push("training.runs", "give at least one run");
+        } else {
+            runs(&field, &t.all_runs(), &length, built.as_ref(), errors);
+        }
     }
     for (i, c) in t.checks.iter().enumerate() {
         check(t, i, c, errors);
     }
+    controls(t, errors);
 }
 
 fn check(t: &Training, i: usize, c: &Check, errors: &mut Errors) {
     let here = format!("training.checks.{i}");
-    let from_epoch_in_range = |from: usize, errors: &mut Errors| {
-        if from == 0 || from > t.epochs {
-            errors.push(
-                format!("{here}.from_epoch"),
-                format!("must lie in 1..={} (the epochs)", t.epochs),
-            );
-        }
-    };
-    let named: Vec<&String> = match c {
-        Check::CurvesOverlap {
-            a, b, from_epoch, ..
-        } => {
-            from_epoch_in_range(*from_epoch, errors);
-            vec![a, b]
-        }
-        Check::WithinSeedNoise {
-            a,
-            b,
-            factor,
-            from_epoch,
-            ..
-        } => {
-            from_epoch_in_range(*from_epoch, errors);
-            if !(factor.is_finite() && *factor > 0.0) {
-                errors.push(
-                    format!("{here}.factor"),
-                    format!("must be a positive number (1: no larger than the seed-to-seed gap; the default is 1.5), got {factor}"),
-                );
-            }
-            if t.seeds.len() < 2 {
-                errors.push(
-                    here.clone(),
-                    format!(
-                        "within_seed_noise measures the gap between seeds, so it needs at least two seeds; `training.seeds` has {} (give e.g. [0, 1], or use curves_overlap with a fixed tolerance)",
-                        t.seeds.len()
-                    ),
-                );
-            }
-            vec![a, b]
-        }
-        Check::FinalGreater {
-            a, b, from_epoch, ..
-        } => {
-            if let Some(from) = from_epoch {
-                from_epoch_in_range(*from, errors);
-            }
-            vec![a, b]
-        }
-        Check::AngularUpdate {
-            run, from_epoch, ..
-        } => {
-            from_epoch_in_range(*from_epoch, errors);
-            if let Some(r) = t.runs.get(run) {
-                if r.derive.is_some() || r.weight_decay_schedule.is_some() || r.weight_decay <= 0.0
-                {
-                    errors.push(
-                        format!("{here}.run"),
-                        format!(
-                            "the equilibrium angle sqrt(2ηλ/(1+γ)) needs a run with a schedule and a constant weight decay > 0; `{run}` has none"
-                        ),
-                    );
-                }
-            }
-            vec![run]
-        }
-        Check::NearlyConstant {
-            run,
-            from_epoch,
-            to_epoch,
-            ..
-        } => {
-            if *from_epoch == 0 || from_epoch > to_epoch || *to_epoch > t.epochs {
-                errors.push(
-                    here.clone(),
-                    format!(
-                        "needs 1 <= from_epoch <= to_epoch <= {} (the epochs), got {from_epoch}..={to_epoch}",
-                        t.epochs
-                    ),
-                );
-            }
-            vec![run]
-        }
-    };
-    for r in named {
-        if !t.runs.contains_key(r) {
+    for w in c.windows() {
+        if w[0] == 0 || w[0] > w[1] || w[1] > t.epochs {
             errors.push(
                 here.clone(),
                 format!(
-                    "names run `{r}`, which is not in `runs` ({})",
+                    "epochs {}-{} are not a window of this run: give 1 <= from <= to <= {} (the epochs)",
+                    w[0], w[1], t.epochs
+                ),
+            );
+        }
+    }
+    if c.reason().trim().is_empty() {
+        errors.push(
+            format!("{here}.reason"),
+            "say in one line where the bound comes from (the maths, or a control it must reject)",
+        );
+    }
+    let bound = match c {
+        Check::WeightDistance { bound, .. } | Check::WindowGap { bound, .. } => Some(*bound),
+        Check::AngularUpdate { tolerance, .. } | Check::NearlyConstant { tolerance, .. } => {
+            Some(*tolerance)
+        }
+        Check::Greater { margin, .. } => margin.is_finite().then_some(0.0),
+    };
+    match bound {
+        Some(b) if b.is_finite() && b >= 0.0 => {}
+        _ => errors.push(
+            here.clone(),
+            "the bound (bound, tolerance or margin) must be a finite number, and >= 0 for a bound or tolerance",
+        ),
+    }
+    if let Check::WindowGap { windows, .. } = c {
+        if windows.is_empty() {
+            errors.push(
+                format!("{here}.windows"),
+                "give at least one window, e.g. [[7, 8]]",
+            );
+        }
+    }
+    if let Check::WeightDistance { a, b, .. } = c {
+        if a == b {
+            errors.push(here.clone(), "compare two different runs");
+        }
+    }
+    if let Check::AngularUpdate { run, .. } = c {
+        if let Some(r) = t.runs.get(run) {
+            if r.derive.is_some() || r.weight_decay_schedule.is_some() || r.weight_decay <= 0.0 {
+                errors.push(
+                    format!("{here}.run"),
+                    format!(
+                        "the equilibrium angle sqrt(2ηλ/(1+γ)) needs a run with a schedule and a constant weight decay > 0; `{run}` has none"
+                    ),
+                );
+            }
+        }
+    }
+    for r in c.runs() {
+        if !t.runs.contains_key(r) {
+            let hint = if t.controls.contains_key(r) {
+                " (it is a control: checks name claimed runs, and each control is judged in place of the run it replaces)"
+            } else {
+                ""
+            };
+            errors.push(
+                here.clone(),
+                format!(
+                    "names run `{r}`, which is not in `runs` ({}){hint}",
                     names(&t.runs)
                 ),
+            );
+        }
+    }
+}
+
+fn controls(t: &Training, errors: &mut Errors) {
+    for (name, c) in &t.controls {
+        let here = format!("training.controls.{name}");
+        if t.runs.contains_key(name) {
+            errors.push(
+                here.clone(),
+                format!("`{name}` is also a run: a control needs a name of its own"),
+            );
+        }
+        if c.why.trim().is_empty() {
+            errors.push(
+                format!("{here}.why"),
+                "say in one line why this run is not equivalent to the one it replaces",
+            );
+        }
+        if !t.runs.contains_key(&c.replaces) {
+            errors.push(
+                format!("{here}.replaces"),
+                format!("no run named `{}`; runs: {}", c.replaces, names(&t.runs)),
+            );
+        } else if !t
+            .checks
+            .iter()
+            .any(|k| k.runs().contains(&c.replaces.as_str()))
+        {
+            errors.push(
+                format!("{here}.replaces"),
+                format!(
+                    "no check names `{}`, so nothing would judge this control",
+                    c.replaces
+                ),
+            );
+        }
+        if let Some(d) = &c.run.derive {
+            if !t.runs.contains_key(&d.from) {
+                errors.push(
+                    format!("{here}.run.derive.from"),
+                    format!(
+                        "derive a control from a claimed run; runs: {}",
+                        names(&t.runs)
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(e) = &t.expect {
+        if e.verdict == crate::spec::Verdict::Pass {
+            errors.push(
+                "training.expect.verdict",
+                "pass is what every claim aims for: declare only a verdict other than pass",
+            );
+        }
+        if e.reason.trim().is_empty() {
+            errors.push(
+                "training.expect.reason",
+                "say why this profile reaches that verdict",
             );
         }
     }
@@ -424,7 +467,12 @@ fn exactness(x: &Exactness, errors: &mut Errors) {
             steps_per_epoch: steps_per_epoch(&x.data),
             steps: x.steps as u64,
         };
-        runs("exactness.runs", &x.runs, &length, built.as_ref(), errors);
+        if x.runs.is_empty() {
+            errors.push("exactness.runs", "give at least one run");
+        } else {
+            let field = |name: &str| format!("exactness.runs.{name}");
+            runs(&field, &x.runs, &length, built.as_ref(), errors);
+        }
     }
     if !x.runs.values().any(|r| r.derive.is_none()) {
         errors.push(

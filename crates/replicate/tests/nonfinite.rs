@@ -76,6 +76,7 @@ fn check(
         epochs: 3,
         plan: plan::plan(&runs, "r", STEPS_PER_EPOCH).unwrap(),
         checkpoint_every,
+        snapshot_epochs: Vec::new(),
         dir: dir.0.clone(),
         resume: false,
     };

@@ -14,6 +14,7 @@ use explr_replicate::golden::{self, GoldenOutcome};
 use explr_replicate::index::{IndexCheck, IndexEntry, ResultsIndex};
 use explr_replicate::manifest;
 use explr_replicate::runner;
+use explr_replicate::spec::Verdict;
 
 /// What to do with the goldens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -394,18 +395,28 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
             },
             GoldenMode::Skip => ("not checked", "golden not checked".into()),
         };
-        if !outcome.passed {
+        let summary_path = runner::manifest_dir(&opts, &resolved).join("summary.yaml");
+        // A failed claim fails the command, unless the manifest says this profile fails (with
+        // its reason); an inconclusive one is reported, never counted as a pass.
+        if outcome.verdict == Verdict::Fail && outcome.expected != Some(Verdict::Fail) {
             failures.push(format!(
                 "{}: the claim's checks failed (see {})",
                 resolved.manifest.id,
-                runner::manifest_dir(&opts, &resolved)
-                    .join("summary.yaml")
-                    .display()
+                summary_path.display()
             ));
         }
-        let verdict = if outcome.passed { "pass" } else { "fail" };
+        let verdict = outcome.verdict.as_str();
+        let expectation = match outcome.expected {
+            Some(e) if e == outcome.verdict => format!(" (expected at profile {})", args.profile),
+            Some(e) => format!(" (the manifest expects {} here)", e.as_str()),
+            None if outcome.verdict == Verdict::Inconclusive => format!(
+                " (some control also passes: see {})",
+                summary_path.display()
+            ),
+            None => String::new(),
+        };
         eprintln!(
-            "  => {}: verdict {verdict}, {golden_note}, {:.1}s",
+            "  => {}: verdict {verdict}{expectation}, {golden_note}, {:.1}s",
             resolved.manifest.id, outcome.wall_s
         );
         // After each manifest, so that a run cut short keeps what it found.

@@ -162,14 +162,14 @@ pub fn run_exactness(
             &key,
             &format!("max deviation {dev:.2e}, max angle {ang:.2e}, logits {logit_diff:.2e}"),
         );
-        series.push(Series {
-            label: twin_name.clone(),
-            points: report
+        series.push(Series::line(
+            twin_name.clone(),
+            report
                 .rows
                 .iter()
                 .map(|r| (r.step as f64, r.deviation.max(1e-18)))
                 .collect(),
-        });
+        ));
     }
     let chart = Chart {
         title: "relative deviation |P_t θ_t − θ̃_t| / |θ̃_t|".into(),
@@ -177,6 +177,7 @@ pub fn run_exactness(
         y_label: "deviation".into(),
         log_y: true,
         series,
+        markers: Vec::new(),
     };
     let path = dir.join("deviation.svg");
     crate::io::write_atomic(&path, chart.to_svg().as_bytes())?;

@@ -353,14 +353,9 @@ pub fn run_toy(
         let series = |f: fn(&ToyTrace) -> &Vec<f64>| -> Vec<Series> {
             traces
                 .iter()
-                .map(|(v, t)| Series {
-                    label: v.as_str().into(),
-                    points: t
-                        .step
-                        .iter()
-                        .map(|s| *s as f64)
-                        .zip(f(t).iter().copied())
-                        .collect(),
+                .map(|(v, t)| {
+                    let points = t.step.iter().map(|s| *s as f64).zip(f(t).iter().copied());
+                    Series::line(v.as_str(), points.collect())
                 })
                 .collect()
         };
@@ -373,6 +368,7 @@ pub fn run_toy(
                 y_label: "train error".into(),
                 log_y: false,
                 series: series(|t| &t.error),
+                markers: Vec::new(),
             },
             &mut figures,
         )?;
@@ -385,6 +381,7 @@ pub fn run_toy(
                 y_label: "ln ‖w‖".into(),
                 log_y: false,
                 series: series(|t| &t.log_norm),
+                markers: Vec::new(),
             },
             &mut figures,
         )?;

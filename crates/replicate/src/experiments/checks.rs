@@ -1,0 +1,437 @@
+//! The claim's checks and its negative controls, evaluated on what the runs recorded, and the
+//! verdict they give (EXPERIMENTS.md, "Verdicts that can fail"): `pass` when every check holds
+//! for the claimed runs and every control fails at least one check that names the run it
+//! replaces, `fail` when a check does not hold, `inconclusive` when some control passes too.
+//!
+//! Every statistic pairs runs trained from the same seed and averages: over the epochs of a
+//! window, then over seeds.
+
+use std::collections::BTreeMap;
+
+use super::error::RunError;
+use crate::records::EpochRecord;
+use crate::spec::{Check, Metric, RunSpec, Training, Window};
+use crate::summary::Summary;
+
+/// Records of every (model, run, seed); controls are runs under their own names.
+pub type AllRecords = BTreeMap<(String, String, u64), Vec<EpochRecord>>;
+
+/// The paired weight-space distance of runs `a` and `b` of `model` trained from `seed`, at
+/// the end of `epoch` (see [`Check::WeightDistance`]).
+pub type Distance<'a> = dyn Fn(&str, &str, &str, u64, usize) -> Result<f64, RunError> + 'a;
+
+/// What the checks read.
+pub struct Evidence<'a> {
+    /// The manifest's training section.
+    pub spec: &'a Training,
+    /// Every run's records.
+    pub records: &'a AllRecords,
+    /// The weight-space distance of two runs.
+    pub distance: &'a Distance<'a>,
+}
+
+/// One check measured on one pair of runs.
+struct Measured {
+    /// The statistic.
+    value: f64,
+    /// Whether it holds.
+    pass: bool,
+    /// The bound in words (`<= 1e-3`).
+    bound: String,
+    /// What was measured, in words.
+    what: String,
+    /// The key the statistic is recorded under (`weight_distance_step_decay_vs_texp`).
+    name: String,
+}
+
+impl Evidence<'_> {
+    fn curve(&self, model: &str, run: &str, seed: u64, metric: Metric) -> Vec<f64> {
+        self.records[&(model.to_string(), run.to_string(), seed)]
+            .iter()
+            .map(|r| r.get(metric))
+            .collect()
+    }
+
+    /// The mean of `metric` over `window` for (model, run, seed).
+    fn window_mean(&self, model: &str, run: &str, seed: u64, metric: Metric, w: Window) -> f64 {
+        let c = self.curve(model, run, seed, metric);
+        let part = &c[w[0] - 1..w[1]];
+        part.iter().sum::<f64>() / part.len() as f64
+    }
+
+    fn mean_over_seeds(&self, f: impl Fn(u64) -> f64) -> f64 {
+        let seeds = &self.spec.seeds;
+        seeds.iter().map(|&s| f(s)).sum::<f64>() / seeds.len() as f64
+    }
+
+    fn run_spec(&self, run: &str) -> RunSpec {
+        self.spec.all_runs()[run].clone()
+    }
+
+    /// Measures `check` on `model`. `claimed` is the check as the manifest writes it (`check`
+    /// itself, or with a control in place of one run): the angular update is predicted from
+    /// the claimed run's η, λ and γ whichever run is measured, so that a control with another
+    /// weight decay or momentum is measured against the claim's prediction.
+    fn measure(&self, check: &Check, claimed: &Check, model: &str) -> Result<Measured, RunError> {
+        let le = |value: f64, bound: f64| (value <= bound, format!("<= {bound:e}"));
+        Ok(match check {
+            Check::WeightDistance {
+                a, b, epoch, bound, ..
+            } => {
+                let mut sum = 0.0;
+                for &seed in &self.spec.seeds {
+                    sum += (self.distance)(model, a, b, seed, *epoch)?;
+                }
+                let value = sum / self.spec.seeds.len() as f64;
+                let (pass, bound) = le(value, *bound);
+                Measured {
+                    value,
+                    pass,
+                    bound,
+                    what: format!(
+                        "{model}: ‖P·θ({a}) − θ({b})‖/‖θ({b})‖ after epoch {epoch}, mean over seeds"
+                    ),
+                    name: format!("weight_distance_{a}_vs_{b}"),
+                }
+            }
+            Check::WindowGap {
+                a,
+                b,
+                metric,
+                windows,
+                bound,
+                relative,
+                ..
+            } => {
+                let gap = |w: Window| {
+                    self.mean_over_seeds(|s| {
+                        let (x, y) = (
+                            self.window_mean(model, a, s, *metric, w),
+                            self.window_mean(model, b, s, *metric, w),
+                        );
+                        if *relative {
+                            x / y - 1.0
+                        } else {
+                            x - y
+                        }
+                    })
+                    .abs()
+                };
+                let value = windows.iter().map(|w| gap(*w)).fold(0.0, f64::max);
+                let (pass, bound) = le(value, *bound);
+                let ws: Vec<String> = windows
+                    .iter()
+                    .map(|w| format!("{}-{}", w[0], w[1]))
+                    .collect();
+                Measured {
+                    value,
+                    pass,
+                    bound,
+                    what: format!(
+                        "{model}: largest over epochs {} of the paired {} gap of {metric}({a}) and {metric}({b}), window means, mean over seeds",
+                        ws.join(", "),
+                        if *relative { "relative" } else { "absolute" }
+                    ),
+                    name: format!("window_gap_{metric}_{a}_vs_{b}"),
+                }
+            }
+            Check::Greater {
+                a,
+                b,
+                metric,
+                window,
+                margin,
+                ..
+            } => {
+                let value = self.mean_over_seeds(|s| {
+                    self.window_mean(model, a, s, *metric, *window)
+                        - self.window_mean(model, b, s, *metric, *window)
+                });
+                Measured {
+                    value,
+                    pass: value >= *margin,
+                    bound: format!(">= {margin:e}"),
+                    what: format!(
+                        "{model}: {metric}({a}) − {metric}({b}), mean over epochs {}-{} and seeds",
+                        window[0], window[1]
+                    ),
+                    name: format!("gap_{metric}_{a}_vs_{b}"),
+                }
+            }
+            Check::AngularUpdate {
+                run,
+                window,
+                tolerance,
+                ..
+            } => {
+                let claimed_run = match claimed {
+                    Check::AngularUpdate { run, .. } => run.as_str(),
+                    _ => run.as_str(),
+                };
+                let r = self.run_spec(claimed_run);
+                let measured = self.mean_over_seeds(|s| {
+                    self.window_mean(model, run, s, Metric::AngularUpdate, *window)
+                });
+                // THEORY.md §8: sqrt(2ηλ/(1+γ)) at equilibrium, with each epoch's η.
+                let predicted = self.mean_over_seeds(|s| {
+                    let lrs = self.curve(model, claimed_run, s, Metric::Lr);
+                    let part = &lrs[window[0] - 1..window[1]];
+                    part.iter()
+                        .map(|lr| (2.0 * lr * r.weight_decay / (1.0 + r.momentum)).sqrt())
+                        .sum::<f64>()
+                        / part.len() as f64
+                });
+                let value = (measured / predicted - 1.0).abs();
+                let (pass, bound) = le(value, *tolerance);
+                Measured {
+                    value,
+                    pass,
+                    bound,
+                    what: format!(
+                        "{model}: |measured/predicted − 1| of the angular update of {run} over epochs {}-{} (measured {measured:.4e}, predicted {predicted:.4e})",
+                        window[0], window[1]
+                    ),
+                    name: format!("angular_update_{run}"),
+                }
+            }
+            Check::NearlyConstant {
+                run,
+                metric,
+                window,
+                tolerance,
+                ..
+            } => {
+                let curve: Vec<f64> = (window[0]..=window[1])
+                    .map(|e| self.mean_over_seeds(|s| self.curve(model, run, s, *metric)[e - 1]))
+                    .collect();
+                let mean = curve.iter().sum::<f64>() / curve.len() as f64;
+                let value = curve
+                    .iter()
+                    .map(|x| (x / mean - 1.0).abs())
+                    .fold(0.0, f64::max);
+                let (pass, bound) = le(value, *tolerance);
+                Measured {
+                    value,
+                    pass,
+                    bound,
+                    what: format!(
+                        "{model}: largest relative deviation of {metric}({run}) from its mean over epochs {}-{}",
+                        window[0], window[1]
+                    ),
+                    name: format!("spread_{metric}_{run}"),
+                }
+            }
+        })
+    }
+}
+
+/// The claim's checks and controls on `ev`, recorded into `summary` with the verdict.
+pub fn evaluate(ev: &Evidence<'_>, summary: &mut Summary) -> Result<(), RunError> {
+    let spec = ev.spec;
+    for model in spec.models.keys() {
+        for (i, check) in spec.checks.iter().enumerate() {
+            let m = ev.measure(check, check, model)?;
+            summary.metric(format!("{model}.{i}_{}", m.name), m.value);
+            summary.check(
+                format!("{model}.{i}_{}", check_kind(check)),
+                m.what,
+                m.value,
+                m.bound,
+                m.pass,
+                check.reason(),
+            );
+        }
+        for (name, control) in &spec.controls {
+            let mut failed = Vec::new();
+            for (i, check) in spec.checks.iter().enumerate() {
+                if !check.runs().contains(&control.replaces.as_str()) {
+                    continue;
+                }
+                let swapped = check.with_run_replaced(&control.replaces, name);
+                let m = ev.measure(&swapped, check, model)?;
+                summary.metric(format!("{model}.{name}.{i}_{}", m.name), m.value);
+                if !m.pass {
+                    failed.push(format!("{model}.{i}_{}", check_kind(check)));
+                }
+            }
+            summary.control(
+                format!("{model}.{name}"),
+                &control.replaces,
+                &control.why,
+                failed,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The key word of a check in the summary (`weight_distance`, `window_gap`, …).
+fn check_kind(check: &Check) -> &'static str {
+    match check {
+        Check::WeightDistance { .. } => "weight_distance",
+        Check::WindowGap { .. } => "window_gap",
+        Check::Greater { .. } => "greater",
+        Check::AngularUpdate { .. } => "angular_update",
+        Check::NearlyConstant { .. } => "nearly_constant",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Verdict;
+
+    /// Runs `a` and `b` and controls `same` (b's copy) and `off` (b shifted by 0.3) over
+    /// seeds 0 and 1, 4 epochs; `test_acc` of seed s is `0.5 + 0.1·s + shift`, `lr` 0.1 and
+    /// the angular update sqrt(2·0.1·λ/1.9)·(1 + angle_error) with λ = 0.01.
+    fn records(b_shift: f64, angle_error: f64) -> AllRecords {
+        let mut all = AllRecords::new();
+        for (run, shift) in [
+            ("a", 0.0),
+            ("b", b_shift),
+            ("same", b_shift),
+            ("off", b_shift + 0.3),
+        ] {
+            for seed in [0u64, 1] {
+                let curve = (1..=4)
+                    .map(|e| EpochRecord {
+                        epoch: e,
+                        step: e as u64 * 10,
+                        lr: 0.1,
+                        train_loss: 1.0,
+                        train_acc: 0.5,
+                        test_loss: 1.0,
+                        test_acc: 0.5 + 0.1 * seed as f64 + shift,
+                        si_norm: 1.0 + e as f64,
+                        layer_norm: 1.0,
+                        norm_sq_over_lr: 10.0,
+                        effective_lr: 0.1,
+                        angular_update: (2.0 * 0.1 * 0.01 / 1.9f64).sqrt() * (1.0 + angle_error),
+                        wall_s: 1.0,
+                    })
+                    .collect();
+                all.insert(("m".into(), run.into(), seed), curve);
+            }
+        }
+        all
+    }
+
+    fn spec(checks: &str) -> Training {
+        serde_yaml::from_str(&format!(
+            r#"
+models: {{m: {{arch: preresnet, depth: 8}}}}
+data: {{dataset: synthetic, batch_size: 4}}
+seeds: [0, 1]
+epochs: 4
+runs:
+  a: {{weight_decay: 0.01, momentum: 0.9, schedule: {{kind: constant, lr: 0.1}}}}
+  b: {{schedule: {{kind: constant, lr: 0.1}}}}
+controls:
+  same: {{replaces: b, why: a copy of b, run: {{schedule: {{kind: constant, lr: 0.1}}}}}}
+  off: {{replaces: b, why: shifted, run: {{schedule: {{kind: constant, lr: 0.2}}}}}}
+checks:
+{checks}
+"#
+        ))
+        .unwrap()
+    }
+
+    /// The summary of `checks` on `records`, with weight distances 1e-6 between a and b and
+    /// 1e-2 against `off`.
+    fn run(checks: &str, records: &AllRecords) -> Summary {
+        let spec = spec(checks);
+        let distance = |_: &str, _: &str, b: &str, seed: u64, _: usize| {
+            Ok(if b == "off" {
+                1e-2
+            } else {
+                1e-6 * (1 + seed) as f64
+            })
+        };
+        let mut s = Summary::default();
+        evaluate(
+            &Evidence {
+                spec: &spec,
+                records,
+                distance: &distance,
+            },
+            &mut s,
+        )
+        .unwrap();
+        s
+    }
+
+    const GAP: &str = "  - {check: window_gap, a: a, b: b, metric: test_acc, windows: [[2, 3], [4, 4]], bound: 0.05, reason: r}";
+
+    #[test]
+    fn window_gap_is_the_paired_mean_over_windows_and_seeds() {
+        let s = run(GAP, &records(0.04, 0.0));
+        let c = &s.checks()["m.0_window_gap"];
+        assert!((c.value - 0.04).abs() < 1e-12, "{}", c.value);
+        assert!(c.pass);
+        assert!(!run(GAP, &records(0.06, 0.0)).checks()["m.0_window_gap"].pass);
+        let relative = GAP.replace("bound: 0.05", "bound: 0.05, relative: true");
+        let v = run(&relative, &records(0.06, 0.0)).checks()["m.0_window_gap"].value;
+        // Seeds: 0.5/0.56 − 1 and 0.6/0.66 − 1, averaged.
+        let want: f64 = ((0.5 / 0.56 - 1.0) + (0.6 / 0.66 - 1.0)) / 2.0;
+        assert!((v - want.abs()).abs() < 1e-12, "{v} vs {want}");
+    }
+
+    #[test]
+    fn a_control_that_passes_every_check_makes_the_verdict_inconclusive() {
+        // `same` is b's copy: it passes the gap, so the profile cannot tell right from wrong.
+        let s = run(GAP, &records(0.0, 0.0));
+        assert_eq!(s.verdict(), Verdict::Inconclusive);
+        assert!(!s.controls()["m.same"].rejected());
+        assert_eq!(s.controls()["m.off"].failed, ["m.0_window_gap"]);
+        // The weight distance rejects `off` but not `same` either.
+        let wd = "  - {check: weight_distance, a: a, b: b, epoch: 2, bound: 1.0e-4, reason: r}";
+        let s = run(wd, &records(0.0, 0.0));
+        let c = &s.checks()["m.0_weight_distance"];
+        assert!((c.value - 1.5e-6).abs() < 1e-18 && c.pass, "{}", c.value);
+        assert_eq!(s.verdict(), Verdict::Inconclusive);
+        // The claimed pair failing is a fail, whatever the controls do.
+        assert_eq!(run(GAP, &records(0.2, 0.0)).verdict(), Verdict::Fail);
+    }
+
+    #[test]
+    fn the_verdict_is_pass_only_when_every_control_fails_a_check() {
+        let mut spec = spec(GAP);
+        spec.controls.remove("same");
+        let recs = records(0.0, 0.0);
+        let distance = |_: &str, _: &str, _: &str, _: u64, _: usize| Ok(0.0);
+        let mut s = Summary::default();
+        evaluate(
+            &Evidence {
+                spec: &spec,
+                records: &recs,
+                distance: &distance,
+            },
+            &mut s,
+        )
+        .unwrap();
+        assert_eq!(s.verdict(), Verdict::Pass);
+        // The control's own statistic is recorded beside the claim's.
+        let v = s.to_value("E0", "smoke");
+        assert_eq!(
+            v["metrics"]["m.off.0_window_gap_test_acc_a_vs_off"].as_f64(),
+            Some(0.3)
+        );
+        assert_eq!(v["controls"]["m.off"]["rejected"].as_bool(), Some(true));
+    }
+
+    #[test]
+    fn greater_angular_update_and_nearly_constant() {
+        let checks = "  - {check: greater, a: b, b: a, metric: test_acc, window: [3, 4], margin: 0.05, reason: r}\n  \
+                      - {check: angular_update, run: a, window: [2, 4], tolerance: 0.1, reason: r}\n  \
+                      - {check: nearly_constant, run: a, metric: si_norm, window: [1, 4], tolerance: 0.5, reason: r}";
+        let s = run(checks, &records(0.1, 0.05));
+        let c = s.checks();
+        assert!((c["m.0_greater"].value - 0.1).abs() < 1e-12 && c["m.0_greater"].pass);
+        assert!((c["m.1_angular_update"].value - 0.05).abs() < 1e-12);
+        assert!(c["m.1_angular_update"].pass);
+        // si_norm 2, 3, 4, 5: mean 3.5, largest deviation 1.5/3.5.
+        assert!((c["m.2_nearly_constant"].value - 1.5 / 3.5).abs() < 1e-12);
+        let s = run(checks, &records(0.0, 0.2));
+        assert!(!s.checks()["m.0_greater"].pass && !s.checks()["m.1_angular_update"].pass);
+    }
+}
