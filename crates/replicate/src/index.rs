@@ -99,6 +99,37 @@ impl ResultsIndex {
             .sort_by(|a, b| (&a.manifest, &a.profile).cmp(&(&b.manifest, &b.profile)));
     }
 
+    /// Adds `entry` to the index in `results_dir`, read and written under an exclusive lock of
+    /// `results_dir/.index.lock`, so that two processes writing different manifests' results
+    /// into one folder do not lose each other's entries.
+    pub fn record(results_dir: &Path, entry: IndexEntry) -> Result<(), IndexError> {
+        std::fs::create_dir_all(results_dir).map_err(|source| IoError {
+            action: "creating",
+            path: results_dir.to_path_buf(),
+            source,
+        })?;
+        let lock_path = results_dir.join(".index.lock");
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|source| IoError {
+                action: "opening",
+                path: lock_path.clone(),
+                source,
+            })?;
+        lock.lock().map_err(|source| IoError {
+            action: "locking",
+            path: lock_path,
+            source,
+        })?;
+        let mut index = Self::load(results_dir)?;
+        index.upsert(entry);
+        index.save(results_dir)?;
+        Ok(())
+    }
+
     /// Writes the index into `results_dir`, atomically.
     pub fn save(&self, results_dir: &Path) -> Result<(), IoError> {
         // Plain data: serializing cannot fail.

@@ -23,6 +23,7 @@
 //! assert!(matches!(resolved.experiment(), Experiment::Toy(_)));
 //! # Ok::<(), manifest::ManifestError>(())
 //! ```
+pub mod checkpoint;
 pub mod context;
 pub mod data;
 pub mod device;

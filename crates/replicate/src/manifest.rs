@@ -40,7 +40,7 @@ impl Resolved {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// The file could not be read.
-    #[error("cannot read manifest {path}: {source}")]
+    #[error("cannot read manifest {path}")]
     Read {
         /// The file.
         path: PathBuf,

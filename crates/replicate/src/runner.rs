@@ -9,7 +9,7 @@ use serde_yaml::Value;
 
 use crate::context::{metadata, Progress, RunnerOptions};
 use crate::experiments::{exactness, scale_invariance, toy, training, RunError};
-use crate::io::{write_atomic, write_json};
+use crate::io::{remove_leftovers, write_atomic, write_json, FolderLock};
 use crate::manifest::Resolved;
 use crate::spec::{Experiment, Verdict};
 
@@ -45,6 +45,19 @@ pub fn run(
 ) -> Result<ManifestOutcome, RunError> {
     let started = Instant::now();
     let dir = manifest_dir(opts, resolved);
+    // One writer per results folder, for the whole run; what killed writers left is removed,
+    // and the former summary is marked stale until this run writes its own.
+    let _lock = FolderLock::acquire(&dir, &opts.provenance.command.join(" "))?;
+    remove_leftovers(&dir)?;
+    let summary_path = dir.join("summary.yaml");
+    if summary_path.exists() {
+        let stale = dir.join("summary.stale.yaml");
+        std::fs::rename(&summary_path, &stale).map_err(|source| crate::io::IoError {
+            action: "marking the former summary stale, renaming it to",
+            path: stale,
+            source,
+        })?;
+    }
     // Plain data: serializing cannot fail.
     let resolved_yaml = serde_yaml::to_string(&resolved.manifest).unwrap_or_default();
     write_atomic(
@@ -62,7 +75,6 @@ pub fn run(
     let id = &resolved.manifest.id;
     let value = summary.to_value(id, &resolved.profile);
     let text = serde_yaml::to_string(&value).unwrap_or_default();
-    write_atomic(&dir.join("summary.yaml"), text.as_bytes())?;
     let wall_s = started.elapsed().as_secs_f64();
     let mut fields = serde_json::Map::new();
     fields.insert("manifest".into(), resolved.name.clone().into());
@@ -72,6 +84,16 @@ pub fn run(
         value["verdict"].as_str().unwrap_or("?").into(),
     );
     write_json(&dir.join("metadata.json"), &metadata(opts, fields, wall_s))?;
+    // Last: a summary exists only for a run that finished.
+    write_atomic(&summary_path, text.as_bytes())?;
+    let stale = dir.join("summary.stale.yaml");
+    if stale.exists() {
+        std::fs::remove_file(&stale).map_err(|source| crate::io::IoError {
+            action: "removing",
+            path: stale,
+            source,
+        })?;
+    }
     Ok(ManifestOutcome {
         verdict: summary.verdict(),
         expected: summary.expected().map(|(v, _)| v),

@@ -8,12 +8,12 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use explr_data::{Dataset, Loader, LoaderConfig};
 use explr_nn::ParamStore;
 use explr_zoo::{Model, ModelSpec};
-use serde::{Deserialize, Serialize};
 
+use crate::checkpoint;
 use crate::context::Progress;
 use crate::io::{write_atomic, IoError};
 use crate::plan::OptimizerPlan;
-use crate::records::{read_records, write_records, EpochRecord};
+use crate::records::{write_records, EpochRecord};
 
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
@@ -42,13 +42,14 @@ pub enum TrainError {
     /// The optimizer of the plan could not be built.
     #[error(transparent)]
     Plan(#[from] crate::plan::PlanError),
-    /// A checkpoint's metadata could not be read.
-    #[error("{}: not a checkpoint's metadata ({message}); rerun without --resume to train the run again", path.display())]
-    CheckpointMeta {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message.
-        message: String,
+    /// A checkpoint could not be written, or could not be trusted on resume.
+    #[error("{run}: {source}")]
+    Checkpoint {
+        /// The run.
+        run: String,
+        /// What went wrong.
+        #[source]
+        source: Box<crate::checkpoint::CheckpointError>,
     },
     /// Training diverged.
     #[error("{run}: {quantity} is {value} at epoch {epoch}, step {step}; the run stopped{}", match checkpoint {
@@ -76,14 +77,6 @@ pub enum TrainError {
         path: PathBuf,
         /// What is wrong.
         message: String,
-    },
-    /// `--resume` found a checkpoint written by a run with another configuration.
-    #[error("{run}: the checkpoint in {} was written by a run with another model, data, batch size, dtype, seed or optimizer plan (the manifest changed since it was written); run without --resume to start this run over", checkpoint.display())]
-    StaleCheckpoint {
-        /// The run.
-        run: String,
-        /// The checkpoint folder.
-        checkpoint: PathBuf,
     },
 }
 
@@ -118,16 +111,6 @@ pub struct RunSetup<'a> {
     pub dir: PathBuf,
     /// Continue from the last checkpoint when there is one.
     pub resume: bool,
-}
-
-#[derive(Serialize, Deserialize)]
-struct CheckpointMeta {
-    epoch: usize,
-    step: u64,
-    /// [`config_fingerprint`] of the run that wrote it (absent in checkpoints written before
-    /// it was recorded, which resume unchecked).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    config: Option<String>,
 }
 
 /// A fingerprint of everything that decides a run's numbers except its length: the model, the
@@ -336,24 +319,26 @@ pub fn train(
     )?;
     let layer = tracked_layer(&model);
     let si_vars = model.scale_invariant();
-    let ckpt = setup.dir.join("checkpoint");
     let config = config_fingerprint(setup);
+    let ckpt = checkpoint::folder(&setup.dir);
     let mut records: Vec<EpochRecord> = Vec::new();
     let mut start_epoch = 0usize;
-    if setup.resume && ckpt.join("meta.json").exists() {
-        let meta: CheckpointMeta = read_json(&ckpt.join("meta.json"))?;
-        if meta.config.as_ref().is_some_and(|c| *c != config) {
-            return Err(TrainError::StaleCheckpoint {
+    if setup.resume {
+        if let Some(r) = checkpoint::restore(&setup.dir, &store, &mut sgd, &config, setup.epochs)
+            .map_err(|e| TrainError::Checkpoint {
                 run: setup.key.clone(),
-                checkpoint: ckpt,
-            });
+                source: Box::new(e),
+            })?
+        {
+            start_epoch = r.epoch;
+            records = r.records;
+            // The metrics may run ahead of the checkpoint: those epochs are trained again.
+            write_records(&setup.dir, &records)?;
         }
-        store.load(&ckpt.join("model.safetensors"))?;
-        sgd.load(&ckpt.join("optimizer.safetensors"))?;
-        records = read_records(&setup.dir.join("metrics.jsonl"))?;
-        records.truncate(meta.epoch);
-        start_epoch = meta.epoch;
+    } else {
+        checkpoint::clear(&setup.dir)?;
     }
+    let has_checkpoint = |ckpt: &Path| ckpt.join("LATEST").exists().then(|| ckpt.to_path_buf());
     let steps_per_epoch = train_loader.steps_per_epoch() as u64;
     progress.start(&setup.key, setup.epochs as u64);
     progress.update(&setup.key, start_epoch as u64, "");
@@ -391,7 +376,7 @@ pub fn train(
                     step: epoch_start_step + index as u64,
                     quantity: "training loss".into(),
                     value,
-                    checkpoint: ckpt.join("meta.json").exists().then(|| ckpt.clone()),
+                    checkpoint: has_checkpoint(&ckpt),
                 });
             }
         };
@@ -427,7 +412,7 @@ pub fn train(
                     step,
                     quantity: quantity.into(),
                     value,
-                    checkpoint: ckpt.join("meta.json").exists().then(|| ckpt.clone()),
+                    checkpoint: has_checkpoint(&ckpt),
                 });
             }
         }
@@ -438,21 +423,12 @@ pub fn train(
         write_records(&setup.dir, &records)?;
         let last = epoch + 1 == setup.epochs;
         if last || (setup.checkpoint_every > 0 && (epoch + 1) % setup.checkpoint_every == 0) {
-            std::fs::create_dir_all(&ckpt).map_err(|source| IoError {
-                action: "creating",
-                path: ckpt.clone(),
-                source,
+            checkpoint::save(&setup.dir, &store, &sgd, &config, &records).map_err(|e| {
+                TrainError::Checkpoint {
+                    run: setup.key.clone(),
+                    source: Box::new(e),
+                }
             })?;
-            store.save(&ckpt.join("model.safetensors"))?;
-            sgd.save(&ckpt.join("optimizer.safetensors"))?;
-            write_json(
-                &ckpt.join("meta.json"),
-                &CheckpointMeta {
-                    epoch: epoch + 1,
-                    step,
-                    config: Some(config.clone()),
-                },
-            )?;
         }
         let r = records.last().expect("just pushed");
         progress.update(
@@ -514,22 +490,4 @@ pub fn read_snapshot(
         }
     })?;
     Ok(tensors.into_iter().collect())
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {
-    let text = std::fs::read_to_string(path).map_err(|source| IoError {
-        action: "reading",
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| TrainError::CheckpointMeta {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
-    // Plain numbers and strings: serializing cannot fail.
-    let text = serde_json::to_string_pretty(value).unwrap_or_default();
-    Ok(write_atomic(path, text.as_bytes())?)
 }

@@ -244,7 +244,8 @@ fn runs(
     }
 }
 
-/// What the run does with its plan before and while it trains, short of training.
+/// What the run does with its plan before and while it trains, short of training (and what
+/// the checks ask of it afterwards: the twin's scale P_t at every step).
 fn plan_run(
     runs: &BTreeMap<String, RunSpec>,
     name: &str,
@@ -256,6 +257,7 @@ fn plan_run(
         p.build_sgd(model)?;
     }
     for step in 0..length.steps {
+        p.scale(step)?;
         for group in [&p.scale_invariant, &p.others] {
             group.lr.lr(step)?;
             group.weight_decay.at(step)?;

@@ -33,6 +33,7 @@ struct Choice {
     momentum: &'static str,
     transform: &'static str,
     check: &'static str,
+    control: &'static str,
 }
 
 /// A value from `valid` nine times in ten, else one from `invalid`.
@@ -88,16 +89,29 @@ fn choice() -> impl Strategy<Value = Choice> {
         pick(&["texp", "texp_minus", "exact"], &["exact"]),
         pick(
             &[
-                "{check: curves_overlap, a: base, b: twin, metric: train_acc, tolerance: 0.5}",
-                "{check: within_seed_noise, a: base, b: twin, metric: test_acc}",
-                "{check: angular_update, run: base, from_epoch: 1, tolerance: 10.0}",
-                "{check: nearly_constant, run: twin, metric: norm_sq_over_lr, from_epoch: 1, to_epoch: 1, tolerance: 10.0}",
-                "{check: final_greater, a: base, b: twin, metric: lr, margin: -100.0}",
+                "{check: window_gap, a: base, b: twin, metric: train_acc, windows: [[1, 1]], bound: 0.5, reason: r}",
+                "{check: weight_distance, a: base, b: twin, epoch: 1, bound: 1.0, reason: r}",
+                "{check: angular_update, run: base, window: [1, 1], tolerance: 10.0, reason: r}",
+                "{check: nearly_constant, run: twin, metric: norm_sq_over_lr, window: [1, 1], tolerance: 10.0, reason: r}",
+                "{check: greater, a: base, b: twin, metric: lr, window: [1, 1], margin: -100.0, reason: r}",
             ],
             &[
-                "{check: curves_overlap, a: base, b: twin, metric: test_acc, tolerance: 0.5, from_epoch: 4}",
-                "{check: angular_update, run: twin, from_epoch: 1, tolerance: 10.0}",
-                "{check: nearly_constant, run: twin, metric: norm_sq_over_lr, from_epoch: 2, to_epoch: 1, tolerance: 10.0}",
+                "{check: window_gap, a: base, b: twin, metric: test_acc, windows: [[2, 4]], bound: 0.5, reason: r}",
+                "{check: weight_distance, a: base, b: twin, epoch: 1, bound: 1.0, reason: ''}",
+                "{check: angular_update, run: twin, window: [1, 1], tolerance: 10.0, reason: r}",
+                "{check: nearly_constant, run: twin, metric: norm_sq_over_lr, window: [2, 1], tolerance: 10.0, reason: r}",
+                "{check: weight_distance, a: base, b: ctl, epoch: 1, bound: 1.0, reason: r}",
+            ],
+        ),
+        pick(
+            &[
+                "{replaces: twin, why: the twin for twice the weight decay, run: {derive: {from: base, transform: exact, weight_decay_factor: 2.0}}}",
+                "{replaces: base, why: another LR, run: {schedule: {kind: constant, lr: 0.05}}}",
+            ],
+            &[
+                "{replaces: nothing, why: w, run: {schedule: {kind: constant, lr: 0.05}}}",
+                "{replaces: twin, why: w, run: {derive: {from: ctl, transform: exact}}}",
+                "{replaces: twin, why: w, run: {derive: {from: base, transform: exact, weight_decay_factor: 0.0}}}",
             ],
         ),
     )
@@ -114,6 +128,7 @@ fn choice() -> impl Strategy<Value = Choice> {
                 momentum,
                 transform,
                 check,
+                control,
             )| Choice {
                 model,
                 train_size,
@@ -126,6 +141,7 @@ fn choice() -> impl Strategy<Value = Choice> {
                 momentum,
                 transform,
                 check,
+                control,
             },
         )
 }
@@ -138,6 +154,7 @@ fn text(c: &Choice) -> String {
          seeds: {}\n  epochs: {}\n  \
          runs:\n    base:\n      momentum: {}\n      weight_decay: {}\n      schedule: {}\n    \
          twin:\n      derive: {{from: base, transform: {}}}\n  \
+         controls:\n    ctl: {}\n  \
          checks:\n    - {}\n",
         c.model,
         c.train_size,
@@ -149,6 +166,7 @@ fn text(c: &Choice) -> String {
         c.weight_decay,
         c.base,
         c.transform,
+        c.control,
         c.check
     )
 }

@@ -115,23 +115,26 @@ fn check(
     ] {
         assert!(msg.contains(&needle), "{case}: `{msg}` lacks `{needle}`");
     }
-    let ckpt = dir.0.join("checkpoint");
+    let ckpt = dir.0.join("checkpoints");
     if want_checkpoint {
         assert_eq!(checkpoint.as_deref(), Some(ckpt.as_path()), "{case}");
         let kept = format!("its last good checkpoint is kept in {}", ckpt.display());
         assert!(msg.contains(&kept), "{case}: `{msg}` lacks `{kept}`");
         // The checkpoint is the last good epoch, untouched by the diverged one.
+        let latest = std::fs::read_to_string(ckpt.join("LATEST")).unwrap();
+        assert_eq!(latest.trim(), format!("epoch-{}", want_epoch - 1), "{case}");
+        let last = ckpt.join(latest.trim());
         let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(ckpt.join("meta.json")).unwrap())
+            serde_json::from_str(&std::fs::read_to_string(last.join("meta.json")).unwrap())
                 .unwrap();
         assert_eq!(meta["epoch"], want_epoch - 1, "{case}");
-        assert!(all_finite(&ckpt.join("model.safetensors")), "{case}");
-        assert!(all_finite(&ckpt.join("optimizer.safetensors")), "{case}");
+        assert!(all_finite(&last.join("model.safetensors")), "{case}");
+        assert!(all_finite(&last.join("optimizer.safetensors")), "{case}");
     } else {
         assert_eq!(checkpoint, None, "{case}");
         let none = "the run stopped before any checkpoint was written";
         assert!(msg.contains(none), "{case}: `{msg}` lacks `{none}`");
-        assert!(!ckpt.join("meta.json").exists(), "{case}");
+        assert!(!ckpt.join("LATEST").exists(), "{case}");
     }
     // The metrics hold the good epochs only, all finite.
     let metrics = dir.0.join("metrics.jsonl");

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Device};
 use explr_data::{load_synthetic, Dataset, SyntheticConfig};
+use explr_replicate::checkpoint::CheckpointError;
 use explr_replicate::context::Progress;
 use explr_replicate::plan;
 use explr_replicate::records::{read_records, EpochRecord};
@@ -189,8 +190,13 @@ fn check(run_name: &str, dtype: DType) {
     let on_disk = read_records(&resumed_dir.0.join("metrics.jsonl")).unwrap();
     let index = |rs: &[EpochRecord]| rs.iter().map(|r| (r.epoch, r.step)).collect::<Vec<_>>();
     assert_eq!(index(&on_disk), index(&resumed), "{case}");
+    assert_eq!(
+        std::fs::read_to_string(resumed_dir.0.join("checkpoints/LATEST")).unwrap(),
+        "epoch-3\n",
+        "{case}"
+    );
     let meta: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(resumed_dir.0.join("checkpoint/meta.json")).unwrap(),
+        &std::fs::read_to_string(resumed_dir.0.join("checkpoints/epoch-3/meta.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(meta["epoch"], 3, "{case}");
@@ -199,8 +205,8 @@ fn check(run_name: &str, dtype: DType) {
         for f in [
             "metrics.jsonl",
             "metrics.csv",
-            "checkpoint/model.safetensors",
-            "checkpoint/optimizer.safetensors",
+            "checkpoints/epoch-3/model.safetensors",
+            "checkpoints/epoch-3/optimizer.safetensors",
         ] {
             assert!(dir.join(f).is_file(), "{case}: no {f}");
         }
@@ -317,14 +323,11 @@ fn a_checkpoint_of_another_configuration_does_not_resume() {
         true,
         &dir.0,
     ) {
-        Err(TrainError::StaleCheckpoint { checkpoint, .. }) => {
-            assert_eq!(checkpoint, dir.0.join("checkpoint"));
-            let message = TrainError::StaleCheckpoint {
-                run: "r".into(),
-                checkpoint,
-            }
-            .to_string();
+        Err(e @ TrainError::Checkpoint { .. }) if matches!(&e, TrainError::Checkpoint { source, .. } if matches!(**source, CheckpointError::OtherConfiguration { .. })) =>
+        {
+            let message = e.to_string();
             assert!(message.contains("without --resume"), "{message}");
+            assert!(message.contains("checkpoints/epoch-1"), "{message}");
         }
         other => panic!(
             "resumed into another configuration: {:?}",

@@ -181,15 +181,29 @@ fn manifests(dir: &Path, ids: &[String]) -> Result<Vec<PathBuf>> {
 }
 
 /// Figures copied into the report for a manifest (the first model's main panels).
+/// When this run left no figures for the manifest (it ran other manifests, or another
+/// results folder), the figures the report already has are kept and linked.
 fn report_figures(results: &Path, docs: &Path, name: &str, profile: &str) -> Result<Vec<String>> {
-    let from = results.join(name).join(profile);
-    let mut svgs: Vec<PathBuf> = match std::fs::read_dir(&from) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "svg"))
-            .collect(),
-        Err(_) => return Ok(Vec::new()),
+    let svgs_in = |dir: &Path| -> Vec<PathBuf> {
+        match std::fs::read_dir(dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "svg"))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
     };
+    let kept = Path::new("figures").join(name).join(profile);
+    let mut svgs = svgs_in(&results.join(name).join(profile));
+    if svgs.is_empty() {
+        let mut existing: Vec<String> = svgs_in(&docs.join(&kept))
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|f| format!("figures/{name}/{profile}/{}", f.to_string_lossy()))
+            .collect();
+        existing.sort();
+        return Ok(existing);
+    }
     svgs.sort();
     // Training manifests draw every panel for every model: keep the first model's main panels.
     // Other kinds draw only a few figures: keep them all.
@@ -228,10 +242,17 @@ fn report_figures(results: &Path, docs: &Path, name: &str, profile: &str) -> Res
     Ok(out)
 }
 
-/// Regenerates the profile's report (`docs/REPLICATION.md` for smoke, else
-/// `docs/REPLICATION-<profile>.md`) from every manifest that has a golden at this profile.
+/// Regenerates the profile's report (`REPLICATION.md` for smoke, else
+/// `REPLICATION-<profile>.md`) from every manifest that has a golden at this profile. Bless
+/// writes only what it owns: the repository's report in `docs/` is regenerated only from the
+/// repository's own goldens (`--golden-dir golden`); goldens blessed into another folder get
+/// their report (and figures) beside them, in that folder.
 fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
-    let docs = PathBuf::from("docs");
+    let docs = if args.golden_dir == Path::new("golden") {
+        PathBuf::from("docs")
+    } else {
+        args.golden_dir.clone()
+    };
     let mut entries = Vec::new();
     for path in manifests(&args.experiments_dir, &[])? {
         let name = path
@@ -420,30 +441,31 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
             resolved.manifest.id, outcome.wall_s
         );
         // After each manifest, so that a run cut short keeps what it found.
-        let mut index = ResultsIndex::load(&args.results_dir)?;
-        index.upsert(IndexEntry {
-            manifest: resolved.name.clone(),
-            id: resolved.manifest.id.clone(),
-            profile: args.profile.clone(),
-            verdict: verdict.into(),
-            golden: golden_word.into(),
-            checks: outcome
-                .checks
-                .iter()
-                .map(|(k, c)| {
-                    let check = IndexCheck {
-                        what: c.what.clone(),
-                        value: c.value,
-                        bound: c.bound.clone(),
-                        pass: c.pass,
-                    };
-                    (k.clone(), check)
-                })
-                .collect(),
-            device: device_spec.to_string(),
-            wall_s: outcome.wall_s,
-        });
-        index.save(&args.results_dir)?;
+        ResultsIndex::record(
+            &args.results_dir,
+            IndexEntry {
+                manifest: resolved.name.clone(),
+                id: resolved.manifest.id.clone(),
+                profile: args.profile.clone(),
+                verdict: verdict.into(),
+                golden: golden_word.into(),
+                checks: outcome
+                    .checks
+                    .iter()
+                    .map(|(k, c)| {
+                        let check = IndexCheck {
+                            what: c.what.clone(),
+                            value: c.value,
+                            bound: c.bound.clone(),
+                            pass: c.pass,
+                        };
+                        (k.clone(), check)
+                    })
+                    .collect(),
+                device: device_spec.to_string(),
+                wall_s: outcome.wall_s,
+            },
+        )?;
     }
     eprintln!("replicate: {:.1}s in all", started.elapsed().as_secs_f64());
     if mode == GoldenMode::Bless && !args.dry_run {

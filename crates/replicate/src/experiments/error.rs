@@ -12,6 +12,9 @@ pub enum RunError {
     /// Writing a result failed.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// The results folder is in use by another process.
+    #[error(transparent)]
+    Lock(#[from] crate::io::LockError),
     /// A metrics file could not be read or written.
     #[error(transparent)]
     Records(#[from] RecordsError),

@@ -1,0 +1,414 @@
+//! Results that cannot lie (checkpoints written and read as one unit, resume that verifies,
+//! one writer per results folder, a failed rerun that cannot pass for the old result):
+//!
+//! - a run killed at each file replacement of a checkpoint write (the metrics, then each file of
+//!   the new checkpoint folder, then the `LATEST` pointer) resumes to records bit-identical to
+//!   an uninterrupted run: every such state is built from the files of the two runs that
+//!   bracket it;
+//! - the `explr` binary killed with SIGKILL mid-training, then run with `--resume`, writes the
+//!   same summary as a run that was never interrupted;
+//! - a rerun without `--resume` clears the former checkpoint; an emptied `metrics.jsonl` or a
+//!   checkpoint past the run's end is refused; a second process on one results folder fails at
+//!   once naming the first.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device};
+use explr_data::{load_synthetic, Dataset, SyntheticConfig};
+use explr_replicate::checkpoint::CheckpointError;
+use explr_replicate::context::Silent;
+use explr_replicate::plan;
+use explr_replicate::records::EpochRecord;
+use explr_replicate::spec::{ModelSection, RunSpec};
+use explr_replicate::trainer::{train, RunSetup, TrainError};
+
+use common::TempDir;
+
+const RUNS: &str = "
+step_decay:
+  momentum: 0.9
+  weight_decay: 5.0e-4
+  schedule: {kind: multistep, lr: 0.1, milestones: [2], gamma: 0.1}
+";
+
+fn data_of(seed: u64) -> Dataset {
+    load_synthetic(&SyntheticConfig {
+        seed,
+        train_size: 64,
+        test_size: 32,
+        ..SyntheticConfig::default()
+    })
+    .unwrap()
+}
+
+fn data() -> Dataset {
+    data_of(4)
+}
+
+/// Trains the step decay for `epochs` in `dir`, a checkpoint every epoch.
+fn run(
+    data: &Dataset,
+    epochs: usize,
+    resume: bool,
+    dir: &Path,
+) -> Result<Vec<EpochRecord>, TrainError> {
+    let runs: BTreeMap<String, RunSpec> = serde_yaml::from_str(RUNS).unwrap();
+    let model: ModelSection =
+        serde_yaml::from_str("{arch: preresnet, depth: 8, width: 2}").unwrap();
+    train(
+        &RunSetup {
+            key: "tiny/step_decay/seed-1".into(),
+            model: &model,
+            dataset: data,
+            batch_size: 32,
+            augment: true,
+            dtype: DType::F64,
+            device: &Device::Cpu,
+            seed: 1,
+            epochs,
+            plan: plan::plan(&runs, "step_decay", 2).unwrap(),
+            checkpoint_every: 1,
+            snapshot_epochs: Vec::new(),
+            dir: dir.to_path_buf(),
+            resume,
+        },
+        &Silent,
+    )
+}
+
+/// Every number of a record but the wall time, as bits.
+fn bits(records: &[EpochRecord]) -> Vec<Vec<u64>> {
+    records
+        .iter()
+        .map(|r| {
+            let mut v = vec![r.epoch as u64, r.step];
+            v.extend(
+                [
+                    r.lr,
+                    r.train_loss,
+                    r.train_acc,
+                    r.test_loss,
+                    r.test_acc,
+                    r.si_norm,
+                    r.layer_norm,
+                    r.angular_update,
+                ]
+                .map(f64::to_bits),
+            );
+            v
+        })
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// The files an epoch's end replaces, in the order the trainer replaces them: the metrics,
+/// then the files of the new checkpoint folder, then the pointer that makes it the latest.
+const REPLACEMENTS: [&str; 7] = [
+    "metrics.jsonl",
+    "metrics.csv",
+    "checkpoints/epoch-2/model.safetensors",
+    "checkpoints/epoch-2/optimizer.safetensors",
+    "checkpoints/epoch-2/optimizer.json",
+    "checkpoints/epoch-2/meta.json",
+    "checkpoints/LATEST",
+];
+
+#[test]
+fn a_run_killed_at_any_replacement_of_a_checkpoint_write_resumes_to_the_same_numbers() {
+    let data = data();
+    let straight = TempDir::new("straight");
+    let want = bits(&run(&data, 3, false, &straight.0).unwrap());
+    // The two states that bracket the write of epoch 2's checkpoint, one run's.
+    let (after1, after2) = (TempDir::new("after-1"), TempDir::new("after-2"));
+    run(&data, 1, false, &after1.0).unwrap();
+    copy_dir(&after1.0, &after2.0);
+    run(&data, 2, true, &after2.0).unwrap();
+    for killed_after in 0..=REPLACEMENTS.len() {
+        let dir = TempDir::new("killed");
+        copy_dir(&after1.0, &dir.0);
+        for f in &REPLACEMENTS[..killed_after] {
+            let target = dir.0.join(f);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::copy(after2.0.join(f), target).unwrap();
+        }
+        // A write cut short inside the next file leaves a partial temporary sibling.
+        if let Some(next) = REPLACEMENTS.get(killed_after) {
+            let next = dir.0.join(next);
+            std::fs::create_dir_all(next.parent().unwrap()).unwrap();
+            let name = next.file_name().unwrap().to_string_lossy().into_owned();
+            std::fs::write(
+                next.with_file_name(format!(".{name}.tmp-999999")),
+                b"partial",
+            )
+            .unwrap();
+        }
+        let resumed = run(&data, 3, true, &dir.0)
+            .unwrap_or_else(|e| panic!("killed after {killed_after} replacements: {e}"));
+        assert_eq!(
+            bits(&resumed),
+            want,
+            "killed after {killed_after} replacements"
+        );
+    }
+}
+
+#[test]
+fn resume_verifies_before_it_trusts() {
+    let data = data();
+    let dir = TempDir::new("verify");
+    run(&data, 2, false, &dir.0).unwrap();
+    let refused = |what: &str, dir: &Path| match run(&data, 3, true, dir) {
+        Err(TrainError::Checkpoint { source: e, .. })
+            if matches!(*e, CheckpointError::Inconsistent { .. }) =>
+        {
+            e.to_string()
+        }
+        other => panic!("{what}: resumed anyway: {:?}", other.map(|r| r.len())),
+    };
+    // An emptied metrics.jsonl.
+    let emptied = TempDir::new("emptied");
+    copy_dir(&dir.0, &emptied.0);
+    std::fs::write(emptied.0.join("metrics.jsonl"), "").unwrap();
+    let msg = refused("emptied metrics", &emptied.0);
+    assert!(
+        msg.contains("metrics.jsonl") && msg.contains("holds 0 records"),
+        "{msg}"
+    );
+    // A checkpoint whose metadata claims epoch 99.
+    let edited = TempDir::new("epoch-99");
+    copy_dir(&dir.0, &edited.0);
+    let meta_path = edited.0.join("checkpoints/epoch-2/meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    meta["epoch"] = 99.into();
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let msg = refused("epoch 99", &edited.0);
+    assert!(
+        msg.contains("epoch 99") && msg.contains("meta.json"),
+        "{msg}"
+    );
+    // A metrics file that was replaced by another run's.
+    let replaced = TempDir::new("replaced");
+    copy_dir(&dir.0, &replaced.0);
+    let other = TempDir::new("other");
+    run(&data_of(5), 2, false, &other.0).unwrap();
+    std::fs::copy(
+        other.0.join("metrics.jsonl"),
+        replaced.0.join("metrics.jsonl"),
+    )
+    .unwrap();
+    let msg = refused("replaced metrics", &replaced.0);
+    assert!(msg.contains("do not begin with the checkpoint's"), "{msg}");
+}
+
+#[test]
+fn a_rerun_without_resume_starts_clean_and_a_killed_one_cannot_finish_on_stale_state() {
+    let data = data();
+    let dir = TempDir::new("rerun");
+    run(&data, 1, false, &dir.0).unwrap();
+    // A rerun without --resume clears the old run's checkpoint before its first epoch: a
+    // rerun stopped before it trained anything (here: zero epochs) leaves nothing behind.
+    assert!(run(&data, 0, false, &dir.0).unwrap().is_empty());
+    assert!(!dir.0.join("checkpoints/LATEST").exists());
+    assert!(!dir.0.join("metrics.jsonl").exists());
+    // So --resume starts over instead of "finishing" with the old epoch.
+    let resumed = run(&data, 3, true, &dir.0).unwrap();
+    let straight = TempDir::new("rerun-straight");
+    assert_eq!(
+        bits(&resumed),
+        bits(&run(&data, 3, false, &straight.0).unwrap())
+    );
+}
+
+/// A sandbox with a copy of one manifest, shortened, for the binary.
+struct Sandbox(TempDir);
+
+impl Sandbox {
+    fn new(manifest: &str, edit: impl Fn(String) -> String) -> Self {
+        let dir = TempDir::new("durable-bin");
+        std::fs::create_dir_all(dir.0.join("experiments")).unwrap();
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../../experiments/{manifest}.yaml")),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.0.join(format!("experiments/{manifest}.yaml")),
+            edit(text),
+        )
+        .unwrap();
+        Self(dir)
+    }
+
+    fn command(&self, args: &[&str], results: &str) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_explr"));
+        c.current_dir(&self.0 .0)
+            .arg("replicate")
+            .args(args)
+            // --bless: the sandbox has no goldens to check against.
+            .args([
+                "--bless",
+                "--results-dir",
+                results,
+                "--golden-dir",
+                "golden",
+            ])
+            .args(["--experiments-dir", "experiments"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn summary(&self, results: &str, manifest: &str) -> String {
+        std::fs::read_to_string(
+            self.0
+                 .0
+                .join(results)
+                .join(manifest)
+                .join("smoke/summary.yaml"),
+        )
+        .unwrap()
+    }
+}
+
+/// E4 at the smoke profile, shortened to four epochs of 8 steps with a checkpoint after each.
+fn e4_sandbox() -> Sandbox {
+    Sandbox::new("e4", |t| {
+        t.replace(
+            "      epochs: 8\n      checkpoint_every: 0\n",
+            "      epochs: 4\n      checkpoint_every: 1\n",
+        )
+        .replace(
+            "train_size: 512, test_size: 256",
+            "train_size: 128, test_size: 64",
+        )
+        .replace("windows: [[4, 5], [7, 8]]", "windows: [[3, 4]]")
+        .replace("          epoch: 8\n", "          epoch: 4\n")
+    })
+}
+
+#[test]
+fn a_killed_binary_resumes_to_the_summary_of_an_uninterrupted_run() {
+    let sandbox = e4_sandbox();
+    let straight = sandbox.command(&["e4"], "straight").output().unwrap();
+    assert!(
+        straight.status.success(),
+        "{}",
+        String::from_utf8_lossy(&straight.stderr)
+    );
+    let want = sandbox.summary("straight", "e4");
+    // Killed at three moments of the run, each time resumed from what it left.
+    for delay_ms in [700u64, 1500, 3000] {
+        let mut child = sandbox
+            .command(&["e4", "--resume"], "killed")
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let resumed = sandbox
+        .command(&["e4", "--resume"], "killed")
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(sandbox.summary("killed", "e4"), want);
+}
+
+#[test]
+fn a_second_process_on_one_results_folder_fails_at_once_naming_the_first() {
+    let sandbox = e4_sandbox();
+    let mut first = sandbox.command(&["e4"], "shared").spawn().unwrap();
+    // Wait until the first holds the folder.
+    let lock = sandbox.0 .0.join("shared/e4/smoke/.lock");
+    let started = Instant::now();
+    while !std::fs::read_to_string(&lock).is_ok_and(|s| s.contains("pid")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the first run never locked"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    let second = sandbox.command(&["e4"], "shared").output().unwrap();
+    let took = t.elapsed();
+    let _ = first.kill();
+    let _ = first.wait();
+    let err = String::from_utf8_lossy(&second.stderr).into_owned();
+    assert!(!second.status.success(), "{err}");
+    assert!(err.contains("in use by another explr process"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+    // At once: it did not wait for the first to finish (that takes tens of seconds).
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+#[test]
+fn a_failed_rerun_does_not_leave_the_old_summary_looking_current() {
+    let sandbox = Sandbox::new("t1", |t| t);
+    let ok = sandbox.command(&["t1"], "results").output().unwrap();
+    assert!(ok.status.success());
+    let summary = sandbox.0 .0.join("results/t1/smoke/summary.yaml");
+    assert!(summary.exists());
+    // A rerun that fails (its folder cannot take the resolved manifest) leaves the former
+    // summary marked stale, not in place.
+    let folder = sandbox.0 .0.join("results/t1/smoke/manifest.resolved.yaml");
+    std::fs::remove_file(&folder).unwrap();
+    std::fs::create_dir_all(folder.join("blocker")).unwrap();
+    let failed = sandbox.command(&["t1"], "results").output().unwrap();
+    assert!(!failed.status.success());
+    assert!(!summary.exists());
+    assert!(summary.with_file_name("summary.stale.yaml").exists());
+}
+
+#[test]
+fn bless_into_another_golden_folder_leaves_the_repository_report_alone() {
+    let sandbox = Sandbox::new("t1", |t| t);
+    let docs = sandbox.0 .0.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let report = "# Replication report\n\nevery claim, recorded\n";
+    std::fs::write(docs.join("REPLICATION.md"), report).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_explr"))
+        .current_dir(&sandbox.0 .0)
+        .args(["replicate", "t1", "--bless", "--golden-dir", "elsewhere"])
+        .args([
+            "--results-dir",
+            "results",
+            "--experiments-dir",
+            "experiments",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(docs.join("REPLICATION.md")).unwrap(),
+        report
+    );
+    let beside = std::fs::read_to_string(sandbox.0 .0.join("elsewhere/REPLICATION.md")).unwrap();
+    assert!(beside.contains("| [T1](#t1)"), "{beside}");
+    assert!(sandbox.0 .0.join("elsewhere/t1.smoke.snap").exists());
+}
