@@ -38,6 +38,8 @@ pub struct ControlResult {
     pub why: String,
     /// The checks it failed (keys of the claim's checks); empty: it passed them all.
     pub failed: Vec<String>,
+    /// What each check it took part in measured for it, by the check's key.
+    pub values: BTreeMap<String, f64>,
 }
 
 impl ControlResult {
@@ -105,12 +107,14 @@ impl Summary {
         );
     }
 
-    /// Records how negative control `key` fared: the checks it `failed`.
+    /// Records how negative control `key` fared: what each check measured for it (`values`,
+    /// by check key) and which checks it `failed`.
     pub fn control(
         &mut self,
         key: impl Into<String>,
         replaces: &str,
         why: &str,
+        values: BTreeMap<String, f64>,
         failed: Vec<String>,
     ) {
         self.controls.insert(
@@ -119,6 +123,7 @@ impl Summary {
                 replaces: replaces.into(),
                 why: why.into(),
                 failed,
+                values,
             },
         );
     }
@@ -226,6 +231,7 @@ impl Summary {
         for (k, c) in &self.checks {
             let mut cm = serde_yaml::Mapping::new();
             cm.insert("pass".into(), c.pass.into());
+            cm.insert("value".into(), number(round_sig(c.value, DIGITS)));
             cm.insert("bound".into(), c.bound.clone().into());
             cm.insert("what".into(), c.what.clone().into());
             if let Some(reason) = &c.reason {
@@ -241,6 +247,12 @@ impl Summary {
                 cm.insert("replaces".into(), c.replaces.clone().into());
                 cm.insert("why".into(), c.why.clone().into());
                 cm.insert("rejected".into(), c.rejected().into());
+                let values: serde_yaml::Mapping = c
+                    .values
+                    .iter()
+                    .map(|(k, v)| (Value::from(k.clone()), number(round_sig(*v, DIGITS))))
+                    .collect();
+                cm.insert("values".into(), Value::Mapping(values));
                 cm.insert(
                     "failed".into(),
                     Value::Sequence(c.failed.iter().map(|f| f.clone().into()).collect()),

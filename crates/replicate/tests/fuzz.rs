@@ -54,7 +54,7 @@ training:
     texp:
       derive: {from: step_decay, transform: texp}
   checks:
-    - {check: curves_overlap, a: step_decay, b: texp, metric: train_acc, tolerance: 0.05}
+    - {check: window_gap, a: step_decay, b: texp, metric: train_acc, windows: [[3, 4]], bound: 0.05, reason: r}
 profiles:
   smoke:
     training:

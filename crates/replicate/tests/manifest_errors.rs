@@ -35,7 +35,7 @@ training:
     texp:
       derive: {from: step_decay, transform: texp}
   checks:
-    - {check: curves_overlap, a: step_decay, b: texp, metric: train_acc, tolerance: 0.05}
+    - {check: window_gap, a: step_decay, b: texp, metric: train_acc, windows: [[3, 3]], bound: 0.05, reason: r}
 profiles:
   smoke:
     training:
@@ -272,8 +272,8 @@ fn impossible_values_are_located() {
     check(
         "a check naming a missing run",
         &edit(&[(
-            "    - {check: curves_overlap, a: step_decay, b: texp,",
-            "    - {check: curves_overlap, a: step_decay, b: tex, # HERE\n      ",
+            "    - {check: window_gap, a: step_decay, b: texp,",
+            "    - {check: window_gap, a: step_decay, b: tex, # HERE\n      ",
         )]),
         "cpu",
         Kind::Invalid("training.checks.0"),
@@ -306,35 +306,59 @@ fn impossible_values_are_located() {
 }
 
 #[test]
-fn within_seed_noise_needs_two_seeds_and_a_positive_factor() {
-    let noise_check =
-        "    - {check: within_seed_noise, a: step_decay, b: texp, metric: test_acc}\n";
-    let with_check = |check: &str, seeds: &str| {
-        edit(&[
-            ("  seeds: [0]\n", seeds),
-            ("  checks:\n", &format!("  checks:\n{check}")),
-        ])
-    };
+fn checks_need_a_reason_a_window_inside_the_run_and_claimed_runs() {
+    let gap = "    - {check: window_gap, a: step_decay, b: texp, metric: train_acc, windows: [[3, 3]], bound: 0.05, reason: r}\n";
+    let with_check = |check: &str| edit(&[(gap, check)]);
     check(
-        "one seed",
-        &with_check(&noise_check.replace('\n', " # HERE\n"), "  seeds: [0]\n"),
+        "no reason",
+        &with_check(&gap.replace("reason: r}", "reason: ' '} # HERE")),
         "cpu",
-        Kind::Invalid("training.checks.0"),
-        &["at least two seeds", "has 1", "curves_overlap"],
+        Kind::Invalid("training.checks.0.reason"),
+        &["where the bound comes from"],
     );
     check(
-        "factor 0",
+        "a window past the end",
         &with_check(
-            &noise_check.replace("test_acc}", "test_acc, factor: 0} # HERE"),
-            "  seeds: [0, 1]\n",
+            &gap.replace("[[3, 3]]", "[[3, 5]]")
+                .replace('\n', " # HERE\n"),
         ),
         "cpu",
-        Kind::Invalid("training.checks.0.factor"),
-        &["positive", "got 0"],
+        Kind::Invalid("training.checks.0"),
+        &["epochs 3-5", "<= 4"],
     );
-    let two_seeds = with_check(noise_check, "  seeds: [0, 1]\n");
-    let parsed = manifest::parse(&two_seeds, Path::new(FILE), "q1", "cpu");
-    assert!(parsed.is_ok(), "{:?}", parsed.err());
+    check(
+        "a check naming a control",
+        &edit(&[
+            (gap, &gap.replace("b: texp", "b: wrong").replace('\n', " # HERE\n")),
+            (
+                "profiles:\n",
+                "  controls:\n    wrong: {replaces: texp, why: w, run: {derive: {from: step_decay, transform: exact}}}\nprofiles:\n",
+            ),
+        ]),
+        "cpu",
+        Kind::Invalid("training.checks.0"),
+        &["`wrong`", "it is a control"],
+    );
+    check(
+        "a control replacing a run no check names",
+        &edit(&[(
+            "profiles:\n",
+            "  controls:\n    other: # HERE\n      replaces: step_dekay\n      why: w\n      run: {schedule: {kind: constant, lr: 0.1}}\nprofiles:\n",
+        )]),
+        "cpu",
+        Kind::Invalid("training.controls.other.replaces"),
+        &["`step_dekay`"],
+    );
+    check(
+        "an expected pass",
+        &edit(&[(
+            "profiles:\n",
+            "  expect: {verdict: pass, reason: r} # HERE\nprofiles:\n",
+        )]),
+        "cpu",
+        Kind::Invalid("training.expect.verdict"),
+        &["other than pass"],
+    );
 }
 
 #[test]

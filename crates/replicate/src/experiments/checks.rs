@@ -242,22 +242,24 @@ pub fn evaluate(ev: &Evidence<'_>, summary: &mut Summary) -> Result<(), RunError
             );
         }
         for (name, control) in &spec.controls {
-            let mut failed = Vec::new();
+            let (mut failed, mut values) = (Vec::new(), BTreeMap::new());
             for (i, check) in spec.checks.iter().enumerate() {
                 if !check.runs().contains(&control.replaces.as_str()) {
                     continue;
                 }
                 let swapped = check.with_run_replaced(&control.replaces, name);
                 let m = ev.measure(&swapped, check, model)?;
-                summary.metric(format!("{model}.{name}.{i}_{}", m.name), m.value);
+                let key = format!("{model}.{i}_{}", check_kind(check));
+                values.insert(key.clone(), m.value);
                 if !m.pass {
-                    failed.push(format!("{model}.{i}_{}", check_kind(check)));
+                    failed.push(key);
                 }
             }
             summary.control(
                 format!("{model}.{name}"),
                 &control.replaces,
                 &control.why,
+                values,
                 failed,
             );
         }
@@ -413,9 +415,10 @@ checks:
         // The control's own statistic is recorded beside the claim's.
         let v = s.to_value("E0", "smoke");
         assert_eq!(
-            v["metrics"]["m.off.0_window_gap_test_acc_a_vs_off"].as_f64(),
+            v["controls"]["m.off"]["values"]["m.0_window_gap"].as_f64(),
             Some(0.3)
         );
+        assert_eq!(v["checks"]["m.0_window_gap"]["value"].as_f64(), Some(0.0));
         assert_eq!(v["controls"]["m.off"]["rejected"].as_bool(), Some(true));
     }
 
