@@ -455,7 +455,7 @@ fn replicate_on_gpu(
 /// goldens that the CPU recorded (f64 except where a manifest says otherwise).
 fn smoke(root: &Path, bins: &Binaries, args: &GpuCheckArgs, env: &Env) -> Result<Section> {
     let results = root.join("target/gpu-check/smoke");
-    let mut cmd = replicate_on_gpu(root, bins, args, env, &[], &results)?;
+    let mut cmd = replicate_on_gpu(root, bins, args, env, &["--check"], &results)?;
     let run = run_limited(
         &mut cmd,
         "every manifest at the smoke profile",

@@ -108,6 +108,33 @@ fn explr(args: &[String], cuda: bool) -> Result<()> {
     Ok(())
 }
 
+/// `cargo test -p explr-replicate --test goldens` on the summaries in `results`: insta compares
+/// each with its golden and leaves a pending snapshot for each difference.
+fn golden_check(results: &str, profile: &str, cuda: bool) -> Result<()> {
+    let root = workspace_root()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let features: &[&str] = if cuda { &["--features", "cuda"] } else { &[] };
+    let results = root.join(results);
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args(["test", "--quiet", "--package", "explr-replicate"])
+        .args(features)
+        .args(["--test", "goldens"])
+        .env("EXPLR_RESULTS", &results)
+        .env("EXPLR_PROFILE", profile)
+        .status()
+        .context("starting cargo")?;
+    if !status.success() {
+        bail!(
+            "the summaries in {} differ from their goldens (above). Each difference left \
+             golden/<claim>.{profile}.snap.new: review them with `cargo insta review` and accept \
+             with `cargo insta accept` (or rerun with --bless)",
+            results.display()
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Replicate { args } => {
@@ -120,9 +147,30 @@ fn main() -> Result<()> {
                 }
                 cuda::check_build_toolchain()?;
             }
+            // The goldens are checked with insta after the run (tests/goldens.rs): at the smoke
+            // profile by default, at any profile with --check; not when blessing, only
+            // validating or stopping runs early.
+            let flag = |f: &str| args.iter().any(|a| a == f);
+            let value = |f: &str| {
+                args.iter()
+                    .position(|a| a == f)
+                    .and_then(|i| args.get(i + 1))
+                    .cloned()
+            };
+            let profile = value("--profile").unwrap_or_else(|| "smoke".into());
+            let check = (flag("--check") || profile == "smoke")
+                && !flag("--bless")
+                && !flag("--dry-run")
+                && value("--max-epochs").is_none()
+                && !flag("--help");
             let mut forwarded = vec!["replicate".to_string()];
-            forwarded.extend(args);
-            explr(&forwarded, cuda)
+            forwarded.extend(args.iter().filter(|a| *a != "--check").cloned());
+            let ran = explr(&forwarded, cuda);
+            if check {
+                let results = value("--results-dir").unwrap_or_else(|| "results".into());
+                golden_check(&results, &profile, cuda)?;
+            }
+            ran
         }
         Task::FetchData { dataset, data_dir } => {
             let spec = match dataset {

@@ -1,5 +1,11 @@
-//! Golden snapshots: each manifest's summary per profile, stored in insta's `.snap` format under
-//! `golden/`, compared with explicit tolerances. Checking never writes; `bless` writes.
+//! Golden snapshots: each manifest's summary per profile, an insta snapshot under `golden/`
+//! (`golden/<manifest>.<profile>.snap`), compared with explicit tolerances.
+//!
+//! `cargo xtask replicate` checks them with insta (`crates/replicate/tests/goldens.rs`, whose
+//! `Comparator` is [`compare_texts`]): a changed result fails and leaves a pending
+//! `.snap.new` that `cargo insta review` shows and `cargo insta accept` takes; under `CI=true`
+//! nothing is written. `explr replicate --check` applies the same comparison without insta
+//! (for a machine without cargo), and `--bless` writes the file exactly as insta would.
 //!
 //! Tolerances, by field name: numbers whose key ends in `_log10` (orders of magnitude of
 //! rounding-level deviations) may differ by 1; every other number is compared with relative
@@ -18,7 +24,8 @@ pub const REL_TOL: f64 = 2e-3;
 /// Absolute tolerance for ordinary numbers.
 pub const ABS_TOL: f64 = 1e-6;
 
-const HEADER: &str = "---\nsource: crates/replicate/src/golden.rs\nexpression: summary\n---\n";
+/// The header insta writes for the snapshots of `crates/replicate/tests/goldens.rs`.
+const HEADER: &str = "---\nsource: crates/replicate/tests/goldens.rs\nexpression: summary\n---\n";
 
 /// Outcome of a golden check.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,12 +102,30 @@ pub fn check(path: &Path, summary: &Value, relative: f64) -> Result<GoldenOutcom
     })
 }
 
+/// The differences (path, golden, actual) between two summaries written as YAML text, numbers
+/// within `relative` (normally [`REL_TOL`]); `Err` with the parser's message when either is
+/// not YAML.
+pub fn compare_texts(
+    golden: &str,
+    actual: &str,
+    relative: f64,
+) -> Result<Vec<(String, String, String)>, String> {
+    let g: Value = serde_yaml::from_str(golden).map_err(|e| format!("the golden: {e}"))?;
+    let a: Value = serde_yaml::from_str(actual).map_err(|e| format!("the summary: {e}"))?;
+    let mut diffs = Vec::new();
+    compare("", &g, &a, relative, &mut diffs);
+    Ok(diffs)
+}
+
+/// The summary as the snapshot's text (what insta stores below the header).
+pub fn snapshot_text(summary: &Value) -> String {
+    // A YAML value always serializes.
+    serde_yaml::to_string(summary).unwrap_or_default()
+}
+
 /// Writes `summary` as the golden at `path`.
 pub fn bless(path: &Path, summary: &Value) -> Result<(), GoldenError> {
-    let body = serde_yaml::to_string(summary).map_err(|e| GoldenError::Corrupt {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let body = snapshot_text(summary);
     write_atomic(path, format!("{HEADER}{body}").as_bytes())?;
     Ok(())
 }

@@ -46,7 +46,8 @@ pub struct ReplicateArgs {
     /// CIFAR data directory (else $EXPLR_DATA, else the per-user cache).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Compare the summaries with golden/ (default for the smoke profile).
+    /// Compare the summaries with the goldens (`cargo xtask replicate` checks them with insta
+    /// instead, leaving pending snapshots for `cargo insta review`).
     #[arg(long, conflicts_with = "bless")]
     pub check: bool,
     /// Write the summaries as the new goldens (and regenerate the profile's report,
@@ -310,7 +311,7 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
         GoldenMode::Bless
     } else if args.max_epochs.is_some() {
         GoldenMode::Skip
-    } else if args.check || args.profile == "smoke" {
+    } else if args.check {
         GoldenMode::Check
     } else {
         GoldenMode::Skip
