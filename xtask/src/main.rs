@@ -10,12 +10,15 @@
 //!   and peak memory, ours against PyTorch back to back, as a table in `target/bench/step.md`.
 //! - `cargo xtask check-cuda [--toolchain DIR] [--clippy]`: installs the CUDA compiler from
 //!   PyPI (no GPU needed) and checks that the workspace compiles with `--features cuda`.
+//! - `cargo xtask unused-deps`: fails when a `[workspace.dependencies]` entry or a member's
+//!   dependency is not used (offline; CI runs it).
 //! - `cargo xtask gpu-check`: on a GPU machine, CPU/CUDA parity, every manifest at the smoke
 //!   profile against the goldens, a PreResNet-32 step against PyTorch and one E3 epoch at the
 //!   paper profile, reported in `target/gpu-check.md`.
 
 mod bench;
 mod cuda;
+mod deps;
 mod fetch;
 mod gpu_check;
 
@@ -57,6 +60,9 @@ enum Task {
     /// against the goldens, a PreResNet-32 training step against PyTorch, one E3 epoch at the
     /// paper profile; writes a markdown report.
     GpuCheck(gpu_check::GpuCheckArgs),
+    /// Fail when a `[workspace.dependencies]` entry is no member's dependency, or a member's
+    /// dependency is not used by the code that can use it (offline).
+    UnusedDeps,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -185,5 +191,6 @@ fn main() -> Result<()> {
         }
         Task::CheckCuda(args) => cuda::check_cuda(&workspace_root()?, &args),
         Task::GpuCheck(args) => gpu_check::run(&workspace_root()?, &args),
+        Task::UnusedDeps => deps::run(&workspace_root()?),
     }
 }

@@ -117,6 +117,15 @@ pub enum DataError {
         /// The epoch being loaded.
         epoch: u64,
     },
+    /// A `candle_datasets::vision::Dataset` that explr-data cannot hold losslessly (feature
+    /// `candle-datasets`).
+    #[error("candle-datasets `{tensor}` {reason}")]
+    CandleDataset {
+        /// The offending tensor: `train_images`, `train_labels`, `test_images` or `test_labels`.
+        tensor: &'static str,
+        /// What is wrong with it and what to do.
+        reason: String,
+    },
     /// PNG encoding failed.
     #[error("encoding the preview PNG failed: {0}")]
     Png(#[from] png::EncodingError),

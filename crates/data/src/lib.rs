@@ -6,6 +6,9 @@
 //! - [`Loader`] turns a split into batches of `(N, 3, 32, 32)` f32/f64 tensors and `u32` labels
 //!   on any candle device, prepared by a background thread. The order of epoch `e` depends only on
 //!   `(seed, e)`, an image's crop and flip only on `(seed, e, index)`.
+//! - With the feature `candle-datasets`, `Dataset::try_from(candle_datasets::vision::Dataset)`
+//!   takes candle's own CIFAR-10 loaders' output (pixels `u8/255` in f32), losslessly; it is off
+//!   by default because candle-datasets pulls in hf-hub, tokio and parquet (README).
 //! - [`resolve_data_dir`] picks the data directory (`--data-dir`, then `$EXPLR_DATA`, then the
 //!   per-user cache), and [`preview_png`] draws a labelled contact sheet.
 //!
@@ -31,6 +34,8 @@
 //! download lives in `cargo xtask fetch-data`.
 
 mod augment;
+#[cfg(feature = "candle-datasets")]
+mod candle_datasets;
 mod cifar;
 mod dataset;
 mod error;

@@ -23,6 +23,7 @@ impl Conv2dConfig {
 /// `nn.Conv2d` with a square kernel and optional bias; PyTorch names `weight` and `bias`.
 #[derive(Clone, Debug)]
 pub struct Conv2d {
+    name: String,
     weight: Var,
     bias: Option<Var>,
     cfg: Conv2dConfig,
@@ -66,12 +67,28 @@ impl Conv2d {
         } else {
             None
         };
-        Ok(Self { weight, bias, cfg })
+        Ok(Self {
+            name: path.prefix().to_string(),
+            weight,
+            bias,
+            cfg,
+        })
     }
 
-    /// The weight variable.
+    /// The path the layer was registered under (`layer1.0.conv1`): its tensors are
+    /// `<name>.weight` and `<name>.bias`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The weight `(out, in, k, k)`.
     pub fn weight(&self) -> &Var {
         &self.weight
+    }
+
+    /// The bias `(out)`, when the layer has one.
+    pub fn bias(&self) -> Option<&Var> {
+        self.bias.as_ref()
     }
 
     /// The configuration.
@@ -98,12 +115,14 @@ impl Module for Conv2d {
 /// `nn.Linear`: `y = x·Wᵀ + b`, PyTorch's default init, names `weight` and `bias`.
 #[derive(Clone, Debug)]
 pub struct Linear {
+    name: String,
     weight: Var,
     bias: Option<Var>,
 }
 
 impl Linear {
-    /// Registers `weight` `[out, in]` and optionally `bias` `[out]`, both with `role`.
+    /// Registers `weight` `[out, in]` (PyTorch's default init) and optionally `bias` `[out]`,
+    /// both with `role`.
     pub fn new(
         path: &Path,
         in_features: usize,
@@ -111,18 +130,33 @@ impl Linear {
         bias: bool,
         role: Role,
     ) -> Result<Self> {
+        Self::with_init(
+            path,
+            in_features,
+            out_features,
+            bias,
+            role,
+            Init::TorchDefault,
+        )
+    }
+
+    /// [`Linear::new`] with the weight drawn from `weight_init` (the bias keeps PyTorch's
+    /// default init).
+    pub fn with_init(
+        path: &Path,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        role: Role,
+        weight_init: Init,
+    ) -> Result<Self> {
         if in_features == 0 || out_features == 0 {
             return Err(NnError::InvalidConfig(format!(
                 "linear at `{}` needs positive sizes, got in={in_features} out={out_features}",
                 path.prefix()
             )));
         }
-        let weight = path.param(
-            "weight",
-            (out_features, in_features),
-            Init::TorchDefault,
-            role,
-        )?;
+        let weight = path.param("weight", (out_features, in_features), weight_init, role)?;
         let bias = if bias {
             Some(path.param(
                 "bias",
@@ -135,12 +169,26 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Ok(Self {
+            name: path.prefix().to_string(),
+            weight,
+            bias,
+        })
     }
 
-    /// The weight variable.
+    /// The path the layer was registered under (`fc`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The weight `(out, in)`.
     pub fn weight(&self) -> &Var {
         &self.weight
+    }
+
+    /// The bias `(out)`, when the layer has one.
+    pub fn bias(&self) -> Option<&Var> {
+        self.bias.as_ref()
     }
 }
 

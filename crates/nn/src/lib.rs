@@ -17,9 +17,15 @@
 //!   rule at 0).
 //! - [`tune_cpu_process`] is the process setup every CPU training binary starts with.
 //!
+//! **candle-nn.** A store speaks candle-nn's two interfaces: [`Path::var_builder`] is a
+//! `candle_nn::VarBuilder` that registers candle-nn layers in the store (with a role, drawn from
+//! the seeded RNG, running statistics as buffers), and [`ParamStore::trainable_vars`] /
+//! [`ParamStore::to_var_map`] are what a candle-nn optimizer takes: the trainable parameters,
+//! never a buffer.
+//!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
-//! use candle_nn::Module;
+//! use candle_nn::{Module, Optimizer};
 //! use explr_nn::{Conv2d, Conv2dConfig, ParamStore, Role};
 //!
 //! let store = ParamStore::new(&Device::Cpu, DType::F64, 42);
@@ -29,18 +35,27 @@
 //! assert_eq!(conv.forward(&x)?.dims(), &[2, 8, 8, 8]);
 //! let groups = store.trainable_groups();
 //! assert_eq!(groups[&Role::ScaleInvariant][0].0, "conv1.weight");
+//!
+//! // A candle-nn layer in the same store, trained by a candle-nn optimizer.
+//! let fc = candle_nn::linear(8, 10, store.root().push("fc").var_builder(Role::Head))?;
+//! let logits = fc.forward(&conv.forward(&x)?.mean((2, 3))?)?;
+//! let mut sgd = candle_nn::SGD::new(store.trainable_vars(), 0.1)?;
+//! sgd.backward_step(&logits.sum_all()?)?;
+//! assert_eq!(store.trainable_groups()[&Role::Head].len(), 2); // fc.bias, fc.weight
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod activation;
 mod conv;
 mod conv_kernels;
+mod interop;
 mod layers;
 mod process;
 mod store;
 
 pub use activation::relu;
 pub use conv::conv2d;
+pub use interop::BUFFER_NAMES;
 pub use layers::{Conv2d, Conv2dConfig, Linear};
 pub use process::tune_cpu_process;
 pub use store::{Init, Param, ParamStore, Path, Role};

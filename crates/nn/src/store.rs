@@ -82,10 +82,10 @@ pub enum Init {
         hi: f64,
     },
     /// PyTorch's `kaiming_normal_(mode='fan_out', nonlinearity='relu')`: N(0, 2/fan_out),
-    /// fan_out = dims[0] · Π dims[2..].
+    /// `fan_out = dims[0] · Π dims[2..]`.
     KaimingNormalFanOut,
     /// PyTorch's `kaiming_normal_(mode='fan_in', nonlinearity='relu')`: N(0, 2/fan_in),
-    /// fan_in = Π dims[1..].
+    /// `fan_in = Π dims[1..]`.
     KaimingNormalFanIn,
     /// PyTorch's default `nn.Linear`/`nn.Conv2d` weight init (`kaiming_uniform_(a=√5)`):
     /// U(−1/√fan_in, 1/√fan_in).
@@ -329,6 +329,49 @@ impl ParamStore {
         Ok(())
     }
 
+    /// The parameter or buffer registered as `name`, if any.
+    pub(crate) fn get(&self, name: &str) -> Option<Var> {
+        let g = self.lock();
+        g.params
+            .get(name)
+            .map(|p| p.var.clone())
+            .or_else(|| g.buffers.get(name).cloned())
+    }
+
+    /// Registers `name` in `slot` with a value of `shape` drawn from `init` by the store's RNG,
+    /// in the store's dtype and on its device.
+    pub(crate) fn register(
+        &self,
+        name: String,
+        shape: &Shape,
+        init: Init,
+        slot: Slot,
+    ) -> Result<Var> {
+        let mut g = self.lock();
+        check_free(&g, &name)?;
+        let values = init.values(shape.dims(), &mut g.rng)?;
+        let t = Tensor::from_vec(values, shape, &Device::Cpu)?
+            .to_dtype(self.dtype)?
+            .to_device(&self.device)?;
+        let var = Var::from_tensor(&t)?;
+        match slot {
+            Slot::Param(role) => {
+                g.params.insert(
+                    name,
+                    Param {
+                        var: var.clone(),
+                        role,
+                        trainable: true,
+                    },
+                );
+            }
+            Slot::Buffer => {
+                g.buffers.insert(name, var.clone());
+            }
+        }
+        Ok(var)
+    }
+
     /// Writes the state dict as safetensors, atomically (a temporary file beside `path`,
     /// then a rename), so a killed process never leaves a half-written file.
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
@@ -357,6 +400,24 @@ pub(crate) fn tmp_path(path: &std::path::Path) -> std::path::PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Where [`ParamStore::register`] puts a new tensor.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Slot {
+    /// A trainable parameter of this role.
+    Param(Role),
+    /// A buffer.
+    Buffer,
+}
+
+fn check_free(g: &Inner, name: &str) -> Result<()> {
+    if g.params.contains_key(name) || g.buffers.contains_key(name) {
+        return Err(NnError::DuplicateName {
+            name: name.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// A position in the store's name hierarchy, handed to layer constructors.
@@ -411,26 +472,8 @@ impl Path {
         init: Init,
         role: Role,
     ) -> Result<Var> {
-        let full = self.full(name);
-        let shape: Shape = shape.into();
-        let mut g = self.store.lock();
-        if g.params.contains_key(&full) || g.buffers.contains_key(&full) {
-            return Err(NnError::DuplicateName { name: full });
-        }
-        let values = init.values(shape.dims(), &mut g.rng)?;
-        let t = Tensor::from_vec(values, shape, &Device::Cpu)?
-            .to_dtype(self.store.dtype)?
-            .to_device(&self.store.device)?;
-        let var = Var::from_tensor(&t)?;
-        g.params.insert(
-            full,
-            Param {
-                var: var.clone(),
-                role,
-                trainable: true,
-            },
-        );
-        Ok(var)
+        self.store
+            .register(self.full(name), &shape.into(), init, Slot::Param(role))
     }
 
     /// Registers a buffer `prefix.name` (state that is saved but never optimized) holding
@@ -438,9 +481,7 @@ impl Path {
     pub fn buffer(&self, name: &str, value: Tensor) -> Result<Var> {
         let full = self.full(name);
         let mut g = self.store.lock();
-        if g.params.contains_key(&full) || g.buffers.contains_key(&full) {
-            return Err(NnError::DuplicateName { name: full });
-        }
+        check_free(&g, &full)?;
         let var = Var::from_tensor(&value.to_device(&self.store.device)?)?;
         g.buffers.insert(full, var.clone());
         Ok(var)

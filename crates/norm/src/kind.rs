@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::Tensor;
+use candle_core::{Tensor, Var};
 use explr_nn::Path;
 
 use crate::{
@@ -126,6 +126,67 @@ impl Norm {
             Norm::Layer(l) => l.forward_with(x, train, kernel),
             Norm::Instance(l) => l.forward_with(x, train, kernel),
             Norm::Identity => Ok(x.clone()),
+        }
+    }
+
+    /// The path the layer was registered under; `None` for [`Norm::Identity`].
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Norm::Batch(l) => Some(l.name()),
+            Norm::Group(l) => Some(l.name()),
+            Norm::Layer(l) => Some(l.name()),
+            Norm::Instance(l) => Some(l.name()),
+            Norm::Identity => None,
+        }
+    }
+
+    /// γ (`weight`), when the layer has one.
+    pub fn weight(&self) -> Option<&Var> {
+        match self {
+            Norm::Batch(l) => l.weight(),
+            Norm::Group(l) => l.weight(),
+            Norm::Layer(l) => l.weight(),
+            Norm::Instance(l) => l.weight(),
+            Norm::Identity => None,
+        }
+    }
+
+    /// β (`bias`), when the layer has one.
+    pub fn bias(&self) -> Option<&Var> {
+        match self {
+            Norm::Batch(l) => l.bias(),
+            Norm::Group(l) => l.bias(),
+            Norm::Layer(l) => l.bias(),
+            Norm::Instance(l) => l.bias(),
+            Norm::Identity => None,
+        }
+    }
+
+    /// The running mean, when the layer keeps running statistics (BatchNorm, InstanceNorm
+    /// with `track_running_stats`).
+    pub fn running_mean(&self) -> Option<&Var> {
+        match self {
+            Norm::Batch(l) => l.running_mean(),
+            Norm::Instance(l) => l.running_mean(),
+            Norm::Group(_) | Norm::Layer(_) | Norm::Identity => None,
+        }
+    }
+
+    /// The running variance, when the layer keeps running statistics.
+    pub fn running_var(&self) -> Option<&Var> {
+        match self {
+            Norm::Batch(l) => l.running_var(),
+            Norm::Instance(l) => l.running_var(),
+            Norm::Group(_) | Norm::Layer(_) | Norm::Identity => None,
+        }
+    }
+
+    /// The count of training batches, when the layer keeps running statistics.
+    pub fn num_batches_tracked(&self) -> Option<&Var> {
+        match self {
+            Norm::Batch(l) => l.num_batches_tracked(),
+            Norm::Instance(l) => l.num_batches_tracked(),
+            Norm::Group(_) | Norm::Layer(_) | Norm::Identity => None,
         }
     }
 }

@@ -82,6 +82,8 @@ impl NormConfig {
 /// γ and β of one layer, per channel.
 #[derive(Clone, Debug)]
 struct AffineParams {
+    /// The layer's path (`layer1.0.bn1`), which every layer has, with or without γ/β.
+    name: String,
     weight: Option<Var>,
     bias: Option<Var>,
     /// The layer's dtype (the store's), which inputs must match.
@@ -92,6 +94,7 @@ impl AffineParams {
     fn new(path: &Path, channels: usize, affine: Affine) -> Result<Self> {
         if affine == Affine::None {
             return Ok(Self {
+                name: path.prefix().to_string(),
                 weight: None,
                 bias: None,
                 dtype: path.dtype(),
@@ -104,6 +107,7 @@ impl AffineParams {
             path.set_trainable("bias", false);
         }
         Ok(Self {
+            name: path.prefix().to_string(),
             weight: Some(weight),
             bias: Some(bias),
             dtype: path.dtype(),
@@ -179,6 +183,78 @@ impl RunningStats {
         self.var.as_tensor()
     }
 }
+
+/// The accessors every layer has: its name and γ/β.
+macro_rules! affine_accessors {
+    ($layer:ty) => {
+        impl $layer {
+            /// The path the layer was registered under (`layer1.0.bn1`): its tensors are
+            /// `<name>.weight`, `<name>.bias` and, where kept, `<name>.running_mean`, ….
+            pub fn name(&self) -> &str {
+                &self.affine.name
+            }
+
+            /// γ (`weight`, per channel), unless the layer was built with [`Affine::None`].
+            /// Frozen with [`Affine::Frozen`]: registered, but in no optimizer's variables.
+            pub fn weight(&self) -> Option<&Var> {
+                self.affine.weight.as_ref()
+            }
+
+            /// β (`bias`, per channel), unless the layer was built with [`Affine::None`].
+            pub fn bias(&self) -> Option<&Var> {
+                self.affine.bias.as_ref()
+            }
+        }
+    };
+}
+
+/// The accessors of a layer that may keep running statistics (store buffers, never
+/// parameters: no optimizer sees them).
+macro_rules! running_accessors {
+    ($layer:ty) => {
+        impl $layer {
+            /// The running mean (`running_mean`, per channel), when the layer keeps running
+            /// statistics.
+            pub fn running_mean(&self) -> Option<&Var> {
+                self.running.as_ref().map(|r| &r.mean)
+            }
+
+            /// The running (unbiased) variance (`running_var`, per channel), when the layer
+            /// keeps running statistics.
+            pub fn running_var(&self) -> Option<&Var> {
+                self.running.as_ref().map(|r| &r.var)
+            }
+
+            /// The number of training batches seen (`num_batches_tracked`, an `i64` scalar),
+            /// when the layer keeps running statistics.
+            pub fn num_batches_tracked(&self) -> Option<&Var> {
+                self.running.as_ref().map(|r| &r.num_batches_tracked)
+            }
+        }
+    };
+}
+
+/// candle-nn's `ModuleT`, so that a layer fits `xs.apply_t(&bn, train)` in a candle-nn model
+/// (the error is the layer's [`NormError`](crate::NormError), wrapped).
+macro_rules! module_t {
+    ($layer:ty) => {
+        impl candle_nn::ModuleT for $layer {
+            fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+                <$layer>::forward_t(self, x, train).map_err(candle_core::Error::wrap)
+            }
+        }
+    };
+}
+
+module_t!(BatchNorm2d);
+module_t!(GroupNorm);
+module_t!(LayerNorm2d);
+module_t!(InstanceNorm2d);
+affine_accessors!(BatchNorm2d);
+affine_accessors!(GroupNorm);
+affine_accessors!(InstanceNorm2d);
+running_accessors!(BatchNorm2d);
+running_accessors!(InstanceNorm2d);
 
 /// Which implementation runs training-mode (batch-statistics) normalization.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -411,24 +487,24 @@ pub struct GroupNorm {
     groups: usize,
     eps: f64,
     affine: AffineParams,
-    name: &'static str,
+    kind: &'static str,
 }
 
 impl GroupNorm {
     /// Registers `weight`/`bias` per `cfg.affine`; `groups` must divide `channels`.
     pub fn new(path: &Path, groups: usize, channels: usize, cfg: &NormConfig) -> Result<Self> {
-        Self::named("GroupNorm", path, groups, channels, cfg)
+        Self::of_kind("GroupNorm", path, groups, channels, cfg)
     }
 
-    fn named(
-        name: &'static str,
+    fn of_kind(
+        kind: &'static str,
         path: &Path,
         groups: usize,
         channels: usize,
         cfg: &NormConfig,
     ) -> Result<Self> {
         cfg.validate()?;
-        check_channels(name, channels)?;
+        check_channels(kind, channels)?;
         if groups == 0 || !channels.is_multiple_of(groups) {
             return Err(NormError::Groups { groups, channels });
         }
@@ -437,7 +513,7 @@ impl GroupNorm {
             groups,
             eps: cfg.eps,
             affine: AffineParams::new(path, channels, cfg.affine)?,
-            name,
+            kind,
         })
     }
 
@@ -448,9 +524,9 @@ impl GroupNorm {
 
     /// [`GroupNorm::forward_t`] with an explicit [`Kernel`].
     pub fn forward_with(&self, x: &Tensor, _train: bool, kernel: Kernel) -> Result<Tensor> {
-        check_input(self.name, x, self.channels, self.affine.dtype)?;
+        check_input(self.kind, x, self.channels, self.affine.dtype)?;
         let grouping = Grouping::Groups(self.groups);
-        Ok(normalize(self.name, x, grouping, self.eps, &self.affine, kernel)?.y)
+        Ok(normalize(self.kind, x, grouping, self.eps, &self.affine, kernel)?.y)
     }
 }
 
@@ -463,7 +539,7 @@ pub struct LayerNorm2d(GroupNorm);
 impl LayerNorm2d {
     /// Registers `weight`/`bias` per `cfg.affine`.
     pub fn new(path: &Path, channels: usize, cfg: &NormConfig) -> Result<Self> {
-        Ok(Self(GroupNorm::named(
+        Ok(Self(GroupNorm::of_kind(
             "LayerNorm2d",
             path,
             1,
@@ -480,6 +556,21 @@ impl LayerNorm2d {
     /// [`LayerNorm2d::forward_t`] with an explicit [`Kernel`].
     pub fn forward_with(&self, x: &Tensor, train: bool, kernel: Kernel) -> Result<Tensor> {
         self.0.forward_with(x, train, kernel)
+    }
+
+    /// The path the layer was registered under: its tensors are `<name>.weight`, `<name>.bias`.
+    pub fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    /// γ (`weight`, per channel), unless the layer was built with [`Affine::None`].
+    pub fn weight(&self) -> Option<&Var> {
+        self.0.weight()
+    }
+
+    /// β (`bias`, per channel), unless the layer was built with [`Affine::None`].
+    pub fn bias(&self) -> Option<&Var> {
+        self.0.bias()
     }
 }
 

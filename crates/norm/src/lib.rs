@@ -11,6 +11,12 @@
 //! - [`NormKind`] parses manifest strings (`bn`, `gn:16`, `ln`, `in`, `none`) and builds a
 //!   [`Norm`] for any channel count, so a model can take its normalization as a parameter.
 //!
+//! Each layer names its tensors through typed accessors (`weight()`, `bias()`,
+//! `running_mean()`, `running_var()`, `num_batches_tracked()`, the same on [`Norm`]) and is a
+//! `candle_nn::ModuleT`, so it drops into a candle-nn model (`xs.apply_t(&bn, train)`) whose
+//! candle-nn layers live in the same store (`explr_nn::Path::var_builder`; the crate's example
+//! `candle_nn_batchnorm` trains one).
+//!
 //! Every layer has an [`Affine`] mode: trainable γ/β, frozen at γ = 1, β = 0 (the paper's
 //! setup), or none; eps is configurable and may be 0 for exactness runs. Bad input (wrong rank,
 //! channel count or dtype, groups not dividing channels, bad eps or momentum) is a typed
@@ -40,6 +46,8 @@
 //! // running statistics are buffers, not parameters:
 //! assert_eq!(store.buffers().len(), 3);
 //! assert!(store.trainable_groups().values().flatten().all(|(n, _)| !n.contains("running")));
+//! let running_mean = bn.running_mean().expect("BatchNorm keeps running statistics");
+//! assert_eq!(running_mean.dims(), [4]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

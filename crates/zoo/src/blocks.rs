@@ -1,10 +1,17 @@
 //! Pieces every architecture shares: convs, the classifier head, pooling, input checks.
 
-use candle_core::{Module, Tensor, Var};
-use explr_nn::{Conv2d, Conv2dConfig, Init, Path, Role};
+use candle_core::Tensor;
+use explr_nn::{Conv2d, Conv2dConfig, Init, Linear, Path, Role};
 use explr_norm::{Affine, Norm, NormConfig};
 
 use crate::{Arch, ModelSpec, Result, ZooError};
+
+/// A conv or norm layer of a built network, borrowed ([`crate::Model::convs`],
+/// [`crate::Model::norms`]).
+pub(crate) enum Layer<'a> {
+    Conv(&'a Conv2d),
+    Norm(&'a Norm),
+}
 
 /// Everything a layer constructor needs from the spec.
 pub(crate) struct Ctx {
@@ -78,43 +85,20 @@ pub(crate) fn fan_out_to_fan_in(conv: &Conv2d) -> Result<()> {
 }
 
 /// The final linear classifier (`nn.Linear(in, classes)`) with the reference's weight init;
-/// role [`Role::Head`] for weight and bias.
-#[derive(Clone, Debug)]
-pub(crate) struct Head {
-    weight: Var,
-    bias: Var,
-}
-
-impl Head {
-    pub fn new(
-        path: &Path,
-        in_features: usize,
-        classes: usize,
-        weight_init: Init,
-        frozen: bool,
-    ) -> Result<Self> {
-        let weight = path.param("weight", (classes, in_features), weight_init, Role::Head)?;
-        let bias = path.param(
-            "bias",
-            classes,
-            Init::TorchDefaultBias {
-                fan_in: in_features,
-            },
-            Role::Head,
-        )?;
-        if frozen {
-            path.set_trainable("weight", false);
-            path.set_trainable("bias", false);
-        }
-        Ok(Self { weight, bias })
+/// role [`Role::Head`] for weight and bias, both frozen with `frozen`.
+pub(crate) fn head(
+    path: &Path,
+    in_features: usize,
+    classes: usize,
+    weight_init: Init,
+    frozen: bool,
+) -> Result<Linear> {
+    let head = Linear::with_init(path, in_features, classes, true, Role::Head, weight_init)?;
+    if frozen {
+        path.set_trainable("weight", false);
+        path.set_trainable("bias", false);
     }
-}
-
-impl Module for Head {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.matmul(&self.weight.as_tensor().t()?)?
-            .broadcast_add(self.bias.as_tensor())
-    }
+    Ok(head)
 }
 
 /// Mean over H and W: (N, C, H, W) → (N, C). At the references' 8×8 final maps this is

@@ -6,6 +6,10 @@
 //!   `width`, `freeze_norm_affine`, `freeze_head`, `eps`.
 //! - [`Model`] is built from a spec on an [`explr_nn::ParamStore`]: [`Model::forward_t`] gives
 //!   the logits in training or evaluation mode, in the store's dtype and on its device.
+//! - [`Model::convs`], [`Model::norms`] and [`Model::head`] reach each layer's variables
+//!   (weight/bias, γ/β, running statistics) without string names; the model's trainable
+//!   parameters go to any candle-nn optimizer as `store.trainable_vars()` (the crate's example
+//!   `candle_nn_optimizer` trains with candle-nn's AdamW).
 //! - Every parameter carries a [`explr_nn::Role`]. The scale-invariant group (THEORY.md §1) is
 //!   declared per architecture: [`Model::scale_invariant`], [`Model::scale_scale_invariant`]
 //!   (multiply the group by c, for the S1 check) and [`Model::weight_norm`] of one layer.

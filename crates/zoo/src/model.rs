@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 
 use candle_core::{Tensor, Var};
-use explr_nn::{ParamStore, Role};
+use explr_nn::{Conv2d, Linear, ParamStore, Role};
+use explr_norm::Norm;
 
-use crate::blocks::{check_input, Ctx};
+use crate::blocks::{check_input, Ctx, Layer};
 use crate::preresnet::PreResNet;
 use crate::resnet::ResNet;
 use crate::vgg::Vgg;
@@ -68,6 +69,47 @@ impl Model {
             Net::PreResNet(n) => n.forward_t(x, train),
             Net::ResNet(n) => n.forward_t(x, train),
             Net::Vgg(n) => n.forward_t(x, train),
+        }
+    }
+
+    /// Every convolution in forward order (PreResNet's projection shortcuts after their
+    /// block's second conv), each with its [`Conv2d::name`], weight and bias.
+    pub fn convs(&self) -> Vec<&Conv2d> {
+        self.layers()
+            .into_iter()
+            .filter_map(|l| match l {
+                Layer::Conv(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every normalization layer in forward order, each with its [`Norm::name`], γ/β and
+    /// running statistics ([`Norm::running_mean`], …); none with `norm: none`.
+    pub fn norms(&self) -> Vec<&Norm> {
+        self.layers()
+            .into_iter()
+            .filter_map(|l| match l {
+                Layer::Norm(n) if !matches!(n, Norm::Identity) => Some(n),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The final linear classifier (`fc`, `linear` or `classifier`, as the reference names it).
+    pub fn head(&self) -> &Linear {
+        match &self.net {
+            Net::PreResNet(n) => &n.fc,
+            Net::ResNet(n) => &n.linear,
+            Net::Vgg(n) => &n.classifier,
+        }
+    }
+
+    fn layers(&self) -> Vec<Layer<'_>> {
+        match &self.net {
+            Net::PreResNet(n) => n.layers(),
+            Net::ResNet(n) => n.layers(),
+            Net::Vgg(n) => n.layers(),
         }
     }
 

@@ -5,10 +5,10 @@
 //! `layer{2,3}.0.downsample.0.weight`, `bn.*`, `fc.{weight,bias}`.
 
 use candle_core::{Module, Tensor};
-use explr_nn::{Conv2d, Init, Path, Role};
+use explr_nn::{Conv2d, Init, Linear, Path, Role};
 use explr_norm::Norm;
 
-use crate::blocks::{conv, global_avg_pool, Ctx, Head};
+use crate::blocks::{conv, global_avg_pool, head, Ctx, Layer};
 use crate::Result;
 
 /// `BasicBlock`: out = conv2(relu(bn2(conv1(relu(bn1(x)))))) + shortcut(x).
@@ -66,6 +66,16 @@ impl BasicBlock {
         };
         Ok((out + residual)?)
     }
+
+    fn layers<'a>(&'a self, out: &mut Vec<Layer<'a>>) {
+        out.extend([
+            Layer::Norm(&self.bn1),
+            Layer::Conv(&self.conv1),
+            Layer::Norm(&self.bn2),
+            Layer::Conv(&self.conv2),
+        ]);
+        out.extend(self.downsample.as_ref().map(Layer::Conv));
+    }
 }
 
 /// The whole network.
@@ -74,7 +84,7 @@ pub(crate) struct PreResNet {
     conv1: Conv2d,
     blocks: Vec<BasicBlock>,
     bn: Norm,
-    fc: Head,
+    pub(crate) fc: Linear,
 }
 
 impl PreResNet {
@@ -95,7 +105,7 @@ impl PreResNet {
         }
         let bn = ctx.final_norm(&root.push("bn"), cin)?;
         // bearpaw re-initializes only convs and BN; the fc keeps PyTorch's default init.
-        let fc = Head::new(
+        let fc = head(
             &root.push("fc"),
             cin,
             spec.num_classes,
@@ -117,5 +127,15 @@ impl PreResNet {
         }
         let x = explr_nn::relu(&self.bn.forward_t(&x, train)?)?;
         Ok(self.fc.forward(&global_avg_pool(&x)?)?)
+    }
+
+    /// Every conv and norm layer in forward order.
+    pub fn layers(&self) -> Vec<Layer<'_>> {
+        let mut out = vec![Layer::Conv(&self.conv1)];
+        for b in &self.blocks {
+            b.layers(&mut out);
+        }
+        out.push(Layer::Norm(&self.bn));
+        out
     }
 }

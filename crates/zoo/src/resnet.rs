@@ -6,10 +6,10 @@
 //! reference's `_weights_init`.
 
 use candle_core::{Module, Tensor};
-use explr_nn::{Conv2d, Init, Path};
+use explr_nn::{Conv2d, Init, Linear, Path};
 use explr_norm::Norm;
 
-use crate::blocks::{conv, fan_out_to_fan_in, global_avg_pool, Ctx, Head};
+use crate::blocks::{conv, fan_out_to_fan_in, global_avg_pool, head, Ctx, Layer};
 use crate::Result;
 
 /// Option-A shortcut: `F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, p, p))` with p = planes/4.
@@ -71,6 +71,15 @@ impl BasicBlock {
         };
         Ok(explr_nn::relu(&(out + short)?)?)
     }
+
+    fn layers<'a>(&'a self, out: &mut Vec<Layer<'a>>) {
+        out.extend([
+            Layer::Conv(&self.conv1),
+            Layer::Norm(&self.bn1),
+            Layer::Conv(&self.conv2),
+            Layer::Norm(&self.bn2),
+        ]);
+    }
 }
 
 /// The whole network.
@@ -79,7 +88,7 @@ pub(crate) struct ResNet {
     conv1: Conv2d,
     bn1: Norm,
     blocks: Vec<BasicBlock>,
-    linear: Head,
+    pub(crate) linear: Linear,
 }
 
 impl ResNet {
@@ -100,7 +109,7 @@ impl ResNet {
                 cin = planes;
             }
         }
-        let linear = Head::new(
+        let linear = head(
             &root.push("linear"),
             cin,
             spec.num_classes,
@@ -121,5 +130,14 @@ impl ResNet {
             x = b.forward_t(&x, train)?;
         }
         Ok(self.linear.forward(&global_avg_pool(&x)?)?)
+    }
+
+    /// Every conv and norm layer in forward order.
+    pub fn layers(&self) -> Vec<Layer<'_>> {
+        let mut out = vec![Layer::Conv(&self.conv1), Layer::Norm(&self.bn1)];
+        for b in &self.blocks {
+            b.layers(&mut out);
+        }
+        out
     }
 }

@@ -11,10 +11,10 @@
 //! (fan-out) instead of PyTorch's default init. With `norm: none` the convs keep their bias.
 
 use candle_core::{Module, Tensor};
-use explr_nn::{Conv2d, Conv2dConfig, Init, Path, Role};
+use explr_nn::{Conv2d, Conv2dConfig, Init, Linear, Path, Role};
 use explr_norm::Norm;
 
-use crate::blocks::{conv, Ctx, Head};
+use crate::blocks::{conv, head, Ctx, Layer};
 use crate::Result;
 
 /// One entry of the reference's `cfg`: a conv with this many channels (in units of width/64),
@@ -109,7 +109,7 @@ pub(crate) fn config(depth: usize) -> Option<Vec<Item>> {
 }
 
 #[derive(Clone, Debug)]
-enum Layer {
+enum Feature {
     ConvNorm(Conv2d, Norm),
     Pool,
 }
@@ -117,8 +117,8 @@ enum Layer {
 /// The whole network.
 #[derive(Clone, Debug)]
 pub(crate) struct Vgg {
-    features: Vec<Layer>,
-    classifier: Head,
+    features: Vec<Feature>,
+    pub(crate) classifier: Linear,
 }
 
 impl Vgg {
@@ -146,17 +146,17 @@ impl Vgg {
                         Conv2d::new(&p, cin, cout, 3, Conv2dConfig::same(1), true, Role::Other)?
                     };
                     let n = ctx.norm(&features_path.push(idx + 1), cout)?;
-                    features.push(Layer::ConvNorm(c, n));
+                    features.push(Feature::ConvNorm(c, n));
                     cin = cout;
                     idx += 3;
                 }
                 Item::Pool => {
-                    features.push(Layer::Pool);
+                    features.push(Feature::Pool);
                     idx += 1;
                 }
             }
         }
-        let classifier = Head::new(
+        let classifier = head(
             &root.push("classifier"),
             cin,
             spec.num_classes,
@@ -173,11 +173,22 @@ impl Vgg {
         let mut x = x.clone();
         for layer in &self.features {
             x = match layer {
-                Layer::ConvNorm(c, n) => explr_nn::relu(&n.forward_t(&c.forward(&x)?, train)?)?,
-                Layer::Pool => x.max_pool2d(2)?,
+                Feature::ConvNorm(c, n) => explr_nn::relu(&n.forward_t(&c.forward(&x)?, train)?)?,
+                Feature::Pool => x.max_pool2d(2)?,
             };
         }
         // 32×32 inputs reach 1×1 here; the reference's AvgPool2d(1) is the identity.
         Ok(self.classifier.forward(&x.flatten_from(1)?)?)
+    }
+
+    /// Every conv and norm layer in forward order.
+    pub fn layers(&self) -> Vec<Layer<'_>> {
+        let mut out = Vec::with_capacity(2 * self.features.len());
+        for f in &self.features {
+            if let Feature::ConvNorm(c, n) = f {
+                out.extend([Layer::Conv(c), Layer::Norm(n)]);
+            }
+        }
+        out
     }
 }

@@ -398,3 +398,87 @@ fn resnets_take_any_input_size() {
         }
     }
 }
+
+#[test]
+fn layer_accessors_cover_every_tensor_of_the_store() {
+    // Each accessor's variables, by store name: together they are the whole state dict, each
+    // tensor reached once, and the conv order is the forward order.
+    let stem = [
+        "conv1",
+        "layer1.0.conv1",
+        "layer1.0.conv2",
+        "layer2.0.conv1",
+    ];
+    let vgg = ["features.0", "features.4", "features.8", "features.11"];
+    for (yaml, first_convs, head_name) in [
+        ("{arch: preresnet, depth: 8, width: 4}", stem, "fc"),
+        (
+            "{arch: resnet, depth: 8, width: 4, norm: 'gn:2'}",
+            stem,
+            "linear",
+        ),
+        (
+            "{arch: vgg, depth: 11, width: 2, norm: none}",
+            vgg,
+            "classifier",
+        ),
+    ] {
+        let model = build(&spec(yaml), DType::F32, 0);
+        let store = model.store();
+        let name_of = |var: &candle_core::Var| -> String {
+            let id = var.as_tensor().id();
+            let params = store.params().into_iter().map(|(n, p)| (n, p.var));
+            let found = params
+                .chain(store.buffers())
+                .find(|(_, v)| v.as_tensor().id() == id);
+            found
+                .map(|(n, _)| n)
+                .unwrap_or_else(|| "<not in the store>".into())
+        };
+        let mut reached = Vec::new();
+        let convs = model.convs();
+        for conv in &convs {
+            reached.extend(
+                std::iter::once(conv.weight())
+                    .chain(conv.bias())
+                    .map(name_of),
+            );
+        }
+        for norm in model.norms() {
+            let vars = [
+                norm.weight(),
+                norm.bias(),
+                norm.running_mean(),
+                norm.running_var(),
+                norm.num_batches_tracked(),
+            ];
+            for var in vars.into_iter().flatten() {
+                let name = name_of(var);
+                assert!(
+                    name.starts_with(norm.name().unwrap_or("?")),
+                    "{yaml}: {name}"
+                );
+                reached.push(name);
+            }
+        }
+        let head = model.head();
+        reached.extend(
+            std::iter::once(head.weight())
+                .chain(head.bias())
+                .map(name_of),
+        );
+        assert_eq!(head.name(), head_name, "{yaml}");
+        let conv_names: Vec<&str> = convs.iter().take(4).map(|c| c.name()).collect();
+        assert_eq!(conv_names, first_convs, "{yaml}");
+        let reached_count = reached.len();
+        reached.sort();
+        reached.dedup();
+        assert_eq!(
+            reached.len(),
+            reached_count,
+            "{yaml}: a tensor reached twice"
+        );
+        let all: Vec<String> = store.state_dict().into_keys().collect();
+        assert_eq!(reached, all, "{yaml}");
+    }
+}

@@ -51,7 +51,7 @@ pub struct ReplicateArgs {
     #[arg(long, conflicts_with = "bless")]
     pub check: bool,
     /// Write the summaries as the new goldens (and regenerate the profile's report,
-    /// docs/REPLICATION.md for smoke, docs/REPLICATION-<profile>.md otherwise).
+    /// docs/REPLICATION.md for smoke, `docs/REPLICATION-<profile>.md` otherwise).
     #[arg(long)]
     pub bless: bool,
     /// Independent runs to train at once (at least 1).
