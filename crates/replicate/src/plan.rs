@@ -1,48 +1,51 @@
-//! From a manifest's runs to optimizer plans: epochs become steps, derived runs get their
-//! exponential schedules (THEORY.md §4–§5).
+//! From a manifest's runs to optimizer plans: schedules are built in epochs, derived runs get
+//! their exponential twins (THEORY.md §4–§5).
 
 use std::collections::BTreeMap;
 
-use explr_schedule::{Schedule, ScheduleSpec};
+use explr_schedule::{GroupLr, Schedule, Twin, Unit};
+
+pub use explr_schedule::WeightDecay;
 
 use crate::runner::RunError;
 use crate::spec::{RunSpec, Transform};
 
-/// The weight decay of a parameter group: a constant λ, or a schedule whose value at update
-/// `k` is λ_k (E6 divides it at milestones).
-#[derive(Clone, Debug)]
-pub enum WeightDecay {
-    /// The same λ at every update.
-    Constant(f64),
-    /// λ_k = the schedule's value at update `k`.
-    Schedule(Schedule),
-}
-
-impl WeightDecay {
-    /// The weight decay of update `step`.
-    pub fn at(&self, step: u64) -> Result<f64, RunError> {
-        Ok(match self {
-            WeightDecay::Constant(lambda) => *lambda,
-            WeightDecay::Schedule(s) => s.lr(step)?,
-        })
-    }
-}
-
-/// The LR schedule and weight decay of one parameter group.
+/// The LR and weight decay of one parameter group.
 #[derive(Clone, Debug)]
 pub struct GroupPlan {
-    /// The group's LR schedule.
-    pub lr: Schedule,
+    /// The group's LR: its own schedule, or an exponential twin (whose pre-fill and momentum
+    /// corrections the optimizer applies too).
+    pub lr: GroupLr,
     /// The group's coupled weight decay.
     pub weight_decay: WeightDecay,
 }
 
 impl GroupPlan {
+    /// The group's LR at update `step`.
+    pub fn lr_at(&self, step: u64) -> Result<f64, RunError> {
+        Ok(match &self.lr {
+            GroupLr::Schedule(s) => s.lr(step)?,
+            GroupLr::Twin(t) => t.lr(step)?,
+            GroupLr::Scale(_) => {
+                return Err(RunError::Unsupported(
+                    "a planned group always has a schedule or twin of its own".into(),
+                ))
+            }
+        })
+    }
+
     /// The plan as JSON, for the run's configuration fingerprint.
     pub fn describe(&self) -> serde_json::Value {
         let GroupPlan { lr, weight_decay } = self;
         serde_json::json!({
-            "lr": lr.spec(),
+            "lr": match lr {
+                GroupLr::Schedule(s) => serde_json::json!(s.spec()),
+                GroupLr::Twin(t) => serde_json::json!({
+                    "twin": t.schedule().spec(),
+                    "corrected": t.is_corrected(),
+                }),
+                GroupLr::Scale(s) => serde_json::json!({ "scale": s }),
+            },
             "weight_decay": match weight_decay {
                 WeightDecay::Constant(lambda) => serde_json::json!(lambda),
                 WeightDecay::Schedule(s) => serde_json::json!(s.spec()),
@@ -61,131 +64,56 @@ pub struct OptimizerPlan {
     pub others: GroupPlan,
     /// Momentum γ.
     pub momentum: f64,
-    /// Momentum pre-fill coefficient of the scale-invariant group (THEORY.md §3).
-    pub prefill: Option<f64>,
 }
 
-/// The same spec with every step count in epochs of `steps_per_epoch` updates.
-pub fn in_epochs(spec: &ScheduleSpec, steps_per_epoch: u64) -> ScheduleSpec {
-    use ScheduleSpec as S;
-    let spe = Some(steps_per_epoch);
-    match spec.clone() {
-        S::Constant { lr } => S::Constant { lr },
-        S::Multistep {
-            lr,
-            milestones,
-            gamma,
-            ..
-        } => S::Multistep {
-            lr,
-            milestones,
-            gamma,
-            steps_per_epoch: spe,
-        },
-        S::Step {
-            lr,
-            step_size,
-            gamma,
-            ..
-        } => S::Step {
-            lr,
-            step_size,
-            gamma,
-            steps_per_epoch: spe,
-        },
-        S::Exponential { lr, factor, .. } => S::Exponential {
-            lr,
-            factor,
-            steps_per_epoch: spe,
-        },
-        S::Cosine {
-            lr, t_max, eta_min, ..
-        } => S::Cosine {
-            lr,
-            t_max,
-            eta_min,
-            steps_per_epoch: spe,
-        },
-        S::Warmup {
-            lr,
-            start_factor,
-            end_factor,
-            total_iters,
-            ..
-        } => S::Warmup {
-            lr,
-            start_factor,
-            end_factor,
-            total_iters,
-            steps_per_epoch: spe,
-        },
-        S::Sequential {
-            schedules,
-            milestones,
-            ..
-        } => S::Sequential {
-            schedules: schedules
-                .iter()
-                .map(|s| in_epochs(s, steps_per_epoch))
-                .collect(),
-            milestones,
-            steps_per_epoch: spe,
-        },
-        S::Texp {
-            lr,
-            milestones,
-            gamma,
-            weight_decay,
-            momentum,
-            ..
-        } => S::Texp {
-            lr,
-            milestones,
-            gamma,
-            weight_decay,
-            momentum,
-            steps_per_epoch: spe,
-        },
-        S::TexpMinus {
-            lr,
-            milestones,
-            gamma,
-            weight_decay,
-            momentum,
-            ..
-        } => S::TexpMinus {
-            lr,
-            milestones,
-            gamma,
-            weight_decay,
-            momentum,
-            steps_per_epoch: spe,
-        },
-        S::Product { schedules } => S::Product {
-            schedules: schedules
-                .iter()
-                .map(|s| in_epochs(s, steps_per_epoch))
-                .collect(),
-        },
-        S::ExpEquivalent {
-            base,
-            weight_decay,
-            momentum,
-        } => S::ExpEquivalent {
-            base: Box::new(in_epochs(&base, steps_per_epoch)),
-            weight_decay,
-            momentum,
-        },
-    }
+/// The unit of a manifest's schedules: epochs of the run's data.
+fn epochs(steps_per_epoch: u64) -> Unit {
+    Unit::Epochs(steps_per_epoch)
 }
 
-/// The built schedule of a run with a schedule (not derived).
+/// The built LR schedule of a run with a schedule (not derived), in epochs.
 pub fn base_schedule(spec: &RunSpec, steps_per_epoch: u64) -> Result<Schedule, RunError> {
     let s = spec
         .schedule
         .as_ref()
         .ok_or_else(|| RunError::Unsupported("a derived run has no schedule of its own".into()))?;
-    Ok(in_epochs(s, steps_per_epoch).build()?)
+    Ok(Schedule::build(s, epochs(steps_per_epoch))?)
+}
+
+/// The built weight decay of a run with a schedule (a constant, or its own schedule in epochs).
+pub fn base_weight_decay(spec: &RunSpec, steps_per_epoch: u64) -> Result<WeightDecay, RunError> {
+    Ok(match &spec.weight_decay_schedule {
+        Some(w) => WeightDecay::Schedule(Schedule::build(w, epochs(steps_per_epoch))?),
+        None => WeightDecay::Constant(spec.weight_decay),
+    })
+}
+
+fn run<'a>(runs: &'a BTreeMap<String, RunSpec>, name: &str) -> Result<&'a RunSpec, RunError> {
+    runs.get(name)
+        .ok_or_else(|| RunError::Unsupported(format!("no run named `{name}`")))
+}
+
+/// The exponential twin of derived run `name`, built from its `derive.from` base run (THEORY.md
+/// §4–§5): its LR, P_t, pre-fill and momentum corrections.
+pub fn twin(
+    runs: &BTreeMap<String, RunSpec>,
+    name: &str,
+    steps_per_epoch: u64,
+) -> Result<Twin, RunError> {
+    let derive = run(runs, name)?.derive.as_ref().ok_or_else(|| {
+        RunError::Unsupported(format!("run `{name}` is not derived, so it has no twin"))
+    })?;
+    let base = run(runs, &derive.from)?;
+    let lr = base_schedule(base, steps_per_epoch)?;
+    let weight_decay = base_weight_decay(base, steps_per_epoch)?;
+    let momentum = base.momentum;
+    Ok(match derive.transform {
+        Transform::Exact => Twin::exact(&lr, weight_decay, momentum)?,
+        Transform::Texp => Twin::texp(&lr, weight_decay, momentum)?,
+        Transform::TexpPlain => Twin::texp(&lr, weight_decay, momentum)?.plain(),
+        Transform::TexpMinus => Twin::texp_minus(&lr, weight_decay, momentum)?,
+        Transform::TexpMinusPlain => Twin::texp_minus(&lr, weight_decay, momentum)?.plain(),
+    })
 }
 
 /// The optimizer plan of run `name`.
@@ -194,98 +122,28 @@ pub fn plan(
     name: &str,
     steps_per_epoch: u64,
 ) -> Result<OptimizerPlan, RunError> {
-    let run = runs
-        .get(name)
-        .ok_or_else(|| RunError::Unsupported(format!("no run named `{name}`")))?;
-    let Some(derive) = &run.derive else {
+    let this = run(runs, name)?;
+    let Some(derive) = &this.derive else {
         let group = GroupPlan {
-            lr: base_schedule(run, steps_per_epoch)?,
-            weight_decay: match &run.weight_decay_schedule {
-                Some(w) => WeightDecay::Schedule(in_epochs(w, steps_per_epoch).build()?),
-                None => WeightDecay::Constant(run.weight_decay),
-            },
+            lr: GroupLr::Schedule(base_schedule(this, steps_per_epoch)?),
+            weight_decay: base_weight_decay(this, steps_per_epoch)?,
         };
         return Ok(OptimizerPlan {
             scale_invariant: group.clone(),
             others: group,
-            momentum: run.momentum,
-            prefill: None,
+            momentum: this.momentum,
         });
     };
-    let base = runs
-        .get(&derive.from)
-        .ok_or_else(|| RunError::Unsupported(format!("no run named `{}`", derive.from)))?;
-    if base.weight_decay_schedule.is_some() {
-        return Err(RunError::Unsupported(format!(
-            "run `{name}` derives from `{}`, whose weight decay follows a schedule; the \
-             transforms need a constant weight decay",
-            derive.from
-        )));
-    }
-    let base_schedule = base_schedule(base, steps_per_epoch)?;
-    let twin = twin_schedule(
-        &base_schedule,
-        derive.transform,
-        base.weight_decay,
-        base.momentum,
-    )?;
+    let base = run(runs, &derive.from)?;
     Ok(OptimizerPlan {
-        prefill: Some(twin.prefill_coefficient()?),
         scale_invariant: GroupPlan {
-            lr: twin,
+            lr: GroupLr::Twin(twin(runs, name, steps_per_epoch)?),
             weight_decay: WeightDecay::Constant(0.0),
         },
         others: GroupPlan {
-            lr: base_schedule,
-            weight_decay: WeightDecay::Constant(base.weight_decay),
+            lr: GroupLr::Schedule(base_schedule(base, steps_per_epoch)?),
+            weight_decay: base_weight_decay(base, steps_per_epoch)?,
         },
         momentum: base.momentum,
     })
-}
-
-/// The exponential twin of `base` (run with `weight_decay` and `momentum`) by `transform`.
-pub fn twin_schedule(
-    base: &Schedule,
-    transform: Transform,
-    weight_decay: f64,
-    momentum: f64,
-) -> Result<Schedule, RunError> {
-    let texp =
-        |minus: bool| -> Result<Schedule, RunError> {
-            match base.spec() {
-                ScheduleSpec::Multistep {
-                    lr,
-                    milestones,
-                    gamma,
-                    steps_per_epoch,
-                } => {
-                    let spec = ScheduleSpec::texp(
-                        minus,
-                        *lr,
-                        milestones.clone(),
-                        *gamma,
-                        weight_decay,
-                        momentum,
-                        *steps_per_epoch,
-                    );
-                    Ok(spec.build()?)
-                }
-                ScheduleSpec::Constant { lr } => {
-                    // A constant LR is a step decay without milestones.
-                    let spec =
-                        ScheduleSpec::texp(minus, *lr, vec![], 1.0, weight_decay, momentum, None);
-                    Ok(spec.build()?)
-                }
-                other => Err(RunError::Unsupported(format!(
-                "TEXP is the twin of a step decay (`multistep` or `constant`), not of `{}`; use \
-                 `transform: exact` for other schedules",
-                Schedule::from_spec(other).map(|s| s.kind_name()).unwrap_or("?")
-            ))),
-            }
-        };
-    match transform {
-        Transform::Texp => texp(false),
-        Transform::TexpMinus => texp(true),
-        Transform::Exact => Ok(base.exp_twin(weight_decay, momentum)?),
-    }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use explr_schedule::Unit;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::FieldError;
@@ -11,8 +12,8 @@ use crate::manifest::FieldError;
 /// `freeze_head`, `eps`, …).
 pub type ModelSection = explr_zoo::ModelSpec;
 /// An LR schedule, as the schedule crate describes it (`kind: multistep`, …). In manifests every
-/// step count (milestones, `t_max`, …) is in **epochs**: the runner sets `steps_per_epoch` from
-/// the data, so one manifest serves every profile.
+/// step count (milestones, `t_max`, …) is in **epochs**: the runner builds the schedule with
+/// `Unit::Epochs` of the data's steps per epoch, so one manifest serves every profile.
 pub type ScheduleSection = explr_schedule::ScheduleSpec;
 
 /// Floating-point precision of a run.
@@ -89,15 +90,23 @@ fn yes() -> bool {
     true
 }
 
-/// How a derived run is obtained from its base run.
+/// How a derived run is obtained from its base run (THEORY.md §4–§5). Every twin starts from
+/// the pre-filled momentum buffer of §3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transform {
-    /// TEXP (THEORY.md §5): the tapered exponential equivalent of a step decay.
+    /// TEXP, the tapered exponential equivalent of a step decay, with the one-time momentum
+    /// correction at each phase start that makes it exact.
     Texp,
-    /// TEXP--: growth-rate change without the instant decay.
+    /// TEXP without the corrections (the paper's plain TEXP): a control, not exact.
+    TexpPlain,
+    /// TEXP-- (growth-rate change without the instant decay), corrected: the exact twin of
+    /// keeping the LR and dividing the weight decay.
     TexpMinus,
-    /// The exact §4 recursion applied to any schedule (with the buffer pre-filled).
+    /// TEXP-- without the corrections: a control, not exact.
+    TexpMinusPlain,
+    /// The §4 recursion applied to any schedule and weight decay (schedule): exact without
+    /// corrections.
     Exact,
 }
 
@@ -368,7 +377,8 @@ impl Training {
     }
 }
 
-/// Step-level exactness (X1, X2): a base run and its derived twins trained in lockstep.
+/// Step-level exactness (X1–X3): base runs and the twins derived from them, each twin trained in
+/// lockstep with its own `derive.from` and compared after rescaling by its own P_t.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Exactness {
@@ -381,10 +391,15 @@ pub struct Exactness {
     /// Seed.
     #[serde(default)]
     pub seed: u64,
-    /// Runs by name: one base run and derived twins.
+    /// Runs by name: base runs and derived twins.
     pub runs: BTreeMap<String, RunSpec>,
-    /// Largest allowed relative deviation ‖P_t·θ_t − θ̃_t‖/‖θ̃_t‖ per twin.
+    /// Largest allowed relative deviation ‖P_t·θ_t − θ̃_t‖/‖θ̃_t‖ (and logit difference) per
+    /// twin that claims exactness.
     pub tolerance: BTreeMap<String, f64>,
+    /// Twins measured and recorded without a bound (controls such as plain TEXP, whose
+    /// deviation is a result, not a claim). Every derived run is in `tolerance` or here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<String>,
 }
 
 impl Exactness {
@@ -392,23 +407,42 @@ impl Exactness {
         positive("exactness.steps", self.steps)?;
         positive("exactness.data.batch_size", self.data.batch_size)?;
         validate_runs("exactness.runs", &self.runs, None)?;
-        for name in self.tolerance.keys() {
-            match self.runs.get(name) {
-                Some(r) if r.derive.is_some() => {}
-                _ => {
-                    return Err(FieldError::new(
-                        format!("exactness.tolerance.{name}"),
-                        format!("must name a derived run; derived runs here: {}", {
-                            let d: Vec<&str> = self
-                                .runs
-                                .iter()
-                                .filter(|(_, r)| r.derive.is_some())
-                                .map(|(n, _)| n.as_str())
-                                .collect();
-                            d.join(", ")
-                        }),
-                    ))
-                }
+        let derived: Vec<&str> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| r.derive.is_some())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let named = self
+            .tolerance
+            .keys()
+            .map(|n| (n, format!("exactness.tolerance.{n}")))
+            .chain(
+                self.variants
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (n, format!("exactness.variants.{i}"))),
+            );
+        for (name, field) in named {
+            if !derived.contains(&name.as_str()) {
+                return Err(FieldError::new(
+                    field,
+                    format!(
+                        "must name a derived run; derived runs here: {}",
+                        derived.join(", ")
+                    ),
+                ));
+            }
+        }
+        for name in derived {
+            let bounded = self.tolerance.contains_key(name);
+            let recorded = self.variants.iter().filter(|v| *v == name).count();
+            if usize::from(bounded) + recorded != 1 {
+                return Err(FieldError::new(
+                    format!("exactness.runs.{name}"),
+                    "a derived run is either held to a bound (`tolerance`) or recorded as a \
+                     variant (`variants`), exactly once",
+                ));
             }
         }
         Ok(())
@@ -484,19 +518,6 @@ fn names<V>(m: &BTreeMap<String, V>) -> String {
     m.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
 }
 
-/// The largest epoch milestone of a schedule (where it has milestones).
-fn last_milestone(spec: &ScheduleSection) -> Option<u64> {
-    use explr_schedule::ScheduleSpec as S;
-    match spec {
-        S::Multistep { milestones, .. }
-        | S::Texp { milestones, .. }
-        | S::TexpMinus { milestones, .. }
-        | S::Sequential { milestones, .. } => milestones.iter().copied().max(),
-        S::ExpEquivalent { base, .. } => last_milestone(base),
-        _ => None,
-    }
-}
-
 fn validate_runs(
     field: &str,
     runs: &BTreeMap<String, RunSpec>,
@@ -533,13 +554,13 @@ fn validate_runs(
                      transform removes it); drop the field",
                 ));
             }
-            if let Err(e) = wd.build() {
+            if let Err(e) = wd.build(Unit::Steps) {
                 return Err(FieldError::new(
                     format!("{here}.weight_decay_schedule"),
                     e.to_string(),
                 ));
             }
-            if let (Some(m), Some(epochs)) = (last_milestone(wd), epochs) {
+            if let (Some(m), Some(epochs)) = (wd.last_milestone(), epochs) {
                 if m >= epochs as u64 {
                     return Err(FieldError::new(
                         format!("{here}.weight_decay_schedule.milestones"),
@@ -553,10 +574,10 @@ fn validate_runs(
         }
         match (&r.schedule, &r.derive) {
             (Some(spec), None) => {
-                if let Err(e) = spec.build() {
+                if let Err(e) = spec.build(Unit::Steps) {
                     return Err(FieldError::new(format!("{here}.schedule"), e.to_string()));
                 }
-                if let (Some(m), Some(epochs)) = (last_milestone(spec), epochs) {
+                if let (Some(m), Some(epochs)) = (spec.last_milestone(), epochs) {
                     if m >= epochs as u64 {
                         return Err(FieldError::new(
                             format!("{here}.schedule.milestones"),

@@ -12,7 +12,7 @@ use explr_zoo::{Model, ModelSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::io::write_atomic;
-use crate::plan::{GroupPlan, OptimizerPlan, WeightDecay};
+use crate::plan::{GroupPlan, OptimizerPlan};
 use crate::runner::{Progress, RunError};
 
 /// What one epoch of a run measured (THEORY.md §3 and §8 for the norm quantities).
@@ -109,7 +109,6 @@ fn config_fingerprint(setup: &RunSetup<'_>) -> String {
         "scale_invariant": plan.scale_invariant.describe(),
         "others": plan.others.describe(),
         "momentum": plan.momentum,
-        "prefill": plan.prefill,
     })
     .to_string();
     let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -126,7 +125,6 @@ pub fn build_sgd(model: &Model, plan: &OptimizerPlan) -> Result<Sgd, RunError> {
         scale_invariant,
         others,
         momentum,
-        prefill,
     } = plan;
     let mut groups = Vec::new();
     for (role, vars) in model.trainable_groups() {
@@ -135,21 +133,14 @@ pub fn build_sgd(model: &Model, plan: &OptimizerPlan) -> Result<Sgd, RunError> {
         } else {
             others
         };
-        let group = ParamGroup::new(role.as_str(), vars).schedule(lr.clone());
-        groups.push(match weight_decay {
-            WeightDecay::Constant(lambda) => group.weight_decay(*lambda),
-            WeightDecay::Schedule(s) => group.weight_decay_schedule(s.clone()),
-        });
+        groups.push(
+            ParamGroup::new(role.as_str(), vars)
+                .lr(lr.clone())
+                .weight_decay(weight_decay.clone()),
+        );
     }
-    let mut sgd = Sgd::new(
-        scale_invariant.lr.clone(),
-        groups,
-        SgdConfig::momentum(*momentum),
-    )?;
-    if let Some(c) = prefill {
-        sgd.prefill_momentum(*c, &[Role::ScaleInvariant.as_str()])?;
-    }
-    Ok(sgd)
+    // A twin group pre-fills its momentum buffer and applies its corrections itself.
+    Ok(Sgd::from_groups(groups, SgdConfig::momentum(*momentum))?)
 }
 
 /// Mean cross-entropy and the number of correct predictions.
@@ -386,7 +377,7 @@ pub fn train(setup: &RunSetup<'_>, progress: &dyn Progress) -> Result<Vec<EpochR
         let (test_loss, test_acc) = evaluate(&model, &test_loader)?;
         let si_norm = norm(&si)?;
         let step = sgd.step_count();
-        let lr = setup.plan.scale_invariant.lr.lr(step.saturating_sub(1))?;
+        let lr = setup.plan.scale_invariant.lr_at(step.saturating_sub(1))?;
         let layer_norm = match &layer {
             Some(name) => model.weight_norm(name)?,
             None => f64::NAN,
