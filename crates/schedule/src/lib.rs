@@ -10,7 +10,9 @@
 //!   [`Twin::plain`] drops the corrections). The weight decay may follow a schedule
 //!   ([`WeightDecay`]).
 //! - [`Sgd`] is `torch.optim.SGD` over [`ParamGroup`]s (own LR scale, schedule or twin, own
-//!   weight decay or weight-decay schedule), with atomic state save/load.
+//!   weight decay or weight-decay schedule), with atomic state save/load; it is also a
+//!   `candle_nn::Optimizer` ([`SgdOptimizerConfig`]), and [`GradAccumulator`] sums the
+//!   gradients of several micro-batches for one step.
 //! - [`alpha`] solves THEORY.md §3; [`check_equivalence`] runs a weight-decay run and its twin
 //!   side by side.
 //!
@@ -41,20 +43,24 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod accumulate;
 mod alpha;
 mod equivalence;
 mod error;
+mod optimizer;
 mod schedule;
 mod sgd;
 mod twin;
 mod unit;
 mod weight_decay;
 
+pub use accumulate::GradAccumulator;
 pub use alpha::alpha;
 pub use equivalence::{
     check_equivalence, CheckOptions, EquivalenceReport, Objective, StepDeviation,
 };
 pub use error::{Result, ScheduleError};
+pub use optimizer::SgdOptimizerConfig;
 pub use schedule::{Schedule, ScheduleSpec};
 pub use sgd::{GroupLr, ParamGroup, Sgd, SgdConfig, SgdVariant};
 pub use twin::{AlphaRule, Twin, TwinPhase};

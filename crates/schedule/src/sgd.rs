@@ -88,6 +88,16 @@ impl ParamGroup {
         }
     }
 
+    /// A group on the main schedule over every variable of a candle-nn `VarMap`, named and
+    /// sorted as the map names them (so that a saved state finds its variables again).
+    pub fn from_varmap(name: impl Into<String>, varmap: &candle_nn::VarMap) -> Self {
+        let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+        let mut vars: Vec<(String, Var)> =
+            data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        Self::new(name, vars)
+    }
+
     /// Sets the weight decay: a constant λ, or a [`Schedule`] whose value at update `k` is
     /// λ_k (e.g. divided by 10 at milestones, EXPERIMENTS.md E6).
     pub fn weight_decay(mut self, weight_decay: impl Into<WeightDecay>) -> Self {
@@ -134,6 +144,9 @@ pub struct Sgd {
     config: SgdConfig,
     step: u64,
     buffers: BTreeMap<String, Tensor>,
+    /// A learning rate given to `candle_nn::Optimizer::set_learning_rate` that cannot be
+    /// applied, with what would be valid: the next [`Sgd::step`] reports it.
+    pub(crate) rejected_lr: Option<(f64, &'static str)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -265,6 +278,7 @@ impl Sgd {
             config,
             step: 0,
             buffers: BTreeMap::new(),
+            rejected_lr: None,
         })
     }
 
@@ -276,6 +290,12 @@ impl Sgd {
     /// The main schedule (of the groups on [`GroupLr::Scale`]), if there is one.
     pub fn schedule(&self) -> Option<&Schedule> {
         self.schedule.as_ref()
+    }
+
+    /// Replaces the main schedule (the groups on [`GroupLr::Scale`] follow it from the next
+    /// update on).
+    pub fn set_schedule(&mut self, schedule: Schedule) {
+        self.schedule = Some(schedule);
     }
 
     /// The groups, each with its variables sorted by name.
@@ -364,6 +384,9 @@ impl Sgd {
     /// One update of every variable that has a gradient in `grads` (variables without one
     /// are skipped, like PyTorch's `grad is None`). Increments the step count.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        if let Some((value, expected)) = self.rejected_lr {
+            return Err(invalid("learning_rate", value, expected));
+        }
         let c = self.config;
         let steps = self
             .groups
