@@ -21,17 +21,9 @@ pub struct GroupPlan {
 }
 
 impl GroupPlan {
-    /// The group's LR at update `step`.
+    /// The group's LR at update `step` (a planned group has a schedule or twin of its own).
     pub fn lr_at(&self, step: u64) -> Result<f64, RunError> {
-        Ok(match &self.lr {
-            GroupLr::Schedule(s) => s.lr(step)?,
-            GroupLr::Twin(t) => t.lr(step)?,
-            GroupLr::Scale(_) => {
-                return Err(RunError::Unsupported(
-                    "a planned group always has a schedule or twin of its own".into(),
-                ))
-            }
-        })
+        Ok(self.lr.lr(None, step)?)
     }
 
     /// The plan as JSON, for the run's configuration fingerprint.

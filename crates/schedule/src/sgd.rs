@@ -64,6 +64,26 @@ pub enum GroupLr {
     Twin(Twin),
 }
 
+impl GroupLr {
+    /// The LR of update `step`; a [`GroupLr::Scale`] multiplies `main` (an error without one).
+    pub fn lr(&self, main: Option<&Schedule>, step: u64) -> Result<f64> {
+        match self {
+            GroupLr::Scale(s) => Ok(s * main.ok_or_else(|| no_main_schedule("lr"))?.lr(step)?),
+            GroupLr::Schedule(schedule) => schedule.lr(step),
+            GroupLr::Twin(twin) => twin.lr(step),
+        }
+    }
+}
+
+/// `field`, a group's LR scale, has no main schedule to scale.
+fn no_main_schedule(field: &str) -> ScheduleError {
+    invalid(
+        field,
+        "a scale of the main schedule",
+        "a schedule or twin of its own (there is no main schedule)",
+    )
+}
+
 /// Named variables with their own LR and weight decay.
 #[derive(Clone, Debug)]
 pub struct ParamGroup {
@@ -96,6 +116,27 @@ impl ParamGroup {
             data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         Self::new(name, vars)
+    }
+
+    /// Keeps only the variables whose name passes `keep` (e.g. the convolutions that feed a
+    /// normalization, for a twin; the rest in a second group).
+    ///
+    /// ```
+    /// # use candle_core::{DType, Device};
+    /// use explr_schedule::ParamGroup;
+    ///
+    /// let varmap = candle_nn::VarMap::new();
+    /// for name in ["conv1.weight", "conv2.weight", "fc.weight"] {
+    ///     varmap.get((2,), name, candle_nn::Init::Const(1.0), DType::F64, &Device::Cpu)?;
+    /// }
+    /// let convs = ParamGroup::from_varmap("convs", &varmap).only(|n| n.starts_with("conv"));
+    /// let rest = ParamGroup::from_varmap("rest", &varmap).only(|n| !n.starts_with("conv"));
+    /// assert_eq!((convs.vars.len(), rest.vars.len()), (2, 1));
+    /// # Ok::<(), candle_core::Error>(())
+    /// ```
+    pub fn only(mut self, keep: impl Fn(&str) -> bool) -> Self {
+        self.vars.retain(|(name, _)| keep(name));
+        self
     }
 
     /// Sets the weight decay: a constant λ, or a [`Schedule`] whose value at update `k` is
@@ -252,11 +293,7 @@ impl Sgd {
                     ));
                 }
                 GroupLr::Scale(_) if schedule.is_none() => {
-                    return Err(invalid(
-                        &format!("groups.{}.lr", g.name),
-                        "a scale of the main schedule",
-                        "a schedule or twin of its own (this optimizer has no main schedule)",
-                    ));
+                    return Err(no_main_schedule(&format!("groups.{}.lr", g.name)))
                 }
                 GroupLr::Twin(twin) => check_twin_group(g, twin, &config)?,
                 _ => {}
@@ -321,18 +358,7 @@ impl Sgd {
     }
 
     fn lr_of(&self, g: &ParamGroup, step: u64) -> Result<f64> {
-        match &g.lr {
-            GroupLr::Scale(s) => match &self.schedule {
-                Some(main) => Ok(s * main.lr(step)?),
-                None => Err(invalid(
-                    &format!("groups.{}.lr", g.name),
-                    "a scale of the main schedule",
-                    "a schedule or twin of its own (this optimizer has no main schedule)",
-                )),
-            },
-            GroupLr::Schedule(sch) => sch.lr(step),
-            GroupLr::Twin(twin) => twin.lr(step),
-        }
+        g.lr.lr(self.schedule.as_ref(), step)
     }
 
     fn group_step(&self, g: &ParamGroup) -> Result<GroupStep> {

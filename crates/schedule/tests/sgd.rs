@@ -101,7 +101,7 @@ fn invalid_settings_name_the_field() {
     // Without a main schedule every group needs its own.
     let e = Sgd::from_groups(g(), SgdConfig::momentum(0.9)).unwrap_err();
     assert!(e.to_string().contains("`groups.g.lr`"), "{e}");
-    assert!(e.to_string().contains("no main schedule"), "{e}");
+    assert!(e.to_string().contains("there is no main schedule"), "{e}");
     let mut sgd = Sgd::new(constant(), g(), SgdConfig::momentum(0.9)).unwrap();
     let e = sgd.prefill_momentum(1.0, &["nope"]).unwrap_err();
     assert!(e.to_string().contains("`groups` = nope"), "{e}");
