@@ -1,8 +1,8 @@
 //! SGD in PyTorch's form (THEORY.md §2) with parameter groups, exponential twins (§3–§5),
 //! momentum pre-fill and state IO.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
@@ -207,24 +207,6 @@ struct GroupState {
 }
 
 const STATE_FORMAT: &str = "explr-schedule/sgd-state/1";
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
-fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let tmp = tmp_path(path);
-    write(&tmp)?;
-    std::fs::rename(&tmp, path).map_err(|source| ScheduleError::Io {
-        action: "renaming into place",
-        path: path.to_path_buf(),
-        source,
-    })
-}
 
 /// What one group does at one update.
 struct GroupStep {
@@ -495,14 +477,12 @@ impl Sgd {
     /// names) and the step count and settings to `path` with extension `json`, each written
     /// to a temporary sibling and renamed into place.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tensors: HashMap<String, Tensor> = self
-            .buffers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        write_atomic(path, |tmp| {
-            Ok(candle_core::safetensors::save(&tensors, tmp)?)
-        })?;
+        let bytes = safetensors::serialize(self.buffers.iter().map(|(k, v)| (k.as_str(), v)), None)
+            .map_err(|e| ScheduleError::NotSafetensors {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        explr_io::write_atomic(path, &bytes)?;
         let state = StateFile {
             format: STATE_FORMAT.to_string(),
             step: self.step,
@@ -521,13 +501,7 @@ impl Sgd {
             path: json_path.clone(),
             source,
         })?;
-        write_atomic(&json_path, |tmp| {
-            std::fs::write(tmp, text).map_err(|source| ScheduleError::Io {
-                action: "writing",
-                path: tmp.to_path_buf(),
-                source,
-            })
-        })
+        Ok(explr_io::write_atomic(&json_path, text.as_bytes())?)
     }
 
     /// Restores a state written by [`Sgd::save`]: step count and momentum buffers (converted
@@ -535,11 +509,8 @@ impl Sgd {
     /// match this optimizer's.
     pub fn load(&mut self, path: &Path) -> Result<()> {
         let json_path = path.with_extension("json");
-        let text = std::fs::read_to_string(&json_path).map_err(|source| ScheduleError::Io {
-            action: "reading",
-            path: json_path.clone(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(&json_path).map_err(explr_io::err("reading", &json_path))?;
         let state: StateFile =
             serde_json::from_str(&text).map_err(|source| ScheduleError::Json {
                 path: json_path.clone(),
@@ -591,7 +562,14 @@ impl Sgd {
             .next()
             .map(|v| v.device().clone())
             .unwrap_or(candle_core::Device::Cpu);
-        for (name, t) in candle_core::safetensors::load(path, &device)? {
+        let bytes = std::fs::read(path).map_err(explr_io::err("reading", path))?;
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &device).map_err(|e| {
+            ScheduleError::NotSafetensors {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
+        })?;
+        for (name, t) in tensors {
             let var = vars.get(name.as_str()).ok_or_else(|| {
                 mismatch(
                     "a momentum buffer",
