@@ -63,6 +63,6 @@ pub use error::{Result, ScheduleError};
 pub use optimizer::SgdOptimizerConfig;
 pub use schedule::{Schedule, ScheduleSpec};
 pub use sgd::{GroupLr, ParamGroup, Sgd, SgdConfig, SgdVariant};
-pub use twin::{AlphaRule, Twin, TwinPhase};
+pub use twin::{AlphaRule, Twin, TwinPhase, TwinRow, TwinWalk};
 pub use unit::Unit;
 pub use weight_decay::WeightDecay;

@@ -174,9 +174,10 @@ impl ScheduleSpec {
                 m.extend(weight_decay_schedule.iter().flat_map(|w| w.milestones()));
                 m
             }
-            ScheduleSpec::Product { schedules } => {
-                schedules.iter().flat_map(ScheduleSpec::milestones).collect()
-            }
+            ScheduleSpec::Product { schedules } => schedules
+                .iter()
+                .flat_map(ScheduleSpec::milestones)
+                .collect(),
             ScheduleSpec::Constant { .. }
             | ScheduleSpec::Step { .. }
             | ScheduleSpec::Exponential { .. }
@@ -191,7 +192,8 @@ impl ScheduleSpec {
     /// The largest milestone ([`ScheduleSpec::milestones`]), if any.
     pub fn last_milestone(&self) -> Option<u64> {
         self.milestones().last().copied()
-    }}
+    }
+}
 
 /// TEXP (or TEXP-- when `minus`) written as the general `exp_equivalent` it stands for
 /// (THEORY.md §5): the twin with §3's root at every update of the step decay (`lr`,

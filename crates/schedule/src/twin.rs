@@ -105,52 +105,66 @@ impl TwinCore {
         })
     }
 
-    /// Entry `t`, extending the sequences as needed.
+    /// The entry after `now`, entry `k`: the update k from θ̃_k to θ̃_{k+1} fixes α_{k+1},
+    /// P_{k+1} and c_k.
+    fn after(&self, k: u64, now: TwinStep) -> Result<TwinStep> {
+        let eta = self.base.lr(k)?;
+        let eta_before = if k >= 1 {
+            self.base.lr(k - 1)?
+        } else {
+            self.lr0
+        };
+        if eta_before.is_nan() || eta_before <= 0.0 {
+            return Err(ScheduleError::TransformBreaksDown {
+                step: k + 1,
+                alpha: f64::NAN,
+                lr: eta_before,
+            });
+        }
+        let lambda = self.weight_decay.at(k)?;
+        // THEORY.md §4: α_rec = 1 − η_kλ_k + γ(η_k/η_{k−1})(1 − 1/α_k).
+        let recursion =
+            1.0 - eta * lambda + self.momentum * (eta / eta_before) * (1.0 - 1.0 / now.alpha);
+        let next = match self.rule {
+            AlphaRule::Recursion => recursion,
+            AlphaRule::Root => alpha(eta, lambda, self.momentum)?,
+        };
+        if !(next > 0.0 && next.is_finite()) {
+            return Err(ScheduleError::TransformBreaksDown {
+                step: k + 1,
+                alpha: next,
+                lr: eta,
+            });
+        }
+        // THEORY.md §5: c_k = (α_{k+1} − α_rec)/(η_k·P_k²), zero for the recursion itself.
+        let correction = match self.rule {
+            AlphaRule::Recursion => 0.0,
+            AlphaRule::Root => (next - recursion) / (eta * now.scale * now.scale),
+        };
+        Ok(TwinStep {
+            alpha: next,
+            scale: now.scale / next,
+            correction_before: correction,
+        })
+    }
+
+    /// The first entry (t = 0): α_0, P_0 = 1.
+    fn first(&self) -> TwinStep {
+        TwinStep {
+            alpha: self.alpha0,
+            scale: 1.0,
+            correction_before: 0.0,
+        }
+    }
+
+    /// Entry `t`, extending the cached sequences as needed.
     fn at(&self, t: u64) -> Result<TwinStep> {
         let mut steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
         let t = usize::try_from(t).map_err(|_| invalid("step", t, "a step that fits in usize"))?;
         while steps.len() <= t {
-            // The update k from θ̃_k to θ̃_{k+1} fixes α_{k+1}, P_{k+1} and c_k.
-            let k = steps.len() as u64 - 1;
-            let now = steps[k as usize];
-            let eta = self.base.lr(k)?;
-            let eta_before = if k >= 1 {
-                self.base.lr(k - 1)?
-            } else {
-                self.lr0
-            };
-            if eta_before.is_nan() || eta_before <= 0.0 {
-                return Err(ScheduleError::TransformBreaksDown {
-                    step: k + 1,
-                    alpha: f64::NAN,
-                    lr: eta_before,
-                });
-            }
-            let lambda = self.weight_decay.at(k)?;
-            // THEORY.md §4: α_rec = 1 − η_kλ_k + γ(η_k/η_{k−1})(1 − 1/α_k).
-            let recursion =
-                1.0 - eta * lambda + self.momentum * (eta / eta_before) * (1.0 - 1.0 / now.alpha);
-            let next = match self.rule {
-                AlphaRule::Recursion => recursion,
-                AlphaRule::Root => alpha(eta, lambda, self.momentum)?,
-            };
-            if !(next > 0.0 && next.is_finite()) {
-                return Err(ScheduleError::TransformBreaksDown {
-                    step: k + 1,
-                    alpha: next,
-                    lr: eta,
-                });
-            }
-            // THEORY.md §5: c_k = (α_{k+1} − α_rec)/(η_k·P_k²), zero for the recursion itself.
-            let correction = match self.rule {
-                AlphaRule::Recursion => 0.0,
-                AlphaRule::Root => (next - recursion) / (eta * now.scale * now.scale),
-            };
-            steps.push(TwinStep {
-                alpha: next,
-                scale: now.scale / next,
-                correction_before: correction,
-            });
+            let k = steps.len() - 1;
+            let next = self.after(k as u64, steps[k])?;
+            steps.push(next);
         }
         Ok(steps[t])
     }
@@ -390,12 +404,29 @@ impl Twin {
         Twin::exact(self.base(), self.weight_decay().clone(), self.momentum())
     }
 
+    /// The updates 0, 1, 2, … in order, in constant memory: the same numbers as
+    /// [`Twin::lr`], [`Twin::scale`] and [`Twin::correction`], computed forward without the
+    /// cache those keep (for printing or scanning millions of updates).
+    pub fn walk(&self) -> TwinWalk<'_> {
+        TwinWalk {
+            twin: self,
+            step: 0,
+            now: self.core.first(),
+        }
+    }
+
     /// The phases of the first `steps` updates: a new phase starts at update 0 and wherever
-    /// the base run's η·λ changes (for a step decay: its milestones).
+    /// the base run's η·λ changes (for a step decay: its milestones). Constant memory in
+    /// `steps` ([`Twin::walk`]).
     pub fn phases(&self, steps: u64) -> Result<Vec<TwinPhase>> {
         let mut phases = Vec::new();
         let mut previous = f64::NAN;
-        for k in 0..steps {
+        for row in self
+            .walk()
+            .take(usize::try_from(steps).unwrap_or(usize::MAX))
+        {
+            let row = row?;
+            let k = row.step;
             let (eta, lambda) = (self.base().lr(k)?, self.weight_decay().at(k)?);
             if eta * lambda == previous {
                 continue;
@@ -407,11 +438,63 @@ impl Twin {
                 base_lr: eta,
                 weight_decay: lambda,
                 alpha: a,
-                start_lr: self.lr(k)?,
+                start_lr: row.lr,
                 per_step_growth: a.powi(-2),
-                correction: self.correction(k)?,
+                correction: row.correction,
             });
         }
         Ok(phases)
+    }
+}
+
+/// One update of a twin, from [`Twin::walk`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TwinRow {
+    /// The update (0 is the first).
+    pub step: u64,
+    /// The twin's LR η̃_t.
+    pub lr: f64,
+    /// P_t.
+    pub scale: f64,
+    /// c_t (0 for a plain twin and for the §4 recursion).
+    pub correction: f64,
+}
+
+/// The iterator of [`Twin::walk`]: it keeps the current entry only.
+#[derive(Debug)]
+pub struct TwinWalk<'a> {
+    twin: &'a Twin,
+    step: u64,
+    now: TwinStep,
+}
+
+impl Iterator for TwinWalk<'_> {
+    type Item = Result<TwinRow>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let core = &self.twin.core;
+        let k = self.step;
+        let next = match core.after(k, self.now) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        let row = (|| -> Result<TwinRow> {
+            // THEORY.md §4: η̃_t = P_t·P_{t+1}·η_t.
+            let lr = self.now.scale * next.scale * core.base.lr(k)?;
+            let correction = if self.twin.corrected {
+                next.correction_before
+            } else {
+                0.0
+            };
+            Ok(TwinRow {
+                step: k,
+                lr,
+                scale: self.now.scale,
+                correction,
+            })
+        })();
+        self.now = next;
+        self.step += 1;
+        Some(row)
     }
 }
