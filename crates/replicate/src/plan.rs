@@ -134,10 +134,7 @@ pub fn base_schedule(
 }
 
 /// The built weight decay of a run with a schedule (a constant, or its own schedule in epochs).
-pub fn base_weight_decay(
-    spec: &RunSpec,
-    steps_per_epoch: u64,
-) -> Result<WeightDecay, PlanError> {
+pub fn base_weight_decay(spec: &RunSpec, steps_per_epoch: u64) -> Result<WeightDecay, PlanError> {
     Ok(match &spec.weight_decay_schedule {
         Some(w) => WeightDecay::Schedule(Schedule::build(w, epochs(steps_per_epoch))?),
         None => WeightDecay::Constant(spec.weight_decay),
