@@ -254,6 +254,7 @@ fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
     } else {
         args.golden_dir.clone()
     };
+    let timings = explr_replicate::report::read_timings(&args.golden_dir, &args.profile)?;
     let mut entries = Vec::new();
     for path in manifests(&args.experiments_dir, &[])? {
         let name = path
@@ -268,12 +269,14 @@ fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
             serde_yaml::from_str(&std::fs::read_to_string(&path)?)
                 .with_context(|| format!("reading {}", path.display()))?;
         let figures = report_figures(&args.results_dir, &docs, &name, &args.profile)?;
+        let wall_time = timings.get(&name).cloned();
         entries.push(explr_replicate::report::ReportEntry {
             name,
             profile: args.profile.clone(),
             manifest,
             summary,
             figures,
+            wall_time,
         });
     }
     let path = docs.join(explr_replicate::report::report_file_name(&args.profile));
@@ -379,6 +382,19 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
         let (golden_word, golden_note) = match mode {
             GoldenMode::Bless => {
                 golden::bless(&golden_path, &outcome.summary)?;
+                if args.profile != "smoke" {
+                    let time = explr_replicate::report::WallTime {
+                        wall_s: outcome.wall_s,
+                        threads: std::thread::available_parallelism().map_or(0, |n| n.get()),
+                        device: device_spec.to_string(),
+                    };
+                    explr_replicate::report::record_timing(
+                        &args.golden_dir,
+                        &args.profile,
+                        &resolved.name,
+                        time,
+                    )?;
+                }
                 (
                     "written",
                     format!("golden written to {}", golden_path.display()),
