@@ -79,12 +79,6 @@ pub fn run(
     // removed.
     let _lock = FolderLock::acquire(&dir, &opts.provenance.holder())?;
     remove_leftovers_of_stopped_writers(&dir, opts)?;
-    // Plain data: serializing cannot fail.
-    let resolved_yaml = serde_yaml::to_string(&resolved.manifest).unwrap_or_default();
-    write_atomic(
-        &dir.join("manifest.resolved.yaml"),
-        resolved_yaml.as_bytes(),
-    )?;
     let work = Work::plan(resolved, &dir, opts)?;
     let units = work.units();
     let resources = resources(resolved);
@@ -212,6 +206,13 @@ fn collect_planned(
     if states.iter().any(|(_, s)| *s != UnitState::Complete) {
         return Ok(Collected::Incomplete(states));
     }
+    // The manifest's results, the summary last: the resolved manifest, the figures, the
+    // metadata. Plain data: serializing cannot fail.
+    let resolved_yaml = serde_yaml::to_string(&resolved.manifest).unwrap_or_default();
+    write_atomic(
+        &dir.join("manifest.resolved.yaml"),
+        resolved_yaml.as_bytes(),
+    )?;
     let (summary, figures) = work.summarize()?;
     let id = &resolved.manifest.id;
     let value = summary.to_value(id, &resolved.profile);
