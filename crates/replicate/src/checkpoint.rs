@@ -49,8 +49,8 @@ pub enum CheckpointError {
     /// The metrics file could not be read.
     #[error(transparent)]
     Records(#[from] RecordsError),
-    /// Saving or loading the model failed.
-    #[error("{}: {source}", path.display())]
+    /// Saving or loading the model failed (the cause names the file and the OS error).
+    #[error("the model in checkpoint {}", path.display())]
     Model {
         /// The file.
         path: PathBuf,
@@ -58,8 +58,8 @@ pub enum CheckpointError {
         #[source]
         source: explr_nn::NnError,
     },
-    /// Saving or loading the optimizer failed.
-    #[error("{}: {source}", path.display())]
+    /// Saving or loading the optimizer failed (the cause says why).
+    #[error("the optimizer state in checkpoint {}", path.display())]
     Optimizer {
         /// The file.
         path: PathBuf,

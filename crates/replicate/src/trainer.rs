@@ -43,7 +43,7 @@ pub enum TrainError {
     #[error(transparent)]
     Plan(#[from] crate::plan::PlanError),
     /// A checkpoint could not be written, or could not be trusted on resume.
-    #[error("{run}: {source}")]
+    #[error("{run}")]
     Checkpoint {
         /// The run.
         run: String,

@@ -343,7 +343,7 @@ fn checks_need_a_reason_a_window_inside_the_run_and_claimed_runs() {
         "a control replacing a run no check names",
         &edit(&[(
             "profiles:\n",
-            "  controls:\n    other: # HERE\n      replaces: step_dekay\n      why: w\n      run: {schedule: {kind: constant, lr: 0.1}}\nprofiles:\n",
+            "  controls:\n    other:\n      replaces: step_dekay # HERE\n      why: w\n      run: {schedule: {kind: constant, lr: 0.1}}\nprofiles:\n",
         )]),
         "cpu",
         Kind::Invalid("training.controls.other.replaces"),
@@ -712,7 +712,7 @@ fn everything_a_run_would_reject_is_rejected_by_parsing() {
             "an angular_update check on a run without weight decay",
             &[(
                 "  checks:\n",
-                "  checks:\n    - {check: angular_update, run: texp, from_epoch: 2, tolerance: 0.1} # HERE\n",
+                "  checks:\n    - {check: angular_update, run: texp, window: [2, 4], tolerance: 0.1, reason: r} # HERE\n",
             )],
             Kind::Invalid("training.checks.0.run"),
             &["constant weight decay"],
