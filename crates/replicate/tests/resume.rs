@@ -85,6 +85,7 @@ fn run(
         snapshot_epochs: Vec::new(),
         dir: dir.to_path_buf(),
         resume,
+        stop: Default::default(),
     };
     let progress = Recorder::default();
     let records = train(&setup, &progress)?;
