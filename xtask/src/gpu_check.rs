@@ -807,16 +807,10 @@ fn compute_cap_number(text: &str) -> Option<u32> {
     digits.trim().parse().ok()
 }
 
-/// Writes `text` to `path` through a temporary file and a rename, so that a reader (or a run
+/// Writes `text` to `path` atomically ([`explr_io::write_atomic`]), so that a reader (or a run
 /// killed mid-write) never sees half a report.
 fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let tmp = path.with_extension("md.partial");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    Ok(explr_io::write_atomic(path, text.as_bytes())?)
 }
 
 /// The report: `header`, then one section per finished part.

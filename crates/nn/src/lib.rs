@@ -102,14 +102,15 @@ pub enum NnError {
         source_desc: String,
     },
     /// Reading or writing a file failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was attempted ("writing", "renaming", …).
-        action: &'static str,
+    #[error(transparent)]
+    Io(#[from] explr_io::IoError),
+    /// A file that should hold safetensors does not (truncated, or another format).
+    #[error("{}: not a safetensors file ({message}); it is truncated or was written by something else: write it again", path.display())]
+    NotSafetensors {
         /// The file.
         path: std::path::PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// What the reader found wrong.
+        message: String,
     },
     /// A layer was configured with an impossible value.
     #[error("invalid layer configuration: {0}")]

@@ -372,34 +372,33 @@ impl ParamStore {
         Ok(var)
     }
 
-    /// Writes the state dict as safetensors, atomically (a temporary file beside `path`,
-    /// then a rename), so a killed process never leaves a half-written file.
+    /// Writes the state dict as safetensors, atomically ([`explr_io::write_atomic`]), so a
+    /// killed process never leaves a half-written file.
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
-        let sd: HashMap<String, Tensor> = self.state_dict().into_iter().collect();
-        let tmp = tmp_path(path);
-        candle_core::safetensors::save(&sd, &tmp)?;
-        std::fs::rename(&tmp, path).map_err(|source| NnError::Io {
-            action: "renaming into place",
-            path: path.to_path_buf(),
-            source,
-        })
+        let sd = self.state_dict();
+        let bytes =
+            safetensors::serialize(sd.iter().map(|(k, v)| (k.as_str(), v)), None).map_err(|e| {
+                NnError::NotSafetensors {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                }
+            })?;
+        Ok(explr_io::write_atomic(path, &bytes)?)
     }
 
     /// Loads a safetensors file written by [`ParamStore::save`] or by PyTorch
-    /// (`safetensors.torch.save_file(model.state_dict(), …)`).
+    /// (`safetensors.torch.save_file(model.state_dict(), …)`); a file that is not safetensors
+    /// (truncated, another format) is an error naming it.
     pub fn load(&self, path: &std::path::Path) -> Result<()> {
-        let tensors = candle_core::safetensors::load(path, &self.device)?;
+        let bytes = std::fs::read(path).map_err(explr_io::err("reading", path))?;
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &self.device).map_err(|e| {
+            NnError::NotSafetensors {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
+        })?;
         self.load_state_dict(&tensors, &path.display().to_string())
     }
-}
-
-/// `dir/.name.tmp-<pid>`: a temporary sibling for atomic writes.
-pub(crate) fn tmp_path(path: &std::path::Path) -> std::path::PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 /// Where [`ParamStore::register`] puts a new tensor.

@@ -18,7 +18,7 @@ use candle_core::{DType, Device, ModuleT, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, Linear};
 use explr_nn::{ParamStore, Path, Role};
 use explr_norm::{BatchNorm2d, NormConfig};
-use explr_schedule::{ParamGroup, Schedule, Sgd, SgdConfig};
+use explr_schedule::{ParamGroup, Schedule, Sgd, SgdConfig, Twin, Unit};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -31,7 +31,7 @@ const STEPS_PER_EPOCH: usize = 4;
 const BATCH: usize = 16;
 const EPOCHS: u64 = 12;
 /// Step decay ÷10 at these epochs, and its TEXP twin.
-const MILESTONES: &str = "[6, 9]";
+const MILESTONES: [u64; 2] = [6, 9];
 const LR: f64 = 0.1;
 const WEIGHT_DECAY: f64 = 5e-3;
 const MOMENTUM: f64 = 0.9;
@@ -121,27 +121,22 @@ struct Outcome {
 }
 
 fn train(store: &ParamStore, net: &Net) -> Result<Outcome> {
-    let texp = Schedule::from_yaml(&format!(
-        "{{kind: texp, lr: {LR}, milestones: {MILESTONES}, gamma: 0.1, weight_decay: {WEIGHT_DECAY}, \
-          momentum: {MOMENTUM}, steps_per_epoch: {STEPS_PER_EPOCH}}}"
-    ))?;
-    let step_decay: Schedule = Schedule::from_yaml(&format!(
-        "{{kind: multistep, lr: {LR}, milestones: {MILESTONES}, gamma: 0.1, \
-          steps_per_epoch: {STEPS_PER_EPOCH}}}"
-    ))?;
+    let unit = Unit::Epochs(STEPS_PER_EPOCH as u64);
+    let step_decay = Schedule::multistep(LR, &MILESTONES, 0.1, unit)?;
+    // THEORY.md §5: TEXP, with its pre-fill and one-time momentum corrections.
+    let texp = Twin::texp(&step_decay, WEIGHT_DECAY, MOMENTUM)?;
     // The store's groups by role: trainable parameters only, never the running statistics.
     let mut groups: BTreeMap<Role, Vec<_>> = store.trainable_groups();
     let scale_invariant = groups.remove(&Role::ScaleInvariant).unwrap_or_default();
     let head = groups.remove(&Role::Head).unwrap_or_default();
     let groups = vec![
-        ParamGroup::new("scale_invariant", scale_invariant),
+        // The twin pre-fills the momentum buffer (THEORY.md §3) and applies its corrections.
+        ParamGroup::new("scale_invariant", scale_invariant).twin(texp.clone()),
         ParamGroup::new("head", head)
             .schedule(step_decay.clone())
             .weight_decay(WEIGHT_DECAY),
     ];
-    let mut sgd = Sgd::new(texp.clone(), groups, SgdConfig::momentum(MOMENTUM))?;
-    // THEORY.md §3: the exponential run starts from the pre-filled momentum buffer.
-    sgd.prefill_momentum(texp.prefill_coefficient()?, &["scale_invariant"])?;
+    let mut sgd = Sgd::from_groups(groups, SgdConfig::momentum(MOMENTUM))?;
 
     let (x, y) = images(STEPS_PER_EPOCH * BATCH, 1)?;
     let mut epoch_losses = Vec::new();

@@ -5,53 +5,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Why a result file could not be written.
-#[derive(Debug, thiserror::Error)]
-#[error("{action} {path}")]
-pub struct IoError {
-    /// What was attempted.
-    pub action: &'static str,
-    /// The file.
-    pub path: PathBuf,
-    /// The cause.
-    pub source: std::io::Error,
-}
+use explr_io::is_temporary;
 
-/// A closure that wraps an OS error into an [`IoError`] naming `action` and `path`.
-pub(crate) fn err<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> IoError + 'a {
-    move |source| IoError {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Writes `bytes` to `path` atomically, creating parent folders.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err("creating the folder of", path))?;
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(err("creating", &tmp))?;
-    f.write_all(bytes).map_err(err("writing", &tmp))?;
-    f.sync_all().map_err(err("syncing", &tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err("renaming into place", path))?;
-    // The rename is durable once the folder's entry is on disk too.
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
-}
+pub use explr_io::{err, write_atomic, IoError};
 
 /// Removes the temporary files (`.NAME.tmp-PID`) that killed writers left in `dir` and its
 /// subfolders. Call it only while holding the folder's [`FolderLock`]: then no live writer
@@ -74,7 +30,7 @@ pub fn remove_leftovers(dir: &Path) -> Result<usize, IoError> {
         let name = entry.file_name().to_string_lossy().into_owned();
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             removed += remove_leftovers(&path)?;
-        } else if name.starts_with('.') && name.contains(".tmp-") {
+        } else if is_temporary(&name) {
             std::fs::remove_file(&path).map_err(err("removing the leftover", &path))?;
             removed += 1;
         }
@@ -189,22 +145,6 @@ mod tests {
         assert_eq!(remove_leftovers(&dir).unwrap(), 1);
         assert!(dir.join("m/run/metrics.jsonl").exists());
         drop(again);
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn write_atomic_creates_folders_and_replaces_whole_files() {
-        let dir = std::env::temp_dir().join(format!("explr-io-{}", std::process::id()));
-        let path = dir.join("a/b/file.txt");
-        write_atomic(&path, b"first version, long").unwrap();
-        write_atomic(&path, b"second").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"second");
-        let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
-            .collect();
-        assert!(leftovers.is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,11 +1,13 @@
-//! From a manifest's runs to optimizer plans: epochs become steps, derived runs get their
-//! exponential schedules (THEORY.md §4–§5).
+//! From a manifest's runs to optimizer plans: schedules are built in epochs, derived runs get
+//! their exponential twins (THEORY.md §4–§5).
 
 use std::collections::BTreeMap;
 
 use explr_nn::Role;
-use explr_schedule::{ParamGroup, Schedule, ScheduleSpec, Sgd, SgdConfig};
+use explr_schedule::{GroupLr, ParamGroup, Schedule, ScheduleSpec, Sgd, SgdConfig, Twin, Unit};
 use explr_zoo::Model;
+
+pub use explr_schedule::WeightDecay;
 
 use crate::spec::{RunSpec, Transform};
 
@@ -13,7 +15,7 @@ use crate::spec::{RunSpec, Transform};
 /// these arise only from a manifest that skipped it.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    /// A schedule could not be built (no exponential equivalent, a breakdown of §4, …).
+    /// A schedule or twin could not be built (no exponential equivalent, a breakdown of §4, …).
     #[error(transparent)]
     Schedule(#[from] explr_schedule::ScheduleError),
     /// A run name that the manifest does not have.
@@ -21,65 +23,41 @@ pub enum PlanError {
     UnknownRun(String),
     /// The schedule of a derived run was asked for: it has none of its own (plan it with
     /// [`plan`], which derives it from its base).
-    #[error("a derived run has no schedule of its own")]
-    Derived,
-    /// TEXP asked of a schedule that is not a step decay.
-    #[error(
-        "TEXP is the twin of a step decay (`multistep` or `constant`), not of `{kind}`; use \
-         `transform: exact` for other schedules"
-    )]
-    NotAStepDecay {
-        /// The base schedule's kind.
-        kind: &'static str,
-    },
-    /// A derived run's base has a weight-decay schedule, which the transforms do not take.
-    #[error(
-        "run `{run}` derives from `{base}`, whose weight decay follows a schedule; the \
-         transforms need a constant weight decay"
-    )]
-    ScheduledWeightDecay {
-        /// The derived run.
-        run: String,
-        /// Its base.
-        base: String,
-    },
+    #[error("run `{0}` is derived: it has no schedule of its own")]
+    Derived(String),
+    /// The twin of a run with a schedule was asked for.
+    #[error("run `{0}` is not derived, so it has no twin")]
+    NotDerived(String),
 }
 
-/// The weight decay of a parameter group: a constant λ, or a schedule whose value at update
-/// `k` is λ_k (E6 divides it at milestones).
-#[derive(Clone, Debug)]
-pub enum WeightDecay {
-    /// The same λ at every update.
-    Constant(f64),
-    /// λ_k = the schedule's value at update `k`.
-    Schedule(Schedule),
-}
-
-impl WeightDecay {
-    /// The weight decay of update `step`.
-    pub fn at(&self, step: u64) -> Result<f64, PlanError> {
-        Ok(match self {
-            WeightDecay::Constant(lambda) => *lambda,
-            WeightDecay::Schedule(s) => s.lr(step)?,
-        })
-    }
-}
-
-/// The LR schedule and weight decay of one parameter group.
+/// The LR and weight decay of one parameter group.
 #[derive(Clone, Debug)]
 pub struct GroupPlan {
-    /// The group's LR schedule.
-    pub lr: Schedule,
+    /// The group's LR: its own schedule, or an exponential twin (whose pre-fill and momentum
+    /// corrections the optimizer applies too).
+    pub lr: GroupLr,
     /// The group's coupled weight decay.
     pub weight_decay: WeightDecay,
 }
 
 impl GroupPlan {
+    /// The group's LR at update `step` (a planned group has a schedule or twin of its own).
+    pub fn lr_at(&self, step: u64) -> Result<f64, PlanError> {
+        Ok(self.lr.lr(None, step)?)
+    }
+
     /// The plan as JSON, for the run's configuration fingerprint.
     pub fn describe(&self) -> serde_json::Value {
         let GroupPlan { lr, weight_decay } = self;
         serde_json::json!({
-            "lr": lr.spec(),
+            "lr": match lr {
+                GroupLr::Schedule(s) => serde_json::json!(s.spec()),
+                GroupLr::Twin(t) => serde_json::json!({
+                    "twin": t.schedule().spec(),
+                    "corrected": t.is_corrected(),
+                }),
+                GroupLr::Scale(s) => serde_json::json!({ "scale": s }),
+            },
             "weight_decay": match weight_decay {
                 WeightDecay::Constant(lambda) => serde_json::json!(lambda),
                 WeightDecay::Schedule(s) => serde_json::json!(s.spec()),
@@ -98,168 +76,26 @@ pub struct OptimizerPlan {
     pub others: GroupPlan,
     /// Momentum γ.
     pub momentum: f64,
-    /// Momentum pre-fill coefficient of the scale-invariant group (THEORY.md §3).
-    pub prefill: Option<f64>,
-}
-
-/// The same spec with every step count in epochs of `steps_per_epoch` updates.
-pub fn in_epochs(spec: &ScheduleSpec, steps_per_epoch: u64) -> ScheduleSpec {
-    use ScheduleSpec as S;
-    let spe = Some(steps_per_epoch);
-    match spec.clone() {
-        S::Constant { lr } => S::Constant { lr },
-        S::Multistep {
-            lr,
-            milestones,
-            gamma,
-            ..
-        } => S::Multistep {
-            lr,
-            milestones,
-            gamma,
-            steps_per_epoch: spe,
-        },
-        S::Step {
-            lr,
-            step_size,
-            gamma,
-            ..
-        } => S::Step {
-            lr,
-            step_size,
-            gamma,
-            steps_per_epoch: spe,
-        },
-        S::Exponential { lr, factor, .. } => S::Exponential {
-            lr,
-            factor,
-            steps_per_epoch: spe,
-        },
-        S::Cosine {
-            lr, t_max, eta_min, ..
-        } => S::Cosine {
-            lr,
-            t_max,
-            eta_min,
-            steps_per_epoch: spe,
-        },
-        S::Warmup {
-            lr,
-            start_factor,
-            end_factor,
-            total_iters,
-            ..
-        } => S::Warmup {
-            lr,
-            start_factor,
-            end_factor,
-            total_iters,
-            steps_per_epoch: spe,
-        },
-        S::Sequential {
-            schedules,
-            milestones,
-            ..
-        } => S::Sequential {
-            schedules: schedules
-                .iter()
-                .map(|s| in_epochs(s, steps_per_epoch))
-                .collect(),
-            milestones,
-            steps_per_epoch: spe,
-        },
-        S::Texp {
-            lr,
-            milestones,
-            gamma,
-            weight_decay,
-            momentum,
-            ..
-        } => S::Texp {
-            lr,
-            milestones,
-            gamma,
-            weight_decay,
-            momentum,
-            steps_per_epoch: spe,
-        },
-        S::TexpMinus {
-            lr,
-            milestones,
-            gamma,
-            weight_decay,
-            momentum,
-            ..
-        } => S::TexpMinus {
-            lr,
-            milestones,
-            gamma,
-            weight_decay,
-            momentum,
-            steps_per_epoch: spe,
-        },
-        S::Product { schedules } => S::Product {
-            schedules: schedules
-                .iter()
-                .map(|s| in_epochs(s, steps_per_epoch))
-                .collect(),
-        },
-        S::ExpEquivalent {
-            base,
-            weight_decay,
-            momentum,
-        } => S::ExpEquivalent {
-            base: Box::new(in_epochs(&base, steps_per_epoch)),
-            weight_decay,
-            momentum,
-        },
-    }
-}
-
-/// The milestones of a schedule written in epochs (where it has them), sorted.
-pub fn milestones(spec: &ScheduleSpec) -> Vec<u64> {
-    use ScheduleSpec as S;
-    let mut m = match spec {
-        S::Multistep { milestones, .. }
-        | S::Texp { milestones, .. }
-        | S::TexpMinus { milestones, .. }
-        | S::Sequential { milestones, .. } => milestones.clone(),
-        S::ExpEquivalent { base, .. } => milestones(base),
-        S::Product { schedules } => schedules.iter().flat_map(milestones).collect(),
-        _ => Vec::new(),
-    };
-    m.sort_unstable();
-    m.dedup();
-    m
-}
-
-/// The built schedule of a run with a schedule (not derived).
-pub fn base_schedule(spec: &RunSpec, steps_per_epoch: u64) -> Result<Schedule, PlanError> {
-    match &spec.schedule {
-        Some(s) => Ok(in_epochs(s, steps_per_epoch).build()?),
-        None => Err(PlanError::Derived),
-    }
 }
 
 impl OptimizerPlan {
-    /// P_t of THEORY.md §3–§5 after `step` updates: this run's scale-invariant weights are
-    /// P_t times those of the run it was derived from (1 for a run with its own schedule).
+    /// P_t of THEORY.md §3–§5 after `step` updates: this run's scale-invariant weights are P_t
+    /// times those of the run it was derived from (1 for a run with its own schedule).
     pub fn scale(&self, step: u64) -> Result<f64, PlanError> {
-        match self.prefill {
-            None => Ok(1.0),
-            Some(_) => Ok(self.scale_invariant.lr.twin_scale(step)?),
+        match &self.scale_invariant.lr {
+            GroupLr::Twin(t) => Ok(t.scale(step)?),
+            GroupLr::Schedule(_) | GroupLr::Scale(_) => Ok(1.0),
         }
     }
 
-    /// Builds the optimizer of this plan over `model`'s trainable groups: the scale-invariant group
-    /// on `plan.scale_invariant`, every other group on `plan.others`. Every field of the plan is
+    /// Builds the optimizer of this plan over `model`'s trainable groups: the scale-invariant
+    /// group on `scale_invariant`, every other group on `others`. Every field of the plan is
     /// destructured here, so a field added to the plan and not applied is a compile error.
     pub fn build_sgd(&self, model: &Model) -> Result<Sgd, PlanError> {
         let OptimizerPlan {
             scale_invariant,
             others,
             momentum,
-            prefill,
         } = self;
         let mut groups = Vec::new();
         for (role, vars) in model.trainable_groups() {
@@ -268,22 +104,85 @@ impl OptimizerPlan {
             } else {
                 others
             };
-            let group = ParamGroup::new(role.as_str(), vars).schedule(lr.clone());
-            groups.push(match weight_decay {
-                WeightDecay::Constant(lambda) => group.weight_decay(*lambda),
-                WeightDecay::Schedule(s) => group.weight_decay_schedule(s.clone()),
-            });
+            groups.push(
+                ParamGroup::new(role.as_str(), vars)
+                    .lr(lr.clone())
+                    .weight_decay(weight_decay.clone()),
+            );
         }
-        let mut sgd = Sgd::new(
-            scale_invariant.lr.clone(),
-            groups,
-            SgdConfig::momentum(*momentum),
-        )?;
-        if let Some(c) = prefill {
-            sgd.prefill_momentum(*c, &[Role::ScaleInvariant.as_str()])?;
-        }
-        Ok(sgd)
+        // A twin group pre-fills its momentum buffer and applies its corrections itself.
+        Ok(Sgd::from_groups(groups, SgdConfig::momentum(*momentum))?)
     }
+}
+
+/// The unit of a manifest's schedules: epochs of the run's data.
+fn epochs(steps_per_epoch: u64) -> Unit {
+    Unit::Epochs(steps_per_epoch)
+}
+
+/// The built LR schedule of a run with a schedule (not derived), in epochs.
+pub fn base_schedule(
+    name: &str,
+    spec: &RunSpec,
+    steps_per_epoch: u64,
+) -> Result<Schedule, PlanError> {
+    let s = spec
+        .schedule
+        .as_ref()
+        .ok_or_else(|| PlanError::Derived(name.to_string()))?;
+    Ok(Schedule::build(s, epochs(steps_per_epoch))?)
+}
+
+/// The built weight decay of a run with a schedule (a constant, or its own schedule in epochs).
+pub fn base_weight_decay(spec: &RunSpec, steps_per_epoch: u64) -> Result<WeightDecay, PlanError> {
+    Ok(match &spec.weight_decay_schedule {
+        Some(w) => WeightDecay::Schedule(Schedule::build(w, epochs(steps_per_epoch))?),
+        None => WeightDecay::Constant(spec.weight_decay),
+    })
+}
+
+fn run<'a>(runs: &'a BTreeMap<String, RunSpec>, name: &str) -> Result<&'a RunSpec, PlanError> {
+    runs.get(name)
+        .ok_or_else(|| PlanError::UnknownRun(name.to_string()))
+}
+
+/// The exponential twin of derived run `name`, built from its `derive.from` base run (THEORY.md
+/// §4–§5): its LR, P_t, pre-fill and momentum corrections. With a `weight_decay_factor`, the
+/// twin is built as if the base run's weight decay were that many times larger (a control).
+pub fn twin(
+    runs: &BTreeMap<String, RunSpec>,
+    name: &str,
+    steps_per_epoch: u64,
+) -> Result<Twin, PlanError> {
+    let derive = run(runs, name)?
+        .derive
+        .as_ref()
+        .ok_or_else(|| PlanError::NotDerived(name.to_string()))?;
+    let base = run(runs, &derive.from)?;
+    let lr = base_schedule(&derive.from, base, steps_per_epoch)?;
+    let weight_decay = match base_weight_decay(base, steps_per_epoch)? {
+        w if derive.weight_decay_factor == 1.0 => w,
+        WeightDecay::Constant(lambda) => WeightDecay::Constant(lambda * derive.weight_decay_factor),
+        WeightDecay::Schedule(s) => WeightDecay::Schedule(Schedule::build(
+            &ScheduleSpec::Product {
+                schedules: vec![
+                    s.spec().clone(),
+                    ScheduleSpec::Constant {
+                        lr: derive.weight_decay_factor,
+                    },
+                ],
+            },
+            epochs(steps_per_epoch),
+        )?),
+    };
+    let momentum = base.momentum;
+    Ok(match derive.transform {
+        Transform::Exact => Twin::exact(&lr, weight_decay, momentum)?,
+        Transform::Texp => Twin::texp(&lr, weight_decay, momentum)?,
+        Transform::TexpPlain => Twin::texp(&lr, weight_decay, momentum)?.plain(),
+        Transform::TexpMinus => Twin::texp_minus(&lr, weight_decay, momentum)?,
+        Transform::TexpMinusPlain => Twin::texp_minus(&lr, weight_decay, momentum)?.plain(),
+    })
 }
 
 /// The optimizer plan of run `name`.
@@ -292,94 +191,28 @@ pub fn plan(
     name: &str,
     steps_per_epoch: u64,
 ) -> Result<OptimizerPlan, PlanError> {
-    let run = runs
-        .get(name)
-        .ok_or_else(|| PlanError::UnknownRun(name.to_string()))?;
-    let Some(derive) = &run.derive else {
+    let this = run(runs, name)?;
+    let Some(derive) = &this.derive else {
         let group = GroupPlan {
-            lr: base_schedule(run, steps_per_epoch)?,
-            weight_decay: match &run.weight_decay_schedule {
-                Some(w) => WeightDecay::Schedule(in_epochs(w, steps_per_epoch).build()?),
-                None => WeightDecay::Constant(run.weight_decay),
-            },
+            lr: GroupLr::Schedule(base_schedule(name, this, steps_per_epoch)?),
+            weight_decay: base_weight_decay(this, steps_per_epoch)?,
         };
         return Ok(OptimizerPlan {
             scale_invariant: group.clone(),
             others: group,
-            momentum: run.momentum,
-            prefill: None,
+            momentum: this.momentum,
         });
     };
-    let base = runs
-        .get(&derive.from)
-        .ok_or_else(|| PlanError::UnknownRun(derive.from.clone()))?;
-    if base.weight_decay_schedule.is_some() {
-        return Err(PlanError::ScheduledWeightDecay {
-            run: name.to_string(),
-            base: derive.from.clone(),
-        });
-    }
-    let base_schedule = base_schedule(base, steps_per_epoch)?;
-    let twin = twin_schedule(
-        &base_schedule,
-        derive.transform,
-        base.weight_decay * derive.weight_decay_factor,
-        base.momentum,
-    )?;
+    let base = run(runs, &derive.from)?;
     Ok(OptimizerPlan {
-        prefill: Some(twin.prefill_coefficient()?),
         scale_invariant: GroupPlan {
-            lr: twin,
+            lr: GroupLr::Twin(twin(runs, name, steps_per_epoch)?),
             weight_decay: WeightDecay::Constant(0.0),
         },
         others: GroupPlan {
-            lr: base_schedule,
-            weight_decay: WeightDecay::Constant(base.weight_decay),
+            lr: GroupLr::Schedule(base_schedule(&derive.from, base, steps_per_epoch)?),
+            weight_decay: base_weight_decay(base, steps_per_epoch)?,
         },
         momentum: base.momentum,
     })
-}
-
-/// The exponential twin of `base` (run with `weight_decay` and `momentum`) by `transform`.
-pub fn twin_schedule(
-    base: &Schedule,
-    transform: Transform,
-    weight_decay: f64,
-    momentum: f64,
-) -> Result<Schedule, PlanError> {
-    let texp = |minus: bool| -> Result<Schedule, PlanError> {
-        match base.spec() {
-            ScheduleSpec::Multistep {
-                lr,
-                milestones,
-                gamma,
-                steps_per_epoch,
-            } => {
-                let spec = ScheduleSpec::texp(
-                    minus,
-                    *lr,
-                    milestones.clone(),
-                    *gamma,
-                    weight_decay,
-                    momentum,
-                    *steps_per_epoch,
-                );
-                Ok(spec.build()?)
-            }
-            ScheduleSpec::Constant { lr } => {
-                // A constant LR is a step decay without milestones.
-                let spec =
-                    ScheduleSpec::texp(minus, *lr, vec![], 1.0, weight_decay, momentum, None);
-                Ok(spec.build()?)
-            }
-            _ => Err(PlanError::NotAStepDecay {
-                kind: base.kind_name(),
-            }),
-        }
-    };
-    match transform {
-        Transform::Texp => texp(false),
-        Transform::TexpMinus => texp(true),
-        Transform::Exact => Ok(base.exp_twin(weight_decay, momentum)?),
-    }
 }

@@ -12,8 +12,8 @@ use serde_yaml::Value;
 /// `freeze_head`, `eps`, …).
 pub type ModelSection = explr_zoo::ModelSpec;
 /// An LR schedule, as the schedule crate describes it (`kind: multistep`, …). In manifests every
-/// step count (milestones, `t_max`, …) is in **epochs**: the runner sets `steps_per_epoch` from
-/// the data, so one manifest serves every profile.
+/// step count (milestones, `t_max`, …) is in **epochs**: the runner builds the schedule with
+/// `Unit::Epochs` of the data's steps per epoch, so one manifest serves every profile.
 pub type ScheduleSection = explr_schedule::ScheduleSpec;
 
 /// A manifest as written in the file (profiles not yet applied).
@@ -134,15 +134,23 @@ fn yes() -> bool {
     true
 }
 
-/// How a derived run is obtained from its base run.
+/// How a derived run is obtained from its base run (THEORY.md §4–§5). Every twin starts from
+/// the pre-filled momentum buffer of §3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transform {
-    /// TEXP (THEORY.md §5): the tapered exponential equivalent of a step decay.
+    /// TEXP, the tapered exponential equivalent of a step decay, with the one-time momentum
+    /// correction at each phase start that makes it exact.
     Texp,
-    /// TEXP--: growth-rate change without the instant decay.
+    /// TEXP without the corrections (the paper's plain TEXP): a control, not exact.
+    TexpPlain,
+    /// TEXP-- (growth-rate change without the instant decay), corrected: the exact twin of
+    /// keeping the LR and dividing the weight decay.
     TexpMinus,
-    /// The exact §4 recursion applied to any schedule (with the buffer pre-filled).
+    /// TEXP-- without the corrections: a control, not exact.
+    TexpMinusPlain,
+    /// The §4 recursion applied to any schedule and weight decay (schedule): exact without
+    /// corrections.
     Exact,
 }
 
@@ -435,7 +443,8 @@ impl Training {
     }
 }
 
-/// Step-level exactness (X1, X2): a base run and its derived twins trained in lockstep.
+/// Step-level exactness (X1–X3): base runs and the twins derived from them, each twin trained in
+/// lockstep with its own `derive.from` and compared after rescaling by its own P_t.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Exactness {
@@ -448,10 +457,15 @@ pub struct Exactness {
     /// Seed.
     #[serde(default)]
     pub seed: u64,
-    /// Runs by name: one base run and derived twins.
+    /// Runs by name: base runs and derived twins.
     pub runs: BTreeMap<String, RunSpec>,
-    /// Largest allowed relative deviation ‖P_t·θ_t − θ̃_t‖/‖θ̃_t‖ per twin.
+    /// Largest allowed relative deviation ‖P_t·θ_t − θ̃_t‖/‖θ̃_t‖ (and logit difference) per
+    /// twin that claims exactness.
     pub tolerance: BTreeMap<String, f64>,
+    /// Twins measured and recorded without a bound (controls such as plain TEXP, whose
+    /// deviation is a result, not a claim). Every derived run is in `tolerance` or here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<String>,
 }
 
 /// S1: every listed model is scale invariant in its declared group.

@@ -136,7 +136,6 @@ fn config_fingerprint(setup: &RunSetup<'_>) -> String {
         "scale_invariant": plan.scale_invariant.describe(),
         "others": plan.others.describe(),
         "momentum": plan.momentum,
-        "prefill": plan.prefill,
     })
     .to_string();
     let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -384,7 +383,7 @@ pub fn train(
         let (test_loss, test_acc) = evaluate(&model, &test_loader)?;
         let si_norm = norm(&si)?;
         let step = sgd.step_count();
-        let lr = setup.plan.scale_invariant.lr.lr(step.saturating_sub(1))?;
+        let lr = setup.plan.scale_invariant.lr_at(step.saturating_sub(1))?;
         let layer_norm = match &layer {
             Some(name) => model.weight_norm(name)?,
             None => f64::NAN,

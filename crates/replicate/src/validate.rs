@@ -114,11 +114,11 @@ fn model(
 
 /// A schedule written in epochs builds and has no milestone at or past the end.
 fn schedule(field: &str, spec: &ScheduleSection, epochs: Option<usize>, errors: &mut Errors) {
-    if let Err(e) = spec.build() {
+    if let Err(e) = spec.build(explr_schedule::Unit::Steps) {
         errors.push(field, e.to_string());
         return;
     }
-    if let (Some(&m), Some(epochs)) = (plan::milestones(spec).last(), epochs) {
+    if let (Some(m), Some(epochs)) = (spec.last_milestone(), epochs) {
         if m >= epochs as u64 {
             errors.push(
                 format!("{field}.milestones"),
@@ -259,7 +259,7 @@ fn plan_run(
     for step in 0..length.steps {
         p.scale(step)?;
         for group in [&p.scale_invariant, &p.others] {
-            group.lr.lr(step)?;
+            group.lr_at(step)?;
             group.weight_decay.at(step)?;
         }
     }
@@ -482,25 +482,45 @@ fn exactness(x: &Exactness, errors: &mut Errors) {
             "give a run with a schedule (the weight-decay run) and its derived twins",
         );
     }
-    for (name, tolerance) in &x.tolerance {
-        match x.runs.get(name) {
-            Some(r) if r.derive.is_some() => {}
-            _ => {
-                let derived: Vec<&str> = x
-                    .runs
-                    .iter()
-                    .filter(|(_, r)| r.derive.is_some())
-                    .map(|(n, _)| n.as_str())
-                    .collect();
-                errors.push(
-                    format!("exactness.tolerance.{name}"),
-                    format!(
-                        "must name a derived run; derived runs here: {}",
-                        derived.join(", ")
-                    ),
-                );
-            }
+    let derived: Vec<&str> = x
+        .runs
+        .iter()
+        .filter(|(_, r)| r.derive.is_some())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let named = x
+        .tolerance
+        .keys()
+        .map(|n| (n, format!("exactness.tolerance.{n}")))
+        .chain(
+            x.variants
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n, format!("exactness.variants.{i}"))),
+        );
+    for (name, field) in named {
+        if !derived.contains(&name.as_str()) {
+            errors.push(
+                field,
+                format!(
+                    "must name a derived run; derived runs here: {}",
+                    derived.join(", ")
+                ),
+            );
         }
+    }
+    for name in &derived {
+        let bounded = x.tolerance.contains_key(*name);
+        let recorded = x.variants.iter().filter(|v| v == name).count();
+        if usize::from(bounded) + recorded != 1 {
+            errors.push(
+                format!("exactness.runs.{name}"),
+                "a derived run is either held to a bound (`tolerance`) or recorded as a variant \
+                 (`variants`), exactly once",
+            );
+        }
+    }
+    for (name, tolerance) in &x.tolerance {
         if !(tolerance.is_finite() && *tolerance > 0.0) {
             errors.push(
                 format!("exactness.tolerance.{name}"),

@@ -134,7 +134,8 @@ fn exp_twin_and_exponential_report_growth() {
         "constant",
         "--lr",
         "0.1",
-        "--exp-twin",
+        "--twin",
+        "exact",
         "--weight-decay",
         "5e-4",
         "--momentum",
@@ -145,6 +146,12 @@ fn exp_twin_and_exponential_report_growth() {
     assert!(ok, "{err}");
     assert!(out.starts_with("# alpha=9.994977283678"), "{out}");
     assert!(out.contains("per_step_growth=1.00100530060"), "{out}");
+    // The exact twin is its own reference: ratio 1, no corrections.
+    assert!(
+        out.contains("step,epoch,lr,scale,correction,lr_over_exact\n"),
+        "{out}"
+    );
+    assert!(out.ends_with(",0e0,1e0\n"), "{out}");
     let (ok, out, err) = explr(&[
         "--kind",
         "exponential",
@@ -160,6 +167,140 @@ fn exp_twin_and_exponential_report_growth() {
     assert!(ok, "{err}");
     assert!(out.contains("per_epoch_growth=2e0"), "{out}");
     assert!(out.ends_with("4,1,2e-1\n"), "{out}");
+}
+
+/// `explr schedule ARGS --format json`, parsed.
+fn json(args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["--format", "json"]);
+    let (ok, out, err) = explr(&all);
+    assert!(ok, "{args:?}: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn texp_twins_show_their_corrections_and_the_ratio_to_the_exact_lr() {
+    // THEORY.md §5 with 10 steps per epoch: ÷10 at epochs 8 and 12 (updates 80 and 120).
+    let common = [
+        "--lr",
+        "0.1",
+        "--momentum",
+        "0.9",
+        "--steps-per-epoch",
+        "10",
+        "--epochs",
+        "16",
+    ];
+    let step_decay = [
+        &common[..],
+        &[
+            "--kind",
+            "multistep",
+            "--milestones",
+            "8,12",
+            "--gamma",
+            "0.1",
+        ],
+    ]
+    .concat();
+    let texp = json(
+        &[
+            &step_decay[..],
+            &["--twin", "texp", "--weight-decay", "5e-4"],
+        ]
+        .concat(),
+    );
+    let rows = texp["rows"].as_array().unwrap();
+    let field = |k: usize, f: &str| rows[k][f].as_f64().unwrap();
+    assert_eq!(texp["twin"]["rule"], "root");
+    // The one-time corrections: at each phase start, and rounding-level elsewhere.
+    let phases = texp["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 3);
+    for (phase, k) in phases.iter().zip([0usize, 80, 120]) {
+        assert_eq!(phase["start_step"].as_u64(), Some(k as u64));
+        assert_eq!(phase["correction"].as_f64(), rows[k]["correction"].as_f64());
+    }
+    assert!(field(80, "correction") > 0.0 && field(120, "correction") > 0.0);
+    // Elsewhere the root differs from the recursion's fixed point by rounding (a few ulps of
+    // α, ≤ 1e-15) against a jump of ~1e-6..1e-5 at the phase start, and c is that over η_k·P_k²
+    // (η 10× larger before the boundary): below 1e-8 of the phase start's.
+    assert!(field(79, "correction").abs() < 1e-8 * field(80, "correction"));
+    // TEXP's LR equals the recursion's in phase 0 and is ≈4.1e-6 below it after the ÷10.
+    assert!((field(79, "lr_over_exact") - 1.0).abs() < 1e-12);
+    let after = 1.0 - field(100, "lr_over_exact");
+    assert!(after > 3e-6 && after < 5e-6, "TEXP/exact − 1 = {after:e}");
+    // The same LR as `--kind texp`, which is the same twin.
+    let kind = json(
+        &[
+            &common[..],
+            &[
+                "--kind",
+                "texp",
+                "--milestones",
+                "8,12",
+                "--gamma",
+                "0.1",
+                "--weight-decay",
+                "5e-4",
+            ],
+        ]
+        .concat(),
+    );
+    for k in [0, 79, 80, 150] {
+        let rel = (kind["rows"][k]["lr"].as_f64().unwrap() / field(k, "lr") - 1.0).abs();
+        assert!(rel < 1e-14, "update {k}: {rel:e}");
+        assert_eq!(
+            kind["rows"][k]["correction"].as_f64(),
+            rows[k]["correction"].as_f64()
+        );
+    }
+
+    // TEXP-- of a constant LR with the weight decay divided at the same epochs: ≈0.8 % off the
+    // exact twin's LR after a boundary (THEORY.md §5), corrected at 80 and 120.
+    let wd = "{kind: multistep, lr: 5.0e-4, milestones: [8, 12], gamma: 0.1}";
+    let minus = json(
+        &[
+            &common[..],
+            &[
+                "--kind",
+                "constant",
+                "--twin",
+                "texp-minus",
+                "--weight-decay-schedule",
+                wd,
+            ],
+        ]
+        .concat(),
+    );
+    let rows = minus["rows"].as_array().unwrap();
+    let off = (0..160)
+        .map(|k| (rows[k]["lr_over_exact"].as_f64().unwrap() - 1.0).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        off > 5e-3 && off < 1.2e-2,
+        "TEXP-- is {off:e} off the exact LR"
+    );
+    assert!(rows[80]["correction"].as_f64().unwrap() > 0.0);
+    let exact = json(
+        &[
+            &common[..],
+            &[
+                "--kind",
+                "constant",
+                "--twin",
+                "exact",
+                "--weight-decay-schedule",
+                wd,
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(exact["twin"]["rule"], "recursion");
+    assert!(exact["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["correction"] == 0.0));
 }
 
 #[test]
@@ -214,4 +355,55 @@ fn errors_name_the_flag() {
         &["--weight-decay", "(1 − √momentum)²"],
     );
     check_err(&["--lr", "0.1", "--steps", "5"], &["--kind"]);
+    check_err(
+        &[
+            "--kind",
+            "constant",
+            "--lr",
+            "0.1",
+            "--twin",
+            "texp",
+            "--momentum",
+            "0.9",
+            "--steps",
+            "5",
+        ],
+        &["--twin texp needs --weight-decay"],
+    );
+    check_err(
+        &[
+            "--kind",
+            "cosine",
+            "--lr",
+            "0.1",
+            "--t-max",
+            "9",
+            "--twin",
+            "texp-minus",
+            "--weight-decay",
+            "5e-4",
+            "--momentum",
+            "0.9",
+            "--steps",
+            "5",
+        ],
+        &["--twin texp-minus", "TEXP-- twins a `multistep` LR"],
+    );
+    check_err(
+        &[
+            "--kind",
+            "constant",
+            "--lr",
+            "0.1",
+            "--twin",
+            "exact",
+            "--momentum",
+            "0.9",
+            "--weight-decay-schedule",
+            "{kind: multistep, lr: 5.0e-4}",
+            "--steps",
+            "5",
+        ],
+        &["--weight-decay-schedule", "missing field `milestones`"],
+    );
 }

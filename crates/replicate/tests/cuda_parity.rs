@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor, Var};
 use explr_nn::ParamStore;
 use explr_norm::{NormConfig, NormKind};
-use explr_schedule::{ParamGroup, Schedule, Sgd, SgdConfig};
+use explr_schedule::{ParamGroup, Schedule, Sgd, SgdConfig, Unit};
 use explr_zoo::{Arch, Model, ModelSpec};
 
 /// Largest accepted relative difference between the CPU and CUDA results (f32).
@@ -161,8 +161,7 @@ fn conv_step(dev: &Device, dtype: DType) -> Outputs {
 fn sgd_steps(dev: &Device, dtype: DType) -> Outputs {
     let a = Var::from_tensor(&wave(&[64, 3, 3], 0.2, 0.0, dev, dtype)).unwrap();
     let b = Var::from_tensor(&wave(&[10], 1.2, 0.0, dev, dtype)).unwrap();
-    let schedule =
-        Schedule::from_yaml("kind: multistep\nlr: 0.1\nmilestones: [3]\ngamma: 0.1").unwrap();
+    let schedule = Schedule::multistep(0.1, &[3], 0.1, Unit::Steps).unwrap();
     let groups = vec![
         ParamGroup::new("a", vec![("a".to_string(), a.clone())]).weight_decay(5e-4),
         ParamGroup::new("b", vec![("b".to_string(), b.clone())]),

@@ -7,7 +7,7 @@
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, Criterion};
-use explr_schedule::{ParamGroup, Schedule, Sgd, SgdConfig};
+use explr_schedule::{ParamGroup, Schedule, Sgd, SgdConfig, Unit};
 
 /// (group, count, shape): 24·36864 + 100000 + 40·256 = 994 976 parameters.
 const LAYOUT: [(&str, usize, &[usize]); 3] = [
@@ -42,8 +42,7 @@ fn setup(dtype: DType) -> (Sgd, GradStore) {
             _ => g,
         });
     }
-    let schedule =
-        Schedule::from_yaml("kind: multistep\nlr: 0.1\nmilestones: [1000000]\ngamma: 0.1").unwrap();
+    let schedule = Schedule::multistep(0.1, &[1_000_000], 0.1, Unit::Steps).unwrap();
     (
         Sgd::new(schedule, groups, SgdConfig::momentum(0.9)).unwrap(),
         grads,

@@ -72,7 +72,7 @@ impl EquivalenceReport {
 pub struct CheckOptions<'a> {
     /// Number of updates of each run.
     pub steps: u64,
-    /// P_t for t = 0..=steps (e.g. `|t| twin_schedule.twin_scale(t)`).
+    /// P_t for t = 0..=steps (e.g. `|t| twin.scale(t)` for a [`Twin`](crate::Twin)).
     pub scale: &'a dyn Fn(u64) -> Result<f64>,
     /// Names of the variables compared (present in both optimizers); empty: every variable
     /// of the weight-decay run.

@@ -72,17 +72,19 @@ pub enum ScheduleError {
         current: String,
     },
     /// Reading or writing a file failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was attempted.
-        action: &'static str,
+    #[error(transparent)]
+    Io(#[from] explr_io::IoError),
+    /// A file that should hold the momentum buffers is not safetensors (truncated, or another
+    /// format).
+    #[error("{}: not a safetensors file ({message}); it is truncated or was written by something else", path.display())]
+    NotSafetensors {
         /// The file.
         path: std::path::PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// What the reader found wrong.
+        message: String,
     },
     /// A JSON state file is malformed.
-    #[error("{path} is not a valid optimizer state file: {source}")]
+    #[error("{} is not a valid optimizer state file", path.display())]
     Json {
         /// The file.
         path: std::path::PathBuf,

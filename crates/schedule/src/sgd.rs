@@ -1,7 +1,8 @@
-//! SGD in PyTorch's form (THEORY.md §2) with parameter groups, momentum pre-fill and state IO.
+//! SGD in PyTorch's form (THEORY.md §2) with parameter groups, exponential twins (§3–§5),
+//! momentum pre-fill and state IO.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
@@ -9,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid, Result, ScheduleError};
 use crate::schedule::Schedule;
+use crate::twin::Twin;
+use crate::weight_decay::WeightDecay;
 
 /// Which update rule [`Sgd`] applies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +50,8 @@ impl SgdConfig {
     }
 }
 
-/// A group's LR: a scale of the optimizer's main schedule, or a schedule of its own.
+/// A group's LR: a scale of the optimizer's main schedule, a schedule of its own, or an
+/// exponential twin.
 #[derive(Clone, Debug)]
 pub enum GroupLr {
     /// `scale · main_lr(step)` (1.0: the main schedule itself).
@@ -55,6 +59,29 @@ pub enum GroupLr {
     /// Its own schedule (THEORY.md §1: the head keeps η_t while the scale-invariant group
     /// gets the exponential LR).
     Schedule(Schedule),
+    /// The twin's LR, and at the group's updates the twin's momentum pre-fill (first update)
+    /// and corrections (THEORY.md §3–§5). The group has no weight decay: the twin replaces it.
+    Twin(Twin),
+}
+
+impl GroupLr {
+    /// The LR of update `step`; a [`GroupLr::Scale`] multiplies `main` (an error without one).
+    pub fn lr(&self, main: Option<&Schedule>, step: u64) -> Result<f64> {
+        match self {
+            GroupLr::Scale(s) => Ok(s * main.ok_or_else(|| no_main_schedule("lr"))?.lr(step)?),
+            GroupLr::Schedule(schedule) => schedule.lr(step),
+            GroupLr::Twin(twin) => twin.lr(step),
+        }
+    }
+}
+
+/// `field`, a group's LR scale, has no main schedule to scale.
+fn no_main_schedule(field: &str) -> ScheduleError {
+    invalid(
+        field,
+        "a scale of the main schedule",
+        "a schedule or twin of its own (there is no main schedule)",
+    )
 }
 
 /// Named variables with their own LR and weight decay.
@@ -66,11 +93,8 @@ pub struct ParamGroup {
     pub vars: Vec<(String, Var)>,
     /// The group's LR.
     pub lr: GroupLr,
-    /// The group's coupled weight decay λ.
-    pub weight_decay: f64,
-    /// When set, the weight decay of update `k` is this schedule's value at `k` (e.g. WD
-    /// divided by 10 at milestones, EXPERIMENTS.md E6) and `weight_decay` is ignored.
-    pub weight_decay_schedule: Option<Schedule>,
+    /// The group's coupled weight decay λ_k (a constant or a schedule).
+    pub weight_decay: WeightDecay,
 }
 
 impl ParamGroup {
@@ -80,20 +104,45 @@ impl ParamGroup {
             name: name.into(),
             vars,
             lr: GroupLr::Scale(1.0),
-            weight_decay: 0.0,
-            weight_decay_schedule: None,
+            weight_decay: WeightDecay::Constant(0.0),
         }
     }
 
-    /// Sets the weight decay.
-    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
-        self.weight_decay = weight_decay;
+    /// A group on the main schedule over every variable of a candle-nn `VarMap`, named and
+    /// sorted as the map names them (so that a saved state finds its variables again).
+    pub fn from_varmap(name: impl Into<String>, varmap: &candle_nn::VarMap) -> Self {
+        let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+        let mut vars: Vec<(String, Var)> =
+            data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        Self::new(name, vars)
+    }
+
+    /// Keeps only the variables whose name passes `keep` (e.g. the convolutions that feed a
+    /// normalization, for a twin; the rest in a second group).
+    ///
+    /// ```
+    /// # use candle_core::{DType, Device};
+    /// use explr_schedule::ParamGroup;
+    ///
+    /// let varmap = candle_nn::VarMap::new();
+    /// for name in ["conv1.weight", "conv2.weight", "fc.weight"] {
+    ///     varmap.get((2,), name, candle_nn::Init::Const(1.0), DType::F64, &Device::Cpu)?;
+    /// }
+    /// let convs = ParamGroup::from_varmap("convs", &varmap).only(|n| n.starts_with("conv"));
+    /// let rest = ParamGroup::from_varmap("rest", &varmap).only(|n| !n.starts_with("conv"));
+    /// assert_eq!((convs.vars.len(), rest.vars.len()), (2, 1));
+    /// # Ok::<(), candle_core::Error>(())
+    /// ```
+    pub fn only(mut self, keep: impl Fn(&str) -> bool) -> Self {
+        self.vars.retain(|(name, _)| keep(name));
         self
     }
 
-    /// Makes the weight decay follow `schedule` (its value at update `k` is λ_k).
-    pub fn weight_decay_schedule(mut self, schedule: Schedule) -> Self {
-        self.weight_decay_schedule = Some(schedule);
+    /// Sets the weight decay: a constant λ, or a [`Schedule`] whose value at update `k` is
+    /// λ_k (e.g. divided by 10 at milestones, EXPERIMENTS.md E6).
+    pub fn weight_decay(mut self, weight_decay: impl Into<WeightDecay>) -> Self {
+        self.weight_decay = weight_decay.into();
         self
     }
 
@@ -108,19 +157,37 @@ impl ParamGroup {
         self.lr = GroupLr::Schedule(schedule);
         self
     }
+
+    /// Trains the group as the exponential twin `twin`: its LR, its momentum pre-fill and its
+    /// corrections (THEORY.md §3–§5). The group must have no weight decay.
+    pub fn twin(mut self, twin: Twin) -> Self {
+        self.lr = GroupLr::Twin(twin);
+        self
+    }
+
+    /// Sets the group's LR.
+    pub fn lr(mut self, lr: GroupLr) -> Self {
+        self.lr = lr;
+        self
+    }
 }
 
 /// SGD over parameter groups. Touches only the variables handed in.
 ///
-/// The LR of update `k` is the schedule's `lr(k)`; the step count is the whole schedule
-/// state, so a resumed run needs only the count and the momentum buffers ([`Sgd::save`]).
+/// The LR of update `k` is the group's schedule (or twin) at `k`; the step count is the whole
+/// schedule state, so a resumed run needs only the count and the momentum buffers
+/// ([`Sgd::save`]).
 #[derive(Debug)]
 pub struct Sgd {
-    schedule: Schedule,
+    /// The schedule of groups on [`GroupLr::Scale`] (absent for [`Sgd::from_groups`]).
+    schedule: Option<Schedule>,
     groups: Vec<ParamGroup>,
     config: SgdConfig,
     step: u64,
     buffers: BTreeMap<String, Tensor>,
+    /// A learning rate given to `candle_nn::Optimizer::set_learning_rate` that cannot be
+    /// applied, with what would be valid: the next [`Sgd::step`] reports it.
+    pub(crate) rejected_lr: Option<(f64, &'static str)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -141,29 +208,37 @@ struct GroupState {
 
 const STATE_FORMAT: &str = "explr-schedule/sgd-state/1";
 
-fn tmp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
-fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let tmp = tmp_path(path);
-    write(&tmp)?;
-    std::fs::rename(&tmp, path).map_err(|source| ScheduleError::Io {
-        action: "renaming into place",
-        path: path.to_path_buf(),
-        source,
-    })
+/// What one group does at one update.
+struct GroupStep {
+    lr: f64,
+    weight_decay: f64,
+    /// The twin's pre-fill p for a variable without a buffer at update 0 (ṽ_0 = p·θ_0).
+    prefill: Option<f64>,
+    /// The twin's correction c_k (THEORY.md §5), 0 otherwise.
+    correction: f64,
 }
 
 impl Sgd {
-    /// An optimizer driving `groups` with the main `schedule`. Validates the settings
-    /// (momentum ≥ 0, dampening in [0, 1], Nesterov only with momentum and no dampening,
-    /// weight decays ≥ 0, unique variable names) and sorts each group's variables by name.
-    pub fn new(schedule: Schedule, mut groups: Vec<ParamGroup>, config: SgdConfig) -> Result<Self> {
+    /// An optimizer driving `groups`, those on [`GroupLr::Scale`] with the main `schedule`.
+    /// Validates the settings (momentum ≥ 0, dampening in [0, 1], Nesterov only with momentum
+    /// and no dampening, weight decays ≥ 0, unique variable names, twins only in PyTorch form
+    /// without dampening or Nesterov, with the optimizer's momentum and no weight decay) and
+    /// sorts each group's variables by name.
+    pub fn new(schedule: Schedule, groups: Vec<ParamGroup>, config: SgdConfig) -> Result<Self> {
+        Self::with_main(Some(schedule), groups, config)
+    }
+
+    /// An optimizer whose groups all have their own schedule or twin (no main schedule);
+    /// validated like [`Sgd::new`], and a group on [`GroupLr::Scale`] is an error.
+    pub fn from_groups(groups: Vec<ParamGroup>, config: SgdConfig) -> Result<Self> {
+        Self::with_main(None, groups, config)
+    }
+
+    fn with_main(
+        schedule: Option<Schedule>,
+        mut groups: Vec<ParamGroup>,
+        config: SgdConfig,
+    ) -> Result<Self> {
         if !(config.momentum >= 0.0 && config.momentum.is_finite()) {
             return Err(invalid("momentum", config.momentum, "a finite number >= 0"));
         }
@@ -189,21 +264,21 @@ impl Sgd {
         }
         let mut seen = BTreeSet::new();
         for g in groups.iter_mut() {
-            if !(g.weight_decay >= 0.0 && g.weight_decay.is_finite()) {
-                return Err(invalid(
-                    &format!("groups.{}.weight_decay", g.name),
-                    g.weight_decay,
-                    "a finite number >= 0",
-                ));
-            }
-            if let GroupLr::Scale(s) = g.lr {
-                if !(s >= 0.0 && s.is_finite()) {
+            g.weight_decay
+                .validate(&format!("groups.{}.weight_decay", g.name))?;
+            match &g.lr {
+                GroupLr::Scale(s) if !(*s >= 0.0 && s.is_finite()) => {
                     return Err(invalid(
                         &format!("groups.{}.lr_scale", g.name),
                         s,
                         "a finite number >= 0",
                     ));
                 }
+                GroupLr::Scale(_) if schedule.is_none() => {
+                    return Err(no_main_schedule(&format!("groups.{}.lr", g.name)))
+                }
+                GroupLr::Twin(twin) => check_twin_group(g, twin, &config)?,
+                _ => {}
             }
             g.vars.sort_by(|a, b| a.0.cmp(&b.0));
             for (name, _) in &g.vars {
@@ -222,6 +297,7 @@ impl Sgd {
             config,
             step: 0,
             buffers: BTreeMap::new(),
+            rejected_lr: None,
         })
     }
 
@@ -230,9 +306,15 @@ impl Sgd {
         self.step
     }
 
-    /// The main schedule.
-    pub fn schedule(&self) -> &Schedule {
-        &self.schedule
+    /// The main schedule (of the groups on [`GroupLr::Scale`]), if there is one.
+    pub fn schedule(&self) -> Option<&Schedule> {
+        self.schedule.as_ref()
+    }
+
+    /// Replaces the main schedule (the groups on [`GroupLr::Scale`] follow it from the next
+    /// update on).
+    pub fn set_schedule(&mut self, schedule: Schedule) {
+        self.schedule = Some(schedule);
     }
 
     /// The groups, each with its variables sorted by name.
@@ -258,10 +340,23 @@ impl Sgd {
     }
 
     fn lr_of(&self, g: &ParamGroup, step: u64) -> Result<f64> {
-        match &g.lr {
-            GroupLr::Scale(s) => Ok(s * self.schedule.lr(step)?),
-            GroupLr::Schedule(sch) => sch.lr(step),
-        }
+        g.lr.lr(self.schedule.as_ref(), step)
+    }
+
+    fn group_step(&self, g: &ParamGroup) -> Result<GroupStep> {
+        let (prefill, correction) = match &g.lr {
+            GroupLr::Twin(twin) => (
+                (self.step == 0).then(|| twin.prefill_coefficient()),
+                twin.correction(self.step)?,
+            ),
+            GroupLr::Scale(_) | GroupLr::Schedule(_) => (None, 0.0),
+        };
+        Ok(GroupStep {
+            lr: self.lr_of(g, self.step)?,
+            weight_decay: g.weight_decay.at(self.step)?,
+            prefill,
+            correction,
+        })
     }
 
     /// The momentum buffer of variable `name`, once it exists.
@@ -270,8 +365,8 @@ impl Sgd {
     }
 
     /// Pre-fills the momentum buffer of every variable in the named groups (all groups when
-    /// `groups` is empty) with `coefficient · θ` (THEORY.md §3: ṽ_0 = (α−1)θ_0/(αη); see
-    /// [`Schedule::prefill_coefficient`]).
+    /// `groups` is empty) with `coefficient · θ` (THEORY.md §3: ṽ_0 = (α−1)θ_0/(αη), for a
+    /// plain exponential schedule; a group on a [`Twin`] is pre-filled by the twin).
     pub fn prefill_momentum(&mut self, coefficient: f64, groups: &[&str]) -> Result<()> {
         for name in groups {
             if !self.groups.iter().any(|g| g.name == *name) {
@@ -297,17 +392,16 @@ impl Sgd {
     /// One update of every variable that has a gradient in `grads` (variables without one
     /// are skipped, like PyTorch's `grad is None`). Increments the step count.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
-        let c = self.config;
-        let mut lrs = Vec::with_capacity(self.groups.len());
-        let mut wds = Vec::with_capacity(self.groups.len());
-        for g in &self.groups {
-            lrs.push(self.lr_of(g, self.step)?);
-            wds.push(match &g.weight_decay_schedule {
-                Some(s) => s.lr(self.step)?,
-                None => g.weight_decay,
-            });
+        if let Some((value, expected)) = self.rejected_lr {
+            return Err(invalid("learning_rate", value, expected));
         }
-        for ((g, lr), weight_decay) in self.groups.iter().zip(lrs).zip(wds) {
+        let c = self.config;
+        let steps = self
+            .groups
+            .iter()
+            .map(|g| self.group_step(g))
+            .collect::<Result<Vec<_>>>()?;
+        for (g, s) in self.groups.iter().zip(steps) {
             for (name, var) in &g.vars {
                 let Some(grad) = grads.get(var.as_tensor()) else {
                     continue;
@@ -315,15 +409,21 @@ impl Sgd {
                 let theta = var.as_tensor().detach();
                 let grad = grad.detach();
                 // THEORY.md §2: d = g + λθ (coupled weight decay).
-                let d_p = if weight_decay != 0.0 {
-                    (&grad + theta.affine(weight_decay, 0.0)?)?
+                let d_p = if s.weight_decay != 0.0 {
+                    (&grad + theta.affine(s.weight_decay, 0.0)?)?
                 } else {
                     grad
                 };
                 let new = match c.variant {
                     SgdVariant::PyTorch => {
                         let dir = if c.momentum != 0.0 {
-                            let buf = match self.buffers.get(name) {
+                            let previous = match (self.buffers.get(name), s.prefill) {
+                                (Some(b), _) => Some(b.clone()),
+                                // THEORY.md §3: a twin starts from ṽ_0 = p·θ_0.
+                                (None, Some(p)) => Some(theta.affine(p, 0.0)?),
+                                (None, None) => None,
+                            };
+                            let mut buf = match previous {
                                 None => d_p.copy()?,
                                 // ×(1 − 0) is exact, so the undamped case skips that pass.
                                 Some(b) if c.dampening == 0.0 => {
@@ -334,6 +434,10 @@ impl Sgd {
                                         + d_p.affine(1.0 - c.dampening, 0.0)?)?
                                 }
                             };
+                            if s.correction != 0.0 {
+                                // THEORY.md §5: ṽ ← ṽ + c_k·θ̃_k after the momentum update.
+                                buf = (buf + theta.affine(s.correction, 0.0)?)?;
+                            }
                             let dir = if c.nesterov {
                                 (&d_p + buf.affine(c.momentum, 0.0)?)?
                             } else {
@@ -341,14 +445,16 @@ impl Sgd {
                             };
                             self.buffers.insert(name.clone(), buf);
                             dir
+                        } else if s.correction != 0.0 {
+                            (d_p + theta.affine(s.correction, 0.0)?)?
                         } else {
                             d_p
                         };
                         // θ ← θ − η·d
-                        (&theta + dir.affine(-lr, 0.0)?)?
+                        (&theta + dir.affine(-s.lr, 0.0)?)?
                     }
                     SgdVariant::HeavyBall => {
-                        let step = d_p.affine(lr, 0.0)?;
+                        let step = d_p.affine(s.lr, 0.0)?;
                         let buf = match self.buffers.get(name) {
                             Some(b) if c.momentum != 0.0 => (b.affine(c.momentum, 0.0)? + step)?,
                             _ => step,
@@ -371,14 +477,12 @@ impl Sgd {
     /// names) and the step count and settings to `path` with extension `json`, each written
     /// to a temporary sibling and renamed into place.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tensors: HashMap<String, Tensor> = self
-            .buffers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        write_atomic(path, |tmp| {
-            Ok(candle_core::safetensors::save(&tensors, tmp)?)
-        })?;
+        let bytes = safetensors::serialize(self.buffers.iter().map(|(k, v)| (k.as_str(), v)), None)
+            .map_err(|e| ScheduleError::NotSafetensors {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        explr_io::write_atomic(path, &bytes)?;
         let state = StateFile {
             format: STATE_FORMAT.to_string(),
             step: self.step,
@@ -397,13 +501,7 @@ impl Sgd {
             path: json_path.clone(),
             source,
         })?;
-        write_atomic(&json_path, |tmp| {
-            std::fs::write(tmp, text).map_err(|source| ScheduleError::Io {
-                action: "writing",
-                path: tmp.to_path_buf(),
-                source,
-            })
-        })
+        Ok(explr_io::write_atomic(&json_path, text.as_bytes())?)
     }
 
     /// Restores a state written by [`Sgd::save`]: step count and momentum buffers (converted
@@ -411,11 +509,8 @@ impl Sgd {
     /// match this optimizer's.
     pub fn load(&mut self, path: &Path) -> Result<()> {
         let json_path = path.with_extension("json");
-        let text = std::fs::read_to_string(&json_path).map_err(|source| ScheduleError::Io {
-            action: "reading",
-            path: json_path.clone(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(&json_path).map_err(explr_io::err("reading", &json_path))?;
         let state: StateFile =
             serde_json::from_str(&text).map_err(|source| ScheduleError::Json {
                 path: json_path.clone(),
@@ -467,7 +562,14 @@ impl Sgd {
             .next()
             .map(|v| v.device().clone())
             .unwrap_or(candle_core::Device::Cpu);
-        for (name, t) in candle_core::safetensors::load(path, &device)? {
+        let bytes = std::fs::read(path).map_err(explr_io::err("reading", path))?;
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &device).map_err(|e| {
+            ScheduleError::NotSafetensors {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
+        })?;
+        for (name, t) in tensors {
             let var = vars.get(name.as_str()).ok_or_else(|| {
                 mismatch(
                     "a momentum buffer",
@@ -488,4 +590,32 @@ impl Sgd {
         self.step = state.step;
         Ok(())
     }
+}
+
+/// A twin group trains in PyTorch's form without dampening or Nesterov (THEORY.md §2), with
+/// the twin's momentum and no weight decay of its own.
+fn check_twin_group(g: &ParamGroup, twin: &Twin, config: &SgdConfig) -> Result<()> {
+    let field = format!("groups.{}.twin", g.name);
+    if config.variant != SgdVariant::PyTorch || config.nesterov || config.dampening != 0.0 {
+        return Err(invalid(
+            &field,
+            format!("{:?}", config),
+            "variant pytorch without dampening or Nesterov (the form the equivalence needs, THEORY.md §2)",
+        ));
+    }
+    if twin.momentum() != config.momentum {
+        return Err(invalid(
+            &field,
+            format!("a twin for momentum {}", twin.momentum()),
+            &format!("a twin for this optimizer's momentum {}", config.momentum),
+        ));
+    }
+    if !g.weight_decay.is_zero() {
+        return Err(invalid(
+            &format!("groups.{}.weight_decay", g.name),
+            format!("{:?}", g.weight_decay),
+            "0: a twin group has no weight decay (the twin replaces it)",
+        ));
+    }
+    Ok(())
 }

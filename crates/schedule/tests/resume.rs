@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 
 use candle_core::{DType, Var};
-use explr_schedule::{ParamGroup, Schedule, ScheduleError, Sgd, SgdConfig, SgdVariant};
+use explr_schedule::{ParamGroup, Schedule, ScheduleError, Sgd, SgdConfig, SgdVariant, Unit};
 
 use common::Toy;
 
@@ -14,8 +14,12 @@ const STEPS: u64 = 160;
 
 struct TempDir(PathBuf);
 impl TempDir {
+    /// A fresh folder; the counter keeps the tests running side by side apart.
     fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("explr-schedule-{tag}-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p =
+            std::env::temp_dir().join(format!("explr-schedule-{tag}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&p).unwrap();
         Self(p)
     }
@@ -26,17 +30,29 @@ impl Drop for TempDir {
     }
 }
 
-/// Two groups on the toy objective: `theta` (weight decay, main schedule) and `head`
-/// (its own constant schedule, no weight decay).
-fn build(toy: &Toy, schedule: &Schedule, config: SgdConfig) -> (Sgd, Vec<Var>) {
+/// How the `theta` group is trained.
+#[derive(Clone, Copy)]
+enum Theta {
+    /// Weight decay on the main schedule.
+    WeightDecay,
+    /// As the main schedule's twin (its pre-fill and momentum corrections), no weight decay.
+    Twin,
+}
+
+/// Two groups on the toy objective: `theta` and `head` (its own constant schedule, no weight
+/// decay).
+fn build(toy: &Toy, schedule: &Schedule, config: SgdConfig, theta: Theta) -> (Sgd, Vec<Var>) {
     let (w, h) = (toy.var(1.0), toy.var(0.5));
+    let group = ParamGroup::new("scale_invariant", vec![("theta".into(), w.clone())]);
     let sgd = Sgd::new(
         schedule.clone(),
         vec![
-            ParamGroup::new("scale_invariant", vec![("theta".into(), w.clone())])
-                .weight_decay(5e-4),
+            match theta {
+                Theta::WeightDecay => group.weight_decay(5e-4),
+                Theta::Twin => group.twin(schedule.twin().unwrap()),
+            },
             ParamGroup::new("head", vec![("head".into(), h.clone())])
-                .schedule(Schedule::from_yaml("kind: constant\nlr: 0.01").unwrap()),
+                .schedule(Schedule::constant(0.01).unwrap()),
         ],
         config,
     )
@@ -78,9 +94,13 @@ fn values(vars: &[Var]) -> Vec<u64> {
 /// optimizer and fresh variables restored from disk, and the rest of the run; asserts the
 /// LRs and the final weights are bit-identical.
 fn check(yaml: &str, stop: u64, dtype: DType, config: SgdConfig) {
+    check_with(yaml, stop, dtype, config, Theta::WeightDecay)
+}
+
+fn check_with(yaml: &str, stop: u64, dtype: DType, config: SgdConfig, theta: Theta) {
     let toy = Toy::new(3, dtype);
-    let schedule = Schedule::from_yaml(yaml).unwrap();
-    let (mut a, va) = build(&toy, &schedule, config);
+    let schedule = Schedule::from_yaml(yaml, Unit::Steps).unwrap();
+    let (mut a, va) = build(&toy, &schedule, config, theta);
     let mut lrs_a = Vec::new();
     for _ in 0..STEPS {
         lrs_a.extend(step(&toy, &mut a, &va));
@@ -88,7 +108,7 @@ fn check(yaml: &str, stop: u64, dtype: DType, config: SgdConfig) {
 
     let dir = TempDir::new(&format!("{stop}-{dtype:?}"));
     let state = dir.0.join("optimizer.safetensors");
-    let (mut b, vb) = build(&toy, &schedule, config);
+    let (mut b, vb) = build(&toy, &schedule, config, theta);
     let mut lrs_b = Vec::new();
     for _ in 0..stop {
         lrs_b.extend(step(&toy, &mut b, &vb));
@@ -98,7 +118,8 @@ fn check(yaml: &str, stop: u64, dtype: DType, config: SgdConfig) {
         vb.iter().map(|v| v.as_tensor().copy().unwrap()).collect();
     drop(b);
     // A new process: the schedule is rebuilt from its spec, the optimizer from scratch.
-    let (mut c, vc) = build(&toy, &Schedule::from_yaml(yaml).unwrap(), config);
+    let rebuilt = Schedule::from_yaml(yaml, Unit::Steps).unwrap();
+    let (mut c, vc) = build(&toy, &rebuilt, config, theta);
     for (v, w) in vc.iter().zip(&weights) {
         v.set(w).unwrap();
     }
@@ -148,6 +169,25 @@ fn sequential_lr_restored_mid_way() {
 }
 
 #[test]
+fn texp_twin_resumed_around_its_corrections() {
+    // The twin's pre-fill (update 0) and momentum corrections (first update of each phase) are
+    // functions of the step: a run resumed before, at or after one continues bit for bit.
+    let texp = "kind: texp\nlr: 0.1\nmilestones: [40, 80]\ngamma: 0.1\nweight_decay: 5.0e-4\nmomentum: 0.9";
+    let minus = "kind: texp_minus\nlr: 0.1\nmilestones: [40, 80]\ngamma: 0.1\nweight_decay: 5.0e-4\nmomentum: 0.9";
+    for stop in [0, 1, 39, 40, 41, 81] {
+        check_with(
+            texp,
+            stop,
+            DType::F64,
+            SgdConfig::momentum(0.9),
+            Theta::Twin,
+        );
+    }
+    check_with(minus, 40, DType::F64, SgdConfig::momentum(0.9), Theta::Twin);
+    check_with(texp, 80, DType::F32, SgdConfig::momentum(0.9), Theta::Twin);
+}
+
+#[test]
 fn resume_with_every_optimizer_variant() {
     let nesterov = SgdConfig {
         momentum: 0.9,
@@ -174,13 +214,23 @@ fn resume_with_every_optimizer_variant() {
 #[test]
 fn load_rejects_a_state_from_another_optimizer() {
     let toy = Toy::new(3, DType::F64);
-    let schedule = Schedule::from_yaml(MULTISTEP).unwrap();
+    let schedule = Schedule::from_yaml(MULTISTEP, Unit::Steps).unwrap();
     let dir = TempDir::new("mismatch");
     let state = dir.0.join("opt.safetensors");
-    let (mut a, va) = build(&toy, &schedule, SgdConfig::momentum(0.9));
+    let (mut a, va) = build(
+        &toy,
+        &schedule,
+        SgdConfig::momentum(0.9),
+        Theta::WeightDecay,
+    );
     step(&toy, &mut a, &va);
     a.save(&state).unwrap();
-    let (mut b, _) = build(&toy, &schedule, SgdConfig::momentum(0.5));
+    let (mut b, _) = build(
+        &toy,
+        &schedule,
+        SgdConfig::momentum(0.5),
+        Theta::WeightDecay,
+    );
     let e = b.load(&state).unwrap_err();
     assert!(matches!(e, ScheduleError::StateMismatch { .. }), "{e:?}");
     assert!(e.to_string().contains("momentum: 0.9"), "{e}");

@@ -1,13 +1,14 @@
 //! THEORY.md's reference numbers (§3, §5) and the relations between the schedule kinds.
 
-use explr_schedule::{alpha, Schedule, ScheduleError};
+use explr_schedule::{alpha, Schedule, ScheduleError, Twin, Unit};
 
 const SPE: u64 = 391;
 
 fn texp(kind: &str) -> Schedule {
-    Schedule::from_yaml(&format!(
-        "kind: {kind}\nlr: 0.1\nmilestones: [80, 120]\ngamma: 0.1\nweight_decay: 5.0e-4\nmomentum: 0.9\nsteps_per_epoch: {SPE}"
-    ))
+    Schedule::from_yaml(
+        &format!("kind: {kind}\nlr: 0.1\nmilestones: [80, 120]\ngamma: 0.1\nweight_decay: 5.0e-4\nmomentum: 0.9"),
+        Unit::Epochs(SPE),
+    )
     .unwrap()
 }
 
@@ -56,12 +57,12 @@ fn theory_reference_numbers() {
 #[test]
 fn texp_boundaries_decay_and_switch_growth() {
     let (t, tm) = (texp("texp"), texp("texp_minus"));
-    let phases = t.texp_phases().unwrap();
+    let phases = t.twin().unwrap().phases(160 * SPE).unwrap();
     assert_eq!(
         phases.iter().map(|p| p.start).collect::<Vec<_>>(),
         vec![0, 80 * SPE, 120 * SPE]
     );
-    for p in phases {
+    for p in &phases {
         check(
             "phase alpha",
             p.alpha,
@@ -100,12 +101,52 @@ fn texp_boundaries_decay_and_switch_growth() {
 }
 
 #[test]
+fn texp_corrects_the_momentum_once_entering_each_phase() {
+    let (lambda, gamma) = (5e-4, 0.9);
+    for (kind, decayed_lambda) in [("texp", lambda), ("texp_minus", lambda * 0.1)] {
+        let twin = texp(kind).twin().unwrap();
+        let b = 80 * SPE;
+        // THEORY.md §5 at the first update k = b of phase 1: α_rec = 1 − η_bλ_b +
+        // γ(η_b/η_{b−1})(1 − 1/α*_0), and the twin jumps to α*_1; c_b·η_b·P_b² is the difference.
+        let (eta0, eta1) = if kind == "texp" {
+            (0.1, 0.01)
+        } else {
+            (0.1, 0.1)
+        };
+        let (a0, a1) = (
+            alpha(0.1, lambda, gamma).unwrap(),
+            alpha(eta1, decayed_lambda, gamma).unwrap(),
+        );
+        let recursion = 1.0 - eta1 * decayed_lambda + gamma * (eta1 / eta0) * (1.0 - 1.0 / a0);
+        let p = twin.scale(b).unwrap();
+        // Both sides subtract numbers near 1 good to a few ulps (~5e-16) from a jump of
+        // ~1e-6..1e-5: agreement to 1e-9 relative leaves a margin over that cancellation.
+        check(
+            &format!("{kind}: α jump at the phase start"),
+            twin.correction(b).unwrap() * eta1 * p * p,
+            a1 - recursion,
+            1e-9,
+        );
+        check(
+            &format!("{kind}: α_(b+1)"),
+            twin.alpha(b + 1).unwrap(),
+            a1,
+            1e-15,
+        );
+        // Inside a phase the root is the recursion's fixed point: only rounding is left.
+        for k in [1, 390, b - 1, b + 1, b + 500] {
+            let eta = twin.base().lr(k).unwrap();
+            let jump = twin.correction(k).unwrap() * eta * twin.scale(k).unwrap().powi(2);
+            assert!(jump.abs() <= 1e-15, "{kind}: α jump {jump:e} at update {k}");
+        }
+        assert_eq!(twin.clone().plain().correction(b).unwrap(), 0.0);
+    }
+}
+
+#[test]
 fn exact_transform_of_a_constant_is_the_section_3_schedule() {
     let (lr, wd, m) = (0.1, 5e-4, 0.9);
-    let twin = Schedule::from_yaml("kind: constant\nlr: 0.1")
-        .unwrap()
-        .exp_twin(wd, m)
-        .unwrap();
+    let twin = Twin::exact(&Schedule::constant(lr).unwrap(), wd, m).unwrap();
     let a = alpha(lr, wd, m).unwrap();
     for k in [0u64, 1, 2, 10, 391, 5000] {
         // THEORY.md §3: η̃_k = η·α^(−2k−1); P_k = α^(−k). The recursion's α_t sits within
@@ -117,11 +158,11 @@ fn exact_transform_of_a_constant_is_the_section_3_schedule() {
             lr * a.powf(-((2 * k + 1) as f64)),
             tol,
         );
-        check("P_k", twin.twin_scale(k).unwrap(), a.powf(-(k as f64)), tol);
+        check("P_k", twin.scale(k).unwrap(), a.powf(-(k as f64)), tol);
     }
     check(
         "pre-fill",
-        twin.prefill_coefficient().unwrap(),
+        twin.prefill_coefficient(),
         (a - 1.0) / (a * lr),
         1e-15,
     );
@@ -130,12 +171,8 @@ fn exact_transform_of_a_constant_is_the_section_3_schedule() {
 #[test]
 fn exact_transform_relaxes_to_texp_after_a_boundary() {
     let t = texp("texp");
-    let exact = Schedule::from_yaml(&format!(
-        "kind: multistep\nlr: 0.1\nmilestones: [80, 120]\ngamma: 0.1\nsteps_per_epoch: {SPE}"
-    ))
-    .unwrap()
-    .exp_twin(5e-4, 0.9)
-    .unwrap();
+    let step_decay = Schedule::multistep(0.1, &[80, 120], 0.1, Unit::Epochs(SPE)).unwrap();
+    let exact = Twin::exact(&step_decay, 5e-4, 0.9).unwrap();
     // Identical in phase 0; after the boundary the exact α_t relaxes to α*_1 (THEORY.md §5),
     // so the per-step growth of both agrees again a few hundred steps later.
     check(

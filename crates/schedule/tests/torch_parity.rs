@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
-use explr_schedule::{ParamGroup, ScheduleSpec, Sgd, SgdConfig};
+use explr_schedule::{ParamGroup, ScheduleSpec, Sgd, SgdConfig, Unit};
 use serde::Deserialize;
 
 const FIXTURE: &[u8] = include_bytes!("fixtures/torch_sgd.safetensors");
@@ -64,7 +64,7 @@ fn rel(a: &[f64], b: &[f64]) -> f64 {
 /// error), both relative.
 fn run_case(fx: &Fixture, case: &Case) -> (f64, f64) {
     let t = |k: &str| fx.tensors[k].clone();
-    let schedule = case.schedule.build().unwrap();
+    let schedule = case.schedule.build(Unit::Steps).unwrap();
     let torch_lr: Vec<f64> = t(&format!("{}.lr", case.name)).to_vec1().unwrap();
     let lr_err = torch_lr
         .iter()
@@ -82,7 +82,7 @@ fn run_case(fx: &Fixture, case: &Case) -> (f64, f64) {
                 ParamGroup::new("b", vec![("b.bias".into(), b.clone())]).lr_scale(case.lr_scale_b)
             }
             Some(spec) => ParamGroup::new("b", vec![("b.bias".into(), b.clone())])
-                .schedule(spec.build().unwrap()),
+                .schedule(spec.build(Unit::Steps).unwrap()),
         },
     ];
     let config = SgdConfig {

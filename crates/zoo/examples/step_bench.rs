@@ -196,7 +196,7 @@ fn main() -> Result<()> {
     // One group, as `torch.optim.SGD(model.parameters(), lr, momentum, weight_decay)`.
     let vars: Vec<_> = model.trainable_groups().into_values().flatten().collect();
     let group = ParamGroup::new("all", vars).weight_decay(5e-4);
-    let schedule = Schedule::from_yaml("kind: constant\nlr: 0.1")?;
+    let schedule = Schedule::constant(0.1)?;
     let mut sgd = Sgd::new(schedule, vec![group], SgdConfig::momentum(0.9))?;
 
     let (mut total, mut fwd, mut bwd, mut opt) = (vec![], vec![], vec![], vec![]);

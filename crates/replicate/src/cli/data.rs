@@ -89,13 +89,23 @@ pub fn run(args: DataArgs) -> Result<()> {
             count,
             columns,
         } => {
+            // The preview is a PNG: another extension would name a file of the wrong format.
+            if !out
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+            {
+                anyhow::bail!(
+                    "--out {}: the preview is written as PNG; give a file name ending in .png",
+                    out.display()
+                );
+            }
             let data = load(&source)?;
             let split = match source.split {
                 SplitName::Train => data.train(),
                 SplitName::Test => data.test(),
             };
             let png = preview_png(split, data.class_names(), count, columns)?;
-            std::fs::write(&out, png).with_context(|| format!("writing {}", out.display()))?;
+            explr_io::write_atomic(&out, &png)?;
             println!(
                 "wrote {} ({} {:?} images of {})",
                 out.display(),

@@ -1,10 +1,12 @@
-//! `explr schedule`: print any schedule of explr-schedule per step or per epoch.
+//! `explr schedule`: print any schedule of explr-schedule per step or per epoch, and for an
+//! exponential twin its scale P_t, its momentum corrections c_k and its LR against the exact
+//! §4 recursion's (THEORY.md §4–§5).
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
-use explr_schedule::{alpha, Schedule, ScheduleError, ScheduleSpec};
+use explr_schedule::{alpha, Schedule, ScheduleError, ScheduleSpec, Twin, Unit, WeightDecay};
 use serde::Serialize;
 
 /// The schedule kinds, as flags.
@@ -24,14 +26,28 @@ pub enum KindArg {
     Warmup,
     /// TEXP of the multistep decay with `--weight-decay` and `--momentum`.
     Texp,
-    /// TEXP-- (growth change only at the boundaries).
+    /// TEXP-- (growth change only at the boundaries): the twin of `--lr` with the weight
+    /// decay multiplied by `--gamma` at the milestones.
+    TexpMinus,
+}
+
+/// The exponential twins `--twin` builds from the schedule and its weight decay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TwinArg {
+    /// The §4 recursion (THEORY.md §4): exact without corrections, for any schedule.
+    Exact,
+    /// TEXP (THEORY.md §5): §3's root at every update, corrected where it jumps.
+    Texp,
+    /// TEXP--: no instant decay (a multistep with a constant weight decay, or a constant LR
+    /// with any weight decay).
     TexpMinus,
 }
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// `step,epoch,lr` rows, derived values as `#` comment lines first.
+    /// `step,epoch,lr` rows (twins add `scale,correction,lr_over_exact`), derived values as
+    /// `#` comment lines first.
     Csv,
     /// One JSON object with the spec, the derived values and the rows.
     Json,
@@ -47,7 +63,8 @@ pub enum Per {
 }
 
 /// Arguments of `explr schedule`. Counts (`--milestones`, `--step-size`, `--t-max`,
-/// `--total-iters`) are in epochs when `--steps-per-epoch` is given, else in steps.
+/// `--total-iters`, and those of `--spec` and `--weight-decay-schedule`) are in epochs when
+/// `--steps-per-epoch` is given, else in steps.
 #[derive(Debug, clap::Args)]
 pub struct ScheduleArgs {
     /// The schedule kind (or use `--spec`).
@@ -91,15 +108,24 @@ pub struct ScheduleArgs {
     /// Warmup length.
     #[arg(long)]
     pub total_iters: Option<u64>,
-    /// Weight decay λ (TEXP, `--exp-twin`, and the derived α).
-    #[arg(long, allow_negative_numbers = true)]
+    /// Weight decay λ (TEXP, `--twin`, and the derived α).
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        conflicts_with = "weight_decay_schedule"
+    )]
     pub weight_decay: Option<f64>,
-    /// Momentum γ (TEXP, `--exp-twin`, and the derived α).
+    /// The weight decay as a YAML schedule, inline (for `--twin`), e.g.
+    /// '{kind: multistep, lr: 5.0e-4, milestones: [80, 120], gamma: 0.1}'.
+    #[arg(long)]
+    pub weight_decay_schedule: Option<String>,
+    /// Momentum γ (TEXP, `--twin`, and the derived α).
     #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f64>,
-    /// Print the exact exponential twin (THEORY.md §4) of the schedule instead.
-    #[arg(long)]
-    pub exp_twin: bool,
+    /// Print an exponential twin of the schedule run with its weight decay instead
+    /// (THEORY.md §4–§5): its LR, P_t, momentum corrections and LR over the exact one's.
+    #[arg(long, value_enum)]
+    pub twin: Option<TwinArg>,
     /// Steps per epoch (makes counts epochs and enables `--per epoch`).
     #[arg(long)]
     pub steps_per_epoch: Option<u64>,
@@ -124,6 +150,13 @@ fn need<T: Copy>(v: Option<T>, flag: &str, kind: &str) -> Result<T> {
     v.ok_or_else(|| anyhow!("--kind {kind} needs {flag}"))
 }
 
+/// A value of a flag as it is typed (`texp-minus`).
+fn flag_value(v: impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
 fn flag_name(field: &str) -> String {
     format!(
         "--{}",
@@ -134,9 +167,8 @@ fn flag_name(field: &str) -> String {
 /// The spec described by the flags.
 pub fn spec_from_flags(a: &ScheduleArgs) -> Result<ScheduleSpec> {
     let kind = a.kind.ok_or_else(|| anyhow!("give --kind or --spec"))?;
-    let name = format!("{kind:?}").to_lowercase();
+    let name = flag_value(kind);
     let lr = need(a.lr, "--lr", &name)?;
-    let spe = a.steps_per_epoch;
     let milestones = || -> Result<Vec<u64>> {
         if a.milestones.is_empty() {
             bail!("--kind {name} needs --milestones (comma separated, e.g. 80,120)")
@@ -149,46 +181,41 @@ pub fn spec_from_flags(a: &ScheduleArgs) -> Result<ScheduleSpec> {
             lr,
             milestones: milestones()?,
             gamma: need(a.gamma, "--gamma", &name)?,
-            steps_per_epoch: spe,
         },
         KindArg::Step => ScheduleSpec::Step {
             lr,
             step_size: need(a.step_size, "--step-size", &name)?,
             gamma: need(a.gamma, "--gamma", &name)?,
-            steps_per_epoch: spe,
         },
         KindArg::Exponential => ScheduleSpec::Exponential {
             lr,
             factor: need(a.factor, "--factor", &name)?,
-            steps_per_epoch: spe,
         },
         KindArg::Cosine => ScheduleSpec::Cosine {
             lr,
             t_max: need(a.t_max, "--t-max", &name)?,
             eta_min: a.eta_min,
-            steps_per_epoch: spe,
         },
         KindArg::Warmup => ScheduleSpec::Warmup {
             lr,
             start_factor: need(a.start_factor, "--start-factor", &name)?,
             end_factor: a.end_factor,
             total_iters: need(a.total_iters, "--total-iters", &name)?,
-            steps_per_epoch: spe,
         },
-        KindArg::Texp | KindArg::TexpMinus => {
-            let (milestones, gamma) = (milestones()?, need(a.gamma, "--gamma", &name)?);
-            let weight_decay = need(a.weight_decay, "--weight-decay", &name)?;
-            let momentum = need(a.momentum, "--momentum", &name)?;
-            ScheduleSpec::texp(
-                kind == KindArg::TexpMinus,
-                lr,
-                milestones,
-                gamma,
-                weight_decay,
-                momentum,
-                spe,
-            )
-        }
+        KindArg::Texp => ScheduleSpec::Texp {
+            lr,
+            milestones: milestones()?,
+            gamma: need(a.gamma, "--gamma", &name)?,
+            weight_decay: need(a.weight_decay, "--weight-decay", &name)?,
+            momentum: need(a.momentum, "--momentum", &name)?,
+        },
+        KindArg::TexpMinus => ScheduleSpec::TexpMinus {
+            lr,
+            milestones: milestones()?,
+            gamma: need(a.gamma, "--gamma", &name)?,
+            weight_decay: need(a.weight_decay, "--weight-decay", &name)?,
+            momentum: need(a.momentum, "--momentum", &name)?,
+        },
     })
 }
 
@@ -211,14 +238,20 @@ fn explain(e: ScheduleError, from_flags: bool) -> anyhow::Error {
 pub struct Phase {
     /// First step.
     pub start_step: u64,
-    /// The step-decay LR η_I (TEXP) or the base LR at the start.
+    /// The base run's LR at the start (the step-decay LR η_I for TEXP).
     pub base_lr: f64,
+    /// A twin's base-run weight decay at the start (divided at the milestones for TEXP--).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
     /// α of THEORY.md §3 (None for plain exponential schedules).
     pub alpha: Option<f64>,
     /// LR growth factor per step.
     pub per_step_growth: f64,
     /// LR growth factor per epoch (with `--steps-per-epoch`).
     pub per_epoch_growth: Option<f64>,
+    /// A twin's momentum correction c at the phase's first update (THEORY.md §5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correction: Option<f64>,
 }
 
 /// One printed row.
@@ -230,6 +263,26 @@ pub struct Row {
     pub epoch: Option<f64>,
     /// The LR of that update.
     pub lr: f64,
+    /// A twin's P_t: its weights are P_t times the base run's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f64>,
+    /// A twin's momentum correction c_t (THEORY.md §5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correction: Option<f64>,
+    /// A twin's LR over the exact §4 twin's LR of the same base run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr_over_exact: Option<f64>,
+}
+
+/// What a twin adds to the output.
+#[derive(Debug, Serialize)]
+pub struct TwinInfo {
+    /// How α is chosen (`recursion` or `root`).
+    pub rule: explr_schedule::AlphaRule,
+    /// Momentum γ.
+    pub momentum: f64,
+    /// The momentum pre-fill coefficient p (ṽ_0 = p·θ_0, THEORY.md §3).
+    pub prefill: f64,
 }
 
 /// The JSON document.
@@ -237,50 +290,51 @@ pub struct Row {
 pub struct Output {
     /// The resolved spec.
     pub spec: ScheduleSpec,
-    /// α for (lr, weight decay, momentum) when all are known.
+    /// α for (lr, weight decay, momentum) when all are known (a twin's α_0).
     pub alpha: Option<f64>,
+    /// The twin's rule, momentum and pre-fill, for twins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub twin: Option<TwinInfo>,
     /// Growth phases of exponential kinds (empty otherwise).
     pub phases: Vec<Phase>,
     /// The rows.
     pub rows: Vec<Row>,
 }
 
-fn steps_per_epoch_of(spec: &ScheduleSpec) -> Option<u64> {
-    match spec {
-        ScheduleSpec::Multistep {
-            steps_per_epoch, ..
+/// The base run's weight decay from `--weight-decay` or `--weight-decay-schedule`.
+fn weight_decay(a: &ScheduleArgs, unit: Unit) -> Result<Option<WeightDecay>> {
+    Ok(match (&a.weight_decay_schedule, a.weight_decay) {
+        (Some(yaml), _) => {
+            let spec = ScheduleSpec::from_yaml(yaml).context("parsing --weight-decay-schedule")?;
+            let schedule = Schedule::build(&spec, unit).context("--weight-decay-schedule")?;
+            Some(WeightDecay::Schedule(schedule))
         }
-        | ScheduleSpec::Step {
-            steps_per_epoch, ..
-        }
-        | ScheduleSpec::Exponential {
-            steps_per_epoch, ..
-        }
-        | ScheduleSpec::Cosine {
-            steps_per_epoch, ..
-        }
-        | ScheduleSpec::Warmup {
-            steps_per_epoch, ..
-        }
-        | ScheduleSpec::Sequential {
-            steps_per_epoch, ..
-        }
-        | ScheduleSpec::Texp {
-            steps_per_epoch, ..
-        }
-        | ScheduleSpec::TexpMinus {
-            steps_per_epoch, ..
-        } => *steps_per_epoch,
-        ScheduleSpec::ExpEquivalent { base, .. } => steps_per_epoch_of(base),
-        ScheduleSpec::Product { schedules } => schedules.iter().find_map(steps_per_epoch_of),
-        ScheduleSpec::Constant { .. } => None,
-    }
+        (None, Some(lambda)) => Some(WeightDecay::Constant(lambda)),
+        (None, None) => None,
+    })
+}
+
+/// The twin `--twin` asks for, of `base` run with the flags' weight decay and momentum.
+fn twin_of(kind: TwinArg, base: &Schedule, a: &ScheduleArgs, unit: Unit) -> Result<Twin> {
+    let flag = format!("--twin {}", flag_value(kind));
+    let wd = weight_decay(a, unit)?.ok_or_else(|| {
+        anyhow!("{flag} needs --weight-decay or --weight-decay-schedule (the base run's)")
+    })?;
+    let momentum = a
+        .momentum
+        .ok_or_else(|| anyhow!("{flag} needs --momentum"))?;
+    let twin = match kind {
+        TwinArg::Exact => Twin::exact(base, wd, momentum),
+        TwinArg::Texp => Twin::texp(base, wd, momentum),
+        TwinArg::TexpMinus => Twin::texp_minus(base, wd, momentum),
+    };
+    twin.map_err(|e| explain(e, true).context(flag))
 }
 
 /// Builds the schedule and its rows and derived values.
 pub fn compute(a: &ScheduleArgs) -> Result<Output> {
     let from_flags = a.spec.is_none();
-    let mut spec = match &a.spec {
+    let spec = match &a.spec {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading --spec {}", path.display()))?;
@@ -289,22 +343,19 @@ pub fn compute(a: &ScheduleArgs) -> Result<Output> {
         }
         None => spec_from_flags(a)?,
     };
-    if a.exp_twin {
-        spec = ScheduleSpec::ExpEquivalent {
-            base: Box::new(spec),
-            weight_decay: a
-                .weight_decay
-                .ok_or_else(|| anyhow!("--exp-twin needs --weight-decay"))?,
-            momentum: a
-                .momentum
-                .ok_or_else(|| anyhow!("--exp-twin needs --momentum"))?,
-        };
-    }
-    let schedule = Schedule::from_spec(&spec).map_err(|e| explain(e, from_flags))?;
-    let spe = a.steps_per_epoch.or_else(|| steps_per_epoch_of(&spec));
+    let spe = a.steps_per_epoch;
     if spe == Some(0) {
         bail!("--steps-per-epoch must be >= 1");
     }
+    let unit = spe.map_or(Unit::Steps, Unit::Epochs);
+    let base = Schedule::build(&spec, unit).map_err(|e| explain(e, from_flags))?;
+    // `texp`, `texp_minus` and `exp_equivalent` schedules are twins themselves.
+    let twin = match a.twin {
+        Some(kind) => Some(twin_of(kind, &base, a, unit)?),
+        None => base.twin().ok(),
+    };
+    let exact = twin.as_ref().map(Twin::exact_counterpart).transpose()?;
+    let schedule = twin.as_ref().map_or(&base, Twin::schedule);
     let total = match (a.steps, a.epochs, spe) {
         (Some(s), _, _) => s,
         (None, Some(e), Some(s)) => e
@@ -322,67 +373,67 @@ pub fn compute(a: &ScheduleArgs) -> Result<Output> {
     let mut k = 0;
     while k < total {
         let lr = schedule.lr(k).map_err(|e| explain(e, from_flags))?;
+        let (scale, correction, lr_over_exact) = match (&twin, &exact) {
+            (Some(t), Some(x)) => (
+                Some(t.scale(k)?),
+                Some(t.correction(k)?),
+                Some(lr / x.lr(k)?),
+            ),
+            _ => (None, None, None),
+        };
         rows.push(Row {
             step: k,
             epoch: spe.map(|s| k as f64 / s as f64),
             lr,
+            scale,
+            correction,
+            lr_over_exact,
         });
         k += stride;
     }
     let per_epoch = |g: f64| spe.map(|s| g.powf(s as f64));
     let mut phases = Vec::new();
     let mut alpha_out = None;
-    if let Some(ps) = schedule.texp_phases() {
-        alpha_out = ps.first().map(|p| p.alpha);
-        for p in ps {
+    let mut twin_info = None;
+    if let Some(t) = &twin {
+        alpha_out = Some(t.alpha(0)?);
+        twin_info = Some(TwinInfo {
+            rule: t.rule(),
+            momentum: t.momentum(),
+            prefill: t.prefill_coefficient(),
+        });
+        for p in t.phases(total)? {
             phases.push(Phase {
                 start_step: p.start,
                 base_lr: p.base_lr,
+                weight_decay: Some(p.weight_decay),
                 alpha: Some(p.alpha),
                 per_step_growth: p.per_step_growth,
                 per_epoch_growth: per_epoch(p.per_step_growth),
+                correction: Some(p.correction),
             });
         }
-    } else if let ScheduleSpec::Exponential {
-        lr,
-        factor,
-        steps_per_epoch,
-    } = &spec
-    {
-        let (per_step, per_epoch_growth) = match steps_per_epoch {
-            Some(s) => (factor.powf(1.0 / *s as f64), Some(*factor)),
-            None => (*factor, per_epoch(*factor)),
+    } else if let ScheduleSpec::Exponential { lr, factor } = &spec {
+        let (per_step, per_epoch_growth) = match spe {
+            Some(s) => (factor.powf(1.0 / s as f64), Some(*factor)),
+            None => (*factor, None),
         };
         phases.push(Phase {
             start_step: 0,
             base_lr: *lr,
+            weight_decay: None,
             alpha: None,
             per_step_growth: per_step,
             per_epoch_growth,
-        });
-    } else if let ScheduleSpec::ExpEquivalent {
-        weight_decay,
-        momentum,
-        ..
-    } = &spec
-    {
-        let base_lr = schedule.lr(0)? / schedule.twin_scale(1)?; // η_0 = η̃_0 / (P_0 P_1), P_0 = 1
-        let a0 = alpha(base_lr, *weight_decay, *momentum)?;
-        alpha_out = Some(a0);
-        let g = a0.powi(-2);
-        phases.push(Phase {
-            start_step: 0,
-            base_lr,
-            alpha: Some(a0),
-            per_step_growth: g,
-            per_epoch_growth: per_epoch(g),
+            correction: None,
         });
     } else if let (Some(lr), Some(wd), Some(m)) = (a.lr, a.weight_decay, a.momentum) {
         alpha_out = Some(alpha(lr, wd, m).map_err(|e| explain(e, true))?);
     }
     Ok(Output {
-        spec,
+        spec: schedule.spec().clone(),
         alpha: alpha_out,
+        twin: twin_info,
         phases,
         rows,
     })
@@ -400,21 +451,49 @@ pub fn run(a: &ScheduleArgs, out: &mut dyn Write) -> Result<()> {
             if let Some(al) = o.alpha {
                 writeln!(out, "# alpha={al:e}")?;
             }
+            if let Some(t) = &o.twin {
+                writeln!(
+                    out,
+                    "# twin rule={} momentum={:e} prefill={:e}",
+                    t.rule, t.momentum, t.prefill
+                )?;
+            }
             for p in &o.phases {
                 write!(
                     out,
                     "# phase start_step={} base_lr={:e} per_step_growth={:e}",
                     p.start_step, p.base_lr, p.per_step_growth
                 )?;
+                if let Some(w) = p.weight_decay {
+                    write!(out, " weight_decay={w:e}")?;
+                }
                 if let Some(g) = p.per_epoch_growth {
                     write!(out, " per_epoch_growth={g:e}")?;
                 }
+                if let Some(c) = p.correction {
+                    write!(out, " correction={c:e}")?;
+                }
                 writeln!(out)?;
             }
-            writeln!(out, "step,epoch,lr")?;
+            let twin = o.twin.is_some();
+            writeln!(
+                out,
+                "step,epoch,lr{}",
+                if twin {
+                    ",scale,correction,lr_over_exact"
+                } else {
+                    ""
+                }
+            )?;
+            let num = |v: Option<f64>| v.map(|v| format!("{v:e}")).unwrap_or_default();
             for r in &o.rows {
                 let epoch = r.epoch.map(|e| e.to_string()).unwrap_or_default();
-                writeln!(out, "{},{},{:e}", r.step, epoch, r.lr)?;
+                write!(out, "{},{},{:e}", r.step, epoch, r.lr)?;
+                if twin {
+                    let (s, c, x) = (num(r.scale), num(r.correction), num(r.lr_over_exact));
+                    write!(out, ",{s},{c},{x}")?;
+                }
+                writeln!(out)?;
             }
         }
     }

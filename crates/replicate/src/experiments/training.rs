@@ -292,7 +292,7 @@ fn figures(spec: &Training, records: &AllRecords, dir: &Path) -> Result<Vec<Path
                 .values()
                 .filter_map(|r| r.weight_decay_schedule.as_ref()),
         )
-        .flat_map(plan::milestones)
+        .flat_map(|s| s.milestones())
         .collect();
     for (model, model_spec) in &spec.models {
         for (metric, label, log_y) in panels {
