@@ -568,7 +568,9 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
-    if mismatches.is_empty() {
+    if report.rows.iter().all(|r| r.torch.is_none()) {
+        // Nothing to compare the counts with.
+    } else if mismatches.is_empty() {
         s.push_str(
             "\nOur FLOP counts equal PyTorch's (`torch.utils.flop_counter`) in every \
              configuration both counted.\n",
@@ -1118,6 +1120,10 @@ mod tests {
         assert!(
             md.contains("| 2.000 (1.000–3.000) | – | **–** | – | 310 | – | – | – | – |"),
             "{md}"
+        );
+        assert!(
+            !md.contains("FLOP counts"),
+            "no PyTorch counts to compare: {md}"
         );
     }
 
