@@ -155,7 +155,8 @@ fn main() -> Result<()> {
             }
             // The goldens are checked with insta after the run (tests/goldens.rs): at the smoke
             // profile by default, at any profile with --check; not when blessing, only
-            // validating or stopping runs early.
+            // validating, stopping runs early, submitting to Slurm (the check comes with
+            // --collect) or running one unit.
             let flag = |f: &str| args.iter().any(|a| a == f);
             let value = |f: &str| {
                 args.iter()
@@ -168,6 +169,8 @@ fn main() -> Result<()> {
                 && !flag("--bless")
                 && !flag("--dry-run")
                 && value("--max-epochs").is_none()
+                && (value("--executor").as_deref() != Some("slurm") || flag("--collect"))
+                && value("--task").is_none()
                 && !flag("--help");
             let mut forwarded = vec!["replicate".to_string()];
             forwarded.extend(args.iter().filter(|a| *a != "--check").cloned());

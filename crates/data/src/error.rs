@@ -23,7 +23,7 @@ pub enum DataError {
         fetch: &'static str,
     },
     /// A dataset file exists but cannot be read.
-    #[error("cannot read {path}: {source}; check its permissions or re-fetch it with `cargo xtask fetch-data {fetch}`")]
+    #[error("cannot read {}; check its permissions or re-fetch it with `cargo xtask fetch-data {fetch}`", path.display())]
     Io {
         /// The file.
         path: PathBuf,

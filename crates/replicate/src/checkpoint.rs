@@ -49,8 +49,8 @@ pub enum CheckpointError {
     /// The metrics file could not be read.
     #[error(transparent)]
     Records(#[from] RecordsError),
-    /// Saving or loading the model failed.
-    #[error("{}: {source}", path.display())]
+    /// Saving or loading the model failed (the cause names the file and the OS error).
+    #[error("the model in checkpoint {}", path.display())]
     Model {
         /// The file.
         path: PathBuf,
@@ -58,8 +58,8 @@ pub enum CheckpointError {
         #[source]
         source: explr_nn::NnError,
     },
-    /// Saving or loading the optimizer failed.
-    #[error("{}: {source}", path.display())]
+    /// Saving or loading the optimizer failed (the cause says why).
+    #[error("the optimizer state in checkpoint {}", path.display())]
     Optimizer {
         /// The file.
         path: PathBuf,
@@ -152,7 +152,7 @@ fn remove_unnamed(root: &Path, keep: &str) -> Result<(), CheckpointError> {
     Ok(())
 }
 
-/// A checkpoint restored into a run.
+/// A checkpoint restored into a run, or found by [`inspect`].
 #[derive(Debug)]
 pub struct Restored {
     /// Epochs done.
@@ -161,16 +161,29 @@ pub struct Restored {
     pub records: Vec<EpochRecord>,
 }
 
-/// Restores the latest checkpoint of the run in `run_dir` into `store` and `sgd`, after
-/// checking it against the run's configuration fingerprint `config`, its length `epochs` and
-/// its `metrics.jsonl`; `None` when the run has no checkpoint.
-pub fn restore(
+/// The latest checkpoint of the run in `run_dir`, verified as [`restore`] verifies it (against
+/// the run's configuration fingerprint `config`, its length `epochs` and its `metrics.jsonl`)
+/// but without loading it: what a resume would continue from. `None` when the run has no
+/// checkpoint.
+pub fn inspect(
     run_dir: &Path,
-    store: &ParamStore,
-    sgd: &mut Sgd,
     config: &str,
     epochs: usize,
 ) -> Result<Option<Restored>, CheckpointError> {
+    Ok(
+        verified(run_dir, config, epochs)?.map(|(_, meta)| Restored {
+            epoch: meta.epoch,
+            records: meta.records,
+        }),
+    )
+}
+
+/// The folder and metadata of the latest checkpoint, verified.
+fn verified(
+    run_dir: &Path,
+    config: &str,
+    epochs: usize,
+) -> Result<Option<(PathBuf, Meta)>, CheckpointError> {
     let root = folder(run_dir);
     let latest = root.join("LATEST");
     let name = match std::fs::read_to_string(&latest) {
@@ -243,6 +256,27 @@ pub fn restore(
             ),
         ));
     }
+    Ok(Some((dir, meta)))
+}
+
+/// Restores the latest checkpoint of the run in `run_dir` into `store` and `sgd`, after
+/// checking it against the run's configuration fingerprint `config`, its length `epochs` and
+/// its `metrics.jsonl`; `None` when the run has no checkpoint.
+pub fn restore(
+    run_dir: &Path,
+    store: &ParamStore,
+    sgd: &mut Sgd,
+    config: &str,
+    epochs: usize,
+) -> Result<Option<Restored>, CheckpointError> {
+    let Some((dir, meta)) = verified(run_dir, config, epochs)? else {
+        return Ok(None);
+    };
+    let root = folder(run_dir);
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let model = dir.join("model.safetensors");
     store
         .load(&model)
@@ -257,14 +291,14 @@ pub fn restore(
             source,
         })?;
     if sgd.step_count() != meta.step {
-        return Err(inconsistent(
-            &optimizer,
-            format!(
+        return Err(CheckpointError::Inconsistent {
+            path: optimizer,
+            what: format!(
                 "the optimizer is at step {}, the checkpoint at step {}",
                 sgd.step_count(),
                 meta.step
             ),
-        ));
+        });
     }
     remove_unnamed(&root, &name)?;
     Ok(Some(Restored {

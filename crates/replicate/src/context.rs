@@ -1,8 +1,9 @@
 //! What every experiment is handed: where and how to run ([`RunnerOptions`]), where the result
-//! came from ([`Provenance`]), and where progress goes ([`Progress`]). The binary fills these
-//! in; nothing below it reads the environment.
+//! came from ([`Provenance`]), where progress goes ([`Progress`]) and whether to stop
+//! ([`StopSignal`]). The binary fills these in; nothing below it reads the environment.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{json, Map, Value};
 
@@ -13,8 +14,6 @@ pub struct RunnerOptions {
     pub results_dir: PathBuf,
     /// Resume runs from their last checkpoint.
     pub resume: bool,
-    /// Worker threads for independent runs (at least 1).
-    pub jobs: usize,
     /// CIFAR data directory (resolved by the binary from --data-dir, $EXPLR_DATA or the cache).
     pub data_dir: Option<PathBuf>,
     /// Where every tensor lives (opened once, by [`crate::device::DeviceSpec::open`]).
@@ -25,6 +24,26 @@ pub struct RunnerOptions {
     pub max_epochs: Option<usize>,
     /// What the binary knows about where it runs (recorded in every `metadata.json`).
     pub provenance: Provenance,
+    /// Set when the process is asked to stop (a signal before a Slurm time limit): a training
+    /// run then checkpoints at the end of its epoch and stops.
+    pub stop: StopSignal,
+}
+
+/// A request to stop, polled by the trainer between epochs: set by the binary's signal handler
+/// (`SIGUSR1`, `SIGTERM`), never by the library. The default is never set.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StopSignal(Option<&'static AtomicBool>);
+
+impl StopSignal {
+    /// A signal that reads `flag` (a static the signal handler sets).
+    pub fn new(flag: &'static AtomicBool) -> Self {
+        Self(Some(flag))
+    }
+
+    /// Whether a stop was requested.
+    pub fn requested(&self) -> bool {
+        self.0.is_some_and(|f| f.load(Ordering::SeqCst))
+    }
 }
 
 /// Where a result came from, as far as the binary can tell: recorded, with what the library
@@ -37,11 +56,25 @@ pub struct Provenance {
     pub git_revision: Option<String>,
     /// The command line.
     pub command: Vec<String>,
+    /// The machine's host name (several nodes may share a results folder).
+    pub host: Option<String>,
     /// The thread settings the process ran with, by name (`RAYON_NUM_THREADS`,
     /// `CANDLE_NUM_THREADS`, …), as the binary read them: f32 results depend on them only
     /// through the kernels' summation order, which the thread count never changes, but a
     /// reader comparing wall times needs them.
     pub threads: Vec<(String, Option<String>)>,
+}
+
+impl Provenance {
+    /// How a lock on a results folder names this process (with its pid): the command line and
+    /// the host.
+    pub fn holder(&self) -> String {
+        let command = self.command.join(" ");
+        match &self.host {
+            Some(host) => format!("{command}, on {host}"),
+            None => command,
+        }
+    }
 }
 
 /// The metadata of a result: `fields` (what the result is) and the provenance.
@@ -69,6 +102,7 @@ pub fn metadata(opts: &RunnerOptions, fields: Map<String, Value>, wall_s: f64) -
         ("device", json!(device)),
         ("git_revision", json!(opts.provenance.git_revision)),
         ("command", json!(opts.provenance.command)),
+        ("host", json!(opts.provenance.host)),
         (
             "versions",
             json!({
@@ -137,18 +171,19 @@ mod tests {
         let opts = RunnerOptions {
             results_dir: PathBuf::from("results"),
             resume: false,
-            jobs: 1,
             data_dir: None,
             device: candle_core::Device::Cpu,
             max_epochs: None,
             provenance: Provenance {
                 git_revision: Some("0123abcd+dirty".into()),
                 command: vec!["explr".into(), "replicate".into(), "e3".into()],
+                host: Some("node-7".into()),
                 threads: vec![
                     ("RAYON_NUM_THREADS".into(), Some("2".into())),
                     ("CANDLE_NUM_THREADS".into(), None),
                 ],
             },
+            stop: StopSignal::default(),
         };
         let mut fields = Map::new();
         fields.insert("run".into(), "texp".into());
@@ -158,6 +193,7 @@ mod tests {
         assert_eq!(m["device"], "cpu");
         assert_eq!(m["git_revision"], "0123abcd+dirty");
         assert_eq!(m["command"][2], "e3");
+        assert_eq!(m["host"], "node-7");
         assert_eq!(m["versions"]["explr"], env!("CARGO_PKG_VERSION"));
         // candle-core is the vendored, patched copy: a path dependency.
         let locked = m["versions"]["locked"].as_str().unwrap();

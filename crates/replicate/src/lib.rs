@@ -3,14 +3,16 @@
 //! Modules, top to bottom (each uses only the ones below it; docs/ARCHITECTURE.md draws the
 //! layers):
 //!
-//! - [`runner`]: one resolved manifest → its experiment, summary, metadata and figures;
+//! - [`runner`]: one resolved manifest → its units of work, handed to an [`executor`] (the
+//!   local thread pool, or a Slurm job array: [`slurm`]), then collected into its summary,
+//!   metadata and figures;
 //! - [`experiments`]: the four experiment kinds (training curves, lockstep exactness, scale
 //!   invariance, the toy example);
 //! - [`trainer`]: one training run with its [`records`] and checkpoints;
 //! - [`manifest`] (parse, profiles) → [`validate`] (everything a run would reject) →
 //!   [`plan`] (runs → optimizer plans) and [`data`] (the data a manifest names);
 //! - [`context`] (options, provenance, progress) and [`spec`] (the manifest's plain data);
-//! - [`summary`], [`golden`], [`report`], [`plot`], [`io`], [`device`]: leaves.
+//! - [`summary`], [`golden`], [`report`], [`plot`], [`io`], [`device`], [`slurm`]: leaves.
 //!
 //! ```
 //! use explr_replicate::manifest;
@@ -27,6 +29,7 @@ pub mod checkpoint;
 pub mod context;
 pub mod data;
 pub mod device;
+pub mod executor;
 pub mod experiments;
 pub mod golden;
 pub mod index;
@@ -37,6 +40,7 @@ pub mod plot;
 pub mod records;
 pub mod report;
 pub mod runner;
+pub mod slurm;
 pub mod spec;
 pub mod summary;
 pub mod trainer;

@@ -12,7 +12,11 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            if e.downcast_ref::<cli::replicate::Stopped>().is_some() {
+                std::process::ExitCode::from(explr_replicate::slurm::EXIT_STOPPED)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

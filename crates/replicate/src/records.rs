@@ -1,6 +1,8 @@
 //! What a training run records: one [`EpochRecord`] per epoch, kept as `metrics.jsonl` (the
-//! record, read back bit for bit on resume) and `metrics.csv` (for plotting elsewhere), both
-//! written whole and atomically.
+//! record, read back bit for bit on resume and when a summary is collected from disk) and
+//! `metrics.csv` (for plotting elsewhere), both written whole and atomically. A metric that is
+//! not finite (‖θ‖²/η once a schedule reaches η = 0) is written as the string `"inf"`, `"-inf"`
+//! or `"NaN"`, which JSON numbers cannot hold.
 
 use std::path::Path;
 
@@ -9,38 +11,131 @@ use serde::{Deserialize, Serialize};
 use crate::io::{write_atomic, IoError};
 use crate::spec::Metric;
 
-/// What one epoch of a run measured (THEORY.md §3 and §8 for the norm quantities).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// What one epoch of a run measured (THEORY.md §3 and §8 for the norm quantities). Two
+/// records are equal when every number has the same bits (so a record with a NaN equals its
+/// copy read back from disk).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// Epoch index (1-based: the record after `epoch` epochs of training).
     pub epoch: usize,
     /// Updates done so far.
     pub step: u64,
     /// LR of the scale-invariant group at the epoch's last update.
+    #[serde(with = "any_f64")]
     pub lr: f64,
     /// Mean training loss over the epoch (train-mode forward, augmented data).
+    #[serde(with = "any_f64")]
     pub train_loss: f64,
     /// Training accuracy over the epoch.
+    #[serde(with = "any_f64")]
     pub train_acc: f64,
     /// Test loss (evaluation mode).
+    #[serde(with = "any_f64")]
     pub test_loss: f64,
     /// Test accuracy (evaluation mode).
+    #[serde(with = "any_f64")]
     pub test_acc: f64,
     /// ‖θ‖ of the scale-invariant group.
+    #[serde(with = "any_f64")]
     pub si_norm: f64,
     /// ‖w‖ of the named layer.
+    #[serde(with = "any_f64")]
     pub layer_norm: f64,
     /// ‖θ‖²/η of the scale-invariant group (constant at the WD equilibrium; §3).
+    #[serde(with = "any_f64")]
     pub norm_sq_over_lr: f64,
     /// Effective LR η/‖θ‖² of the scale-invariant group (§8).
+    #[serde(with = "any_f64")]
     pub effective_lr: f64,
     /// Mean angle (radians) between θ_t and θ_{t+1} over the epoch's updates (§8).
+    #[serde(with = "any_f64")]
     pub angular_update: f64,
     /// Wall time of the epoch in seconds.
+    #[serde(with = "any_f64")]
     pub wall_s: f64,
 }
 
+impl PartialEq for EpochRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.epoch == other.epoch
+            && self.step == other.step
+            && self
+                .numbers()
+                .iter()
+                .zip(other.numbers())
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+}
+
+/// An `f64` in JSON: a number when finite, else `"inf"`, `"-inf"` or `"NaN"`.
+mod any_f64 {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        match *x {
+            x if x.is_finite() => s.serialize_f64(x),
+            x if x.is_nan() => s.serialize_str("NaN"),
+            x if x > 0.0 => s.serialize_str("inf"),
+            _ => s.serialize_str("-inf"),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrWord {
+        Number(f64),
+        Word(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match NumberOrWord::deserialize(d)? {
+            NumberOrWord::Number(x) => Ok(x),
+            NumberOrWord::Word(w) => match w.as_str() {
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                "NaN" => Ok(f64::NAN),
+                _ => Err(de::Error::custom(format!(
+                    "`{w}` is not a number (nor inf, -inf or NaN)"
+                ))),
+            },
+        }
+    }
+}
+
 impl EpochRecord {
+    /// Every `f64` of the record (a field added later cannot be left out: the pattern names
+    /// them all).
+    fn numbers(&self) -> [f64; 11] {
+        let Self {
+            epoch: _,
+            step: _,
+            lr,
+            train_loss,
+            train_acc,
+            test_loss,
+            test_acc,
+            si_norm,
+            layer_norm,
+            norm_sq_over_lr,
+            effective_lr,
+            angular_update,
+            wall_s,
+        } = *self;
+        [
+            lr,
+            train_loss,
+            train_acc,
+            test_loss,
+            test_acc,
+            si_norm,
+            layer_norm,
+            norm_sq_over_lr,
+            effective_lr,
+            angular_update,
+            wall_s,
+        ]
+    }
+
     /// The value of `metric` in this epoch.
     pub fn get(&self, metric: Metric) -> f64 {
         match metric {

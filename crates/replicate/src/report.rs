@@ -2,11 +2,84 @@
 //! generated from the manifests and their golden summaries (tables are
 //! generated, never typed).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
+use crate::io::IoError;
 use crate::spec::Manifest;
+
+/// How long the recorded run of one manifest took, kept beside the goldens of a profile other
+/// than smoke (`golden/<profile>.timings.yaml`; smoke's time is CI's and is not recorded).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WallTime {
+    /// Seconds from the manifest's start to its summary.
+    pub wall_s: f64,
+    /// The threads the machine offered.
+    pub threads: usize,
+    /// The device it ran on (`cpu`, `cuda:0`).
+    pub device: String,
+}
+
+/// The timings file of a profile in a golden folder.
+pub fn timings_path(golden_dir: &Path, profile: &str) -> PathBuf {
+    golden_dir.join(format!("{profile}.timings.yaml"))
+}
+
+/// An unreadable timings file.
+#[derive(Debug, thiserror::Error)]
+pub enum TimingsError {
+    /// Reading or writing it failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// It is not a map of manifest names to wall times.
+    #[error("{} is not a timings file (manifest: {{wall_s, threads, device}}); delete it and bless again", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        source: serde_yaml::Error,
+    },
+}
+
+/// The recorded wall times of a profile (empty when none were recorded).
+pub fn read_timings(
+    golden_dir: &Path,
+    profile: &str,
+) -> Result<BTreeMap<String, WallTime>, TimingsError> {
+    let path = timings_path(golden_dir, profile);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            serde_yaml::from_str(&text).map_err(|source| TimingsError::Format { path, source })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(source) => Err(IoError {
+            action: "reading",
+            path,
+            source,
+        }
+        .into()),
+    }
+}
+
+/// Records `name`'s wall time at `profile` (replacing an older record), atomically.
+pub fn record_timing(
+    golden_dir: &Path,
+    profile: &str,
+    name: &str,
+    time: WallTime,
+) -> Result<(), TimingsError> {
+    let mut all = read_timings(golden_dir, profile)?;
+    all.insert(name.to_string(), time);
+    // Plain data: serializing cannot fail.
+    let text = serde_yaml::to_string(&all).unwrap_or_default();
+    crate::io::write_atomic(&timings_path(golden_dir, profile), text.as_bytes())?;
+    Ok(())
+}
 
 /// One claim in the report.
 #[derive(Clone, Debug)]
@@ -21,6 +94,8 @@ pub struct ReportEntry {
     pub summary: Value,
     /// Figures, as paths relative to the report's folder.
     pub figures: Vec<String>,
+    /// The recorded run's wall time (profiles other than smoke).
+    pub wall_time: Option<WallTime>,
 }
 
 fn verdict(summary: &Value) -> &str {
@@ -78,6 +153,15 @@ fn text(v: Option<&Value>) -> String {
     .unwrap_or_default()
 }
 
+/// Seconds as "12.3 min" (or "45 s" below a minute).
+fn minutes(seconds: f64) -> String {
+    if seconds < 60.0 {
+        format!("{seconds:.0} s")
+    } else {
+        format!("{:.1} min", seconds / 60.0)
+    }
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -115,24 +199,29 @@ pub fn replication_md(profile: &str, entries: &[ReportEntry]) -> String {
         "Each claim of Li & Arora (ICLR 2020) is one manifest. The `smoke` profile (tiny models, \
          synthetic data, CPU, minutes) is what CI checks on every change; its numbers say that the \
          machinery and the equivalences hold, not what accuracy the paper's setup reaches. `--profile \
-         cpu` (real CIFAR-10, a small PreResNet, tens of epochs) and `--profile paper` (PreResNet-32, \
-         160 epochs, several seeds, meant for a GPU) rerun the same manifests at scale; where a run \
-         at such a profile was recorded, its report is `REPLICATION-<profile>.md` next to this file."
+         cpu` (the same designs on real CIFAR-10 images with a deeper PreResNet, about an hour on \
+         two cores) and `--profile paper` (PreResNet-32, 160 epochs, three seeds, meant for a GPU) \
+         rerun the same manifests at scale; where a run at such a profile was recorded, its report \
+         is `REPLICATION-<profile>.md` next to this file, with its wall time."
     } else {
         "The same manifests as `REPLICATION.md`, recorded at this profile on real data. CI cannot \
          rerun these (they need the dataset and minutes to hours per claim), so this file is a \
-         record of one run, with the summaries it was made from in `golden/`. Float32 training is \
-         chaotic: another CPU (other SIMD widths, other summation orders) gives other numbers and \
-         should give the same verdicts; `--check` compares a rerun with the record on the same kind \
-         of machine."
+         record of one run, with the summaries it was made from in `golden/` and its wall times in \
+         `golden/<profile>.timings.yaml`. Float64 runs with eps 0 repeat to rounding on any CPU; \
+         float32 training is chaotic: another CPU (other SIMD widths, other summation orders) gives \
+         other numbers and should give the same verdicts; `--check` compares a rerun with the \
+         record on the same kind of machine."
     };
     let _ = writeln!(s, "{}\n", one_line(intro));
+    let timed = profile != "smoke";
     let _ = writeln!(
         s,
-        "| claim | what | manifest | profile | verdict |\n|---|---|---|---|---|"
+        "| claim | what | manifest | profile | verdict |{}\n|---|---|---|---|---|{}",
+        if timed { " wall time |" } else { "" },
+        if timed { "---|" } else { "" },
     );
     for e in entries {
-        let _ = writeln!(
+        let _ = write!(
             s,
             "| [{id}](#{anchor}) | {title} | `experiments/{name}.yaml` | {profile} | {verdict} |",
             id = e.manifest.id,
@@ -141,6 +230,36 @@ pub fn replication_md(profile: &str, entries: &[ReportEntry]) -> String {
             name = e.name,
             profile = e.profile,
             verdict = verdict_cell(&e.summary),
+        );
+        if timed {
+            let _ = write!(
+                s,
+                " {} |",
+                e.wall_time
+                    .as_ref()
+                    .map_or("not recorded".into(), |t| minutes(t.wall_s))
+            );
+        }
+        let _ = writeln!(s);
+    }
+    let times: Vec<&WallTime> = entries
+        .iter()
+        .filter_map(|e| e.wall_time.as_ref())
+        .collect();
+    if timed && !times.is_empty() {
+        let total: f64 = times.iter().map(|t| t.wall_s).sum();
+        let mut machines: Vec<String> = times
+            .iter()
+            .map(|t| format!("{} with {} threads", t.device, t.threads))
+            .collect();
+        machines.dedup();
+        let _ = writeln!(
+            s,
+            "\nWall time of the recorded runs: {} in all ({} of {} claims recorded; {}).",
+            minutes(total),
+            times.len(),
+            entries.len(),
+            machines.join(", ")
         );
     }
     for e in entries {
@@ -275,6 +394,7 @@ mod tests {
                 manifest,
                 summary,
                 figures: vec!["figures/t1/a.svg".into()],
+                wall_time: None,
             }],
         );
         let has = |needle: &str| assert!(md.contains(needle), "`{needle}` missing:\n{md}");
@@ -301,5 +421,50 @@ mod tests {
         );
         assert!(md.contains("--profile cpu --bless"), "{md}");
         assert!(md.contains("golden/*.cpu.snap"), "{md}");
+    }
+
+    #[test]
+    fn a_profile_report_shows_each_recorded_wall_time_and_the_total() {
+        let dir = std::env::temp_dir().join(format!("explr-timings-{}", std::process::id()));
+        let t = |wall_s| WallTime {
+            wall_s,
+            threads: 2,
+            device: "cpu".into(),
+        };
+        assert!(read_timings(&dir, "cpu").unwrap().is_empty());
+        record_timing(&dir, "cpu", "t1", t(30.0)).unwrap();
+        record_timing(&dir, "cpu", "t1", t(150.0)).unwrap();
+        let timings = read_timings(&dir, "cpu").unwrap();
+        assert_eq!(timings.len(), 1, "a new record replaces the old one");
+        let manifest: Manifest = serde_yaml::from_str(
+            "id: T1\ntitle: toy\npaper: §7\nclaim: it holds\ntoy:\n  population: {lr: 0.1, weight_decay: 0.01, steps: 10, w0: [0.2, 1.0], dim: 2, seed: 0, record_every: 1}\n  minibatch: {lr: 0.1, weight_decay: 0.01, steps: 10, w0: [0.2, 1.0], dim: 4, batch_size: 8, seed: 0, record_every: 1}\n",
+        )
+        .unwrap();
+        let summary: Value = serde_yaml::from_str("id: T1\nprofile: cpu\nverdict: pass\n").unwrap();
+        let entry = |name: &str, wall_time| ReportEntry {
+            name: name.into(),
+            profile: "cpu".into(),
+            manifest: manifest.clone(),
+            summary: summary.clone(),
+            figures: vec![],
+            wall_time,
+        };
+        let md = replication_md(
+            "cpu",
+            &[entry("t1", timings.get("t1").cloned()), entry("t2", None)],
+        );
+        let has = |needle: &str| assert!(md.contains(needle), "`{needle}` missing:\n{md}");
+        has("| verdict | wall time |");
+        has("| cpu | pass | 2.5 min |");
+        has("| cpu | pass | not recorded |");
+        has("Wall time of the recorded runs: 2.5 min in all (1 of 2 claims recorded; cpu with 2 threads).");
+        assert!(!replication_md("smoke", &[entry("t1", None)]).contains("| wall time |"));
+        std::fs::write(timings_path(&dir, "cpu"), "t1: {seconds: 3}\n").unwrap();
+        let err = read_timings(&dir, "cpu").unwrap_err().to_string();
+        assert!(
+            err.contains("is not a timings file") && err.contains("cpu.timings.yaml"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -46,6 +46,10 @@ pub struct Manifest {
     /// still compare equal. Between 0 and 1 (exclusive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub golden_tolerance: Option<f64>,
+    /// What one Slurm array task of this manifest asks for (`explr replicate --executor
+    /// slurm`); [`SlurmSection::default`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmSection>,
     /// Overrides per profile, deep-merged onto the fields above.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub profiles: BTreeMap<String, Value>,
@@ -76,6 +80,68 @@ impl Manifest {
                 ),
             )),
         }
+    }
+}
+
+/// The resources of one Slurm array task (one run of a training manifest, or the whole
+/// experiment of another kind) for `explr replicate --executor slurm`. The GPU comes from
+/// `--device` (one per task for `cuda`); the partition, account and the like belong to the
+/// cluster and go on the command line (`--slurm-opt partition=gpu`), which also overrides
+/// these.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlurmSection {
+    /// Time limit of one task (`--time`): `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM` or
+    /// `D-HH:MM:SS`. A run that needs longer checkpoints before the limit and requeues itself.
+    pub time: String,
+    /// CPUs of one task (`--cpus-per-task`): the loader's and the CPU kernels' threads.
+    pub cpus_per_task: u32,
+    /// Memory of one task (`--mem`: a whole number with an optional `K`, `M`, `G` or `T`
+    /// suffix); the cluster's default when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem: Option<String>,
+    /// Seconds before the time limit at which Slurm signals the task (`--signal=B:USR1@N`):
+    /// the run finishes its epoch, checkpoints, and the task requeues itself. It must cover an
+    /// epoch and a checkpoint write, and be at least 60 (Slurm may signal up to 60 s early).
+    pub stop_before_limit_s: u64,
+}
+
+impl Default for SlurmSection {
+    fn default() -> Self {
+        Self {
+            time: "04:00:00".into(),
+            cpus_per_task: 1,
+            mem: None,
+            stop_before_limit_s: 300,
+        }
+    }
+}
+
+impl SlurmSection {
+    /// [`Self::time`] in seconds; `None` when it is not one of Slurm's time formats.
+    pub fn time_limit_s(&self) -> Option<u64> {
+        let (days, rest) = match self.time.split_once('-') {
+            Some((d, rest)) => (Some(d.parse::<u64>().ok()?), rest),
+            None => (None, self.time.as_str()),
+        };
+        let parts: Vec<u64> = rest
+            .split(':')
+            .map(|p| {
+                (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| p.parse().ok())
+                    .flatten()
+            })
+            .collect::<Option<_>>()?;
+        let seconds = match (days, parts.as_slice()) {
+            (None, [m]) => m * 60,
+            (None, [m, s]) => m * 60 + s,
+            (None, [h, m, s]) => h * 3600 + m * 60 + s,
+            (Some(d), [h]) => d * 86400 + h * 3600,
+            (Some(d), [h, m]) => d * 86400 + h * 3600 + m * 60,
+            (Some(d), [h, m, s]) => d * 86400 + h * 3600 + m * 60 + s,
+            _ => return None,
+        };
+        Some(seconds)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
 use crate::spec::Verdict;
@@ -15,7 +15,7 @@ pub const DIGITS: i32 = 4;
 pub const MAGNITUDE_FLOOR: f64 = -17.0;
 
 /// One check that decides the claim.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckResult {
     /// What was checked, in words.
     pub what: String,
@@ -30,7 +30,7 @@ pub struct CheckResult {
 }
 
 /// How a negative control fared.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ControlResult {
     /// The claimed run it stood in for.
     pub replaces: String,
@@ -49,8 +49,9 @@ impl ControlResult {
     }
 }
 
-/// Builder of a manifest's summary.
-#[derive(Clone, Debug, Default)]
+/// Builder of a manifest's summary. It serializes whole (numbers unrounded) for a result that
+/// is collected later, in another process.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     metrics: BTreeMap<String, Value>,
     checks: BTreeMap<String, CheckResult>,
@@ -298,6 +299,33 @@ mod tests {
         assert_eq!(round_sig(123456.0, 3), 123000.0);
         assert_eq!(round_sig(-2.6e-12, 1), -3e-12);
         assert_eq!(round_sig(0.0, 4), 0.0);
+    }
+
+    /// A summary collected in another process (an experiment run by a Slurm task) reads back
+    /// whole: every number to the bit, so its rounded form is the same text.
+    #[test]
+    fn a_summary_reads_back_whole_through_yaml() {
+        let mut s = Summary::default();
+        s.metric("acc", 0.1 + 0.2);
+        s.count("steps", 7);
+        s.magnitude("dev", 1.889e-13);
+        s.check_le("exact", "deviation", 1.8890000000000003e-13, 1e-10);
+        s.check("gap", "gap", f64::MIN_POSITIVE, "<= 1e-3", true, "why");
+        let mut values = BTreeMap::new();
+        values.insert("gap".to_string(), 0.30000000000000004);
+        s.control("c", "texp", "wrong", values, vec!["gap".into()]);
+        s.expect(Verdict::Inconclusive, "small");
+        let text = serde_yaml::to_string(&s).unwrap();
+        let back: Summary = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(
+            back.checks()["exact"].value.to_bits(),
+            1.8890000000000003e-13f64.to_bits()
+        );
+        assert_eq!(
+            serde_yaml::to_string(&back.to_value("X", "smoke")).unwrap(),
+            serde_yaml::to_string(&s.to_value("X", "smoke")).unwrap()
+        );
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub enum TrainError {
     #[error(transparent)]
     Plan(#[from] crate::plan::PlanError),
     /// A checkpoint could not be written, or could not be trusted on resume.
-    #[error("{run}: {source}")]
+    #[error("{run}")]
     Checkpoint {
         /// The run.
         run: String,
@@ -68,6 +68,22 @@ pub enum TrainError {
         /// Its value.
         value: f64,
         /// The last good checkpoint.
+        checkpoint: Option<PathBuf>,
+    },
+    /// The process was asked to stop (a signal): the run stopped between epochs, its last
+    /// epoch checkpointed.
+    #[error("{run}: stopped on request after epoch {epoch} of {epochs}{}; --resume continues it", match checkpoint {
+        Some(c) => format!(", checkpoint in {}", c.display()),
+        None => ", before its first epoch".to_string(),
+    })]
+    Stopped {
+        /// The run.
+        run: String,
+        /// Epochs done.
+        epoch: usize,
+        /// Epochs of the run.
+        epochs: usize,
+        /// The checkpoint it continues from.
         checkpoint: Option<PathBuf>,
     },
     /// A weight snapshot could not be read.
@@ -111,37 +127,69 @@ pub struct RunSetup<'a> {
     pub dir: PathBuf,
     /// Continue from the last checkpoint when there is one.
     pub resume: bool,
+    /// Polled before each epoch: when set, the run checkpoints what it has and stops with
+    /// [`TrainError::Stopped`].
+    pub stop: crate::context::StopSignal,
 }
 
-/// A fingerprint of everything that decides a run's numbers except its length: the model, the
-/// data (sizes and classes), batch size, augmentation, dtype, seed and optimizer plan. A
-/// checkpoint resumes only into a run with the same fingerprint, so that a manifest edited
-/// since (another batch size, schedule or width) starts over instead of continuing the old
-/// run. FNV-1a over the JSON of the specs (the model and every schedule as the manifest
-/// describes them), so a field added later with its default left out of the JSON keeps old
-/// checkpoints valid.
-fn config_fingerprint(setup: &RunSetup<'_>) -> String {
-    let plan = &setup.plan;
-    let text = serde_json::json!({
-        "model": setup.model,
-        "data": [
+/// Everything that decides a run's numbers except its length: the model, the data (sizes and
+/// classes), batch size, augmentation, dtype, seed and optimizer plan.
+pub struct RunConfig<'a> {
+    /// The model.
+    pub model: &'a ModelSpec,
+    /// Training images, test images, classes.
+    pub data: [usize; 3],
+    /// Minibatch size.
+    pub batch_size: usize,
+    /// Standard augmentation.
+    pub augment: bool,
+    /// Precision.
+    pub dtype: DType,
+    /// Seed.
+    pub seed: u64,
+    /// Optimizer.
+    pub plan: &'a OptimizerPlan,
+}
+
+impl RunConfig<'_> {
+    /// A fingerprint of the configuration. A checkpoint resumes only into a run with the same
+    /// fingerprint, so that a manifest edited since (another batch size, schedule or width)
+    /// starts over instead of continuing the old run. FNV-1a over the JSON of the specs (the
+    /// model and every schedule as the manifest describes them), so a field added later with
+    /// its default left out of the JSON keeps old checkpoints valid.
+    pub fn fingerprint(&self) -> String {
+        let plan = self.plan;
+        let [train, test, classes] = self.data;
+        let text = serde_json::json!({
+            "model": self.model,
+            "data": [train, test, classes, self.batch_size, self.augment],
+            "dtype": format!("{:?}", self.dtype),
+            "seed": self.seed,
+            "scale_invariant": plan.scale_invariant.describe(),
+            "others": plan.others.describe(),
+            "momentum": plan.momentum,
+        })
+        .to_string();
+        crate::io::fingerprint(&text)
+    }
+}
+
+/// The fingerprint of `setup`'s configuration ([`RunConfig::fingerprint`]).
+pub fn config_fingerprint(setup: &RunSetup<'_>) -> String {
+    RunConfig {
+        model: setup.model,
+        data: [
             setup.dataset.train().len(),
             setup.dataset.test().len(),
             setup.dataset.num_classes(),
-            setup.batch_size,
-            setup.augment,
         ],
-        "dtype": format!("{:?}", setup.dtype),
-        "seed": setup.seed,
-        "scale_invariant": plan.scale_invariant.describe(),
-        "others": plan.others.describe(),
-        "momentum": plan.momentum,
-    })
-    .to_string();
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+        batch_size: setup.batch_size,
+        augment: setup.augment,
+        dtype: setup.dtype,
+        seed: setup.seed,
+        plan: &setup.plan,
+    }
+    .fingerprint()
 }
 
 /// Mean cross-entropy and the number of correct predictions.
@@ -322,6 +370,14 @@ pub fn train(
     let ckpt = checkpoint::folder(&setup.dir);
     let mut records: Vec<EpochRecord> = Vec::new();
     let mut start_epoch = 0usize;
+    let save = |records: &[EpochRecord], sgd: &explr_schedule::Sgd| {
+        checkpoint::save(&setup.dir, &store, sgd, &config, records).map_err(|e| {
+            TrainError::Checkpoint {
+                run: setup.key.clone(),
+                source: Box::new(e),
+            }
+        })
+    };
     if setup.resume {
         if let Some(r) = checkpoint::restore(&setup.dir, &store, &mut sgd, &config, setup.epochs)
             .map_err(|e| TrainError::Checkpoint {
@@ -340,8 +396,26 @@ pub fn train(
     let has_checkpoint = |ckpt: &Path| ckpt.join("LATEST").exists().then(|| ckpt.to_path_buf());
     let steps_per_epoch = train_loader.steps_per_epoch() as u64;
     progress.start(&setup.key, setup.epochs as u64);
-    progress.update(&setup.key, start_epoch as u64, "");
+    let resumed = if start_epoch > 0 {
+        format!("resumed from its checkpoint after epoch {start_epoch}")
+    } else {
+        String::new()
+    };
+    progress.update(&setup.key, start_epoch as u64, &resumed);
+    // The epochs the latest checkpoint holds.
+    let mut checkpointed = start_epoch;
     for epoch in start_epoch..setup.epochs {
+        if setup.stop.requested() {
+            if records.len() > checkpointed {
+                save(&records, &sgd)?;
+            }
+            return Err(TrainError::Stopped {
+                run: setup.key.clone(),
+                epoch,
+                epochs: setup.epochs,
+                checkpoint: has_checkpoint(&ckpt),
+            });
+        }
         let started = Instant::now();
         // Nothing is read back to the host during the epoch (on a GPU a read waits for every
         // queued kernel): the losses, the accuracy count and the angles stay on the device until
@@ -422,12 +496,8 @@ pub fn train(
         write_records(&setup.dir, &records)?;
         let last = epoch + 1 == setup.epochs;
         if last || (setup.checkpoint_every > 0 && (epoch + 1) % setup.checkpoint_every == 0) {
-            checkpoint::save(&setup.dir, &store, &sgd, &config, &records).map_err(|e| {
-                TrainError::Checkpoint {
-                    run: setup.key.clone(),
-                    source: Box::new(e),
-                }
-            })?;
+            save(&records, &sgd)?;
+            checkpointed = epoch + 1;
         }
         let r = records.last().expect("just pushed");
         progress.update(
@@ -450,7 +520,8 @@ pub fn train(
     Ok(records)
 }
 
-fn snapshot_path(dir: &Path, epoch: usize) -> PathBuf {
+/// The file of the weight snapshot the run in `dir` keeps after `epoch`.
+pub fn snapshot_path(dir: &Path, epoch: usize) -> PathBuf {
     dir.join("weights")
         .join(format!("epoch-{epoch}.safetensors"))
 }

@@ -17,7 +17,7 @@ use crate::data::steps_per_epoch;
 use crate::plan::{self, PlanError};
 use crate::spec::{
     Check, DataSection, Exactness, Experiment, FieldError, Manifest, RunSpec, ScaleInvariance,
-    ScheduleSection, Toy, Training,
+    ScheduleSection, SlurmSection, Toy, Training,
 };
 
 /// Every problem of `m` (empty when it is valid).
@@ -33,6 +33,9 @@ pub fn validate(m: &Manifest) -> Vec<FieldError> {
                 format!("must be a relative tolerance between 0 and 1 (e.g. 0.1), got {t}"),
             );
         }
+    }
+    if let Some(s) = &m.slurm {
+        slurm(s, &mut errors);
     }
     match m.experiment() {
         Ok(Experiment::Training(t)) => training(t, &mut errors),
@@ -55,6 +58,64 @@ impl Errors {
     fn positive(&mut self, field: &str, v: usize) {
         if v == 0 {
             self.push(field, "must be a positive integer");
+        }
+    }
+}
+
+/// The resources a Slurm array task asks for: a time limit Slurm reads, at least one CPU,
+/// memory in Slurm's units, and a stop signal that comes at least 60 s (Slurm's resolution)
+/// before the limit, and not before the task starts.
+fn slurm(s: &SlurmSection, errors: &mut Errors) {
+    let SlurmSection {
+        time,
+        cpus_per_task,
+        mem,
+        stop_before_limit_s,
+    } = s;
+    match s.time_limit_s() {
+        None | Some(0) => errors.push(
+            "slurm.time",
+            format!(
+                "`{time}` is not a Slurm time limit; write `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, \
+                 `D-HH:MM` or `D-HH:MM:SS` (e.g. `04:00:00`), above zero"
+            ),
+        ),
+        Some(limit) if *stop_before_limit_s >= limit => errors.push(
+            "slurm.stop_before_limit_s",
+            format!(
+                "{stop_before_limit_s} s is not before the time limit `{time}` ({limit} s): \
+                 lower it, or raise `slurm.time`"
+            ),
+        ),
+        Some(_) => {}
+    }
+    if *stop_before_limit_s < 60 {
+        errors.push(
+            "slurm.stop_before_limit_s",
+            format!(
+                "must be at least 60 (Slurm may send the signal up to 60 s early), got \
+                 {stop_before_limit_s}"
+            ),
+        );
+    }
+    if *cpus_per_task == 0 {
+        errors.push("slurm.cpus_per_task", "must be at least 1");
+    }
+    if let Some(mem) = mem {
+        let digits = mem.trim_end_matches(['K', 'M', 'G', 'T']);
+        let suffix = mem.len() - digits.len();
+        if digits.is_empty()
+            || suffix > 1
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || digits.bytes().all(|b| b == b'0')
+        {
+            errors.push(
+                "slurm.mem",
+                format!(
+                    "`{mem}` is not a Slurm memory size; write a positive whole number with an \
+                     optional K, M, G or T suffix (e.g. `16G`)"
+                ),
+            );
         }
     }
 }

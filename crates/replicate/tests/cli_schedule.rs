@@ -407,3 +407,68 @@ fn errors_name_the_flag() {
         &["--weight-decay-schedule", "missing field `milestones`"],
     );
 }
+
+/// CSV streams: its rows equal JSON's row for row (the walk of a twin and the rows in memory
+/// are one computation), JSON refuses more rows than it holds in memory and says what to use,
+/// and the plot marks the phase starts.
+#[test]
+fn csv_streams_the_rows_json_holds_and_json_refuses_a_huge_table() {
+    let twin = [
+        "--kind",
+        "texp",
+        "--lr",
+        "0.1",
+        "--milestones",
+        "3,5",
+        "--gamma",
+        "0.1",
+        "--weight-decay",
+        "5e-4",
+        "--momentum",
+        "0.9",
+        "--steps-per-epoch",
+        "7",
+        "--steps",
+        "50",
+    ];
+    let dir = std::env::temp_dir().join(format!("explr-cli-stream-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plot = dir.join("lr.svg");
+    let mut with_plot = twin.to_vec();
+    with_plot.extend(["--plot", plot.to_str().unwrap()]);
+    let (ok, csv, err) = explr(&with_plot);
+    assert!(ok, "{err}");
+    let doc = json(&twin);
+    let rows = doc["rows"].as_array().unwrap();
+    let lines: Vec<&str> = csv
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .skip(1)
+        .collect();
+    assert_eq!(lines.len(), rows.len());
+    assert_eq!(rows.len(), 50);
+    for (line, row) in lines.iter().zip(rows) {
+        let f: Vec<f64> = line.split(',').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(f[0], row["step"].as_f64().unwrap());
+        for (i, key) in [
+            (2, "lr"),
+            (3, "scale"),
+            (4, "correction"),
+            (5, "lr_over_exact"),
+        ] {
+            assert_eq!(f[i], row[key].as_f64().unwrap(), "{key} at {line}");
+        }
+    }
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    // Two milestones: two phase markers after the first phase.
+    assert!(
+        svg.contains("phase at 21") && svg.contains("phase at 35"),
+        "{svg}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let mut huge = twin.to_vec();
+    huge.truncate(huge.len() - 2);
+    huge.extend(["--steps", "1000001", "--format", "json"]);
+    check_err(&huge, &["1000001 rows", "--format csv"]);
+}

@@ -11,6 +11,7 @@ mod common;
 use std::path::Path;
 
 use explr_replicate::context::{Provenance, RunnerOptions, Silent};
+use explr_replicate::executor::LocalPool;
 use explr_replicate::experiments::RunError;
 use explr_replicate::manifest;
 use explr_replicate::runner;
@@ -185,13 +186,13 @@ proptest! {
         let opts = RunnerOptions {
             results_dir: dir.0.clone(),
             resume: false,
-            jobs: 1,
             data_dir: None,
             device: candle_core::Device::Cpu,
             max_epochs: None,
             provenance: Provenance::default(),
+            stop: Default::default(),
         };
-        match runner::run(&resolved, &opts, &Silent) {
+        match runner::run(&resolved, &opts, &LocalPool { jobs: 1 }, &Silent) {
             Ok(_) | Err(RunError::Train(TrainError::NonFinite { .. })) => {}
             Err(e) => prop_assert!(false, "parsed, then failed at run time: {e}\n{text}"),
         }

@@ -76,6 +76,7 @@ fn run(
             snapshot_epochs: Vec::new(),
             dir: dir.to_path_buf(),
             resume,
+            stop: Default::default(),
         },
         &Silent,
     )

@@ -22,6 +22,7 @@ fn problems(spec: &Exactness) -> Vec<FieldError> {
         scale_invariance: None,
         toy: None,
         golden_tolerance: None,
+        slurm: None,
         profiles: Default::default(),
     })
 }
@@ -58,11 +59,11 @@ fn each_twin_is_compared_with_its_own_base_run() {
     let opts = RunnerOptions {
         results_dir: dir.0.clone(),
         resume: false,
-        jobs: 1,
         data_dir: None,
         device: candle_core::Device::Cpu,
         max_epochs: None,
         provenance: Default::default(),
+        stop: Default::default(),
     };
     let (summary, _) = run_exactness(&spec, &dir.0, &opts, &Silent).unwrap();
     let checks = summary.checks();

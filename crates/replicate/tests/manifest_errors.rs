@@ -343,7 +343,7 @@ fn checks_need_a_reason_a_window_inside_the_run_and_claimed_runs() {
         "a control replacing a run no check names",
         &edit(&[(
             "profiles:\n",
-            "  controls:\n    other: # HERE\n      replaces: step_dekay\n      why: w\n      run: {schedule: {kind: constant, lr: 0.1}}\nprofiles:\n",
+            "  controls:\n    other:\n      replaces: step_dekay # HERE\n      why: w\n      run: {schedule: {kind: constant, lr: 0.1}}\nprofiles:\n",
         )]),
         "cpu",
         Kind::Invalid("training.controls.other.replaces"),
@@ -396,6 +396,96 @@ fn a_golden_tolerance_outside_zero_one_is_rejected() {
         Kind::Invalid("golden_tolerance"),
         &["golden_tolerance", "between 0 and 1", "got 2"],
     );
+}
+
+/// A valid toy manifest (the `slurm` section is the same for every kind).
+const TOY: &str = "\
+id: Q2
+title: a toy
+paper: none
+claim: nothing
+toy:
+  population: {lr: 0.1, weight_decay: 0.01, steps: 10, w0: [0.2, 1.0], dim: 2, seed: 0, record_every: 1}
+  minibatch: {lr: 0.1, weight_decay: 0.01, steps: 10, w0: [0.2, 1.0], dim: 2, seed: 0, record_every: 1, batch_size: 4}
+profiles:
+  smoke: {}
+  cpu: {}
+";
+
+/// The resources of a Slurm task: a time Slurm reads, a stop signal at least 60 s (Slurm's
+/// resolution) and less than the limit before it, at least one CPU, memory in Slurm's units,
+/// no unknown key; checked at every profile, where the profile sets them too.
+#[test]
+fn slurm_resources_are_checked() {
+    let toy = |from: &str, to: &str| {
+        assert!(TOY.contains(from));
+        TOY.replacen(from, to, 1)
+    };
+    let with = |slurm: &str| toy("claim: nothing\n", &format!("claim: nothing\n{slurm}"));
+    for (case, slurm, field, needles) in [
+        (
+            "a time Slurm cannot read",
+            "slurm: {time: \"4 hours\"} # HERE\n",
+            "slurm.time",
+            &["`4 hours` is not a Slurm time limit", "HH:MM:SS"][..],
+        ),
+        (
+            "a zero time",
+            "slurm: {time: \"0\"} # HERE\n",
+            "slurm.time",
+            &["above zero"][..],
+        ),
+        (
+            "a stop signal after the limit",
+            "slurm: {time: \"05:00\", stop_before_limit_s: 600} # HERE\n",
+            "slurm.stop_before_limit_s",
+            &["600 s is not before the time limit `05:00` (300 s)"][..],
+        ),
+        (
+            "a stop signal under Slurm's resolution",
+            "slurm: {stop_before_limit_s: 30} # HERE\n",
+            "slurm.stop_before_limit_s",
+            &["at least 60", "got 30"][..],
+        ),
+        (
+            "no CPU",
+            "slurm: {cpus_per_task: 0} # HERE\n",
+            "slurm.cpus_per_task",
+            &["at least 1"][..],
+        ),
+        (
+            "memory in other units",
+            "slurm: {mem: 16GB} # HERE\n",
+            "slurm.mem",
+            &["`16GB` is not a Slurm memory size", "16G"][..],
+        ),
+    ] {
+        check(case, &with(slurm), "smoke", Kind::Invalid(field), needles);
+    }
+    check(
+        "an unknown key",
+        &with("slurm: {gpus: 1} # HERE\n"),
+        "smoke",
+        Kind::Parse,
+        &["unknown field `gpus`", "time"],
+    );
+    // A profile's resources are validated whichever profile runs.
+    check(
+        "a profile's bad time",
+        &toy(
+            "  cpu: {}\n",
+            "  cpu:\n    slurm: {time: \"1:2:3:4\"} # HERE\n",
+        ),
+        "smoke",
+        Kind::Invalid("slurm.time"),
+        &["with profile `cpu`", "`1:2:3:4` is not a Slurm time limit"],
+    );
+    // Each of Slurm's forms reads, and the defaults are valid.
+    for time in ["90", "90:30", "04:00:00", "2-12", "2-12:30", "2-12:30:15"] {
+        let text = with(&format!("slurm: {{time: \"{time}\"}}\n"));
+        manifest::parse(&text, Path::new(FILE), "q1", "smoke")
+            .unwrap_or_else(|e| panic!("{time}: {e}"));
+    }
 }
 
 /// With γ = 0.9 a real α needs ηλ ≤ (1 − √γ)² ≈ 2.6e-3 (THEORY.md §3); lr 1, wd 0.01 breaks it.
@@ -622,7 +712,7 @@ fn everything_a_run_would_reject_is_rejected_by_parsing() {
             "an angular_update check on a run without weight decay",
             &[(
                 "  checks:\n",
-                "  checks:\n    - {check: angular_update, run: texp, from_epoch: 2, tolerance: 0.1} # HERE\n",
+                "  checks:\n    - {check: angular_update, run: texp, window: [2, 4], tolerance: 0.1, reason: r} # HERE\n",
             )],
             Kind::Invalid("training.checks.0.run"),
             &["constant weight decay"],

@@ -79,6 +79,7 @@ fn check(
         snapshot_epochs: Vec::new(),
         dir: dir.0.clone(),
         resume: false,
+        stop: Default::default(),
     };
     let err = match train(&setup, &Silent) {
         Ok(records) => panic!("{case}: trained without diverging: {records:?}"),

@@ -85,6 +85,7 @@ fn run(
         snapshot_epochs: Vec::new(),
         dir: dir.to_path_buf(),
         resume,
+        stop: Default::default(),
     };
     let progress = Recorder::default();
     let records = train(&setup, &progress)?;
@@ -325,7 +326,11 @@ fn a_checkpoint_of_another_configuration_does_not_resume() {
     ) {
         Err(e @ TrainError::Checkpoint { .. }) if matches!(&e, TrainError::Checkpoint { source, .. } if matches!(**source, CheckpointError::OtherConfiguration { .. })) =>
         {
-            let message = e.to_string();
+            // The whole chain, as the binary prints it (`{:#}`).
+            let message = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ");
             assert!(message.contains("without --resume"), "{message}");
             assert!(message.contains("checkpoints/epoch-1"), "{message}");
         }

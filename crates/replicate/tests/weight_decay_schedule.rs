@@ -56,6 +56,7 @@ fn records(data: &Dataset, run: &str) -> Vec<EpochRecord> {
         snapshot_epochs: Vec::new(),
         dir: dir.0.clone(),
         resume: false,
+        stop: Default::default(),
     };
     train(&setup, &Silent).unwrap()
 }

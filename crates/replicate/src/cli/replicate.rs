@@ -1,19 +1,23 @@
-//! `explr replicate`: run manifests at a profile, check (or bless) the goldens, write figures
-//! and docs/REPLICATION.md.
+//! `explr replicate`: run manifests at a profile (on local threads, or as Slurm job arrays to
+//! collect later), check (or bless) the goldens, write figures and docs/REPLICATION.md.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use explr_replicate::context::{Progress, Provenance, RunnerOptions};
+use explr_replicate::context::{Progress, Provenance, RunnerOptions, StopSignal};
 use explr_replicate::device::DeviceSpec;
+use explr_replicate::executor::{LocalPool, SlurmArray, Submission, Unit};
+use explr_replicate::experiments::UnitState;
 use explr_replicate::golden::{self, GoldenOutcome};
 use explr_replicate::index::{IndexCheck, IndexEntry, ResultsIndex};
-use explr_replicate::manifest;
-use explr_replicate::runner;
+use explr_replicate::manifest::{self, Resolved};
+use explr_replicate::runner::{self, Collected, ManifestOutcome, Ran};
+use explr_replicate::slurm::{self, SubmissionRecord, TaskCommand};
 use explr_replicate::spec::Verdict;
 
 /// What to do with the goldens.
@@ -25,6 +29,15 @@ pub enum GoldenMode {
     Bless,
     /// Neither.
     Skip,
+}
+
+/// Where a manifest's runs execute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorKind {
+    /// Threads of this process (`--jobs`).
+    Local,
+    /// A Slurm job array per manifest, one task per run, submitted with sbatch.
+    Slurm,
 }
 
 /// Arguments of `explr replicate`.
@@ -54,12 +67,44 @@ pub struct ReplicateArgs {
     /// docs/REPLICATION.md for smoke, `docs/REPLICATION-<profile>.md` otherwise).
     #[arg(long)]
     pub bless: bool,
-    /// Independent runs to train at once (at least 1).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    pub jobs: u64,
-    /// Resume runs from their last checkpoint.
+    /// Independent runs to train at once, locally (at least 1; default 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub jobs: Option<u64>,
+    /// Resume runs from their last checkpoint (Slurm tasks always do).
     #[arg(long)]
     pub resume: bool,
+    /// Where the runs execute: `local` threads, or `slurm`: a job array per manifest, one task
+    /// per run not yet complete (controls included; a task per manifest for the other kinds),
+    /// its script in `results/<manifest>/<profile>/slurm/`, submitted with sbatch. Collect the
+    /// results with --collect.
+    #[arg(long, value_enum, default_value_t = ExecutorKind::Local)]
+    pub executor: ExecutorKind,
+    /// With --executor slurm: an sbatch option of every task, over the manifest's `slurm`
+    /// section (time, CPUs, memory): KEY=VALUE with sbatch's long option name, e.g.
+    /// `partition=gpu`, `time=12:00:00`, `account=abc`. Repeatable.
+    #[arg(long = "slurm-opt", value_name = "KEY=VALUE", value_parser = parse_slurm_opt)]
+    pub slurm_opt: Vec<(String, String)>,
+    /// With --executor slurm: the explr binary the tasks run (default: this one), as the
+    /// compute nodes reach it from this folder, e.g. a CUDA build (`target/gpu/explr`) when
+    /// this machine has no GPU to start one.
+    #[arg(long, value_name = "PATH")]
+    pub slurm_explr: Option<PathBuf>,
+    /// With --executor slurm: write each manifest's job-array script, submit nothing.
+    #[arg(long)]
+    pub emit_only: bool,
+    /// Summarize and check runs trained elsewhere (a Slurm array): from the results folder's
+    /// own state, exactly as a local run does once its runs are done; a manifest with runs
+    /// that are not complete is reported (with its tasks' job ids, states and logs) instead.
+    #[arg(long, conflicts_with_all = ["emit_only", "dry_run"])]
+    pub collect: bool,
+    /// With --collect: first wait until Slurm holds no task of the manifests' submissions.
+    #[arg(long, requires = "collect")]
+    pub wait: bool,
+    /// Run one unit of one manifest and nothing else (what a Slurm array task runs):
+    /// `MODEL/RUN/seed-N` of a training manifest, `experiment` for the other kinds. No summary
+    /// is written; --collect does that once every unit is complete.
+    #[arg(long, value_name = "UNIT", conflicts_with_all = ["collect", "emit_only", "dry_run", "check", "bless"])]
+    pub task: Option<String>,
     /// Only parse and validate the manifests at the profile; run nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -139,6 +184,10 @@ impl Progress for TermProgress {
             }
         }
     }
+}
+
+fn parse_slurm_opt(s: &str) -> Result<(String, String), String> {
+    slurm::parse_override(s).map_err(|e| e.to_string())
 }
 
 fn manifests(dir: &Path, ids: &[String]) -> Result<Vec<PathBuf>> {
@@ -254,6 +303,7 @@ fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
     } else {
         args.golden_dir.clone()
     };
+    let timings = explr_replicate::report::read_timings(&args.golden_dir, &args.profile)?;
     let mut entries = Vec::new();
     for path in manifests(&args.experiments_dir, &[])? {
         let name = path
@@ -268,12 +318,14 @@ fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
             serde_yaml::from_str(&std::fs::read_to_string(&path)?)
                 .with_context(|| format!("reading {}", path.display()))?;
         let figures = report_figures(&args.results_dir, &docs, &name, &args.profile)?;
+        let wall_time = timings.get(&name).cloned();
         entries.push(explr_replicate::report::ReportEntry {
             name,
             profile: args.profile.clone(),
             manifest,
             summary,
             figures,
+            wall_time,
         });
     }
     let path = docs.join(explr_replicate::report::report_file_name(&args.profile));
@@ -301,12 +353,160 @@ fn git_revision() -> Option<String> {
     Some(if dirty { format!("{head}+dirty") } else { head })
 }
 
+/// Set by the signal handler: stop at the end of the epoch.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// `SIGUSR1` (Slurm's warning before a time limit) and `SIGTERM` (scancel, preemption) ask the
+/// training runs to checkpoint at the end of their epoch and stop; the process then exits with
+/// [`slurm::EXIT_STOPPED`]. (Slurm may deliver a signal twice, to the task's shell and to its
+/// processes: a repeat changes nothing. `SIGINT` and `SIGKILL` still end it at once.)
+fn stop_on_signals() -> StopSignal {
+    for signal in [libc::SIGUSR1, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the
+        // sigaction struct is fully initialized (zeroed, then its mask emptied).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+    StopSignal::new(&STOP)
+}
+
+/// A run stopped on request (a signal) with its work checkpointed: `main` exits with
+/// [`slurm::EXIT_STOPPED`], which a Slurm task's script answers by requeueing the task.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Stopped(String);
+
+/// What this invocation does with each manifest.
+enum Action {
+    /// Run every unit here, then summarize.
+    Local(LocalPool),
+    /// Submit a job array (or only write it).
+    Submit(Box<SlurmArray>),
+    /// Summarize what the units left on disk.
+    Collect,
+    /// Run one unit.
+    Task(String),
+}
+
+/// The command each Slurm task runs (before `--task UNIT`): `--slurm-explr`, else this binary
+/// (relative to the current folder when it lies inside it), with every option that decides
+/// what a run is.
+fn task_command(args: &ReplicateArgs) -> Result<TaskCommand> {
+    let program = match &args.slurm_explr {
+        Some(path) => path.display().to_string(),
+        None => {
+            let exe =
+                std::env::current_exe().context("finding this program's path for the tasks")?;
+            let cwd = std::env::current_dir().context("reading the current folder")?;
+            match exe.strip_prefix(&cwd) {
+                Ok(rel) => rel.display().to_string(),
+                Err(_) => exe.display().to_string(),
+            }
+        }
+    };
+    // A bare name would be looked up on PATH: name the file in this folder.
+    let program = if program.contains('/') {
+        program
+    } else {
+        format!("./{program}")
+    };
+    let mut task_args: Vec<String> = vec![
+        "--profile".into(),
+        args.profile.clone(),
+        "--device".into(),
+        args.device.clone(),
+    ];
+    if let Some(dir) = &args.data_dir {
+        task_args.extend(["--data-dir".into(), dir.display().to_string()]);
+    }
+    if let Some(n) = args.max_epochs {
+        task_args.extend(["--max-epochs".into(), n.to_string()]);
+    }
+    task_args.extend([
+        "--experiments-dir".into(),
+        args.experiments_dir.display().to_string(),
+        "--results-dir".into(),
+        args.results_dir.display().to_string(),
+    ]);
+    Ok(TaskCommand {
+        program,
+        args: task_args,
+    })
+}
+
+/// The host name, for locks and metadata (several nodes may share a results folder).
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
 /// Runs `explr replicate`.
 pub fn run(args: ReplicateArgs) -> Result<()> {
     let device_spec: DeviceSpec = args.device.parse()?;
     if args.max_epochs == Some(0) {
         bail!("--max-epochs must be at least 1");
     }
+    let slurm = args.executor == ExecutorKind::Slurm;
+    if !slurm && (args.emit_only || !args.slurm_opt.is_empty() || args.slurm_explr.is_some()) {
+        bail!("--emit-only, --slurm-opt and --slurm-explr are options of --executor slurm");
+    }
+    if slurm && !args.collect {
+        if args.jobs.is_some() {
+            bail!("--jobs is for --executor local; a Slurm array runs as many tasks as the cluster gives it");
+        }
+        if args.check || args.bless {
+            bail!(
+                "--check and --bless apply when the results are collected: submit without them, \
+                 then run with --collect --check (or --bless)"
+            );
+        }
+        if let DeviceSpec::Cuda(n) = device_spec {
+            if n > 0 {
+                bail!(
+                    "--device cuda:{n} with --executor slurm: each task gets its own GPU from \
+                     Slurm, numbered 0 in its allocation; pass --device cuda"
+                );
+            }
+        }
+    }
+    let action = if let Some(unit) = &args.task {
+        if args.ids.len() != 1 {
+            bail!("--task runs one unit of one manifest: name exactly one manifest id");
+        }
+        if args.executor == ExecutorKind::Slurm || args.jobs.is_some() {
+            bail!("--task runs here, in this process: leave out --executor and --jobs");
+        }
+        Action::Task(unit.clone())
+    } else if args.collect {
+        if args.jobs.is_some() {
+            bail!("--collect trains nothing: leave out --jobs");
+        }
+        Action::Collect
+    } else if slurm {
+        Action::Submit(Box::new(SlurmArray {
+            command: task_command(&args)?,
+            gpus: u32::from(matches!(device_spec, DeviceSpec::Cuda(_))),
+            overrides: args.slurm_opt.clone(),
+            emit_only: args.emit_only,
+            device: args.device.clone(),
+        }))
+    } else {
+        Action::Local(LocalPool {
+            jobs: usize::try_from(args.jobs.unwrap_or(1)).unwrap_or(usize::MAX),
+        })
+    };
     let mode = if args.bless {
         GoldenMode::Bless
     } else if args.max_epochs.is_some() {
@@ -326,32 +526,48 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
         cache.as_deref(),
     )
     .ok();
-    // The one place a device is opened; a dry run needs none.
-    let device = if args.dry_run {
+    // The one place a device is opened: where runs train here. A dry run, a submission and a
+    // collection train nothing (a collection compares weights on the CPU).
+    let trains_here = matches!(action, Action::Local(_) | Action::Task(_));
+    let device = if args.dry_run || !trains_here {
         candle_core::Device::Cpu
     } else {
         device_spec.open()?
+    };
+    let stop = if trains_here && !args.dry_run {
+        stop_on_signals()
+    } else {
+        StopSignal::default()
     };
     let opts = RunnerOptions {
         data_dir,
         results_dir: args.results_dir.clone(),
         resume: args.resume,
-        jobs: usize::try_from(args.jobs).unwrap_or(usize::MAX),
         device,
         max_epochs: args.max_epochs,
         provenance: Provenance {
             git_revision: git_revision(),
             command: std::env::args().collect(),
+            host: host_name(),
             threads: ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"]
                 .into_iter()
                 .map(|k| (k.to_string(), std::env::var(k).ok()))
                 .collect(),
         },
+        stop,
     };
     let progress = TermProgress::new();
-    let mut failures = Vec::new();
+    let paths = manifests(&args.experiments_dir, &args.ids)?;
+    if args.wait && !args.dry_run {
+        wait_for_tasks(&args, &paths)?;
+    }
+    let mut checker = Checker {
+        args: &args,
+        mode,
+        failures: Vec::new(),
+    };
     let started = Instant::now();
-    for path in manifests(&args.experiments_dir, &args.ids)? {
+    for path in paths {
         let resolved = manifest::load(&path, &args.profile)?;
         if args.dry_run {
             eprintln!(
@@ -362,8 +578,15 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
             );
             continue;
         }
+        let doing = match &action {
+            Action::Local(_) => format!("on {device_spec}"),
+            Action::Submit(s) if s.emit_only => "as a Slurm array script".into(),
+            Action::Submit(_) => "as a Slurm array".into(),
+            Action::Collect => "collected".into(),
+            Action::Task(unit) => format!("on {device_spec}, unit {unit}"),
+        };
         eprintln!(
-            "{} ({}) at profile {} on {device_spec}{}: {}",
+            "{} ({}) at profile {} {doing}{}: {}",
             resolved.manifest.id,
             path.display(),
             args.profile,
@@ -373,12 +596,102 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
             },
             resolved.manifest.title
         );
-        let outcome = runner::run(&resolved, &opts, &progress)
-            .with_context(|| format!("running {}", path.display()))?;
+        let context = || format!("running {}", path.display());
+        match &action {
+            Action::Task(unit) => match runner::run_unit(&resolved, &opts, unit, &progress) {
+                Ok(()) => eprintln!("  => {}: {unit} complete", resolved.manifest.id),
+                Err(e) if e.is_stop() => {
+                    return Err(anyhow::Error::new(Stopped(format!(
+                        "{}: {e}",
+                        resolved.manifest.id
+                    ))))
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context(context())),
+            },
+            Action::Local(pool) => {
+                match runner::run(&resolved, &opts, pool, &progress).with_context(context)? {
+                    Ran::Finished(outcome) => {
+                        checker.report(&resolved, &opts, &outcome, &device_spec.to_string())?
+                    }
+                    Ran::Submitted(_) => unreachable!("the local pool runs every unit here"),
+                }
+            }
+            Action::Submit(array) => {
+                match runner::run(&resolved, &opts, array.as_ref(), &progress)
+                    .with_context(context)?
+                {
+                    Ran::Submitted(submission) => report_submission(&resolved, &submission),
+                    Ran::Finished(_) => unreachable!("a Slurm array runs nothing here"),
+                }
+            }
+            Action::Collect => match runner::collect(&resolved, &opts)
+                .with_context(|| format!("collecting {}", path.display()))?
+            {
+                Collected::Finished(outcome) => {
+                    let dir = runner::manifest_dir(&opts, &resolved);
+                    let records = SubmissionRecord::read_all(&slurm::folder(&dir))?;
+                    let device = records
+                        .last()
+                        .map_or_else(|| device_spec.to_string(), |r| r.device.clone());
+                    checker.report(&resolved, &opts, &outcome, &device)?;
+                }
+                Collected::Incomplete(states) => {
+                    let problem = report_incomplete(&resolved, &opts, &states)?;
+                    checker.failures.push(problem);
+                }
+            },
+        }
+    }
+    eprintln!("replicate: {:.1}s in all", started.elapsed().as_secs_f64());
+    if mode == GoldenMode::Bless && !args.dry_run {
+        let path = write_report(&args)?;
+        eprintln!("report written to {}", path.display());
+    }
+    if !checker.failures.is_empty() {
+        bail!(
+            "{} problem(s):\n{}",
+            checker.failures.len(),
+            checker.failures.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// Checks (or blesses) each finished manifest's golden, reports its verdict and records it in
+/// `results/index.json`: the same for a local run and a collection.
+struct Checker<'a> {
+    args: &'a ReplicateArgs,
+    mode: GoldenMode,
+    /// What fails the command.
+    failures: Vec<String>,
+}
+
+impl Checker<'_> {
+    fn report(
+        &mut self,
+        resolved: &Resolved,
+        opts: &RunnerOptions,
+        outcome: &ManifestOutcome,
+        device: &str,
+    ) -> Result<()> {
+        let args = self.args;
         let golden_path = golden::golden_path(&args.golden_dir, &resolved.name, &args.profile);
-        let (golden_word, golden_note) = match mode {
+        let (golden_word, golden_note) = match self.mode {
             GoldenMode::Bless => {
                 golden::bless(&golden_path, &outcome.summary)?;
+                if args.profile != "smoke" {
+                    let time = explr_replicate::report::WallTime {
+                        wall_s: outcome.wall_s,
+                        threads: std::thread::available_parallelism().map_or(0, |n| n.get()),
+                        device: device.to_string(),
+                    };
+                    explr_replicate::report::record_timing(
+                        &args.golden_dir,
+                        &args.profile,
+                        &resolved.name,
+                        time,
+                    )?;
+                }
                 (
                     "written",
                     format!("golden written to {}", golden_path.display()),
@@ -394,7 +707,7 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
             )? {
                 GoldenOutcome::Match => ("match", "matches its golden".into()),
                 GoldenOutcome::Missing(p) => {
-                    failures.push(format!(
+                    self.failures.push(format!(
                         "{}: no golden at {} (run with --bless to create it)",
                         resolved.manifest.id,
                         p.display()
@@ -406,7 +719,7 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
                         .iter()
                         .map(|(k, g, a)| format!("    {k}: golden {g}, now {a}"))
                         .collect();
-                    failures.push(format!(
+                    self.failures.push(format!(
                         "{}: differs from {}:\n{}",
                         resolved.manifest.id,
                         golden_path.display(),
@@ -417,11 +730,11 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
             },
             GoldenMode::Skip => ("not checked", "golden not checked".into()),
         };
-        let summary_path = runner::manifest_dir(&opts, &resolved).join("summary.yaml");
+        let summary_path = runner::manifest_dir(opts, resolved).join("summary.yaml");
         // A failed claim fails the command, unless the manifest says this profile fails (with
         // its reason); an inconclusive one is reported, never counted as a pass.
         if outcome.verdict == Verdict::Fail && outcome.expected != Some(Verdict::Fail) {
-            failures.push(format!(
+            self.failures.push(format!(
                 "{}: the claim's checks failed (see {})",
                 resolved.manifest.id,
                 summary_path.display()
@@ -463,18 +776,145 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
                         (k.clone(), check)
                     })
                     .collect(),
-                device: device_spec.to_string(),
+                device: device.to_string(),
                 wall_s: outcome.wall_s,
             },
         )?;
+        Ok(())
     }
-    eprintln!("replicate: {:.1}s in all", started.elapsed().as_secs_f64());
-    if mode == GoldenMode::Bless && !args.dry_run {
-        let path = write_report(&args)?;
-        eprintln!("report written to {}", path.display());
+}
+
+/// What a submission did, for the terminal.
+fn report_submission(resolved: &Resolved, s: &Submission) {
+    let id = &resolved.manifest.id;
+    let left = match (s.complete, s.active.len()) {
+        (0, 0) => String::new(),
+        (c, a) => format!(" ({c} complete, {a} running or queued: left alone)"),
+    };
+    match (&s.job_id, s.tasks.is_empty()) {
+        (_, true) => eprintln!(
+            "  => {id}: nothing to submit{left}; collect with --collect once they are done"
+        ),
+        (Some(job), false) => eprintln!(
+            "  => {id}: submitted job {job}, {} task(s){left}: {}; logs in {}",
+            s.tasks.len(),
+            s.script.display(),
+            s.script
+                .parent()
+                .map(|p| p.join(slurm::LOGS).display().to_string())
+                .unwrap_or_default()
+        ),
+        (None, false) => eprintln!(
+            "  => {id}: {} task(s) written to {}{left}; submit it with `sbatch {}` from this \
+             folder",
+            s.tasks.len(),
+            s.script.display(),
+            s.script.display()
+        ),
     }
-    if !failures.is_empty() {
-        bail!("{} problem(s):\n{}", failures.len(), failures.join("\n"));
+    for (unit, why) in &s.active {
+        eprintln!("     {unit}: {why}");
     }
-    Ok(())
+}
+
+/// Where each unit of an incomplete manifest stands: for those a Slurm task ran, its job id,
+/// its state in Slurm (or gone from the queue), its log and the log's last line. The problem
+/// line for the command's failure.
+fn report_incomplete(
+    resolved: &Resolved,
+    opts: &RunnerOptions,
+    states: &[(Unit, UnitState)],
+) -> Result<String> {
+    let dir = runner::manifest_dir(opts, resolved);
+    let folder = slurm::folder(&dir);
+    let records = SubmissionRecord::read_all(&folder)?;
+    let latest = slurm::latest_tasks(&records);
+    let queued = if records.is_empty() {
+        Default::default()
+    } else {
+        let ids: Vec<String> = records.iter().map(|r| r.job_id.clone()).collect();
+        slurm::squeue(&ids).unwrap_or_else(|e| {
+            eprintln!("     (squeue: {e}; the tasks' states come from the results folder only)");
+            Default::default()
+        })
+    };
+    let id = &resolved.manifest.id;
+    let incomplete: Vec<&(Unit, UnitState)> = states
+        .iter()
+        .filter(|(_, s)| *s != UnitState::Complete)
+        .collect();
+    eprintln!(
+        "  => {id}: {} of {} unit(s) not complete; nothing written",
+        incomplete.len(),
+        states.len()
+    );
+    for (unit, state) in incomplete {
+        let key = unit.to_string();
+        let task = match latest.get(&key) {
+            None => "never submitted".to_string(),
+            Some((record, index)) => {
+                let log = slurm::log_path(&folder, &record.job_id, *index);
+                let in_queue = queued
+                    .get(&(record.job_id.clone(), *index))
+                    .cloned()
+                    .unwrap_or_else(|| "no longer queued".into());
+                let last = std::fs::read_to_string(&log)
+                    .ok()
+                    .and_then(|t| {
+                        t.lines()
+                            .rev()
+                            .find(|l| !l.trim().is_empty())
+                            .map(str::to_string)
+                    })
+                    .map(|l| format!("; last line: {l}"))
+                    .unwrap_or_default();
+                format!(
+                    "task {}_{index} {in_queue}, log {}{last}",
+                    record.job_id,
+                    log.display()
+                )
+            }
+        };
+        eprintln!("     {key}: {state}; {task}");
+    }
+    Ok(format!(
+        "{id}: not every unit is complete in {} (submit again to run only those)",
+        dir.display()
+    ))
+}
+
+/// Waits until Slurm holds no task of the chosen manifests' submissions.
+fn wait_for_tasks(args: &ReplicateArgs, paths: &[PathBuf]) -> Result<()> {
+    let mut ids = Vec::new();
+    for path in paths {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let folder = slurm::folder(&args.results_dir.join(name).join(&args.profile));
+        ids.extend(
+            SubmissionRecord::read_all(&folder)?
+                .into_iter()
+                .map(|r| r.job_id),
+        );
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut last = usize::MAX;
+    loop {
+        let queued = slurm::squeue(&ids)?;
+        if queued.is_empty() {
+            return Ok(());
+        }
+        if queued.len() != last {
+            eprintln!(
+                "waiting for {} task(s) of job(s) {}",
+                queued.len(),
+                ids.join(", ")
+            );
+            last = queued.len();
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    }
 }

@@ -9,6 +9,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use explr_schedule::{alpha, Schedule, ScheduleError, ScheduleSpec, Twin, Unit, WeightDecay};
 use serde::Serialize;
 
+use explr_replicate::plot::{Chart, Series};
+
 /// The schedule kinds, as flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum KindArg {
@@ -285,9 +287,17 @@ pub struct TwinInfo {
     pub prefill: f64,
 }
 
-/// The JSON document.
+/// The JSON document: the header's fields and the rows.
 #[derive(Debug, Serialize)]
-pub struct Output {
+struct Document<'a> {
+    #[serde(flatten)]
+    header: &'a Header,
+    rows: Vec<Row>,
+}
+
+/// What is known before the first row: the spec, α, the twin and its phases.
+#[derive(Debug, Serialize)]
+pub struct Header {
     /// The resolved spec.
     pub spec: ScheduleSpec,
     /// α for (lr, weight decay, momentum) when all are known (a twin's α_0).
@@ -297,9 +307,14 @@ pub struct Output {
     pub twin: Option<TwinInfo>,
     /// Growth phases of exponential kinds (empty otherwise).
     pub phases: Vec<Phase>,
-    /// The rows.
-    pub rows: Vec<Row>,
 }
+
+/// The most rows `--format json` holds in memory; CSV streams any number.
+pub const JSON_ROW_LIMIT: u64 = 1_000_000;
+
+/// The points kept for `--plot`: per column of the x axis the lowest and the highest LR, so
+/// that a jump stays visible however many steps a column holds.
+const PLOT_COLUMNS: u64 = 2_000;
 
 /// The base run's weight decay from `--weight-decay` or `--weight-decay-schedule`.
 fn weight_decay(a: &ScheduleArgs, unit: Unit) -> Result<Option<WeightDecay>> {
@@ -331,8 +346,68 @@ fn twin_of(kind: TwinArg, base: &Schedule, a: &ScheduleArgs, unit: Unit) -> Resu
     twin.map_err(|e| explain(e, true).context(flag))
 }
 
-/// Builds the schedule and its rows and derived values.
-pub fn compute(a: &ScheduleArgs) -> Result<Output> {
+/// A schedule ready to print: its header and a way to stream its rows.
+pub struct Table {
+    /// The derived values.
+    pub header: Header,
+    base: Schedule,
+    twin: Option<Twin>,
+    exact: Option<Twin>,
+    from_flags: bool,
+    steps_per_epoch: Option<u64>,
+    total: u64,
+    stride: u64,
+}
+
+impl Table {
+    /// The number of rows [`Table::for_each_row`] yields.
+    pub fn rows(&self) -> u64 {
+        self.total.div_ceil(self.stride)
+    }
+
+    /// Calls `f` with every row in order, in constant memory (a twin is walked update by
+    /// update, [`Twin::walk`]).
+    pub fn for_each_row(&self, mut f: impl FnMut(Row) -> Result<()>) -> Result<()> {
+        let spe = self.steps_per_epoch;
+        let epoch = |k: u64| spe.map(|s| k as f64 / s as f64);
+        match (&self.twin, &self.exact) {
+            (Some(twin), Some(exact)) => {
+                for pair in twin.walk().zip(exact.walk()).take(self.total as usize) {
+                    let (t, x) = (pair.0?, pair.1?);
+                    if t.step % self.stride == 0 {
+                        f(Row {
+                            step: t.step,
+                            epoch: epoch(t.step),
+                            lr: t.lr,
+                            scale: Some(t.scale),
+                            correction: Some(t.correction),
+                            lr_over_exact: Some(t.lr / x.lr),
+                        })?;
+                    }
+                }
+            }
+            _ => {
+                let mut k = 0;
+                while k < self.total {
+                    let lr = self.base.lr(k).map_err(|e| explain(e, self.from_flags))?;
+                    f(Row {
+                        step: k,
+                        epoch: epoch(k),
+                        lr,
+                        scale: None,
+                        correction: None,
+                        lr_over_exact: None,
+                    })?;
+                    k += self.stride;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds the schedule, its derived values and the row range.
+pub fn table(a: &ScheduleArgs) -> Result<Table> {
     let from_flags = a.spec.is_none();
     let spec = match &a.spec {
         Some(path) => {
@@ -355,7 +430,6 @@ pub fn compute(a: &ScheduleArgs) -> Result<Output> {
         None => base.twin().ok(),
     };
     let exact = twin.as_ref().map(Twin::exact_counterpart).transpose()?;
-    let schedule = twin.as_ref().map_or(&base, Twin::schedule);
     let total = match (a.steps, a.epochs, spe) {
         (Some(s), _, _) => s,
         (None, Some(e), Some(s)) => e
@@ -364,33 +438,14 @@ pub fn compute(a: &ScheduleArgs) -> Result<Output> {
         (None, Some(_), None) => bail!("--epochs needs --steps-per-epoch"),
         (None, None, _) => bail!("give --steps, or --epochs with --steps-per-epoch"),
     };
+    if usize::try_from(total).is_err() {
+        bail!("--steps {total} is more than this machine can count; give fewer");
+    }
     let stride = match (a.per, spe) {
         (Per::Step, _) => 1,
         (Per::Epoch, Some(s)) => s,
         (Per::Epoch, None) => bail!("--per epoch needs --steps-per-epoch"),
     };
-    let mut rows = Vec::new();
-    let mut k = 0;
-    while k < total {
-        let lr = schedule.lr(k).map_err(|e| explain(e, from_flags))?;
-        let (scale, correction, lr_over_exact) = match (&twin, &exact) {
-            (Some(t), Some(x)) => (
-                Some(t.scale(k)?),
-                Some(t.correction(k)?),
-                Some(lr / x.lr(k)?),
-            ),
-            _ => (None, None, None),
-        };
-        rows.push(Row {
-            step: k,
-            epoch: spe.map(|s| k as f64 / s as f64),
-            lr,
-            scale,
-            correction,
-            lr_over_exact,
-        });
-        k += stride;
-    }
     let per_epoch = |g: f64| spe.map(|s| g.powf(s as f64));
     let mut phases = Vec::new();
     let mut alpha_out = None;
@@ -430,137 +485,197 @@ pub fn compute(a: &ScheduleArgs) -> Result<Output> {
     } else if let (Some(lr), Some(wd), Some(m)) = (a.lr, a.weight_decay, a.momentum) {
         alpha_out = Some(alpha(lr, wd, m).map_err(|e| explain(e, true))?);
     }
-    Ok(Output {
-        spec: schedule.spec().clone(),
+    let shown = twin.as_ref().map_or(&base, Twin::schedule);
+    let header = Header {
+        spec: shown.spec().clone(),
         alpha: alpha_out,
         twin: twin_info,
         phases,
-        rows,
+    };
+    // A twin's rows come from its walk; `base` gives the rows of any other schedule.
+    Ok(Table {
+        header,
+        base,
+        twin,
+        exact,
+        from_flags,
+        steps_per_epoch: spe,
+        total,
+        stride,
     })
 }
 
-/// Runs `explr schedule`, writing the table to `out`.
-pub fn run(a: &ScheduleArgs, out: &mut dyn Write) -> Result<()> {
-    let o = compute(a)?;
-    match a.format {
-        Format::Json => {
-            serde_json::to_writer_pretty(&mut *out, &o).context("writing JSON")?;
-            writeln!(out)?;
+impl Table {
+    /// The rows in memory, refused above [`JSON_ROW_LIMIT`] (for `--format json`).
+    pub fn collect(&self) -> Result<Vec<Row>> {
+        if self.rows() > JSON_ROW_LIMIT {
+            bail!(
+                "--format json holds every row in memory and {} rows is more than {JSON_ROW_LIMIT}; \
+                 use --format csv (streamed, any length) or --per epoch",
+                self.rows()
+            );
         }
-        Format::Csv => {
-            if let Some(al) = o.alpha {
-                writeln!(out, "# alpha={al:e}")?;
-            }
-            if let Some(t) = &o.twin {
-                writeln!(
-                    out,
-                    "# twin rule={} momentum={:e} prefill={:e}",
-                    t.rule, t.momentum, t.prefill
-                )?;
-            }
-            for p in &o.phases {
-                write!(
-                    out,
-                    "# phase start_step={} base_lr={:e} per_step_growth={:e}",
-                    p.start_step, p.base_lr, p.per_step_growth
-                )?;
-                if let Some(w) = p.weight_decay {
-                    write!(out, " weight_decay={w:e}")?;
-                }
-                if let Some(g) = p.per_epoch_growth {
-                    write!(out, " per_epoch_growth={g:e}")?;
-                }
-                if let Some(c) = p.correction {
-                    write!(out, " correction={c:e}")?;
-                }
-                writeln!(out)?;
-            }
-            let twin = o.twin.is_some();
-            writeln!(
-                out,
-                "step,epoch,lr{}",
-                if twin {
-                    ",scale,correction,lr_over_exact"
-                } else {
-                    ""
-                }
-            )?;
-            let num = |v: Option<f64>| v.map(|v| format!("{v:e}")).unwrap_or_default();
-            for r in &o.rows {
-                let epoch = r.epoch.map(|e| e.to_string()).unwrap_or_default();
-                write!(out, "{},{},{:e}", r.step, epoch, r.lr)?;
-                if twin {
-                    let (s, c, x) = (num(r.scale), num(r.correction), num(r.lr_over_exact));
-                    write!(out, ",{s},{c},{x}")?;
-                }
-                writeln!(out)?;
-            }
+        let mut rows = Vec::new();
+        self.for_each_row(|r| {
+            rows.push(r);
+            Ok(())
+        })?;
+        Ok(rows)
+    }
+}
+
+/// Per plot column, the rows with the lowest and the highest LR, in step order.
+struct PlotSampler {
+    per_column: u64,
+    column: u64,
+    low: Option<(u64, f64)>,
+    high: Option<(u64, f64)>,
+    points: Vec<(f64, f64)>,
+}
+
+impl PlotSampler {
+    fn new(rows: u64, stride: u64) -> Self {
+        Self {
+            per_column: (rows.div_ceil(PLOT_COLUMNS)).max(1) * stride,
+            column: 0,
+            low: None,
+            high: None,
+            points: Vec::new(),
         }
     }
-    if let Some(path) = &a.plot {
-        std::fs::write(path, svg(&o.rows))
-            .with_context(|| format!("writing --plot {}", path.display()))?;
+
+    fn flush(&mut self) {
+        let mut both: Vec<(u64, f64)> = self.low.take().into_iter().collect();
+        if let Some(h) = self.high.take() {
+            if both.first() != Some(&h) {
+                both.push(h);
+            }
+        }
+        both.sort_by_key(|p| p.0);
+        self.points
+            .extend(both.into_iter().map(|(k, lr)| (k as f64, lr)));
     }
+
+    fn add(&mut self, step: u64, lr: f64) {
+        let column = step / self.per_column;
+        if column != self.column {
+            self.flush();
+            self.column = column;
+        }
+        if !(lr > 0.0 && lr.is_finite()) {
+            return;
+        }
+        if self.low.is_none_or(|(_, l)| lr < l) {
+            self.low = Some((step, lr));
+        }
+        if self.high.is_none_or(|(_, h)| lr > h) {
+            self.high = Some((step, lr));
+        }
+    }
+
+    fn finish(mut self) -> Vec<(f64, f64)> {
+        self.flush();
+        self.points
+    }
+}
+
+fn write_csv_header(out: &mut dyn Write, h: &Header) -> Result<()> {
+    if let Some(al) = h.alpha {
+        writeln!(out, "# alpha={al:e}")?;
+    }
+    if let Some(t) = &h.twin {
+        writeln!(
+            out,
+            "# twin rule={} momentum={:e} prefill={:e}",
+            t.rule, t.momentum, t.prefill
+        )?;
+    }
+    for p in &h.phases {
+        write!(
+            out,
+            "# phase start_step={} base_lr={:e} per_step_growth={:e}",
+            p.start_step, p.base_lr, p.per_step_growth
+        )?;
+        if let Some(w) = p.weight_decay {
+            write!(out, " weight_decay={w:e}")?;
+        }
+        if let Some(g) = p.per_epoch_growth {
+            write!(out, " per_epoch_growth={g:e}")?;
+        }
+        if let Some(c) = p.correction {
+            write!(out, " correction={c:e}")?;
+        }
+        writeln!(out)?;
+    }
+    let columns = if h.twin.is_some() {
+        ",scale,correction,lr_over_exact"
+    } else {
+        ""
+    };
+    writeln!(out, "step,epoch,lr{columns}")?;
     Ok(())
 }
 
-/// A small SVG line plot of log10(lr) against the step.
-pub fn svg(rows: &[Row]) -> String {
-    let (w, h, m) = (800.0, 420.0, 60.0);
-    let pts: Vec<(f64, f64)> = rows
-        .iter()
-        .filter(|r| r.lr > 0.0)
-        .map(|r| (r.step as f64, r.lr.log10()))
-        .collect();
-    let x_max = pts.last().map(|p| p.0).unwrap_or(1.0).max(1.0);
-    let y_lo = pts
-        .iter()
-        .map(|p| p.1)
-        .fold(f64::INFINITY, f64::min)
-        .floor();
-    let y_hi = pts
-        .iter()
-        .map(|p| p.1)
-        .fold(f64::NEG_INFINITY, f64::max)
-        .ceil()
-        .max(y_lo + 1.0);
-    let sx = |x: f64| m + (w - 2.0 * m) * x / x_max;
-    let sy = |y: f64| h - m - (h - 2.0 * m) * (y - y_lo) / (y_hi - y_lo);
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"black\"/>\n",
-        h - m,
-        w - m,
-        h - m,
-        h - m
-    );
-    let decades = (y_hi - y_lo) as i64;
-    let every = (decades / 10 + 1).max(1);
-    for d in (y_lo as i64..=y_hi as i64).step_by(every as usize) {
-        let y = sy(d as f64);
-        s += &format!("<line x1=\"{m}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">1e{d}</text>\n", w - m, m - 6.0, y + 4.0);
+fn write_csv_row(out: &mut dyn Write, r: &Row) -> std::io::Result<()> {
+    let epoch = r.epoch.map(|e| e.to_string()).unwrap_or_default();
+    write!(out, "{},{},{:e}", r.step, epoch, r.lr)?;
+    if let (Some(s), Some(c), Some(x)) = (r.scale, r.correction, r.lr_over_exact) {
+        write!(out, ",{s:e},{c:e},{x:e}")?;
     }
-    for i in 0..=4 {
-        let x = x_max * i as f64 / 4.0;
-        s += &format!(
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-            sx(x),
-            h - m + 18.0,
-            x.round()
-        );
+    writeln!(out)
+}
+
+/// Runs `explr schedule`, writing the table to `out`: CSV streams its rows (constant memory for
+/// any `--steps`), JSON is one document of at most [`JSON_ROW_LIMIT`] rows.
+pub fn run(a: &ScheduleArgs, out: &mut dyn Write) -> Result<()> {
+    let t = table(a)?;
+    let mut sampler = a
+        .plot
+        .as_ref()
+        .map(|_| PlotSampler::new(t.rows(), t.stride));
+    match a.format {
+        Format::Json => {
+            let rows = t.collect()?;
+            if let Some(s) = sampler.as_mut() {
+                rows.iter().for_each(|r| s.add(r.step, r.lr));
+            }
+            let doc = Document {
+                header: &t.header,
+                rows,
+            };
+            serde_json::to_writer_pretty(&mut *out, &doc).context("writing JSON")?;
+            writeln!(out)?;
+        }
+        Format::Csv => {
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+            write_csv_header(&mut out, &t.header)?;
+            t.for_each_row(|r| {
+                write_csv_row(&mut out, &r).context("writing CSV")?;
+                if let Some(s) = sampler.as_mut() {
+                    s.add(r.step, r.lr);
+                }
+                Ok(())
+            })?;
+            out.flush().context("writing CSV")?;
+        }
     }
-    s += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step</text>\n<text x=\"14\" y=\"{}\" transform=\"rotate(-90 14 {})\" text-anchor=\"middle\">learning rate (log scale)</text>\n", w / 2.0, h - 14.0, h / 2.0, h / 2.0);
-    let stride = (pts.len() / 4000).max(1);
-    let line: Vec<String> = pts
-        .iter()
-        .step_by(stride)
-        .chain(pts.last())
-        .map(|&(x, y)| format!("{:.2},{:.2}", sx(x), sy(y)))
-        .collect();
-    s += &format!(
-        "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"{}\"/>\n</svg>\n",
-        line.join(" ")
-    );
-    s
+    if let (Some(path), Some(sampler)) = (&a.plot, sampler) {
+        let chart = Chart {
+            title: "learning rate".into(),
+            x_label: "step".into(),
+            y_label: "learning rate (log scale)".into(),
+            log_y: true,
+            series: vec![Series::line("lr", sampler.finish())],
+            markers: t
+                .header
+                .phases
+                .iter()
+                .skip(1)
+                .map(|p| (p.start_step as f64, format!("phase at {}", p.start_step)))
+                .collect(),
+        };
+        explr_io::write_atomic(path, chart.to_svg().as_bytes())
+            .with_context(|| format!("writing --plot {}", path.display()))?;
+    }
+    Ok(())
 }

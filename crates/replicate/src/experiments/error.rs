@@ -51,12 +51,41 @@ pub enum RunError {
         /// `train` or `test`.
         split: &'static str,
     },
+    /// A unit of the manifest's work is not complete on disk, so there is nothing to summarize.
+    #[error("{unit} is not complete ({state}); run it (again) before collecting")]
+    Incomplete {
+        /// The unit (`model/run/seed-N`, or `experiment`).
+        unit: String,
+        /// Where it stands.
+        state: String,
+    },
+    /// `explr replicate --task` named a unit the manifest does not have.
+    #[error("{manifest} has no unit `{unit}`; its units are: {}", known.join(", "))]
+    UnknownUnit {
+        /// The unit asked for.
+        unit: String,
+        /// The manifest's name.
+        manifest: String,
+        /// Its units.
+        known: Vec<String>,
+    },
+    /// Submitting to Slurm, or reading what was submitted, failed.
+    #[error(transparent)]
+    Slurm(#[from] crate::slurm::SlurmError),
     /// A worker thread running independent runs panicked (a bug: please report it).
     #[error("the worker thread training {run} panicked")]
     WorkerPanicked {
         /// The run it was training.
         run: String,
     },
+}
+
+impl RunError {
+    /// Whether the run stopped because the process was asked to (a signal), with its last
+    /// epoch checkpointed: the work is worth resuming, not a failure.
+    pub fn is_stop(&self) -> bool {
+        matches!(self, RunError::Train(TrainError::Stopped { .. }))
+    }
 }
 
 /// Errors of a toy run's configuration.

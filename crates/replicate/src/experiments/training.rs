@@ -1,18 +1,26 @@
 //! Training manifests (E1–E6, N1, A1): every model × run × seed, the claimed runs and the
-//! negative controls alike, then the summary (final metrics as mean ± std over seeds, the
-//! claim's checks and controls with the verdict, [`super::checks`]) and the paper-style
-//! figures (seed mean with a min–max band, controls dashed, milestones marked).
+//! negative controls alike ([`TrainingPlan::runs`]). Each run trains on its own
+//! ([`TrainingPlan::train`]: a thread of the local pool or a Slurm array task) into its own
+//! folder under its own lock; the summary is then built from what the runs left on disk
+//! ([`TrainingPlan::summarize`]: final metrics as mean ± std over seeds, the claim's checks and
+//! controls with the verdict, [`super::checks`]) with the paper-style figures (seed mean with
+//! a min–max band, controls dashed, milestones marked).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
+use explr_data::Dataset;
 use explr_zoo::ModelSpec;
 
 use super::checks::{self, AllRecords, Evidence};
 use super::error::RunError;
+use super::UnitState;
+use crate::checkpoint::{self, CheckpointError};
 use crate::context::{Progress, RunnerOptions};
 use crate::data::{dtype, load_data};
+use crate::io::{remove_leftovers, FolderLock};
 use crate::plan::{self, OptimizerPlan};
 use crate::plot::{Chart, Series};
 use crate::records::EpochRecord;
@@ -20,106 +28,290 @@ use crate::spec::{Check, Metric, Training};
 use crate::summary::Summary;
 use crate::trainer::{self, RunSetup};
 
-/// The folder of one run's results.
-fn run_dir(dir: &Path, model: &str, run: &str, seed: u64) -> PathBuf {
-    dir.join(model).join(run).join(format!("seed-{seed}"))
+/// One training run of a manifest: a model, a run (claimed or control) and a seed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunId {
+    /// The model's name in the manifest.
+    pub model: String,
+    /// The run's name (a claimed run or a control).
+    pub run: String,
+    /// The seed.
+    pub seed: u64,
 }
 
-/// Runs a training manifest; returns its summary and figures.
-pub fn run_training(
-    spec: &Training,
-    dir: &Path,
-    opts: &RunnerOptions,
-    progress: &dyn Progress,
-) -> Result<(Summary, Vec<PathBuf>), RunError> {
-    let dataset = load_data(&spec.data, opts.data_dir.as_deref())?;
-    let device = &opts.device;
-    let limited = opts.max_epochs.map(|m| limit_epochs(spec, m));
-    let spec = limited.as_ref().unwrap_or(spec);
-    let steps_per_epoch = dataset.train().len().div_ceil(spec.data.batch_size) as u64;
-    let runs = spec.all_runs();
-    let plans: BTreeMap<&str, OptimizerPlan> = runs
-        .keys()
-        .map(|name| Ok((name.as_str(), plan::plan(&runs, name, steps_per_epoch)?)))
-        .collect::<Result<_, RunError>>()?;
-    // The epochs whose weights a check compares: each run keeps a snapshot of them.
-    let snapshot_epochs: BTreeSet<usize> = spec
-        .checks
-        .iter()
-        .filter_map(|c| match c {
-            Check::WeightDistance { epoch, .. } => Some(*epoch),
-            _ => None,
+impl std::fmt::Display for RunId {
+    /// `model/run/seed-N`: the run's folder under the manifest's, and its key on the command
+    /// line (`explr replicate --task`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/seed-{}", self.model, self.run, self.seed)
+    }
+}
+
+/// A training manifest ready to run: every run's optimizer planned. The data is read when a
+/// run first trains (a submission or a collection reads none: the steps per epoch and the data
+/// a run's fingerprint names are known from the manifest, [`crate::data::sizes`]).
+pub struct TrainingPlan {
+    /// The section, cut to `--max-epochs` when given.
+    spec: Training,
+    data_dir: Option<PathBuf>,
+    /// Read by the first run that trains.
+    dataset: Mutex<Option<Arc<Dataset>>>,
+    steps_per_epoch: u64,
+    plans: BTreeMap<String, OptimizerPlan>,
+    /// The epochs whose weights a check compares: each run keeps a snapshot of them.
+    snapshot_epochs: Vec<usize>,
+    /// The manifest's results folder.
+    dir: PathBuf,
+}
+
+impl TrainingPlan {
+    /// Plans every run of `spec`, whose results go under `dir`.
+    pub fn new(spec: &Training, dir: &Path, opts: &RunnerOptions) -> Result<Self, RunError> {
+        let spec = match opts.max_epochs {
+            Some(m) => limit_epochs(spec, m),
+            None => spec.clone(),
+        };
+        let steps_per_epoch = crate::data::steps_per_epoch(&spec.data);
+        let runs = spec.all_runs();
+        let plans = runs
+            .keys()
+            .map(|name| Ok((name.clone(), plan::plan(&runs, name, steps_per_epoch)?)))
+            .collect::<Result<_, RunError>>()?;
+        let snapshot_epochs: BTreeSet<usize> = spec
+            .checks
+            .iter()
+            .filter_map(|c| match c {
+                Check::WeightDistance { epoch, .. } => Some(*epoch),
+                _ => None,
+            })
+            .collect();
+        Ok(Self {
+            spec,
+            data_dir: opts.data_dir.clone(),
+            dataset: Mutex::new(None),
+            steps_per_epoch,
+            plans,
+            snapshot_epochs: snapshot_epochs.into_iter().collect(),
+            dir: dir.to_path_buf(),
         })
-        .collect();
-    let mut units = Vec::new();
-    for (model_name, model) in &spec.models {
-        for run_name in runs.keys() {
-            for &seed in &spec.seeds {
-                units.push((model_name.as_str(), model, run_name.as_str(), seed));
+    }
+
+    /// The data, read once.
+    fn dataset(&self) -> Result<Arc<Dataset>, RunError> {
+        let mut slot = self
+            .dataset
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(load_data(&self.spec.data, self.data_dir.as_deref())?);
+        *slot = Some(d.clone());
+        Ok(d)
+    }
+
+    /// Every run: each model × each run (claimed runs and controls, by name) × each seed.
+    pub fn runs(&self) -> Vec<RunId> {
+        let mut ids = Vec::new();
+        for model in self.spec.models.keys() {
+            for run in self.plans.keys() {
+                for &seed in &self.spec.seeds {
+                    ids.push(RunId {
+                        model: model.clone(),
+                        run: run.clone(),
+                        seed,
+                    });
+                }
             }
         }
+        ids
     }
-    let run_unit = |&(model_name, model, run_name, seed): &(&str, &ModelSpec, &str, u64)|
-     -> Result<Vec<EpochRecord>, RunError> {
-        let setup = RunSetup {
-            key: format!("{model_name}/{run_name}/seed-{seed}"),
-            model,
-            dataset: &dataset,
-            batch_size: spec.data.batch_size,
-            augment: spec.data.augment,
-            dtype: dtype(spec.dtype),
-            device,
-            seed,
-            epochs: spec.epochs,
-            plan: plans[run_name].clone(),
-            checkpoint_every: spec.checkpoint_every,
-            snapshot_epochs: snapshot_epochs.iter().copied().collect(),
-            dir: run_dir(dir, model_name, run_name, seed),
+
+    fn setup<'a>(
+        &'a self,
+        id: &RunId,
+        dataset: &'a Dataset,
+        opts: &'a RunnerOptions,
+    ) -> RunSetup<'a> {
+        RunSetup {
+            key: id.to_string(),
+            model: &self.spec.models[&id.model],
+            dataset,
+            batch_size: self.spec.data.batch_size,
+            augment: self.spec.data.augment,
+            dtype: dtype(self.spec.dtype),
+            device: &opts.device,
+            seed: id.seed,
+            epochs: self.spec.epochs,
+            plan: self.plans[&id.run].clone(),
+            checkpoint_every: self.spec.checkpoint_every,
+            snapshot_epochs: self.snapshot_epochs.clone(),
+            dir: run_dir(&self.dir, id),
             resume: opts.resume,
-        };
+            stop: opts.stop,
+        }
+    }
+
+    /// Trains run `id` into its folder, holding the folder's lock (a second process on the
+    /// same run fails at once, naming this one), and writes its `metadata.json`.
+    pub fn train(
+        &self,
+        id: &RunId,
+        opts: &RunnerOptions,
+        progress: &dyn Progress,
+    ) -> Result<(), RunError> {
+        let dataset = self.dataset()?;
+        let setup = self.setup(id, &dataset, opts);
+        let _lock = FolderLock::acquire(&setup.dir, &opts.provenance.holder())?;
+        remove_leftovers(&setup.dir)?;
         let records = trainer::train(&setup, progress)?;
         let mut fields = serde_json::Map::new();
-        fields.insert("model".into(), model_name.into());
-        fields.insert("run".into(), run_name.into());
-        fields.insert("seed".into(), seed.into());
+        fields.insert("model".into(), id.model.clone().into());
+        fields.insert("run".into(), id.run.clone().into());
+        fields.insert("seed".into(), id.seed.into());
         fields.insert("dtype".into(), format!("{:?}", setup.dtype).into());
         fields.insert("epochs".into(), records.len().into());
         fields.insert("steps".into(), records.last().map_or(0, |r| r.step).into());
         // The epochs' own wall times: a resumed run counts the epochs before the resume too.
         let wall_s = records.iter().map(|r| r.wall_s).sum::<f64>();
         crate::io::write_json(
-            &setup.dir.join("metadata.json"),
+            &setup.dir.join(RUN_METADATA),
             &crate::context::metadata(opts, fields, wall_s),
         )?;
-        Ok(records)
-    };
-    let results = parallel_map(&units, opts.jobs, run_unit, |(m, _, r, s)| {
-        format!("{m}/{r}/seed-{s}")
-    })?;
-    let records: AllRecords = units
-        .iter()
-        .zip(results)
-        .map(|((m, _, r, s), rec)| ((m.to_string(), r.to_string(), *s), rec))
-        .collect();
-    let distance = |model: &str, a: &str, b: &str, seed: u64, epoch: usize| {
-        weight_distance(dir, &records, &plans, (model, seed, epoch), (a, b))
-    };
-    let mut summary = Summary::default();
-    summary.count("steps_per_epoch", steps_per_epoch as usize);
-    final_metrics(spec, &records, &mut summary);
-    checks::evaluate(
-        &Evidence {
-            spec,
-            records: &records,
-            distance: &distance,
-        },
-        &mut summary,
-    )?;
-    if let Some(expect) = &spec.expect {
-        summary.expect(expect.verdict, &expect.reason);
+        Ok(())
     }
-    let figures = figures(spec, &records, dir)?;
-    Ok((summary, figures))
+
+    /// Where run `id` stands, from its folder: complete (its last checkpoint is its last epoch
+    /// and verifies, its weight snapshots and metadata are there), partial, not started, busy
+    /// (another process holds its lock) or unusable (what is there cannot be resumed, and why).
+    pub fn state(&self, id: &RunId) -> Result<UnitState, RunError> {
+        Ok(match self.on_disk(id)? {
+            OnDisk::Complete(_) => UnitState::Complete,
+            OnDisk::State(state) => state,
+        })
+    }
+
+    fn on_disk(&self, id: &RunId) -> Result<OnDisk, RunError> {
+        let dir = run_dir(&self.dir, id);
+        if !dir.exists() {
+            return Ok(OnDisk::State(UnitState::NotStarted));
+        }
+        if let Some(holder) = FolderLock::holder(&dir)? {
+            return Ok(OnDisk::State(UnitState::Busy { holder }));
+        }
+        let (train, test) = crate::data::sizes(&self.spec.data);
+        let config = trainer::RunConfig {
+            model: &self.spec.models[&id.model],
+            data: [train, test, self.spec.data.dataset.num_classes()],
+            batch_size: self.spec.data.batch_size,
+            augment: self.spec.data.augment,
+            dtype: dtype(self.spec.dtype),
+            seed: id.seed,
+            plan: &self.plans[&id.run],
+        }
+        .fingerprint();
+        let epochs = self.spec.epochs;
+        let found = match checkpoint::inspect(&dir, &config, epochs) {
+            Ok(found) => found,
+            Err(CheckpointError::Io(e)) => return Err(e.into()),
+            Err(e) => {
+                return Ok(OnDisk::State(UnitState::Unusable {
+                    reason: e.to_string(),
+                }))
+            }
+        };
+        let Some(found) = found else {
+            return Ok(OnDisk::State(UnitState::NotStarted));
+        };
+        if found.epoch < epochs {
+            return Ok(OnDisk::State(UnitState::Partial {
+                epoch: found.epoch,
+                epochs,
+            }));
+        }
+        // Trained to the end: the snapshots a check compares and the metadata must be there
+        // too (a resume writes the metadata; a missing snapshot nothing can bring back).
+        for &epoch in &self.snapshot_epochs {
+            let path = trainer::snapshot_path(&dir, epoch);
+            if !path.exists() {
+                return Ok(OnDisk::State(UnitState::Unusable {
+                    reason: format!(
+                        "{} is missing: the run finished without the weights a check compares",
+                        path.display()
+                    ),
+                }));
+            }
+        }
+        if !dir.join(RUN_METADATA).exists() {
+            return Ok(OnDisk::State(UnitState::Partial {
+                epoch: found.epoch,
+                epochs,
+            }));
+        }
+        Ok(OnDisk::Complete(found.records))
+    }
+
+    /// The summary and figures of the manifest, from every run's records on disk (the ones its
+    /// final checkpoint verified); every run must be complete ([`Self::state`]).
+    pub fn summarize(&self) -> Result<(Summary, Vec<PathBuf>), RunError> {
+        let mut records = AllRecords::new();
+        for id in self.runs() {
+            let found = match self.on_disk(&id)? {
+                OnDisk::Complete(found) => found,
+                OnDisk::State(state) => {
+                    return Err(RunError::Incomplete {
+                        unit: id.to_string(),
+                        state: state.to_string(),
+                    })
+                }
+            };
+            records.insert((id.model, id.run, id.seed), found);
+        }
+        let spec = &self.spec;
+        let distance = |model: &str, a: &str, b: &str, seed: u64, epoch: usize| {
+            weight_distance(
+                &self.dir,
+                &records,
+                &self.plans,
+                (model, seed, epoch),
+                (a, b),
+            )
+        };
+        let mut summary = Summary::default();
+        summary.count("steps_per_epoch", self.steps_per_epoch as usize);
+        final_metrics(spec, &records, &mut summary);
+        checks::evaluate(
+            &Evidence {
+                spec,
+                records: &records,
+                distance: &distance,
+            },
+            &mut summary,
+        )?;
+        if let Some(expect) = &spec.expect {
+            summary.expect(expect.verdict, &expect.reason);
+        }
+        let figures = figures(spec, &records, &self.dir)?;
+        Ok((summary, figures))
+    }
+}
+
+/// What a run's folder holds.
+enum OnDisk {
+    /// Every epoch's record, verified by the final checkpoint.
+    Complete(Vec<EpochRecord>),
+    /// Anything else.
+    State(UnitState),
+}
+
+/// The file a finished run writes last: its provenance.
+const RUN_METADATA: &str = "metadata.json";
+
+/// The folder of one run's results.
+fn run_dir(dir: &Path, id: &RunId) -> PathBuf {
+    dir.join(&id.model)
+        .join(&id.run)
+        .join(format!("seed-{}", id.seed))
 }
 
 /// ‖(P^b_t/P^a_t)·θ^a_t − θ^b_t‖ / ‖θ^b_t‖ of the scale-invariant group at the end of
@@ -127,19 +319,28 @@ pub fn run_training(
 fn weight_distance(
     dir: &Path,
     records: &AllRecords,
-    plans: &BTreeMap<&str, OptimizerPlan>,
+    plans: &BTreeMap<String, OptimizerPlan>,
     (model, seed, epoch): (&str, u64, usize),
     (a, b): (&str, &str),
 ) -> Result<f64, RunError> {
     let step = records[&(model.to_string(), a.to_string(), seed)][epoch - 1].step;
     let p = plans[b].scale(step)? / plans[a].scale(step)?;
-    let load =
-        |run: &str| trainer::read_snapshot(&run_dir(dir, model, run, seed), epoch, &Device::Cpu);
+    let folder = |run: &str| {
+        run_dir(
+            dir,
+            &RunId {
+                model: model.to_string(),
+                run: run.to_string(),
+                seed,
+            },
+        )
+    };
+    let load = |run: &str| trainer::read_snapshot(&folder(run), epoch, &Device::Cpu);
     let (wa, wb) = (load(a)?, load(b)?);
     let (mut diff, mut norm) = (0.0, 0.0);
     for (name, tb) in &wb {
         let ta = wa.get(name).ok_or_else(|| trainer::TrainError::Snapshot {
-            path: run_dir(dir, model, a, seed),
+            path: folder(a),
             message: format!("has no tensor `{name}`"),
         })?;
         let (ta, tb) = (ta.to_dtype(DType::F64)?, tb.to_dtype(DType::F64)?);
@@ -164,46 +365,6 @@ pub fn limit_epochs(spec: &Training, max_epochs: usize) -> Training {
         .checks
         .retain(|c| c.windows().iter().all(|w| w[1] <= epochs));
     limited
-}
-
-/// Maps `f` over `items` on up to `jobs` threads, keeping order; the first error wins. `name`
-/// says which item a thread that panicked was working on.
-fn parallel_map<T: Sync, R: Send>(
-    items: &[T],
-    jobs: usize,
-    f: impl Fn(&T) -> Result<R, RunError> + Sync,
-    name: impl Fn(&T) -> String,
-) -> Result<Vec<R>, RunError> {
-    if jobs <= 1 || items.len() <= 1 {
-        return items.iter().map(&f).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<std::sync::Mutex<Option<Result<R, RunError>>>> =
-        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.min(items.len()) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if i >= items.len() {
-                    break;
-                }
-                let r = f(&items[i]);
-                if let Ok(mut slot) = slots[i].lock() {
-                    *slot = Some(r);
-                }
-            });
-        }
-    });
-    slots
-        .into_iter()
-        .zip(items)
-        .map(|(s, item)| {
-            s.into_inner()
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| Err(RunError::WorkerPanicked { run: name(item) }))
-        })
-        .collect()
 }
 
 fn mean_std(xs: &[f64]) -> (f64, f64) {
