@@ -11,6 +11,11 @@ JSON also has device, peak_gpu_mb (torch.cuda.max_memory_allocated) and the TF32
 One configuration per process, so peak_rss_mb is that configuration's peak (it includes the
 torch runtime itself: base_rss_mb is the resident size after `import torch`).
 
+flops_forward and flops_backward are the floating-point operations of one step's forward (with
+the loss) and backward pass as torch.utils.flop_counter.FlopCounterMode counts them from the
+shapes (convolutions and matrix products, two per multiply-add), in one more step after the
+timed ones, which is not timed.
+
 Rerun from the repository root (`cargo xtask bench` runs it right after our side):
 
     python3 scripts/pytorch/step_bench.py --model preresnet-20 --batch 128 --dtype f32 \
@@ -98,6 +103,13 @@ def main():
             bwd.append(t2 - t1)
             step.append(t3 - t2)
     final_loss = float(loss.detach())
+    # One more step, not timed, under the FLOP counter (forward and backward separately).
+    from torch.utils.flop_counter import FlopCounterMode
+    opt.zero_grad(set_to_none=True)
+    with FlopCounterMode(display=False) as counted_forward:
+        counted_loss = F.cross_entropy(model(x), y)
+    with FlopCounterMode(display=False) as counted_backward:
+        counted_loss.backward()
     if final_loss != final_loss:
         raise SystemExit("the loss diverged; the timings would not be representative")
     med = statistics.median(total)
@@ -121,6 +133,8 @@ def main():
         "peak_rss_mb": proc_status_mb("VmHWM"),
         "base_rss_mb": base_rss_mb,
         "final_loss": final_loss,
+        "flops_forward": counted_forward.get_total_flops(),
+        "flops_backward": counted_backward.get_total_flops(),
     }
     if gpu:
         out["device"] = a.device

@@ -1,11 +1,16 @@
-//! `cargo xtask bench`: the training-step benchmark, ours against PyTorch on the same machine.
+//! `cargo xtask bench`: the training-step benchmark, ours against PyTorch on the same machine,
+//! and both against the machine's peak.
 //!
 //! For every configuration (model × batch × dtype) it runs `crates/zoo/examples/step_bench.rs`
-//! (built once, release profile by default) and then its twin `scripts/pytorch/step_bench.py`,
-//! back to back, one process per configuration and side so that each peak resident size is that
-//! configuration's own. Both print one JSON object; this module turns them into a markdown table
-//! (median step time, images/s, peak memory, ratios), prints it and writes it, with the raw JSON
-//! lines and the load average around each run, to `target/bench/`.
+//! once per *variant* of our side (a cargo profile × a convolution kernel set,
+//! `explr_nn::ConvKernels`) and its twin `scripts/pytorch/step_bench.py` once, in rounds whose
+//! order rotates by one place each round, so that no side always runs first or last on a
+//! machine whose load drifts. One process per configuration, side and round, so each peak
+//! resident size is that run's own. Both programs print one JSON object; this module turns them
+//! into markdown tables (step time with its spread over the rounds, the ratios and the goals they
+//! meet, the profiles against each other, and a roofline: FLOPs per phase, GFLOP/s and the
+//! fraction of the machine's peak that `step_bench --peak` measures), prints them and writes
+//! them, with every run's JSON and the load average at its start, to `target/bench/`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -25,23 +30,29 @@ pub struct BenchArgs {
     /// comma-separated substrings, e.g. `--configs b128/f32,preresnet-32`.
     #[arg(long, value_delimiter = ',')]
     pub configs: Vec<String>,
-    /// Warm-up steps per configuration (default 2; 1 with --quick).
+    /// Warm-up steps per run (default 2; 1 with --quick).
     #[arg(long)]
     pub warmup: Option<usize>,
-    /// Timed steps per configuration (default 10; 3 with --quick).
+    /// Timed steps per run (default 10; 3 with --quick).
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Rounds per configuration, ours then PyTorch in each: the table shows the median of the
-    /// rounds' medians and the minimum of their minima (more rounds, less noise).
+    /// Rounds per configuration: each runs every variant of our side and PyTorch once, the
+    /// order rotated by one place per round. Tables show the median over the rounds with the
+    /// range (more rounds, less noise).
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
     /// Threads on both sides (RAYON_NUM_THREADS for ours, torch.set_num_threads for PyTorch).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Cargo profile of our side: `release` (no debug assertions anywhere) or `dev` (shares the
-    /// test build: all code at opt-level 3 but with debug assertions on).
-    #[arg(long, value_enum, default_value_t = BuildProfile::Release)]
-    pub profile: BuildProfile,
+    /// Cargo profiles of our side, comma-separated: `release`, `dev` (the build `cargo test` and
+    /// `cargo xtask replicate` share), or `dev,release` to compare them in one run.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "release")]
+    pub profile: Vec<BuildProfile>,
+    /// Convolution kernel sets of our side, comma-separated: `detected` (the widest this CPU
+    /// runs), `all`, or any of `avx512`, `avx2`, `im2col`. A set this CPU lacks is reported as
+    /// not measured.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "detected")]
+    pub kernels: Vec<KernelsArg>,
     /// The Python interpreter that has torch.
     #[arg(long, default_value = "python3")]
     pub python: String,
@@ -55,7 +66,7 @@ pub struct BenchArgs {
 pub enum BuildProfile {
     /// `cargo build --release`.
     Release,
-    /// The workspace's dev profile.
+    /// The workspace's dev profile (shared with `cargo test` and `cargo xtask replicate`).
     Dev,
 }
 
@@ -67,6 +78,47 @@ impl BuildProfile {
             Self::Dev => "dev",
         }
     }
+}
+
+/// A `--kernels` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KernelsArg {
+    /// The widest set this CPU runs (what explr uses by default).
+    Detected,
+    /// Every set, each forced in turn.
+    All,
+    /// Direct kernels, 512-bit vectors.
+    Avx512,
+    /// Direct kernels, 256-bit vectors with FMA.
+    Avx2,
+    /// im2col + gemm.
+    Im2col,
+}
+
+/// Every kernel set, widest first, as `step_bench --kernels` names them.
+const KERNEL_SETS: [&str; 3] = ["avx512", "avx2", "im2col"];
+
+/// The kernel sets `args` asks for, in [`KERNEL_SETS`] order, split into those this CPU runs
+/// (`supported`; `detected` is the widest) and those it does not.
+pub fn resolve_kernels(
+    args: &[KernelsArg],
+    supported: &[String],
+    detected: &str,
+) -> (Vec<String>, Vec<String>) {
+    let wanted = |set: &str| {
+        args.iter().any(|a| match a {
+            KernelsArg::Detected => set == detected,
+            KernelsArg::All => true,
+            KernelsArg::Avx512 => set == "avx512",
+            KernelsArg::Avx2 => set == "avx2",
+            KernelsArg::Im2col => set == "im2col",
+        })
+    };
+    KERNEL_SETS
+        .iter()
+        .filter(|s| wanted(s))
+        .map(|s| s.to_string())
+        .partition(|s| supported.contains(s))
 }
 
 /// One benchmarked configuration.
@@ -130,7 +182,23 @@ pub fn configs(quick: bool, filters: &[String]) -> Vec<Config> {
     out
 }
 
-/// What one side measured (the step_bench JSON keys this table uses).
+/// Our side in one build: a cargo profile and a convolution kernel set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variant {
+    /// The profile the executable was built with.
+    pub profile: BuildProfile,
+    /// The `--kernels` it runs with.
+    pub kernels: String,
+}
+
+impl Variant {
+    /// `release / avx2`.
+    pub fn label(&self) -> String {
+        format!("{} / {}", self.profile.name(), self.kernels)
+    }
+}
+
+/// What one run measured (the step_bench JSON keys these tables use).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Measurement {
     /// Median seconds per training step.
@@ -143,35 +211,12 @@ pub struct Measurement {
     pub peak_rss_mb: f64,
     /// Median forward + loss, backward and optimizer seconds.
     pub phases: [f64; 3],
+    /// Floating-point operations of one step's forward and backward pass, counted from the
+    /// layer shapes (absent where the program does not count them, e.g. on a GPU).
+    pub flops: Option<[f64; 2]>,
 }
 
 impl Measurement {
-    /// Combines rounds of one side: median of the medians (and of the images/s and phase
-    /// medians), min of the minima, max of the peaks. `None` for no rounds.
-    pub fn combine(rounds: &[Measurement]) -> Option<Self> {
-        let med = |f: &dyn Fn(&Measurement) -> f64| {
-            let mut v: Vec<f64> = rounds.iter().map(f).collect();
-            v.sort_by(f64::total_cmp);
-            let n = v.len();
-            if n % 2 == 1 {
-                v[n / 2]
-            } else {
-                0.5 * (v[n / 2 - 1] + v[n / 2])
-            }
-        };
-        let first = rounds.first()?;
-        Some(Self {
-            median_s: med(&|m| m.median_s),
-            min_s: rounds.iter().map(|m| m.min_s).fold(first.min_s, f64::min),
-            images_per_s: med(&|m| m.images_per_s),
-            peak_rss_mb: rounds
-                .iter()
-                .map(|m| m.peak_rss_mb)
-                .fold(first.peak_rss_mb, f64::max),
-            phases: [0, 1, 2].map(|i| med(&|m| m.phases[i])),
-        })
-    }
-
     /// Reads the fields from a step_bench JSON object.
     pub fn from_json(v: &Value) -> Result<Self> {
         let num = |k: &str| {
@@ -179,31 +224,182 @@ impl Measurement {
                 .and_then(Value::as_f64)
                 .with_context(|| format!("step_bench output has no number `{k}`: {v}"))
         };
+        let flops = match (v.get("flops_forward"), v.get("flops_backward")) {
+            (None, None) => None,
+            _ => Some([num("flops_forward")?, num("flops_backward")?]),
+        };
         Ok(Self {
             median_s: num("median_s")?,
             min_s: num("min_s")?,
             images_per_s: num("images_per_s")?,
             peak_rss_mb: num("peak_rss_mb")?,
             phases: [num("forward_s")?, num("backward_s")?, num("optimizer_s")?],
+            flops,
         })
     }
 }
 
-/// One row: a configuration, our measurement, PyTorch's (absent with --ours-only), each
-/// combined over the rounds, and the 1-minute load average before the first and after the last
-/// run.
+/// The median of `values` (the mean of the middle two for an even count; NaN when empty).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}
+
+/// Median over the rounds with the range: `0.552 (0.531–0.601)`; one value alone.
+fn spread(values: &[f64], digits: usize) -> String {
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    match values.len() {
+        0 => "–".into(),
+        1 => format!("{:.digits$}", values[0]),
+        _ => format!("{:.digits$} ({lo:.digits$}–{hi:.digits$})", median(values)),
+    }
+}
+
+/// One side's runs of one configuration, a measurement per round.
+#[derive(Clone, Debug, Default)]
+pub struct Rounds(pub Vec<Measurement>);
+
+impl Rounds {
+    fn each(&self, f: impl Fn(&Measurement) -> f64) -> Vec<f64> {
+        self.0.iter().map(f).collect()
+    }
+
+    fn median(&self, f: impl Fn(&Measurement) -> f64) -> f64 {
+        median(&self.each(f))
+    }
+
+    fn min_step(&self) -> f64 {
+        self.each(|m| m.min_s)
+            .into_iter()
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    fn peak_rss(&self) -> f64 {
+        self.each(|m| m.peak_rss_mb).into_iter().fold(0.0, f64::max)
+    }
+
+    /// Round by round `self / other` of `f` (rounds paired in order: they ran side by side).
+    fn paired(&self, other: &Rounds, f: impl Fn(&Measurement) -> f64) -> Vec<f64> {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .map(|(a, b)| f(a) / f(b))
+            .collect()
+    }
+
+    /// The FLOP count of the runs, if they agree (they count the same shapes).
+    fn flops(&self) -> Option<[f64; 2]> {
+        let first = self.0.first()?.flops?;
+        self.0
+            .iter()
+            .all(|m| m.flops == Some(first))
+            .then_some(first)
+    }
+}
+
+/// One configuration's results: each variant of our side, PyTorch (absent with --ours-only),
+/// and the load averages at the start of its runs.
 #[derive(Clone, Debug)]
 pub struct Row {
     /// The configuration.
     pub config: Config,
-    /// Our side.
-    pub ours: Measurement,
+    /// Our side, per variant in the order of [`Report::variants`].
+    pub ours: Vec<Rounds>,
     /// PyTorch's side.
-    pub torch: Option<Measurement>,
-    /// Load average (1 min) before our run and after PyTorch's.
-    pub load: (f64, f64),
+    pub torch: Option<Rounds>,
+    /// 1-minute load average at the start of each run.
+    pub loads: Vec<f64>,
 }
 
+/// The machine's peak, GFLOP/s, as `step_bench --peak` measured it, for the widest vector
+/// instructions the CPU has.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Peak {
+    /// The instruction set (`avx512`, `avx2`).
+    pub isa: String,
+    /// f32 GFLOP/s.
+    pub f32: f64,
+    /// f64 GFLOP/s.
+    pub f64: f64,
+}
+
+impl Peak {
+    /// The peak of the widest instruction set in a `--peak` JSON object (`None` when the CPU
+    /// has no vector FMA the microkernel knows).
+    pub fn from_json(v: &Value) -> Option<Self> {
+        let gflops = v.get("gflops")?;
+        KERNEL_SETS.iter().find_map(|isa| {
+            let g = gflops.get(*isa)?;
+            Some(Self {
+                isa: (*isa).into(),
+                f32: g.get("f32")?.as_f64()?,
+                f64: g.get("f64")?.as_f64()?,
+            })
+        })
+    }
+
+    /// The better of two measurements of the same machine (each dtype's maximum).
+    fn max(self, other: Option<Peak>) -> Peak {
+        match other {
+            Some(o) if o.isa == self.isa => Peak {
+                f32: self.f32.max(o.f32),
+                f64: self.f64.max(o.f64),
+                ..self
+            },
+            _ => self,
+        }
+    }
+
+    fn of(&self, dtype: &str) -> f64 {
+        if dtype == "f64" {
+            self.f64
+        } else {
+            self.f32
+        }
+    }
+}
+
+/// Everything a bench run produced, what the tables are rendered from.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Our variants, in the order of each [`Row::ours`].
+    pub variants: Vec<Variant>,
+    /// Requested kernel sets this CPU cannot run.
+    pub unsupported: Vec<String>,
+    /// One row per configuration.
+    pub rows: Vec<Row>,
+    /// The machine's peak (`None` where not measured).
+    pub peak: Option<Peak>,
+}
+
+fn ratio_cell(values: &[f64]) -> String {
+    if values.is_empty() || values.iter().any(|v| !v.is_finite()) {
+        "–".into()
+    } else {
+        spread(values, 2)
+    }
+}
+
+fn verdict(value: f64) -> &'static str {
+    if value.is_nan() {
+        "–"
+    } else if value <= 1.0 {
+        "met"
+    } else {
+        "missed"
+    }
+}
+
+/// `a / b` to two places, or – when `b` is missing.
 fn ratio(a: f64, b: Option<f64>) -> String {
     match b {
         Some(b) if b > 0.0 => format!("{:.2}", a / b),
@@ -211,65 +407,187 @@ fn ratio(a: f64, b: Option<f64>) -> String {
     }
 }
 
-fn opt(v: Option<f64>, digits: usize) -> String {
-    v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
-}
-
-/// The markdown tables: the main one (time ratio = ours / PyTorch, so ≤ 1.00 means we are at
-/// least as fast; memory ratio likewise), then the phase split.
-pub fn render(rows: &[Row]) -> String {
+/// The markdown tables of `report`:
+/// 1. step time per configuration and variant against PyTorch: medians over the rounds with
+///    their range, the time ratio (ours / PyTorch, paired round by round: ≤ 1.00 means we are
+///    at least as fast), the fastest steps' ratio, peak memory and its ratio, and whether the
+///    goals (time and memory ratio ≤ 1.00) are met;
+/// 2. with more than one profile, each profile's step time against the last one's (paired);
+/// 3. the roofline: GFLOP per phase, GFLOP/s and percent of the machine's peak for each phase
+///    and the whole step, ours per variant and PyTorch.
+pub fn render(report: &Report) -> String {
     let mut s = String::new();
     s.push_str(
-        "| config | ours s/step | PyTorch s/step | time ratio | ours min s | PyTorch min s \
-         | min ratio | ours img/s | PyTorch img/s | ours peak MiB | PyTorch peak MiB \
-         | memory ratio | load before → after |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| config | ours: profile / kernels | ours s/step | PyTorch s/step | time ratio \
+         | min ratio | ours peak MiB | PyTorch peak MiB | memory ratio | time goal | memory goal \
+         | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for r in rows {
-        let t = r.torch.as_ref();
-        let _ = writeln!(
-            s,
-            "| {} | {:.3} | {} | **{}** | {:.3} | {} | {} | {:.1} | {} | {:.0} | {} | {} \
-             | {:.1} → {:.1} |",
-            r.config.name(),
-            r.ours.median_s,
-            opt(t.map(|t| t.median_s), 3),
-            ratio(r.ours.median_s, t.map(|t| t.median_s)),
-            r.ours.min_s,
-            opt(t.map(|t| t.min_s), 3),
-            ratio(r.ours.min_s, t.map(|t| t.min_s)),
-            r.ours.images_per_s,
-            opt(t.map(|t| t.images_per_s), 1),
-            r.ours.peak_rss_mb,
-            opt(t.map(|t| t.peak_rss_mb), 0),
-            ratio(r.ours.peak_rss_mb, t.map(|t| t.peak_rss_mb)),
-            r.load.0,
-            r.load.1,
-        );
+    for r in &report.rows {
+        let load = spread(&r.loads, 1);
+        for (v, ours) in report.variants.iter().zip(&r.ours) {
+            let t = r.torch.as_ref();
+            let time = t.map(|t| ours.paired(t, |m| m.median_s));
+            let memory = t.map(|t| ours.peak_rss() / t.peak_rss());
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | **{}** | {} | {:.0} | {} | {} | {} | {} | {load} |",
+                r.config.name(),
+                v.label(),
+                spread(&ours.each(|m| m.median_s), 3),
+                t.map_or("–".into(), |t| spread(&t.each(|m| m.median_s), 3)),
+                time.as_deref().map_or("–".into(), ratio_cell),
+                ratio(ours.min_step(), t.map(Rounds::min_step)),
+                ours.peak_rss(),
+                t.map_or("–".into(), |t| format!("{:.0}", t.peak_rss())),
+                memory.map_or("–".into(), |m| format!("{m:.2}")),
+                verdict(time.as_deref().map_or(f64::NAN, median)),
+                verdict(memory.unwrap_or(f64::NAN)),
+            );
+        }
+        for k in &report.unsupported {
+            let _ = writeln!(
+                s,
+                "| {} | {k} | not run: this CPU lacks it | | | | | | | | | |",
+                r.config.name()
+            );
+        }
     }
-    s.push_str(
-        "\nMedian phase times in seconds (forward includes the loss), ours / PyTorch:\n\n\
-         | config | forward | backward | optimizer |\n|---|---|---|---|\n",
+
+    let profiles: Vec<BuildProfile> = report.variants.iter().fold(Vec::new(), |mut p, v| {
+        if !p.contains(&v.profile) {
+            p.push(v.profile);
+        }
+        p
+    });
+    if let [others @ .., base] = profiles.as_slice() {
+        if !others.is_empty() {
+            let _ = write!(
+                s,
+                "\nProfiles against {0} (per-round ratios paired: each round ran both):\n\n\
+                 | config | kernels | profile | s/step | {0} s/step | ratio to {0} |\n\
+                 |---|---|---|---|---|---|\n",
+                base.name()
+            );
+            for r in &report.rows {
+                for (v, ours) in report.variants.iter().zip(&r.ours) {
+                    let Some(b) = report
+                        .variants
+                        .iter()
+                        .zip(&r.ours)
+                        .find(|(b, _)| b.profile == *base && b.kernels == v.kernels)
+                        .map(|(_, b)| b)
+                    else {
+                        continue;
+                    };
+                    if v.profile == *base {
+                        continue;
+                    }
+                    let _ = writeln!(
+                        s,
+                        "| {} | {} | {} | {} | {} | **{}** |",
+                        r.config.name(),
+                        v.kernels,
+                        v.profile.name(),
+                        spread(&ours.each(|m| m.median_s), 3),
+                        spread(&b.each(|m| m.median_s), 3),
+                        ratio_cell(&ours.paired(b, |m| m.median_s)),
+                    );
+                }
+            }
+        }
+    }
+
+    let _ = write!(
+        s,
+        "\nRoofline: GFLOP per step (convolutions and the linear head, two per multiply-add, \
+         counted from the layer shapes), median phase times over the rounds, GFLOP/s and the \
+         percentage of the machine's peak ({}):\n\n\
+         | config | side | GFLOP fwd / bwd | forward s | forward GFLOP/s | fwd % peak \
+         | backward s | backward GFLOP/s | bwd % peak | step GFLOP/s | step % peak | optimizer s |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        report.peak.as_ref().map_or("not measured".into(), |p| format!(
+            "{}: f32 {:.1}, f64 {:.1} GFLOP/s",
+            p.isa, p.f32, p.f64
+        )),
     );
-    for r in rows {
-        let t = r.torch.as_ref();
-        let cell = |i: usize| {
-            format!(
-                "{:.3} / {}",
-                r.ours.phases[i],
-                opt(t.map(|t| t.phases[i]), 3)
-            )
-        };
+    let mut mismatches = Vec::new();
+    for r in &report.rows {
+        let peak = report.peak.as_ref().map(|p| p.of(r.config.dtype));
+        let mut sides: Vec<(String, &Rounds)> = report
+            .variants
+            .iter()
+            .zip(&r.ours)
+            .map(|(v, o)| (format!("ours {}", v.label()), o))
+            .collect();
+        if let Some(t) = &r.torch {
+            sides.push(("PyTorch".into(), t));
+            if let (Some(a), Some(b)) = (r.ours.first().and_then(Rounds::flops), t.flops()) {
+                if a != b {
+                    mismatches.push(format!(
+                        "{}: ours {:.4} / {:.4}, PyTorch {:.4} / {:.4} GFLOP",
+                        r.config.name(),
+                        a[0] / 1e9,
+                        a[1] / 1e9,
+                        b[0] / 1e9,
+                        b[1] / 1e9
+                    ));
+                }
+            }
+        }
+        for (label, rounds) in sides {
+            let times = [0, 1, 2].map(|i| rounds.median(|m| m.phases[i]));
+            let Some([fwd, bwd]) = rounds.flops() else {
+                let _ = writeln!(
+                    s,
+                    "| {} | {label} | not counted | {:.3} | | | {:.3} | | | | | {:.3} |",
+                    r.config.name(),
+                    times[0],
+                    times[1],
+                    times[2]
+                );
+                continue;
+            };
+            let rate = |flops: f64, secs: f64| flops / secs / 1e9;
+            let pct =
+                |gflops: f64| peak.map_or("–".into(), |p| format!("{:.0}%", 100.0 * gflops / p));
+            let step = rate(fwd + bwd, rounds.median(|m| m.median_s));
+            let (rf, rb) = (rate(fwd, times[0]), rate(bwd, times[1]));
+            let _ = writeln!(
+                s,
+                "| {} | {label} | {:.2} / {:.2} | {:.3} | {rf:.1} | {} | {:.3} | {rb:.1} | {} \
+                 | {step:.1} | {} | {:.3} |",
+                r.config.name(),
+                fwd / 1e9,
+                bwd / 1e9,
+                times[0],
+                pct(rf),
+                times[1],
+                pct(rb),
+                pct(step),
+                times[2],
+            );
+        }
+    }
+    if report.rows.iter().all(|r| r.torch.is_none()) {
+        // Nothing to compare the counts with.
+    } else if mismatches.is_empty() {
+        s.push_str(
+            "\nOur FLOP counts equal PyTorch's (`torch.utils.flop_counter`) in every \
+             configuration both counted.\n",
+        );
+    } else {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} |",
-            r.config.name(),
-            cell(0),
-            cell(1),
-            cell(2)
+            "\n**FLOP counts differ from PyTorch's**: {}",
+            mismatches.join("; ")
         );
     }
     s
+}
+
+/// The order of round `round` (0-based) over `n` slots: `0..n` rotated left by `round`.
+pub fn round_order(n: usize, round: usize) -> Vec<usize> {
+    (0..n).map(|j| (j + round) % n.max(1)).collect()
 }
 
 /// The 1-minute load average from /proc/loadavg (NaN where unavailable).
@@ -362,6 +680,14 @@ fn build_example(root: &Path, profile: BuildProfile) -> Result<PathBuf> {
         .context("cargo reported no step_bench executable")
 }
 
+/// `step_bench --peak` on `threads` threads: the peak JSON object.
+fn probe(exe: &Path, threads: usize) -> Result<Value> {
+    let mut cmd = Command::new(exe);
+    cmd.env("RAYON_NUM_THREADS", threads.to_string())
+        .arg("--peak");
+    run_json(cmd, "step_bench --peak")
+}
+
 /// `cargo xtask bench`.
 pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
     let list = configs(args.quick, &args.configs);
@@ -376,67 +702,145 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
                 .join(", ")
         );
     }
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
     let torch = if args.ours_only {
         None
     } else {
         Some(torch_version(&args.python)?)
     };
-    let exe = build_example(root, args.profile)?;
+    let profiles = args.profile.iter().fold(Vec::new(), |mut kept, &p| {
+        if !kept.contains(&p) {
+            kept.push(p);
+        }
+        kept
+    });
+    let exes = profiles
+        .iter()
+        .map(|&p| Ok((p, build_example(root, p)?)))
+        .collect::<Result<Vec<_>>>()?;
     let warmup = args.warmup.unwrap_or(if args.quick { 1 } else { 2 });
     let steps = args.steps.unwrap_or(if args.quick { 3 } else { 10 });
     let script = root.join("scripts/pytorch/step_bench.py");
     let load_start = load_average();
 
+    eprintln!("measuring the peak…");
+    let first_probe = probe(&exes[0].1, args.threads)?;
+    let supported: Vec<String> = first_probe["kernels_supported"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let detected = first_probe["kernels_detected"].as_str().unwrap_or("im2col");
+    let (kernels, unsupported) = resolve_kernels(&args.kernels, &supported, detected);
+    if kernels.is_empty() {
+        bail!(
+            "this CPU runs none of the kernel sets asked for ({}): it runs {}; pass --kernels \
+             detected or all",
+            unsupported.join(", "),
+            supported.join(", ")
+        );
+    }
+    let variants: Vec<Variant> = profiles
+        .iter()
+        .flat_map(|&profile| {
+            kernels.iter().map(move |k| Variant {
+                profile,
+                kernels: k.clone(),
+            })
+        })
+        .collect();
+    let exe_of = |p: BuildProfile| &exes.iter().find(|(q, _)| *q == p).expect("built").1;
+
     let mut rows = Vec::new();
     let mut raw = String::new();
-    if args.rounds == 0 {
-        bail!("--rounds must be at least 1");
-    }
+    let slots = variants.len() + usize::from(torch.is_some());
     for c in &list {
-        let before = load_average();
-        let (mut ours, mut torch_rounds) = (Vec::new(), Vec::new());
-        for round in 1..=args.rounds {
-            eprintln!("{} round {round}/{}: ours…", c.name(), args.rounds);
-            let mut cmd = Command::new(&exe);
-            cmd.env("RAYON_NUM_THREADS", args.threads.to_string())
-                .args(c.args(warmup, steps));
-            let v = run_json(cmd, &format!("step_bench {}", c.name()))?;
-            ours.push(Measurement::from_json(&v)?);
-            raw.push_str(&format!("{v}\n"));
-            if !args.ours_only {
-                eprintln!("{} round {round}/{}: PyTorch…", c.name(), args.rounds);
-                let mut cmd = Command::new(&args.python);
-                cmd.current_dir(root)
-                    .arg(&script)
-                    .args(c.args(warmup, steps))
-                    .args(["--threads", &args.threads.to_string()]);
-                let v = run_json(cmd, &format!("step_bench.py {}", c.name()))?;
-                torch_rounds.push(Measurement::from_json(&v)?);
+        let mut row = Row {
+            config: c.clone(),
+            ours: vec![Rounds::default(); variants.len()],
+            torch: torch.as_ref().map(|_| Rounds::default()),
+            loads: Vec::new(),
+        };
+        for round in 0..args.rounds {
+            for slot in round_order(slots, round) {
+                let load = load_average();
+                let (mut v, target) = if let Some(variant) = variants.get(slot) {
+                    eprintln!(
+                        "{} round {}/{}: ours ({})…",
+                        c.name(),
+                        round + 1,
+                        args.rounds,
+                        variant.label()
+                    );
+                    let mut cmd = Command::new(exe_of(variant.profile));
+                    cmd.env("RAYON_NUM_THREADS", args.threads.to_string())
+                        .args(c.args(warmup, steps))
+                        .args(["--kernels", &variant.kernels]);
+                    let what = format!("step_bench {} ({})", c.name(), variant.label());
+                    (run_json(cmd, &what)?, &mut row.ours[slot])
+                } else {
+                    eprintln!("{} round {}/{}: PyTorch…", c.name(), round + 1, args.rounds);
+                    let mut cmd = Command::new(&args.python);
+                    cmd.current_dir(root)
+                        .arg(&script)
+                        .args(c.args(warmup, steps))
+                        .args(["--threads", &args.threads.to_string()]);
+                    let what = format!("step_bench.py {}", c.name());
+                    let v = run_json(cmd, &what)?;
+                    (v, row.torch.as_mut().expect("PyTorch runs"))
+                };
+                target.0.push(Measurement::from_json(&v)?);
+                row.loads.push(load);
+                v["round"] = round.into();
+                v["load"] = load.into();
+                if let Some(variant) = variants.get(slot) {
+                    v["profile"] = variant.profile.name().into();
+                }
                 raw.push_str(&format!("{v}\n"));
             }
         }
-        rows.push(Row {
-            config: c.clone(),
-            ours: Measurement::combine(&ours).context("no rounds")?,
-            torch: Measurement::combine(&torch_rounds),
-            load: (before, load_average()),
-        });
+        rows.push(row);
     }
 
-    let mut md = format!(
+    eprintln!("measuring the peak again…");
+    let last_probe = probe(&exes[0].1, args.threads)?;
+    raw.push_str(&format!("{first_probe}\n{last_probe}\n"));
+    let peak = Peak::from_json(&first_probe).map(|p| p.max(Peak::from_json(&last_probe)));
+    let report = Report {
+        variants,
+        unsupported,
+        rows,
+        peak,
+    };
+
+    let mut md =
+        format!(
         "Training step (train-mode forward, cross-entropy, backward, SGD momentum 0.9 / weight \
-         decay 5e-4), CPU, {} threads, {} round(s) of {warmup} warm-up + {steps} timed steps, \
-         {} profile; \
-         PyTorch {}. Load average {load_start:.2} at the start, {:.2} at the end \
-         ({} cores).\n\n",
+         decay 5e-4), CPU, {} threads, {} round(s) of {warmup} warm-up + {steps} timed steps \
+         (each round runs every side once, the order rotated by one per round); our profiles: \
+         {}; kernel sets: {}{}; PyTorch {}. Peak: best of two `step_bench --peak` runs (FMA \
+         microkernel on {} threads). Load average {load_start:.2} at the start, {:.2} at the \
+         end ({} cores).\n\n",
         args.threads,
         args.rounds,
-        args.profile.name(),
+        profiles.iter().map(|p| p.name()).collect::<Vec<_>>().join(", "),
+        kernels.join(", "),
+        if report.unsupported.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} not on this CPU)", report.unsupported.join(", "))
+        },
         torch.as_deref().unwrap_or("not run"),
+        args.threads,
         load_average(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
-    md.push_str(&render(&rows));
+    md.push_str(&render(&report));
     println!("{md}");
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -501,21 +905,10 @@ mod tests {
         check_configs(true, &["preresnet-32"], &[]);
     }
 
-    fn check_measurement(json: &str, expected: std::result::Result<[f64; 7], &str>) {
+    fn check_measurement(json: &str, expected: std::result::Result<Measurement, &str>) {
         let v: Value = serde_json::from_str(json).unwrap();
         match (Measurement::from_json(&v), expected) {
-            (Ok(m), Ok(e)) => assert_eq!(
-                [
-                    m.median_s,
-                    m.min_s,
-                    m.images_per_s,
-                    m.peak_rss_mb,
-                    m.phases[0],
-                    m.phases[1],
-                    m.phases[2]
-                ],
-                e
-            ),
+            (Ok(m), Ok(e)) => assert_eq!(m, e),
             (Err(err), Err(needle)) => {
                 assert!(format!("{err:#}").contains(needle), "{err:#}")
             }
@@ -527,7 +920,30 @@ mod tests {
     fn measurement_from_step_bench_json() {
         let full = r#"{"median_s": 2.0, "min_s": 1.5, "images_per_s": 64.0, "peak_rss_mb": 300.5,
             "forward_s": 0.5, "backward_s": 1.25, "optimizer_s": 0.25, "extra": "x"}"#;
-        check_measurement(full, Ok([2.0, 1.5, 64.0, 300.5, 0.5, 1.25, 0.25]));
+        let m = Measurement {
+            median_s: 2.0,
+            min_s: 1.5,
+            images_per_s: 64.0,
+            peak_rss_mb: 300.5,
+            phases: [0.5, 1.25, 0.25],
+            flops: None,
+        };
+        check_measurement(full, Ok(m.clone()));
+        let counted = full.replace(
+            "\"extra\"",
+            "\"flops_forward\": 10, \"flops_backward\": 20, \"x\"",
+        );
+        check_measurement(
+            &counted,
+            Ok(Measurement {
+                flops: Some([10.0, 20.0]),
+                ..m
+            }),
+        );
+        check_measurement(
+            &full.replace("\"extra\"", "\"flops_forward\": 10, \"x\""),
+            Err("no number `flops_backward`"),
+        );
         check_measurement(
             r#"{"median_s": 2.0, "images_per_s": 64.0}"#,
             Err("no number `min_s`"),
@@ -539,48 +955,176 @@ mod tests {
     }
 
     #[test]
-    fn table_shows_ratios_of_ours_to_pytorch() {
-        let m = |median_s: f64, peak: f64| Measurement {
-            median_s,
-            min_s: median_s / 2.0,
-            images_per_s: 128.0 / median_s,
-            peak_rss_mb: peak,
-            phases: [0.1, 0.2, 0.3],
+    fn kernel_sets_resolve_against_the_cpu() {
+        let check =
+            |args: &[KernelsArg], supported: &[&str], detected: &str, want: (&[&str], &[&str])| {
+                let supported: Vec<String> = supported.iter().map(|s| s.to_string()).collect();
+                let (run, lacking) = resolve_kernels(args, &supported, detected);
+                fn strs(v: &[String]) -> Vec<&str> {
+                    v.iter().map(String::as_str).collect()
+                }
+                assert_eq!(
+                    (strs(&run), strs(&lacking)),
+                    (want.0.to_vec(), want.1.to_vec()),
+                    "{args:?} on {supported:?}"
+                );
+            };
+        use KernelsArg::*;
+        let avx2_cpu: &[&str] = &["avx2", "im2col"];
+        check(&[Detected], avx2_cpu, "avx2", (&["avx2"], &[]));
+        check(&[All], avx2_cpu, "avx2", (&["avx2", "im2col"], &["avx512"]));
+        check(
+            &[All],
+            &["avx512", "avx2", "im2col"],
+            "avx512",
+            (&["avx512", "avx2", "im2col"], &[]),
+        );
+        // Order follows the sets (widest first), duplicates collapse.
+        check(
+            &[Im2col, Avx512, Detected],
+            avx2_cpu,
+            "avx2",
+            (&["avx2", "im2col"], &["avx512"]),
+        );
+        check(&[Avx2], &["im2col"], "im2col", (&[], &["avx2"]));
+    }
+
+    #[test]
+    fn rounds_rotate_the_order() {
+        assert_eq!(round_order(3, 0), [0, 1, 2]);
+        assert_eq!(round_order(3, 1), [1, 2, 0]);
+        assert_eq!(round_order(3, 5), [2, 0, 1]);
+        assert_eq!(round_order(1, 4), [0]);
+        assert!(round_order(0, 2).is_empty());
+    }
+
+    #[test]
+    fn medians_and_spreads() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0]), 2.5);
+        assert!(median(&[]).is_nan());
+        assert_eq!(spread(&[0.5, 0.7, 0.6], 2), "0.60 (0.50–0.70)");
+        assert_eq!(spread(&[0.5], 3), "0.500");
+        assert_eq!(spread(&[], 3), "–");
+    }
+
+    #[test]
+    fn peak_is_the_widest_isa() {
+        let v: Value = serde_json::from_str(
+            r#"{"gflops": {"avx2": {"f32": 100.0, "f64": 50.0},
+                           "avx512": {"f32": 200.0, "f64": 100.0}}}"#,
+        )
+        .unwrap();
+        let p = Peak::from_json(&v).unwrap();
+        assert_eq!((p.isa.as_str(), p.f32, p.f64), ("avx512", 200.0, 100.0));
+        let later = Peak {
+            isa: "avx512".into(),
+            f32: 190.0,
+            f64: 120.0,
         };
+        assert_eq!(p.max(Some(later)).f64, 120.0);
+        assert!(Peak::from_json(&serde_json::json!({"gflops": {}})).is_none());
+    }
+
+    /// A measurement whose step takes `s` seconds split 1:2:0 into phases, with `flops`.
+    fn m(s: f64, peak: f64, flops: Option<[f64; 2]>) -> Measurement {
+        Measurement {
+            median_s: s,
+            min_s: s * 0.9,
+            images_per_s: 128.0 / s,
+            peak_rss_mb: peak,
+            phases: [s / 3.0, 2.0 * s / 3.0, 0.0],
+            flops,
+        }
+    }
+
+    #[test]
+    fn tables_show_ratios_goals_profiles_and_roofline() {
+        let flops = Some([10e9, 20e9]);
         let config = Config {
             model: "preresnet-20".into(),
             batch: 128,
             dtype: "f32",
         };
-        let rows = vec![
-            Row {
-                config: config.clone(),
-                ours: m(1.0, 300.0),
-                torch: Some(m(4.0, 1200.0)),
-                load: (1.0, 2.0),
-            },
-            Row {
+        let variant = |profile, kernels: &str| Variant {
+            profile,
+            kernels: kernels.into(),
+        };
+        let report = Report {
+            variants: vec![
+                variant(BuildProfile::Dev, "avx2"),
+                variant(BuildProfile::Release, "avx2"),
+            ],
+            unsupported: vec!["avx512".into()],
+            rows: vec![Row {
                 config,
-                ours: m(2.0, 300.0),
-                torch: None,
-                load: (2.0, 2.0),
-            },
-        ];
-        let md = render(&rows);
+                // Rounds paired: dev 1.0 and 3.0 against release 0.5 and 2.0 → 2.0 and 1.5.
+                ours: vec![
+                    Rounds(vec![m(1.0, 300.0, flops), m(3.0, 310.0, flops)]),
+                    Rounds(vec![m(0.5, 290.0, flops), m(2.0, 280.0, flops)]),
+                ],
+                // Against PyTorch's 1.0 and 1.0: release 0.5 and 2.0.
+                torch: Some(Rounds(vec![m(1.0, 1000.0, flops), m(1.0, 900.0, flops)])),
+                loads: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            }],
+            peak: Some(Peak {
+                isa: "avx2".into(),
+                f32: 100.0,
+                f64: 50.0,
+            }),
+        };
+        let md = render(&report);
         let lines: Vec<&str> = md.lines().collect();
-        // 128 / 1.0 and 128 / 4.0 images/s; time 1/4, min 0.5/2 and memory 300/1200 as ratios.
         assert_eq!(
             lines[2],
-            "| preresnet-20/b128/f32 | 1.000 | 4.000 | **0.25** | 0.500 | 2.000 | 0.25 | 128.0 \
-             | 32.0 | 300 | 1200 | 0.25 | 1.0 → 2.0 |"
+            "| preresnet-20/b128/f32 | dev / avx2 | 2.000 (1.000–3.000) | 1.000 (1.000–1.000) \
+             | **2.00 (1.00–3.00)** | 1.00 | 310 | 1000 | 0.31 | missed | met | 3.5 (1.0–6.0) |"
         );
         assert_eq!(
             lines[3],
-            "| preresnet-20/b128/f32 | 2.000 | – | **–** | 1.000 | – | – | 64.0 | – | 300 | – \
-             | – | 2.0 → 2.0 |"
+            "| preresnet-20/b128/f32 | release / avx2 | 1.250 (0.500–2.000) | 1.000 (1.000–1.000) \
+             | **1.25 (0.50–2.00)** | 0.50 | 290 | 1000 | 0.29 | missed | met | 3.5 (1.0–6.0) |"
         );
-        assert!(md
-            .contains("| preresnet-20/b128/f32 | 0.100 / 0.100 | 0.200 / 0.200 | 0.300 / 0.300 |"));
+        assert_eq!(
+            lines[4],
+            "| preresnet-20/b128/f32 | avx512 | not run: this CPU lacks it | | | | | | | | | |"
+        );
+        assert!(
+            md.contains(
+                "| preresnet-20/b128/f32 | avx2 | dev | 2.000 (1.000–3.000) \
+                         | 1.250 (0.500–2.000) | **1.75 (1.50–2.00)** |"
+            ),
+            "{md}"
+        );
+        // Release: forward 10 GFLOP in 1.25/3 s = 24.0 GFLOP/s, 24% of 100; backward 20 in
+        // 2.5/3 s = 24.0; the step 30 GFLOP in 1.25 s = 24.0.
+        assert!(
+            md.contains(
+                "| preresnet-20/b128/f32 | ours release / avx2 | 10.00 / 20.00 | 0.417 \
+                         | 24.0 | 24% | 0.833 | 24.0 | 24% | 24.0 | 24% | 0.000 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| PyTorch | 10.00 / 20.00 | 0.333 | 30.0 | 30% |"),
+            "{md}"
+        );
+        assert!(md.contains("Our FLOP counts equal PyTorch's"), "{md}");
+
+        // A count that differs is reported; ours-only has no PyTorch cells and no verdicts.
+        let mut other = report.clone();
+        other.rows[0].torch = Some(Rounds(vec![m(1.0, 900.0, Some([10e9, 21e9]))]));
+        assert!(render(&other).contains("**FLOP counts differ from PyTorch's**"));
+        other.rows[0].torch = None;
+        let md = render(&other);
+        assert!(
+            md.contains("| 2.000 (1.000–3.000) | – | **–** | – | 310 | – | – | – | – |"),
+            "{md}"
+        );
+        assert!(
+            !md.contains("FLOP counts"),
+            "no PyTorch counts to compare: {md}"
+        );
     }
 
     #[test]
@@ -595,31 +1139,5 @@ mod tests {
         );
         // `false` runs but fails, as a Python without torch fails the import.
         check("false", "cannot import torch");
-    }
-
-    #[test]
-    fn rounds_combine_to_median_min_and_max_peak() {
-        let m = |median_s: f64, min_s: f64, peak_rss_mb: f64| Measurement {
-            median_s,
-            min_s,
-            images_per_s: 10.0 * median_s,
-            peak_rss_mb,
-            phases: [median_s, 2.0 * median_s, 3.0 * median_s],
-        };
-        let check = |rounds: &[Measurement], want: Option<Measurement>| {
-            assert_eq!(Measurement::combine(rounds), want, "{rounds:?}");
-        };
-        check(&[], None);
-        check(&[m(2.0, 1.0, 5.0)], Some(m(2.0, 1.0, 5.0)));
-        // Odd count: the middle value; min of the minima; max of the peaks.
-        check(
-            &[m(3.0, 2.5, 5.0), m(1.0, 0.9, 7.0), m(2.0, 0.4, 6.0)],
-            Some(m(2.0, 0.4, 7.0)),
-        );
-        // Even count: the mean of the two middle values.
-        check(
-            &[m(4.0, 3.0, 1.0), m(1.0, 1.0, 1.0)],
-            Some(m(2.5, 1.0, 1.0)),
-        );
     }
 }

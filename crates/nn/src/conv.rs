@@ -1,12 +1,13 @@
 //! [`conv2d`]: the one 2-D convolution every explr model uses (through [`crate::Conv2d`]).
 //!
 //! On the CPU, for f32 and f64, it runs as three candle custom ops (forward, input gradient,
-//! weight gradient) on the im2col + `gemm` kernels of `conv_kernels`, so autograd works
-//! unchanged; candle 0.11's own CPU conv computes the input gradient with a naive
+//! weight gradient) on the kernels of `conv_kernels` (the [`crate::ConvKernels`] set in use), so
+//! autograd works unchanged; candle 0.11's own CPU conv computes the input gradient with a naive
 //! `conv_transpose2d` loop that is ~10× slower. On any other device or dtype it calls
-//! candle's `Tensor::conv2d`.
+//! candle's `Tensor::conv2d`. [`conv_flops`] counts the floating-point work of the three ops.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
@@ -19,8 +20,10 @@ use crate::{NnError, Result};
 /// `[n, k, (h + 2·padding − kh)/stride + 1, (w + 2·padding − kw)/stride + 1]`.
 ///
 /// The result matches `x.conv2d(w, padding, stride, 1, 1)` and is differentiable wrt both
-/// `x` and `w`. CPU f32/f64 tensors run on explr's im2col + `gemm` kernels, every other device
-/// or dtype on candle's own convolution.
+/// `x` and `w`. CPU f32/f64 tensors run on explr's kernels ([`crate::ConvKernels`]), every other
+/// device or dtype on candle's own convolution. A gradient nobody asked for is not computed: not
+/// the input's when `x` tracks no operation (a network's data), not the weight's when `w` does
+/// not (a frozen weight).
 ///
 /// ```
 /// use candle_core::{DType, Device, Tensor};
@@ -53,6 +56,71 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
             in_hw: (h, wi),
         },
     )?)
+}
+
+/// Floating-point operations of the CPU convolution passes ([`conv2d`] on f32/f64 CPU tensors,
+/// on any [`crate::ConvKernels`] set), summed over the process so far. A pass of a `[n, c, h, w]`
+/// input, a `[k, c, kh, kw]` weight and a `[n, k, oh, ow]` output is `2·n·k·oh·ow·c·kh·kw`
+/// operations (one multiply and one add per product), whichever pass it is: the count follows
+/// the shapes, like PyTorch's `torch.utils.flop_counter`, not what a kernel set executes (zero
+/// padding, layout copies). Convolutions on other devices are not counted.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor, Var};
+/// let x = Tensor::ones((2, 3, 8, 8), DType::F32, &Device::Cpu)?;
+/// let w = Var::ones((4, 3, 3, 3), DType::F32, &Device::Cpu)?;
+/// let before = explr_nn::conv_flops();
+/// let y = explr_nn::conv2d(&x, &w, 1, 1)?;
+/// y.sum_all()?.backward()?;
+/// let work = explr_nn::conv_flops().since(before);
+/// // 2·(2·4·8·8)·(3·3·3) forward; the same for the weight gradient; none for the input's.
+/// assert_eq!((work.forward, work.input_grad, work.weight_grad), (27648, 0, 27648));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConvFlops {
+    /// Forward passes.
+    pub forward: u64,
+    /// Input gradients.
+    pub input_grad: u64,
+    /// Weight gradients.
+    pub weight_grad: u64,
+}
+
+impl ConvFlops {
+    /// The work done between the count `earlier` and this one.
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            forward: self.forward.saturating_sub(earlier.forward),
+            input_grad: self.input_grad.saturating_sub(earlier.input_grad),
+            weight_grad: self.weight_grad.saturating_sub(earlier.weight_grad),
+        }
+    }
+
+    /// Both gradients.
+    pub fn backward(self) -> u64 {
+        self.input_grad + self.weight_grad
+    }
+}
+
+/// [`ConvFlops`] so far, in the order forward, input gradient, weight gradient.
+static FLOPS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
+/// The CPU convolution work of this process so far ([`ConvFlops`]); the difference of two
+/// counts ([`ConvFlops::since`]) is the work in between, from every thread.
+pub fn conv_flops() -> ConvFlops {
+    let [forward, input_grad, weight_grad] = FLOPS.each_ref().map(|c| c.load(Ordering::Relaxed));
+    ConvFlops {
+        forward,
+        input_grad,
+        weight_grad,
+    }
+}
+
+/// Adds one pass of `g` to the count of `pass` (0 forward, 1 input, 2 weight gradient).
+fn count(pass: usize, g: &Geometry) {
+    let flops = 2 * g.n as u64 * g.out_len() as u64 * g.ckk() as u64;
+    FLOPS[pass].fetch_add(flops, Ordering::Relaxed);
 }
 
 /// [`conv2d`] with candle's error type, for `Module::forward`.
@@ -208,6 +276,7 @@ impl CustomOp2 for Conv2dForward {
             |x, w| conv_kernels::forward(&g, x, w),
             |x, w| conv_kernels::forward(&g, x, w),
         )?;
+        count(0, &g);
         Ok((y, (g.n, g.k, g.oh, g.ow).into()))
     }
 
@@ -279,6 +348,7 @@ impl CustomOp2 for Conv2dInputGrad {
             |dy, w| conv_kernels::backward_input::<f32>(&g, dy, w),
             |dy, w| conv_kernels::backward_input::<f64>(&g, dy, w),
         )?;
+        count(1, &g);
         Ok((dx, Shape::from(x.to_vec())))
     }
 }
@@ -314,6 +384,60 @@ impl CustomOp2 for Conv2dWeightGrad {
             |x, dy| conv_kernels::backward_weight::<f32>(&g, x, dy),
             |x, dy| conv_kernels::backward_weight::<f64>(&g, x, dy),
         )?;
+        count(2, &g);
         Ok((dw, Shape::from(w.to_vec())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor, Var};
+
+    use super::*;
+
+    /// The work one forward + backward adds to [`conv_flops`], for an input and a weight that
+    /// do or do not track gradients. The unit tests of this binary that convolve call the
+    /// kernels directly, not these ops, so no other test moves the counts meanwhile.
+    fn work(x_tracks: bool, w_tracks: bool, stride: usize, padding: usize) -> ConvFlops {
+        let dev = Device::Cpu;
+        let x = Tensor::ones((3, 2, 7, 6), DType::F64, &dev).unwrap();
+        let w = Tensor::ones((5, 2, 3, 2), DType::F64, &dev).unwrap();
+        let (xv, wv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap());
+        let x = if x_tracks { xv.as_tensor() } else { &x };
+        let w = if w_tracks { wv.as_tensor() } else { &w };
+        let before = conv_flops();
+        // Multiplied by a var so that there is a backward pass even when neither tracks.
+        let y = conv2d(x, w, stride, padding).unwrap();
+        let scale = Var::ones((), DType::F64, &dev).unwrap();
+        let loss = y
+            .broadcast_mul(scale.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        loss.backward().unwrap();
+        conv_flops().since(before)
+    }
+
+    #[test]
+    fn flops_count_each_pass_that_runs() {
+        // Output 3·5·oh·ow, patch 2·3·2 = 12: stride 1, padding 1 → 7×7; stride 2, padding 0
+        // → 3×3.
+        let full = 2 * 3 * 5 * 7 * 7 * 12;
+        let strided = 2 * 3 * 5 * 3 * 3 * 12;
+        let cases = [
+            ((true, true, 1, 1), (full, full, full)),
+            ((false, true, 1, 1), (full, 0, full)),
+            ((true, false, 2, 0), (strided, strided, 0)),
+            ((false, false, 2, 0), (strided, 0, 0)),
+        ];
+        for ((xt, wt, s, p), (f, i, w)) in cases {
+            let got = work(xt, wt, s, p);
+            assert_eq!(
+                (got.forward, got.input_grad, got.weight_grad),
+                (f, i, w),
+                "x tracks {xt}, w tracks {wt}, stride {s}, padding {p}"
+            );
+            assert_eq!(got.backward(), i + w);
+        }
     }
 }

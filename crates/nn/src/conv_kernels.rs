@@ -1,6 +1,8 @@
-//! CPU kernels of [`crate::conv2d`]: im2col / col2im per sample and `gemm` matrix products,
-//! parallel over samples with Rayon, for CPUs without AVX2 or AVX-512 (and non-x86 ones); the
-//! others run the direct kernels of `direct` (no im2col; each entry point chooses).
+//! CPU kernels of [`crate::conv2d`], in three kernel sets ([`ConvKernels`]): the direct
+//! kernels of `direct` on x86-64 CPUs with AVX-512 or AVX2 + FMA (no im2col), and im2col /
+//! col2im per sample with `gemm` matrix products, parallel over samples with Rayon, on every
+//! CPU. Each convolution pass runs on [`ConvKernels::in_use`]: the widest set the CPU has, unless
+//! [`ConvKernels::force`] chose another.
 //!
 //! Notation (NCHW, as in PyTorch's `nn.Conv2d`; THEORY.md has no convolution formula): input `x` is `[n, c, h, w]`, weight `[k, c, kh, kw]`,
 //! output `y` is `[n, k, oh, ow]`, `p = oh·ow` output positions and `ckk = c·kh·kw` patch length.
@@ -16,9 +18,156 @@
 
 mod direct;
 
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use candle_core::WithDType;
 use gemm::Parallelism;
 use rayon::prelude::*;
+
+use crate::{NnError, Result};
+
+/// The CPU kernel sets [`crate::conv2d`] runs on. By default every convolution uses the widest
+/// this CPU has ([`ConvKernels::detected`]); [`ConvKernels::force`] makes the whole process use
+/// another, so that a benchmark can measure each set on one machine, or a user can check that a
+/// result does not depend on it. All three compute the same convolution; they sum in different
+/// orders, so results differ at rounding level.
+///
+/// ```
+/// use explr_nn::ConvKernels;
+///
+/// // im2col + gemm runs on every CPU.
+/// ConvKernels::force(Some(ConvKernels::Im2col))?;
+/// assert_eq!(ConvKernels::in_use(), ConvKernels::Im2col);
+/// // A set this CPU lacks is refused, and the previous choice stays.
+/// if !ConvKernels::Avx512.is_supported() {
+///     assert!(ConvKernels::force(Some(ConvKernels::Avx512)).is_err());
+///     assert_eq!(ConvKernels::in_use(), ConvKernels::Im2col);
+/// }
+/// ConvKernels::force(None)?; // back to the widest this CPU has
+/// assert_eq!(ConvKernels::in_use(), ConvKernels::detected());
+/// # Ok::<(), explr_nn::NnError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvKernels {
+    /// Direct kernels on 512-bit vectors: x86-64 with AVX-512F.
+    Avx512,
+    /// Direct kernels on 256-bit vectors: x86-64 with AVX2 and FMA.
+    Avx2,
+    /// im2col / col2im and `gemm` (which picks its own SIMD): every CPU.
+    Im2col,
+}
+
+/// The set [`ConvKernels::force`] chose: 0 for none, else 1 + its index in [`ConvKernels::ALL`].
+static FORCED: AtomicU8 = AtomicU8::new(0);
+
+impl ConvKernels {
+    /// Every kernel set, widest first.
+    pub const ALL: [Self; 3] = [Self::Avx512, Self::Avx2, Self::Im2col];
+
+    /// The set's name: `avx512`, `avx2` or `im2col` (what [`str::parse`] reads).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Avx512 => "avx512",
+            Self::Avx2 => "avx2",
+            Self::Im2col => "im2col",
+        }
+    }
+
+    /// What a CPU needs to run the set.
+    pub fn requirement(self) -> &'static str {
+        match self {
+            Self::Avx512 => "an x86-64 CPU with AVX-512F",
+            Self::Avx2 => "an x86-64 CPU with AVX2 and FMA",
+            Self::Im2col => "nothing",
+        }
+    }
+
+    /// Whether this CPU can run the set.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Self::Im2col => true,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Self::Avx512 | Self::Avx2 => false,
+        }
+    }
+
+    /// The widest set this CPU runs: what [`crate::conv2d`] uses unless [`ConvKernels::force`]
+    /// chose another.
+    pub fn detected() -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.is_supported())
+            .unwrap_or(Self::Im2col)
+    }
+
+    /// The set convolutions run on now: the forced one, else [`ConvKernels::detected`].
+    pub fn in_use() -> Self {
+        match FORCED.load(Ordering::Relaxed) {
+            0 => Self::detected(),
+            i => Self::ALL[usize::from(i - 1)],
+        }
+    }
+
+    /// Makes every convolution of the process started from now on run on `choice`, or (`None`)
+    /// on the detected set again. Each convolution pass reads the choice once when it starts,
+    /// so calling this while another thread convolves is safe: that pass finishes on the set it
+    /// started with.
+    ///
+    /// # Errors
+    /// [`NnError::UnsupportedConvKernels`] when this CPU cannot run `choice`; the previous
+    /// choice stays in effect.
+    pub fn force(choice: Option<Self>) -> Result<()> {
+        let code = match choice {
+            None => 0,
+            Some(k) if !k.is_supported() => {
+                return Err(NnError::UnsupportedConvKernels {
+                    requested: k,
+                    supported: Self::ALL.into_iter().filter(|k| k.is_supported()).collect(),
+                })
+            }
+            Some(k) => 1 + Self::ALL.iter().position(|&a| a == k).unwrap_or(0) as u8,
+        };
+        FORCED.store(code, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The instruction set of a direct set (`None` for im2col). Only a supported set is ever
+    /// in use, so the CPU has the returned one.
+    fn isa(self) -> Option<direct::Isa> {
+        match self {
+            Self::Avx512 => Some(direct::Isa::Avx512),
+            Self::Avx2 => Some(direct::Isa::Avx2),
+            Self::Im2col => None,
+        }
+    }
+}
+
+impl fmt::Display for ConvKernels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ConvKernels {
+    type Err = NnError;
+
+    /// `avx512`, `avx2` or `im2col`.
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                NnError::InvalidConfig(format!(
+                    "unknown convolution kernel set `{s}`: expected avx512, avx2 or im2col"
+                ))
+            })
+    }
+}
 
 /// Shapes, stride and padding of one convolution; every size is in elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,8 +260,9 @@ pub(crate) trait Float: WithDType {
     /// # Safety
     /// `a` must be readable at `a_rows[i] + j` and `b` at `b_rows[j] + col` for every `i`, `j`,
     /// `col` in range; `c` must hold `a_rows.len() · cols` elements, exclusively; the CPU must
-    /// have AVX-512F or AVX2 and FMA (`direct::isa`).
+    /// have `isa`.
     unsafe fn product(
+        isa: direct::Isa,
         a: (*const Self, &[usize]),
         b: (*const Self, &[usize]),
         cols: usize,
@@ -126,6 +276,7 @@ macro_rules! float_with_product {
     ($t:ty, $kernel:ident) => {
         impl Float for $t {
             unsafe fn product(
+                isa: direct::Isa,
                 a: (*const $t, &[usize]),
                 b: (*const $t, &[usize]),
                 cols: usize,
@@ -133,18 +284,13 @@ macro_rules! float_with_product {
                 accumulate: bool,
             ) {
                 #[cfg(target_arch = "x86_64")]
-                match direct::isa() {
-                    Some(direct::Isa::Avx512) => {
-                        direct::x86::avx512::$kernel(a, b, cols, c, accumulate)
-                    }
-                    Some(direct::Isa::Avx2) => {
-                        direct::x86::avx2::$kernel(a, b, cols, c, accumulate)
-                    }
-                    None => unreachable!("the direct kernels need AVX-512 or AVX2 + FMA"),
+                match isa {
+                    direct::Isa::Avx512 => direct::x86::avx512::$kernel(a, b, cols, c, accumulate),
+                    direct::Isa::Avx2 => direct::x86::avx2::$kernel(a, b, cols, c, accumulate),
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 unreachable!(
-                    "the direct kernels need x86-64 ({a:?}, {b:?}, {cols}, {c:?}, {accumulate})"
+                    "no CPU off x86-64 supports {isa:?} ({a:?}, {b:?}, {cols}, {c:?}, {accumulate})"
                 );
             }
         }
@@ -283,13 +429,13 @@ fn col2im<T: Float>(g: &Geometry, col: &[T], dx: &mut [T]) {
     }
 }
 
-/// Forward pass: `y = conv2d(x, w)`, `x` and `w` contiguous; returns `y` contiguous. The
-/// direct kernels where they apply, im2col and `gemm` elsewhere.
+/// Forward pass: `y = conv2d(x, w)`, `x` and `w` contiguous; returns `y` contiguous. On the
+/// kernel set in use.
 pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
-    if direct::applies(g) && g.out_len() > 0 {
-        return direct::forward(g, x, w);
+    match ConvKernels::in_use().isa() {
+        Some(isa) if g.out_len() > 0 => direct::forward(isa, g, x, w),
+        _ => forward_im2col(g, x, w),
     }
-    forward_im2col(g, x, w)
 }
 
 /// [`forward`] through im2col and `gemm`: every geometry, on every CPU.
@@ -327,13 +473,13 @@ fn forward_im2col<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     y
 }
 
-/// Input gradient: `dx = conv2d_x_grad(dy, w)`, `dy` and `w` contiguous (direct kernels where
-/// they apply).
+/// Input gradient: `dx = conv2d_x_grad(dy, w)`, `dy` and `w` contiguous; on the kernel set in
+/// use.
 pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
-    if direct::applies(g) && g.in_len() > 0 && g.out_len() > 0 {
-        return direct::backward_input(g, dy, w);
+    match ConvKernels::in_use().isa() {
+        Some(isa) if g.in_len() > 0 && g.out_len() > 0 => direct::backward_input(isa, g, dy, w),
+        _ => backward_input_im2col(g, dy, w),
     }
-    backward_input_im2col(g, dy, w)
 }
 
 /// [`backward_input`] through im2col and `gemm`: every geometry, on every CPU.
@@ -377,13 +523,15 @@ fn weight_group(n: usize) -> usize {
     n.div_ceil(16).max(1)
 }
 
-/// Weight gradient: `dW = conv2d_w_grad(x, dy)`, `x` and `dy` contiguous (direct kernels
-/// where they apply).
+/// Weight gradient: `dW = conv2d_w_grad(x, dy)`, `x` and `dy` contiguous; on the kernel set in
+/// use.
 pub(crate) fn backward_weight<T: Float>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
-    if direct::applies(g) && g.n > 0 && g.w_len() > 0 && g.out_len() > 0 {
-        return direct::backward_weight(g, x, dy, weight_group(g.n));
+    match ConvKernels::in_use().isa() {
+        Some(isa) if g.n > 0 && g.w_len() > 0 && g.out_len() > 0 => {
+            direct::backward_weight(isa, g, x, dy, weight_group(g.n))
+        }
+        _ => backward_weight_im2col(g, x, dy),
     }
-    backward_weight_im2col(g, x, dy)
 }
 
 /// [`backward_weight`] through im2col and `gemm`: every geometry, on every CPU.
@@ -491,24 +639,24 @@ mod tests {
             / scale
     }
 
-    fn compare<T: Float>(g: &Geometry, tol: f64) {
+    fn compare<T: Float>(isa: direct::Isa, g: &Geometry, tol: f64) {
         let x = values::<T>(g.n * g.in_len(), 1);
         let w = values::<T>(g.w_len(), 2);
         let dy = values::<T>(g.n * g.out_len(), 3);
         let cases = [
             (
                 "forward",
-                direct::forward(g, &x, &w),
+                direct::forward(isa, g, &x, &w),
                 forward_im2col(g, &x, &w),
             ),
             (
                 "input gradient",
-                direct::backward_input(g, &dy, &w),
+                direct::backward_input(isa, g, &dy, &w),
                 backward_input_im2col(g, &dy, &w),
             ),
             (
                 "weight gradient",
-                direct::backward_weight(g, &x, &dy, weight_group(g.n)),
+                direct::backward_weight(isa, g, &x, &dy, weight_group(g.n)),
                 backward_weight_im2col(g, &x, &dy),
             ),
         ];
@@ -516,18 +664,14 @@ mod tests {
             let d = max_rel(&ours, &reference);
             assert!(
                 d <= tol,
-                "{what} of {g:?} in {}: {d:e} > {tol:e}",
+                "{what} of {g:?} in {} on {isa:?}: {d:e} > {tol:e}",
                 T::DTYPE.as_str()
             );
         }
     }
 
     #[test]
-    #[cfg(target_arch = "x86_64")]
     fn direct_kernels_match_im2col() {
-        let Some(native) = direct::isa() else {
-            return; // neither AVX-512 nor AVX2: im2col is all there is, and the tests use it
-        };
         let shapes = [
             geometry(3, 16, (32, 32), 16, (3, 3), 1, 1),
             geometry(5, 10, (13, 11), 19, (3, 3), 1, 1),
@@ -545,23 +689,70 @@ mod tests {
             geometry(2, 3, (8, 9), 4, (2, 2), 2, 0),
             geometry(1, 2, (4, 4), 2, (4, 4), 1, 0),
         ];
-        // The CPU's own kernels, then (on an AVX-512 CPU) the AVX2 ones. Other tests of this
-        // binary may run meanwhile on either: both are correct, so that is harmless.
-        let mut isas = vec![native];
-        if native == direct::Isa::Avx512 && is_x86_feature_detected!("avx2") {
-            isas.push(direct::Isa::Avx2);
-        }
+        // Every direct set this CPU has (none off x86-64: im2col is all there is there).
+        let isas = ConvKernels::ALL
+            .into_iter()
+            .filter(|k| k.is_supported())
+            .filter_map(ConvKernels::isa);
         for isa in isas {
-            direct::FORCE_AVX2.store(
-                isa == direct::Isa::Avx2,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            assert_eq!(direct::isa(), Some(isa));
             for g in &shapes {
-                compare::<f32>(g, 1e-5);
-                compare::<f64>(g, 1e-13);
+                compare::<f32>(isa, g, 1e-5);
+                compare::<f64>(isa, g, 1e-13);
             }
         }
-        direct::FORCE_AVX2.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `force` makes the entry points run the chosen set (bit for bit its kernels' output),
+    /// refuses a set this CPU lacks with an error naming it, and `None` restores the detected
+    /// set. Other tests of this binary may convolve meanwhile on a forced set: every set is
+    /// correct, so that is harmless.
+    #[test]
+    fn forced_kernels_run_or_are_refused() {
+        let g = geometry(2, 5, (13, 10), 9, (3, 3), 2, 1);
+        let (x, w) = (
+            values::<f64>(g.n * g.in_len(), 1),
+            values::<f64>(g.w_len(), 2),
+        );
+        for set in ConvKernels::ALL {
+            let before = ConvKernels::in_use();
+            match (ConvKernels::force(Some(set)), set.is_supported()) {
+                (Ok(()), true) => {
+                    assert_eq!(ConvKernels::in_use(), set);
+                    let expected = match set.isa() {
+                        Some(isa) => direct::forward(isa, &g, &x, &w),
+                        None => forward_im2col(&g, &x, &w),
+                    };
+                    assert_eq!(forward(&g, &x, &w), expected, "{set}");
+                }
+                (Err(e), false) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains(set.name()) && msg.contains(set.requirement()),
+                        "{msg}"
+                    );
+                    assert_eq!(
+                        ConvKernels::in_use(),
+                        before,
+                        "a refused set changed nothing"
+                    );
+                }
+                (got, supported) => panic!("{set}: supported {supported}, force gave {got:?}"),
+            }
+        }
+        ConvKernels::force(None).unwrap();
+        assert_eq!(ConvKernels::in_use(), ConvKernels::detected());
+        assert!(ConvKernels::detected().is_supported());
+    }
+
+    #[test]
+    fn kernel_set_names_parse() {
+        for set in ConvKernels::ALL {
+            assert_eq!(set.name().parse::<ConvKernels>().unwrap(), set);
+        }
+        let err = "sse".parse::<ConvKernels>().unwrap_err().to_string();
+        assert!(
+            err.contains("`sse`") && err.contains("avx512, avx2 or im2col"),
+            "{err}"
+        );
     }
 }

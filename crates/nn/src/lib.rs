@@ -11,8 +11,10 @@
 //!   candle-nn's `VarBuilder`; [`Init`] draws every initial value from the store's seeded RNG,
 //!   so the same seed gives the same weights on any machine.
 //! - [`Conv2d`] and [`Linear`] are the two weight layers the zoo shares. [`Conv2d`] runs on
-//!   [`conv2d`], the one convolution entry point: on the CPU (f32/f64) im2col + `gemm` candle
-//!   custom ops for the forward pass and both gradients, elsewhere candle's own `conv2d`.
+//!   [`conv2d`], the one convolution entry point: on the CPU (f32/f64) candle custom ops for
+//!   the forward pass and both gradients on explr's kernels (direct AVX-512 or AVX2 kernels,
+//!   im2col + `gemm` elsewhere: [`ConvKernels`], which a benchmark can force), elsewhere
+//!   candle's own `conv2d`. [`conv_flops`] counts the work those kernels did.
 //! - [`relu`] is the models' ReLU, with a one-pass backward on the CPU (PyTorch's gradient
 //!   rule at 0).
 //! - [`tune_cpu_process`] is the process setup every CPU training binary starts with.
@@ -54,7 +56,8 @@ mod process;
 mod store;
 
 pub use activation::relu;
-pub use conv::conv2d;
+pub use conv::{conv2d, conv_flops, ConvFlops};
+pub use conv_kernels::ConvKernels;
 pub use interop::BUFFER_NAMES;
 pub use layers::{Conv2d, Conv2dConfig, Linear};
 pub use process::tune_cpu_process;
@@ -127,6 +130,19 @@ pub enum NnError {
         padding: usize,
         /// What is wrong and how to fix it.
         reason: String,
+    },
+    /// [`ConvKernels::force`] was asked for a kernel set this CPU cannot run.
+    #[error(
+        "the {requested} convolution kernels need {}, which this CPU is not: force one of {} \
+         (or None for the widest)",
+        requested.requirement(),
+        supported.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+    )]
+    UnsupportedConvKernels {
+        /// The set asked for.
+        requested: ConvKernels,
+        /// The sets this CPU runs, widest first.
+        supported: Vec<ConvKernels>,
     },
 }
 

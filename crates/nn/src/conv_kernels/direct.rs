@@ -26,7 +26,7 @@
 //!
 //! The working set is the padded sample (at most `1.3×` the input sample), not a 9× larger
 //! patch matrix, so it stays in L1/L2. The product keeps an 8-row × 3-vector block of its
-//! output in 24 zmm accumulators (AVX-512; 4 × 3 ymm with AVX2), broadcasting one left-factor
+//! output in 24 zmm accumulators (AVX-512; 6 × 2 ymm with AVX2), broadcasting one left-factor
 //! value per row and loading one right-factor vector per column block for every 24 FMAs. Summation orders depend only on
 //! the shapes and the batch's weight groups, never on the thread count.
 
@@ -34,43 +34,14 @@ use std::mem::MaybeUninit;
 
 use super::{Float, Geometry};
 
-/// Whether the direct kernels run `g` on this CPU: any geometry, on CPUs with AVX-512 or with
-/// AVX2 and FMA.
-pub(crate) fn applies(_g: &Geometry) -> bool {
-    isa().is_some()
-}
-
-/// The instruction set the product kernels use here: the widest the CPU has.
+/// The instruction set of a direct kernel set ([`super::ConvKernels::isa`] chooses it for each
+/// convolution pass; it is only ever one this CPU has).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Isa {
-    /// 512-bit vectors, mask registers.
+    /// 512-bit vectors, mask registers (AVX-512F).
     Avx512,
-    /// 256-bit vectors with FMA.
+    /// 256-bit vectors with FMA (AVX2 + FMA).
     Avx2,
-}
-
-/// Tests set this to run the AVX2 kernels on an AVX-512 CPU.
-#[cfg(test)]
-pub(crate) static FORCE_AVX2: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
-/// [`Isa`] of this CPU, `None` when it has neither (or is not x86-64).
-pub(crate) fn isa() -> Option<Isa> {
-    #[cfg(test)]
-    let force_avx2 = FORCE_AVX2.load(std::sync::atomic::Ordering::Relaxed);
-    #[cfg(not(test))]
-    let force_avx2 = false;
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") && !force_avx2 {
-            return Some(Isa::Avx512);
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Some(Isa::Avx2);
-        }
-    }
-    let _ = force_avx2;
-    None
 }
 
 /// How samples are laid out for the kernels: each channel of `h × w` becomes `stride²` zero-
@@ -172,9 +143,9 @@ fn compact<T: Float>(wide: &[T], wp: usize, ow: usize, out: &mut [MaybeUninit<T>
     }
 }
 
-/// Forward pass of a geometry that [`applies`]: per sample (in parallel), the padded phase
-/// planes, the product into wide rows, and their first `ow` columns into `y`.
-pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
+/// Forward pass on the kernels of `isa`: per sample (in parallel), the padded phase planes, the
+/// product into wide rows, and their first `ow` columns into `y`.
+pub(crate) fn forward<T: Float>(isa: Isa, g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     use rayon::prelude::*;
     let pad = (g.padding, g.padding);
     let phases = Phases::new((g.h, g.w), pad, pad, g.kw, g.stride);
@@ -194,10 +165,10 @@ pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
             |(xp, wide), (i, yn)| {
                 phases.fill(&x[i * g.in_len()..(i + 1) * g.in_len()], (g.h, g.w), xp);
                 // SAFETY: every offset plus `oh·wq` stays inside `xp` (Phases::extra), `w` is
-                // [k, offs.len()], `wide` is [k, oh·wq]; the CPU has the kernel's ISA
-                // (`applies`).
+                // [k, offs.len()], `wide` is [k, oh·wq]; the CPU has `isa` (`ConvKernels::isa`).
                 unsafe {
                     T::product(
+                        isa,
                         (w.as_ptr(), &w_rows),
                         (xp.as_ptr(), &offs),
                         g.oh * wq,
@@ -230,12 +201,12 @@ struct InputPhase<T> {
     offs: Vec<usize>,
 }
 
-/// Input gradient of a geometry that [`applies`], phase by phase. For stride `s`, the input
+/// Input gradient on the kernels of `isa`, phase by phase. For stride `s`, the input
 /// positions whose padded coordinates are `≡ (ri, rj) mod s` receive gradient only through the
 /// taps `ki ≡ ri`, `kj ≡ rj`: `dx[s·U + ri, s·V + rj] = Σ_k Σ_qi Σ_qj W[k, c, s·qi + ri,
 /// s·qj + rj] · dy[k, U − qi, V − qj]` (padded coordinates), a stride-1 correlation of `dy`,
 /// zero-padded, with a flipped sub-kernel. Stride 1 is one phase with the whole kernel.
-pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
+pub(crate) fn backward_input<T: Float>(isa: Isa, g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
     use rayon::prelude::*;
     let (s, p) = (g.stride, g.padding);
     // Kernel taps of phase r along a kernel side k: qi < taps(kh, ri).
@@ -326,9 +297,10 @@ pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T
                 for ph in &phases {
                     // SAFETY: every offset plus `rows·wd` stays inside `dp` (bottom padding
                     // and Phases::extra), `a` is [c, offs.len()], `wide` holds c·rows·wd; the
-                    // CPU has the kernel's ISA (`applies`).
+                    // CPU has `isa` (`ConvKernels::isa`).
                     unsafe {
                         T::product(
+                            isa,
                             (ph.a.as_ptr(), &ph.a_rows),
                             (dp.as_ptr(), &ph.offs),
                             ph.rows * wd,
@@ -362,12 +334,18 @@ pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T
     dx
 }
 
-/// Weight gradient of a geometry that [`applies`], as its transpose
+/// Weight gradient on the kernels of `isa`, as its transpose
 /// `dWᵀ[r, k] = Σ_n Σ_p' xpad_n[off_r + p'] · dyᵀ_n[p', k]`: the output channels are the
 /// vector lanes, so this is the forward's [`Float::product`] with the roles of rows and reductions
 /// swapped. Samples in groups of `group`, each group's sum accumulated sample by sample, the
 /// groups summed in order.
-pub(crate) fn backward_weight<T: Float>(g: &Geometry, x: &[T], dy: &[T], group: usize) -> Vec<T> {
+pub(crate) fn backward_weight<T: Float>(
+    isa: Isa,
+    g: &Geometry,
+    x: &[T],
+    dy: &[T],
+    group: usize,
+) -> Vec<T> {
     use rayon::prelude::*;
     let pad = (g.padding, g.padding);
     let phases = Phases::new((g.h, g.w), pad, pad, g.kw, g.stride);
@@ -409,6 +387,7 @@ pub(crate) fn backward_weight<T: Float>(g: &Geometry, x: &[T], dy: &[T], group: 
                 // acc_t is [ckk, k].
                 unsafe {
                     T::product(
+                        isa,
                         (xp.as_ptr(), &offs),
                         (dyt.as_ptr(), &dyt_rows),
                         k,
