@@ -186,18 +186,10 @@ fn verified(
 ) -> Result<Option<(PathBuf, Meta)>, CheckpointError> {
     let root = folder(run_dir);
     let latest = root.join("LATEST");
-    let name = match std::fs::read_to_string(&latest) {
-        Ok(text) => text.trim().to_string(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(IoError {
-                action: "reading",
-                path: latest,
-                source,
-            }
-            .into())
-        }
+    let Some(text) = crate::io::read_if_exists(&latest)? else {
+        return Ok(None);
     };
+    let name = text.trim().to_string();
     let inconsistent = |path: &Path, what: String| CheckpointError::Inconsistent {
         path: path.to_path_buf(),
         what,

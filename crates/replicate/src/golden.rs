@@ -62,17 +62,8 @@ pub fn golden_path(golden_dir: &Path, name: &str, profile: &str) -> PathBuf {
 /// Reads the golden summary at `path` (insta's `.snap`: a `---` header, then the YAML);
 /// `None` when there is none.
 pub fn read(path: &Path) -> Result<Option<Value>, GoldenError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(IoError {
-                action: "reading",
-                path: path.to_path_buf(),
-                source,
-            }
-            .into())
-        }
+    let Some(text) = crate::io::read_if_exists(path)? else {
+        return Ok(None);
     };
     // The header is `---`, `key: value` lines, `---`; the body follows.
     let body = text

@@ -75,18 +75,12 @@ impl ResultsIndex {
     /// The index in `results_dir`, empty when there is none yet.
     pub fn load(results_dir: &Path) -> Result<Self, IndexError> {
         let path = results_dir.join(FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| IndexError::Malformed {
+        match crate::io::read_if_exists(&path)? {
+            Some(text) => serde_json::from_str(&text).map_err(|e| IndexError::Malformed {
                 path,
                 message: e.to_string(),
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(IoError {
-                action: "reading",
-                path,
-                source,
-            }
-            .into()),
+            None => Ok(Self::default()),
         }
     }
 

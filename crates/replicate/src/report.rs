@@ -52,17 +52,11 @@ pub fn read_timings(
     profile: &str,
 ) -> Result<BTreeMap<String, WallTime>, TimingsError> {
     let path = timings_path(golden_dir, profile);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
+    match crate::io::read_if_exists(&path)? {
+        Some(text) => {
             serde_yaml::from_str(&text).map_err(|source| TimingsError::Format { path, source })
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(source) => Err(IoError {
-            action: "reading",
-            path,
-            source,
-        }
-        .into()),
+        None => Ok(BTreeMap::new()),
     }
 }
 
