@@ -82,28 +82,9 @@ fn run(
     )
 }
 
-/// Every number of a record but the wall time, as bits.
+/// Every number of each record but the wall time, as bits.
 fn bits(records: &[EpochRecord]) -> Vec<Vec<u64>> {
-    records
-        .iter()
-        .map(|r| {
-            let mut v = vec![r.epoch as u64, r.step];
-            v.extend(
-                [
-                    r.lr,
-                    r.train_loss,
-                    r.train_acc,
-                    r.test_loss,
-                    r.test_acc,
-                    r.si_norm,
-                    r.layer_norm,
-                    r.angular_update,
-                ]
-                .map(f64::to_bits),
-            );
-            v
-        })
-        .collect()
+    records.iter().map(common::measured_bits).collect()
 }
 
 fn copy_dir(from: &Path, to: &Path) {

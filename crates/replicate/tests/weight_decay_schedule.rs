@@ -61,23 +61,6 @@ fn records(data: &Dataset, run: &str) -> Vec<EpochRecord> {
     train(&setup, &Silent).unwrap()
 }
 
-/// Everything an epoch measured except its wall time, as bits.
-fn bits(r: &EpochRecord) -> Vec<u64> {
-    [
-        r.lr,
-        r.train_loss,
-        r.train_acc,
-        r.test_loss,
-        r.test_acc,
-        r.si_norm,
-        r.layer_norm,
-        r.angular_update,
-    ]
-    .iter()
-    .map(|x| x.to_bits())
-    .collect()
-}
-
 #[test]
 fn weight_decay_schedule_trains_like_the_constant_until_it_moves() {
     let data = load_synthetic(&SyntheticConfig {
@@ -93,7 +76,12 @@ fn weight_decay_schedule_trains_like_the_constant_until_it_moves() {
     let none = records(&data, "none");
     // Epochs 1 and 2 (steps 0..4) run at λ = 5e-3 in both: identical to the last bit.
     for e in 0..2 {
-        assert_eq!(bits(&constant[e]), bits(&scheduled[e]), "epoch {}", e + 1);
+        assert_eq!(
+            common::measured_bits(&constant[e]),
+            common::measured_bits(&scheduled[e]),
+            "epoch {}",
+            e + 1
+        );
     }
     // From epoch 3 the schedule's λ is 5e-4: the weights shrink less than under the constant.
     assert!(
@@ -104,7 +92,12 @@ fn weight_decay_schedule_trains_like_the_constant_until_it_moves() {
     );
     // A schedule that never moves is the constant, every epoch.
     for e in 0..3 {
-        assert_eq!(bits(&constant[e]), bits(&never_moves[e]), "epoch {}", e + 1);
+        assert_eq!(
+            common::measured_bits(&constant[e]),
+            common::measured_bits(&never_moves[e]),
+            "epoch {}",
+            e + 1
+        );
     }
     // And the weight decay does act: without it the first epoch already differs.
     assert_ne!(constant[0].si_norm, none[0].si_norm);

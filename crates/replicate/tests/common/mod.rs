@@ -1,6 +1,8 @@
 //! Helpers shared by the runner's integration tests.
 
 use std::path::PathBuf;
+
+use explr_replicate::records::EpochRecord;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static DIRS: AtomicUsize = AtomicUsize::new(0);
@@ -23,4 +25,42 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Everything an epoch measured except its wall time, as bits (epoch and step first). The
+/// pattern names every field, so a field added later cannot be left out of a comparison.
+#[allow(dead_code)] // each test binary compiles this module; not all of them compare records
+pub fn measured_bits(r: &EpochRecord) -> Vec<u64> {
+    let EpochRecord {
+        epoch,
+        step,
+        lr,
+        train_loss,
+        train_acc,
+        test_loss,
+        test_acc,
+        si_norm,
+        layer_norm,
+        norm_sq_over_lr,
+        effective_lr,
+        angular_update,
+        wall_s: _,
+    } = *r;
+    let mut bits = vec![epoch as u64, step];
+    bits.extend(
+        [
+            lr,
+            train_loss,
+            train_acc,
+            test_loss,
+            test_acc,
+            si_norm,
+            layer_norm,
+            norm_sq_over_lr,
+            effective_lr,
+            angular_update,
+        ]
+        .map(f64::to_bits),
+    );
+    bits
 }
