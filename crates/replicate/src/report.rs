@@ -318,7 +318,7 @@ pub fn replication_md(profile: &str, entries: &[ReportEntry]) -> String {
         if let Some(Value::Mapping(controls)) = e.summary.get("controls") {
             let _ = writeln!(
                 s,
-                "Negative controls (each must fail a check):\n\n| control | in place of | why it is not equivalent | measured | result |\n|---|---|---|---|---|"
+                "Controls (a negative one must fail a check; a positive one must pass them all, or the profile cannot see the effect):\n\n| control | kind | in place of | why | measured | result |\n|---|---|---|---|---|---|"
             );
             for (k, c) in controls {
                 let measured: Vec<String> = match c.get("values") {
@@ -328,17 +328,21 @@ pub fn replication_md(profile: &str, entries: &[ReportEntry]) -> String {
                         .collect(),
                     _ => Vec::new(),
                 };
+                let positive = c.get("kind").and_then(Value::as_str) == Some("positive");
+                let rejected = c.get("rejected").and_then(Value::as_bool) == Some(true);
                 let _ = writeln!(
                     s,
-                    "| `{}` | {} | {} | {} | {} |",
+                    "| `{}` | {} | {} | {} | {} | {} |",
                     k.as_str().unwrap_or("?"),
+                    if positive { "positive" } else { "negative" },
                     cell(&text(c.get("replaces"))),
                     cell(&text(c.get("why"))),
                     cell(&measured.join(", ")),
-                    if c.get("rejected").and_then(Value::as_bool) == Some(true) {
-                        "rejected"
-                    } else {
-                        "**passes too**"
+                    match (positive, rejected) {
+                        (false, true) => "rejected",
+                        (false, false) => "**passes too**",
+                        (true, false) => "passes",
+                        (true, true) => "**fails: the profile cannot see the effect**",
                     }
                 );
             }
@@ -376,7 +380,8 @@ mod tests {
         let summary: Value = serde_yaml::from_str(
             "id: T1\nprofile: smoke\nverdict: inconclusive\nexpected: {verdict: inconclusive, reason: too short}\n\
              checks:\n  m.0_window_gap: {pass: true, value: 0.002, bound: '<= 1e-2', what: gap |a - b|, reason: four standard errors}\n\
-             controls:\n  m.twin_2x: {replaces: twin, why: wrong weight decay, rejected: false, failed: [], values: {m.0_window_gap: 0.004}}\n\
+             controls:\n  m.twin_2x: {replaces: twin, why: wrong weight decay, rejected: false, failed: [], values: {m.0_window_gap: 0.004}}\n  \
+             m.no_decay: {replaces: twin, kind: positive, why: decaying helps, rejected: true, failed: [m.0_window_gap], values: {m.0_window_gap: 0.03}}\n\
              metrics:\n  m.best_final_test_acc: 0.21\n",
         )
         .unwrap();
@@ -397,8 +402,9 @@ mod tests {
         has("Best final test accuracy of the claimed runs: 0.210 — the models stay near chance");
         has("| `m.0_window_gap` | gap \\|a - b\\| | 0.002 | <= 1e-2 | four standard errors | pass |");
         has(
-            "| `m.twin_2x` | twin | wrong weight decay | `m.0_window_gap` 0.004 | **passes too** |",
+            "| `m.twin_2x` | negative | twin | wrong weight decay | `m.0_window_gap` 0.004 | **passes too** |",
         );
+        has("| `m.no_decay` | positive | twin | decaying helps | `m.0_window_gap` 0.03 | **fails: the profile cannot see the effect** |");
         has("| `m.best_final_test_acc` | 0.21 |");
         has("![T1 a.svg](figures/t1/a.svg)");
         assert!(md.starts_with("# Replication report\n"), "{md}");

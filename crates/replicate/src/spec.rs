@@ -416,32 +416,70 @@ impl Check {
     }
 }
 
-/// A negative control: a run deliberately *not* equivalent to the run it replaces (a twin
-/// built for the wrong weight decay, TEXP-- where TEXP is claimed, the weight decay removed, …).
-/// It is trained like the claimed runs (same seeds, same data) and judged by every check that
-/// names `replaces`, with the control in its place; it must fail at least one of them, or the
-/// profile cannot tell right from wrong (EXPERIMENTS.md, "Verdicts that can fail").
+/// A control run, trained like the claimed runs (same seeds, same data) and judged by every
+/// check that names `replaces`, with the control in its place (EXPERIMENTS.md, "Verdicts that
+/// can fail").
+///
+/// A *negative* control (the default) is deliberately not equivalent to the run it replaces (a
+/// twin built for the wrong weight decay, TEXP-- where TEXP is claimed, the weight decay
+/// removed, …): it must fail at least one of those checks, or the profile cannot tell right
+/// from wrong. A *positive* control is a run that the claim's premise says must pass them (for
+/// E5, a run that never decays its learning rate, which TEXP must beat if decaying helps at
+/// all): when it fails, the profile cannot see the effect the claim is about, and a failing
+/// check is no evidence against the claim.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Control {
     /// The claimed run it stands in for.
     pub replaces: String,
-    /// Why it is not equivalent, in one line.
+    /// Negative (must fail a check; the default) or positive (must pass every check).
+    #[serde(default, skip_serializing_if = "ControlKind::is_negative")]
+    pub kind: ControlKind,
+    /// Why it is not equivalent (negative) or why it must pass (positive), in one line.
     pub why: String,
     /// The control run (a schedule, or a twin derived from a claimed run).
     pub run: RunSpec,
+}
+
+/// Whether a control must fail the claim's checks or pass them (see [`Control`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlKind {
+    /// Not equivalent to the run it replaces: it must fail a check.
+    #[default]
+    Negative,
+    /// What the claim's premise says must pass every check: the profile can see the effect.
+    Positive,
+}
+
+impl ControlKind {
+    /// `negative` or `positive`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlKind::Negative => "negative",
+            ControlKind::Positive => "positive",
+        }
+    }
+
+    /// Whether this is the default kind (kept out of serialized manifests).
+    pub fn is_negative(&self) -> bool {
+        *self == ControlKind::Negative
+    }
 }
 
 /// The outcome of a claim at a profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
-    /// Every check holds for the claimed runs and every control fails one.
+    /// Every check holds for the claimed runs, every negative control fails one and every
+    /// positive control passes them all.
     Pass,
-    /// A check does not hold for the claimed runs.
+    /// A check does not hold for the claimed runs, while every positive control passes (the
+    /// profile can see the effect).
     Fail,
-    /// The checks hold for the claimed runs and also for some control: this profile cannot
-    /// tell right from wrong.
+    /// This profile cannot tell right from wrong: the checks hold for the claimed runs and
+    /// also for some negative control, or some positive control fails them (whatever the
+    /// claimed runs do).
     Inconclusive,
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
-use crate::spec::Verdict;
+use crate::spec::{Control, ControlKind, Verdict};
 
 /// Significant digits kept for summary numbers.
 pub const DIGITS: i32 = 4;
@@ -29,11 +29,14 @@ pub struct CheckResult {
     pub reason: Option<String>,
 }
 
-/// How a negative control fared.
+/// How a control fared.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ControlResult {
     /// The claimed run it stood in for.
     pub replaces: String,
+    /// Negative (must fail a check) or positive (must pass them all).
+    #[serde(default)]
+    pub kind: ControlKind,
     /// Why it is not equivalent.
     pub why: String,
     /// The checks it failed (keys of the claim's checks); empty: it passed them all.
@@ -46,6 +49,15 @@ impl ControlResult {
     /// A control is rejected when it fails at least one check.
     pub fn rejected(&self) -> bool {
         !self.failed.is_empty()
+    }
+
+    /// Whether it came out as its kind requires: a negative control rejected, a positive one
+    /// passing every check.
+    pub fn as_required(&self) -> bool {
+        match self.kind {
+            ControlKind::Negative => self.rejected(),
+            ControlKind::Positive => !self.rejected(),
+        }
     }
 }
 
@@ -108,21 +120,27 @@ impl Summary {
         );
     }
 
-    /// Records how negative control `key` fared: what each check measured for it (`values`,
-    /// by check key) and which checks it `failed`.
+    /// Records how control `key` fared: what each check measured for it (`values`, by check
+    /// key) and which checks it `failed`.
     pub fn control(
         &mut self,
         key: impl Into<String>,
-        replaces: &str,
-        why: &str,
+        control: &Control,
         values: BTreeMap<String, f64>,
         failed: Vec<String>,
     ) {
+        let Control {
+            replaces,
+            kind,
+            why,
+            ..
+        } = control;
         self.controls.insert(
             key.into(),
             ControlResult {
-                replaces: replaces.into(),
-                why: why.into(),
+                replaces: replaces.clone(),
+                kind: *kind,
+                why: why.clone(),
                 failed,
                 values,
             },
@@ -203,12 +221,21 @@ impl Summary {
         &self.controls
     }
 
-    /// `fail` when a check failed, else `inconclusive` when a control was not rejected, else
-    /// `pass`.
+    /// `inconclusive` when a positive control failed (the profile cannot see the effect), else
+    /// `fail` when a check failed, else `inconclusive` when a negative control was not
+    /// rejected, else `pass`.
     pub fn verdict(&self) -> Verdict {
-        if !self.checks.values().all(|c| c.pass) {
+        let controls_as_required = |kind| {
+            self.controls
+                .values()
+                .filter(|c| c.kind == kind)
+                .all(ControlResult::as_required)
+        };
+        if !controls_as_required(ControlKind::Positive) {
+            Verdict::Inconclusive
+        } else if !self.checks.values().all(|c| c.pass) {
             Verdict::Fail
-        } else if !self.controls.values().all(ControlResult::rejected) {
+        } else if !controls_as_required(ControlKind::Negative) {
             Verdict::Inconclusive
         } else {
             Verdict::Pass
@@ -246,6 +273,10 @@ impl Summary {
             for (k, c) in &self.controls {
                 let mut cm = serde_yaml::Mapping::new();
                 cm.insert("replaces".into(), c.replaces.clone().into());
+                // Negative is the default; goldens name only the positive kind.
+                if c.kind == ControlKind::Positive {
+                    cm.insert("kind".into(), c.kind.as_str().into());
+                }
                 cm.insert("why".into(), c.why.clone().into());
                 cm.insert("rejected".into(), c.rejected().into());
                 let values: serde_yaml::Mapping = c
@@ -313,7 +344,11 @@ mod tests {
         s.check("gap", "gap", f64::MIN_POSITIVE, "<= 1e-3", true, "why");
         let mut values = BTreeMap::new();
         values.insert("gap".to_string(), 0.30000000000000004);
-        s.control("c", "texp", "wrong", values, vec!["gap".into()]);
+        let control: Control = serde_yaml::from_str(
+            "{replaces: texp, why: wrong, run: {schedule: {kind: constant, lr: 0.1}}}",
+        )
+        .unwrap();
+        s.control("c", &control, values, vec!["gap".into()]);
         s.expect(Verdict::Inconclusive, "small");
         let text = serde_yaml::to_string(&s).unwrap();
         let back: Summary = serde_yaml::from_str(&text).unwrap();

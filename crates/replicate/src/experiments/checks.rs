@@ -255,13 +255,7 @@ pub fn evaluate(ev: &Evidence<'_>, summary: &mut Summary) -> Result<(), RunError
                     failed.push(key);
                 }
             }
-            summary.control(
-                format!("{model}.{name}"),
-                &control.replaces,
-                &control.why,
-                values,
-                failed,
-            );
+            summary.control(format!("{model}.{name}"), control, values, failed);
         }
     }
     Ok(())
@@ -281,7 +275,7 @@ fn check_kind(check: &Check) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::Verdict;
+    use crate::spec::{ControlKind, Verdict};
 
     /// Runs `a` and `b` and controls `same` (b's copy) and `off` (b shifted by 0.3) over
     /// seeds 0 and 1, 4 epochs; `test_acc` of seed s is `0.5 + 0.1·s + shift`, `lr` 0.1 and
@@ -293,6 +287,7 @@ mod tests {
             ("b", b_shift),
             ("same", b_shift),
             ("off", b_shift + 0.3),
+            ("copy_of_a", 0.0),
         ] {
             for seed in [0u64, 1] {
                 let curve = (1..=4)
@@ -341,7 +336,11 @@ checks:
     /// The summary of `checks` on `records`, with weight distances 1e-6 between a and b and
     /// 1e-2 against `off`.
     fn run(checks: &str, records: &AllRecords) -> Summary {
-        let spec = spec(checks);
+        judge(&spec(checks), records)
+    }
+
+    /// The summary of `spec`'s checks and controls on `records`, with the distances of [`run`].
+    fn judge(spec: &Training, records: &AllRecords) -> Summary {
         let distance = |_: &str, _: &str, b: &str, seed: u64, _: usize| {
             Ok(if b == "off" {
                 1e-2
@@ -352,7 +351,7 @@ checks:
         let mut s = Summary::default();
         evaluate(
             &Evidence {
-                spec: &spec,
+                spec,
                 records,
                 distance: &distance,
             },
@@ -420,6 +419,37 @@ checks:
         );
         assert_eq!(v["checks"]["m.0_window_gap"]["value"].as_f64(), Some(0.0));
         assert_eq!(v["controls"]["m.off"]["rejected"].as_bool(), Some(true));
+    }
+
+    #[test]
+    fn a_positive_control_decides_whether_a_failing_check_is_a_fail() {
+        // A copy of `a` in place of b, as a positive control, passes the gap whatever b does:
+        // the profile can see the effect, so the verdict is what the claimed pair and the
+        // negative `off` (rejected) make it.
+        let mut spec = spec(GAP);
+        spec.controls.remove("same");
+        let mut copy = spec.controls["off"].clone();
+        copy.kind = ControlKind::Positive;
+        spec.controls.insert("copy_of_a".into(), copy);
+        assert_eq!(judge(&spec, &records(0.0, 0.0)).verdict(), Verdict::Pass);
+        assert_eq!(judge(&spec, &records(0.2, 0.0)).verdict(), Verdict::Fail);
+        // `off` as a positive control fails the gap (0.3): the profile cannot see the effect,
+        // and neither a failing nor a holding claimed pair is evidence.
+        spec.controls.get_mut("off").unwrap().kind = ControlKind::Positive;
+        let s = judge(&spec, &records(0.2, 0.0));
+        assert_eq!(s.verdict(), Verdict::Inconclusive);
+        assert!(!s.controls()["m.off"].as_required());
+        assert!(s.controls()["m.copy_of_a"].as_required());
+        assert_eq!(
+            judge(&spec, &records(0.0, 0.0)).verdict(),
+            Verdict::Inconclusive
+        );
+        // The kind is written into the summary only when positive (the goldens' default).
+        let v = s.to_value("E0", "smoke");
+        assert_eq!(v["controls"]["m.off"]["kind"].as_str(), Some("positive"));
+        spec.controls.get_mut("off").unwrap().kind = ControlKind::Negative;
+        let v = judge(&spec, &records(0.2, 0.0)).to_value("E0", "smoke");
+        assert!(v["controls"]["m.off"].get("kind").is_none());
     }
 
     #[test]
