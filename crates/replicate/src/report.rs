@@ -193,7 +193,7 @@ pub fn replication_md(profile: &str, entries: &[ReportEntry]) -> String {
         "Each claim of Li & Arora (ICLR 2020) is one manifest. The `smoke` profile (tiny models, \
          synthetic data, CPU, minutes) is what CI checks on every change; its numbers say that the \
          machinery and the equivalences hold, not what accuracy the paper's setup reaches. `--profile \
-         cpu` (the same designs on real CIFAR-10 images with a deeper PreResNet, about an hour on \
+         cpu` (the same designs on real CIFAR-10 images with a deeper PreResNet, about half an hour on \
          two cores) and `--profile paper` (PreResNet-32, 160 epochs, three seeds, meant for a GPU) \
          rerun the same manifests at scale; where a run at such a profile was recorded, its report \
          is `REPLICATION-<profile>.md` next to this file, with its wall time."
