@@ -59,10 +59,11 @@ impl PartialEq for EpochRecord {
     fn eq(&self, other: &Self) -> bool {
         self.epoch == other.epoch
             && self.step == other.step
+            && self.wall_s.to_bits() == other.wall_s.to_bits()
             && self
-                .numbers()
+                .measured()
                 .iter()
-                .zip(other.numbers())
+                .zip(other.measured())
                 .all(|(a, b)| a.to_bits() == b.to_bits())
     }
 }
@@ -103,9 +104,10 @@ mod any_f64 {
 }
 
 impl EpochRecord {
-    /// Every `f64` of the record (a field added later cannot be left out: the pattern names
-    /// them all).
-    fn numbers(&self) -> [f64; 11] {
+    /// What the epoch measured: every `f64` of the record but its wall time, in field order (a
+    /// field added later cannot be left out: the pattern names them all). Records compare with
+    /// these to the bit; a rerun's comparison leaves out the wall time by using them alone.
+    pub fn measured(&self) -> [f64; 10] {
         let Self {
             epoch: _,
             step: _,
@@ -119,7 +121,7 @@ impl EpochRecord {
             norm_sq_over_lr,
             effective_lr,
             angular_update,
-            wall_s,
+            wall_s: _,
         } = *self;
         [
             lr,
@@ -132,7 +134,6 @@ impl EpochRecord {
             norm_sq_over_lr,
             effective_lr,
             angular_update,
-            wall_s,
         ]
     }
 

@@ -27,40 +27,11 @@ impl Drop for TempDir {
     }
 }
 
-/// Everything an epoch measured except its wall time, as bits (epoch and step first). The
-/// pattern names every field, so a field added later cannot be left out of a comparison.
+/// Everything an epoch measured except its wall time, as bits (epoch and step first);
+/// [`EpochRecord::measured`] names every field, so a field added later cannot be left out.
 #[allow(dead_code)] // each test binary compiles this module; not all of them compare records
 pub fn measured_bits(r: &EpochRecord) -> Vec<u64> {
-    let EpochRecord {
-        epoch,
-        step,
-        lr,
-        train_loss,
-        train_acc,
-        test_loss,
-        test_acc,
-        si_norm,
-        layer_norm,
-        norm_sq_over_lr,
-        effective_lr,
-        angular_update,
-        wall_s: _,
-    } = *r;
-    let mut bits = vec![epoch as u64, step];
-    bits.extend(
-        [
-            lr,
-            train_loss,
-            train_acc,
-            test_loss,
-            test_acc,
-            si_norm,
-            layer_norm,
-            norm_sq_over_lr,
-            effective_lr,
-            angular_update,
-        ]
-        .map(f64::to_bits),
-    );
+    let mut bits = vec![r.epoch as u64, r.step];
+    bits.extend(r.measured().map(f64::to_bits));
     bits
 }
