@@ -25,6 +25,9 @@ pub struct IndexCheck {
     pub bound: String,
     /// Whether it held.
     pub pass: bool,
+    /// Whether the seeds scattered too much to decide it (then `pass` is false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub undecided: bool,
 }
 
 /// One manifest at one profile.

@@ -135,16 +135,28 @@ fn verdict_cell(summary: &Value) -> String {
     v
 }
 
+/// A check's confidence interval as a suffix of its value (` (95 %: lo to hi)`), or nothing.
+fn interval(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::Sequence(pair)) if pair.len() == 2 => format!(
+            " (one-sided 95 % bounds {} to {})",
+            text(pair.first()),
+            text(pair.get(1))
+        ),
+        _ => String::new(),
+    }
+}
+
 /// A summary field as text.
 fn text(v: Option<&Value>) -> String {
-    v.map(|v| {
-        serde_yaml::to_string(v)
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => serde_yaml::to_string(v)
             .unwrap_or_default()
             .trim()
-            .trim_matches('\'')
-            .to_string()
-    })
-    .unwrap_or_default()
+            .to_string(),
+        None => String::new(),
+    }
 }
 
 /// Seconds as "12.3 min" (or "45 s" below a minute).
@@ -298,18 +310,20 @@ pub fn replication_md(profile: &str, entries: &[ReportEntry]) -> String {
                 "| check | rule | value | bound | why this bound | result |\n|---|---|---|---|---|---|"
             );
             for (k, c) in checks {
+                let flag = |key: &str| c.get(key).and_then(Value::as_bool) == Some(true);
                 let _ = writeln!(
                     s,
-                    "| `{}` | {} | {} | {} | {} | {} |",
+                    "| `{}` | {} | {}{} | {} | {} | {} |",
                     k.as_str().unwrap_or("?"),
                     cell(&text(c.get("what"))),
                     text(c.get("value")),
+                    interval(c.get("interval")),
                     cell(&text(c.get("bound"))),
                     cell(&text(c.get("reason"))),
-                    if c.get("pass").and_then(Value::as_bool) == Some(true) {
-                        "pass"
-                    } else {
-                        "**fail**"
+                    match (flag("pass"), flag("undecided")) {
+                        (true, _) => "pass",
+                        (false, true) => "**undecided: the seeds scatter across the bound**",
+                        (false, false) => "**fail**",
                     }
                 );
             }
@@ -321,15 +335,25 @@ pub fn replication_md(profile: &str, entries: &[ReportEntry]) -> String {
                 "Controls (a negative one must fail a check; a positive one must pass them all, or the profile cannot see the effect):\n\n| control | kind | in place of | why | measured | result |\n|---|---|---|---|---|---|"
             );
             for (k, c) in controls {
+                let intervals = c.get("intervals");
                 let measured: Vec<String> = match c.get("values") {
                     Some(Value::Mapping(values)) => values
                         .iter()
-                        .map(|(check, v)| format!("`{}` {}", text(Some(check)), text(Some(v))))
+                        .map(|(check, v)| {
+                            format!(
+                                "`{}` {}{}",
+                                text(Some(check)),
+                                text(Some(v)),
+                                interval(intervals.and_then(|i| i.get(check)))
+                            )
+                        })
                         .collect(),
                     _ => Vec::new(),
                 };
                 let positive = c.get("kind").and_then(Value::as_str) == Some("positive");
                 let rejected = c.get("rejected").and_then(Value::as_bool) == Some(true);
+                let undecided =
+                    matches!(c.get("undecided"), Some(Value::Sequence(u)) if !u.is_empty());
                 let _ = writeln!(
                     s,
                     "| `{}` | {} | {} | {} | {} | {} |",
@@ -338,11 +362,15 @@ pub fn replication_md(profile: &str, entries: &[ReportEntry]) -> String {
                     cell(&text(c.get("replaces"))),
                     cell(&text(c.get("why"))),
                     cell(&measured.join(", ")),
-                    match (positive, rejected) {
-                        (false, true) => "rejected",
-                        (false, false) => "**passes too**",
-                        (true, false) => "passes",
-                        (true, true) => "**fails: the profile cannot see the effect**",
+                    match (positive, rejected, undecided) {
+                        (false, true, _) => "rejected",
+                        (false, false, false) => "**passes too**",
+                        (false, false, true) =>
+                            "**not rejected: the seeds scatter across the bound**",
+                        (true, false, false) => "passes",
+                        (true, true, _) => "**fails: the profile cannot see the effect**",
+                        (true, false, true) =>
+                            "**undecided: the seeds scatter too much to see the effect**",
                     }
                 );
             }
@@ -379,9 +407,12 @@ mod tests {
         .unwrap();
         let summary: Value = serde_yaml::from_str(
             "id: T1\nprofile: smoke\nverdict: inconclusive\nexpected: {verdict: inconclusive, reason: too short}\n\
-             checks:\n  m.0_window_gap: {pass: true, value: 0.002, bound: '<= 1e-2', what: gap |a - b|, reason: four standard errors}\n\
+             checks:\n  m.0_window_gap: {pass: true, value: 0.002, bound: '<= 1e-2', what: gap |a - b|, reason: four standard errors}\n  \
+             m.1_greater: {pass: false, undecided: true, value: 0.007, interval: [-0.005, 0.02], bound: '>= 1e-2', what: a − b, reason: a point}\n\
              controls:\n  m.twin_2x: {replaces: twin, why: wrong weight decay, rejected: false, failed: [], values: {m.0_window_gap: 0.004}}\n  \
-             m.no_decay: {replaces: twin, kind: positive, why: decaying helps, rejected: true, failed: [m.0_window_gap], values: {m.0_window_gap: 0.03}}\n\
+             m.no_decay: {replaces: twin, kind: positive, why: decaying helps, rejected: true, failed: [m.0_window_gap], values: {m.0_window_gap: 0.03}}\n  \
+             m.never: {replaces: twin, kind: positive, why: \"step decay's LR, never decayed\", rejected: false, failed: [], undecided: [m.1_greater], values: {m.1_greater: 0.02}, intervals: {m.1_greater: [-0.002, 0.05]}}\n  \
+             m.shifted: {replaces: twin, why: shifted, rejected: false, failed: [], undecided: [m.1_greater], values: {m.1_greater: 0.01}, intervals: {m.1_greater: [0, 0.02]}}\n\
              metrics:\n  m.best_final_test_acc: 0.21\n",
         )
         .unwrap();
@@ -405,6 +436,9 @@ mod tests {
             "| `m.twin_2x` | negative | twin | wrong weight decay | `m.0_window_gap` 0.004 | **passes too** |",
         );
         has("| `m.no_decay` | positive | twin | decaying helps | `m.0_window_gap` 0.03 | **fails: the profile cannot see the effect** |");
+        has("| `m.1_greater` | a − b | 0.007 (one-sided 95 % bounds -0.005 to 0.02) | >= 1e-2 | a point | **undecided: the seeds scatter across the bound** |");
+        has("| `m.never` | positive | twin | step decay's LR, never decayed | `m.1_greater` 0.02 (one-sided 95 % bounds -0.002 to 0.05) | **undecided: the seeds scatter too much to see the effect** |");
+        has("| `m.shifted` | negative | twin | shifted | `m.1_greater` 0.01 (one-sided 95 % bounds 0 to 0.02) | **not rejected: the seeds scatter across the bound** |");
         has("| `m.best_final_test_acc` | 0.21 |");
         has("![T1 a.svg](figures/t1/a.svg)");
         assert!(md.starts_with("# Replication report\n"), "{md}");

@@ -37,6 +37,10 @@ pub struct ManifestOutcome {
     pub figures: Vec<PathBuf>,
     /// Wall time in seconds (of the collection, for a manifest whose units ran elsewhere).
     pub wall_s: f64,
+    /// Whether some unit ran in this process, so that `wall_s` is the time they took; false
+    /// when every unit was complete before (the checks re-judged what was recorded) or ran
+    /// elsewhere and was collected.
+    pub trained_here: bool,
 }
 
 /// What [`run`] did.
@@ -87,6 +91,10 @@ pub fn run(
     // Once units start (or are submitted), the former summary is stale until a collection
     // writes its own.
     let begin = || mark_summary_stale(&dir);
+    let mut trained_here = false;
+    for unit in &units {
+        trained_here |= work.state(unit)? != UnitState::Complete;
+    }
     let job = Job {
         manifest: &resolved.name,
         profile: &resolved.profile,
@@ -98,19 +106,21 @@ pub fn run(
         run: &run_unit,
     };
     match executor.execute(&job)? {
-        Execution::Done => match collect_planned(resolved, &work, &dir, opts, started)? {
-            Collected::Finished(outcome) => Ok(Ran::Finished(outcome)),
-            Collected::Incomplete(states) => {
-                let (unit, state) = states
-                    .into_iter()
-                    .find(|(_, s)| *s != UnitState::Complete)
-                    .expect("an incomplete collection names a unit");
-                Err(RunError::Incomplete {
-                    unit: unit.to_string(),
-                    state: state.to_string(),
-                })
+        Execution::Done => {
+            match collect_planned(resolved, &work, &dir, opts, started, trained_here)? {
+                Collected::Finished(outcome) => Ok(Ran::Finished(outcome)),
+                Collected::Incomplete(states) => {
+                    let (unit, state) = states
+                        .into_iter()
+                        .find(|(_, s)| *s != UnitState::Complete)
+                        .expect("an incomplete collection names a unit");
+                    Err(RunError::Incomplete {
+                        unit: unit.to_string(),
+                        state: state.to_string(),
+                    })
+                }
             }
-        },
+        }
         Execution::Submitted(submission) => Ok(Ran::Submitted(submission)),
     }
 }
@@ -148,7 +158,7 @@ pub fn collect(resolved: &Resolved, opts: &RunnerOptions) -> Result<Collected, R
     let _lock = FolderLock::acquire(&dir, &opts.provenance.holder())?;
     remove_leftovers_of_stopped_writers(&dir, opts)?;
     let work = Work::plan(resolved, &dir, opts)?;
-    collect_planned(resolved, &work, &dir, opts, started)
+    collect_planned(resolved, &work, &dir, opts, started, false)
 }
 
 /// Removes what killed writers left in the manifest's folder (held under its lock): the
@@ -194,6 +204,7 @@ fn collect_planned(
     dir: &Path,
     opts: &RunnerOptions,
     started: Instant,
+    trained_here: bool,
 ) -> Result<Collected, RunError> {
     let states = work
         .units()
@@ -243,6 +254,7 @@ fn collect_planned(
         summary: value,
         figures,
         wall_s,
+        trained_here,
     }))
 }
 

@@ -14,6 +14,31 @@ pub const DIGITS: i32 = 4;
 /// The smallest order of magnitude [`Summary::magnitude`] records (exact zeros included).
 pub const MAGNITUDE_FLOOR: f64 = -17.0;
 
+/// How a check came out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// It holds: for a mean over seeds, its whole one-sided 95 % confidence interval does.
+    #[default]
+    Pass,
+    /// It does not hold: for a mean over seeds, not even the confidence bound on the other
+    /// side does.
+    Fail,
+    /// The seeds scatter too much to tell: the confidence interval straddles the bound.
+    Undecided,
+}
+
+impl Outcome {
+    /// `Pass` when `holds`, else `Fail`: a check without seed scatter to weigh.
+    pub fn of(holds: bool) -> Outcome {
+        if holds {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        }
+    }
+}
+
 /// One check that decides the claim.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckResult {
@@ -23,10 +48,21 @@ pub struct CheckResult {
     pub value: f64,
     /// The bound it was held to, in words (`<= 1e-10`).
     pub bound: String,
-    /// Whether it held.
-    pub pass: bool,
+    /// How it came out.
+    pub outcome: Outcome,
+    /// For a paired mean over two seeds or more: its one-sided 95 % confidence bounds
+    /// (Student's t), which decide the outcome.
+    #[serde(default)]
+    pub interval: Option<[f64; 2]>,
     /// Where the bound comes from (the manifest's `reason`), when it says.
     pub reason: Option<String>,
+}
+
+impl CheckResult {
+    /// Whether it held.
+    pub fn pass(&self) -> bool {
+        self.outcome == Outcome::Pass
+    }
 }
 
 /// How a control fared.
@@ -39,10 +75,18 @@ pub struct ControlResult {
     pub kind: ControlKind,
     /// Why it is not equivalent.
     pub why: String,
-    /// The checks it failed (keys of the claim's checks); empty: it passed them all.
+    /// The checks it failed (keys of the claim's checks).
     pub failed: Vec<String>,
+    /// The checks its seeds scatter too much to decide; empty with `failed`: it passed them
+    /// all.
+    #[serde(default)]
+    pub undecided: Vec<String>,
     /// What each check it took part in measured for it, by the check's key.
     pub values: BTreeMap<String, f64>,
+    /// The one-sided 95 % confidence bounds of those values that are means over two seeds or
+    /// more, by the check's key.
+    #[serde(default)]
+    pub intervals: BTreeMap<String, [f64; 2]>,
 }
 
 impl ControlResult {
@@ -52,13 +96,26 @@ impl ControlResult {
     }
 
     /// Whether it came out as its kind requires: a negative control rejected, a positive one
-    /// passing every check.
+    /// passing every check (an undecided check is not a pass).
     pub fn as_required(&self) -> bool {
         match self.kind {
             ControlKind::Negative => self.rejected(),
-            ControlKind::Positive => !self.rejected(),
+            ControlKind::Positive => !self.rejected() && self.undecided.is_empty(),
         }
     }
+}
+
+/// What one control measured on the claim's checks, for [`Summary::control`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ControlMeasures {
+    /// Each check's statistic, by the check's key.
+    pub values: BTreeMap<String, f64>,
+    /// The confidence bounds of those that are means over seeds, by the check's key.
+    pub intervals: BTreeMap<String, [f64; 2]>,
+    /// The checks it failed.
+    pub failed: Vec<String>,
+    /// The checks its seeds could not decide.
+    pub undecided: Vec<String>,
 }
 
 /// Builder of a manifest's summary. It serializes whole (numbers unrounded) for a result that
@@ -97,37 +154,18 @@ impl Summary {
             .insert(key.into(), Value::Number((value as u64).into()));
     }
 
-    /// Records a check: what was measured, its value, the bound in words, whether it held,
+    /// Records a check: what was measured, its value, the bound in words, how it came out
     /// and the reason for the bound.
-    pub fn check(
-        &mut self,
-        key: impl Into<String>,
-        what: impl Into<String>,
-        value: f64,
-        bound: impl Into<String>,
-        pass: bool,
-        reason: &str,
-    ) {
-        self.checks.insert(
-            key.into(),
-            CheckResult {
-                what: what.into(),
-                value,
-                bound: bound.into(),
-                pass,
-                reason: Some(reason.to_string()),
-            },
-        );
+    pub fn check(&mut self, key: impl Into<String>, result: CheckResult) {
+        self.checks.insert(key.into(), result);
     }
 
-    /// Records how control `key` fared: what each check measured for it (`values`, by check
-    /// key) and which checks it `failed`.
+    /// Records how control `key` fared on the claim's checks.
     pub fn control(
         &mut self,
         key: impl Into<String>,
         control: &Control,
-        values: BTreeMap<String, f64>,
-        failed: Vec<String>,
+        measures: ControlMeasures,
     ) {
         let Control {
             replaces,
@@ -135,6 +173,12 @@ impl Summary {
             why,
             ..
         } = control;
+        let ControlMeasures {
+            values,
+            intervals,
+            failed,
+            undecided,
+        } = measures;
         self.controls.insert(
             key.into(),
             ControlResult {
@@ -142,7 +186,9 @@ impl Summary {
                 kind: *kind,
                 why: why.clone(),
                 failed,
+                undecided,
                 values,
+                intervals,
             },
         );
     }
@@ -161,7 +207,8 @@ impl Summary {
                 what,
                 value,
                 bound,
-                pass,
+                outcome: Outcome::of(pass),
+                interval: None,
                 reason: None,
             },
         );
@@ -221,9 +268,9 @@ impl Summary {
         &self.controls
     }
 
-    /// `inconclusive` when a positive control failed (the profile cannot see the effect), else
-    /// `fail` when a check failed, else `inconclusive` when a negative control was not
-    /// rejected, else `pass`.
+    /// `inconclusive` when a positive control did not pass (the profile cannot see the
+    /// effect), else `fail` when a check failed, else `inconclusive` when the seeds could not
+    /// decide a check or a negative control was not rejected, else `pass`.
     pub fn verdict(&self) -> Verdict {
         let controls_as_required = |kind| {
             self.controls
@@ -233,9 +280,11 @@ impl Summary {
         };
         if !controls_as_required(ControlKind::Positive) {
             Verdict::Inconclusive
-        } else if !self.checks.values().all(|c| c.pass) {
+        } else if self.checks.values().any(|c| c.outcome == Outcome::Fail) {
             Verdict::Fail
-        } else if !controls_as_required(ControlKind::Negative) {
+        } else if !self.checks.values().all(CheckResult::pass)
+            || !controls_as_required(ControlKind::Negative)
+        {
             Verdict::Inconclusive
         } else {
             Verdict::Pass
@@ -258,8 +307,16 @@ impl Summary {
         let mut checks = serde_yaml::Mapping::new();
         for (k, c) in &self.checks {
             let mut cm = serde_yaml::Mapping::new();
-            cm.insert("pass".into(), c.pass.into());
+            cm.insert("pass".into(), c.pass().into());
+            // Goldens name the outcome only where the seeds left it open, and the interval
+            // only where there are seeds to scatter.
+            if c.outcome == Outcome::Undecided {
+                cm.insert("undecided".into(), true.into());
+            }
             cm.insert("value".into(), number(round_sig(c.value, DIGITS)));
+            if let Some(interval) = c.interval {
+                cm.insert("interval".into(), rounded_pair(interval));
+            }
             cm.insert("bound".into(), c.bound.clone().into());
             cm.insert("what".into(), c.what.clone().into());
             if let Some(reason) = &c.reason {
@@ -285,10 +342,24 @@ impl Summary {
                     .map(|(k, v)| (Value::from(k.clone()), number(round_sig(*v, DIGITS))))
                     .collect();
                 cm.insert("values".into(), Value::Mapping(values));
+                if !c.intervals.is_empty() {
+                    let intervals: serde_yaml::Mapping = c
+                        .intervals
+                        .iter()
+                        .map(|(k, i)| (Value::from(k.clone()), rounded_pair(*i)))
+                        .collect();
+                    cm.insert("intervals".into(), Value::Mapping(intervals));
+                }
                 cm.insert(
                     "failed".into(),
                     Value::Sequence(c.failed.iter().map(|f| f.clone().into()).collect()),
                 );
+                if !c.undecided.is_empty() {
+                    cm.insert(
+                        "undecided".into(),
+                        Value::Sequence(c.undecided.iter().map(|f| f.clone().into()).collect()),
+                    );
+                }
                 controls.insert(k.clone().into(), Value::Mapping(cm));
             }
             m.insert("controls".into(), Value::Mapping(controls));
@@ -310,6 +381,14 @@ pub fn round_sig(x: f64, digits: i32) -> f64 {
     }
     let scale = 10f64.powi(digits - 1 - x.abs().log10().floor() as i32);
     (x * scale).round() / scale
+}
+
+/// A confidence interval as a rounded `[low, high]`.
+fn rounded_pair([lo, hi]: [f64; 2]) -> Value {
+    Value::Sequence(vec![
+        number(round_sig(lo, DIGITS)),
+        number(round_sig(hi, DIGITS)),
+    ])
 }
 
 fn number(x: f64) -> Value {
@@ -341,14 +420,35 @@ mod tests {
         s.count("steps", 7);
         s.magnitude("dev", 1.889e-13);
         s.check_le("exact", "deviation", 1.8890000000000003e-13, 1e-10);
-        s.check("gap", "gap", f64::MIN_POSITIVE, "<= 1e-3", true, "why");
+        s.check(
+            "gap",
+            CheckResult {
+                what: "gap".into(),
+                value: f64::MIN_POSITIVE,
+                bound: "<= 1e-3".into(),
+                outcome: Outcome::Undecided,
+                interval: Some([-1e-3, 0.1 + 0.2]),
+                reason: Some("why".into()),
+            },
+        );
         let mut values = BTreeMap::new();
         values.insert("gap".to_string(), 0.30000000000000004);
+        let mut intervals = BTreeMap::new();
+        intervals.insert("gap".to_string(), [0.1 + 0.2, 0.7]);
         let control: Control = serde_yaml::from_str(
             "{replaces: texp, why: wrong, run: {schedule: {kind: constant, lr: 0.1}}}",
         )
         .unwrap();
-        s.control("c", &control, values, vec!["gap".into()]);
+        s.control(
+            "c",
+            &control,
+            ControlMeasures {
+                values,
+                intervals,
+                failed: vec!["gap".into()],
+                undecided: vec!["other".into()],
+            },
+        );
         s.expect(Verdict::Inconclusive, "small");
         let text = serde_yaml::to_string(&s).unwrap();
         let back: Summary = serde_yaml::from_str(&text).unwrap();

@@ -20,6 +20,19 @@ use proptest::prelude::*;
 
 use common::TempDir;
 
+/// A local run into `dir`, from scratch, on the CPU.
+fn options(dir: &TempDir) -> RunnerOptions {
+    RunnerOptions {
+        results_dir: dir.0.clone(),
+        resume: false,
+        data_dir: None,
+        device: candle_core::Device::Cpu,
+        max_epochs: None,
+        provenance: Provenance::default(),
+        stop: Default::default(),
+    }
+}
+
 /// One generated manifest's choices.
 #[derive(Clone, Debug)]
 struct Choice {
@@ -183,15 +196,7 @@ proptest! {
             return Ok(());
         };
         let dir = TempDir::new("dry-run");
-        let opts = RunnerOptions {
-            results_dir: dir.0.clone(),
-            resume: false,
-            data_dir: None,
-            device: candle_core::Device::Cpu,
-            max_epochs: None,
-            provenance: Provenance::default(),
-            stop: Default::default(),
-        };
+        let opts = options(&dir);
         match runner::run(&resolved, &opts, &LocalPool { jobs: 1 }, &Silent) {
             Ok(_) | Err(RunError::Train(TrainError::NonFinite { .. })) => {}
             Err(e) => prop_assert!(false, "parsed, then failed at run time: {e}\n{text}"),
@@ -218,4 +223,43 @@ fn the_generator_makes_valid_and_invalid_manifests() {
         valid >= 10 && invalid >= 10,
         "{valid} valid, {invalid} invalid"
     );
+}
+
+/// A rerun with `--resume` that finds every run complete trains nothing: it re-judges the
+/// records (same summary), and says so, so that a bless keeps the recorded wall time of the
+/// run that trained them.
+#[test]
+fn a_rerun_of_complete_runs_re_judges_them_without_training() {
+    let c = Choice {
+        model: "{arch: preresnet, depth: 8, width: 2}",
+        train_size: "8",
+        test_size: "4",
+        batch_size: "4",
+        seeds: "[0, 1]",
+        epochs: 1,
+        base: "{kind: constant, lr: 0.1}",
+        weight_decay: "5.0e-4",
+        momentum: "0.9",
+        transform: "exact",
+        check: "{check: greater, a: base, b: twin, metric: lr, window: [1, 1], margin: -100.0, reason: r}",
+        control: "{replaces: base, why: another LR, run: {schedule: {kind: constant, lr: 0.05}}}",
+    };
+    let resolved = manifest::parse(&text(&c), Path::new("d1.yaml"), "d1", "smoke").unwrap();
+    let dir = TempDir::new("rejudge");
+    let mut opts = options(&dir);
+    let finished =
+        |opts: &RunnerOptions| match runner::run(&resolved, opts, &LocalPool { jobs: 1 }, &Silent)
+            .unwrap()
+        {
+            runner::Ran::Finished(outcome) => outcome,
+            runner::Ran::Submitted(_) => panic!("a local pool runs here"),
+        };
+    let first = finished(&opts);
+    assert!(first.trained_here);
+    opts.resume = true;
+    let again = finished(&opts);
+    assert!(!again.trained_here);
+    assert_eq!(again.summary, first.summary);
+    // Over two seeds a mean check carries its confidence bounds.
+    assert!(first.summary["checks"]["m.0_greater"]["interval"].is_sequence());
 }

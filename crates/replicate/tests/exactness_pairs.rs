@@ -81,7 +81,7 @@ fn each_twin_is_compared_with_its_own_base_run() {
         "the variant is recorded, not checked"
     );
     for (name, c) in checks {
-        assert!(c.pass, "{name}: {} > {}", c.value, c.bound);
+        assert!(c.pass(), "{name}: {} > {}", c.value, c.bound);
     }
     let value = summary.to_value("X", "test");
     let metric = |k: &str| value["metrics"][k].as_f64().unwrap();

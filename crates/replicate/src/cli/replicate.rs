@@ -19,6 +19,7 @@ use explr_replicate::manifest::{self, Resolved};
 use explr_replicate::runner::{self, Collected, ManifestOutcome, Ran};
 use explr_replicate::slurm::{self, SubmissionRecord, TaskCommand};
 use explr_replicate::spec::Verdict;
+use explr_replicate::summary::Outcome;
 
 /// What to do with the goldens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -679,7 +680,9 @@ impl Checker<'_> {
         let (golden_word, golden_note) = match self.mode {
             GoldenMode::Bless => {
                 golden::bless(&golden_path, &outcome.summary)?;
-                if args.profile != "smoke" {
+                // A bless that trained nothing (it re-judged complete runs, or collected
+                // runs trained elsewhere) keeps the recorded time of the run that trained.
+                if args.profile != "smoke" && outcome.trained_here {
                     let time = explr_replicate::report::WallTime {
                         wall_s: outcome.wall_s,
                         threads: std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -745,7 +748,7 @@ impl Checker<'_> {
             Some(e) if e == outcome.verdict => format!(" (expected at profile {})", args.profile),
             Some(e) => format!(" (the manifest expects {} here)", e.as_str()),
             None if outcome.verdict == Verdict::Inconclusive => format!(
-                " (some control also passes: see {})",
+                " (this profile cannot decide the claim: see {} for the control or check that left it open)",
                 summary_path.display()
             ),
             None => String::new(),
@@ -771,7 +774,8 @@ impl Checker<'_> {
                             what: c.what.clone(),
                             value: c.value,
                             bound: c.bound.clone(),
-                            pass: c.pass,
+                            pass: c.pass(),
+                            undecided: c.outcome == Outcome::Undecided,
                         };
                         (k.clone(), check)
                     })

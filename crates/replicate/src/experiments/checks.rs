@@ -4,14 +4,99 @@
 //! replaces, `fail` when a check does not hold, `inconclusive` when some control passes too.
 //!
 //! Every statistic pairs runs trained from the same seed and averages: over the epochs of a
-//! window, then over seeds.
+//! window, then over seeds. A check that holds a paired mean of accuracies or losses to a
+//! bound (`window_gap`, `greater`) weighs how the seeds scatter: over two seeds or more it
+//! holds only when its one-sided 95 % confidence bound (Student's t) is inside the bound, fails
+//! only when the bound on the other side is outside, and is undecided in between. With one
+//! seed there is no scatter to weigh and the mean decides.
 
 use std::collections::BTreeMap;
 
 use super::error::RunError;
 use crate::records::EpochRecord;
 use crate::spec::{Check, Metric, RunSpec, Training, Window};
-use crate::summary::Summary;
+use crate::summary::{CheckResult, ControlMeasures, Outcome, Summary};
+
+/// One-sided 95 % quantiles of Student's t for 1 to 30 degrees of freedom.
+const T95: [f64; 30] = [
+    6.313752, 2.919986, 2.353363, 2.131847, 2.015048, 1.943180, 1.894579, 1.859548, 1.833113,
+    1.812461, 1.795885, 1.782288, 1.770933, 1.761310, 1.753050, 1.745884, 1.739607, 1.734064,
+    1.729133, 1.724718, 1.720743, 1.717144, 1.713872, 1.710882, 1.708141, 1.705618, 1.703288,
+    1.701131, 1.699127, 1.697261,
+];
+
+/// The one-sided 95 % quantile of Student's t with `dof` (≥ 1) degrees of freedom: the table
+/// up to 30, then the Cornish–Fisher expansion around the normal quantile (within 1e-5).
+pub fn t95(dof: usize) -> f64 {
+    if let Some(t) = T95.get(dof.max(1) - 1) {
+        return *t;
+    }
+    let (z, v) = (1.6448536269514722f64, dof as f64);
+    z + (z.powi(3) + z) / (4.0 * v)
+        + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * v * v)
+        + (3.0 * z.powi(7) + 19.0 * z.powi(5) + 17.0 * z.powi(3) - 15.0 * z) / (384.0 * v.powi(3))
+}
+
+/// A paired statistic's mean over seeds and its one-sided 95 % confidence bounds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct SeedMean {
+    /// The mean, summed in seed order.
+    mean: f64,
+    /// `mean ∓ t95(n−1)·s/√n` with the seeds' sample standard deviation `s`; both are the mean
+    /// for one seed.
+    bounds: [f64; 2],
+    /// The number of seeds.
+    seeds: usize,
+}
+
+impl SeedMean {
+    fn of(values: &[f64]) -> SeedMean {
+        let n = values.len();
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let half = if n < 2 {
+            0.0
+        } else {
+            let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+            t95(n - 1) * (var / n as f64).sqrt()
+        };
+        SeedMean {
+            mean,
+            bounds: [mean - half, mean + half],
+            seeds: n,
+        }
+    }
+
+    /// The bounds, where there are seeds to scatter.
+    fn interval(&self) -> Option<[f64; 2]> {
+        (self.seeds >= 2).then_some(self.bounds)
+    }
+
+    /// `mean >= margin`: holds when the lower bound does, fails when not even the upper one
+    /// does.
+    fn at_least(&self, margin: f64) -> Outcome {
+        let [lo, hi] = self.bounds;
+        if lo >= margin {
+            Outcome::Pass
+        } else if hi < margin {
+            Outcome::Fail
+        } else {
+            Outcome::Undecided
+        }
+    }
+
+    /// `|mean| <= bound`: holds when both bounds lie within ±bound, fails when both lie on
+    /// one side outside it.
+    fn within(&self, bound: f64) -> Outcome {
+        let [lo, hi] = self.bounds;
+        if lo >= -bound && hi <= bound {
+            Outcome::Pass
+        } else if lo > bound || hi < -bound {
+            Outcome::Fail
+        } else {
+            Outcome::Undecided
+        }
+    }
+}
 
 /// Records of every (model, run, seed); controls are runs under their own names.
 pub type AllRecords = BTreeMap<(String, String, u64), Vec<EpochRecord>>;
@@ -34,8 +119,10 @@ pub struct Evidence<'a> {
 struct Measured {
     /// The statistic.
     value: f64,
-    /// Whether it holds.
-    pass: bool,
+    /// How it came out.
+    outcome: Outcome,
+    /// Its one-sided 95 % confidence bounds, for a mean over two seeds or more.
+    interval: Option<[f64; 2]>,
     /// The bound in words (`<= 1e-3`).
     bound: String,
     /// What was measured, in words.
@@ -60,8 +147,13 @@ impl Evidence<'_> {
     }
 
     fn mean_over_seeds(&self, f: impl Fn(u64) -> f64) -> f64 {
-        let seeds = &self.spec.seeds;
-        seeds.iter().map(|&s| f(s)).sum::<f64>() / seeds.len() as f64
+        self.over_seeds(f).mean
+    }
+
+    /// `f` of every seed, in seed order, with its confidence bounds.
+    fn over_seeds(&self, f: impl Fn(u64) -> f64) -> SeedMean {
+        let values: Vec<f64> = self.spec.seeds.iter().map(|&s| f(s)).collect();
+        SeedMean::of(&values)
     }
 
     fn run_spec(&self, run: &str) -> RunSpec {
@@ -73,7 +165,7 @@ impl Evidence<'_> {
     /// the claimed run's η, λ and γ whichever run is measured, so that a control with another
     /// weight decay or momentum is measured against the claim's prediction.
     fn measure(&self, check: &Check, claimed: &Check, model: &str) -> Result<Measured, RunError> {
-        let le = |value: f64, bound: f64| (value <= bound, format!("<= {bound:e}"));
+        let le = |value: f64, bound: f64| (Outcome::of(value <= bound), format!("<= {bound:e}"));
         Ok(match check {
             Check::WeightDistance {
                 a, b, epoch, bound, ..
@@ -83,10 +175,11 @@ impl Evidence<'_> {
                     sum += (self.distance)(model, a, b, seed, *epoch)?;
                 }
                 let value = sum / self.spec.seeds.len() as f64;
-                let (pass, bound) = le(value, *bound);
+                let (outcome, bound) = le(value, *bound);
                 Measured {
                     value,
-                    pass,
+                    outcome,
+                    interval: None,
                     bound,
                     what: format!(
                         "{model}: ‖P·θ({a}) − θ({b})‖/‖θ({b})‖ after epoch {epoch}, mean over seeds"
@@ -104,7 +197,7 @@ impl Evidence<'_> {
                 ..
             } => {
                 let gap = |w: Window| {
-                    self.mean_over_seeds(|s| {
+                    self.over_seeds(|s| {
                         let (x, y) = (
                             self.window_mean(model, a, s, *metric, w),
                             self.window_mean(model, b, s, *metric, w),
@@ -115,18 +208,33 @@ impl Evidence<'_> {
                             x - y
                         }
                     })
-                    .abs()
                 };
-                let value = windows.iter().map(|w| gap(*w)).fold(0.0, f64::max);
-                let (pass, bound) = le(value, *bound);
+                let gaps: Vec<SeedMean> = windows.iter().map(|w| gap(*w)).collect();
+                // The largest gap is the value; any window failing fails the check, and any
+                // window the seeds cannot decide leaves it undecided.
+                let widest = gaps
+                    .iter()
+                    .copied()
+                    .reduce(|x, y| if y.mean.abs() > x.mean.abs() { y } else { x })
+                    .expect("a window_gap check has windows");
+                let outcomes: Vec<Outcome> = gaps.iter().map(|g| g.within(*bound)).collect();
+                let outcome = if outcomes.contains(&Outcome::Fail) {
+                    Outcome::Fail
+                } else if outcomes.contains(&Outcome::Undecided) {
+                    Outcome::Undecided
+                } else {
+                    Outcome::Pass
+                };
+                let value = widest.mean.abs();
                 let ws: Vec<String> = windows
                     .iter()
                     .map(|w| format!("{}-{}", w[0], w[1]))
                     .collect();
                 Measured {
                     value,
-                    pass,
-                    bound,
+                    outcome,
+                    interval: widest.interval(),
+                    bound: format!("<= {bound:e}"),
                     what: format!(
                         "{model}: largest over epochs {} of the paired {} gap of {metric}({a}) and {metric}({b}), window means, mean over seeds",
                         ws.join(", "),
@@ -143,13 +251,14 @@ impl Evidence<'_> {
                 margin,
                 ..
             } => {
-                let value = self.mean_over_seeds(|s| {
+                let gap = self.over_seeds(|s| {
                     self.window_mean(model, a, s, *metric, *window)
                         - self.window_mean(model, b, s, *metric, *window)
                 });
                 Measured {
-                    value,
-                    pass: value >= *margin,
+                    value: gap.mean,
+                    outcome: gap.at_least(*margin),
+                    interval: gap.interval(),
                     bound: format!(">= {margin:e}"),
                     what: format!(
                         "{model}: {metric}({a}) − {metric}({b}), mean over epochs {}-{} and seeds",
@@ -182,10 +291,11 @@ impl Evidence<'_> {
                         / part.len() as f64
                 });
                 let value = (measured / predicted - 1.0).abs();
-                let (pass, bound) = le(value, *tolerance);
+                let (outcome, bound) = le(value, *tolerance);
                 Measured {
                     value,
-                    pass,
+                    outcome,
+                    interval: None,
                     bound,
                     what: format!(
                         "{model}: |measured/predicted − 1| of the angular update of {run} over epochs {}-{} (measured {measured:.4e}, predicted {predicted:.4e})",
@@ -209,10 +319,11 @@ impl Evidence<'_> {
                     .iter()
                     .map(|x| (x / mean - 1.0).abs())
                     .fold(0.0, f64::max);
-                let (pass, bound) = le(value, *tolerance);
+                let (outcome, bound) = le(value, *tolerance);
                 Measured {
                     value,
-                    pass,
+                    outcome,
+                    interval: None,
                     bound,
                     what: format!(
                         "{model}: largest relative deviation of {metric}({run}) from its mean over epochs {}-{}",
@@ -234,15 +345,18 @@ pub fn evaluate(ev: &Evidence<'_>, summary: &mut Summary) -> Result<(), RunError
             summary.metric(format!("{model}.{i}_{}", m.name), m.value);
             summary.check(
                 format!("{model}.{i}_{}", check_kind(check)),
-                m.what,
-                m.value,
-                m.bound,
-                m.pass,
-                check.reason(),
+                CheckResult {
+                    what: m.what,
+                    value: m.value,
+                    bound: m.bound,
+                    outcome: m.outcome,
+                    interval: m.interval,
+                    reason: Some(check.reason().to_string()),
+                },
             );
         }
         for (name, control) in &spec.controls {
-            let (mut failed, mut values) = (Vec::new(), BTreeMap::new());
+            let mut measures = ControlMeasures::default();
             for (i, check) in spec.checks.iter().enumerate() {
                 if !check.runs().contains(&control.replaces.as_str()) {
                     continue;
@@ -250,12 +364,17 @@ pub fn evaluate(ev: &Evidence<'_>, summary: &mut Summary) -> Result<(), RunError
                 let swapped = check.with_run_replaced(&control.replaces, name);
                 let m = ev.measure(&swapped, check, model)?;
                 let key = format!("{model}.{i}_{}", check_kind(check));
-                values.insert(key.clone(), m.value);
-                if !m.pass {
-                    failed.push(key);
+                measures.values.insert(key.clone(), m.value);
+                if let Some(interval) = m.interval {
+                    measures.intervals.insert(key.clone(), interval);
+                }
+                match m.outcome {
+                    Outcome::Pass => {}
+                    Outcome::Fail => measures.failed.push(key),
+                    Outcome::Undecided => measures.undecided.push(key),
                 }
             }
-            summary.control(format!("{model}.{name}"), control, values, failed);
+            summary.control(format!("{model}.{name}"), control, measures);
         }
     }
     Ok(())
@@ -368,8 +487,8 @@ checks:
         let s = run(GAP, &records(0.04, 0.0));
         let c = &s.checks()["m.0_window_gap"];
         assert!((c.value - 0.04).abs() < 1e-12, "{}", c.value);
-        assert!(c.pass);
-        assert!(!run(GAP, &records(0.06, 0.0)).checks()["m.0_window_gap"].pass);
+        assert!(c.pass());
+        assert!(!run(GAP, &records(0.06, 0.0)).checks()["m.0_window_gap"].pass());
         let relative = GAP.replace("bound: 0.05", "bound: 0.05, relative: true");
         let v = run(&relative, &records(0.06, 0.0)).checks()["m.0_window_gap"].value;
         // Seeds: 0.5/0.56 − 1 and 0.6/0.66 − 1, averaged.
@@ -388,7 +507,7 @@ checks:
         let wd = "  - {check: weight_distance, a: a, b: b, epoch: 2, bound: 1.0e-4, reason: r}";
         let s = run(wd, &records(0.0, 0.0));
         let c = &s.checks()["m.0_weight_distance"];
-        assert!((c.value - 1.5e-6).abs() < 1e-18 && c.pass, "{}", c.value);
+        assert!((c.value - 1.5e-6).abs() < 1e-18 && c.pass(), "{}", c.value);
         assert_eq!(s.verdict(), Verdict::Inconclusive);
         // The claimed pair failing is a fail, whatever the controls do.
         assert_eq!(run(GAP, &records(0.2, 0.0)).verdict(), Verdict::Fail);
@@ -459,12 +578,153 @@ checks:
                       - {check: nearly_constant, run: a, metric: si_norm, window: [1, 4], tolerance: 0.5, reason: r}";
         let s = run(checks, &records(0.1, 0.05));
         let c = s.checks();
-        assert!((c["m.0_greater"].value - 0.1).abs() < 1e-12 && c["m.0_greater"].pass);
+        assert!((c["m.0_greater"].value - 0.1).abs() < 1e-12 && c["m.0_greater"].pass());
         assert!((c["m.1_angular_update"].value - 0.05).abs() < 1e-12);
-        assert!(c["m.1_angular_update"].pass);
+        assert!(c["m.1_angular_update"].pass());
         // si_norm 2, 3, 4, 5: mean 3.5, largest deviation 1.5/3.5.
         assert!((c["m.2_nearly_constant"].value - 1.5 / 3.5).abs() < 1e-12);
         let s = run(checks, &records(0.0, 0.2));
-        assert!(!s.checks()["m.0_greater"].pass && !s.checks()["m.1_angular_update"].pass);
+        assert!(!s.checks()["m.0_greater"].pass() && !s.checks()["m.1_angular_update"].pass());
+    }
+
+    /// P(T <= t) for Student's t with `dof` degrees of freedom, by Simpson's rule on the
+    /// density from 0 to t.
+    fn t_cdf(t: f64, dof: usize) -> f64 {
+        let v = dof as f64;
+        // Γ((v+1)/2)/Γ(v/2) by the recurrence Γ(x+1) = x·Γ(x) from v = 1 or 2.
+        let mut ratio = if dof % 2 == 1 {
+            1.0 / std::f64::consts::PI.sqrt()
+        } else {
+            std::f64::consts::PI.sqrt() / 2.0
+        };
+        let mut k = 2 - dof % 2;
+        while k < dof {
+            ratio *= (k as f64 + 1.0) / k as f64;
+            k += 2;
+        }
+        let c = ratio / (v * std::f64::consts::PI).sqrt();
+        let f = |x: f64| c * (1.0 + x * x / v).powf(-(v + 1.0) / 2.0);
+        let n = 20_000;
+        let h = t / n as f64;
+        let inner: f64 = (1..n)
+            .map(|i| if i % 2 == 1 { 4.0 } else { 2.0 } * f(i as f64 * h))
+            .sum();
+        0.5 + h / 3.0 * (f(0.0) + inner + f(t))
+    }
+
+    #[test]
+    fn t95_is_the_one_sided_95_percent_quantile_of_students_t() {
+        for dof in (1..=40).chain([60, 200, 1000]) {
+            let p = t_cdf(t95(dof), dof);
+            assert!(
+                (p - 0.95).abs() < 1e-6,
+                "dof {dof}: P(T <= {}) = {p}",
+                t95(dof)
+            );
+        }
+    }
+
+    #[test]
+    fn a_mean_over_seeds_decides_only_beyond_its_confidence_bounds() {
+        // E5's first cpu record: TEXP − TEXP-- per seed, mean 0.0073, against the margin 0.02.
+        let gap = SeedMean::of(&[-0.0003, 0.0072, 0.015]);
+        let [lo, hi] = gap.interval().unwrap();
+        // Standard deviation 0.00765 over 3 seeds: half-width 2.92·0.00765/√3 = 0.0129.
+        assert!(((hi - lo) / 2.0 - 0.0129).abs() < 1e-4, "{lo} {hi}");
+        assert_eq!(gap.at_least(0.02), Outcome::Undecided);
+        assert_eq!(gap.at_least(0.021), Outcome::Fail);
+        assert_eq!(gap.at_least(-0.006), Outcome::Pass);
+        assert_eq!(
+            SeedMean::of(&[0.03, 0.031, 0.029]).at_least(0.02),
+            Outcome::Pass
+        );
+        // One seed: no scatter to weigh, the value decides.
+        let one = SeedMean::of(&[0.019]);
+        assert_eq!(one.interval(), None);
+        assert_eq!(one.at_least(0.02), Outcome::Fail);
+        assert_eq!(one.within(0.02), Outcome::Pass);
+        // Equivalence within ±bound, on either side.
+        assert_eq!(
+            SeedMean::of(&[0.0, 0.001, 0.002]).within(0.05),
+            Outcome::Pass
+        );
+        assert_eq!(
+            SeedMean::of(&[0.04, 0.06, 0.05]).within(0.05),
+            Outcome::Undecided
+        );
+        assert_eq!(
+            SeedMean::of(&[-0.2, -0.21, -0.19]).within(0.05),
+            Outcome::Fail
+        );
+        assert_eq!(SeedMean::of(&[0.2, 0.21, 0.19]).within(0.05), Outcome::Fail);
+    }
+
+    /// Runs `a` and `b` (b's test accuracy shifted by `shifts[seed]`), a control `never` in
+    /// place of b shifted by `never[seed]`, over as many seeds as `shifts` has.
+    fn scattered(shifts: &[f64], never: &[f64], kind: ControlKind) -> Summary {
+        let mut spec = spec(
+            "  - {check: greater, a: a, b: b, metric: test_acc, window: [3, 4], margin: 0.02, reason: r}",
+        );
+        spec.seeds = (0..shifts.len() as u64).collect();
+        spec.controls.clear();
+        let mut control: crate::spec::Control = serde_yaml::from_str(
+            "{replaces: b, why: never decays, run: {schedule: {kind: constant, lr: 0.1}}}",
+        )
+        .unwrap();
+        control.kind = kind;
+        spec.controls.insert("never".into(), control);
+        let mut all = AllRecords::new();
+        let base = records(0.0, 0.0);
+        for (seed, (shift, off)) in shifts.iter().zip(never).enumerate() {
+            for (run, by) in [("a", 0.0), ("b", -shift), ("never", -off)] {
+                let mut curve = base[&("m".to_string(), "a".to_string(), 0)].clone();
+                for r in &mut curve {
+                    r.test_acc += by;
+                }
+                all.insert(("m".into(), run.into(), seed as u64), curve);
+            }
+        }
+        judge(&spec, &all)
+    }
+
+    #[test]
+    fn seeds_that_scatter_across_the_bound_leave_the_verdict_inconclusive() {
+        use ControlKind::{Negative, Positive};
+        let clear = [0.05, 0.051, 0.049];
+        // The claimed gap is clearly above the margin and the negative control clearly below.
+        assert_eq!(
+            scattered(&clear, &[0.0, 0.001, -0.001], Negative).verdict(),
+            Verdict::Pass
+        );
+        // The claimed gap's seeds straddle the margin: undecided, so inconclusive, not fail.
+        let s = scattered(&[-0.0003, 0.0072, 0.015], &[0.0; 3], Negative);
+        let c = &s.checks()["m.0_greater"];
+        assert_eq!(c.outcome, Outcome::Undecided);
+        assert!((c.value - 0.0073).abs() < 1e-12, "{}", c.value);
+        assert_eq!(s.verdict(), Verdict::Inconclusive);
+        let v = s.to_value("E0", "cpu");
+        assert_eq!(
+            v["checks"]["m.0_greater"]["undecided"].as_bool(),
+            Some(true)
+        );
+        assert_eq!(
+            v["checks"]["m.0_greater"]["interval"]
+                .as_sequence()
+                .map(Vec::len),
+            Some(2)
+        );
+        // Clearly below the margin: fail, when the positive control clearly passes.
+        let below = [0.0, 0.001, -0.001];
+        assert_eq!(scattered(&below, &clear, Positive).verdict(), Verdict::Fail);
+        // A positive control whose seeds straddle the margin cannot show that the profile sees
+        // the effect: inconclusive, even though the claimed gap clearly misses.
+        let s = scattered(&below, &[0.0103, 0.022, 0.0417], Positive);
+        assert_eq!(s.controls()["m.never"].undecided, ["m.0_greater"]);
+        assert!(!s.controls()["m.never"].as_required());
+        assert_eq!(s.verdict(), Verdict::Inconclusive);
+        // A negative control the seeds cannot decide is not rejected.
+        let s = scattered(&clear, &[-0.0003, 0.0072, 0.015], Negative);
+        assert!(!s.controls()["m.never"].rejected());
+        assert_eq!(s.verdict(), Verdict::Inconclusive);
     }
 }
