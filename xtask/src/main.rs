@@ -1,6 +1,6 @@
 //! `cargo xtask`: thin project tasks; each lives in its own module or calls the `explr` runner.
 //!
-//! - `cargo xtask replicate [IDS…] [--profile smoke|cpu|paper] [--device cpu|cuda]
+//! - `cargo xtask replicate [IDS…] [--profile smoke|cpu|cpu-long|paper] [--device cpu|cuda]
 //!   [--data-dir D] [--check|--bless] [--jobs N]`: replays the manifests in `experiments/`
 //!   (default: all, smoke profile, CPU, synthetic data, checked against `golden/`).
 //!   With `--device cuda[:N]` it builds `explr` with `--features cuda`, after checking for the

@@ -13,8 +13,14 @@ use serde_yaml::Value;
 use crate::spec::Experiment;
 pub use crate::spec::Manifest;
 
-/// The profiles every manifest may define.
-pub const PROFILES: [&str; 3] = ["smoke", "cpu", "paper"];
+/// The profiles a manifest may define.
+pub const PROFILES: [&str; 4] = ["smoke", "cpu", "cpu-long", "paper"];
+
+/// The profiles only the manifests that need them define: `cpu-long`, for claims the cpu
+/// profile's hour cannot decide. A manifest asked for one it does not define is
+/// [`ManifestError::NotDefined`] (its base is the paper's full scale, never what such a profile
+/// means), and a run of every manifest at such a profile skips it.
+pub const OPTIONAL_PROFILES: [&str; 1] = ["cpu-long"];
 
 /// A manifest with one profile applied: what actually runs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -56,6 +62,16 @@ pub enum ManifestError {
         line: usize,
         /// What is wrong, with the field path.
         message: String,
+    },
+    /// An optional profile ([`OPTIONAL_PROFILES`]) the manifest does not define.
+    #[error("{path} defines no profile `{profile}` (it defines {}): only the claims that need it do; run it at one of those", defined.join(", "))]
+    NotDefined {
+        /// The file.
+        path: PathBuf,
+        /// The profile asked for.
+        profile: String,
+        /// The profiles it defines.
+        defined: Vec<String>,
     },
     /// A value that parses but is impossible.
     #[error("{path}:{line}: `{field}`: {message}")]
@@ -124,6 +140,13 @@ pub fn parse(
                 PROFILES.join(", ")
             ),
         ));
+    }
+    if OPTIONAL_PROFILES.contains(&profile) && !base.profiles.contains_key(profile) {
+        return Err(ManifestError::NotDefined {
+            path: path.to_path_buf(),
+            profile: profile.to_string(),
+            defined: base.profiles.keys().cloned().collect(),
+        });
     }
     // 2. Every profile's overrides, deep-merged onto the file's fields, so that a typo in one
     //    profile is caught whichever profile runs; the requested one is returned.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 
 use explr_replicate::data::steps_per_epoch;
-use explr_replicate::manifest::{self, ManifestError, PROFILES};
+use explr_replicate::manifest::{self, ManifestError, OPTIONAL_PROFILES, PROFILES};
 use explr_replicate::plan;
 use explr_replicate::spec::Experiment;
 
@@ -108,7 +108,10 @@ fn check(case: &str, text: &str, profile: &str, kind: Kind, needles: &[&str]) {
 
 #[test]
 fn the_base_manifest_is_valid_at_every_profile() {
-    for profile in PROFILES {
+    for profile in PROFILES
+        .into_iter()
+        .filter(|p| !OPTIONAL_PROFILES.contains(p))
+    {
         let r = manifest::parse(BASE, Path::new(FILE), "q1", profile).unwrap();
         let Experiment::Training(t) = r.experiment() else {
             panic!("not a training manifest");
@@ -118,6 +121,27 @@ fn the_base_manifest_is_valid_at_every_profile() {
         assert_eq!(t.epochs, want_epochs, "{profile}");
         assert_eq!(r.profile, profile);
         assert_eq!(r.name, "q1");
+    }
+}
+
+/// An optional profile is run only where the manifest defines it: elsewhere the base is the
+/// paper's full scale, never what the profile means.
+#[test]
+fn an_optional_profile_the_manifest_does_not_define_is_an_error_that_says_so() {
+    for profile in OPTIONAL_PROFILES {
+        let err = manifest::parse(BASE, Path::new(FILE), "q1", profile).unwrap_err();
+        let ManifestError::NotDefined { defined, .. } = &err else {
+            panic!("{profile}: wanted NotDefined, got {err:?}");
+        };
+        assert!(defined.contains(&"cpu".to_string()), "{defined:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(FILE) && msg.contains(&format!("no profile `{profile}`")),
+            "{msg}"
+        );
+        let with = edit(&[("  cpu: {}\n", &format!("  cpu: {{}}\n  {profile}: {{}}\n"))]);
+        let r = manifest::parse(&with, Path::new(FILE), "q1", profile).unwrap();
+        assert_eq!(r.profile, profile);
     }
 }
 
@@ -225,7 +249,7 @@ fn unknown_profiles_are_rejected() {
         &edit(&[("  cpu: {}\n", "  cpu: {}\n  turbo: {} # HERE\n")]),
         "smoke",
         Kind::Parse,
-        &["turbo", "smoke, cpu, paper"],
+        &["turbo", "smoke, cpu, cpu-long, paper"],
     );
     // On the command line there is no line to point at: line 0.
     check(
@@ -233,7 +257,7 @@ fn unknown_profiles_are_rejected() {
         BASE,
         "fast",
         Kind::Parse,
-        &["`fast`", "smoke, cpu, paper"],
+        &["`fast`", "smoke, cpu, cpu-long, paper"],
     );
 }
 
@@ -524,7 +548,8 @@ fn a_schedule_with_no_real_alpha_is_rejected() {
     );
 }
 
-/// Every file in `experiments/` defines the three profiles, parses at each of them, keeps its
+/// Every file in `experiments/` defines smoke, cpu and paper (and may define cpu-long), parses
+/// at each profile it defines, keeps its
 /// experiment kind, every run's optimizer plan (base and derived twins) builds, and so does
 /// every model (a GroupNorm's groups must divide the narrowed widths of a small profile).
 #[test]
@@ -541,7 +566,10 @@ fn every_experiment_manifest_parses_at_every_profile() {
         let text = std::fs::read_to_string(file).unwrap();
         let raw: manifest::Manifest = serde_yaml::from_str(&text).unwrap();
         let defined: Vec<&str> = raw.profiles.keys().map(String::as_str).collect();
-        let mut want = PROFILES.to_vec();
+        let mut want: Vec<&str> = PROFILES
+            .into_iter()
+            .filter(|p| !OPTIONAL_PROFILES.contains(p) || defined.contains(p))
+            .collect();
         want.sort();
         assert_eq!(defined, want, "{}: profiles", file.display());
         let kind = |r: &manifest::Resolved| match r.experiment() {
@@ -551,7 +579,7 @@ fn every_experiment_manifest_parses_at_every_profile() {
             Experiment::Toy(_) => "toy",
         };
         let mut kinds = Vec::new();
-        for profile in PROFILES {
+        for profile in want {
             let r = manifest::load(file, profile)
                 .unwrap_or_else(|e| panic!("{} at {profile}: {e}", file.display()));
             assert_eq!(r.profile, profile);

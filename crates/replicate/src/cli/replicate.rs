@@ -15,7 +15,7 @@ use explr_replicate::executor::{LocalPool, SlurmArray, Submission, Unit};
 use explr_replicate::experiments::UnitState;
 use explr_replicate::golden::{self, GoldenOutcome};
 use explr_replicate::index::{IndexCheck, IndexEntry, ResultsIndex};
-use explr_replicate::manifest::{self, Resolved};
+use explr_replicate::manifest::{self, ManifestError, Resolved};
 use explr_replicate::runner::{self, Collected, ManifestOutcome, Ran};
 use explr_replicate::slurm::{self, SubmissionRecord, TaskCommand};
 use explr_replicate::spec::Verdict;
@@ -46,7 +46,8 @@ pub enum ExecutorKind {
 pub struct ReplicateArgs {
     /// Manifest ids to run (`e3`, `T1`, …); all when none are given.
     pub ids: Vec<String>,
-    /// Profile: smoke (CPU, synthetic data, minutes), cpu (real CIFAR-10 subset), paper (full).
+    /// Profile: smoke (CPU, synthetic data, minutes), cpu (real CIFAR-10 images, about an hour
+    /// in all), cpu-long (longer, for the claims that define it), paper (full).
     #[arg(long, default_value = "smoke")]
     pub profile: String,
     /// Device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
@@ -569,7 +570,18 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
     };
     let started = Instant::now();
     for path in paths {
-        let resolved = manifest::load(&path, &args.profile)?;
+        let resolved = match manifest::load(&path, &args.profile) {
+            // Every manifest at an optional profile: the ones that define it.
+            Err(ManifestError::NotDefined { .. }) if args.ids.is_empty() => {
+                eprintln!(
+                    "{}: no profile {} (only the claims that need it define it), skipped",
+                    path.display(),
+                    args.profile
+                );
+                continue;
+            }
+            resolved => resolved?,
+        };
         if args.dry_run {
             eprintln!(
                 "{} ({}) at profile {}: valid",
