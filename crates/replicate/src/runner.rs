@@ -35,12 +35,14 @@ pub struct ManifestOutcome {
     pub checks: std::collections::BTreeMap<String, crate::summary::CheckResult>,
     /// Figures written.
     pub figures: Vec<PathBuf>,
-    /// Wall time in seconds (of the collection, for a manifest whose units ran elsewhere).
+    /// Seconds: for a training manifest, the time its runs took to train (the sum of their
+    /// epochs' recorded wall times, resumes and runs trained elsewhere included); for the other
+    /// kinds, the time this process took.
     pub wall_s: f64,
-    /// Whether some unit ran in this process, so that `wall_s` is the time they took; false
-    /// when every unit was complete before (the checks re-judged what was recorded) or ran
-    /// elsewhere and was collected.
-    pub trained_here: bool,
+    /// Whether `wall_s` is the time the manifest's work took, as a record of it wants: always
+    /// for training; for the other kinds only when the experiment ran in this process (not
+    /// when it was complete before and only judged again, or collected).
+    pub timed: bool,
 }
 
 /// What [`run`] did.
@@ -91,9 +93,9 @@ pub fn run(
     // Once units start (or are submitted), the former summary is stale until a collection
     // writes its own.
     let begin = || mark_summary_stale(&dir);
-    let mut trained_here = false;
+    let mut ran_here = false;
     for unit in &units {
-        trained_here |= work.state(unit)? != UnitState::Complete;
+        ran_here |= work.state(unit)? != UnitState::Complete;
     }
     let job = Job {
         manifest: &resolved.name,
@@ -106,21 +108,19 @@ pub fn run(
         run: &run_unit,
     };
     match executor.execute(&job)? {
-        Execution::Done => {
-            match collect_planned(resolved, &work, &dir, opts, started, trained_here)? {
-                Collected::Finished(outcome) => Ok(Ran::Finished(outcome)),
-                Collected::Incomplete(states) => {
-                    let (unit, state) = states
-                        .into_iter()
-                        .find(|(_, s)| *s != UnitState::Complete)
-                        .expect("an incomplete collection names a unit");
-                    Err(RunError::Incomplete {
-                        unit: unit.to_string(),
-                        state: state.to_string(),
-                    })
-                }
+        Execution::Done => match collect_planned(resolved, &work, &dir, opts, started, ran_here)? {
+            Collected::Finished(outcome) => Ok(Ran::Finished(outcome)),
+            Collected::Incomplete(states) => {
+                let (unit, state) = states
+                    .into_iter()
+                    .find(|(_, s)| *s != UnitState::Complete)
+                    .expect("an incomplete collection names a unit");
+                Err(RunError::Incomplete {
+                    unit: unit.to_string(),
+                    state: state.to_string(),
+                })
             }
-        }
+        },
         Execution::Submitted(submission) => Ok(Ran::Submitted(submission)),
     }
 }
@@ -204,7 +204,7 @@ fn collect_planned(
     dir: &Path,
     opts: &RunnerOptions,
     started: Instant,
-    trained_here: bool,
+    ran_here: bool,
 ) -> Result<Collected, RunError> {
     let states = work
         .units()
@@ -224,11 +224,14 @@ fn collect_planned(
         &dir.join("manifest.resolved.yaml"),
         resolved_yaml.as_bytes(),
     )?;
-    let (summary, figures) = work.summarize()?;
+    let (summary, figures, trained_s) = work.summarize()?;
     let id = &resolved.manifest.id;
     let value = summary.to_value(id, &resolved.profile);
     let text = serde_yaml::to_string(&value).unwrap_or_default();
-    let wall_s = started.elapsed().as_secs_f64();
+    let (wall_s, timed) = match trained_s {
+        Some(trained_s) => (trained_s, true),
+        None => (started.elapsed().as_secs_f64(), ran_here),
+    };
     let mut fields = serde_json::Map::new();
     fields.insert("manifest".into(), resolved.name.clone().into());
     fields.insert("profile".into(), resolved.profile.clone().into());
@@ -254,7 +257,7 @@ fn collect_planned(
         summary: value,
         figures,
         wall_s,
-        trained_here,
+        timed,
     }))
 }
 
@@ -367,9 +370,13 @@ impl<'a> Work<'a> {
             .filter(|r| r.config == experiment_fingerprint(resolved)))
     }
 
-    fn summarize(&self) -> Result<(Summary, Vec<PathBuf>), RunError> {
+    /// The summary, the figures and, for training, the time the runs took to train.
+    fn summarize(&self) -> Result<(Summary, Vec<PathBuf>, Option<f64>), RunError> {
         match self {
-            Work::Training(plan) => plan.summarize(),
+            Work::Training(plan) => {
+                let (summary, figures, trained_s) = plan.summarize()?;
+                Ok((summary, figures, Some(trained_s)))
+            }
             Work::Experiment { dir, .. } => {
                 let result = self
                     .experiment_result()?
@@ -378,7 +385,7 @@ impl<'a> Work<'a> {
                         state: UnitState::NotStarted.to_string(),
                     })?;
                 let figures = result.figures.iter().map(|f| dir.join(f)).collect();
-                Ok((result.summary, figures))
+                Ok((result.summary, figures, None))
             }
         }
     }

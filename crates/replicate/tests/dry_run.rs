@@ -225,9 +225,9 @@ fn the_generator_makes_valid_and_invalid_manifests() {
     );
 }
 
-/// A rerun with `--resume` that finds every run complete trains nothing: it re-judges the
-/// records (same summary), and says so, so that a bless keeps the recorded wall time of the
-/// run that trained them.
+/// A rerun with `--resume` that finds every run complete trains nothing: it judges the records
+/// again (same summary) and gives the same training time, summed from the runs' records. An
+/// experiment of another kind judged again says its time is not a record of it.
 #[test]
 fn a_rerun_of_complete_runs_re_judges_them_without_training() {
     let c = Choice {
@@ -247,19 +247,30 @@ fn a_rerun_of_complete_runs_re_judges_them_without_training() {
     let resolved = manifest::parse(&text(&c), Path::new("d1.yaml"), "d1", "smoke").unwrap();
     let dir = TempDir::new("rejudge");
     let mut opts = options(&dir);
-    let finished =
-        |opts: &RunnerOptions| match runner::run(&resolved, opts, &LocalPool { jobs: 1 }, &Silent)
-            .unwrap()
-        {
-            runner::Ran::Finished(outcome) => outcome,
-            runner::Ran::Submitted(_) => panic!("a local pool runs here"),
-        };
-    let first = finished(&opts);
-    assert!(first.trained_here);
+    let finished = |opts: &RunnerOptions, resolved: &manifest::Resolved| match runner::run(
+        resolved,
+        opts,
+        &LocalPool { jobs: 1 },
+        &Silent,
+    )
+    .unwrap()
+    {
+        runner::Ran::Finished(outcome) => outcome,
+        runner::Ran::Submitted(_) => panic!("a local pool runs here"),
+    };
+    let first = finished(&opts, &resolved);
+    assert!(first.timed && first.wall_s > 0.0);
     opts.resume = true;
-    let again = finished(&opts);
-    assert!(!again.trained_here);
+    let again = finished(&opts, &resolved);
+    assert!(again.timed);
+    assert_eq!(again.wall_s.to_bits(), first.wall_s.to_bits());
     assert_eq!(again.summary, first.summary);
+    let toy_manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/t1.yaml");
+    let toy = manifest::load(&toy_manifest, "smoke").unwrap();
+    opts.resume = false;
+    assert!(finished(&opts, &toy).timed);
+    opts.resume = true;
+    assert!(!finished(&opts, &toy).timed);
     // Over two seeds a mean check carries its confidence bounds.
     assert!(first.summary["checks"]["m.0_greater"]["interval"].is_sequence());
 }

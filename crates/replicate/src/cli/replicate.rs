@@ -692,9 +692,9 @@ impl Checker<'_> {
         let (golden_word, golden_note) = match self.mode {
             GoldenMode::Bless => {
                 golden::bless(&golden_path, &outcome.summary)?;
-                // A bless that trained nothing (it re-judged complete runs, or collected
-                // runs trained elsewhere) keeps the recorded time of the run that trained.
-                if args.profile != "smoke" && outcome.trained_here {
+                // An experiment that only was judged again (or collected) keeps the time
+                // recorded when it ran; training times come from the runs' own records.
+                if args.profile != "smoke" && outcome.timed {
                     let time = explr_replicate::report::WallTime {
                         wall_s: outcome.wall_s,
                         threads: std::thread::available_parallelism().map_or(0, |n| n.get()),

@@ -252,8 +252,10 @@ impl TrainingPlan {
     }
 
     /// The summary and figures of the manifest, from every run's records on disk (the ones its
-    /// final checkpoint verified); every run must be complete ([`Self::state`]).
-    pub fn summarize(&self) -> Result<(Summary, Vec<PathBuf>), RunError> {
+    /// final checkpoint verified), and the time training took: the sum of every run's epochs'
+    /// own wall times, wherever and in however many sittings they ran. Every run must be
+    /// complete ([`Self::state`]).
+    pub fn summarize(&self) -> Result<(Summary, Vec<PathBuf>, f64), RunError> {
         let mut records = AllRecords::new();
         for id in self.runs() {
             let found = match self.on_disk(&id)? {
@@ -292,7 +294,11 @@ impl TrainingPlan {
             summary.expect(expect.verdict, &expect.reason);
         }
         let figures = figures(spec, &records, &self.dir)?;
-        Ok((summary, figures))
+        let trained_s = records
+            .values()
+            .flat_map(|run| run.iter().map(|r| r.wall_s))
+            .sum();
+        Ok((summary, figures, trained_s))
     }
 }
 
