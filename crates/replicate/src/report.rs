@@ -206,8 +206,9 @@ pub fn replication_md(profile: &str, entries: &[ReportEntry]) -> String {
          synthetic data, CPU, minutes) is what CI checks on every change; its numbers say that the \
          machinery and the equivalences hold, not what accuracy the paper's setup reaches. `--profile \
          cpu` (the same designs on real CIFAR-10 images with a deeper PreResNet, about half an hour on \
-         two cores) and `--profile paper` (PreResNet-32, 160 epochs, three seeds, meant for a GPU) \
-         rerun the same manifests at scale; where a run at such a profile was recorded, its report \
+         two cores), `--profile cpu-long` (for E5 alone, which the cpu profile cannot decide: more \
+         images, a wider network, more epochs) and `--profile paper` (PreResNet-32, 160 epochs, \
+         three seeds, meant for a GPU) rerun the same manifests at scale; where a run at such a profile was recorded, its report \
          is `REPLICATION-<profile>.md` next to this file, with its wall time."
     } else {
         "The same manifests as `REPLICATION.md`, recorded at this profile on real data. CI cannot \
