@@ -265,7 +265,19 @@ fn bad_arguments_fail_with_clear_messages() {
     );
     check_err(
         &["t1", "--profile", "turbo"],
-        &["unknown profile `turbo`".into(), "smoke, cpu, paper".into()],
+        &[
+            "unknown profile `turbo`".into(),
+            "smoke, cpu, cpu-long, paper".into(),
+        ],
+    );
+    // A claim asked for an optional profile it does not define (its base is the paper's
+    // scale, never what cpu-long means).
+    check_err(
+        &["t1", "--profile", "cpu-long"],
+        &[
+            "defines no profile `cpu-long`".into(),
+            "it defines cpu, paper, smoke".into(),
+        ],
     );
     check_err(
         &["t1", "--check", "--bless"],
