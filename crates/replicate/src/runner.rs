@@ -93,10 +93,13 @@ pub fn run(
     // Once units start (or are submitted), the former summary is stale until a collection
     // writes its own.
     let begin = || mark_summary_stale(&dir);
-    let mut ran_here = false;
-    for unit in &units {
-        ran_here |= work.state(unit)? != UnitState::Complete;
-    }
+    // Whether this process runs the experiment, for its time: only the other kinds need it (a
+    // training manifest's time is summed from its runs' records), so training runs' folders
+    // are not read an extra time for it.
+    let ran_here = match &work {
+        Work::Training(_) => false,
+        Work::Experiment { .. } => work.state(&Unit::Experiment)? != UnitState::Complete,
+    };
     let job = Job {
         manifest: &resolved.name,
         profile: &resolved.profile,
