@@ -1,5 +1,7 @@
 //! `cargo xtask`: thin project tasks; each lives in its own module or calls the `explr` runner.
 //!
+//! - `cargo xtask test [--no-replicate] [-- ARGS]`: the test command: installs the Slurm
+//!   packages when missing, then `cargo test --workspace` and `cargo xtask replicate`.
 //! - `cargo xtask replicate [IDS…] [--profile smoke|cpu|cpu-long|paper] [--device cpu|cuda]
 //!   [--data-dir D] [--check|--bless] [--jobs N]`: replays the manifests in `experiments/`
 //!   (default: all, smoke profile, CPU, synthetic data, checked against `golden/`).
@@ -21,6 +23,7 @@ mod cuda;
 mod deps;
 mod fetch;
 mod gpu_check;
+mod test_command;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -60,6 +63,9 @@ enum Task {
     /// against the goldens, a PreResNet-32 training step against PyTorch, one E3 epoch at the
     /// paper profile; writes a markdown report.
     GpuCheck(gpu_check::GpuCheckArgs),
+    /// The test command: install the system packages the tests need when they are missing
+    /// (Slurm), then `cargo test --workspace` and the main job (`replicate`, smoke, checked).
+    Test(test_command::TestArgs),
     /// Fail when a `[workspace.dependencies]` entry is no member's dependency, or a member's
     /// dependency is not used by the code that can use it (offline).
     UnusedDeps,
@@ -114,33 +120,6 @@ fn explr(args: &[String], cuda: bool) -> Result<()> {
     Ok(())
 }
 
-/// `cargo test -p explr-replicate --test goldens` on the summaries in `results`: insta compares
-/// each with its golden and leaves a pending snapshot for each difference.
-fn golden_check(results: &str, profile: &str, cuda: bool) -> Result<()> {
-    let root = workspace_root()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let features: &[&str] = if cuda { &["--features", "cuda"] } else { &[] };
-    let results = root.join(results);
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args(["test", "--quiet", "--package", "explr-replicate"])
-        .args(features)
-        .args(["--test", "goldens"])
-        .env("EXPLR_RESULTS", &results)
-        .env("EXPLR_PROFILE", profile)
-        .status()
-        .context("starting cargo")?;
-    if !status.success() {
-        bail!(
-            "the summaries in {} differ from their goldens (above). Each difference left \
-             golden/<claim>.{profile}.snap.new: review them with `cargo insta review` and accept \
-             with `cargo insta accept` (or rerun with --bless)",
-            results.display()
-        );
-    }
-    Ok(())
-}
-
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Replicate { args } => {
@@ -153,10 +132,10 @@ fn main() -> Result<()> {
                 }
                 cuda::check_build_toolchain()?;
             }
-            // The goldens are checked with insta after the run (tests/goldens.rs): at the smoke
-            // profile by default, at any profile with --check; not when blessing, only
-            // validating, stopping runs early, submitting to Slurm (the check comes with
-            // --collect) or running one unit.
+            // The goldens are checked by the runner itself (`--check`, which leaves insta's
+            // pending snapshots for `cargo insta review`): at the smoke profile by default, at
+            // any profile with --check; not when blessing, only validating, stopping runs early,
+            // submitting to Slurm (the check comes with --collect) or running one unit.
             let flag = |f: &str| args.iter().any(|a| a == f);
             let value = |f: &str| {
                 args.iter()
@@ -174,12 +153,10 @@ fn main() -> Result<()> {
                 && !flag("--help");
             let mut forwarded = vec!["replicate".to_string()];
             forwarded.extend(args.iter().filter(|a| *a != "--check").cloned());
-            let ran = explr(&forwarded, cuda);
             if check {
-                let results = value("--results-dir").unwrap_or_else(|| "results".into());
-                golden_check(&results, &profile, cuda)?;
+                forwarded.push("--check".into());
             }
-            ran
+            explr(&forwarded, cuda)
         }
         Task::FetchData { dataset, data_dir } => {
             let spec = match dataset {
@@ -194,6 +171,7 @@ fn main() -> Result<()> {
         }
         Task::CheckCuda(args) => cuda::check_cuda(&workspace_root()?, &args),
         Task::GpuCheck(args) => gpu_check::run(&workspace_root()?, &args),
+        Task::Test(args) => test_command::run(&args),
         Task::UnusedDeps => deps::run(&workspace_root()?),
     }
 }

@@ -1,11 +1,13 @@
 //! Golden snapshots: each manifest's summary per profile, an insta snapshot under `golden/`
 //! (`golden/<manifest>.<profile>.snap`), compared with explicit tolerances.
 //!
-//! `cargo xtask replicate` checks them with insta (`crates/replicate/tests/goldens.rs`, whose
-//! `Comparator` is [`compare_texts`]): a changed result fails and leaves a pending
-//! `.snap.new` that `cargo insta review` shows and `cargo insta accept` takes; under `CI=true`
-//! nothing is written. `explr replicate --check` applies the same comparison without insta
-//! (for a machine without cargo), and `--bless` writes the file exactly as insta would.
+//! `explr replicate --check` (what `cargo xtask replicate` runs) compares each summary with its
+//! golden ([`check`]); a changed result fails the command and leaves a pending snapshot
+//! `golden/<manifest>.<profile>.snap.new` beside the golden ([`write_pending`]), in insta's
+//! format, so that `cargo insta review` shows it and `cargo insta accept` takes it, as for any
+//! insta snapshot; under `CI=true` nothing is written (as insta does). `--bless` writes the
+//! golden itself, exactly as insta would. The runner does this itself, so the main job builds
+//! no test harness.
 //!
 //! Tolerances, by field name: numbers whose key ends in `_log10` (orders of magnitude of
 //! rounding-level deviations) may differ by 1; every other number is compared with relative
@@ -114,11 +116,43 @@ pub fn snapshot_text(summary: &Value) -> String {
     serde_yaml::to_string(summary).unwrap_or_default()
 }
 
-/// Writes `summary` as the golden at `path`.
+/// Writes `summary` as the golden at `path` (and removes a pending snapshot beside it).
 pub fn bless(path: &Path, summary: &Value) -> Result<(), GoldenError> {
     let body = snapshot_text(summary);
     write_atomic(path, format!("{HEADER}{body}").as_bytes())?;
+    remove_pending(path)?;
     Ok(())
+}
+
+/// The pending snapshot of the golden at `path`: insta's `<golden>.snap.new`.
+pub fn pending_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".new");
+    PathBuf::from(name)
+}
+
+/// Leaves `summary` as the pending snapshot of the golden at `path` (insta's `.snap.new`, the
+/// golden's own format), for `cargo insta review` / `cargo insta accept`; its path.
+pub fn write_pending(path: &Path, summary: &Value) -> Result<PathBuf, GoldenError> {
+    let pending = pending_path(path);
+    let body = snapshot_text(summary);
+    write_atomic(&pending, format!("{HEADER}{body}").as_bytes())?;
+    Ok(pending)
+}
+
+/// Removes the pending snapshot of the golden at `path`, if any (a summary that matches its
+/// golden again leaves nothing to review).
+pub fn remove_pending(path: &Path) -> Result<(), GoldenError> {
+    let pending = pending_path(path);
+    match std::fs::remove_file(&pending) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(GoldenError::Io(IoError {
+            action: "removing the pending snapshot",
+            path: pending,
+            source,
+        })),
+    }
 }
 
 fn show(v: &Value) -> String {

@@ -1,41 +1,20 @@
-//! The golden check, through insta: each manifest's summary is an insta snapshot in `golden/`
-//! (`<manifest>.<profile>.snap`), compared by a `Comparator` with the project's per-field
-//! tolerances (`explr_replicate::golden::compare_texts`: numbers within 2e-3 relative or the
-//! manifest's `golden_tolerance`, orders of magnitude within 1, verdicts and words equal).
+//! The goldens themselves: each manifest's smoke summary is an insta snapshot in `golden/`
+//! (`<manifest>.smoke.snap`) that insta reads, that the project's comparison
+//! (`explr_replicate::golden::compare_texts`: numbers within 2e-3 relative or the manifest's
+//! `golden_tolerance`, orders of magnitude within 1, verdicts and words equal) accepts against
+//! itself and rejects with one number or its verdict changed; and the pending snapshot that
+//! `explr replicate --check` leaves for a difference is one that insta (and so `cargo insta
+//! review`) reads back as the new summary.
 //!
-//! `cargo xtask replicate` runs `explr replicate` and then this test with `EXPLR_RESULTS` set to
-//! the results folder (and `EXPLR_PROFILE`, default smoke): every summary found there is
-//! asserted against its golden. A difference fails and leaves `golden/<name>.<profile>.snap.new`
-//! for `cargo insta review` / `cargo insta accept`; under `CI=true` insta writes nothing.
-//! Without `EXPLR_RESULTS` (a plain `cargo test`), the test checks the goldens themselves: each
-//! is an insta snapshot of a summary, and the comparator accepts it against itself and rejects
-//! it with one number or its verdict changed.
+//! Comparing a run's summaries with the goldens is the runner's own work (`explr replicate
+//! --check`, which `cargo xtask replicate` runs), so the main job builds no test harness.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
 use explr_replicate::golden::{self, compare_texts, REL_TOL};
 use explr_replicate::manifest;
-use insta::{Comparator, Snapshot};
-
-/// insta's comparison with the project's tolerances.
-#[derive(Clone)]
-struct SummaryComparator {
-    relative: f64,
-}
-
-impl Comparator for SummaryComparator {
-    fn matches(&self, reference: &Snapshot, test: &Snapshot) -> bool {
-        match (reference.as_text(), test.as_text()) {
-            (Some(r), Some(t)) => compare_texts(&r.to_string(), &t.to_string(), self.relative)
-                .is_ok_and(|diffs| diffs.is_empty()),
-            _ => false,
-        }
-    }
-
-    fn dyn_clone(&self) -> Box<dyn Comparator> {
-        Box::new(self.clone())
-    }
-}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -56,46 +35,19 @@ fn manifests() -> Vec<(String, f64)> {
     out
 }
 
-/// Asserts `text` as the insta snapshot `<name>.<profile>` in `golden/`.
-fn assert_golden(name: &str, profile: &str, summary: &str, relative: f64) {
-    let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path(root().join("golden"));
-    settings.set_prepend_module_to_snapshot(false);
-    settings.set_comparator(Box::new(SummaryComparator { relative }));
-    settings.bind(|| insta::assert_snapshot!(format!("{name}.{profile}"), summary));
-}
-
-#[test]
-fn summaries_match_their_goldens() {
-    let Some(results) = std::env::var_os("EXPLR_RESULTS").map(PathBuf::from) else {
-        goldens_are_insta_snapshots_the_comparator_tells_apart();
-        return;
-    };
-    let profile = std::env::var("EXPLR_PROFILE").unwrap_or_else(|_| "smoke".into());
-    let mut checked = 0;
-    let mut failed = Vec::new();
-    for (name, relative) in manifests() {
-        let path = results.join(&name).join(&profile).join("summary.yaml");
-        let Ok(summary) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        checked += 1;
-        let r = std::panic::catch_unwind(|| assert_golden(&name, &profile, &summary, relative));
-        if r.is_err() {
-            failed.push(name);
-        }
-    }
-    assert!(checked > 0, "no summaries in {}", results.display());
-    assert!(
-        failed.is_empty(),
-        "{} of {checked} summaries differ from their goldens: {} (pending snapshots were left beside them unless CI is set: `cargo insta review`)",
-        failed.len(),
-        failed.join(", ")
-    );
+/// The body insta stores below a snapshot's header.
+fn insta_body(path: &Path) -> String {
+    let snapshot = insta::Snapshot::from_file(path)
+        .unwrap_or_else(|e| panic!("{}: insta cannot read it: {e}", path.display()));
+    snapshot
+        .as_text()
+        .unwrap_or_else(|| panic!("{}: not a text snapshot", path.display()))
+        .to_string()
 }
 
 /// Every golden is an insta snapshot of a summary; the comparator accepts it against itself and
 /// rejects it with its verdict flipped or a number moved past the tolerance.
+#[test]
 fn goldens_are_insta_snapshots_the_comparator_tells_apart() {
     let mut seen = 0;
     for (name, relative) in manifests() {
@@ -103,10 +55,12 @@ fn goldens_are_insta_snapshots_the_comparator_tells_apart() {
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(
             text.starts_with("---\nsource: crates/replicate/tests/goldens.rs\n"),
-            "{}: not this test's insta snapshot",
+            "{}: not this project's insta snapshot",
             path.display()
         );
         let body = text.splitn(3, "---\n").nth(2).unwrap();
+        // insta reads the same summary (its text is the body without the final newline).
+        assert_eq!(insta_body(&path).trim_end(), body.trim_end(), "{name}");
         assert!(
             compare_texts(body, body, relative).unwrap().is_empty(),
             "{name}"
@@ -130,4 +84,35 @@ fn goldens_are_insta_snapshots_the_comparator_tells_apart() {
         seen += 1;
     }
     assert!(seen >= 12, "only {seen} smoke goldens");
+}
+
+/// The pending snapshot left for a difference sits where insta puts its own
+/// (`<golden>.snap.new`), is read by insta as the new summary (so `cargo insta review` shows it
+/// against the golden and `cargo insta accept` moves it into place), and goes when the
+/// summary is blessed.
+#[test]
+fn a_pending_snapshot_is_one_insta_reads_as_the_new_summary() {
+    let dir = common::TempDir::new("pending-snapshot");
+    let dir_path = dir.0.clone();
+    let path = golden::golden_path(dir_path.as_path(), "e9_claim", "smoke");
+    let old: serde_yaml::Value = serde_yaml::from_str("verdict: pass\nacc: 0.5\n").unwrap();
+    let new: serde_yaml::Value = serde_yaml::from_str("verdict: fail\nacc: 0.25\n").unwrap();
+    golden::bless(&path, &old).unwrap();
+    let pending = golden::write_pending(&path, &new).unwrap();
+    assert_eq!(pending, dir_path.as_path().join("e9_claim.smoke.snap.new"));
+    let read: serde_yaml::Value = serde_yaml::from_str(&insta_body(&pending)).unwrap();
+    assert_eq!(read, new);
+    let golden_read: serde_yaml::Value = serde_yaml::from_str(&insta_body(&path)).unwrap();
+    assert_eq!(golden_read, old);
+    // The header is the golden's own, so that accepting it gives a golden like the others.
+    let header = |p: &Path| {
+        let t = std::fs::read_to_string(p).unwrap();
+        t[..t.find("\n---\n").unwrap()].to_string()
+    };
+    assert_eq!(header(&pending), header(&path));
+    golden::bless(&path, &new).unwrap();
+    assert!(!pending.exists(), "blessing leaves no pending snapshot");
+    assert_eq!(golden::read(&path).unwrap(), Some(new));
+    // Removing a pending snapshot that is not there is not an error.
+    golden::remove_pending(&path).unwrap();
 }

@@ -61,8 +61,9 @@ pub struct ReplicateArgs {
     /// CIFAR data directory (else $EXPLR_DATA, else the per-user cache).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Compare the summaries with the goldens (`cargo xtask replicate` checks them with insta
-    /// instead, leaving pending snapshots for `cargo insta review`).
+    /// Compare the summaries with the goldens: a difference fails the command and leaves the
+    /// new summary as `golden/<manifest>.<profile>.snap.new` for `cargo insta review` and
+    /// `cargo insta accept` (nothing is written under `CI=true`).
     #[arg(long, conflicts_with = "bless")]
     pub check: bool,
     /// Write the summaries as the new goldens (and regenerate the profile's report,
@@ -215,6 +216,8 @@ fn manifests(dir: &Path, ids: &[String]) -> Result<Vec<PathBuf>> {
             p.file_stem()
                 .is_some_and(|s| s.to_string_lossy().to_ascii_lowercase() == want)
         }) {
+            // An id named twice (`e1 E1`) runs once.
+            Some(p) if chosen.contains(p) => {}
             Some(p) => chosen.push(p.clone()),
             None => {
                 let known: Vec<String> = all
@@ -387,6 +390,12 @@ fn stop_on_signals() -> StopSignal {
 #[error("{0}")]
 pub struct Stopped(String);
 
+/// Whether this runs under CI (`CI` set to anything but `false` or `0`, as insta reads it):
+/// then a golden check writes nothing.
+fn ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| v != "false" && v != "0" && !v.is_empty())
+}
+
 /// What this invocation does with each manifest.
 enum Action {
     /// Run every unit here, then summarize.
@@ -549,7 +558,10 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
         max_epochs: args.max_epochs,
         provenance: Provenance {
             git_revision: git_revision(),
-            command: std::env::args().collect(),
+            // Lossy: a path argument need not be UTF-8.
+            command: std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
             host: host_name(),
             threads: ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"]
                 .into_iter()
@@ -566,6 +578,7 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
     let mut checker = Checker {
         args: &args,
         mode,
+        pending: !ci(),
         failures: Vec::new(),
     };
     let started = Instant::now();
@@ -622,7 +635,16 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
                 Err(e) => return Err(anyhow::Error::new(e).context(context())),
             },
             Action::Local(pool) => {
-                match runner::run(&resolved, &opts, pool, &progress).with_context(context)? {
+                let ran = match runner::run(&resolved, &opts, pool, &progress) {
+                    Err(e) if e.is_stop() => {
+                        return Err(anyhow::Error::new(Stopped(format!(
+                            "{}: {e}",
+                            resolved.manifest.id
+                        ))))
+                    }
+                    ran => ran.with_context(context)?,
+                };
+                match ran {
                     Ran::Finished(outcome) => {
                         checker.report(&resolved, &opts, &outcome, &device_spec.to_string())?
                     }
@@ -675,11 +697,28 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
 struct Checker<'a> {
     args: &'a ReplicateArgs,
     mode: GoldenMode,
+    /// Whether a summary that differs from its golden leaves a pending snapshot beside it
+    /// (insta's `.snap.new`, for `cargo insta review`): not under `CI=true`, as with insta.
+    pending: bool,
     /// What fails the command.
     failures: Vec<String>,
 }
 
 impl Checker<'_> {
+    /// Leaves `summary` as the pending snapshot of the golden at `golden_path` when pending
+    /// snapshots are wanted; the words that say so in the failure.
+    fn leave_pending(&self, golden_path: &Path, summary: &serde_yaml::Value) -> Result<String> {
+        if !self.pending {
+            return Ok(String::new());
+        }
+        let pending = golden::write_pending(golden_path, summary)?;
+        Ok(format!(
+            " (the new summary is in {}: review it with `cargo insta review`, take it with \
+             `cargo insta accept` or --bless)",
+            pending.display()
+        ))
+    }
+
     fn report(
         &mut self,
         resolved: &Resolved,
@@ -720,10 +759,16 @@ impl Checker<'_> {
                     .golden_tolerance
                     .unwrap_or(golden::REL_TOL),
             )? {
-                GoldenOutcome::Match => ("match", "matches its golden".into()),
+                GoldenOutcome::Match => {
+                    if self.pending {
+                        golden::remove_pending(&golden_path)?;
+                    }
+                    ("match", "matches its golden".into())
+                }
                 GoldenOutcome::Missing(p) => {
+                    let left = self.leave_pending(&golden_path, &outcome.summary)?;
                     self.failures.push(format!(
-                        "{}: no golden at {} (run with --bless to create it)",
+                        "{}: no golden at {}{left} (run with --bless to create it)",
                         resolved.manifest.id,
                         p.display()
                     ));
@@ -734,8 +779,9 @@ impl Checker<'_> {
                         .iter()
                         .map(|(k, g, a)| format!("    {k}: golden {g}, now {a}"))
                         .collect();
+                    let left = self.leave_pending(&golden_path, &outcome.summary)?;
                     self.failures.push(format!(
-                        "{}: differs from {}:\n{}",
+                        "{}: differs from {}{left}:\n{}",
                         resolved.manifest.id,
                         golden_path.display(),
                         lines.join("\n")
