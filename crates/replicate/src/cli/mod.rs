@@ -29,9 +29,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Replicate(args) => replicate::run(args),
         Command::Schedule(args) => {
+            end_quietly_on_a_closed_pipe();
             let stdout = std::io::stdout();
             schedule::run(&args, &mut stdout.lock())
         }
-        Command::Data(args) => data::run(args),
+        Command::Data(args) => {
+            end_quietly_on_a_closed_pipe();
+            data::run(args)
+        }
+    }
+}
+
+/// The subcommands that print tables (`schedule`, `data`) end as `cat` or `seq` do when the
+/// reader of their output goes away (`explr schedule … | head -3`): silently, by `SIGPIPE`'s
+/// default action, which Rust's runtime replaces with an error on every write. (`replicate`
+/// keeps the runtime's choice: it writes files and talks to child processes, and a failed
+/// write there is an error to report.)
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: restores the default disposition of one signal; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -3,7 +3,7 @@
 //! §4 recursion's (THEORY.md §4–§5).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use explr_schedule::{alpha, Schedule, ScheduleError, ScheduleSpec, Twin, Unit, WeightDecay};
@@ -77,8 +77,10 @@ pub struct ScheduleArgs {
         conflicts_with = "spec"
     )]
     pub kind: Option<KindArg>,
-    /// A YAML schedule spec (`kind: multistep`, …) instead of the flags.
-    #[arg(long)]
+    /// A YAML schedule spec instead of the flags: the YAML itself
+    /// (`'{kind: multistep, lr: 0.1, milestones: [80, 120], gamma: 0.1}'`, as
+    /// `--weight-decay-schedule` takes it) or the path of a file that holds it.
+    #[arg(long, value_name = "YAML|FILE")]
     pub spec: Option<PathBuf>,
     /// Initial learning rate.
     #[arg(long, allow_negative_numbers = true)]
@@ -406,16 +408,31 @@ impl Table {
     }
 }
 
+/// The spec `--spec` gives: the file it names when there is one, else the YAML it is.
+fn spec_argument(arg: &Path) -> Result<ScheduleSpec> {
+    if arg.is_file() {
+        let text = std::fs::read_to_string(arg)
+            .with_context(|| format!("reading --spec {}", arg.display()))?;
+        return ScheduleSpec::from_yaml(&text)
+            .with_context(|| format!("parsing --spec {}", arg.display()));
+    }
+    let inline = arg.to_str().filter(|t| t.contains(':'));
+    match inline {
+        Some(yaml) => ScheduleSpec::from_yaml(yaml).context("parsing the YAML of --spec"),
+        None => bail!(
+            "--spec `{}` is neither a file nor a YAML spec; give the YAML \
+             (`--spec '{{kind: multistep, lr: 0.1, milestones: [80, 120], gamma: 0.1}}'`) or \
+             the path of a file that holds it",
+            arg.display()
+        ),
+    }
+}
+
 /// Builds the schedule, its derived values and the row range.
 pub fn table(a: &ScheduleArgs) -> Result<Table> {
     let from_flags = a.spec.is_none();
     let spec = match &a.spec {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading --spec {}", path.display()))?;
-            ScheduleSpec::from_yaml(&text)
-                .with_context(|| format!("parsing --spec {}", path.display()))?
-        }
+        Some(arg) => spec_argument(arg)?,
         None => spec_from_flags(a)?,
     };
     let spe = a.steps_per_epoch;
