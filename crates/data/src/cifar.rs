@@ -204,7 +204,10 @@ pub enum Cifar100Labels {
 /// `data_batch_1.bin` or `test_batch.bin`, else `root/cifar-10-batches-bin` (where
 /// `cargo xtask fetch-data cifar10` puts it).
 pub fn cifar10_dir(root: &Path) -> PathBuf {
-    if root.join(CIFAR10_TRAIN_FILES[0]).exists() || root.join(CIFAR10_TEST_FILE).exists() {
+    // A file that cannot be looked at (no permission) counts as there: reading it then says
+    // why it cannot be read, instead of calling it missing.
+    let here = |f: &str| root.join(f).try_exists().unwrap_or(true);
+    if here(CIFAR10_TRAIN_FILES[0]) || here(CIFAR10_TEST_FILE) {
         root.to_path_buf()
     } else {
         root.join(CIFAR10_DIR)
@@ -214,7 +217,8 @@ pub fn cifar10_dir(root: &Path) -> PathBuf {
 /// The directory holding CIFAR-100's `train.bin`/`test.bin` under `root`: `root` itself when it
 /// holds `train.bin`, else `root/cifar-100-binary`.
 pub fn cifar100_dir(root: &Path) -> PathBuf {
-    if root.join("train.bin").exists() || root.join("test.bin").exists() {
+    let here = |f: &str| root.join(f).try_exists().unwrap_or(true);
+    if here("train.bin") || here("test.bin") {
         root.to_path_buf()
     } else {
         root.join(CIFAR100_DIR)
@@ -252,6 +256,17 @@ pub fn user_cache_dir(
     }
     home.filter(|v| !v.is_empty())
         .map(|h| PathBuf::from(h).join(".cache").join("explr").join("data"))
+}
+
+/// Whether `path` exists. Only "not found" means absent: any other failure to look (no
+/// permission on the folder, a file where a folder should be) is an error that names the path
+/// and the cause, not a missing dataset.
+fn is_present(path: &Path, fetch: &'static str) -> Result<bool> {
+    path.try_exists().map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+        fetch,
+    })
 }
 
 /// The shape of one CIFAR file to read.
@@ -382,8 +397,8 @@ pub fn load_cifar10(root: &Path, completeness: Completeness) -> Result<Dataset> 
     let dir = cifar10_dir(root);
     let present: Vec<bool> = CIFAR10_TRAIN_FILES
         .iter()
-        .map(|f| dir.join(f).exists())
-        .collect();
+        .map(|f| is_present(&dir.join(f), "cifar10"))
+        .collect::<Result<_>>()?;
     let k = present.iter().take_while(|&&p| p).count();
     if k == 0 {
         return Err(DataError::NotFound {

@@ -370,3 +370,33 @@ fn dataset_names_parse() {
         "{err}"
     );
 }
+
+/// A data folder that cannot be looked into is reported as such, with the OS's reason, not as
+/// a dataset that "does not exist": here a file stands where the folder's parent should be
+/// (the error a folder without permission gives a user other than root, who is never refused).
+#[test]
+fn a_folder_that_cannot_be_looked_into_is_not_called_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-folder");
+    fs::write(&file, b"x").unwrap();
+    let root = file.join("cifar10");
+    for err in [
+        load_cifar10(&root, Completeness::AllowSubset).unwrap_err(),
+        load_cifar100(&root, Completeness::AllowSubset, Cifar100Labels::Fine).unwrap_err(),
+    ] {
+        let msg = err.to_string();
+        assert!(
+            matches!(err, DataError::Io { .. }),
+            "{msg}: not an I/O error"
+        );
+        assert!(!msg.contains("does not exist"), "{msg}");
+        assert!(msg.contains("cannot read"), "{msg}");
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        assert!(
+            source
+                .as_deref()
+                .is_some_and(|s| s.contains("Not a directory")),
+            "{source:?}"
+        );
+    }
+}

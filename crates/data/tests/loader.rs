@@ -82,6 +82,36 @@ fn order_is_a_pure_function_of_seed_and_epoch() {
     assert_eq!(unshuffled.epoch_order(4), (0..300).collect::<Vec<_>>());
 }
 
+/// The seed decides the order and the augmentation of every epoch, not only the first: two
+/// seeds visit the images in different orders, and crop and flip them differently, in each of
+/// 40 epochs (a loader that fell back to a fixed stream after epoch 0 fails here), while the
+/// same seed replays them.
+#[test]
+fn different_seeds_give_different_orders_and_draws_in_every_epoch() {
+    let data = small();
+    let mk = |seed| {
+        let config = LoaderConfig::train(64, seed);
+        assert!(config.augment.is_some(), "training batches are augmented");
+        Loader::new(data.train(), config, &Device::Cpu).unwrap()
+    };
+    let (a, again, b) = (mk(5), mk(5), mk(6));
+    for epoch in 0..40 {
+        assert_eq!(a.epoch_order(epoch), again.epoch_order(epoch), "{epoch}");
+        assert_ne!(
+            a.epoch_order(epoch),
+            b.epoch_order(epoch),
+            "seeds 5 and 6 visit the images in the same order in epoch {epoch}"
+        );
+        let draws = |l: &Loader| (0..300).map(|i| l.crop_flip(epoch, i)).collect::<Vec<_>>();
+        assert_eq!(draws(&a), draws(&again), "{epoch}");
+        assert_ne!(
+            draws(&a),
+            draws(&b),
+            "seeds 5 and 6 augment every image alike in epoch {epoch}"
+        );
+    }
+}
+
 /// A run resumed at epoch 3 sees exactly the batches (order and augmentation) of the original.
 #[test]
 fn multistep_resume_replays_the_same_epoch() {
