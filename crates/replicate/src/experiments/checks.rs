@@ -400,14 +400,22 @@ mod tests {
     /// seeds 0 and 1, 4 epochs; `test_acc` of seed s is `0.5 + 0.1·s + shift`, `lr` 0.1 and
     /// the angular update sqrt(2·0.1·λ/1.9)·(1 + angle_error) with λ = 0.01.
     fn records(b_shift: f64, angle_error: f64) -> AllRecords {
+        records_by_epoch(&|_| b_shift, angle_error)
+    }
+
+    /// [`records`] with b's shift a function of the epoch (1-based).
+    fn records_by_epoch(b_shift: &dyn Fn(usize) -> f64, angle_error: f64) -> AllRecords {
         let mut all = AllRecords::new();
-        for (run, shift) in [
-            ("a", 0.0),
+        let zero = |_: usize| 0.0;
+        let off = |e: usize| b_shift(e) + 0.3;
+        let runs: [(&str, &dyn Fn(usize) -> f64); 5] = [
+            ("a", &zero),
             ("b", b_shift),
             ("same", b_shift),
-            ("off", b_shift + 0.3),
-            ("copy_of_a", 0.0),
-        ] {
+            ("off", &off),
+            ("copy_of_a", &zero),
+        ];
+        for (run, shift) in runs {
             for seed in [0u64, 1] {
                 let curve = (1..=4)
                     .map(|e| EpochRecord {
@@ -417,7 +425,7 @@ mod tests {
                         train_loss: 1.0,
                         train_acc: 0.5,
                         test_loss: 1.0,
-                        test_acc: 0.5 + 0.1 * seed as f64 + shift,
+                        test_acc: 0.5 + 0.1 * seed as f64 + shift(e),
                         si_norm: 1.0 + e as f64,
                         layer_norm: 1.0,
                         norm_sq_over_lr: 10.0,
@@ -494,6 +502,37 @@ checks:
         // Seeds: 0.5/0.56 − 1 and 0.6/0.66 − 1, averaged.
         let want: f64 = ((0.5 / 0.56 - 1.0) + (0.6 / 0.66 - 1.0)) / 2.0;
         assert!((v - want.abs()).abs() < 1e-12, "{v} vs {want}");
+    }
+
+    /// A gap counts against the bound whatever its sign and in whichever window it opens: a
+    /// twin that trails (or leads) only in the last window, or only in the first, fails; the
+    /// same twin within the bound everywhere passes.
+    #[test]
+    fn window_gap_counts_a_gap_of_either_sign_in_any_window() {
+        // Windows [2, 3] and [4, 4]; a gap of 0.06 against a bound of 0.05.
+        for sign in [1.0, -1.0] {
+            for (opens, shift) in [
+                (
+                    "only in epoch 4",
+                    (|e| if e == 4 { 0.06 } else { 0.0 }) as fn(usize) -> f64,
+                ),
+                ("only in epochs 2-3", |e| {
+                    if (2..=3).contains(&e) {
+                        0.06
+                    } else {
+                        0.0
+                    }
+                }),
+            ] {
+                let recs = records_by_epoch(&|e| sign * shift(e), 0.0);
+                let summary = run(GAP, &recs);
+                let c = &summary.checks()["m.0_window_gap"];
+                assert!(!c.pass(), "a gap of {} {opens} passed: {c:?}", sign * 0.06);
+                assert!((c.value - 0.06).abs() < 1e-12, "{opens}: {}", c.value);
+            }
+            let within = records_by_epoch(&|e| if e == 4 { sign * 0.04 } else { 0.0 }, 0.0);
+            assert!(run(GAP, &within).checks()["m.0_window_gap"].pass());
+        }
     }
 
     #[test]
