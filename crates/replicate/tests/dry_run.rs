@@ -277,6 +277,8 @@ fn a_rerun_of_complete_runs_re_judges_them_without_training() {
 
 /// Peak memory (KiB) and wall time of `explr replicate --dry-run --profile smoke e1` on a copy
 /// of `experiments/e1.yaml` with `edit` applied, with whether it succeeded and its stderr.
+// The child is reaped by `wait4` (which also reports its peak memory), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn dry_run_e1(edit: impl Fn(&str) -> String) -> (bool, String, u64, std::time::Duration) {
     use std::process::{Command, Stdio};
     let dir = TempDir::new("dry-run-limits");
@@ -289,7 +291,12 @@ fn dry_run_e1(edit: impl Fn(&str) -> String) -> (bool, String, u64, std::time::D
     let child = Command::new(env!("CARGO_BIN_EXE_explr"))
         .current_dir(&dir.0)
         .args(["replicate", "--dry-run", "--profile", "smoke"])
-        .args(["--experiments-dir", "experiments", "--results-dir", "results"])
+        .args([
+            "--experiments-dir",
+            "experiments",
+            "--results-dir",
+            "results",
+        ])
         .arg("e1")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())
@@ -312,7 +319,10 @@ fn dry_run_e1(edit: impl Fn(&str) -> String) -> (bool, String, u64, std::time::D
 /// `e1.yaml` with its smoke profile's `key: value` line (the first after `smoke:`) replaced.
 fn smoke_override(text: &str, from: &str, to: &str) -> String {
     let (head, smoke) = text.split_once("\n  smoke:\n").unwrap();
-    assert!(smoke.contains(from), "`{from}` is not in e1's smoke profile");
+    assert!(
+        smoke.contains(from),
+        "`{from}` is not in e1's smoke profile"
+    );
     format!("{head}\n  smoke:\n{}", smoke.replacen(from, to, 1))
 }
 
@@ -329,7 +339,10 @@ fn dry_run_time_and_memory_do_not_grow_with_the_manifests_numbers() {
     let (ok, stderr, kib, took) = dry_run_e1(str::to_string);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("valid"), "{stderr}");
-    assert!(took < TIME && kib < MEMORY_KIB, "unedited: {took:?}, {kib} KiB");
+    assert!(
+        took < TIME && kib < MEMORY_KIB,
+        "unedited: {took:?}, {kib} KiB"
+    );
     for (case, from, to, field, needle) in [
         (
             "a billion epochs",

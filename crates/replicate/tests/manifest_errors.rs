@@ -814,7 +814,11 @@ fn edit_of(text: &str, edits: &[(&str, &str)]) -> String {
 
 #[test]
 fn the_other_base_manifests_are_valid() {
-    for (kind, text) in [("exactness", EXACT), ("scale_invariance", SCALE), ("toy", TOY)] {
+    for (kind, text) in [
+        ("exactness", EXACT),
+        ("scale_invariance", SCALE),
+        ("toy", TOY),
+    ] {
         for profile in ["smoke", "cpu"] {
             manifest::parse(text, Path::new(FILE), "q1", profile)
                 .unwrap_or_else(|e| panic!("{kind} at {profile}: {e}"));
@@ -873,7 +877,10 @@ fn numbers_past_their_limits_are_rejected_before_anything_is_built() {
         (
             "a training set larger than the synthetic limit",
             BASE,
-            &[("    train_size: 64\n", "    train_size: 100000000000 # HERE\n")],
+            &[(
+                "    train_size: 64\n",
+                "    train_size: 100000000000 # HERE\n",
+            )],
             Kind::Invalid("training.data.train_size"),
             &["100000000000 images", "the 50000 of synthetic"],
         ),
@@ -887,7 +894,10 @@ fn numbers_past_their_limits_are_rejected_before_anything_is_built() {
         (
             "a test set larger than the synthetic limit",
             BASE,
-            &[("    train_size: 64\n", "    train_size: 64\n    test_size: 18446744073709551615 # HERE\n")],
+            &[(
+                "    train_size: 64\n",
+                "    train_size: 64\n    test_size: 18446744073709551615 # HERE\n",
+            )],
             Kind::Invalid("training.data.test_size"),
             &["the 10000 of synthetic"],
         ),
@@ -901,28 +911,40 @@ fn numbers_past_their_limits_are_rejected_before_anything_is_built() {
         (
             "a model a million wide",
             BASE,
-            &[(model, "    tiny: {arch: preresnet, depth: 8, width: 1000000} # HERE\n")],
+            &[(
+                model,
+                "    tiny: {arch: preresnet, depth: 8, width: 1000000} # HERE\n",
+            )],
             Kind::Invalid("training.models.tiny.width"),
             &["parameters", "limit of 50000000", "lower the width"],
         ),
         (
             "a model whose parameter count overflows",
             BASE,
-            &[(model, "    tiny: {arch: preresnet, depth: 8, width: 18446744073709551615} # HERE\n")],
+            &[(
+                model,
+                "    tiny: {arch: preresnet, depth: 8, width: 18446744073709551615} # HERE\n",
+            )],
             Kind::Invalid("training.models.tiny.width"),
             &["more than 2^64 parameters"],
         ),
         (
             "a VGG too wide",
             BASE,
-            &[(model, "    tiny: {arch: vgg, depth: 11, width: 4096} # HERE\n")],
+            &[(
+                model,
+                "    tiny: {arch: vgg, depth: 11, width: 4096} # HERE\n",
+            )],
             Kind::Invalid("training.models.tiny.width"),
             &["VGG", "limit of 50000000"],
         ),
         (
             "a PreResNet a million deep",
             BASE,
-            &[(model, "    tiny: {arch: preresnet, depth: 1000004, width: 2} # HERE\n")],
+            &[(
+                model,
+                "    tiny: {arch: preresnet, depth: 1000004, width: 2} # HERE\n",
+            )],
             Kind::Invalid("training.models.tiny.depth"),
             &["1000004", "limit of 1202"],
         ),
@@ -936,7 +958,10 @@ fn numbers_past_their_limits_are_rejected_before_anything_is_built() {
         (
             "an exactness training set past the limit",
             EXACT,
-            &[("train_size: 64,", "train_size: 100000000000, # HERE\n        ")],
+            &[(
+                "train_size: 64,",
+                "train_size: 100000000000, # HERE\n        ",
+            )],
             Kind::Invalid("exactness.data.train_size"),
             &["the 50000 of synthetic"],
         ),
@@ -950,28 +975,40 @@ fn numbers_past_their_limits_are_rejected_before_anything_is_built() {
         (
             "a scale-invariance model a million wide",
             SCALE,
-            &[("    m: {arch: preresnet, depth: 8, width: 2, eps: 0.0}\n", "    m: {arch: preresnet, depth: 8, width: 1000000, eps: 0.0} # HERE\n")],
+            &[(
+                "    m: {arch: preresnet, depth: 8, width: 2, eps: 0.0}\n",
+                "    m: {arch: preresnet, depth: 8, width: 1000000, eps: 0.0} # HERE\n",
+            )],
             Kind::Invalid("scale_invariance.models.m.width"),
             &["limit of 50000000"],
         ),
         (
             "toy steps past the limit",
             TOY,
-            &[("  population: {lr: 0.1, weight_decay: 0.01, steps: 10,", "  population: {lr: 0.1, weight_decay: 0.01, steps: 100000000000, # HERE\n    ")],
+            &[(
+                "  population: {lr: 0.1, weight_decay: 0.01, steps: 10,",
+                "  population: {lr: 0.1, weight_decay: 0.01, steps: 100000000000, # HERE\n    ",
+            )],
             Kind::Invalid("toy.population.steps"),
             &["limit of 10000000 updates"],
         ),
         (
             "a toy input dimension past the limit",
             TOY,
-            &[("dim: 2, seed: 0, record_every: 1, batch_size: 4}", "dim: 100000000000, seed: 0, record_every: 1, batch_size: 4} # HERE")],
+            &[(
+                "dim: 2, seed: 0, record_every: 1, batch_size: 4}",
+                "dim: 100000000000, seed: 0, record_every: 1, batch_size: 4} # HERE",
+            )],
             Kind::Invalid("toy.minibatch.dim"),
             &["limit of 100000"],
         ),
         (
             "a Slurm time too long to count in seconds",
             TOY,
-            &[("claim: nothing\n", "claim: nothing\nslurm: {time: \"999999999999999999-1\"} # HERE\n")],
+            &[(
+                "claim: nothing\n",
+                "claim: nothing\nslurm: {time: \"999999999999999999-1\"} # HERE\n",
+            )],
             Kind::Invalid("slurm.time"),
             &["not a Slurm time limit"],
         ),
@@ -1064,7 +1101,11 @@ fn the_parameter_count_from_the_spec_bounds_the_built_models() {
 #[test]
 fn ids_are_names_and_name_their_file() {
     for (case, id, needles) in [
-        ("a path", "\"../../etc\"", &["`../../etc` is not a name", "letters, digits"][..]),
+        (
+            "a path",
+            "\"../../etc\"",
+            &["`../../etc` is not a name", "letters, digits"][..],
+        ),
         ("a slash", "a/b", &["`a/b` is not a name"][..]),
         ("a dot", "Q.1", &["`Q.1` is not a name"][..]),
         ("whitespace", "\"Q 1\"", &["`Q 1` is not a name"][..]),
@@ -1084,7 +1125,13 @@ fn ids_are_names_and_name_their_file() {
         );
     }
     // Case does not matter, and `-` and `_` are name characters.
-    manifest::parse(&edit(&[("id: Q1\n", "id: q1\n")]), Path::new(FILE), "q1", "cpu").unwrap();
+    manifest::parse(
+        &edit(&[("id: Q1\n", "id: q1\n")]),
+        Path::new(FILE),
+        "q1",
+        "cpu",
+    )
+    .unwrap();
     let named = edit(&[("id: Q1\n", "id: Q1-b_2\n")]);
     manifest::parse(&named, Path::new("q1-b_2.yaml"), "q1-b_2", "cpu").unwrap();
 }
@@ -1127,38 +1174,108 @@ fn a_batch_larger_than_the_training_set_is_rejected() {
 fn non_finite_floats_are_rejected_at_their_line() {
     let run = "      schedule: {kind: multistep, lr: 0.1, milestones: [2, 3], gamma: 0.1}\n";
     let cases: &[(&str, &str, &str, Kind)] = &[
-        ("a NaN tint", "    batch_size: 32\n", "    batch_size: 32\n    synthetic_tint: .nan # HERE\n", Kind::Invalid("training.data.synthetic_tint")),
-        ("an infinite tint", "    batch_size: 32\n", "    batch_size: 32\n    synthetic_tint: .inf # HERE\n", Kind::Invalid("training.data.synthetic_tint")),
-        ("a tint above 1", "    batch_size: 32\n", "    batch_size: 32\n    synthetic_tint: 1.5 # HERE\n", Kind::Invalid("training.data.synthetic_tint")),
-        ("a negative tint", "    batch_size: 32\n", "    batch_size: 32\n    synthetic_tint: -0.1 # HERE\n", Kind::Invalid("training.data.synthetic_tint")),
-        ("a NaN LR", run, "      schedule: {kind: multistep, lr: .nan, milestones: [2, 3], gamma: 0.1} # HERE\n", Kind::Invalid("training.runs.step_decay.schedule")),
-        ("a NaN gamma", run, "      schedule: {kind: multistep, lr: 0.1, milestones: [2, 3], gamma: .nan} # HERE\n", Kind::Invalid("training.runs.step_decay.schedule")),
-        ("a NaN momentum", "      weight_decay: 5.0e-4\n", "      weight_decay: 5.0e-4\n      momentum: .nan # HERE\n", Kind::Invalid("training.runs.step_decay.momentum")),
-        ("a NaN weight decay", "      weight_decay: 5.0e-4\n", "      weight_decay: .nan # HERE\n", Kind::Invalid("training.runs.step_decay.weight_decay")),
-        ("a NaN eps", "    tiny: {arch: preresnet, depth: 8, width: 2}\n", "    tiny: {arch: preresnet, depth: 8, width: 2, eps: .nan} # HERE\n", Kind::Invalid("training.models.tiny.eps")),
-        ("a NaN bound", "bound: 0.05, reason: r}\n", "bound: .nan, reason: r} # HERE\n", Kind::Invalid("training.checks.0")),
-        ("a NaN golden tolerance", "claim: nothing\n", "claim: nothing\ngolden_tolerance: .nan # HERE\n", Kind::Invalid("golden_tolerance")),
+        (
+            "a NaN tint",
+            "    batch_size: 32\n",
+            "    batch_size: 32\n    synthetic_tint: .nan # HERE\n",
+            Kind::Invalid("training.data.synthetic_tint"),
+        ),
+        (
+            "an infinite tint",
+            "    batch_size: 32\n",
+            "    batch_size: 32\n    synthetic_tint: .inf # HERE\n",
+            Kind::Invalid("training.data.synthetic_tint"),
+        ),
+        (
+            "a tint above 1",
+            "    batch_size: 32\n",
+            "    batch_size: 32\n    synthetic_tint: 1.5 # HERE\n",
+            Kind::Invalid("training.data.synthetic_tint"),
+        ),
+        (
+            "a negative tint",
+            "    batch_size: 32\n",
+            "    batch_size: 32\n    synthetic_tint: -0.1 # HERE\n",
+            Kind::Invalid("training.data.synthetic_tint"),
+        ),
+        (
+            "a NaN LR",
+            run,
+            "      schedule: {kind: multistep, lr: .nan, milestones: [2, 3], gamma: 0.1} # HERE\n",
+            Kind::Invalid("training.runs.step_decay.schedule"),
+        ),
+        (
+            "a NaN gamma",
+            run,
+            "      schedule: {kind: multistep, lr: 0.1, milestones: [2, 3], gamma: .nan} # HERE\n",
+            Kind::Invalid("training.runs.step_decay.schedule"),
+        ),
+        (
+            "a NaN momentum",
+            "      weight_decay: 5.0e-4\n",
+            "      weight_decay: 5.0e-4\n      momentum: .nan # HERE\n",
+            Kind::Invalid("training.runs.step_decay.momentum"),
+        ),
+        (
+            "a NaN weight decay",
+            "      weight_decay: 5.0e-4\n",
+            "      weight_decay: .nan # HERE\n",
+            Kind::Invalid("training.runs.step_decay.weight_decay"),
+        ),
+        (
+            "a NaN eps",
+            "    tiny: {arch: preresnet, depth: 8, width: 2}\n",
+            "    tiny: {arch: preresnet, depth: 8, width: 2, eps: .nan} # HERE\n",
+            Kind::Invalid("training.models.tiny.eps"),
+        ),
+        (
+            "a NaN bound",
+            "bound: 0.05, reason: r}\n",
+            "bound: .nan, reason: r} # HERE\n",
+            Kind::Invalid("training.checks.0"),
+        ),
+        (
+            "a NaN golden tolerance",
+            "claim: nothing\n",
+            "claim: nothing\ngolden_tolerance: .nan # HERE\n",
+            Kind::Invalid("golden_tolerance"),
+        ),
     ];
     for (case, from, to, kind) in cases {
         check(case, &edit(&[(from, to)]), "cpu", *kind, &[]);
     }
     check(
         "a NaN tint names the field and the range",
-        &edit(&[("    batch_size: 32\n", "    batch_size: 32\n    synthetic_tint: .nan # HERE\n")]),
+        &edit(&[(
+            "    batch_size: 32\n",
+            "    batch_size: 32\n    synthetic_tint: .nan # HERE\n",
+        )]),
         "cpu",
         Kind::Invalid("training.data.synthetic_tint"),
         &["from 0 to 1", "got NaN"],
     );
     check(
         "a NaN exactness tolerance",
-        &edit_of(EXACT, &[("  tolerance: {exp_lr: 1.0e-10}\n", "  tolerance: {exp_lr: .nan} # HERE\n")]),
+        &edit_of(
+            EXACT,
+            &[(
+                "  tolerance: {exp_lr: 1.0e-10}\n",
+                "  tolerance: {exp_lr: .nan} # HERE\n",
+            )],
+        ),
         "cpu",
         Kind::Invalid("exactness.tolerance.exp_lr"),
         &["got NaN"],
     );
     check(
         "a NaN scale factor",
-        &edit_of(SCALE, &[("  factors: [0.1, 10.0]\n", "  factors: [0.1, .nan] # HERE\n")]),
+        &edit_of(
+            SCALE,
+            &[(
+                "  factors: [0.1, 10.0]\n",
+                "  factors: [0.1, .nan] # HERE\n",
+            )],
+        ),
         "cpu",
         Kind::Invalid("scale_invariance.factors"),
         &["finite"],
