@@ -131,7 +131,7 @@ pub fn parse(
         }
     }
     // The file's own fields, before any profile: a profile cannot hide a broken base.
-    apply_profile(text, &base, path, "")?;
+    apply_profile(text, &base, path, name, "")?;
     if !PROFILES.contains(&profile) {
         return Err(parse_err(
             0,
@@ -151,9 +151,9 @@ pub fn parse(
     // 2. Every profile's overrides, deep-merged onto the file's fields, so that a typo in one
     //    profile is caught whichever profile runs; the requested one is returned.
     for other in base.profiles.keys().filter(|p| p.as_str() != profile) {
-        apply_profile(text, &base, path, other)?;
+        apply_profile(text, &base, path, name, other)?;
     }
-    let manifest = apply_profile(text, &base, path, profile)?;
+    let manifest = apply_profile(text, &base, path, name, profile)?;
     Ok(Resolved {
         name: name.to_string(),
         profile: profile.to_string(),
@@ -161,11 +161,13 @@ pub fn parse(
     })
 }
 
-/// The manifest with `profile`'s overrides merged in, deserialized and validated.
+/// The manifest with `profile`'s overrides merged in, deserialized and validated (its id
+/// against the file's `name`).
 fn apply_profile(
     text: &str,
     base: &Manifest,
     path: &Path,
+    name: &str,
     profile: &str,
 ) -> Result<Manifest, ManifestError> {
     let parse_err = |line: usize, message: String| ManifestError::Parse {
@@ -195,14 +197,39 @@ fn apply_profile(
             format!("profile `{profile}`, field `{field}`: {}", e.inner()),
         )
     })?;
-    validate(&manifest, text, path, profile)?;
+    validate(&manifest, text, path, name, profile)?;
     Ok(manifest)
 }
 
 /// Every problem [`crate::validate::validate`] finds, located in the file; the one nearest the
-/// top of the file is reported (in the profile's override when the field is set there).
-fn validate(m: &Manifest, text: &str, path: &Path, profile: &str) -> Result<(), ManifestError> {
-    let located = crate::validate::validate(m).into_iter().map(|e| {
+/// top of the file is reported (in the profile's override when the field is set there). An id
+/// must also be the file's `name` (up to case): `explr replicate E3` finds `e3.yaml`, and
+/// results and goldens are filed under the name.
+fn validate(
+    m: &Manifest,
+    text: &str,
+    path: &Path,
+    name: &str,
+    profile: &str,
+) -> Result<(), ManifestError> {
+    let mut problems = crate::validate::validate(m);
+    if !name.is_empty()
+        && crate::validate::id_problem(&m.id).is_none()
+        && !m.id.eq_ignore_ascii_case(name)
+    {
+        problems.push(crate::spec::FieldError::new(
+            "id",
+            format!(
+                "`{}` is not the file's name `{name}`: a claim is found by its id (`explr \
+                 replicate {}` reads `{}.yaml`); make the id `{}` or rename the file",
+                m.id,
+                m.id,
+                m.id.to_ascii_lowercase(),
+                name.to_ascii_uppercase()
+            ),
+        ));
+    }
+    let located = problems.into_iter().map(|e| {
         let parts: Vec<&str> = e.field.split('.').collect();
         let mut in_profile = vec!["profiles", profile];
         in_profile.extend(parts.iter().copied());

@@ -132,16 +132,20 @@ impl SlurmSection {
                     .flatten()
             })
             .collect::<Option<_>>()?;
-        let seconds = match (days, parts.as_slice()) {
-            (None, [m]) => m * 60,
-            (None, [m, s]) => m * 60 + s,
-            (None, [h, m, s]) => h * 3600 + m * 60 + s,
-            (Some(d), [h]) => d * 86400 + h * 3600,
-            (Some(d), [h, m]) => d * 86400 + h * 3600 + m * 60,
-            (Some(d), [h, m, s]) => d * 86400 + h * 3600 + m * 60 + s,
+        // Checked: a time too long to count in seconds is no time limit either.
+        let (d, h, m, s) = match (days, parts.as_slice()) {
+            (None, [m]) => (0, 0, *m, 0),
+            (None, [m, s]) => (0, 0, *m, *s),
+            (None, [h, m, s]) => (0, *h, *m, *s),
+            (Some(d), [h]) => (d, *h, 0, 0),
+            (Some(d), [h, m]) => (d, *h, *m, 0),
+            (Some(d), [h, m, s]) => (d, *h, *m, *s),
             _ => return None,
         };
-        Some(seconds)
+        d.checked_mul(86400)?
+            .checked_add(h.checked_mul(3600)?)?
+            .checked_add(m.checked_mul(60)?)?
+            .checked_add(s)
     }
 }
 
@@ -621,6 +625,10 @@ pub struct ToyConfig {
     pub record_every: usize,
 }
 
+/// Largest `dim` and `batch_size` of a toy run (each update draws batch_size vectors of dim
+/// numbers).
+pub const TOY_MAX_SIZE: usize = 100_000;
+
 impl ToyConfig {
     /// The first impossible value, as (field, what is wrong).
     pub fn check(&self) -> Result<(), (&'static str, String)> {
@@ -660,6 +668,27 @@ impl ToyConfig {
         ] {
             if value == 0 {
                 return Err((field, "must be a positive integer".into()));
+            }
+        }
+        let max_steps = crate::validate::MAX_UPDATES;
+        if u64::try_from(self.steps).map_or(true, |s| s > max_steps) {
+            return Err((
+                "steps",
+                format!(
+                    "{} is more than the limit of {max_steps} updates per run; lower it",
+                    self.steps
+                ),
+            ));
+        }
+        for (field, value) in [
+            ("dim", self.dim),
+            ("batch_size", self.batch_size.unwrap_or(1)),
+        ] {
+            if value > TOY_MAX_SIZE {
+                return Err((
+                    field,
+                    format!("{value} is more than the limit of {TOY_MAX_SIZE}; lower it"),
+                ));
             }
         }
         Ok(())

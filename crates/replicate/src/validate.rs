@@ -6,25 +6,79 @@
 //! message); the manifest layer locates each in the file and reports the first by line, so the
 //! user sees the problem nearest the top of what they edited. A derived run is planned only
 //! when its base run is valid, so an error in the base is reported at the base.
+//!
+//! Validation costs the same whatever the manifest's numbers: every count that sizes work or
+//! memory (epochs, updates, images, a model's parameters) is held to a stated limit
+//! ([`MAX_EPOCHS`], [`MAX_UPDATES`], [`max_sizes`], [`MAX_PARAMS`], [`MAX_RESNET_DEPTH`])
+//! before anything is built or looped over, and arithmetic on those numbers is checked. The
+//! limits are generous for the paper's scale (docs/MANIFESTS.md, "Limits").
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use candle_core::{DType, Device};
 use explr_nn::ParamStore;
+use explr_schedule::GroupLr;
 use explr_zoo::{Model, ModelSpec};
 
-use crate::data::steps_per_epoch;
+use explr_data::DatasetName;
+use explr_zoo::Arch;
+
+use crate::data::{full_sizes, sizes, steps_per_epoch};
 use crate::plan::{self, PlanError};
 use crate::spec::{
     Check, DataSection, Exactness, Experiment, FieldError, Manifest, RunSpec, ScaleInvariance,
     ScheduleSection, SlurmSection, Toy, Training,
 };
 
+/// Most epochs a training manifest may ask for (the paper trains 160).
+pub const MAX_EPOCHS: usize = 10_000;
+
+/// Most updates one run may make: steps per epoch × epochs for training, `steps` for
+/// exactness and for each toy run (the paper's longest training run makes 391 × 160 = 62 560).
+pub const MAX_UPDATES: u64 = 10_000_000;
+
+/// Most parameters a model may have, counted from its spec before it is built (VGG-19 at the
+/// reference width 64 has about 20 million).
+pub const MAX_PARAMS: u64 = 50_000_000;
+
+/// Deepest ResNet or PreResNet (6k+2) a model may be: ResNet-1202, the deepest of He et al.
+pub const MAX_RESNET_DEPTH: usize = 1202;
+
+/// The synthetic twin's largest splits: CIFAR's published sizes.
+pub const SYNTHETIC_MAX_SIZES: (usize, usize) = (50_000, 10_000);
+
+/// Most images a data section may ask for, as (train, test): the published splits of CIFAR
+/// ([`full_sizes`]), [`SYNTHETIC_MAX_SIZES`] for the synthetic twin.
+pub fn max_sizes(dataset: DatasetName) -> (usize, usize) {
+    match dataset {
+        DatasetName::Synthetic => SYNTHETIC_MAX_SIZES,
+        other => full_sizes(other),
+    }
+}
+
+/// Why `id` cannot name a claim: empty, or more than letters, digits, `-` and `_` (an id
+/// names its file and the folders of its results).
+pub fn id_problem(id: &str) -> Option<String> {
+    if id.trim().is_empty() {
+        return Some("must not be empty (e.g. `E3`)".into());
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Some(format!(
+            "`{id}` is not a name: an id names its manifest file and its results' folders, so \
+             use only letters, digits, `-` and `_` (e.g. `E3`)"
+        ));
+    }
+    None
+}
+
 /// Every problem of `m` (empty when it is valid).
 pub fn validate(m: &Manifest) -> Vec<FieldError> {
     let mut errors = Errors::default();
-    if m.id.trim().is_empty() {
-        errors.push("id", "must not be empty (e.g. `E3`)");
+    if let Some(problem) = id_problem(&m.id) {
+        errors.push("id", problem);
     }
     if let Some(t) = m.golden_tolerance {
         if !(t > 0.0 && t < 1.0) {
@@ -124,16 +178,116 @@ fn names<V>(m: &BTreeMap<String, V>) -> String {
     m.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
 }
 
-fn data(field: &str, d: &DataSection, errors: &mut Errors) {
+/// The sizes of a data section; whether they are within [`max_sizes`] (so the steps per epoch
+/// can be computed and the run's length checked).
+fn data(field: &str, d: &DataSection, errors: &mut Errors) -> bool {
     errors.positive(&format!("{field}.batch_size"), d.batch_size);
-    for (key, size) in [("train_size", d.train_size), ("test_size", d.test_size)] {
-        if size == Some(0) {
-            errors.push(
+    let (max_train, max_test) = max_sizes(d.dataset);
+    let mut within = true;
+    for (key, size, max, split) in [
+        ("train_size", d.train_size, max_train, "training"),
+        ("test_size", d.test_size, max_test, "test"),
+    ] {
+        match size {
+            Some(0) => errors.push(
                 format!("{field}.{key}"),
                 "must be a positive number of images (leave it out to use the whole split)",
+            ),
+            Some(n) if n > max => {
+                within = false;
+                errors.push(
+                    format!("{field}.{key}"),
+                    format!(
+                        "{n} images is more than the {max} of {}'s {split} split (the limit \
+                         for this dataset); lower it, or leave it out to use the whole split",
+                        d.dataset
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+    let train = sizes(d).0;
+    if within && d.batch_size > train {
+        errors.push(
+            format!("{field}.batch_size"),
+            format!(
+                "{} is more than the {train} training images: every epoch would be one partial \
+                 batch; lower batch_size to at most {train}, or raise train_size",
+                d.batch_size
+            ),
+        );
+    }
+    if let Some(tint) = d.synthetic_tint {
+        if !(tint.is_finite() && (0.0..=1.0).contains(&tint)) {
+            errors.push(
+                format!("{field}.synthetic_tint"),
+                format!(
+                    "must be a number from 0 to 1 (the share of the class colour; default \
+                     0.35), got {tint}"
+                ),
             );
         }
     }
+    within
+}
+
+/// An upper bound on the parameters of `spec` (convolutions, norms with two per channel, and
+/// the head), counted from the spec alone; `None` when it overflows. Depths the zoo rejects
+/// count as the nearest it accepts below: [`Model::new`] reports them.
+pub fn param_count(spec: &ModelSpec) -> Option<u64> {
+    let w = u64::try_from(spec.resolved_width()).ok()?;
+    let classes = u64::try_from(spec.num_classes).ok()?;
+    let mut total: u64 = 0;
+    let mut add = |n: Option<u64>| -> Option<()> {
+        total = total.checked_add(n?)?;
+        Some(())
+    };
+    // A k×k conv from `cin` to `cout` channels, with its bias and a norm after it.
+    let conv = |k: u64, cin: u64, cout: u64| -> Option<u64> {
+        k.checked_mul(k)?
+            .checked_mul(cin)?
+            .checked_mul(cout)?
+            .checked_add(cout.checked_mul(3)?)
+    };
+    let last = match spec.arch {
+        Arch::PreResNet | Arch::ResNet => {
+            let n = u64::try_from(spec.depth.saturating_sub(2) / 6).ok()?;
+            add(conv(3, 3, w))?;
+            let mut cin = w;
+            for mult in [1, 2, 4] {
+                let planes = w.checked_mul(mult)?;
+                // The first block (with its projection), then n − 1 blocks of planes → planes.
+                add(conv(3, cin, planes))?;
+                add(conv(3, planes, planes))?;
+                add(conv(1, cin, planes))?;
+                add(conv(3, planes, planes)?
+                    .checked_mul(2)?
+                    .checked_mul(n.saturating_sub(1)))?;
+                cin = planes;
+            }
+            cin
+        }
+        Arch::Vgg => {
+            let mults: &[u64] = match spec.depth {
+                11 => &[1, 2, 4, 4, 8, 8, 8, 8],
+                13 => &[1, 1, 2, 2, 4, 4, 8, 8, 8, 8],
+                16 => &[1, 1, 2, 2, 4, 4, 4, 8, 8, 8, 8, 8, 8],
+                _ => &[1, 1, 2, 2, 4, 4, 4, 4, 8, 8, 8, 8, 8, 8, 8, 8],
+            };
+            let mut cin = 3;
+            for m in mults {
+                let cout = w.checked_mul(*m)?;
+                add(conv(3, cin, cout))?;
+                cin = cout;
+            }
+            cin
+        }
+    };
+    // The norm before the head, and the head with its bias.
+    add(last.checked_mul(2))?;
+    add(last.checked_add(1)?.checked_mul(classes))?;
+    Some(total)
 }
 
 /// The model builds exactly as the run will build it (on the CPU; the device does not change
@@ -166,6 +320,40 @@ fn model(
             ),
         );
         return None;
+    }
+    if matches!(spec.arch, Arch::PreResNet | Arch::ResNet) && spec.depth > MAX_RESNET_DEPTH {
+        errors.push(
+            format!("{field}.depth"),
+            format!(
+                "{} is deeper than the limit of {MAX_RESNET_DEPTH} (ResNet-1202); give a \
+                 depth 6k+2 up to {MAX_RESNET_DEPTH} (the paper's is 32)",
+                spec.depth
+            ),
+        );
+        return None;
+    }
+    match param_count(spec) {
+        Some(n) if n <= MAX_PARAMS => {}
+        count => {
+            let at = if spec.width.is_some() {
+                format!("{field}.width")
+            } else {
+                field.to_string()
+            };
+            let about = count.map_or("more than 2^64".into(), |n| format!("about {n}"));
+            errors.push(
+                at,
+                format!(
+                    "{} at depth {} and width {} has {about} parameters, over the limit of \
+                     {MAX_PARAMS}; lower the width (the reference's is {}) or the depth",
+                    spec.arch,
+                    spec.depth,
+                    spec.resolved_width(),
+                    spec.arch.default_width()
+                ),
+            );
+            return None;
+        }
     }
     let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
     Model::new(spec, &store)
@@ -317,19 +505,67 @@ fn plan_run(
     if let Some(model) = model {
         p.build_sgd(model)?;
     }
+    // A twin's P_t and LR, walked forward in constant memory (the run caches them; here the
+    // cache would grow with the run's length). `length.steps` is at most MAX_UPDATES.
+    let steps = usize::try_from(length.steps).unwrap_or(usize::MAX);
+    for group in [&p.scale_invariant, &p.others] {
+        if let GroupLr::Twin(twin) = &group.lr {
+            for row in twin.walk().take(steps) {
+                row?;
+            }
+        }
+    }
     for step in 0..length.steps {
-        p.scale(step)?;
         for group in [&p.scale_invariant, &p.others] {
-            group.lr_at(step)?;
+            if !matches!(group.lr, GroupLr::Twin(_)) {
+                group.lr_at(step)?;
+            }
             group.weight_decay.at(step)?;
         }
     }
     Ok(())
 }
 
+/// The length of a run of `epochs` epochs over `data`, when both are within their limits
+/// ([`MAX_EPOCHS`], [`MAX_UPDATES`]); otherwise the error, at `epochs_field`.
+fn training_length(
+    epochs_field: &str,
+    epochs: usize,
+    data: &DataSection,
+    errors: &mut Errors,
+) -> Option<Length> {
+    if epochs > MAX_EPOCHS {
+        errors.push(
+            epochs_field,
+            format!("{epochs} is more than the limit of {MAX_EPOCHS} epochs; lower it"),
+        );
+        return None;
+    }
+    let steps_per_epoch = steps_per_epoch(data);
+    let steps = steps_per_epoch
+        .checked_mul(epochs as u64)
+        .filter(|s| *s <= MAX_UPDATES);
+    let Some(steps) = steps else {
+        errors.push(
+            epochs_field,
+            format!(
+                "{epochs} epochs of {steps_per_epoch} updates (train_size / batch_size) are more \
+                 than the limit of {MAX_UPDATES} updates per run; lower epochs or train_size, or \
+                 raise batch_size"
+            ),
+        );
+        return None;
+    };
+    Some(Length {
+        epochs: Some(epochs),
+        steps_per_epoch,
+        steps,
+    })
+}
+
 fn training(t: &Training, errors: &mut Errors) {
     errors.positive("training.epochs", t.epochs);
-    data("training.data", &t.data, errors);
+    let sizes_ok = data("training.data", &t.data, errors);
     if t.seeds.is_empty() {
         errors.push("training.seeds", "give at least one seed, e.g. [0]");
     }
@@ -351,25 +587,29 @@ fn training(t: &Training, errors: &mut Errors) {
         let m = model(&format!("training.models.{name}"), m, Some(classes), errors);
         built = built.or(m);
     }
-    if t.data.batch_size > 0 {
-        let steps_per_epoch = steps_per_epoch(&t.data);
-        let length = Length {
-            epochs: Some(t.epochs),
-            steps_per_epoch,
-            steps: steps_per_epoch * t.epochs as u64,
-        };
-        // The controls' runs are planned beside the claimed runs they derive from.
+    let length = (t.data.batch_size > 0 && sizes_ok)
+        .then(|| training_length("training.epochs", t.epochs, &t.data, errors))
+        .flatten();
+    if let Some(length) = length {
+        // The controls' runs are planned beside the claimed runs they derive from. A control
+        // named like a run is reported by `controls` alone: it does not replace the run here.
+        let mut all = t.runs.clone();
+        for (name, c) in &t.controls {
+            if !t.runs.contains_key(name) {
+                all.insert(name.clone(), c.run.clone());
+            }
+        }
         let field = |name: &str| {
-            if t.controls.contains_key(name) && !t.runs.contains_key(name) {
-                format!("training.controls.{name}.run")
-            } else {
+            if t.runs.contains_key(name) {
                 format!("training.runs.{name}")
+            } else {
+                format!("training.controls.{name}.run")
             }
         };
         if t.runs.is_empty() {
             errors.push("training.runs", "give at least one run");
         } else {
-            runs(&field, &t.all_runs(), &length, built.as_ref(), errors);
+            runs(&field, &all, &length, built.as_ref(), errors);
         }
     }
     for (i, c) in t.checks.iter().enumerate() {
@@ -517,14 +757,23 @@ fn controls(t: &Training, errors: &mut Errors) {
 
 fn exactness(x: &Exactness, errors: &mut Errors) {
     errors.positive("exactness.steps", x.steps);
-    data("exactness.data", &x.data, errors);
+    if u64::try_from(x.steps).map_or(true, |s| s > MAX_UPDATES) {
+        errors.push(
+            "exactness.steps",
+            format!(
+                "{} is more than the limit of {MAX_UPDATES} updates per run; lower it",
+                x.steps
+            ),
+        );
+    }
+    let sizes_ok = data("exactness.data", &x.data, errors);
     let built = model(
         "exactness.model",
         &x.model,
         Some(x.data.dataset.num_classes()),
         errors,
     );
-    if x.data.batch_size > 0 {
+    if x.data.batch_size > 0 && sizes_ok && u64::try_from(x.steps).is_ok_and(|s| s <= MAX_UPDATES) {
         let length = Length {
             epochs: None,
             steps_per_epoch: steps_per_epoch(&x.data),
@@ -593,6 +842,18 @@ fn exactness(x: &Exactness, errors: &mut Errors) {
 
 fn scale_invariance(s: &ScaleInvariance, errors: &mut Errors) {
     errors.positive("scale_invariance.batch_size", s.batch_size);
+    // The probe batch is a synthetic training split of exactly batch_size images.
+    let max = SYNTHETIC_MAX_SIZES.0;
+    if s.batch_size > max {
+        errors.push(
+            "scale_invariance.batch_size",
+            format!(
+                "{} images is more than the synthetic set's limit of {max}; lower it (the \
+                 paper's probe batch is 32)",
+                s.batch_size
+            ),
+        );
+    }
     if s.factors.is_empty() || s.factors.iter().any(|c| !(c.is_finite() && *c > 0.0)) {
         errors.push(
             "scale_invariance.factors",

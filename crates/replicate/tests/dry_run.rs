@@ -274,3 +274,115 @@ fn a_rerun_of_complete_runs_re_judges_them_without_training() {
     // Over two seeds a mean check carries its confidence bounds.
     assert!(first.summary["checks"]["m.0_greater"]["interval"].is_sequence());
 }
+
+/// Peak memory (KiB) and wall time of `explr replicate --dry-run --profile smoke e1` on a copy
+/// of `experiments/e1.yaml` with `edit` applied, with whether it succeeded and its stderr.
+// The child is reaped by `wait4` (which also reports its peak memory), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
+fn dry_run_e1(edit: impl Fn(&str) -> String) -> (bool, String, u64, std::time::Duration) {
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("dry-run-limits");
+    std::fs::create_dir_all(dir.0.join("experiments")).unwrap();
+    let e1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/e1.yaml");
+    let text = edit(&std::fs::read_to_string(e1).unwrap());
+    std::fs::write(dir.0.join("experiments/e1.yaml"), text).unwrap();
+    let stderr = dir.0.join("stderr.txt");
+    let started = std::time::Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_explr"))
+        .current_dir(&dir.0)
+        .args(["replicate", "--dry-run", "--profile", "smoke"])
+        .args([
+            "--experiments-dir",
+            "experiments",
+            "--results-dir",
+            "results",
+        ])
+        .arg("e1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    // wait4 reports this child's own peak resident set (ru_maxrss, KiB on Linux).
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid, and wait4 writes only into the two out-pointers.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: `pid` is our own unwaited child; the pointers are to live locals.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let took = started.elapsed();
+    assert_eq!(waited, pid, "wait4 failed");
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    let text = std::fs::read_to_string(&stderr).unwrap();
+    (ok, text, u64::try_from(usage.ru_maxrss).unwrap_or(0), took)
+}
+
+/// `e1.yaml` with its smoke profile's `key: value` line (the first after `smoke:`) replaced.
+fn smoke_override(text: &str, from: &str, to: &str) -> String {
+    let (head, smoke) = text.split_once("\n  smoke:\n").unwrap();
+    assert!(
+        smoke.contains(from),
+        "`{from}` is not in e1's smoke profile"
+    );
+    format!("{head}\n  smoke:\n{}", smoke.replacen(from, to, 1))
+}
+
+/// `--dry-run` costs the same whatever the manifest's numbers: each huge value is refused
+/// before anything is built or looped over, naming the file, line, field and limit, in well
+/// under a second of work and 100 MB (the audit's billion epochs asked for 6 GiB and aborted;
+/// u64::MAX epochs overflowed). The unedited manifest passes the same way, so the bounds are
+/// not vacuous.
+#[test]
+fn dry_run_time_and_memory_do_not_grow_with_the_manifests_numbers() {
+    /// The generous bound on a loaded machine (the dry run itself takes a few milliseconds).
+    const TIME: std::time::Duration = std::time::Duration::from_secs(5);
+    const MEMORY_KIB: u64 = 100 * 1024;
+    let (ok, stderr, kib, took) = dry_run_e1(str::to_string);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("valid"), "{stderr}");
+    assert!(
+        took < TIME && kib < MEMORY_KIB,
+        "unedited: {took:?}, {kib} KiB"
+    );
+    for (case, from, to, field, needle) in [
+        (
+            "a billion epochs",
+            "      epochs: 8\n",
+            "      epochs: 1000000000\n",
+            "training.epochs",
+            "limit of 10000 epochs",
+        ),
+        (
+            "u64::MAX epochs",
+            "      epochs: 8\n",
+            "      epochs: 18446744073709551615\n",
+            "training.epochs",
+            "limit of 10000 epochs",
+        ),
+        (
+            "10^11 training images",
+            "train_size: 512,",
+            "train_size: 100000000000,",
+            "training.data.train_size",
+            "50000",
+        ),
+        (
+            "a model a million wide",
+            "preresnet32: {depth: 8, width: 8, eps: 0.0}",
+            "preresnet32: {depth: 8, width: 1000000, eps: 0.0}",
+            "training.models.preresnet32.width",
+            "limit of 50000000",
+        ),
+    ] {
+        let (ok, stderr, kib, took) = dry_run_e1(|t| smoke_override(t, from, to));
+        assert!(!ok, "{case}: accepted\n{stderr}");
+        assert!(
+            stderr.contains("e1.yaml:")
+                && stderr.contains(&format!("`{field}`"))
+                && stderr.contains(needle)
+                && !stderr.contains("panicked"),
+            "{case}: {stderr}"
+        );
+        assert!(took < TIME, "{case}: took {took:?}");
+        assert!(kib < MEMORY_KIB, "{case}: peak memory {kib} KiB");
+    }
+}

@@ -25,7 +25,8 @@ fn parse_bounded(
 ) -> Result<Result<Resolved, ManifestError>, String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let r = manifest::parse(&text, Path::new("fuzz.yaml"), "fuzz", profile);
+        // The seed manifest's id is F1: the file's name must be its id.
+        let r = manifest::parse(&text, Path::new("fuzz.yaml"), "f1", profile);
         let _ = tx.send(r);
     });
     match rx.recv_timeout(PARSE_LIMIT) {
@@ -130,6 +131,10 @@ const TOKENS: &[&str] = &[
     ".inf",
     "0x1F",
     "18446744073709551616",
+    // Numbers that parse but size the work: validation must refuse them, not do the work.
+    "18446744073709551615",
+    "1000000000",
+    "\"../x\"",
     "é",
     "\t",
     "%YAML 1.2\n",

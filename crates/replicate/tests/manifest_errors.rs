@@ -12,6 +12,7 @@ use explr_replicate::data::steps_per_epoch;
 use explr_replicate::manifest::{self, ManifestError, OPTIONAL_PROFILES, PROFILES};
 use explr_replicate::plan;
 use explr_replicate::spec::Experiment;
+use explr_replicate::validate;
 
 /// A valid training manifest; cases edit it with string replacements.
 const BASE: &str = "\
@@ -424,7 +425,7 @@ fn a_golden_tolerance_outside_zero_one_is_rejected() {
 
 /// A valid toy manifest (the `slurm` section is the same for every kind).
 const TOY: &str = "\
-id: Q2
+id: Q1
 title: a toy
 paper: none
 claim: nothing
@@ -760,4 +761,556 @@ fn a_byte_order_mark_is_accepted_and_num_classes_comes_from_the_dataset() {
     };
     // Left out in the file: the resolved manifest records the dataset's count.
     assert_eq!(t.models["tiny"].num_classes, 10);
+}
+
+/// A valid exactness manifest; cases edit it with string replacements.
+const EXACT: &str = "\
+id: Q1
+title: an exactness test
+paper: none
+claim: nothing
+exactness:
+  model: {arch: preresnet, depth: 8, width: 2, eps: 0.0}
+  data: {dataset: synthetic, train_size: 64, test_size: 8, batch_size: 32}
+  steps: 10
+  runs:
+    constant_wd:
+      weight_decay: 5.0e-4
+      schedule: {kind: constant, lr: 0.1}
+    exp_lr:
+      derive: {from: constant_wd, transform: exact}
+  tolerance: {exp_lr: 1.0e-10}
+profiles:
+  smoke: {}
+  cpu: {}
+";
+
+/// A valid scale-invariance manifest.
+const SCALE: &str = "\
+id: Q1
+title: a scale-invariance test
+paper: none
+claim: nothing
+scale_invariance:
+  factors: [0.1, 10.0]
+  batch_size: 8
+  tolerance: 1.0e-10
+  models:
+    m: {arch: preresnet, depth: 8, width: 2, eps: 0.0}
+profiles:
+  smoke: {}
+  cpu: {}
+";
+
+/// `text` with each `(from, to)` replaced once (the `from` must occur).
+fn edit_of(text: &str, edits: &[(&str, &str)]) -> String {
+    let mut text = text.to_string();
+    for (from, to) in edits {
+        assert!(text.contains(from), "`{from}` is not in the manifest");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+#[test]
+fn the_other_base_manifests_are_valid() {
+    for (kind, text) in [
+        ("exactness", EXACT),
+        ("scale_invariance", SCALE),
+        ("toy", TOY),
+    ] {
+        for profile in ["smoke", "cpu"] {
+            manifest::parse(text, Path::new(FILE), "q1", profile)
+                .unwrap_or_else(|e| panic!("{kind} at {profile}: {e}"));
+        }
+    }
+}
+
+/// Every number that sizes the work or memory of validation (and of the run) is held to a
+/// stated limit before anything is built or looped over, and arithmetic on it cannot
+/// overflow: each case is an error at its field and line that names the limit, quickly.
+#[test]
+fn numbers_past_their_limits_are_rejected_before_anything_is_built() {
+    let model = "    tiny: {arch: preresnet, depth: 8, width: 2}\n";
+    let data = "    dataset: synthetic\n    train_size: 64\n";
+    /// (case, base manifest, edits, the error, words its message must contain)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        Kind,
+        &'a [&'a str],
+    );
+    let cases: &[Case] = &[
+        (
+            "a billion epochs",
+            BASE,
+            &[("  epochs: 4\n", "  epochs: 1000000000 # HERE\n")],
+            Kind::Invalid("training.epochs"),
+            &["1000000000", "limit of 10000 epochs"],
+        ),
+        (
+            "u64::MAX epochs (steps per epoch × epochs overflowed)",
+            BASE,
+            &[("  epochs: 4\n", "  epochs: 18446744073709551615 # HERE\n")],
+            Kind::Invalid("training.epochs"),
+            &["limit of 10000 epochs"],
+        ),
+        (
+            "a billion epochs in the profile that runs",
+            BASE,
+            &[("      epochs: 3\n", "      epochs: 1000000000 # HERE\n")],
+            Kind::Invalid("training.epochs"),
+            &["profile `smoke`", "limit of 10000 epochs"],
+        ),
+        (
+            "more updates per run than the limit (50000 images, batch 1, 1000 epochs)",
+            BASE,
+            &[
+                ("    train_size: 64\n", "    train_size: 50000\n"),
+                ("    batch_size: 32\n", "    batch_size: 1\n"),
+                ("  epochs: 4\n", "  epochs: 1000 # HERE\n"),
+            ],
+            Kind::Invalid("training.epochs"),
+            &["50000 updates", "limit of 10000000 updates per run"],
+        ),
+        (
+            "a training set larger than the synthetic limit",
+            BASE,
+            &[(
+                "    train_size: 64\n",
+                "    train_size: 100000000000 # HERE\n",
+            )],
+            Kind::Invalid("training.data.train_size"),
+            &["100000000000 images", "the 50000 of synthetic"],
+        ),
+        (
+            "train_size 1e11 (a float in YAML) is a type error",
+            BASE,
+            &[("    train_size: 64\n", "    train_size: 1e11 # HERE\n")],
+            Kind::Parse,
+            &["train_size"],
+        ),
+        (
+            "a test set larger than the synthetic limit",
+            BASE,
+            &[(
+                "    train_size: 64\n",
+                "    train_size: 64\n    test_size: 18446744073709551615 # HERE\n",
+            )],
+            Kind::Invalid("training.data.test_size"),
+            &["the 10000 of synthetic"],
+        ),
+        (
+            "more CIFAR-10 training images than it has",
+            BASE,
+            &[(data, "    dataset: cifar10\n    train_size: 60000 # HERE\n")],
+            Kind::Invalid("training.data.train_size"),
+            &["60000 images", "the 50000 of cifar10's training split"],
+        ),
+        (
+            "a model a million wide",
+            BASE,
+            &[(
+                model,
+                "    tiny: {arch: preresnet, depth: 8, width: 1000000} # HERE\n",
+            )],
+            Kind::Invalid("training.models.tiny.width"),
+            &["parameters", "limit of 50000000", "lower the width"],
+        ),
+        (
+            "a model whose parameter count overflows",
+            BASE,
+            &[(
+                model,
+                "    tiny: {arch: preresnet, depth: 8, width: 18446744073709551615} # HERE\n",
+            )],
+            Kind::Invalid("training.models.tiny.width"),
+            &["more than 2^64 parameters"],
+        ),
+        (
+            "a VGG too wide",
+            BASE,
+            &[(
+                model,
+                "    tiny: {arch: vgg, depth: 11, width: 4096} # HERE\n",
+            )],
+            Kind::Invalid("training.models.tiny.width"),
+            &["VGG", "limit of 50000000"],
+        ),
+        (
+            "a PreResNet a million deep",
+            BASE,
+            &[(
+                model,
+                "    tiny: {arch: preresnet, depth: 1000004, width: 2} # HERE\n",
+            )],
+            Kind::Invalid("training.models.tiny.depth"),
+            &["1000004", "limit of 1202"],
+        ),
+        (
+            "exactness steps past the limit",
+            EXACT,
+            &[("  steps: 10\n", "  steps: 18446744073709551615 # HERE\n")],
+            Kind::Invalid("exactness.steps"),
+            &["limit of 10000000 updates"],
+        ),
+        (
+            "an exactness training set past the limit",
+            EXACT,
+            &[(
+                "train_size: 64,",
+                "train_size: 100000000000, # HERE\n        ",
+            )],
+            Kind::Invalid("exactness.data.train_size"),
+            &["the 50000 of synthetic"],
+        ),
+        (
+            "a probe batch past the synthetic limit",
+            SCALE,
+            &[("  batch_size: 8\n", "  batch_size: 100000000000 # HERE\n")],
+            Kind::Invalid("scale_invariance.batch_size"),
+            &["limit of 50000"],
+        ),
+        (
+            "a scale-invariance model a million wide",
+            SCALE,
+            &[(
+                "    m: {arch: preresnet, depth: 8, width: 2, eps: 0.0}\n",
+                "    m: {arch: preresnet, depth: 8, width: 1000000, eps: 0.0} # HERE\n",
+            )],
+            Kind::Invalid("scale_invariance.models.m.width"),
+            &["limit of 50000000"],
+        ),
+        (
+            "toy steps past the limit",
+            TOY,
+            &[(
+                "  population: {lr: 0.1, weight_decay: 0.01, steps: 10,",
+                "  population: {lr: 0.1, weight_decay: 0.01, steps: 100000000000, # HERE\n    ",
+            )],
+            Kind::Invalid("toy.population.steps"),
+            &["limit of 10000000 updates"],
+        ),
+        (
+            "a toy input dimension past the limit",
+            TOY,
+            &[(
+                "dim: 2, seed: 0, record_every: 1, batch_size: 4}",
+                "dim: 100000000000, seed: 0, record_every: 1, batch_size: 4} # HERE",
+            )],
+            Kind::Invalid("toy.minibatch.dim"),
+            &["limit of 100000"],
+        ),
+        (
+            "a Slurm time too long to count in seconds",
+            TOY,
+            &[(
+                "claim: nothing\n",
+                "claim: nothing\nslurm: {time: \"999999999999999999-1\"} # HERE\n",
+            )],
+            Kind::Invalid("slurm.time"),
+            &["not a Slurm time limit"],
+        ),
+    ];
+    for (case, base, edits, kind, needles) in cases {
+        let started = std::time::Instant::now();
+        check(case, &edit_of(base, edits), "smoke", *kind, needles);
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_secs(2),
+            "{case}: took {took:?}"
+        );
+    }
+}
+
+/// The limits leave room for the paper's scale: the largest values every existing manifest
+/// uses, and more, are valid (the experiments themselves are checked at every profile above).
+#[test]
+fn values_within_the_limits_are_valid() {
+    let model = "    tiny: {arch: preresnet, depth: 8, width: 2}\n";
+    for (case, edits) in [
+        (
+            "the whole CIFAR-10 training set at batch 128 for 160 epochs (the paper's)",
+            &[
+                (
+                    "    dataset: synthetic\n    train_size: 64\n",
+                    "    dataset: cifar10\n    train_size: 50000\n",
+                ),
+                ("    batch_size: 32\n", "    batch_size: 128\n"),
+                ("  epochs: 4\n", "  epochs: 160\n"),
+            ][..],
+        ),
+        (
+            "10000 epochs",
+            &[("  epochs: 4\n", "  epochs: 10000\n")][..],
+        ),
+        (
+            "VGG-19 at the reference width",
+            &[(model, "    tiny: {arch: vgg, depth: 19}\n")][..],
+        ),
+        (
+            "PreResNet-110 at the reference width",
+            &[(model, "    tiny: {arch: preresnet, depth: 110}\n")][..],
+        ),
+        (
+            "a batch as large as the training set",
+            &[("    batch_size: 32\n", "    batch_size: 64\n")][..],
+        ),
+        (
+            "a tint of 0 and of 1",
+            &[(
+                "    batch_size: 32\n",
+                "    batch_size: 32\n    synthetic_tint: 0\n",
+            )][..],
+        ),
+    ] {
+        manifest::parse(&edit(edits), Path::new(FILE), "q1", "cpu")
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+    }
+}
+
+/// The parameter count that [`validate::param_count`] reads from a spec bounds the count of
+/// the model the zoo builds, closely (so the limit means what it says).
+#[test]
+fn the_parameter_count_from_the_spec_bounds_the_built_models() {
+    use explr_zoo::{Arch, ModelSpec};
+    for (arch, depth, width) in [
+        (Arch::PreResNet, 8, 2),
+        (Arch::PreResNet, 32, 16),
+        (Arch::ResNet, 20, 4),
+        (Arch::ResNet, 56, 16),
+        (Arch::Vgg, 11, 4),
+        (Arch::Vgg, 13, 4),
+        (Arch::Vgg, 16, 8),
+        (Arch::Vgg, 19, 8),
+    ] {
+        let spec = ModelSpec::new(arch, depth).with_width(width);
+        let store = explr_nn::ParamStore::new(&Device::Cpu, DType::F32, 0);
+        let built = explr_zoo::Model::new(&spec, &store).unwrap().num_params() as u64;
+        let counted = validate::param_count(&spec).unwrap();
+        assert!(
+            counted >= built && counted <= built + built / 10,
+            "{arch} {depth} width {width}: counted {counted}, built {built}"
+        );
+    }
+}
+
+/// Ids become folder names and find their file: only letters, digits, `-` and `_`, and the
+/// file's name up to case.
+#[test]
+fn ids_are_names_and_name_their_file() {
+    for (case, id, needles) in [
+        (
+            "a path",
+            "\"../../etc\"",
+            &["`../../etc` is not a name", "letters, digits"][..],
+        ),
+        ("a slash", "a/b", &["`a/b` is not a name"][..]),
+        ("a dot", "Q.1", &["`Q.1` is not a name"][..]),
+        ("whitespace", "\"Q 1\"", &["`Q 1` is not a name"][..]),
+        ("empty", "\"\"", &["must not be empty"][..]),
+        (
+            "another file's id",
+            "Q9",
+            &["`Q9` is not the file's name `q1`", "Q1"][..],
+        ),
+    ] {
+        check(
+            case,
+            &edit(&[("id: Q1\n", &format!("id: {id} # HERE\n"))]),
+            "cpu",
+            Kind::Invalid("id"),
+            needles,
+        );
+    }
+    // Case does not matter, and `-` and `_` are name characters.
+    manifest::parse(
+        &edit(&[("id: Q1\n", "id: q1\n")]),
+        Path::new(FILE),
+        "q1",
+        "cpu",
+    )
+    .unwrap();
+    let named = edit(&[("id: Q1\n", "id: Q1-b_2\n")]);
+    manifest::parse(&named, Path::new("q1-b_2.yaml"), "q1-b_2", "cpu").unwrap();
+}
+
+/// A batch larger than the training set would train one partial batch per epoch.
+#[test]
+fn a_batch_larger_than_the_training_set_is_rejected() {
+    check(
+        "training",
+        &edit(&[
+            ("    train_size: 64\n", "    train_size: 512\n"),
+            ("    batch_size: 32\n", "    batch_size: 1024 # HERE\n"),
+        ]),
+        "cpu",
+        Kind::Invalid("training.data.batch_size"),
+        &["1024 is more than the 512 training images", "at most 512"],
+    );
+    check(
+        "training, in the profile that runs",
+        &edit(&[(
+            "      epochs: 3\n",
+            "      epochs: 3\n      data: {batch_size: 65} # HERE\n",
+        )]),
+        "smoke",
+        Kind::Invalid("training.data.batch_size"),
+        &["profile `smoke`", "65 is more than the 64 training images"],
+    );
+    check(
+        "exactness",
+        &edit_of(EXACT, &[("batch_size: 32}", "batch_size: 128} # HERE")]),
+        "cpu",
+        Kind::Invalid("exactness.data.batch_size"),
+        &["128 is more than the 64 training images"],
+    );
+}
+
+/// Every float a manifest gives is finite and in its range, rejected at its own line (the
+/// synthetic tint was only checked when the data was generated, without file or line).
+#[test]
+fn non_finite_floats_are_rejected_at_their_line() {
+    let run = "      schedule: {kind: multistep, lr: 0.1, milestones: [2, 3], gamma: 0.1}\n";
+    let cases: &[(&str, &str, &str, Kind)] = &[
+        (
+            "a NaN tint",
+            "    batch_size: 32\n",
+            "    batch_size: 32\n    synthetic_tint: .nan # HERE\n",
+            Kind::Invalid("training.data.synthetic_tint"),
+        ),
+        (
+            "an infinite tint",
+            "    batch_size: 32\n",
+            "    batch_size: 32\n    synthetic_tint: .inf # HERE\n",
+            Kind::Invalid("training.data.synthetic_tint"),
+        ),
+        (
+            "a tint above 1",
+            "    batch_size: 32\n",
+            "    batch_size: 32\n    synthetic_tint: 1.5 # HERE\n",
+            Kind::Invalid("training.data.synthetic_tint"),
+        ),
+        (
+            "a negative tint",
+            "    batch_size: 32\n",
+            "    batch_size: 32\n    synthetic_tint: -0.1 # HERE\n",
+            Kind::Invalid("training.data.synthetic_tint"),
+        ),
+        (
+            "a NaN LR",
+            run,
+            "      schedule: {kind: multistep, lr: .nan, milestones: [2, 3], gamma: 0.1} # HERE\n",
+            Kind::Invalid("training.runs.step_decay.schedule"),
+        ),
+        (
+            "a NaN gamma",
+            run,
+            "      schedule: {kind: multistep, lr: 0.1, milestones: [2, 3], gamma: .nan} # HERE\n",
+            Kind::Invalid("training.runs.step_decay.schedule"),
+        ),
+        (
+            "a NaN momentum",
+            "      weight_decay: 5.0e-4\n",
+            "      weight_decay: 5.0e-4\n      momentum: .nan # HERE\n",
+            Kind::Invalid("training.runs.step_decay.momentum"),
+        ),
+        (
+            "a NaN weight decay",
+            "      weight_decay: 5.0e-4\n",
+            "      weight_decay: .nan # HERE\n",
+            Kind::Invalid("training.runs.step_decay.weight_decay"),
+        ),
+        (
+            "a NaN eps",
+            "    tiny: {arch: preresnet, depth: 8, width: 2}\n",
+            "    tiny: {arch: preresnet, depth: 8, width: 2, eps: .nan} # HERE\n",
+            Kind::Invalid("training.models.tiny.eps"),
+        ),
+        (
+            "a NaN bound",
+            "bound: 0.05, reason: r}\n",
+            "bound: .nan, reason: r} # HERE\n",
+            Kind::Invalid("training.checks.0"),
+        ),
+        (
+            "a NaN golden tolerance",
+            "claim: nothing\n",
+            "claim: nothing\ngolden_tolerance: .nan # HERE\n",
+            Kind::Invalid("golden_tolerance"),
+        ),
+    ];
+    for (case, from, to, kind) in cases {
+        check(case, &edit(&[(from, to)]), "cpu", *kind, &[]);
+    }
+    check(
+        "a NaN tint names the field and the range",
+        &edit(&[(
+            "    batch_size: 32\n",
+            "    batch_size: 32\n    synthetic_tint: .nan # HERE\n",
+        )]),
+        "cpu",
+        Kind::Invalid("training.data.synthetic_tint"),
+        &["from 0 to 1", "got NaN"],
+    );
+    check(
+        "a NaN exactness tolerance",
+        &edit_of(
+            EXACT,
+            &[(
+                "  tolerance: {exp_lr: 1.0e-10}\n",
+                "  tolerance: {exp_lr: .nan} # HERE\n",
+            )],
+        ),
+        "cpu",
+        Kind::Invalid("exactness.tolerance.exp_lr"),
+        &["got NaN"],
+    );
+    check(
+        "a NaN scale factor",
+        &edit_of(
+            SCALE,
+            &[(
+                "  factors: [0.1, 10.0]\n",
+                "  factors: [0.1, .nan] # HERE\n",
+            )],
+        ),
+        "cpu",
+        Kind::Invalid("scale_invariance.factors"),
+        &["finite"],
+    );
+}
+
+/// A control named like a run is reported as such, first and alone: it must not replace the
+/// run while the runs are planned (which said a twin of that run was "itself derived").
+#[test]
+fn a_control_named_like_a_run_gets_the_right_message() {
+    for (case, control) in [
+        (
+            "a derived control named like the base run",
+            "    step_decay: # HERE\n      replaces: texp\n      why: w\n      run: {derive: {from: step_decay, transform: exact}}\n",
+        ),
+        (
+            "a control with a schedule named like the twin",
+            "    texp: # HERE\n      replaces: texp\n      why: w\n      run: {schedule: {kind: constant, lr: 0.05}}\n",
+        ),
+    ] {
+        let text = edit(&[("profiles:\n", &format!("  controls:\n{control}profiles:\n"))]);
+        let name = control.trim().split(':').next().unwrap();
+        let err = manifest::parse(&text, Path::new(FILE), "q1", "cpu").unwrap_err();
+        let msg = err.to_string();
+        assert!(!msg.contains("itself derived"), "{case}: {msg}");
+        check(
+            case,
+            &text,
+            "cpu",
+            Kind::Invalid(if name == "step_decay" {
+                "training.controls.step_decay"
+            } else {
+                "training.controls.texp"
+            }),
+            &[&format!("`{name}` is also a run: a control needs a name of its own")],
+        );
+    }
 }
