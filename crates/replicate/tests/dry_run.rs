@@ -275,11 +275,11 @@ fn a_rerun_of_complete_runs_re_judges_them_without_training() {
     assert!(first.summary["checks"]["m.0_greater"]["interval"].is_sequence());
 }
 
-/// Peak memory (KiB) and wall time of `explr replicate --dry-run --profile smoke e1` on a copy
+/// Peak memory (KiB) of `explr replicate --dry-run --profile smoke e1` on a copy
 /// of `experiments/e1.yaml` with `edit` applied, with whether it succeeded and its stderr.
 // The child is reaped by `wait4` (which also reports its peak memory), not `Child::wait`.
 #[allow(clippy::zombie_processes)]
-fn dry_run_e1(edit: impl Fn(&str) -> String) -> (bool, String, u64, std::time::Duration) {
+fn dry_run_e1(edit: impl Fn(&str) -> String) -> (bool, String, u64) {
     use std::process::{Command, Stdio};
     let dir = TempDir::new("dry-run-limits");
     std::fs::create_dir_all(dir.0.join("experiments")).unwrap();
@@ -287,8 +287,24 @@ fn dry_run_e1(edit: impl Fn(&str) -> String) -> (bool, String, u64, std::time::D
     let text = edit(&std::fs::read_to_string(e1).unwrap());
     std::fs::write(dir.0.join("experiments/e1.yaml"), text).unwrap();
     let stderr = dir.0.join("stderr.txt");
-    let started = std::time::Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_explr"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_explr"));
+    // A regression must not take the machine's memory with it (the audit's billion epochs
+    // asked for 6 GiB): the child gets 4 GiB of address space and fails past it.
+    // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            let limit = libc::rlimit {
+                rlim_cur: 4 << 30,
+                rlim_max: 4 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let child = command
         .current_dir(&dir.0)
         .args(["replicate", "--dry-run", "--profile", "smoke"])
         .args([
@@ -309,11 +325,10 @@ fn dry_run_e1(edit: impl Fn(&str) -> String) -> (bool, String, u64, std::time::D
     let pid = libc::pid_t::try_from(child.id()).unwrap();
     // SAFETY: `pid` is our own unwaited child; the pointers are to live locals.
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let took = started.elapsed();
     assert_eq!(waited, pid, "wait4 failed");
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     let text = std::fs::read_to_string(&stderr).unwrap();
-    (ok, text, u64::try_from(usage.ru_maxrss).unwrap_or(0), took)
+    (ok, text, u64::try_from(usage.ru_maxrss).unwrap_or(0))
 }
 
 /// `e1.yaml` with its smoke profile's `key: value` line (the first after `smoke:`) replaced.
@@ -327,22 +342,18 @@ fn smoke_override(text: &str, from: &str, to: &str) -> String {
 }
 
 /// `--dry-run` costs the same whatever the manifest's numbers: each huge value is refused
-/// before anything is built or looped over, naming the file, line, field and limit, in well
-/// under a second of work and 100 MB (the audit's billion epochs asked for 6 GiB and aborted;
-/// u64::MAX epochs overflowed). The unedited manifest passes the same way, so the bounds are
-/// not vacuous.
+/// before anything is built or looped over, naming the file, line, field and limit, in under
+/// 100 MB (the audit's billion epochs asked for 6 GiB and aborted; u64::MAX epochs
+/// overflowed). The unedited manifest passes the same way, so the bound is not vacuous. (Time
+/// is not asserted: the machines are shared; `/usr/bin/time -v` measured 0.04 s and 12 MB for
+/// the billion epochs.)
 #[test]
-fn dry_run_time_and_memory_do_not_grow_with_the_manifests_numbers() {
-    /// The generous bound on a loaded machine (the dry run itself takes a few milliseconds).
-    const TIME: std::time::Duration = std::time::Duration::from_secs(5);
+fn dry_run_memory_does_not_grow_with_the_manifests_numbers() {
     const MEMORY_KIB: u64 = 100 * 1024;
-    let (ok, stderr, kib, took) = dry_run_e1(str::to_string);
+    let (ok, stderr, kib) = dry_run_e1(str::to_string);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("valid"), "{stderr}");
-    assert!(
-        took < TIME && kib < MEMORY_KIB,
-        "unedited: {took:?}, {kib} KiB"
-    );
+    assert!(kib < MEMORY_KIB, "unedited: {kib} KiB");
     for (case, from, to, field, needle) in [
         (
             "a billion epochs",
@@ -373,7 +384,7 @@ fn dry_run_time_and_memory_do_not_grow_with_the_manifests_numbers() {
             "limit of 50000000",
         ),
     ] {
-        let (ok, stderr, kib, took) = dry_run_e1(|t| smoke_override(t, from, to));
+        let (ok, stderr, kib) = dry_run_e1(|t| smoke_override(t, from, to));
         assert!(!ok, "{case}: accepted\n{stderr}");
         assert!(
             stderr.contains("e1.yaml:")
@@ -382,7 +393,6 @@ fn dry_run_time_and_memory_do_not_grow_with_the_manifests_numbers() {
                 && !stderr.contains("panicked"),
             "{case}: {stderr}"
         );
-        assert!(took < TIME, "{case}: took {took:?}");
         assert!(kib < MEMORY_KIB, "{case}: peak memory {kib} KiB");
     }
 }
