@@ -394,3 +394,124 @@ fn bless_into_another_golden_folder_leaves_the_repository_report_alone() {
     assert!(beside.contains("| [T1](#t1)"), "{beside}");
     assert!(sandbox.0 .0.join("elsewhere/t1.smoke.snap").exists());
 }
+
+/// The error's whole chain, as the binary prints it (`{:#}`).
+fn chain(e: &TrainError) -> String {
+    std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// Flips one bit of `path`, `from_end` bytes before its end.
+fn flip_bit(path: &Path, from_end: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let i = bytes.len() - from_end;
+    bytes[i] ^= 0x10;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_flipped_bit_in_a_checkpoint_is_refused_naming_the_file() {
+    let data = data();
+    let dir = TempDir::new("flipped");
+    run(&data, 2, false, &dir.0).unwrap();
+    // Inside the tensor data of the safetensors files (their last bytes), and inside a digit of
+    // the optimizer's JSON (its last number, before the closing braces).
+    for (file, from_end) in [
+        ("model.safetensors", 5),
+        ("optimizer.safetensors", 5),
+        ("optimizer.json", 0),
+    ] {
+        let copy = TempDir::new("flipped-copy");
+        copy_dir(&dir.0, &copy.0);
+        let path = copy.0.join("checkpoints/epoch-2").join(file);
+        let from_end = if from_end > 0 {
+            from_end
+        } else {
+            // The last digit of the file.
+            let text = std::fs::read(&path).unwrap();
+            text.len()
+                - text
+                    .iter()
+                    .rposition(u8::is_ascii_digit)
+                    .expect("a number in optimizer.json")
+        };
+        flip_bit(&path, from_end);
+        match run(&data, 3, true, &copy.0) {
+            Err(e) => {
+                let message = chain(&e);
+                assert!(message.contains(file), "{file}: {message}");
+                assert!(message.contains("without --resume"), "{file}: {message}");
+            }
+            Ok(records) => panic!(
+                "{file}: a flipped bit was resumed silently ({} records)",
+                records.len()
+            ),
+        }
+    }
+}
+
+/// The weights a check compares (`weights/epoch-N.safetensors`) are checked when a complete
+/// run is judged again: another run's snapshot copied in (with whatever else its `weights/`
+/// folder holds), or a flipped bit in one, is reported naming the file, never judged.
+#[test]
+fn a_snapshot_of_another_run_is_not_judged() {
+    let sandbox = e4_sandbox();
+    let ok = sandbox.command(&["e4"], "results").output().unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let smoke = sandbox.0 .0.join("results/e4/smoke");
+    let model = std::fs::read_dir(&smoke)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().join("exp_cosine").is_dir())
+        .expect("a model folder")
+        .path();
+    let weights = |run: &str| model.join(run).join("seed-0/weights");
+    let snapshot = weights("exp_cosine").join("epoch-4.safetensors");
+    assert!(snapshot.is_file());
+    let original: Vec<(std::ffi::OsString, Vec<u8>)> = std::fs::read_dir(weights("exp_cosine"))
+        .unwrap()
+        .flatten()
+        .map(|e| (e.file_name(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    let restore = || {
+        for (name, bytes) in &original {
+            std::fs::write(weights("exp_cosine").join(name), bytes).unwrap();
+        }
+    };
+    let judged_again = |what: &str| {
+        let out = sandbox
+            .command(&["e4", "--resume"], "results")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{what}: judged again\n{err}");
+        assert!(err.contains("epoch-4.safetensors"), "{what}: {err}");
+        assert!(err.contains("without --resume"), "{what}: {err}");
+    };
+    // Another run's snapshot, copied in with everything beside it.
+    for e in std::fs::read_dir(weights("cosine")).unwrap().flatten() {
+        std::fs::copy(e.path(), weights("exp_cosine").join(e.file_name())).unwrap();
+    }
+    judged_again("another run's snapshot");
+    restore();
+    // A flipped bit.
+    flip_bit(&snapshot, 5);
+    judged_again("a flipped bit");
+    // Restored, it is judged again as before.
+    restore();
+    let again = sandbox
+        .command(&["e4", "--resume"], "results")
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
