@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 use explr_data::{load_synthetic, Dataset, SyntheticConfig};
-use explr_replicate::checkpoint::CheckpointError;
+use explr_replicate::checkpoint::{self, CheckpointError};
 use explr_replicate::context::Silent;
 use explr_replicate::plan;
 use explr_replicate::records::EpochRecord;
 use explr_replicate::spec::{ModelSection, RunSpec};
-use explr_replicate::trainer::{train, RunSetup, TrainError};
+use explr_replicate::trainer::{config_fingerprint, train, RunSetup, TrainError};
 
 use common::TempDir;
 
@@ -50,6 +50,39 @@ fn data() -> Dataset {
     data_of(4)
 }
 
+/// The model of every run here.
+fn model() -> ModelSection {
+    serde_yaml::from_str("{arch: preresnet, depth: 8, width: 2}").unwrap()
+}
+
+/// The step decay for `epochs` in `dir`, a checkpoint every epoch.
+fn setup<'a>(
+    data: &'a Dataset,
+    model: &'a ModelSection,
+    epochs: usize,
+    resume: bool,
+    dir: &Path,
+) -> RunSetup<'a> {
+    let runs: BTreeMap<String, RunSpec> = serde_yaml::from_str(RUNS).unwrap();
+    RunSetup {
+        key: "tiny/step_decay/seed-1".into(),
+        model,
+        dataset: data,
+        batch_size: 32,
+        augment: true,
+        dtype: DType::F64,
+        device: &Device::Cpu,
+        seed: 1,
+        epochs,
+        plan: plan::plan(&runs, "step_decay", 2).unwrap(),
+        checkpoint_every: 1,
+        snapshot_epochs: Vec::new(),
+        dir: dir.to_path_buf(),
+        resume,
+        stop: Default::default(),
+    }
+}
+
 /// Trains the step decay for `epochs` in `dir`, a checkpoint every epoch.
 fn run(
     data: &Dataset,
@@ -57,29 +90,7 @@ fn run(
     resume: bool,
     dir: &Path,
 ) -> Result<Vec<EpochRecord>, TrainError> {
-    let runs: BTreeMap<String, RunSpec> = serde_yaml::from_str(RUNS).unwrap();
-    let model: ModelSection =
-        serde_yaml::from_str("{arch: preresnet, depth: 8, width: 2}").unwrap();
-    train(
-        &RunSetup {
-            key: "tiny/step_decay/seed-1".into(),
-            model: &model,
-            dataset: data,
-            batch_size: 32,
-            augment: true,
-            dtype: DType::F64,
-            device: &Device::Cpu,
-            seed: 1,
-            epochs,
-            plan: plan::plan(&runs, "step_decay", 2).unwrap(),
-            checkpoint_every: 1,
-            snapshot_epochs: Vec::new(),
-            dir: dir.to_path_buf(),
-            resume,
-            stop: Default::default(),
-        },
-        &Silent,
-    )
+    train(&setup(data, &model(), epochs, resume, dir), &Silent)
 }
 
 /// Every number of each record but the wall time, as bits.
@@ -438,6 +449,13 @@ fn a_flipped_bit_in_a_checkpoint_is_refused_naming_the_file() {
                     .expect("a number in optimizer.json")
         };
         flip_bit(&path, from_end);
+        // What a resume would continue from, as a run's state is judged: refused too.
+        let model = model();
+        let config = config_fingerprint(&setup(&data, &model, 3, true, &copy.0));
+        match checkpoint::inspect(&copy.0, &config, 3) {
+            Err(CheckpointError::Corrupt { path: named, .. }) => assert_eq!(named, path),
+            other => panic!("{file}: inspect trusts a flipped bit: {other:?}"),
+        }
         match run(&data, 3, true, &copy.0) {
             Err(e) => {
                 let message = chain(&e);
