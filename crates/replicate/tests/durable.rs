@@ -533,3 +533,34 @@ fn a_snapshot_of_another_run_is_not_judged() {
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+/// A complete run is judged again only on the data it trained on: after the manifest's data
+/// changed (another synthetic seed), `--resume` refuses to continue a run on it (the
+/// checkpoint's fingerprint names `data`) and `--collect`, which judges the runs' state without
+/// reading the data, reports them naming the data section, instead of judging the old runs as
+/// the new manifest's.
+#[test]
+fn a_complete_run_on_other_data_is_not_judged_again() {
+    let sandbox = e4_sandbox();
+    let ok = sandbox.command(&["e4"], "results").output().unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let manifest = sandbox.0 .0.join("experiments/e4.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let edited = text.replace(
+        "train_size: 128, test_size: 64,",
+        "train_size: 128, test_size: 64, synthetic_seed: 7,",
+    );
+    assert_ne!(edited, text);
+    std::fs::write(&manifest, edited).unwrap();
+    for (flag, says) in [("--resume", "`data`"), ("--collect", "data section")] {
+        let out = sandbox.command(&["e4", flag], "results").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{flag}: judged on other data\n{err}");
+        assert!(err.contains(says), "{flag}: {err}");
+        assert!(err.contains("without --resume"), "{flag}: {err}");
+    }
+}

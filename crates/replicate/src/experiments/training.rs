@@ -170,6 +170,9 @@ impl TrainingPlan {
         fields.insert("run".into(), id.run.clone().into());
         fields.insert("seed".into(), id.seed.into());
         fields.insert("dtype".into(), format!("{:?}", setup.dtype).into());
+        // The data section it trained on: a run's state is judged without reading the data,
+        // so this is what tells a complete run from one whose manifest names other data since.
+        fields.insert("data".into(), self.data_section());
         fields.insert("epochs".into(), records.len().into());
         fields.insert("steps".into(), records.last().map_or(0, |r| r.step).into());
         // The epochs' own wall times: a resumed run counts the epochs before the resume too.
@@ -242,13 +245,34 @@ impl TrainingPlan {
                 }
             }
         }
-        if !dir.join(RUN_METADATA).exists() {
+        let metadata = dir.join(RUN_METADATA);
+        let recorded = crate::io::read_if_exists(&metadata)?
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|v| v.get("data").cloned());
+        let Some(recorded) = recorded else {
+            // No metadata (or an older explr's, without the data): a resume writes it.
             return Ok(OnDisk::State(UnitState::Partial {
                 epoch: found.epoch,
                 epochs,
             }));
+        };
+        let now = self.data_section();
+        if recorded != now {
+            return Ok(OnDisk::State(UnitState::Unusable {
+                reason: format!(
+                    "{}: the run trained on the data section {recorded}, the manifest now names \
+                     {now}; rerun without --resume to train it on the data named now",
+                    metadata.display()
+                ),
+            }));
         }
         Ok(OnDisk::Complete(found.records))
+    }
+
+    /// The manifest's data section as JSON, as a run's `metadata.json` records it.
+    fn data_section(&self) -> serde_json::Value {
+        // Plain fields: serializing cannot fail.
+        serde_json::to_value(&self.spec.data).unwrap_or_default()
     }
 
     /// The fingerprint of run `id` as the manifest alone tells it ([`trainer::RunConfig`]):
