@@ -3,18 +3,19 @@
 //! Each checkpoint is a folder `checkpoints/epoch-N/` holding the model (`model.safetensors`),
 //! the optimizer (`optimizer.safetensors`, `optimizer.json`) and `meta.json` (epoch, step, the
 //! run's configuration fingerprint component by component, a digest of each of the other
-//! files, and every epoch's record so far). A checkpoint holds finite numbers only: one whose
-//! records or tensors are not finite is never written, so the latest checkpoint is always a
-//! good one. The folder is written in
-//! full and synced first; then `checkpoints/LATEST`, one line naming it, is replaced atomically:
-//! that one rename is the moment the checkpoint exists. A reader follows `LATEST` only, so it
-//! sees the old checkpoint or the new one, never a mix; folders `LATEST` does not name are the
-//! leftovers of an interrupted write or of older checkpoints, and are removed.
+//! files, and every epoch's record so far). The folder is written in full and synced first;
+//! then `checkpoints/LATEST`, one line naming it, is replaced atomically: that one rename is the
+//! moment the checkpoint exists. A reader follows `LATEST` only, so it sees the old checkpoint
+//! or the new one, never a mix; folders `LATEST` does not name are the leftovers of an
+//! interrupted write or of older checkpoints, and are removed. A checkpoint holds finite
+//! numbers only: one whose records or tensors are not finite is never named by `LATEST`, so the
+//! latest checkpoint is always a good one.
 //!
 //! Resume verifies before it trusts: the fingerprint (the same model, data, batching, dtype,
 //! device, seed, schedule and optimizer; a difference names the components that changed), each
-//! file's digest (a damaged or replaced file is named), the tensors (finite), the epoch (not past the run's end), the step (the optimizer's own count),
-//! and `metrics.jsonl` (it must begin with exactly the checkpoint's records).
+//! file's digest (a damaged or replaced file is named), the tensors (finite), the epoch (not
+//! past the run's end), the step (the optimizer's own count), and `metrics.jsonl` (it must
+//! begin with exactly the checkpoint's records).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -207,10 +208,19 @@ fn non_finite_tensor(bytes: &[u8]) -> Result<Option<String>, String> {
     Ok(None)
 }
 
-/// Reads the checkpoint file at `path` back: its digest, after checking that a safetensors
-/// file holds finite tensors only.
-fn digest_checked(path: &Path) -> Result<String, CheckpointError> {
+/// Reads the checkpoint file at `path` back: its digest, after checking it against the digest
+/// `recorded` for it (when given: a damaged or replaced file is [`CheckpointError::Corrupt`])
+/// and that a safetensors file holds finite tensors only.
+fn digest_checked(path: &Path, recorded: Option<&str>) -> Result<String, CheckpointError> {
     let bytes = std::fs::read(path).map_err(io("reading", path))?;
+    let digest = crate::io::digest(&bytes);
+    if let Some(recorded) = recorded.filter(|r| *r != digest) {
+        return Err(CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            recorded: recorded.to_string(),
+            found: digest,
+        });
+    }
     if path.extension().is_some_and(|e| e == "safetensors") {
         let found = non_finite_tensor(&bytes).map_err(|e| CheckpointError::Inconsistent {
             path: path.to_path_buf(),
@@ -223,7 +233,7 @@ fn digest_checked(path: &Path) -> Result<String, CheckpointError> {
             });
         }
     }
-    Ok(crate::io::digest(&bytes))
+    Ok(digest)
 }
 
 /// Writes the checkpoint after `records.len()` epochs: the folder in full, then `LATEST`.
@@ -273,7 +283,7 @@ pub fn save(
             .map_err(io("syncing", &path))?;
         // What is on disk is what the digest covers: the file read back. A refusal leaves the
         // folder unnamed by LATEST, a leftover the next save or restore removes.
-        files.insert(f.to_string(), digest_checked(&path)?);
+        files.insert(f.to_string(), digest_checked(&path, None)?);
     }
     let meta = Meta {
         epoch,
@@ -426,14 +436,7 @@ fn verified(
                 format!("records no digest of {f}"),
             ));
         };
-        let found = digest_checked(&path)?;
-        if &found != recorded {
-            return Err(CheckpointError::Corrupt {
-                path,
-                recorded: recorded.clone(),
-                found,
-            });
-        }
+        digest_checked(&path, Some(recorded))?;
     }
     Ok(Some((dir, meta)))
 }
