@@ -173,6 +173,29 @@ pub fn fingerprint(text: &str) -> String {
     format!("{hash:016x}")
 }
 
+/// The digest of `bytes` as 32 hex digits (XXH3-128): it tells a file from a damaged or
+/// replaced copy, and hashes gigabytes a second. Not a cryptographic hash.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("{:032x}", twox_hash::XxHash3_128::oneshot(bytes))
+}
+
+/// A [`digest`] of several byte strings, fed in order (each after its length, so that
+/// `["ab", "c"]` and `["a", "bc"]` differ).
+pub fn digest_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut hasher = twox_hash::XxHash3_128::new();
+    for part in parts {
+        hasher.write(&(part.len() as u64).to_le_bytes());
+        hasher.write(part);
+    }
+    format!("{:032x}", hasher.finish_128())
+}
+
+/// The [`digest`] of the file at `path`.
+pub fn file_digest(path: &Path) -> Result<String, IoError> {
+    let bytes = std::fs::read(path).map_err(err("reading", path))?;
+    Ok(digest(&bytes))
+}
+
 /// The text of the file at `path`, or `None` when there is no such file.
 pub fn read_if_exists(path: &Path) -> Result<Option<String>, IoError> {
     match std::fs::read_to_string(path) {

@@ -104,6 +104,16 @@ mod any_f64 {
 }
 
 impl EpochRecord {
+    /// The quantities the trainer watches for divergence, by the name its error gives them:
+    /// a record, and a checkpoint, holds finite values of these only.
+    pub fn watched(&self) -> [(&'static str, f64); 3] {
+        [
+            ("training loss", self.train_loss),
+            ("weight norm", self.si_norm),
+            ("test loss", self.test_loss),
+        ]
+    }
+
     /// What the epoch measured: every `f64` of the record but its wall time, in field order (a
     /// field added later cannot be left out: the pattern names them all). Records compare with
     /// these to the bit; a rerun's comparison leaves out the wall time by using them alone.

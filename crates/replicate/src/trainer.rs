@@ -9,7 +9,7 @@ use explr_data::{Dataset, Loader, LoaderConfig};
 use explr_nn::ParamStore;
 use explr_zoo::{Model, ModelSpec};
 
-use crate::checkpoint;
+use crate::checkpoint::{self, Fingerprint};
 use crate::context::Progress;
 use crate::io::{write_atomic, IoError};
 use crate::plan::OptimizerPlan;
@@ -132,13 +132,21 @@ pub struct RunSetup<'a> {
     pub stop: crate::context::StopSignal,
 }
 
-/// Everything that decides a run's numbers except its length: the model, the data (sizes and
-/// classes), batch size, augmentation, dtype, seed and optimizer plan.
+/// Everything that decides a run's numbers except its length: the model, the data (its
+/// identity, sizes and classes), batch size, augmentation, dtype, device kind, seed, schedule
+/// and optimizer.
 pub struct RunConfig<'a> {
     /// The model.
     pub model: &'a ModelSpec,
     /// Training images, test images, classes.
     pub data: [usize; 3],
+    /// The data's identity ([`crate::data::identity`]: its name and a digest of its bytes);
+    /// `None` where the data was not read (a run's state judged from the manifest alone), and
+    /// then the fingerprint leaves it out.
+    pub data_identity: Option<String>,
+    /// The device; `None` where it is not known (a run's state judged from another machine),
+    /// and then the fingerprint leaves it out.
+    pub device: Option<&'a Device>,
     /// Minibatch size.
     pub batch_size: usize,
     /// Standard augmentation.
@@ -151,31 +159,73 @@ pub struct RunConfig<'a> {
     pub plan: &'a OptimizerPlan,
 }
 
-impl RunConfig<'_> {
-    /// A fingerprint of the configuration. A checkpoint resumes only into a run with the same
-    /// fingerprint, so that a manifest edited since (another batch size, schedule or width)
-    /// starts over instead of continuing the old run. FNV-1a over the JSON of the specs (the
-    /// model and every schedule as the manifest describes them), so a field added later with
-    /// its default left out of the JSON keeps old checkpoints valid.
-    pub fn fingerprint(&self) -> String {
-        let plan = self.plan;
-        let [train, test, classes] = self.data;
-        let text = serde_json::json!({
-            "model": self.model,
-            "data": [train, test, classes, self.batch_size, self.augment],
-            "dtype": format!("{:?}", self.dtype),
-            "seed": self.seed,
-            "scale_invariant": plan.scale_invariant.describe(),
-            "others": plan.others.describe(),
-            "momentum": plan.momentum,
-        })
-        .to_string();
-        crate::io::fingerprint(&text)
+/// The kind of `device` (`cpu`, `cuda`, `metal`): kernels differ between kinds, so a run
+/// resumes only on the kind it started on.
+pub fn device_kind(device: &Device) -> &'static str {
+    if device.is_cuda() {
+        "cuda"
+    } else if device.is_metal() {
+        "metal"
+    } else {
+        "cpu"
     }
 }
 
-/// The fingerprint of `setup`'s configuration ([`RunConfig::fingerprint`]).
-pub fn config_fingerprint(setup: &RunSetup<'_>) -> String {
+impl RunConfig<'_> {
+    /// A fingerprint of the configuration, component by component: `model`, `data` (identity),
+    /// `data_sizes`, `batch_size`, `augment`, `dtype`, `device`, `seed`, `schedule` (each
+    /// group's LR) and `optimizer` (momentum, each group's weight decay). A checkpoint resumes
+    /// only into a run with the same fingerprint, so that a manifest edited since (another
+    /// batch size, schedule, width or data) starts over instead of continuing the old run, and
+    /// the refusal names the components that changed. The specs are hashed as JSON (FNV-1a, as
+    /// the manifest describes them), so a field added later with its default left out of the
+    /// JSON keeps old checkpoints valid.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let plan = self.plan;
+        let [train, test, classes] = self.data;
+        let hash = |v: serde_json::Value| crate::io::fingerprint(&v.to_string());
+        let (si, others) = (plan.scale_invariant.describe(), plan.others.describe());
+        let mut components = vec![
+            ("model", hash(serde_json::json!(self.model))),
+            (
+                "data_sizes",
+                format!("train {train}, test {test}, classes {classes}"),
+            ),
+            ("batch_size", self.batch_size.to_string()),
+            ("augment", self.augment.to_string()),
+            ("dtype", format!("{:?}", self.dtype)),
+            ("seed", self.seed.to_string()),
+            (
+                "schedule",
+                hash(serde_json::json!({
+                    "scale_invariant": si["lr"],
+                    "others": others["lr"],
+                })),
+            ),
+            (
+                "optimizer",
+                hash(serde_json::json!({
+                    "momentum": plan.momentum,
+                    "weight_decay": {
+                        "scale_invariant": si["weight_decay"],
+                        "others": others["weight_decay"],
+                    },
+                })),
+            ),
+        ];
+        if let Some(identity) = &self.data_identity {
+            components.push(("data", identity.clone()));
+        }
+        if let Some(device) = self.device {
+            components.push(("device", device_kind(device).to_string()));
+        }
+        Fingerprint::new(components)
+    }
+}
+
+/// The fingerprint of `setup`'s configuration ([`RunConfig::fingerprint`]), every component
+/// included (the data's identity hashes the data's bytes: tens of milliseconds for CIFAR-10).
+pub fn config_fingerprint(setup: &RunSetup<'_>) -> Fingerprint {
     RunConfig {
         model: setup.model,
         data: [
@@ -183,6 +233,8 @@ pub fn config_fingerprint(setup: &RunSetup<'_>) -> String {
             setup.dataset.test().len(),
             setup.dataset.num_classes(),
         ],
+        data_identity: Some(crate::data::identity(setup.dataset)),
+        device: Some(setup.device),
         batch_size: setup.batch_size,
         augment: setup.augment,
         dtype: setup.dtype,
@@ -477,7 +529,8 @@ pub fn train(
             angular_update: angle_sum / steps_per_epoch.max(1) as f64,
             wall_s: started.elapsed().as_secs_f64(),
         };
-        for (quantity, value) in [("weight norm", si_norm), ("test loss", test_loss)] {
+        // Every quantity a checkpoint must hold finite (the training loss was checked above).
+        for (quantity, value) in record.watched() {
             if !value.is_finite() {
                 return Err(TrainError::NonFinite {
                     run: setup.key.clone(),
@@ -491,7 +544,7 @@ pub fn train(
         }
         records.push(record);
         if setup.snapshot_epochs.contains(&(epoch + 1)) {
-            write_snapshot(&setup.dir, epoch + 1, &si_vars)?;
+            write_snapshot(&setup.dir, epoch + 1, &si_vars, &config)?;
         }
         write_records(&setup.dir, &records)?;
         let last = epoch + 1 == setup.epochs;
@@ -526,8 +579,32 @@ pub fn snapshot_path(dir: &Path, epoch: usize) -> PathBuf {
         .join(format!("epoch-{epoch}.safetensors"))
 }
 
-/// Keeps the scale-invariant weights after `epoch` in `dir/weights/` (safetensors, atomically).
-fn write_snapshot(dir: &Path, epoch: usize, vars: &[(String, Var)]) -> Result<(), TrainError> {
+/// The record of the weight snapshot after `epoch` ([`snapshot_path`]): which run wrote it
+/// (its configuration fingerprint) and the digest of the file, `weights/epoch-N.json`.
+pub fn snapshot_record_path(dir: &Path, epoch: usize) -> PathBuf {
+    snapshot_path(dir, epoch).with_extension("json")
+}
+
+/// What `weights/epoch-N.json` says of its snapshot.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotRecord {
+    /// The epoch after which the weights were kept.
+    epoch: usize,
+    /// The digest ([`crate::io::digest`]) of the snapshot file.
+    digest: String,
+    /// The configuration fingerprint of the run that wrote it.
+    config: Fingerprint,
+}
+
+/// Keeps the scale-invariant weights after `epoch` in `dir/weights/` (safetensors, atomically),
+/// then their record (the digest of the file and the run's fingerprint `config`, atomically).
+fn write_snapshot(
+    dir: &Path,
+    epoch: usize,
+    vars: &[(String, Var)],
+    config: &Fingerprint,
+) -> Result<(), TrainError> {
     let path = snapshot_path(dir, epoch);
     let tensors: Vec<(&str, Tensor)> = vars
         .iter()
@@ -537,22 +614,83 @@ fn write_snapshot(dir: &Path, epoch: usize, vars: &[(String, Var)]) -> Result<()
         path: path.clone(),
         message: format!("cannot serialize the weights ({e})"),
     })?;
-    Ok(write_atomic(&path, &bytes)?)
+    write_atomic(&path, &bytes)?;
+    let record = SnapshotRecord {
+        epoch,
+        digest: crate::io::digest(&bytes),
+        config: config.clone(),
+    };
+    // Plain numbers and strings: serializing cannot fail.
+    let text = serde_json::to_string_pretty(&record).unwrap_or_default();
+    Ok(write_atomic(
+        &snapshot_record_path(dir, epoch),
+        text.as_bytes(),
+    )?)
 }
 
-/// The scale-invariant weights a run in `dir` kept after `epoch` (see
-/// [`RunSetup::snapshot_epochs`]), by name, on `device`.
-pub fn read_snapshot(
+/// The bytes of the weight snapshot the run in `dir` kept after `epoch`, verified against its
+/// record: the file's digest, and the fingerprint of the run that wrote it against `config`
+/// (the components `config` holds, [`Fingerprint::changed`]). A snapshot without a record
+/// (written by an older explr, or copied in), damaged, replaced or written by another run is
+/// an error naming the file.
+pub fn verify_snapshot(
     dir: &Path,
     epoch: usize,
-    device: &Device,
-) -> Result<std::collections::BTreeMap<String, Tensor>, TrainError> {
+    config: &Fingerprint,
+) -> Result<Vec<u8>, TrainError> {
     let path = snapshot_path(dir, epoch);
+    let record_path = snapshot_record_path(dir, epoch);
+    let refuse = |message: String| TrainError::Snapshot {
+        path: path.clone(),
+        message,
+    };
+    let Some(text) = crate::io::read_if_exists(&record_path)? else {
+        return Err(refuse(format!(
+            "has no record of the run that wrote it ({} is missing: written by an older explr, \
+             or copied in)",
+            record_path.display()
+        )));
+    };
+    let record: SnapshotRecord = serde_json::from_str(&text).map_err(|e| {
+        refuse(format!(
+            "its record {} cannot be read ({e})",
+            record_path.display()
+        ))
+    })?;
     let bytes = std::fs::read(&path).map_err(|source| IoError {
         action: "reading",
         path: path.clone(),
         source,
     })?;
+    let found = crate::io::digest(&bytes);
+    if found != record.digest || record.epoch != epoch {
+        return Err(refuse(format!(
+            "does not match the digest {} recorded for epoch {} (found {found}): the file was \
+             damaged or replaced since it was written",
+            record.digest, record.epoch
+        )));
+    }
+    let changed = config.changed(&record.config);
+    if !changed.is_empty() {
+        return Err(refuse(format!(
+            "was written by a run with another {} than this run's",
+            changed.join(", ")
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The scale-invariant weights a run in `dir` kept after `epoch` (see
+/// [`RunSetup::snapshot_epochs`]), by name, on `device`, verified ([`verify_snapshot`]) against
+/// the run's fingerprint `config`.
+pub fn read_snapshot(
+    dir: &Path,
+    epoch: usize,
+    config: &Fingerprint,
+    device: &Device,
+) -> Result<std::collections::BTreeMap<String, Tensor>, TrainError> {
+    let path = snapshot_path(dir, epoch);
+    let bytes = verify_snapshot(dir, epoch, config)?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
         TrainError::Snapshot {
             path: path.clone(),

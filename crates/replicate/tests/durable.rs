@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 use explr_data::{load_synthetic, Dataset, SyntheticConfig};
-use explr_replicate::checkpoint::CheckpointError;
+use explr_replicate::checkpoint::{self, CheckpointError};
 use explr_replicate::context::Silent;
 use explr_replicate::plan;
 use explr_replicate::records::EpochRecord;
 use explr_replicate::spec::{ModelSection, RunSpec};
-use explr_replicate::trainer::{train, RunSetup, TrainError};
+use explr_replicate::trainer::{config_fingerprint, train, RunSetup, TrainError};
 
 use common::TempDir;
 
@@ -50,6 +50,39 @@ fn data() -> Dataset {
     data_of(4)
 }
 
+/// The model of every run here.
+fn model() -> ModelSection {
+    serde_yaml::from_str("{arch: preresnet, depth: 8, width: 2}").unwrap()
+}
+
+/// The step decay for `epochs` in `dir`, a checkpoint every epoch.
+fn setup<'a>(
+    data: &'a Dataset,
+    model: &'a ModelSection,
+    epochs: usize,
+    resume: bool,
+    dir: &Path,
+) -> RunSetup<'a> {
+    let runs: BTreeMap<String, RunSpec> = serde_yaml::from_str(RUNS).unwrap();
+    RunSetup {
+        key: "tiny/step_decay/seed-1".into(),
+        model,
+        dataset: data,
+        batch_size: 32,
+        augment: true,
+        dtype: DType::F64,
+        device: &Device::Cpu,
+        seed: 1,
+        epochs,
+        plan: plan::plan(&runs, "step_decay", 2).unwrap(),
+        checkpoint_every: 1,
+        snapshot_epochs: Vec::new(),
+        dir: dir.to_path_buf(),
+        resume,
+        stop: Default::default(),
+    }
+}
+
 /// Trains the step decay for `epochs` in `dir`, a checkpoint every epoch.
 fn run(
     data: &Dataset,
@@ -57,29 +90,7 @@ fn run(
     resume: bool,
     dir: &Path,
 ) -> Result<Vec<EpochRecord>, TrainError> {
-    let runs: BTreeMap<String, RunSpec> = serde_yaml::from_str(RUNS).unwrap();
-    let model: ModelSection =
-        serde_yaml::from_str("{arch: preresnet, depth: 8, width: 2}").unwrap();
-    train(
-        &RunSetup {
-            key: "tiny/step_decay/seed-1".into(),
-            model: &model,
-            dataset: data,
-            batch_size: 32,
-            augment: true,
-            dtype: DType::F64,
-            device: &Device::Cpu,
-            seed: 1,
-            epochs,
-            plan: plan::plan(&runs, "step_decay", 2).unwrap(),
-            checkpoint_every: 1,
-            snapshot_epochs: Vec::new(),
-            dir: dir.to_path_buf(),
-            resume,
-            stop: Default::default(),
-        },
-        &Silent,
-    )
+    train(&setup(data, &model(), epochs, resume, dir), &Silent)
 }
 
 /// Every number of each record but the wall time, as bits.
@@ -393,4 +404,163 @@ fn bless_into_another_golden_folder_leaves_the_repository_report_alone() {
     let beside = std::fs::read_to_string(sandbox.0 .0.join("elsewhere/REPLICATION.md")).unwrap();
     assert!(beside.contains("| [T1](#t1)"), "{beside}");
     assert!(sandbox.0 .0.join("elsewhere/t1.smoke.snap").exists());
+}
+
+/// The error's whole chain, as the binary prints it (`{:#}`).
+fn chain(e: &TrainError) -> String {
+    std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// Flips one bit of `path`, `from_end` bytes before its end.
+fn flip_bit(path: &Path, from_end: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let i = bytes.len() - from_end;
+    bytes[i] ^= 0x10;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_flipped_bit_in_a_checkpoint_is_refused_naming_the_file() {
+    let data = data();
+    let dir = TempDir::new("flipped");
+    run(&data, 2, false, &dir.0).unwrap();
+    // Inside the tensor data of the safetensors files (their last bytes), and inside a digit of
+    // the optimizer's JSON (its last number, before the closing braces).
+    for (file, from_end) in [
+        ("model.safetensors", 5),
+        ("optimizer.safetensors", 5),
+        ("optimizer.json", 0),
+    ] {
+        let copy = TempDir::new("flipped-copy");
+        copy_dir(&dir.0, &copy.0);
+        let path = copy.0.join("checkpoints/epoch-2").join(file);
+        let from_end = if from_end > 0 {
+            from_end
+        } else {
+            // The last digit of the file.
+            let text = std::fs::read(&path).unwrap();
+            text.len()
+                - text
+                    .iter()
+                    .rposition(u8::is_ascii_digit)
+                    .expect("a number in optimizer.json")
+        };
+        flip_bit(&path, from_end);
+        // What a resume would continue from, as a run's state is judged: refused too.
+        let model = model();
+        let config = config_fingerprint(&setup(&data, &model, 3, true, &copy.0));
+        match checkpoint::inspect(&copy.0, &config, 3) {
+            Err(CheckpointError::Corrupt { path: named, .. }) => assert_eq!(named, path),
+            other => panic!("{file}: inspect trusts a flipped bit: {other:?}"),
+        }
+        match run(&data, 3, true, &copy.0) {
+            Err(e) => {
+                let message = chain(&e);
+                assert!(message.contains(file), "{file}: {message}");
+                assert!(message.contains("without --resume"), "{file}: {message}");
+            }
+            Ok(records) => panic!(
+                "{file}: a flipped bit was resumed silently ({} records)",
+                records.len()
+            ),
+        }
+    }
+}
+
+/// The weights a check compares (`weights/epoch-N.safetensors`) are checked when a complete
+/// run is judged again: another run's snapshot copied in (with whatever else its `weights/`
+/// folder holds), or a flipped bit in one, is reported naming the file, never judged.
+#[test]
+fn a_snapshot_of_another_run_is_not_judged() {
+    let sandbox = e4_sandbox();
+    let ok = sandbox.command(&["e4"], "results").output().unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let smoke = sandbox.0 .0.join("results/e4/smoke");
+    let model = std::fs::read_dir(&smoke)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().join("exp_cosine").is_dir())
+        .expect("a model folder")
+        .path();
+    let weights = |run: &str| model.join(run).join("seed-0/weights");
+    let snapshot = weights("exp_cosine").join("epoch-4.safetensors");
+    assert!(snapshot.is_file());
+    let original: Vec<(std::ffi::OsString, Vec<u8>)> = std::fs::read_dir(weights("exp_cosine"))
+        .unwrap()
+        .flatten()
+        .map(|e| (e.file_name(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    let restore = || {
+        for (name, bytes) in &original {
+            std::fs::write(weights("exp_cosine").join(name), bytes).unwrap();
+        }
+    };
+    let judged_again = |what: &str| {
+        let out = sandbox
+            .command(&["e4", "--resume"], "results")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{what}: judged again\n{err}");
+        assert!(err.contains("epoch-4.safetensors"), "{what}: {err}");
+        assert!(err.contains("without --resume"), "{what}: {err}");
+    };
+    // Another run's snapshot, copied in with everything beside it.
+    for e in std::fs::read_dir(weights("cosine")).unwrap().flatten() {
+        std::fs::copy(e.path(), weights("exp_cosine").join(e.file_name())).unwrap();
+    }
+    judged_again("another run's snapshot");
+    restore();
+    // A flipped bit.
+    flip_bit(&snapshot, 5);
+    judged_again("a flipped bit");
+    // Restored, it is judged again as before.
+    restore();
+    let again = sandbox
+        .command(&["e4", "--resume"], "results")
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
+
+/// A complete run is judged again only on the data it trained on: after the manifest's data
+/// changed (another synthetic seed), `--resume` refuses to continue a run on it (the
+/// checkpoint's fingerprint names `data`) and `--collect`, which judges the runs' state without
+/// reading the data, reports them naming the data section, instead of judging the old runs as
+/// the new manifest's.
+#[test]
+fn a_complete_run_on_other_data_is_not_judged_again() {
+    let sandbox = e4_sandbox();
+    let ok = sandbox.command(&["e4"], "results").output().unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let manifest = sandbox.0 .0.join("experiments/e4.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let edited = text.replace(
+        "train_size: 128, test_size: 64,",
+        "train_size: 128, test_size: 64, synthetic_seed: 7,",
+    );
+    assert_ne!(edited, text);
+    std::fs::write(&manifest, edited).unwrap();
+    for (flag, says) in [("--resume", "`data`"), ("--collect", "data section")] {
+        let out = sandbox.command(&["e4", flag], "results").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{flag}: judged on other data\n{err}");
+        assert!(err.contains(says), "{flag}: {err}");
+        assert!(err.contains("without --resume"), "{flag}: {err}");
+    }
 }

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 use explr_data::{load_synthetic, SyntheticConfig};
+use explr_replicate::checkpoint::{self, CheckpointError};
 use explr_replicate::context::Silent;
 use explr_replicate::plan;
 use explr_replicate::records::read_records;
@@ -199,5 +200,159 @@ fn divergence_after_a_good_epoch_keeps_its_checkpoint() {
             &["weight norm", "training loss", "test loss"],
             true,
         );
+    }
+}
+
+/// A checkpoint whose weights are not finite (here: one tensor set to NaN, the file otherwise
+/// well formed, its digest in `meta.json` made to match) is never resumed, so it can never be
+/// kept as the "last good checkpoint" of the run that diverges from it.
+#[test]
+fn a_checkpoint_with_non_finite_weights_is_never_the_last_good_one() {
+    let data = load_synthetic(&SyntheticConfig {
+        seed: 1,
+        train_size: 128,
+        test_size: 64,
+        ..SyntheticConfig::default()
+    })
+    .unwrap();
+    let model: ModelSection =
+        serde_yaml::from_str("{arch: preresnet, depth: 8, width: 2}").unwrap();
+    let runs: BTreeMap<String, RunSpec> =
+        serde_yaml::from_str("r: {weight_decay: 5.0e-4, schedule: {kind: constant, lr: 0.1}}")
+            .unwrap();
+    let dir = TempDir::new("nan-checkpoint");
+    let setup = |epochs, resume| RunSetup {
+        key: "tiny/r/seed-0".into(),
+        model: &model,
+        dataset: &data,
+        batch_size: BATCH,
+        augment: true,
+        dtype: DType::F32,
+        device: &Device::Cpu,
+        seed: 0,
+        epochs,
+        plan: plan::plan(&runs, "r", STEPS_PER_EPOCH).unwrap(),
+        checkpoint_every: 1,
+        snapshot_epochs: Vec::new(),
+        dir: dir.0.clone(),
+        resume,
+        stop: Default::default(),
+    };
+    train(&setup(1, false), &Silent).unwrap();
+    let last = dir.0.join("checkpoints/epoch-1");
+    let model_file = last.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&model_file, &Device::Cpu).unwrap();
+    let name = tensors
+        .keys()
+        .find(|n| n.ends_with("conv1.weight"))
+        .expect("a conv weight")
+        .clone();
+    let t = &tensors[&name];
+    let nan = (t.ones_like().unwrap() * f64::NAN).unwrap();
+    tensors.insert(name, nan);
+    candle_core::safetensors::save(&tensors, &model_file).unwrap();
+    forge_digest(&last, "model.safetensors");
+    let err = match train(&setup(3, true), &Silent) {
+        Ok(records) => panic!("resumed NaN weights and trained on: {records:?}"),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    if let TrainError::NonFinite {
+        checkpoint: Some(kept),
+        ..
+    } = &err
+    {
+        let latest = std::fs::read_to_string(kept.join("LATEST")).unwrap();
+        assert!(
+            all_finite(&kept.join(latest.trim()).join("model.safetensors")),
+            "`{msg}` keeps a checkpoint with NaN weights as the last good one"
+        );
+    }
+    let full = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ");
+    assert!(full.contains("model.safetensors"), "{full}");
+    assert!(full.contains("not finite"), "{full}");
+    assert!(full.contains("without --resume"), "{full}");
+}
+
+/// Makes the digest `meta.json` records for `file` of the checkpoint `dir` match the file (what
+/// a forger, or a bug in the writer, would leave), when the checkpoint records digests.
+fn forge_digest(dir: &Path, file: &str) {
+    let meta_path = dir.join("meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    if meta.get("files").is_some() {
+        meta["files"][file] = explr_replicate::io::file_digest(&dir.join(file))
+            .unwrap()
+            .into();
+        std::fs::write(&meta_path, meta.to_string()).unwrap();
+    }
+}
+
+/// `checkpoint::save` refuses records whose watched quantities are not finite: the checkpoint
+/// `LATEST` names stays the last good one, and nothing of the refused one is named.
+#[test]
+fn a_checkpoint_with_a_non_finite_record_is_never_written() {
+    let data = load_synthetic(&SyntheticConfig {
+        seed: 1,
+        train_size: 64,
+        test_size: 32,
+        ..SyntheticConfig::default()
+    })
+    .unwrap();
+    let model: ModelSection =
+        serde_yaml::from_str("{arch: preresnet, depth: 8, width: 2}").unwrap();
+    let runs: BTreeMap<String, RunSpec> =
+        serde_yaml::from_str("r: {weight_decay: 5.0e-4, schedule: {kind: constant, lr: 0.1}}")
+            .unwrap();
+    let dir = TempDir::new("nan-record");
+    let setup = RunSetup {
+        key: "tiny/r/seed-0".into(),
+        model: &model,
+        dataset: &data,
+        batch_size: BATCH,
+        augment: true,
+        dtype: DType::F32,
+        device: &Device::Cpu,
+        seed: 0,
+        epochs: 1,
+        plan: plan::plan(&runs, "r", 2).unwrap(),
+        checkpoint_every: 1,
+        snapshot_epochs: Vec::new(),
+        dir: dir.0.clone(),
+        resume: false,
+        stop: Default::default(),
+    };
+    let good = train(&setup, &Silent).unwrap();
+    let store = explr_nn::ParamStore::new(&Device::Cpu, DType::F32, 0);
+    let net = explr_zoo::Model::new(&model, &store).unwrap();
+    let sgd = setup.plan.build_sgd(&net).unwrap();
+    let config = explr_replicate::trainer::config_fingerprint(&setup);
+    for (quantity, value) in [
+        ("training loss", f64::NAN),
+        ("weight norm", f64::INFINITY),
+        ("test loss", f64::NAN),
+    ] {
+        let mut records = good.clone();
+        let mut bad = good[0].clone();
+        bad.epoch = 2;
+        match quantity {
+            "training loss" => bad.train_loss = value,
+            "weight norm" => bad.si_norm = value,
+            _ => bad.test_loss = value,
+        }
+        records.push(bad);
+        let err = checkpoint::save(&dir.0, &store, &sgd, &config, &records)
+            .expect_err("a non-finite record was checkpointed");
+        assert!(
+            matches!(err, CheckpointError::NonFinite { .. }),
+            "{quantity}: {err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(quantity) && msg.contains("epoch 2"), "{msg}");
+        let latest = std::fs::read_to_string(dir.0.join("checkpoints/LATEST")).unwrap();
+        assert_eq!(latest.trim(), "epoch-1", "{quantity}");
     }
 }

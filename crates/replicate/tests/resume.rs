@@ -357,3 +357,147 @@ fn a_checkpoint_of_another_configuration_does_not_resume() {
     .unwrap();
     assert_eq!((records.len(), seen), (2, vec![1, 2]));
 }
+
+/// The error's whole chain, as the binary prints it (`{:#}`).
+fn chain(e: &TrainError) -> String {
+    std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// A checkpoint resumes only on the data that wrote it: another synthetic seed, another tint,
+/// or other images under another name (the manifest's `dataset:` changed) is refused with an
+/// error naming the field that changed (`data`), never continued on the other data.
+#[test]
+fn a_checkpoint_resumes_only_on_the_data_that_wrote_it() {
+    let model: ModelSection =
+        serde_yaml::from_str("{arch: preresnet, depth: 8, width: 2}").unwrap();
+    let runs: BTreeMap<String, RunSpec> = serde_yaml::from_str(RUNS).unwrap();
+    let synthetic = |seed: u64, tint: f32| {
+        load_synthetic(&SyntheticConfig {
+            seed,
+            train_size: 128,
+            test_size: 64,
+            tint,
+            ..SyntheticConfig::default()
+        })
+        .unwrap()
+    };
+    let tint = SyntheticConfig::default().tint;
+    let data = synthetic(3, tint);
+    let dir = TempDir::new("other-data");
+    run(
+        &data,
+        &model,
+        &runs,
+        "step_decay",
+        DType::F32,
+        1,
+        1,
+        false,
+        &dir.0,
+    )
+    .unwrap();
+    let renamed = Dataset::new(
+        "cifar10",
+        data.train().clone(),
+        data.test().clone(),
+        data.class_names().to_vec(),
+    )
+    .unwrap();
+    for (case, other) in [
+        ("another synthetic seed", synthetic(4, tint)),
+        ("another synthetic tint", synthetic(3, tint * 0.5)),
+        ("another dataset", renamed),
+    ] {
+        match run(
+            &other,
+            &model,
+            &runs,
+            "step_decay",
+            DType::F32,
+            2,
+            1,
+            true,
+            &dir.0,
+        ) {
+            Err(e) => {
+                let message = chain(&e);
+                assert!(
+                    matches!(&e, TrainError::Checkpoint { source, .. } if matches!(**source, CheckpointError::OtherConfiguration { .. })),
+                    "{case}: {message}"
+                );
+                assert!(message.contains("`data`"), "{case}: {message}");
+                assert!(message.contains("without --resume"), "{case}: {message}");
+            }
+            Ok((records, seen)) => panic!(
+                "{case}: resumed on other data: {} records, progress {seen:?}",
+                records.len()
+            ),
+        }
+    }
+    // The data that wrote it still resumes.
+    let (records, seen) = run(
+        &data,
+        &model,
+        &runs,
+        "step_decay",
+        DType::F32,
+        2,
+        1,
+        true,
+        &dir.0,
+    )
+    .unwrap();
+    assert_eq!((records.len(), seen), (2, vec![1, 2]));
+}
+
+/// A checkpoint written by an older explr (one fingerprint string, no file digests) is refused
+/// with a clear message, not a parse error.
+#[test]
+fn a_checkpoint_of_an_older_explr_is_refused_clearly() {
+    let data = dataset();
+    let model: ModelSection =
+        serde_yaml::from_str("{arch: preresnet, depth: 8, width: 2}").unwrap();
+    let runs: BTreeMap<String, RunSpec> = serde_yaml::from_str(RUNS).unwrap();
+    let dir = TempDir::new("older");
+    run(
+        &data,
+        &model,
+        &runs,
+        "step_decay",
+        DType::F32,
+        1,
+        1,
+        false,
+        &dir.0,
+    )
+    .unwrap();
+    let meta_path = dir.0.join("checkpoints/epoch-1/meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    let meta = meta.as_object_mut().unwrap();
+    meta.insert("config".into(), "0123456789abcdef".into());
+    meta.remove("files");
+    std::fs::write(&meta_path, serde_json::to_string(meta).unwrap()).unwrap();
+    match run(
+        &data,
+        &model,
+        &runs,
+        "step_decay",
+        DType::F32,
+        2,
+        1,
+        true,
+        &dir.0,
+    ) {
+        Err(e) => {
+            let message = chain(&e);
+            assert!(message.contains("older explr"), "{message}");
+            assert!(message.contains("without --resume"), "{message}");
+            assert!(message.contains("meta.json"), "{message}");
+        }
+        Ok((records, _)) => panic!("resumed an older checkpoint: {} records", records.len()),
+    }
+}

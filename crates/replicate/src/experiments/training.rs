@@ -170,6 +170,9 @@ impl TrainingPlan {
         fields.insert("run".into(), id.run.clone().into());
         fields.insert("seed".into(), id.seed.into());
         fields.insert("dtype".into(), format!("{:?}", setup.dtype).into());
+        // The data section it trained on: a run's state is judged without reading the data,
+        // so this is what tells a complete run from one whose manifest names other data since.
+        fields.insert("data".into(), self.data_section());
         fields.insert("epochs".into(), records.len().into());
         fields.insert("steps".into(), records.last().map_or(0, |r| r.step).into());
         // The epochs' own wall times: a resumed run counts the epochs before the resume too.
@@ -199,17 +202,7 @@ impl TrainingPlan {
         if let Some(holder) = FolderLock::holder(&dir)? {
             return Ok(OnDisk::State(UnitState::Busy { holder }));
         }
-        let (train, test) = crate::data::sizes(&self.spec.data);
-        let config = trainer::RunConfig {
-            model: &self.spec.models[&id.model],
-            data: [train, test, self.spec.data.dataset.num_classes()],
-            batch_size: self.spec.data.batch_size,
-            augment: self.spec.data.augment,
-            dtype: dtype(self.spec.dtype),
-            seed: id.seed,
-            plan: &self.plans[&id.run],
-        }
-        .fingerprint();
+        let config = self.config(id);
         let epochs = self.spec.epochs;
         let found = match checkpoint::inspect(&dir, &config, epochs) {
             Ok(found) => found,
@@ -230,7 +223,8 @@ impl TrainingPlan {
             }));
         }
         // Trained to the end: the snapshots a check compares and the metadata must be there
-        // too (a resume writes the metadata; a missing snapshot nothing can bring back).
+        // too (a resume writes the metadata; a missing snapshot nothing can bring back), each
+        // snapshot the one this run wrote.
         for &epoch in &self.snapshot_epochs {
             let path = trainer::snapshot_path(&dir, epoch);
             if !path.exists() {
@@ -241,14 +235,64 @@ impl TrainingPlan {
                     ),
                 }));
             }
+            match trainer::verify_snapshot(&dir, epoch, &config) {
+                Ok(_) => {}
+                Err(trainer::TrainError::Io(e)) => return Err(e.into()),
+                Err(e) => {
+                    return Ok(OnDisk::State(UnitState::Unusable {
+                        reason: e.to_string(),
+                    }))
+                }
+            }
         }
-        if !dir.join(RUN_METADATA).exists() {
+        let metadata = dir.join(RUN_METADATA);
+        let recorded = crate::io::read_if_exists(&metadata)?
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|v| v.get("data").cloned());
+        let Some(recorded) = recorded else {
+            // No metadata (or an older explr's, without the data): a resume writes it.
             return Ok(OnDisk::State(UnitState::Partial {
                 epoch: found.epoch,
                 epochs,
             }));
+        };
+        let now = self.data_section();
+        if recorded != now {
+            return Ok(OnDisk::State(UnitState::Unusable {
+                reason: format!(
+                    "{}: the run trained on the data section {recorded}, the manifest now names \
+                     {now}; rerun without --resume to train it on the data named now",
+                    metadata.display()
+                ),
+            }));
         }
         Ok(OnDisk::Complete(found.records))
+    }
+
+    /// The manifest's data section as JSON, as a run's `metadata.json` records it.
+    fn data_section(&self) -> serde_json::Value {
+        // Plain fields: serializing cannot fail.
+        serde_json::to_value(&self.spec.data).unwrap_or_default()
+    }
+
+    /// The fingerprint of run `id` as the manifest alone tells it ([`trainer::RunConfig`]):
+    /// every component but the data's identity (the data is not read to judge a run's state)
+    /// and the device (a run may be judged on another machine than the one it trained on).
+    /// Resume compares those two as well.
+    fn config(&self, id: &RunId) -> checkpoint::Fingerprint {
+        let (train, test) = crate::data::sizes(&self.spec.data);
+        trainer::RunConfig {
+            model: &self.spec.models[&id.model],
+            data: [train, test, self.spec.data.dataset.num_classes()],
+            data_identity: None,
+            device: None,
+            batch_size: self.spec.data.batch_size,
+            augment: self.spec.data.augment,
+            dtype: dtype(self.spec.dtype),
+            seed: id.seed,
+            plan: &self.plans[&id.run],
+        }
+        .fingerprint()
     }
 
     /// The summary and figures of the manifest, from every run's records on disk (the ones its
@@ -270,11 +314,13 @@ impl TrainingPlan {
             records.insert((id.model, id.run, id.seed), found);
         }
         let spec = &self.spec;
+        let config = |id: &RunId| self.config(id);
         let distance = |model: &str, a: &str, b: &str, seed: u64, epoch: usize| {
             weight_distance(
                 &self.dir,
                 &records,
                 &self.plans,
+                &config,
                 (model, seed, epoch),
                 (a, b),
             )
@@ -326,22 +372,20 @@ fn weight_distance(
     dir: &Path,
     records: &AllRecords,
     plans: &BTreeMap<String, OptimizerPlan>,
+    config: &dyn Fn(&RunId) -> checkpoint::Fingerprint,
     (model, seed, epoch): (&str, u64, usize),
     (a, b): (&str, &str),
 ) -> Result<f64, RunError> {
     let step = records[&(model.to_string(), a.to_string(), seed)][epoch - 1].step;
     let p = plans[b].scale(step)? / plans[a].scale(step)?;
-    let folder = |run: &str| {
-        run_dir(
-            dir,
-            &RunId {
-                model: model.to_string(),
-                run: run.to_string(),
-                seed,
-            },
-        )
+    let id = |run: &str| RunId {
+        model: model.to_string(),
+        run: run.to_string(),
+        seed,
     };
-    let load = |run: &str| trainer::read_snapshot(&folder(run), epoch, &Device::Cpu);
+    let folder = |run: &str| run_dir(dir, &id(run));
+    let load =
+        |run: &str| trainer::read_snapshot(&folder(run), epoch, &config(&id(run)), &Device::Cpu);
     let (wa, wb) = (load(a)?, load(b)?);
     let (mut diff, mut norm) = (0.0, 0.0);
     for (name, tb) in &wb {
