@@ -625,6 +625,12 @@ pub struct ToyConfig {
     pub record_every: usize,
 }
 
+/// Most updates one run may make: steps per epoch × epochs for training, `steps` for
+/// exactness and for each toy run (the paper's longest training run makes 391 × 160 = 62 560).
+/// Defined here, with the schema, so that the toy's own check reads it without the schema
+/// depending on the validator.
+pub const MAX_UPDATES: u64 = 10_000_000;
+
 /// Largest `dim` and `batch_size` of a toy run (each update draws batch_size vectors of dim
 /// numbers).
 pub const TOY_MAX_SIZE: usize = 100_000;
@@ -670,7 +676,7 @@ impl ToyConfig {
                 return Err((field, "must be a positive integer".into()));
             }
         }
-        let max_steps = crate::validate::MAX_UPDATES;
+        let max_steps = MAX_UPDATES;
         if u64::try_from(self.steps).map_or(true, |s| s > max_steps) {
             return Err((
                 "steps",

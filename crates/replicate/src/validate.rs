@@ -33,9 +33,7 @@ use crate::spec::{
 /// Most epochs a training manifest may ask for (the paper trains 160).
 pub const MAX_EPOCHS: usize = 10_000;
 
-/// Most updates one run may make: steps per epoch × epochs for training, `steps` for
-/// exactness and for each toy run (the paper's longest training run makes 391 × 160 = 62 560).
-pub const MAX_UPDATES: u64 = 10_000_000;
+pub use crate::spec::MAX_UPDATES;
 
 /// Most parameters a model may have, counted from its spec before it is built (VGG-19 at the
 /// reference width 64 has about 20 million).
