@@ -371,7 +371,10 @@ pub fn evaluate(model: &Model, loader: &Loader) -> Result<(f64, f64), TrainError
     let (mut loss_sum, mut correct, mut n) = (zero()?, zero()?, 0usize);
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let logits = model.forward_t(&batch.images, false)?;
+        // Detached: the weights are variables, so the forward pass records a graph; summed
+        // into `loss_sum`, every batch's graph (and its activations) would live until the end
+        // of the split (tests/eval_memory.rs).
+        let logits = model.forward_t(&batch.images, false)?.detach();
         let (loss, c) = loss_and_correct_on_device(&logits, &batch.labels)?;
         let b = batch.indices.len();
         loss_sum = (loss_sum + loss.to_dtype(DType::F64)?.affine(b as f64, 0.0)?)?;
