@@ -12,7 +12,15 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<cli::replicate::Stopped>().is_some() {
+            // A run stopped on request (a signal) with its work checkpointed, whichever way
+            // it ran (a local pool, a Slurm task): a Slurm task's script answers this status by
+            // requeueing the task.
+            let stopped = e.chain().any(|cause| {
+                cause
+                    .downcast_ref::<explr_replicate::experiments::RunError>()
+                    .is_some_and(explr_replicate::experiments::RunError::is_stop)
+            });
+            if stopped {
                 std::process::ExitCode::from(explr_replicate::slurm::EXIT_STOPPED)
             } else {
                 std::process::ExitCode::FAILURE

@@ -384,12 +384,6 @@ fn stop_on_signals() -> StopSignal {
     StopSignal::new(&STOP)
 }
 
-/// A run stopped on request (a signal) with its work checkpointed: `main` exits with
-/// [`slurm::EXIT_STOPPED`], which a Slurm task's script answers by requeueing the task.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Stopped(String);
-
 /// Whether this runs under CI (`CI` set to anything but `false` or `0`, as insta reads it):
 /// then a golden check writes nothing.
 fn ci() -> bool {
@@ -626,25 +620,10 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
         match &action {
             Action::Task(unit) => match runner::run_unit(&resolved, &opts, unit, &progress) {
                 Ok(()) => eprintln!("  => {}: {unit} complete", resolved.manifest.id),
-                Err(e) if e.is_stop() => {
-                    return Err(anyhow::Error::new(Stopped(format!(
-                        "{}: {e}",
-                        resolved.manifest.id
-                    ))))
-                }
                 Err(e) => return Err(anyhow::Error::new(e).context(context())),
             },
             Action::Local(pool) => {
-                let ran = match runner::run(&resolved, &opts, pool, &progress) {
-                    Err(e) if e.is_stop() => {
-                        return Err(anyhow::Error::new(Stopped(format!(
-                            "{}: {e}",
-                            resolved.manifest.id
-                        ))))
-                    }
-                    ran => ran.with_context(context)?,
-                };
-                match ran {
+                match runner::run(&resolved, &opts, pool, &progress).with_context(context)? {
                     Ran::Finished(outcome) => {
                         checker.report(&resolved, &opts, &outcome, &device_spec.to_string())?
                     }
