@@ -14,6 +14,9 @@
 //!   PyPI (no GPU needed) and checks that the workspace compiles with `--features cuda`.
 //! - `cargo xtask unused-deps`: fails when a `[workspace.dependencies]` entry or a member's
 //!   dependency is not used (offline; CI runs it).
+//! - `cargo xtask layout`: fails when a crate holds over a quarter of the source lines, a
+//!   function outside explr-nn's kernels is over 120 lines, the `explr` binary's own code is
+//!   500 lines or more, or a crate has a module cycle (CI runs it).
 //! - `cargo xtask gpu-check`: on a GPU machine, CPU/CUDA parity, every manifest at the smoke
 //!   profile against the goldens, a PreResNet-32 step against PyTorch and one E3 epoch at the
 //!   paper profile, reported in `target/gpu-check.md`.
@@ -23,6 +26,7 @@ mod cuda;
 mod deps;
 mod fetch;
 mod gpu_check;
+mod layout;
 mod test_command;
 
 use std::path::PathBuf;
@@ -66,6 +70,9 @@ enum Task {
     /// The test command: install the system packages the tests need when they are missing
     /// (Slurm), then `cargo test --workspace` and the main job (`replicate`, smoke, checked).
     Test(test_command::TestArgs),
+    /// Check the workspace's shape: no crate over a quarter of the source lines, no function
+    /// over 120 lines outside explr-nn's kernels, a thin `explr` binary, no module cycle.
+    Layout,
     /// Fail when a `[workspace.dependencies]` entry is no member's dependency, or a member's
     /// dependency is not used by the code that can use it (offline).
     UnusedDeps,
@@ -173,5 +180,6 @@ fn main() -> Result<()> {
         Task::GpuCheck(args) => gpu_check::run(&workspace_root()?, &args),
         Task::Test(args) => test_command::run(&args),
         Task::UnusedDeps => deps::run(&workspace_root()?),
+        Task::Layout => layout::run(&workspace_root()?),
     }
 }
