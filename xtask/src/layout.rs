@@ -75,7 +75,7 @@ pub fn run(root: &Path) -> Result<()> {
             }
         }
     }
-    longest.sort_by(|a, b| b.0.cmp(&a.0));
+    longest.sort_by_key(|l| std::cmp::Reverse(l.0));
     println!("longest functions:");
     for (lines, path, f) in longest.iter().take(8) {
         println!("  {lines:>4}  {}:{} {}", path.display(), f.line, f.name);
@@ -93,11 +93,7 @@ pub fn run(root: &Path) -> Result<()> {
     }
     for c in &crates {
         for cycle in module_cycles(c) {
-            problems.push(format!(
-                "{}: module cycle {}",
-                c.dir,
-                cycle.join(" → ")
-            ));
+            problems.push(format!("{}: module cycle {}", c.dir, cycle.join(" → ")));
         }
     }
     if problems.is_empty() {
@@ -228,7 +224,10 @@ pub fn blank(text: &str) -> String {
         } else if c == '\'' {
             // A character literal ('x', '\n', '\u{…}') or a lifetime ('a).
             let close = if next == Some('\\') {
-                b[i + 3..].iter().position(|&c| c == '\'').map(|p| p + i + 3)
+                b[i + 3..]
+                    .iter()
+                    .position(|&c| c == '\'')
+                    .map(|p| p + i + 3)
             } else if b.get(i + 2) == Some(&'\'') {
                 Some(i + 2)
             } else {
@@ -556,7 +555,10 @@ mod tests {
             ("".to_string(), "mod a; mod b;".to_string()),
             ("a".to_string(), "use crate::b::X;".to_string()),
             ("b".to_string(), "use crate::a::c::Y;".to_string()),
-            ("a::c".to_string(), "fn f() { super::super::b::g() }".to_string()),
+            (
+                "a::c".to_string(),
+                "fn f() { super::super::b::g() }".to_string(),
+            ),
         ];
         // a → b → a::c, and a::c → b is through `super::super`, which this lint does not
         // follow; b → a::c → (nothing of a's parent) is no cycle yet.

@@ -1,9 +1,12 @@
-//! `explr-io`: the one way the explr crates write a file.
+//! `explr-io`: the one way the explr crates write a file, lock a results folder and take a
+//! digest.
 //!
 //! [`write_atomic`] writes a temporary sibling (`.NAME.tmp-PID`, see [`temporary_sibling`]),
 //! syncs it, renames it over the target and syncs the folder: a reader, or a process killed
 //! halfway, sees the old file or the new one, never a part. [`IoError`] names the operation and
 //! the file once; the OS error is its `source()`, so an error chain prints it once.
+//! [`FolderLock`] keeps one writer per results folder, [`remove_leftovers`] clears what killed
+//! writers left, and [`digest`] (XXH3-128) names the bytes a run read or wrote.
 //!
 //! ```
 //! let dir = std::env::temp_dir().join(format!("explr-io-doc-{}", std::process::id()));
@@ -13,6 +16,10 @@
 //! # std::fs::remove_dir_all(dir).unwrap();
 //! # Ok::<(), explr_io::IoError>(())
 //! ```
+
+mod durable;
+
+pub use durable::*;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

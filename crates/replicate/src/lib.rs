@@ -1,18 +1,15 @@
-//! `explr-replicate`: the runner that replays every claim of the paper from a YAML manifest.
+//! `explr-replicate`: the runner that replays every claim of the paper from a YAML manifest,
+//! on top of the layers below it (docs/ARCHITECTURE.md draws them):
 //!
-//! Modules, top to bottom (each uses only the ones below it; docs/ARCHITECTURE.md draws the
-//! layers):
+//! - [`runner`]: one resolved manifest → its [`Experiment`](explr_experiments::Experiment)'s
+//!   units of work, handed to an [`Executor`](explr_execute::executor::Executor) (the local
+//!   thread pool or a Slurm job array), then collected into its summary, metadata and figures;
+//! - `explr-experiments`: the four experiment kinds; `explr-execute`: executors over opaque
+//!   units; `explr-train`: one training run; `explr-results`: summaries, goldens, index, report
+//!   and figures; `explr-manifest`: the manifests, validated and planned; `explr-io`: files.
 //!
-//! - [`runner`]: one resolved manifest → its units of work, handed to an [`executor`] (the
-//!   local thread pool, or a Slurm job array: [`slurm`]), then collected into its summary,
-//!   metadata and figures;
-//! - [`experiments`]: the four experiment kinds (training curves, lockstep exactness, scale
-//!   invariance, the toy example);
-//! - [`trainer`]: one training run with its [`records`] and checkpoints;
-//! - [`manifest`] (parse, profiles) → [`validate`] (everything a run would reject) →
-//!   [`plan`] (runs → optimizer plans) and [`data`] (the data a manifest names);
-//! - [`context`] (options, provenance, progress) and [`spec`] (the manifest's plain data);
-//! - [`summary`], [`golden`], [`report`], [`plot`], [`io`], [`device`], [`slurm`]: leaves.
+//! The layers are re-exported under their module names, so that one dependency gives the
+//! whole runner:
 //!
 //! ```
 //! use explr_replicate::manifest;
@@ -25,23 +22,11 @@
 //! assert!(matches!(resolved.experiment(), Experiment::Toy(_)));
 //! # Ok::<(), manifest::ManifestError>(())
 //! ```
-pub mod checkpoint;
-pub mod context;
-pub mod data;
-pub mod device;
-pub mod executor;
-pub mod experiments;
-pub mod golden;
-pub mod index;
-pub mod io;
-pub mod manifest;
-pub mod plan;
-pub mod plot;
-pub mod records;
-pub mod report;
+
 pub mod runner;
-pub mod slurm;
-pub mod spec;
-pub mod summary;
-pub mod trainer;
-pub mod validate;
+
+pub use explr_execute::{executor, slurm};
+pub use explr_experiments as experiments;
+pub use explr_manifest::{dataset, manifest, plan, spec, validate};
+pub use explr_results::{golden, index, plot, report, summary};
+pub use explr_train::{checkpoint, context, device, records, trainer};

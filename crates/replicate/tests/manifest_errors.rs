@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 
-use explr_replicate::data::steps_per_epoch;
+use explr_replicate::dataset::steps_per_epoch;
 use explr_replicate::manifest::{self, ManifestError, OPTIONAL_PROFILES, PROFILES};
 use explr_replicate::plan;
 use explr_replicate::spec::Experiment;

@@ -284,9 +284,7 @@ fn forge_digest(dir: &Path, file: &str) {
     let mut meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
     if meta.get("files").is_some() {
-        meta["files"][file] = explr_replicate::io::file_digest(&dir.join(file))
-            .unwrap()
-            .into();
+        meta["files"][file] = explr_io::file_digest(&dir.join(file)).unwrap().into();
         std::fs::write(&meta_path, meta.to_string()).unwrap();
     }
 }

@@ -11,15 +11,14 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use explr_replicate::context::{Progress, Provenance, RunnerOptions, StopSignal};
 use explr_replicate::device::DeviceSpec;
-use explr_replicate::executor::{LocalPool, SlurmArray, Submission, Unit};
-use explr_replicate::experiments::UnitState;
+use explr_replicate::executor::{LocalPool, SlurmArray, Submission, UnitKey, UnitState};
 use explr_replicate::golden::{self, GoldenOutcome};
 use explr_replicate::index::{IndexCheck, IndexEntry, ResultsIndex};
 use explr_replicate::manifest::{self, ManifestError, Resolved};
-use explr_replicate::runner::{self, Collected, ManifestOutcome, Ran};
+use explr_replicate::runner::{self, ManifestOutcome, Outcome};
 use explr_replicate::slurm::{self, SubmissionRecord, TaskCommand};
 use explr_replicate::spec::Verdict;
-use explr_replicate::summary::Outcome;
+use explr_replicate::summary::Outcome as CheckOutcome;
 
 /// What to do with the goldens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -291,7 +290,7 @@ fn report_figures(results: &Path, docs: &Path, name: &str, profile: &str) -> Res
             .unwrap_or_default();
         let rel = format!("figures/{name}/{profile}/{file}");
         let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-        explr_replicate::io::write_atomic(&docs.join(&rel), &bytes)?;
+        explr_io::write_atomic(&docs.join(&rel), &bytes)?;
         out.push(rel);
     }
     Ok(out)
@@ -334,7 +333,7 @@ fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
         });
     }
     let path = docs.join(explr_replicate::report::report_file_name(&args.profile));
-    explr_replicate::io::write_atomic(
+    explr_io::write_atomic(
         &path,
         explr_replicate::report::replication_md(&args.profile, &entries).as_bytes(),
     )?;
@@ -617,43 +616,43 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
             resolved.manifest.title
         );
         let context = || format!("running {}", path.display());
-        match &action {
+        let outcome = match &action {
             Action::Task(unit) => match runner::run_unit(&resolved, &opts, unit, &progress) {
-                Ok(()) => eprintln!("  => {}: {unit} complete", resolved.manifest.id),
+                Ok(()) => {
+                    eprintln!("  => {}: {unit} complete", resolved.manifest.id);
+                    continue;
+                }
                 Err(e) => return Err(anyhow::Error::new(e).context(context())),
             },
             Action::Local(pool) => {
-                match runner::run(&resolved, &opts, pool, &progress).with_context(context)? {
-                    Ran::Finished(outcome) => {
-                        checker.report(&resolved, &opts, &outcome, &device_spec.to_string())?
-                    }
-                    Ran::Submitted(_) => unreachable!("the local pool runs every unit here"),
-                }
+                runner::run(&resolved, &opts, pool, &progress).with_context(context)?
             }
             Action::Submit(array) => {
-                match runner::run(&resolved, &opts, array.as_ref(), &progress)
-                    .with_context(context)?
-                {
-                    Ran::Submitted(submission) => report_submission(&resolved, &submission),
-                    Ran::Finished(_) => unreachable!("a Slurm array runs nothing here"),
-                }
+                runner::run(&resolved, &opts, array.as_ref(), &progress).with_context(context)?
             }
-            Action::Collect => match runner::collect(&resolved, &opts)
-                .with_context(|| format!("collecting {}", path.display()))?
-            {
-                Collected::Finished(outcome) => {
-                    let dir = runner::manifest_dir(&opts, &resolved);
-                    let records = SubmissionRecord::read_all(&slurm::folder(&dir))?;
-                    let device = records
-                        .last()
-                        .map_or_else(|| device_spec.to_string(), |r| r.device.clone());
-                    checker.report(&resolved, &opts, &outcome, &device)?;
-                }
-                Collected::Incomplete(states) => {
-                    let problem = report_incomplete(&resolved, &opts, &states)?;
-                    checker.failures.push(problem);
-                }
-            },
+            Action::Collect => runner::collect(&resolved, &opts)
+                .with_context(|| format!("collecting {}", path.display()))?,
+        };
+        match outcome {
+            Outcome::Finished(outcome) => {
+                // A collection reports the device its tasks ran on.
+                let device = match &action {
+                    Action::Collect => {
+                        let dir = runner::manifest_dir(&opts, &resolved);
+                        let records = SubmissionRecord::read_all(&slurm::folder(&dir))?;
+                        records
+                            .last()
+                            .map_or_else(|| device_spec.to_string(), |r| r.device.clone())
+                    }
+                    _ => device_spec.to_string(),
+                };
+                checker.report(&resolved, &opts, &outcome, &device)?;
+            }
+            Outcome::Submitted(submission) => report_submission(&resolved, &submission),
+            Outcome::Incomplete(states) => {
+                let problem = report_incomplete(&resolved, &opts, &states)?;
+                checker.failures.push(problem);
+            }
         }
     }
     eprintln!("replicate: {:.1}s in all", started.elapsed().as_secs_f64());
@@ -812,7 +811,7 @@ impl Checker<'_> {
                             value: c.value,
                             bound: c.bound.clone(),
                             pass: c.pass(),
-                            undecided: c.outcome == Outcome::Undecided,
+                            undecided: c.outcome == CheckOutcome::Undecided,
                         };
                         (k.clone(), check)
                     })
@@ -864,7 +863,7 @@ fn report_submission(resolved: &Resolved, s: &Submission) {
 fn report_incomplete(
     resolved: &Resolved,
     opts: &RunnerOptions,
-    states: &[(Unit, UnitState)],
+    states: &[(UnitKey, UnitState)],
 ) -> Result<String> {
     let dir = runner::manifest_dir(opts, resolved);
     let folder = slurm::folder(&dir);
@@ -880,7 +879,7 @@ fn report_incomplete(
         })
     };
     let id = &resolved.manifest.id;
-    let incomplete: Vec<&(Unit, UnitState)> = states
+    let incomplete: Vec<&(UnitKey, UnitState)> = states
         .iter()
         .filter(|(_, s)| *s != UnitState::Complete)
         .collect();

@@ -176,7 +176,7 @@ pub fn identity(dataset: &Dataset) -> String {
     };
     let (train_labels, test_labels) = (labels(dataset.train()), labels(dataset.test()));
     let classes = dataset.class_names().join("\n");
-    let digest = crate::io::digest_parts([
+    let digest = explr_io::digest_parts([
         dataset.train().images(),
         &train_labels[..],
         dataset.test().images(),

@@ -9,10 +9,10 @@ use explr_nn::ParamStore;
 use explr_zoo::Model;
 
 use super::error::RunError;
-use crate::context::Progress;
-use crate::spec::ScaleInvariance;
-use crate::summary::Summary;
-use crate::trainer::loss_and_correct;
+use explr_manifest::spec::ScaleInvariance;
+use explr_results::summary::Summary;
+use explr_train::context::Progress;
+use explr_train::trainer::loss_and_correct;
 
 fn loss_value(model: &Model, batch: &Batch) -> Result<f64, RunError> {
     let logits = model.forward_t(&batch.images, true)?;

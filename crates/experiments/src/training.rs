@@ -2,7 +2,7 @@
 //! negative controls alike ([`TrainingPlan::runs`]). Each run trains on its own
 //! ([`TrainingPlan::train`]: a thread of the local pool or a Slurm array task) into its own
 //! folder under its own lock; the summary is then built from what the runs left on disk
-//! ([`TrainingPlan::summarize`]: final metrics as mean ± std over seeds, the claim's checks and
+//! ([`TrainingPlan::summarize_runs`]: final metrics as mean ± std over seeds, the claim's checks and
 //! controls with the verdict, [`super::checks`]) with the paper-style figures (seed mean with
 //! a min–max band, controls dashed, milestones marked).
 
@@ -16,17 +16,17 @@ use explr_zoo::ModelSpec;
 
 use super::checks::{self, AllRecords, Evidence};
 use super::error::RunError;
-use super::UnitState;
-use crate::checkpoint::{self, CheckpointError};
-use crate::context::{Progress, RunnerOptions};
-use crate::data::{dtype, load_data};
-use crate::io::{remove_leftovers, FolderLock};
-use crate::plan::{self, OptimizerPlan};
-use crate::plot::{Chart, Series};
-use crate::records::EpochRecord;
-use crate::spec::{Check, Metric, Training};
-use crate::summary::Summary;
-use crate::trainer::{self, RunSetup};
+use explr_execute::executor::{UnitKey, UnitState};
+use explr_io::{remove_leftovers, FolderLock};
+use explr_manifest::dataset::{dtype, load_data};
+use explr_manifest::plan::{self, OptimizerPlan};
+use explr_manifest::spec::{Check, Metric, Training};
+use explr_results::plot::{Chart, Series};
+use explr_results::summary::Summary;
+use explr_train::checkpoint::{self, CheckpointError};
+use explr_train::context::{Progress, RunnerOptions};
+use explr_train::records::EpochRecord;
+use explr_train::trainer::{self, RunSetup};
 
 /// One training run of a manifest: a model, a run (claimed or control) and a seed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,7 +49,7 @@ impl std::fmt::Display for RunId {
 
 /// A training manifest ready to run: every run's optimizer planned. The data is read when a
 /// run first trains (a submission or a collection reads none: the steps per epoch and the data
-/// a run's fingerprint names are known from the manifest, [`crate::data::sizes`]).
+/// a run's fingerprint names are known from the manifest, [`explr_manifest::dataset::sizes`]).
 pub struct TrainingPlan {
     /// The section, cut to `--max-epochs` when given.
     spec: Training,
@@ -62,16 +62,23 @@ pub struct TrainingPlan {
     snapshot_epochs: Vec<usize>,
     /// The manifest's results folder.
     dir: PathBuf,
+    /// The manifest's name (its file stem).
+    manifest: String,
 }
 
 impl TrainingPlan {
-    /// Plans every run of `spec`, whose results go under `dir`.
-    pub fn new(spec: &Training, dir: &Path, opts: &RunnerOptions) -> Result<Self, RunError> {
+    /// Plans every run of `spec` (of manifest `manifest`), whose results go under `dir`.
+    pub fn new(
+        spec: &Training,
+        manifest: &str,
+        dir: &Path,
+        opts: &RunnerOptions,
+    ) -> Result<Self, RunError> {
         let spec = match opts.max_epochs {
             Some(m) => limit_epochs(spec, m),
             None => spec.clone(),
         };
-        let steps_per_epoch = crate::data::steps_per_epoch(&spec.data);
+        let steps_per_epoch = explr_manifest::dataset::steps_per_epoch(&spec.data);
         let runs = spec.all_runs();
         let plans = runs
             .keys()
@@ -93,6 +100,7 @@ impl TrainingPlan {
             plans,
             snapshot_epochs: snapshot_epochs.into_iter().collect(),
             dir: dir.to_path_buf(),
+            manifest: manifest.to_string(),
         })
     }
 
@@ -108,6 +116,19 @@ impl TrainingPlan {
         let d = Arc::new(load_data(&self.spec.data, self.data_dir.as_deref())?);
         *slot = Some(d.clone());
         Ok(d)
+    }
+
+    /// The run a unit's key names (`model/run/seed-N`).
+    pub fn run_id(&self, unit: &UnitKey) -> Result<RunId, RunError> {
+        let runs = self.runs();
+        match runs.iter().find(|id| id.to_string() == unit.0) {
+            Some(id) => Ok(id.clone()),
+            None => Err(RunError::UnknownUnit {
+                unit: unit.to_string(),
+                manifest: self.manifest.clone(),
+                known: runs.iter().map(RunId::to_string).collect(),
+            }),
+        }
     }
 
     /// Every run: each model × each run (claimed runs and controls, by name) × each seed.
@@ -177,9 +198,9 @@ impl TrainingPlan {
         fields.insert("steps".into(), records.last().map_or(0, |r| r.step).into());
         // The epochs' own wall times: a resumed run counts the epochs before the resume too.
         let wall_s = records.iter().map(|r| r.wall_s).sum::<f64>();
-        crate::io::write_json(
+        explr_io::write_json(
             &setup.dir.join(RUN_METADATA),
-            &crate::context::metadata(opts, fields, wall_s),
+            &explr_train::context::metadata(opts, fields, wall_s),
         )?;
         Ok(())
     }
@@ -187,7 +208,7 @@ impl TrainingPlan {
     /// Where run `id` stands, from its folder: complete (its last checkpoint is its last epoch
     /// and verifies, its weight snapshots and metadata are there), partial, not started, busy
     /// (another process holds its lock) or unusable (what is there cannot be resumed, and why).
-    pub fn state(&self, id: &RunId) -> Result<UnitState, RunError> {
+    pub fn run_state(&self, id: &RunId) -> Result<UnitState, RunError> {
         Ok(match self.on_disk(id)? {
             OnDisk::Complete(_) => UnitState::Complete,
             OnDisk::State(state) => state,
@@ -246,7 +267,7 @@ impl TrainingPlan {
             }
         }
         let metadata = dir.join(RUN_METADATA);
-        let recorded = crate::io::read_if_exists(&metadata)?
+        let recorded = explr_io::read_if_exists(&metadata)?
             .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
             .and_then(|v| v.get("data").cloned());
         let Some(recorded) = recorded else {
@@ -280,7 +301,7 @@ impl TrainingPlan {
     /// and the device (a run may be judged on another machine than the one it trained on).
     /// Resume compares those two as well.
     fn config(&self, id: &RunId) -> checkpoint::Fingerprint {
-        let (train, test) = crate::data::sizes(&self.spec.data);
+        let (train, test) = explr_manifest::dataset::sizes(&self.spec.data);
         trainer::RunConfig {
             model: &self.spec.models[&id.model],
             data: [train, test, self.spec.data.dataset.num_classes()],
@@ -299,7 +320,7 @@ impl TrainingPlan {
     /// final checkpoint verified), and the time training took: the sum of every run's epochs'
     /// own wall times, wherever and in however many sittings they ran. Every run must be
     /// complete ([`Self::state`]).
-    pub fn summarize(&self) -> Result<(Summary, Vec<PathBuf>, f64), RunError> {
+    pub fn summarize_runs(&self) -> Result<(Summary, Vec<PathBuf>, f64), RunError> {
         let mut records = AllRecords::new();
         for id in self.runs() {
             let found = match self.on_disk(&id)? {
@@ -566,7 +587,7 @@ fn figures(spec: &Training, records: &AllRecords, dir: &Path) -> Result<Vec<Path
                     .collect(),
             };
             let path = dir.join(format!("{model}-{metric}.svg"));
-            crate::io::write_atomic(&path, chart.to_svg().as_bytes())?;
+            explr_io::write_atomic(&path, chart.to_svg().as_bytes())?;
             out.push(path);
         }
     }

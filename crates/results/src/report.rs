@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
-use crate::io::IoError;
-use crate::spec::Manifest;
+use explr_io::IoError;
+use explr_manifest::spec::Manifest;
 
 /// How long the recorded run of one manifest took, kept beside the goldens of a profile other
 /// than smoke (`golden/<profile>.timings.yaml`; smoke's time is CI's and is not recorded).
@@ -52,7 +52,7 @@ pub fn read_timings(
     profile: &str,
 ) -> Result<BTreeMap<String, WallTime>, TimingsError> {
     let path = timings_path(golden_dir, profile);
-    match crate::io::read_if_exists(&path)? {
+    match explr_io::read_if_exists(&path)? {
         Some(text) => {
             serde_yaml::from_str(&text).map_err(|source| TimingsError::Format { path, source })
         }
@@ -71,7 +71,7 @@ pub fn record_timing(
     all.insert(name.to_string(), time);
     // Plain data: serializing cannot fail.
     let text = serde_yaml::to_string(&all).unwrap_or_default();
-    crate::io::write_atomic(&timings_path(golden_dir, profile), text.as_bytes())?;
+    explr_io::write_atomic(&timings_path(golden_dir, profile), text.as_bytes())?;
     Ok(())
 }
 

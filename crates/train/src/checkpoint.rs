@@ -24,8 +24,8 @@ use explr_nn::ParamStore;
 use explr_schedule::Sgd;
 use serde::{Deserialize, Serialize};
 
-use crate::io::{err as io, write_atomic, IoError};
 use crate::records::{read_records, EpochRecord, RecordsError};
+use explr_io::{err as io, write_atomic, IoError};
 
 /// The folder of a run's checkpoints.
 pub fn folder(run_dir: &Path) -> PathBuf {
@@ -89,7 +89,7 @@ struct Meta {
     step: u64,
     /// The configuration fingerprint of the run that wrote it.
     config: Fingerprint,
-    /// The digest ([`crate::io::digest`]) of each of [`FILES`], by name.
+    /// The digest ([`explr_io::digest`]) of each of [`FILES`], by name.
     files: BTreeMap<String, String>,
     /// Every epoch's record up to `epoch`.
     records: Vec<EpochRecord>,
@@ -213,7 +213,7 @@ fn non_finite_tensor(bytes: &[u8]) -> Result<Option<String>, String> {
 /// and that a safetensors file holds finite tensors only.
 fn digest_checked(path: &Path, recorded: Option<&str>) -> Result<String, CheckpointError> {
     let bytes = std::fs::read(path).map_err(io("reading", path))?;
-    let digest = crate::io::digest(&bytes);
+    let digest = explr_io::digest(&bytes);
     if let Some(recorded) = recorded.filter(|r| *r != digest) {
         return Err(CheckpointError::Corrupt {
             path: path.to_path_buf(),
@@ -349,7 +349,7 @@ fn verified(
 ) -> Result<Option<(PathBuf, Meta)>, CheckpointError> {
     let root = folder(run_dir);
     let latest = root.join("LATEST");
-    let Some(text) = crate::io::read_if_exists(&latest)? else {
+    let Some(text) = explr_io::read_if_exists(&latest)? else {
         return Ok(None);
     };
     let name = text.trim().to_string();

@@ -18,12 +18,12 @@ use serde::{Deserialize, Serialize};
 
 use super::error::RunError;
 pub use super::error::ToyError;
-use crate::context::Progress;
-use crate::io::write_atomic;
-use crate::plot::{Chart, Series};
-use crate::spec::Toy;
-pub use crate::spec::ToyConfig;
-use crate::summary::Summary;
+use explr_io::write_atomic;
+use explr_manifest::spec::Toy;
+pub use explr_manifest::spec::ToyConfig;
+use explr_results::plot::{Chart, Series};
+use explr_results::summary::Summary;
+use explr_train::context::Progress;
 
 /// Which of the three toy runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]

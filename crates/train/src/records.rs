@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::io::{write_atomic, IoError};
-use crate::spec::Metric;
+use explr_io::{write_atomic, IoError};
+use explr_manifest::spec::Metric;
 
 /// What one epoch of a run measured (THEORY.md §3 and §8 for the norm quantities). Two
 /// records are equal when every number has the same bits (so a record with a NaN equals its

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
-use crate::io::{write_atomic, IoError};
+use explr_io::{write_atomic, IoError};
 
 /// Relative tolerance for ordinary numbers.
 pub const REL_TOL: f64 = 2e-3;
@@ -64,7 +64,7 @@ pub fn golden_path(golden_dir: &Path, name: &str, profile: &str) -> PathBuf {
 /// Reads the golden summary at `path` (insta's `.snap`: a `---` header, then the YAML);
 /// `None` when there is none.
 pub fn read(path: &Path) -> Result<Option<Value>, GoldenError> {
-    let Some(text) = crate::io::read_if_exists(path)? else {
+    let Some(text) = explr_io::read_if_exists(path)? else {
         return Ok(None);
     };
     // The header is `---`, `key: value` lines, `---`; the body follows.

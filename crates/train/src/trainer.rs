@@ -11,9 +11,9 @@ use explr_zoo::{Model, ModelSpec};
 
 use crate::checkpoint::{self, Fingerprint};
 use crate::context::Progress;
-use crate::io::{write_atomic, IoError};
-use crate::plan::OptimizerPlan;
 use crate::records::{write_records, EpochRecord};
+use explr_io::{write_atomic, IoError};
+use explr_manifest::plan::OptimizerPlan;
 
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,7 @@ pub enum TrainError {
     Schedule(#[from] explr_schedule::ScheduleError),
     /// The optimizer of the plan could not be built.
     #[error(transparent)]
-    Plan(#[from] crate::plan::PlanError),
+    Plan(#[from] explr_manifest::plan::PlanError),
     /// A checkpoint could not be written, or could not be trusted on resume.
     #[error("{run}")]
     Checkpoint {
@@ -140,7 +140,7 @@ pub struct RunConfig<'a> {
     pub model: &'a ModelSpec,
     /// Training images, test images, classes.
     pub data: [usize; 3],
-    /// The data's identity ([`crate::data::identity`]: its name and a digest of its bytes);
+    /// The data's identity ([`explr_manifest::dataset::identity`]: its name and a digest of its bytes);
     /// `None` where the data was not read (a run's state judged from the manifest alone), and
     /// then the fingerprint leaves it out.
     pub data_identity: Option<String>,
@@ -183,7 +183,7 @@ impl RunConfig<'_> {
     pub fn fingerprint(&self) -> Fingerprint {
         let plan = self.plan;
         let [train, test, classes] = self.data;
-        let hash = |v: serde_json::Value| crate::io::fingerprint(&v.to_string());
+        let hash = |v: serde_json::Value| explr_io::fingerprint(&v.to_string());
         let (si, others) = (plan.scale_invariant.describe(), plan.others.describe());
         let mut components = vec![
             ("model", hash(serde_json::json!(self.model))),
@@ -233,7 +233,7 @@ pub fn config_fingerprint(setup: &RunSetup<'_>) -> Fingerprint {
             setup.dataset.test().len(),
             setup.dataset.num_classes(),
         ],
-        data_identity: Some(crate::data::identity(setup.dataset)),
+        data_identity: Some(explr_manifest::dataset::identity(setup.dataset)),
         device: Some(setup.device),
         batch_size: setup.batch_size,
         augment: setup.augment,
@@ -594,7 +594,7 @@ pub fn snapshot_record_path(dir: &Path, epoch: usize) -> PathBuf {
 struct SnapshotRecord {
     /// The epoch after which the weights were kept.
     epoch: usize,
-    /// The digest ([`crate::io::digest`]) of the snapshot file.
+    /// The digest ([`explr_io::digest`]) of the snapshot file.
     digest: String,
     /// The configuration fingerprint of the run that wrote it.
     config: Fingerprint,
@@ -620,7 +620,7 @@ fn write_snapshot(
     write_atomic(&path, &bytes)?;
     let record = SnapshotRecord {
         epoch,
-        digest: crate::io::digest(&bytes),
+        digest: explr_io::digest(&bytes),
         config: config.clone(),
     };
     // Plain numbers and strings: serializing cannot fail.
@@ -647,7 +647,7 @@ pub fn verify_snapshot(
         path: path.clone(),
         message,
     };
-    let Some(text) = crate::io::read_if_exists(&record_path)? else {
+    let Some(text) = explr_io::read_if_exists(&record_path)? else {
         return Err(refuse(format!(
             "has no record of the run that wrote it ({} is missing: written by an older explr, \
              or copied in)",
@@ -665,7 +665,7 @@ pub fn verify_snapshot(
         path: path.clone(),
         source,
     })?;
-    let found = crate::io::digest(&bytes);
+    let found = explr_io::digest(&bytes);
     if found != record.digest || record.epoch != epoch {
         return Err(refuse(format!(
             "does not match the digest {} recorded for epoch {} (found {found}): the file was \

@@ -11,12 +11,12 @@ use explr_schedule::{check_equivalence, CheckOptions};
 use explr_zoo::Model;
 
 use super::error::RunError;
-use crate::context::{Progress, RunnerOptions};
-use crate::data::load_data;
-use crate::plan;
-use crate::plot::{Chart, Series};
-use crate::spec::Exactness;
-use crate::summary::Summary;
+use explr_manifest::dataset::load_data;
+use explr_manifest::plan;
+use explr_manifest::spec::Exactness;
+use explr_results::plot::{Chart, Series};
+use explr_results::summary::Summary;
+use explr_train::context::{Progress, RunnerOptions};
 
 fn max_rel_diff(a: &Tensor, b: &Tensor) -> Result<f64, RunError> {
     let scale = a
@@ -134,7 +134,7 @@ pub fn run_exactness(
                 r.step, r.scale, r.deviation, r.angle, r.loss, r.twin_loss
             ));
         }
-        crate::io::write_atomic(&dir.join(format!("{key}.csv")), csv.as_bytes())?;
+        explr_io::write_atomic(&dir.join(format!("{key}.csv")), csv.as_bytes())?;
         let (dev, ang) = (report.max_deviation(), report.max_angle());
         let final_scale = report.rows.last().map(|r| r.scale).unwrap_or(f64::NAN);
         summary.magnitude(format!("{twin_name}.max_deviation"), dev);
@@ -178,6 +178,6 @@ pub fn run_exactness(
         markers: Vec::new(),
     };
     let path = dir.join("deviation.svg");
-    crate::io::write_atomic(&path, chart.to_svg().as_bytes())?;
+    explr_io::write_atomic(&path, chart.to_svg().as_bytes())?;
     Ok((summary, vec![path]))
 }

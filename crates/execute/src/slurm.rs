@@ -20,8 +20,8 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use crate::io::{write_atomic, IoError};
-use crate::spec::SlurmSection;
+use explr_io::{write_atomic, IoError};
+use explr_manifest::spec::SlurmSection;
 
 /// The folder of a manifest's Slurm files.
 pub fn folder(manifest_dir: &Path) -> PathBuf {
@@ -464,7 +464,7 @@ impl SubmissionRecord {
     /// Every submission recorded in `slurm_folder`, oldest first (none when there is no record).
     pub fn read_all(slurm_folder: &Path) -> Result<Vec<Self>, SlurmError> {
         let path = slurm_folder.join(RECORD);
-        let Some(text) = crate::io::read_if_exists(&path)? else {
+        let Some(text) = explr_io::read_if_exists(&path)? else {
             return Ok(Vec::new());
         };
         serde_json::from_str(&text).map_err(|e| SlurmError::Record {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
-use crate::spec::{Control, ControlKind, Verdict};
+use explr_manifest::spec::{Control, ControlKind, Verdict};
 
 /// Significant digits kept for summary numbers.
 pub const DIGITS: i32 = 4;

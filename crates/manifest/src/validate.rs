@@ -23,7 +23,7 @@ use explr_zoo::{Model, ModelSpec};
 use explr_data::DatasetName;
 use explr_zoo::Arch;
 
-use crate::data::{full_sizes, sizes, steps_per_epoch};
+use crate::dataset::{full_sizes, sizes, steps_per_epoch};
 use crate::plan::{self, PlanError};
 use crate::spec::{
     Check, DataSection, Exactness, Experiment, FieldError, Manifest, RunSpec, ScaleInvariance,

@@ -11,33 +11,83 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::experiments::training::RunId;
-use crate::experiments::{RunError, UnitState};
 use crate::slurm::{self, ArrayScript, SlurmError, SubmissionRecord, TaskCommand};
-use crate::spec::SlurmSection;
+use explr_io::IoError;
+use explr_manifest::spec::SlurmSection;
 
-/// One unit of a manifest's work: what one Slurm array task runs.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Unit {
-    /// One training run.
-    Run(RunId),
-    /// The whole experiment of a kind other than training (exactness, scale invariance, toy),
-    /// which runs in one process.
-    Experiment,
+/// One unit of a manifest's work, as executors see it: its key (`model/run/seed-N` for a
+/// training run, `experiment` for an experiment of another kind), which is also what one Slurm
+/// array task runs (`explr replicate --task KEY`). What the unit is belongs to the experiment.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnitKey(pub String);
+
+impl std::fmt::Display for UnitKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
-impl std::fmt::Display for Unit {
-    /// The unit's key: `model/run/seed-N`, or `experiment` (`explr replicate --task KEY`).
+/// Where one unit of a manifest's work stands, as its folder shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnitState {
+    /// Finished: its results are on disk and verify.
+    Complete,
+    /// `epoch` of `epochs` epochs trained: a resume continues from its checkpoint.
+    Partial {
+        /// Epochs done.
+        epoch: usize,
+        /// Epochs of the run.
+        epochs: usize,
+    },
+    /// Nothing usable on disk yet.
+    NotStarted,
+    /// Another process holds its folder's lock: it is running, here or on another node.
+    Busy {
+        /// The holder, as its lock file names it (pid, command line, host).
+        holder: String,
+    },
+    /// What is on disk cannot be resumed (written by another configuration, inconsistent, or
+    /// finished without a file it needs).
+    Unusable {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for UnitState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Unit::Run(id) => id.fmt(f),
-            Unit::Experiment => f.write_str("experiment"),
+            Self::Complete => write!(f, "complete"),
+            Self::Partial { epoch, epochs } => {
+                write!(f, "partial: {epoch} of {epochs} epochs checkpointed")
+            }
+            Self::NotStarted => write!(f, "not started"),
+            Self::Busy { holder } => write!(f, "running ({holder})"),
+            Self::Unusable { reason } => write!(f, "unusable: {reason}"),
         }
     }
 }
 
+/// Why an executor could not run or submit a job's units (a unit's own failure is the job's
+/// error type, passed through).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// Submitting to Slurm, or reading what was submitted, failed.
+    #[error(transparent)]
+    Slurm(#[from] SlurmError),
+    /// Writing the array script or its logs folder failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// A worker thread running independent units panicked (a bug: please report it).
+    #[error("the worker thread running {unit} panicked")]
+    WorkerPanicked {
+        /// The unit it was running.
+        unit: String,
+    },
+}
+
 /// A manifest's work, as an executor sees it.
-pub struct Job<'a> {
+pub struct Job<'a, E> {
     /// The manifest's file stem (`e3`).
     pub manifest: &'a str,
     /// The profile.
@@ -45,16 +95,16 @@ pub struct Job<'a> {
     /// The manifest's results folder.
     pub dir: &'a Path,
     /// Every unit, in plan order: a unit's index is its Slurm array index.
-    pub units: &'a [Unit],
+    pub units: &'a [UnitKey],
     /// What one Slurm task asks for (the manifest's `slurm` section at this profile).
     pub resources: &'a SlurmSection,
     /// To be called once, before any unit runs here or once units are submitted (it marks the
     /// manifest's former summary stale); not when nothing runs.
-    pub begin: &'a (dyn Fn() -> Result<(), RunError> + Sync),
+    pub begin: &'a (dyn Fn() -> Result<(), E> + Sync),
     /// Where a unit stands on disk.
-    pub state: &'a (dyn Fn(&Unit) -> Result<UnitState, RunError> + Sync),
+    pub state: &'a (dyn Fn(&UnitKey) -> Result<UnitState, E> + Sync),
     /// Runs a unit in this process.
-    pub run: &'a (dyn Fn(&Unit) -> Result<(), RunError> + Sync),
+    pub run: &'a (dyn Fn(&UnitKey) -> Result<(), E> + Sync),
 }
 
 /// What an executor did with a job.
@@ -82,10 +132,10 @@ pub struct Submission {
     pub active: Vec<(String, String)>,
 }
 
-/// Executes a manifest's units.
-pub trait Executor {
+/// Executes a manifest's units; `E` is the error type of the jobs it runs.
+pub trait Executor<E> {
     /// Runs the units of `job` (or hands them to a scheduler).
-    fn execute(&self, job: &Job<'_>) -> Result<Execution, RunError>;
+    fn execute(&self, job: &Job<'_, E>) -> Result<Execution, E>;
 }
 
 /// Threads of this process: up to `jobs` units at once, each from the start (or from its
@@ -96,27 +146,27 @@ pub struct LocalPool {
     pub jobs: usize,
 }
 
-impl Executor for LocalPool {
-    fn execute(&self, job: &Job<'_>) -> Result<Execution, RunError> {
+impl<E: From<ExecError> + Send> Executor<E> for LocalPool {
+    fn execute(&self, job: &Job<'_, E>) -> Result<Execution, E> {
         (job.begin)()?;
-        parallel_map(job.units, self.jobs, |u| (job.run)(u), Unit::to_string)?;
+        parallel_map(job.units, self.jobs, |u| (job.run)(u), UnitKey::to_string)?;
         Ok(Execution::Done)
     }
 }
 
 /// Maps `f` over `items` on up to `jobs` threads, keeping order; the first error wins. `name`
 /// says which item a thread that panicked was working on.
-fn parallel_map<T: Sync, R: Send>(
+fn parallel_map<T: Sync, R: Send, E: From<ExecError> + Send>(
     items: &[T],
     jobs: usize,
-    f: impl Fn(&T) -> Result<R, RunError> + Sync,
+    f: impl Fn(&T) -> Result<R, E> + Sync,
     name: impl Fn(&T) -> String,
-) -> Result<Vec<R>, RunError> {
+) -> Result<Vec<R>, E> {
     if jobs <= 1 || items.len() <= 1 {
         return items.iter().map(&f).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<std::sync::Mutex<Option<Result<R, RunError>>>> =
+    let slots: Vec<std::sync::Mutex<Option<Result<R, E>>>> =
         items.iter().map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(items.len()) {
@@ -139,7 +189,7 @@ fn parallel_map<T: Sync, R: Send>(
             s.into_inner()
                 .ok()
                 .flatten()
-                .unwrap_or_else(|| Err(RunError::WorkerPanicked { run: name(item) }))
+                .unwrap_or_else(|| Err(ExecError::WorkerPanicked { unit: name(item) }.into()))
         })
         .collect()
 }
@@ -163,16 +213,23 @@ pub struct SlurmArray {
     pub device: String,
 }
 
-impl Executor for SlurmArray {
-    fn execute(&self, job: &Job<'_>) -> Result<Execution, RunError> {
+impl<E: From<ExecError>> Executor<E> for SlurmArray {
+    fn execute(&self, job: &Job<'_, E>) -> Result<Execution, E> {
+        self.submit(job)
+    }
+}
+
+impl SlurmArray {
+    fn submit<E: From<ExecError>>(&self, job: &Job<'_, E>) -> Result<Execution, E> {
+        let exec = |e: SlurmError| E::from(ExecError::from(e));
         let folder = slurm::folder(job.dir);
-        let submitted = SubmissionRecord::read_all(&folder)?;
+        let submitted = SubmissionRecord::read_all(&folder).map_err(exec)?;
         // Tasks of earlier submissions still queued or running (only asked when there were
         // any: writing a script needs no Slurm).
         let queued = if submitted.is_empty() || self.emit_only {
             Default::default()
         } else {
-            slurm::active_tasks(&submitted)?
+            slurm::active_tasks(&submitted).map_err(exec)?
         };
         let mut pending = Vec::new();
         let (mut complete, mut active, mut unusable) = (0, Vec::new(), Vec::new());
@@ -189,11 +246,10 @@ impl Executor for SlurmArray {
             }
         }
         if !unusable.is_empty() {
-            return Err(SlurmError::Unusable {
+            return Err(exec(SlurmError::Unusable {
                 dir: job.dir.to_path_buf(),
                 units: unusable,
-            }
-            .into());
+            }));
         }
         let script_path = folder.join(slurm::SCRIPT);
         let tasks: Vec<(usize, String)> = pending
@@ -209,7 +265,7 @@ impl Executor for SlurmArray {
                 active,
             }));
         }
-        let keys: Vec<String> = job.units.iter().map(Unit::to_string).collect();
+        let keys: Vec<String> = job.units.iter().map(UnitKey::to_string).collect();
         let script = ArrayScript {
             manifest: job.manifest,
             profile: job.profile,
@@ -221,18 +277,21 @@ impl Executor for SlurmArray {
             overrides: &self.overrides,
             command: &self.command,
         };
-        let text = script.render()?;
-        crate::io::write_atomic(&script_path, text.as_bytes())?;
+        let text = script.render().map_err(exec)?;
+        explr_io::write_atomic(&script_path, text.as_bytes())
+            .map_err(|e| E::from(ExecError::Io(e)))?;
         let logs = folder.join(slurm::LOGS);
-        std::fs::create_dir_all(&logs).map_err(|source| crate::io::IoError {
-            action: "creating",
-            path: logs,
-            source,
+        std::fs::create_dir_all(&logs).map_err(|source| {
+            E::from(ExecError::Io(IoError {
+                action: "creating",
+                path: logs,
+                source,
+            }))
         })?;
         let job_id = if self.emit_only {
             None
         } else {
-            let id = slurm::sbatch(&script_path)?;
+            let id = slurm::sbatch(&script_path).map_err(exec)?;
             SubmissionRecord {
                 job_id: id.clone(),
                 script: script_path.clone(),
@@ -242,7 +301,8 @@ impl Executor for SlurmArray {
                     .map_or(0, |d| d.as_secs()),
                 tasks: tasks.iter().cloned().collect(),
             }
-            .append(&folder)?;
+            .append(&folder)
+            .map_err(exec)?;
             (job.begin)()?;
             Some(id)
         };

@@ -13,9 +13,9 @@
 use std::collections::BTreeMap;
 
 use super::error::RunError;
-use crate::records::EpochRecord;
-use crate::spec::{Check, Metric, RunSpec, Training, Window};
-use crate::summary::{CheckResult, ControlMeasures, Outcome, Summary};
+use explr_manifest::spec::{Check, Metric, RunSpec, Training, Window};
+use explr_results::summary::{CheckResult, ControlMeasures, Outcome, Summary};
+use explr_train::records::EpochRecord;
 
 /// One-sided 95 % quantiles of Student's t for 1 to 30 degrees of freedom.
 const T95: [f64; 30] = [
@@ -394,7 +394,7 @@ fn check_kind(check: &Check) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{ControlKind, Verdict};
+    use explr_manifest::spec::{ControlKind, Verdict};
 
     /// Runs `a` and `b` and controls `same` (b's copy) and `off` (b shifted by 0.3) over
     /// seeds 0 and 1, 4 epochs; `test_acc` of seed s is `0.5 + 0.1·s + shift`, `lr` 0.1 and
@@ -706,7 +706,7 @@ checks:
         );
         spec.seeds = (0..shifts.len() as u64).collect();
         spec.controls.clear();
-        let mut control: crate::spec::Control = serde_yaml::from_str(
+        let mut control: explr_manifest::spec::Control = serde_yaml::from_str(
             "{replaces: b, why: never decays, run: {schedule: {kind: constant, lr: 0.1}}}",
         )
         .unwrap();

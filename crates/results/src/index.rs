@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::io::{write_atomic, IoError};
+use explr_io::{write_atomic, IoError};
 
 /// The index file's name inside the results folder.
 pub const FILE: &str = "index.json";
@@ -78,7 +78,7 @@ impl ResultsIndex {
     /// The index in `results_dir`, empty when there is none yet.
     pub fn load(results_dir: &Path) -> Result<Self, IndexError> {
         let path = results_dir.join(FILE);
-        match crate::io::read_if_exists(&path)? {
+        match explr_io::read_if_exists(&path)? {
             Some(text) => serde_json::from_str(&text).map_err(|e| IndexError::Malformed {
                 path,
                 message: e.to_string(),

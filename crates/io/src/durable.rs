@@ -5,9 +5,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use explr_io::is_temporary;
+use crate::is_temporary;
 
-pub use explr_io::{err, write_atomic, IoError};
+use crate::{err, write_atomic, IoError};
 
 /// Removes the temporary files (`.NAME.tmp-PID`) that killed writers left in `dir` and its
 /// subfolders, except subfolders with a lock of their own (a `.lock` file: a training run's
