@@ -43,16 +43,21 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// Modules in layers, lowest first; each uses only modules named before it: error, unit and
+// alpha; spec (the serde data); schedule (the built step functions: Schedule, WeightDecay and a
+// twin's cached sequences, which contain one another); build (specs → schedules, the short
+// constructors); twin (the Twin API); sgd and optimizer; accumulate and equivalence.
 mod accumulate;
 mod alpha;
+mod build;
 mod equivalence;
 mod error;
 mod optimizer;
 mod schedule;
 mod sgd;
+mod spec;
 mod twin;
 mod unit;
-mod weight_decay;
 
 pub use accumulate::GradAccumulator;
 pub use alpha::alpha;
@@ -61,8 +66,8 @@ pub use equivalence::{
 };
 pub use error::{Result, ScheduleError};
 pub use optimizer::SgdOptimizerConfig;
-pub use schedule::{Schedule, ScheduleSpec};
+pub use schedule::{Schedule, WeightDecay};
 pub use sgd::{GroupLr, ParamGroup, Sgd, SgdConfig, SgdVariant};
-pub use twin::{AlphaRule, Twin, TwinPhase, TwinRow, TwinWalk};
+pub use spec::{AlphaRule, ScheduleSpec};
+pub use twin::{Twin, TwinPhase, TwinRow, TwinWalk};
 pub use unit::Unit;
-pub use weight_decay::WeightDecay;

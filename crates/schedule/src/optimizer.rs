@@ -4,10 +4,9 @@ use candle_core::backprop::GradStore;
 use candle_core::Var;
 
 use crate::error::ScheduleError;
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, WeightDecay};
 use crate::sgd::{GroupLr, ParamGroup, Sgd, SgdConfig};
 use crate::twin::Twin;
-use crate::weight_decay::WeightDecay;
 
 /// The configuration of [`Sgd`] built through `candle_nn::Optimizer::new`: one group, named
 /// `params`, holding every floating-point variable handed in (named `param.0`, `param.1`, … in

@@ -9,9 +9,8 @@ use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid, Result, ScheduleError};
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, WeightDecay};
 use crate::twin::Twin;
-use crate::weight_decay::WeightDecay;
 
 /// Which update rule [`Sgd`] applies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,179 +1,16 @@
 //! Exponential twins (THEORY.md §3–§5): the run without weight decay that equals a weight-decay
-//! run up to a scale, with everything the optimizer needs to make it exact.
+//! run up to a scale, with everything the optimizer needs to make it exact. A twin's sequences
+//! live with its LR schedule (`TwinCore`, in `schedule`); [`Twin`] builds them from a base run
+//! and presents them.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::alpha::alpha;
 use crate::error::{invalid, Result, ScheduleError};
-use crate::schedule::{Schedule, ScheduleSpec};
-use crate::weight_decay::WeightDecay;
-
-/// How a twin picks α_{k+1}, the factor by which the base run's weights shrink relative to the
-/// twin's at update k (THEORY.md §4–§5).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlphaRule {
-    /// The §4 recursion α_{k+1} = 1 − η_kλ_k + γ(η_k/η_{k−1})(1 − 1/α_k): exact without any
-    /// momentum correction (the exact transform of any schedule, the exponential cosine).
-    #[default]
-    Recursion,
-    /// §3's root for the update's own η_k·λ_k (TEXP, TEXP--): the LR jumps to the new growth
-    /// rate at once where the recursion would relax over ~100 steps, and the one-time momentum
-    /// corrections c_k make up the difference.
-    Root,
-}
-
-impl AlphaRule {
-    /// `Recursion` (the serde default, left out when writing a spec).
-    pub fn is_recursion(&self) -> bool {
-        *self == AlphaRule::Recursion
-    }
-}
-
-impl std::fmt::Display for AlphaRule {
-    /// The name as a spec writes it (`recursion`, `root`).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            AlphaRule::Recursion => "recursion",
-            AlphaRule::Root => "root",
-        })
-    }
-}
-
-/// α_t, P_t and c_{t−1} of one step of a twin.
-#[derive(Clone, Copy, Debug)]
-struct TwinStep {
-    alpha: f64,
-    scale: f64,
-    correction_before: f64,
-}
-
-/// The sequences of a twin, extended on demand and cached: a pure function of the step (the
-/// cache only remembers what was computed, so a resumed run recomputes the same values).
-pub(crate) struct TwinCore {
-    base: Schedule,
-    weight_decay: WeightDecay,
-    momentum: f64,
-    rule: AlphaRule,
-    alpha0: f64,
-    lr0: f64,
-    /// Entry t: α_t, P_t and c_{t−1} (THEORY.md §4–§5).
-    steps: Mutex<Vec<TwinStep>>,
-}
-
-impl std::fmt::Debug for TwinCore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The cache can hold millions of entries: show its length only.
-        let cached = self.steps.lock().map(|s| s.len()).unwrap_or(0);
-        f.debug_struct("TwinCore")
-            .field("base", &self.base)
-            .field("weight_decay", &self.weight_decay)
-            .field("momentum", &self.momentum)
-            .field("rule", &self.rule)
-            .field("alpha0", &self.alpha0)
-            .field("cached_steps", &cached)
-            .finish()
-    }
-}
-
-impl TwinCore {
-    /// The twin of `base` run with `weight_decay` and `momentum`. α_0 is §3's root for the
-    /// first update (with η_{−1} = η_0 it fixes the momentum pre-fill), P_0 = 1.
-    pub(crate) fn new(
-        base: Schedule,
-        weight_decay: WeightDecay,
-        momentum: f64,
-        rule: AlphaRule,
-    ) -> Result<Self> {
-        weight_decay.validate("weight_decay")?;
-        let lr0 = base.lr(0)?;
-        let alpha0 = alpha(lr0, weight_decay.at(0)?, momentum)?;
-        Ok(Self {
-            base,
-            weight_decay,
-            momentum,
-            rule,
-            alpha0,
-            lr0,
-            steps: Mutex::new(vec![TwinStep {
-                alpha: alpha0,
-                scale: 1.0,
-                correction_before: 0.0,
-            }]),
-        })
-    }
-
-    /// The entry after `now`, entry `k`: the update k from θ̃_k to θ̃_{k+1} fixes α_{k+1},
-    /// P_{k+1} and c_k.
-    fn after(&self, k: u64, now: TwinStep) -> Result<TwinStep> {
-        let eta = self.base.lr(k)?;
-        let eta_before = if k >= 1 {
-            self.base.lr(k - 1)?
-        } else {
-            self.lr0
-        };
-        if eta_before.is_nan() || eta_before <= 0.0 {
-            return Err(ScheduleError::TransformBreaksDown {
-                step: k + 1,
-                alpha: f64::NAN,
-                lr: eta_before,
-            });
-        }
-        let lambda = self.weight_decay.at(k)?;
-        // THEORY.md §4: α_rec = 1 − η_kλ_k + γ(η_k/η_{k−1})(1 − 1/α_k).
-        let recursion =
-            1.0 - eta * lambda + self.momentum * (eta / eta_before) * (1.0 - 1.0 / now.alpha);
-        let next = match self.rule {
-            AlphaRule::Recursion => recursion,
-            AlphaRule::Root => alpha(eta, lambda, self.momentum)?,
-        };
-        if !(next > 0.0 && next.is_finite()) {
-            return Err(ScheduleError::TransformBreaksDown {
-                step: k + 1,
-                alpha: next,
-                lr: eta,
-            });
-        }
-        // THEORY.md §5: c_k = (α_{k+1} − α_rec)/(η_k·P_k²), zero for the recursion itself.
-        let correction = match self.rule {
-            AlphaRule::Recursion => 0.0,
-            AlphaRule::Root => (next - recursion) / (eta * now.scale * now.scale),
-        };
-        Ok(TwinStep {
-            alpha: next,
-            scale: now.scale / next,
-            correction_before: correction,
-        })
-    }
-
-    /// The first entry (t = 0): α_0, P_0 = 1.
-    fn first(&self) -> TwinStep {
-        TwinStep {
-            alpha: self.alpha0,
-            scale: 1.0,
-            correction_before: 0.0,
-        }
-    }
-
-    /// Entry `t`, extending the cached sequences as needed.
-    fn at(&self, t: u64) -> Result<TwinStep> {
-        let mut steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
-        let t = usize::try_from(t).map_err(|_| invalid("step", t, "a step that fits in usize"))?;
-        while steps.len() <= t {
-            let k = steps.len() - 1;
-            let next = self.after(k as u64, steps[k])?;
-            steps.push(next);
-        }
-        Ok(steps[t])
-    }
-
-    pub(crate) fn lr(&self, t: u64) -> Result<f64> {
-        // THEORY.md §4: η̃_t = P_t·P_{t+1}·η_t.
-        Ok(self.at(t)?.scale * self.at(t + 1)?.scale * self.base.lr(t)?)
-    }
-}
+use crate::schedule::{Schedule, TwinCore, TwinStep, WeightDecay};
+use crate::spec::{AlphaRule, ScheduleSpec};
 
 /// The exponential twin of a weight-decay run (THEORY.md §3–§5): the LR to train without weight
 /// decay, the scale P_t with θ̃_t = P_t·θ_t, the momentum pre-fill, and the corrections c_k
@@ -229,7 +66,7 @@ pub struct TwinPhase {
 }
 
 impl Twin {
-    pub(crate) fn new(schedule: Schedule, core: Arc<TwinCore>) -> Self {
+    fn new(schedule: Schedule, core: Arc<TwinCore>) -> Self {
         Self {
             schedule,
             core,
@@ -496,5 +333,21 @@ impl Iterator for TwinWalk<'_> {
         self.now = next;
         self.step += 1;
         Some(row)
+    }
+}
+
+impl Schedule {
+    /// The twin this schedule is the LR of (`texp`, `texp_minus`, `exp_equivalent`), with its
+    /// corrections on: what [`ParamGroup::twin`](crate::ParamGroup::twin) trains with. Other
+    /// kinds error.
+    pub fn twin(&self) -> Result<Twin> {
+        match self.twin_core() {
+            Some(core) => Ok(Twin::new(self.clone(), core.clone())),
+            None => Err(ScheduleError::NotAvailable {
+                kind: self.kind_name(),
+                what: "exponential twin",
+                hint: "build one with `Twin::exact`, `Twin::texp` or `Twin::texp_minus` from it",
+            }),
+        }
     }
 }
