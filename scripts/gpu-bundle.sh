@@ -15,10 +15,11 @@
 # `run` unpacks the binaries into a temporary folder and runs the check from the root of the
 # repository the script is in (wherever it is called from). The report goes to
 # OUT/gpu-check.md (rewritten after each part, so a run stopped early keeps what it measured),
-# the whole log to OUT/gpu-check.log. ARGS go to `gpu-check` (e.g. `--skip e3`,
-# `--part-timeout 120`). The machine needs the NVIDIA driver, python3 with a CUDA build of
-# PyTorch (for the PyTorch side of the timing), and the CUDA libraries (cuBLAS, cuRAND, the
-# runtime) that PyTorch's nvidia-* wheels or a CUDA toolkit provide.
+# the parity tests' comparisons to OUT/gpu-check.parity.json, the whole log to
+# OUT/gpu-check.log. ARGS go to `gpu-check` (e.g. `--skip e3`, `--part-timeout 120`). The
+# machine needs the NVIDIA driver, python3 with a CUDA build of PyTorch (for the PyTorch side of
+# the timing), and the CUDA libraries (cuBLAS, cuRAND, the runtime) that PyTorch's nvidia-*
+# wheels or a CUDA toolkit provide.
 set -euo pipefail
 
 usage() {

@@ -417,6 +417,26 @@ fn ratio(a: f64, b: Option<f64>) -> String {
 ///    and the whole step, ours per variant and PyTorch.
 pub fn render(report: &Report) -> String {
     let mut s = String::new();
+    step_table(&mut s, report);
+    profile_table(&mut s, report);
+    roofline_table(&mut s, report);
+    flop_count_note(&mut s, report);
+    s
+}
+
+/// `items` without repeats, in the order of their first appearance.
+fn distinct<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    items.into_iter().fold(Vec::new(), |mut kept, item| {
+        if !kept.contains(&item) {
+            kept.push(item);
+        }
+        kept
+    })
+}
+
+/// Table 1 of [`render`]: step time and peak memory, ours per variant against PyTorch, and a
+/// row per configuration for each kernel set this CPU lacks.
+fn step_table(s: &mut String, report: &Report) {
     s.push_str(
         "| config | ours: profile / kernels | ours s/step | PyTorch s/step | time ratio \
          | min ratio | ours peak MiB | PyTorch peak MiB | memory ratio | time goal | memory goal \
@@ -452,51 +472,49 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
+}
 
-    let profiles: Vec<BuildProfile> = report.variants.iter().fold(Vec::new(), |mut p, v| {
-        if !p.contains(&v.profile) {
-            p.push(v.profile);
-        }
-        p
-    });
-    if let [others @ .., base] = profiles.as_slice() {
-        if !others.is_empty() {
-            let _ = write!(
+/// Table 2 of [`render`], only with more than one profile: each variant's step time against
+/// the variant of the last profile with the same kernel set.
+fn profile_table(s: &mut String, report: &Report) {
+    let profiles = distinct(report.variants.iter().map(|v| v.profile));
+    let [others @ .., base] = profiles.as_slice() else {
+        return;
+    };
+    if others.is_empty() {
+        return;
+    }
+    let _ = write!(
+        s,
+        "\nProfiles against {0} (per-round ratios paired: each round ran both):\n\n\
+         | config | kernels | profile | s/step | {0} s/step | ratio to {0} |\n\
+         |---|---|---|---|---|---|\n",
+        base.name()
+    );
+    for r in &report.rows {
+        let variants = || report.variants.iter().zip(&r.ours);
+        for (v, ours) in variants().filter(|(v, _)| v.profile != *base) {
+            let Some((_, b)) =
+                variants().find(|(b, _)| b.profile == *base && b.kernels == v.kernels)
+            else {
+                continue;
+            };
+            let _ = writeln!(
                 s,
-                "\nProfiles against {0} (per-round ratios paired: each round ran both):\n\n\
-                 | config | kernels | profile | s/step | {0} s/step | ratio to {0} |\n\
-                 |---|---|---|---|---|---|\n",
-                base.name()
+                "| {} | {} | {} | {} | {} | **{}** |",
+                r.config.name(),
+                v.kernels,
+                v.profile.name(),
+                spread(&ours.each(|m| m.median_s), 3),
+                spread(&b.each(|m| m.median_s), 3),
+                ratio_cell(&ours.paired(b, |m| m.median_s)),
             );
-            for r in &report.rows {
-                for (v, ours) in report.variants.iter().zip(&r.ours) {
-                    let Some(b) = report
-                        .variants
-                        .iter()
-                        .zip(&r.ours)
-                        .find(|(b, _)| b.profile == *base && b.kernels == v.kernels)
-                        .map(|(_, b)| b)
-                    else {
-                        continue;
-                    };
-                    if v.profile == *base {
-                        continue;
-                    }
-                    let _ = writeln!(
-                        s,
-                        "| {} | {} | {} | {} | {} | **{}** |",
-                        r.config.name(),
-                        v.kernels,
-                        v.profile.name(),
-                        spread(&ours.each(|m| m.median_s), 3),
-                        spread(&b.each(|m| m.median_s), 3),
-                        ratio_cell(&ours.paired(b, |m| m.median_s)),
-                    );
-                }
-            }
         }
     }
+}
 
+/// Table 3 of [`render`]: the roofline of every side of every configuration.
+fn roofline_table(s: &mut String, report: &Report) {
     let _ = write!(
         s,
         "\nRoofline: GFLOP per step (convolutions and the linear head, two per multiply-add, \
@@ -510,67 +528,77 @@ pub fn render(report: &Report) -> String {
             p.isa, p.f32, p.f64
         )),
     );
-    let mut mismatches = Vec::new();
     for r in &report.rows {
         let peak = report.peak.as_ref().map(|p| p.of(r.config.dtype));
-        let mut sides: Vec<(String, &Rounds)> = report
+        let ours = report
             .variants
             .iter()
             .zip(&r.ours)
-            .map(|(v, o)| (format!("ours {}", v.label()), o))
-            .collect();
-        if let Some(t) = &r.torch {
-            sides.push(("PyTorch".into(), t));
-            if let (Some(a), Some(b)) = (r.ours.first().and_then(Rounds::flops), t.flops()) {
-                if a != b {
-                    mismatches.push(format!(
-                        "{}: ours {:.4} / {:.4}, PyTorch {:.4} / {:.4} GFLOP",
-                        r.config.name(),
-                        a[0] / 1e9,
-                        a[1] / 1e9,
-                        b[0] / 1e9,
-                        b[1] / 1e9
-                    ));
-                }
-            }
-        }
-        for (label, rounds) in sides {
-            let times = [0, 1, 2].map(|i| rounds.median(|m| m.phases[i]));
-            let Some([fwd, bwd]) = rounds.flops() else {
-                let _ = writeln!(
-                    s,
-                    "| {} | {label} | not counted | {:.3} | | | {:.3} | | | | | {:.3} |",
-                    r.config.name(),
-                    times[0],
-                    times[1],
-                    times[2]
-                );
-                continue;
-            };
-            let rate = |flops: f64, secs: f64| flops / secs / 1e9;
-            let pct =
-                |gflops: f64| peak.map_or("–".into(), |p| format!("{:.0}%", 100.0 * gflops / p));
-            let step = rate(fwd + bwd, rounds.median(|m| m.median_s));
-            let (rf, rb) = (rate(fwd, times[0]), rate(bwd, times[1]));
-            let _ = writeln!(
-                s,
-                "| {} | {label} | {:.2} / {:.2} | {:.3} | {rf:.1} | {} | {:.3} | {rb:.1} | {} \
-                 | {step:.1} | {} | {:.3} |",
-                r.config.name(),
-                fwd / 1e9,
-                bwd / 1e9,
-                times[0],
-                pct(rf),
-                times[1],
-                pct(rb),
-                pct(step),
-                times[2],
-            );
+            .map(|(v, o)| (format!("ours {}", v.label()), o));
+        let torch = r.torch.iter().map(|t| ("PyTorch".to_string(), t));
+        for (label, rounds) in ours.chain(torch) {
+            roofline_line(s, &r.config.name(), &label, rounds, peak);
         }
     }
+}
+
+/// One side's line of the roofline: phase times, and with a FLOP count the rates and their
+/// percentages of `peak` (GFLOP/s of the configuration's dtype).
+fn roofline_line(s: &mut String, config: &str, label: &str, rounds: &Rounds, peak: Option<f64>) {
+    let times = [0, 1, 2].map(|i| rounds.median(|m| m.phases[i]));
+    let Some([fwd, bwd]) = rounds.flops() else {
+        let _ = writeln!(
+            s,
+            "| {config} | {label} | not counted | {:.3} | | | {:.3} | | | | | {:.3} |",
+            times[0], times[1], times[2]
+        );
+        return;
+    };
+    let rate = |flops: f64, secs: f64| flops / secs / 1e9;
+    let pct = |gflops: f64| peak.map_or("–".into(), |p| format!("{:.0}%", 100.0 * gflops / p));
+    let step = rate(fwd + bwd, rounds.median(|m| m.median_s));
+    let (rf, rb) = (rate(fwd, times[0]), rate(bwd, times[1]));
+    let _ = writeln!(
+        s,
+        "| {config} | {label} | {:.2} / {:.2} | {:.3} | {rf:.1} | {} | {:.3} | {rb:.1} | {} \
+         | {step:.1} | {} | {:.3} |",
+        fwd / 1e9,
+        bwd / 1e9,
+        times[0],
+        pct(rf),
+        times[1],
+        pct(rb),
+        pct(step),
+        times[2],
+    );
+}
+
+/// Below the roofline, where PyTorch ran: whether our FLOP counts (the first variant's) equal
+/// PyTorch's in every configuration both counted, and where they differ.
+fn flop_count_note(s: &mut String, report: &Report) {
     if report.rows.iter().all(|r| r.torch.is_none()) {
         // Nothing to compare the counts with.
-    } else if mismatches.is_empty() {
+        return;
+    }
+    let mismatches: Vec<String> = report
+        .rows
+        .iter()
+        .filter_map(|r| {
+            let ours = r.ours.first().and_then(Rounds::flops)?;
+            let torch = r.torch.as_ref().and_then(Rounds::flops)?;
+            (ours != torch).then(|| {
+                format!(
+                    "{}: ours {:.4} / {:.4}, PyTorch {:.4} / {:.4} GFLOP",
+                    r.config.name(),
+                    ours[0] / 1e9,
+                    ours[1] / 1e9,
+                    torch[0] / 1e9,
+                    torch[1] / 1e9
+                )
+            })
+        })
+        .collect();
+    if mismatches.is_empty() {
         s.push_str(
             "\nOur FLOP counts equal PyTorch's (`torch.utils.flop_counter`) in every \
              configuration both counted.\n",
@@ -582,7 +610,6 @@ pub fn render(report: &Report) -> String {
             mismatches.join("; ")
         );
     }
-    s
 }
 
 /// The order of round `round` (0-based) over `n` slots: `0..n` rotated left by `round`.
@@ -688,8 +715,9 @@ fn probe(exe: &Path, threads: usize) -> Result<Value> {
     run_json(cmd, "step_bench --peak")
 }
 
-/// `cargo xtask bench`.
-pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
+/// The configurations `args` selects, once the options are checked: at least one configuration
+/// and one round.
+fn selected_configs(args: &BenchArgs) -> Result<Vec<Config>> {
     let list = configs(args.quick, &args.configs);
     if list.is_empty() {
         bail!(
@@ -705,29 +733,13 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
     if args.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
-    let torch = if args.ours_only {
-        None
-    } else {
-        Some(torch_version(&args.python)?)
-    };
-    let profiles = args.profile.iter().fold(Vec::new(), |mut kept, &p| {
-        if !kept.contains(&p) {
-            kept.push(p);
-        }
-        kept
-    });
-    let exes = profiles
-        .iter()
-        .map(|&p| Ok((p, build_example(root, p)?)))
-        .collect::<Result<Vec<_>>>()?;
-    let warmup = args.warmup.unwrap_or(if args.quick { 1 } else { 2 });
-    let steps = args.steps.unwrap_or(if args.quick { 3 } else { 10 });
-    let script = root.join("scripts/pytorch/step_bench.py");
-    let load_start = load_average();
+    Ok(list)
+}
 
-    eprintln!("measuring the peak…");
-    let first_probe = probe(&exes[0].1, args.threads)?;
-    let supported: Vec<String> = first_probe["kernels_supported"]
+/// The kernel sets `asked` that this CPU runs, and those it lacks, from a `--peak` JSON object
+/// (which lists the CPU's sets); an error when it runs none of them.
+fn kernel_sets(asked: &[KernelsArg], probe: &Value) -> Result<(Vec<String>, Vec<String>)> {
+    let supported: Vec<String> = probe["kernels_supported"]
         .as_array()
         .map(|a| {
             a.iter()
@@ -735,8 +747,8 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    let detected = first_probe["kernels_detected"].as_str().unwrap_or("im2col");
-    let (kernels, unsupported) = resolve_kernels(&args.kernels, &supported, detected);
+    let detected = probe["kernels_detected"].as_str().unwrap_or("im2col");
+    let (kernels, unsupported) = resolve_kernels(asked, &supported, detected);
     if kernels.is_empty() {
         bail!(
             "this CPU runs none of the kernel sets asked for ({}): it runs {}; pass --kernels \
@@ -745,111 +757,211 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
             supported.join(", ")
         );
     }
-    let variants: Vec<Variant> = profiles
-        .iter()
-        .flat_map(|&profile| {
-            kernels.iter().map(move |k| Variant {
-                profile,
-                kernels: k.clone(),
-            })
-        })
-        .collect();
-    let exe_of = |p: BuildProfile| &exes.iter().find(|(q, _)| *q == p).expect("built").1;
+    Ok((kernels, unsupported))
+}
 
-    let mut rows = Vec::new();
-    let mut raw = String::new();
-    let slots = variants.len() + usize::from(torch.is_some());
-    for c in &list {
+/// What every configuration of one bench run is measured with.
+struct Plan<'a> {
+    args: &'a BenchArgs,
+    /// The repository root, where PyTorch's script runs.
+    root: &'a Path,
+    /// Warm-up steps of each run.
+    warmup: usize,
+    /// Timed steps of each run.
+    steps: usize,
+    /// Each profile asked for, once, with its step_bench executable.
+    exes: Vec<(BuildProfile, PathBuf)>,
+    /// The kernel sets run.
+    kernels: Vec<String>,
+    /// Our side: every profile × kernel set.
+    variants: Vec<Variant>,
+    /// PyTorch's version (`None` with --ours-only).
+    torch: Option<String>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(
+        root: &'a Path,
+        args: &'a BenchArgs,
+        exes: Vec<(BuildProfile, PathBuf)>,
+        kernels: Vec<String>,
+        torch: Option<String>,
+    ) -> Self {
+        let variants = exes
+            .iter()
+            .flat_map(|&(profile, _)| {
+                kernels.iter().map(move |k| Variant {
+                    profile,
+                    kernels: k.clone(),
+                })
+            })
+            .collect();
+        Self {
+            args,
+            root,
+            warmup: args.warmup.unwrap_or(if args.quick { 1 } else { 2 }),
+            steps: args.steps.unwrap_or(if args.quick { 3 } else { 10 }),
+            exes,
+            kernels,
+            variants,
+            torch,
+        }
+    }
+
+    /// Every round of `c`: each variant of ours and PyTorch once per round, in the round's
+    /// order. Appends each run's JSON line, with its round, load and profile, to `raw`.
+    fn measure(&self, c: &Config, raw: &mut String) -> Result<Row> {
         let mut row = Row {
             config: c.clone(),
-            ours: vec![Rounds::default(); variants.len()],
-            torch: torch.as_ref().map(|_| Rounds::default()),
+            ours: vec![Rounds::default(); self.variants.len()],
+            torch: self.torch.as_ref().map(|_| Rounds::default()),
             loads: Vec::new(),
         };
-        for round in 0..args.rounds {
+        let slots = self.variants.len() + usize::from(self.torch.is_some());
+        for round in 0..self.args.rounds {
             for slot in round_order(slots, round) {
                 let load = load_average();
-                let (mut v, target) = if let Some(variant) = variants.get(slot) {
-                    eprintln!(
-                        "{} round {}/{}: ours ({})…",
-                        c.name(),
-                        round + 1,
-                        args.rounds,
-                        variant.label()
-                    );
-                    let mut cmd = Command::new(exe_of(variant.profile));
-                    cmd.env("RAYON_NUM_THREADS", args.threads.to_string())
-                        .args(c.args(warmup, steps))
-                        .args(["--kernels", &variant.kernels]);
-                    let what = format!("step_bench {} ({})", c.name(), variant.label());
-                    (run_json(cmd, &what)?, &mut row.ours[slot])
-                } else {
-                    eprintln!("{} round {}/{}: PyTorch…", c.name(), round + 1, args.rounds);
-                    let mut cmd = Command::new(&args.python);
-                    cmd.current_dir(root)
-                        .arg(&script)
-                        .args(c.args(warmup, steps))
-                        .args(["--threads", &args.threads.to_string()]);
-                    let what = format!("step_bench.py {}", c.name());
-                    let v = run_json(cmd, &what)?;
-                    (v, row.torch.as_mut().expect("PyTorch runs"))
+                let variant = self.variants.get(slot);
+                let (mut v, target) = match variant {
+                    Some(variant) => (self.run_ours(c, variant, round)?, &mut row.ours[slot]),
+                    None => (
+                        self.run_torch(c, round)?,
+                        row.torch.as_mut().expect("PyTorch runs"),
+                    ),
                 };
                 target.0.push(Measurement::from_json(&v)?);
                 row.loads.push(load);
                 v["round"] = round.into();
                 v["load"] = load.into();
-                if let Some(variant) = variants.get(slot) {
+                if let Some(variant) = variant {
                     v["profile"] = variant.profile.name().into();
                 }
                 raw.push_str(&format!("{v}\n"));
             }
         }
-        rows.push(row);
+        Ok(row)
     }
 
-    eprintln!("measuring the peak again…");
-    let last_probe = probe(&exes[0].1, args.threads)?;
-    raw.push_str(&format!("{first_probe}\n{last_probe}\n"));
-    let peak = Peak::from_json(&first_probe).map(|p| p.max(Peak::from_json(&last_probe)));
-    let report = Report {
-        variants,
-        unsupported,
-        rows,
-        peak,
-    };
+    /// One run of our step_bench: `variant` on configuration `c`.
+    fn run_ours(&self, c: &Config, variant: &Variant, round: usize) -> Result<Value> {
+        eprintln!(
+            "{} round {}/{}: ours ({})…",
+            c.name(),
+            round + 1,
+            self.args.rounds,
+            variant.label()
+        );
+        let (_, exe) = self
+            .exes
+            .iter()
+            .find(|(p, _)| *p == variant.profile)
+            .expect("built");
+        let mut cmd = Command::new(exe);
+        cmd.env("RAYON_NUM_THREADS", self.args.threads.to_string())
+            .args(c.args(self.warmup, self.steps))
+            .args(["--kernels", &variant.kernels]);
+        let what = format!("step_bench {} ({})", c.name(), variant.label());
+        run_json(cmd, &what)
+    }
 
-    let mut md =
+    /// One run of PyTorch's step_bench.py on configuration `c`.
+    fn run_torch(&self, c: &Config, round: usize) -> Result<Value> {
+        eprintln!(
+            "{} round {}/{}: PyTorch…",
+            c.name(),
+            round + 1,
+            self.args.rounds
+        );
+        let mut cmd = Command::new(&self.args.python);
+        cmd.current_dir(self.root)
+            .arg(self.root.join("scripts/pytorch/step_bench.py"))
+            .args(c.args(self.warmup, self.steps))
+            .args(["--threads", &self.args.threads.to_string()]);
+        run_json(cmd, &format!("step_bench.py {}", c.name()))
+    }
+
+    /// The paragraph above the tables: how the steps were run, what was compared, the load
+    /// average at the start and the end (`loads`) and the machine's `cores`.
+    fn preamble(&self, unsupported: &[String], loads: [f64; 2], cores: usize) -> String {
+        let [load_start, load_end] = loads;
         format!(
-        "Training step (train-mode forward, cross-entropy, backward, SGD momentum 0.9 / weight \
-         decay 5e-4), CPU, {} threads, {} round(s) of {warmup} warm-up + {steps} timed steps \
-         (each round runs every side once, the order rotated by one per round); our profiles: \
-         {}; kernel sets: {}{}; PyTorch {}. Peak: best of two `step_bench --peak` runs (FMA \
-         microkernel on {} threads). Load average {load_start:.2} at the start, {:.2} at the \
-         end ({} cores).\n\n",
-        args.threads,
-        args.rounds,
-        profiles.iter().map(|p| p.name()).collect::<Vec<_>>().join(", "),
-        kernels.join(", "),
-        if report.unsupported.is_empty() {
-            String::new()
-        } else {
-            format!(" ({} not on this CPU)", report.unsupported.join(", "))
-        },
-        torch.as_deref().unwrap_or("not run"),
-        args.threads,
-        load_average(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-    );
-    md.push_str(&render(&report));
+            "Training step (train-mode forward, cross-entropy, backward, SGD momentum 0.9 / \
+             weight decay 5e-4), CPU, {} threads, {} round(s) of {} warm-up + {} timed steps \
+             (each round runs every side once, the order rotated by one per round); our \
+             profiles: {}; kernel sets: {}{}; PyTorch {}. Peak: best of two `step_bench --peak` \
+             runs (FMA microkernel on {} threads). Load average {load_start:.2} at the start, \
+             {load_end:.2} at the end ({cores} cores).\n\n",
+            self.args.threads,
+            self.args.rounds,
+            self.warmup,
+            self.steps,
+            self.exes
+                .iter()
+                .map(|(p, _)| p.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.kernels.join(", "),
+            if unsupported.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} not on this CPU)", unsupported.join(", "))
+            },
+            self.torch.as_deref().unwrap_or("not run"),
+            self.args.threads,
+        )
+    }
+}
+
+/// Prints `md` and writes it, and `raw` (every run's JSON), to `target/bench/`.
+fn publish(root: &Path, md: &str, raw: &str) -> Result<()> {
     println!("{md}");
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let table = dir.join("step.md");
-    std::fs::write(&table, &md).with_context(|| format!("writing {}", table.display()))?;
+    std::fs::write(&table, md).with_context(|| format!("writing {}", table.display()))?;
     let jsonl = dir.join("step.jsonl");
     std::fs::write(&jsonl, raw).with_context(|| format!("writing {}", jsonl.display()))?;
     eprintln!("wrote {} and {}", table.display(), jsonl.display());
     Ok(())
+}
+
+/// `cargo xtask bench`.
+pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
+    let list = selected_configs(args)?;
+    let torch = if args.ours_only {
+        None
+    } else {
+        Some(torch_version(&args.python)?)
+    };
+    let exes = distinct(args.profile.iter().copied())
+        .into_iter()
+        .map(|p| Ok((p, build_example(root, p)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let load_start = load_average();
+
+    eprintln!("measuring the peak…");
+    let first_probe = probe(&exes[0].1, args.threads)?;
+    let (kernels, unsupported) = kernel_sets(&args.kernels, &first_probe)?;
+    let plan = Plan::new(root, args, exes, kernels, torch);
+    let mut rows = Vec::new();
+    let mut raw = String::new();
+    for c in &list {
+        rows.push(plan.measure(c, &mut raw)?);
+    }
+
+    eprintln!("measuring the peak again…");
+    let last_probe = probe(&plan.exes[0].1, args.threads)?;
+    raw.push_str(&format!("{first_probe}\n{last_probe}\n"));
+    let report = Report {
+        variants: plan.variants.clone(),
+        unsupported,
+        rows,
+        peak: Peak::from_json(&first_probe).map(|p| p.max(Peak::from_json(&last_probe))),
+    };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut md = plan.preamble(&report.unsupported, [load_start, load_average()], cores);
+    md.push_str(&render(&report));
+    publish(root, &md, &raw)
 }
 
 #[cfg(test)]
@@ -1038,41 +1150,258 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tables_show_ratios_goals_profiles_and_roofline() {
-        let flops = Some([10e9, 20e9]);
-        let config = Config {
+    /// A configuration of PreResNet-20 at `batch` in `dtype`.
+    fn config(batch: usize, dtype: &'static str) -> Config {
+        Config {
             model: "preresnet-20".into(),
-            batch: 128,
-            dtype: "f32",
-        };
-        let variant = |profile, kernels: &str| Variant {
+            batch,
+            dtype,
+        }
+    }
+
+    fn variant(profile: BuildProfile, kernels: &str) -> Variant {
+        Variant {
             profile,
             kernels: kernels.into(),
+        }
+    }
+
+    /// A row of `config`: two variants of ours and PyTorch, their rounds, and the loads.
+    fn row(
+        config: Config,
+        ours: [Vec<Measurement>; 2],
+        torch: Vec<Measurement>,
+        loads: &[f64],
+    ) -> Row {
+        Row {
+            config,
+            ours: ours.into_iter().map(Rounds).collect(),
+            torch: Some(Rounds(torch)),
+            loads: loads.to_vec(),
+        }
+    }
+
+    /// Two rows, one profile: a FLOP count that differs from PyTorch's, a row whose counts
+    /// disagree across rounds (not counted) and no peak; and the same without PyTorch.
+    fn single_profile_reports() -> [Report; 2] {
+        let counted = Some([10e9, 20e9]);
+        let with_torch = Report {
+            variants: vec![
+                variant(BuildProfile::Release, "avx2"),
+                variant(BuildProfile::Release, "im2col"),
+            ],
+            unsupported: vec![],
+            rows: vec![
+                row(
+                    config(32, "f64"),
+                    [vec![m(0.25, 120.0, counted)], vec![m(0.5, 150.0, counted)]],
+                    vec![m(0.2, 400.0, Some([10e9, 22e9]))],
+                    &[0.25, 0.5, 0.75],
+                ),
+                row(
+                    config(128, "f32"),
+                    [
+                        vec![m(1.5, 300.0, counted), m(1.75, 305.0, None)],
+                        vec![m(2.0, 330.0, None), m(2.5, 340.0, None)],
+                    ],
+                    vec![m(1.0, 900.0, None), m(1.25, 950.0, None)],
+                    &[1.0, 1.5, 2.0, 2.5, 3.0, 3.5],
+                ),
+            ],
+            peak: None,
         };
-        let report = Report {
+        let mut ours_only = with_torch.clone();
+        for r in &mut ours_only.rows {
+            r.torch = None;
+        }
+        [with_torch, ours_only]
+    }
+
+    /// One row (PreResNet-20, batch 128, f32), two profiles, a kernel set this CPU lacks, a peak.
+    fn two_profile_report() -> Report {
+        let flops = Some([10e9, 20e9]);
+        Report {
             variants: vec![
                 variant(BuildProfile::Dev, "avx2"),
                 variant(BuildProfile::Release, "avx2"),
             ],
             unsupported: vec!["avx512".into()],
-            rows: vec![Row {
-                config,
+            rows: vec![row(
+                config(128, "f32"),
                 // Rounds paired: dev 1.0 and 3.0 against release 0.5 and 2.0 → 2.0 and 1.5.
-                ours: vec![
-                    Rounds(vec![m(1.0, 300.0, flops), m(3.0, 310.0, flops)]),
-                    Rounds(vec![m(0.5, 290.0, flops), m(2.0, 280.0, flops)]),
+                [
+                    vec![m(1.0, 300.0, flops), m(3.0, 310.0, flops)],
+                    vec![m(0.5, 290.0, flops), m(2.0, 280.0, flops)],
                 ],
                 // Against PyTorch's 1.0 and 1.0: release 0.5 and 2.0.
-                torch: Some(Rounds(vec![m(1.0, 1000.0, flops), m(1.0, 900.0, flops)])),
-                loads: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
-            }],
+                vec![m(1.0, 1000.0, flops), m(1.0, 900.0, flops)],
+                &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            )],
             peak: Some(Peak {
                 isa: "avx2".into(),
                 f32: 100.0,
                 f64: 50.0,
             }),
-        };
+        }
+    }
+
+    /// The rendering of three reports, each after a `<!-- name -->` line: what
+    /// `testdata/bench_render.md` holds (written by `render` before it was split into parts).
+    fn rendered_samples() -> String {
+        let [one_profile, ours_only] = single_profile_reports();
+        let mut all = String::new();
+        for (name, report) in [
+            ("two profiles", two_profile_report()),
+            ("one profile", one_profile),
+            ("ours only", ours_only),
+        ] {
+            all.push_str(&format!("<!-- {name} -->\n{}", render(&report)));
+        }
+        all
+    }
+
+    #[test]
+    fn tables_are_rendered_as_before() {
+        assert_eq!(
+            rendered_samples(),
+            include_str!("../testdata/bench_render.md")
+        );
+    }
+
+    fn bench_args(threads: usize, rounds: usize, quick: bool) -> BenchArgs {
+        BenchArgs {
+            quick,
+            configs: vec![],
+            warmup: None,
+            steps: None,
+            rounds,
+            threads,
+            profile: vec![],
+            kernels: vec![],
+            python: "python3".into(),
+            ours_only: false,
+        }
+    }
+
+    #[test]
+    fn the_preamble_is_written_as_before() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (full, quick) = (bench_args(2, 3, false), bench_args(1, 1, true));
+        let both = vec![
+            (BuildProfile::Dev, PathBuf::new()),
+            (BuildProfile::Release, PathBuf::new()),
+        ];
+        let plans = [
+            Plan::new(
+                Path::new("."),
+                &full,
+                both,
+                strings(&["avx2", "im2col"]),
+                Some("2.5.1".into()),
+            ),
+            Plan::new(
+                Path::new("."),
+                &quick,
+                vec![(BuildProfile::Release, PathBuf::new())],
+                strings(&["im2col"]),
+                None,
+            ),
+        ];
+        let text = [
+            plans[0].preamble(&strings(&["avx512"]), [1.25, 0.5], 2),
+            plans[1].preamble(&[], [f64::NAN, 3.0], 0),
+        ]
+        .map(|p| p + "<!-- next -->\n")
+        .concat();
+        assert_eq!(text, include_str!("../testdata/bench_preamble.md"));
+        assert_eq!(plans[0].variants.len(), 4);
+        assert_eq!(plans[0].variants[1].label(), "dev / im2col");
+    }
+
+    #[test]
+    fn kernel_sets_come_from_the_probe() {
+        let probe = serde_json::json!({"kernels_supported": ["avx2", "im2col"],
+                                       "kernels_detected": "avx2"});
+        let (run, lacking) = kernel_sets(&[KernelsArg::All], &probe).unwrap();
+        assert_eq!(
+            (run, lacking),
+            (vec!["avx2".into(), "im2col".into()], vec!["avx512".into()])
+        );
+        let err = kernel_sets(&[KernelsArg::Avx512], &probe).unwrap_err();
+        assert!(err.to_string().contains("it runs avx2, im2col"), "{err}");
+    }
+
+    /// A shell script at `path` that prints a line of log, then a step_bench JSON object with
+    /// `side` and its arguments.
+    fn fake_bench(path: &Path, side: &str) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let script = format!(
+            "#!/bin/sh\necho 'log line'\nprintf '{{\"side\": \"{side}\", \"args\": \"%s\", \
+             \"median_s\": 2, \"min_s\": 1, \"images_per_s\": 64, \"peak_rss_mb\": 100, \
+             \"forward_s\": 0.5, \"backward_s\": 1, \"optimizer_s\": 0.5}}\\n' \"$*\"\n"
+        );
+        std::fs::write(path, script).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn rounds_run_every_side_in_turn_and_log_each_run() {
+        let root = tempfile::tempdir().unwrap();
+        let ours = root.path().join("ours");
+        fake_bench(&ours, "ours");
+        fake_bench(&root.path().join("scripts/pytorch/step_bench.py"), "torch");
+        let mut args = bench_args(3, 2, true);
+        args.python = "sh".into();
+        let exes = vec![(BuildProfile::Dev, ours)];
+        let plan = Plan::new(
+            root.path(),
+            &args,
+            exes,
+            vec!["im2col".into()],
+            Some("2".into()),
+        );
+        let mut raw = String::new();
+        let row = plan.measure(&config(32, "f64"), &mut raw).unwrap();
+        assert_eq!((row.ours[0].0.len(), row.loads.len()), (2, 4));
+        assert_eq!(row.torch.unwrap().0.len(), 2);
+        let lines: Vec<Value> = raw
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let sides: Vec<(&str, u64, Option<&str>)> = lines
+            .iter()
+            .map(|v| {
+                (
+                    v["side"].as_str().unwrap(),
+                    v["round"].as_u64().unwrap(),
+                    v["profile"].as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            sides,
+            [
+                ("ours", 0, Some("dev")),
+                ("torch", 0, None),
+                ("torch", 1, None),
+                ("ours", 1, Some("dev"))
+            ]
+        );
+        assert!(lines.iter().all(|v| v.get("load").is_some()));
+        assert_eq!(
+            lines[0]["args"],
+            "--model preresnet-20 --batch 32 --dtype f64 --warmup 1 --steps 3 --kernels im2col"
+        );
+        assert_eq!(
+            lines[1]["args"],
+            "--model preresnet-20 --batch 32 --dtype f64 --warmup 1 --steps 3 --threads 3"
+        );
+    }
+
+    #[test]
+    fn tables_show_ratios_goals_profiles_and_roofline() {
+        let report = two_profile_report();
         let md = render(&report);
         let lines: Vec<&str> = md.lines().collect();
         assert_eq!(

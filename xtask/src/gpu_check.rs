@@ -2,7 +2,8 @@
 //!
 //! 1. **parity**: the `cuda_parity` tests of explr-replicate (CPU against CUDA in f32 within
 //!    1e-5 relative: the four norms forward and backward, `conv2d`, SGD steps, a PreResNet-8
-//!    forward/backward);
+//!    forward/backward), which write their comparisons as JSON to the file that
+//!    `EXPLR_PARITY_JSON` names (next to the report: `gpu-check.parity.json`);
 //! 2. **smoke**: every manifest at the smoke profile on the GPU (`explr replicate --device
 //!    cuda`), checked against the goldens the CPU recorded;
 //! 3. **timing**: a PreResNet-32 training step at batch 128 in f32 on the GPU, ours
@@ -23,8 +24,9 @@
 //! (`DIR/xtask gpu-check --prebuilt DIR`, from the repository root). `scripts/gpu-bundle.sh`
 //! wraps both ends.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, ErrorKind, Read};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -32,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::bench::{last_json_line, Measurement};
@@ -393,35 +396,86 @@ impl Section {
     }
 }
 
-fn parity(bins: &Binaries, env: &Env, limit: Duration) -> Result<Section> {
+/// The environment variable that names the file the `cuda_parity` tests write their
+/// comparisons to.
+const PARITY_JSON_VAR: &str = "EXPLR_PARITY_JSON";
+
+/// What the `cuda_parity` tests write to the file [`PARITY_JSON_VAR`] names
+/// (`crates/replicate/tests/cuda_parity.rs`, `write_parity_json`).
+#[derive(Debug, Deserialize, PartialEq)]
+struct ParityResults {
+    /// The relative difference each comparison must not exceed (the tests assert it).
+    tolerance: f64,
+    /// `case/output` → max|CPU − CUDA| / max|CPU|; `None` where it was not finite.
+    relative: BTreeMap<String, Option<f64>>,
+}
+
+impl ParityResults {
+    /// The results in `path`; `None` when there is no such file (no comparison was made).
+    fn read(path: &Path) -> Result<Option<Self>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// The markdown table: each comparison, its value and whether it is within the tolerance.
+    fn table(&self) -> String {
+        let mut s = format!(
+            "| comparison | max \\|CPU − CUDA\\| / max \\|CPU\\| | ≤ {:e} |\n|---|---|---|\n",
+            self.tolerance
+        );
+        for (name, value) in &self.relative {
+            let (shown, good) = match value {
+                Some(v) => (format!("{v:.3e}"), *v <= self.tolerance),
+                None => ("not finite".to_string(), false),
+            };
+            let good = if good { "yes" } else { "**no**" };
+            let _ = writeln!(s, "| {name} | {shown} | {good} |");
+        }
+        s
+    }
+}
+
+/// The parity tests, with [`PARITY_JSON_VAR`] set to `json` (removed first: a former check's
+/// comparisons must not stand in for this one's); the section tabulates what they wrote there.
+fn parity(bins: &Binaries, env: &Env, json: &Path, limit: Duration) -> Result<Section> {
+    match std::fs::remove_file(json) {
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing the former {}", json.display()))
+        }
+        _ => {}
+    }
     let mut cmd = Command::new(&bins.parity);
     cmd.args(["--test-threads=1", "--nocapture"])
-        .envs(env.iter().cloned());
+        .envs(env.iter().cloned())
+        .env(PARITY_JSON_VAR, json);
     let run = run_limited(&mut cmd, "parity tests", limit)?;
     let mut body = format!(
-        "`cuda_parity` (explr-replicate), {:.1} s: {}.\n\n\
-         | comparison | max \\|CPU − CUDA\\| / max \\|CPU\\| | ≤ 1e-5 |\n|---|---|---|\n",
+        "`cuda_parity` (explr-replicate), {:.1} s: {}.\n\n",
         run.seconds,
         run.outcome("all tests pass")
     );
-    let mut rows = 0;
-    for line in run.text().lines() {
-        let mut it = line.split_whitespace();
-        if let (Some("PARITY"), Some(name), Some(v)) = (it.next(), it.next(), it.next()) {
-            let good = v.parse::<f64>().is_ok_and(|x| x <= 1e-5);
-            writeln!(
-                body,
-                "| {name} | {v} | {} |",
-                if good { "yes" } else { "**no**" }
-            )?;
-            rows += 1;
-        }
+    let results = ParityResults::read(json);
+    match &results {
+        Ok(Some(results)) => body.push_str(&results.table()),
+        Ok(None) => writeln!(
+            body,
+            "The tests wrote no comparison to `{}`.",
+            json.display()
+        )?,
+        Err(e) => writeln!(body, "**{e:#}**")?,
     }
+    let found = matches!(&results, Ok(Some(r)) if !r.relative.is_empty());
     Ok(Section::of_run(
         "Parity, CPU against CUDA (f32)",
         body,
         &run,
-        rows > 0,
+        found,
         40,
     ))
 }
@@ -823,14 +877,10 @@ fn report(header: &str, sections: &[Section]) -> String {
     md
 }
 
-/// `cargo xtask gpu-check`.
-pub fn run(root: &Path, args: &GpuCheckArgs) -> Result<()> {
-    if let Some(dir) = &args.build_only {
-        return build_only(root, dir);
-    }
-    // No GPU, no point in building: say so at once.
-    let gpus = cuda::probe_driver(args.gpu, "gpu-check")?;
-    let (bins, built) = match &args.prebuilt {
+/// The binaries of the check and what they were built from: those `--prebuilt` names, or
+/// built now from the checkout at `root`.
+fn binaries(root: &Path, args: &GpuCheckArgs) -> Result<(Binaries, BuildInfo)> {
+    Ok(match &args.prebuilt {
         Some(dir) => {
             let bins = Binaries::in_dir(dir)?;
             let info = std::fs::read_to_string(dir.join(BUILD_INFO))
@@ -842,10 +892,13 @@ pub fn run(root: &Path, args: &GpuCheckArgs) -> Result<()> {
             (bins, info)
         }
         None => (build(root)?, BuildInfo::of_checkout(root)),
-    };
-    let libs = cuda_library_dirs(&args.python);
-    let env = [("LD_LIBRARY_PATH", library_path(&libs))];
+    })
+}
 
+/// The report's header: the date, the commit, the GPU (of `gpus`) as nvidia-smi names it, the
+/// compute capability `built` for and the CUDA library folders `libs`. An error when the GPU is
+/// older than the binaries were built for.
+fn header(args: &GpuCheckArgs, gpus: usize, built: &BuildInfo, libs: &[PathBuf]) -> Result<String> {
     let smi = |fields: &str, fallback: &str| {
         probe_output(
             Command::new("nvidia-smi").args([
@@ -875,7 +928,7 @@ pub fn run(root: &Path, args: &GpuCheckArgs) -> Result<()> {
         }
     }
     let date = probe_output(Command::new("date").args(["-u", "+%Y-%m-%d"]), "unknown");
-    let header = format!(
+    Ok(format!(
         "### GPU check ({date}, commit {})\n\n\
          `cargo xtask gpu-check` on GPU {} of {gpus}: {gpu_name}; binaries built for compute \
          capability {}. CUDA libraries searched in: {}.\n\n",
@@ -893,12 +946,26 @@ pub fn run(root: &Path, args: &GpuCheckArgs) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         }
-    );
+    ))
+}
+
+/// `cargo xtask gpu-check`.
+pub fn run(root: &Path, args: &GpuCheckArgs) -> Result<()> {
+    if let Some(dir) = &args.build_only {
+        return build_only(root, dir);
+    }
+    // No GPU, no point in building: say so at once.
+    let gpus = cuda::probe_driver(args.gpu, "gpu-check")?;
+    let (bins, built) = binaries(root, args)?;
+    let libs = cuda_library_dirs(&args.python);
+    let env = [("LD_LIBRARY_PATH", library_path(&libs))];
+    let header = header(args, gpus, &built, &libs)?;
     let out = if args.out.is_absolute() {
         args.out.clone()
     } else {
         root.join(&args.out)
     };
+    let parity_json = out.with_extension("parity.json");
     // The report is rewritten after each part: a run stopped early keeps what it measured.
     let mut sections = Vec::new();
     for part in [Part::Parity, Part::Smoke, Part::Timing, Part::E3] {
@@ -906,7 +973,7 @@ pub fn run(root: &Path, args: &GpuCheckArgs) -> Result<()> {
             continue;
         }
         sections.push(match part {
-            Part::Parity => parity(&bins, &env, args.part_timeout())?,
+            Part::Parity => parity(&bins, &env, &parity_json, args.part_timeout())?,
             Part::Smoke => smoke(root, &bins, args, &env)?,
             Part::Timing => timing(root, &bins, args, &env)?,
             Part::E3 => e3(root, &bins, args, &env)?,
@@ -1082,6 +1149,52 @@ mod tests {
             ]
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn parity_results_are_read_from_the_tests_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gpu-check.parity.json");
+        assert_eq!(ParityResults::read(&path).unwrap(), None);
+        // As the test writes it (pretty-printed), with one value that was not finite.
+        std::fs::write(
+            &path,
+            r#"{
+  "relative": {
+    "conv2d/dw": 3.21e-7,
+    "norm/bn/y": 2.5e-5,
+    "sgd/a": null
+  },
+  "tolerance": 1e-5
+}
+"#,
+        )
+        .unwrap();
+        let results = ParityResults::read(&path).unwrap().unwrap();
+        assert_eq!(
+            results,
+            ParityResults {
+                tolerance: 1e-5,
+                relative: BTreeMap::from([
+                    ("conv2d/dw".into(), Some(3.21e-7)),
+                    ("norm/bn/y".into(), Some(2.5e-5)),
+                    ("sgd/a".into(), None),
+                ]),
+            }
+        );
+        assert_eq!(
+            results.table(),
+            "| comparison | max \\|CPU − CUDA\\| / max \\|CPU\\| | ≤ 1e-5 |\n|---|---|---|\n\
+             | conv2d/dw | 3.210e-7 | yes |\n\
+             | norm/bn/y | 2.500e-5 | **no** |\n\
+             | sgd/a | not finite | **no** |\n"
+        );
+        std::fs::write(&path, r#"{"relative": {"conv2d/dw": 1e-7}}"#).unwrap();
+        let err = ParityResults::read(&path).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("missing field `tolerance`"),
+            "{err:#}"
+        );
     }
 
     #[test]

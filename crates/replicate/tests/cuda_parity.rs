@@ -17,9 +17,12 @@
 //!
 //! The CUDA tests exist only in a build with the `cuda` feature and need a GPU:
 //! `cargo xtask gpu-check` runs them (it builds this target with `--features cuda`). Each
-//! comparison prints a `PARITY name value` line that gpu-check copies into its report.
+//! comparison is printed (`PARITY case/output value`, for the log) and, where the environment
+//! variable [`PARITY_JSON_VAR`] names a file, written there as JSON ([`write_parity_json`]),
+//! which gpu-check reads into its report.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 use explr_nn::ParamStore;
@@ -32,6 +35,24 @@ const TOL: f64 = 1e-5;
 
 /// Named results of one case.
 type Outputs = Vec<(String, Tensor)>;
+
+/// The environment variable that names the file the CUDA tests write their comparisons to
+/// (`cargo xtask gpu-check` sets it); unset, they write none.
+const PARITY_JSON_VAR: &str = "EXPLR_PARITY_JSON";
+
+/// Writes `relative` (`case/output` → max|CPU − CUDA| / max|CPU|) to `path` atomically (a
+/// temporary file renamed into place: a reader never sees half of it) as
+/// `{"tolerance": TOL, "relative": {"conv2d/dw": 1.2e-7, …}}`, a value that is not finite (NaN,
+/// infinite) as `null`.
+fn write_parity_json(path: &Path, relative: &BTreeMap<String, f64>) {
+    let relative: BTreeMap<&str, Option<f64>> = relative
+        .iter()
+        .map(|(name, r)| (name.as_str(), r.is_finite().then_some(*r)))
+        .collect();
+    let json = serde_json::json!({ "tolerance": TOL, "relative": relative });
+    explr_io::write_atomic(path, format!("{json:#}\n").as_bytes())
+        .unwrap_or_else(|e| panic!("{PARITY_JSON_VAR}: {e}"));
+}
 
 /// A deterministic tensor of `shape` on `dev`: a sine wave plus `offset`, drawn in f32 (so that
 /// the f64 reference sees exactly the f32 values) and cast to `dtype`.
@@ -271,7 +292,26 @@ fn f32_rounding_leaves_room_under_the_tolerance() {
 
 #[cfg(feature = "cuda")]
 mod cuda {
+    use std::sync::{Mutex, PoisonError};
+
     use super::*;
+
+    /// Every comparison that the tests of this process have made so far, by `case/output`.
+    static MEASURED: Mutex<BTreeMap<String, f64>> = Mutex::new(BTreeMap::new());
+
+    /// Adds `pairs` to [`MEASURED`] (as `what/name`) and, where [`PARITY_JSON_VAR`] is set,
+    /// rewrites that file with all of them (the tests of one process share it); then prints
+    /// and checks them against [`TOL`], as [`report`] does.
+    fn parity(what: &str, pairs: &[(String, f64)]) {
+        {
+            let mut all = MEASURED.lock().unwrap_or_else(PoisonError::into_inner);
+            all.extend(pairs.iter().map(|(name, r)| (format!("{what}/{name}"), *r)));
+            if let Some(path) = std::env::var_os(PARITY_JSON_VAR) {
+                write_parity_json(Path::new(&path), &all);
+            }
+        }
+        report("PARITY", what, pairs, TOL);
+    }
 
     fn gpu() -> Device {
         Device::new_cuda(0).unwrap_or_else(|e| {
@@ -292,7 +332,7 @@ mod cuda {
             );
             // y, dx, dγ, dβ at least.
             assert!(pairs.len() >= 4, "{name}: {pairs:?}");
-            report("PARITY", &format!("norm/{name}"), &pairs, TOL);
+            parity(&format!("norm/{name}"), &pairs);
         }
     }
 
@@ -303,7 +343,7 @@ mod cuda {
             &conv_step(&Device::Cpu, DType::F32),
             &conv_step(&gpu, DType::F32),
         );
-        report("PARITY", "conv2d", &pairs, TOL);
+        parity("conv2d", &pairs);
     }
 
     #[test]
@@ -313,7 +353,7 @@ mod cuda {
             &sgd_steps(&Device::Cpu, DType::F32),
             &sgd_steps(&gpu, DType::F32),
         );
-        report("PARITY", "sgd", &pairs, TOL);
+        parity("sgd", &pairs);
     }
 
     #[test]
@@ -325,7 +365,7 @@ mod cuda {
         );
         // Every parameter has a gradient: conv weights, γ/β, the head.
         assert!(pairs.len() > 20, "{}", pairs.len());
-        report("PARITY", "preresnet8", &pairs, TOL);
+        parity("preresnet8", &pairs);
     }
 }
 
@@ -338,4 +378,26 @@ fn parity_tests_need_the_cuda_feature() {
         .open()
         .unwrap_err();
     assert!(err.to_string().contains("--features cuda"), "{err}");
+}
+
+/// What [`write_parity_json`] writes, for gpu-check to read: every value under its name, the
+/// tolerance, `null` for what is not finite, and no temporary file left behind.
+#[test]
+fn parity_json_is_written_whole() {
+    let dir = std::env::temp_dir().join(format!("explr-parity-json-{}", std::process::id()));
+    let path = dir.join("sub/parity.json");
+    let mut relative = BTreeMap::from([("conv2d/y".to_string(), 2.5e-7)]);
+    write_parity_json(&path, &relative);
+    relative.insert("sgd/a".into(), f64::NAN);
+    write_parity_json(&path, &relative);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"tolerance": 1e-5, "relative": {"conv2d/y": 2.5e-7, "sgd/a": null}}),
+        "{text}"
+    );
+    let files = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
+    assert_eq!(files, 1, "a temporary file was left behind");
+    std::fs::remove_dir_all(dir).unwrap();
 }
