@@ -165,28 +165,10 @@ impl Evidence<'_> {
     /// the claimed run's η, λ and γ whichever run is measured, so that a control with another
     /// weight decay or momentum is measured against the claim's prediction.
     fn measure(&self, check: &Check, claimed: &Check, model: &str) -> Result<Measured, RunError> {
-        let le = |value: f64, bound: f64| (Outcome::of(value <= bound), format!("<= {bound:e}"));
         Ok(match check {
             Check::WeightDistance {
                 a, b, epoch, bound, ..
-            } => {
-                let mut sum = 0.0;
-                for &seed in &self.spec.seeds {
-                    sum += (self.distance)(model, a, b, seed, *epoch)?;
-                }
-                let value = sum / self.spec.seeds.len() as f64;
-                let (outcome, bound) = le(value, *bound);
-                Measured {
-                    value,
-                    outcome,
-                    interval: None,
-                    bound,
-                    what: format!(
-                        "{model}: ‖P·θ({a}) − θ({b})‖/‖θ({b})‖ after epoch {epoch}, mean over seeds"
-                    ),
-                    name: format!("weight_distance_{a}_vs_{b}"),
-                }
-            }
+            } => self.weight_distance(model, (a, b), *epoch, *bound)?,
             Check::WindowGap {
                 a,
                 b,
@@ -195,54 +177,7 @@ impl Evidence<'_> {
                 bound,
                 relative,
                 ..
-            } => {
-                let gap = |w: Window| {
-                    self.over_seeds(|s| {
-                        let (x, y) = (
-                            self.window_mean(model, a, s, *metric, w),
-                            self.window_mean(model, b, s, *metric, w),
-                        );
-                        if *relative {
-                            x / y - 1.0
-                        } else {
-                            x - y
-                        }
-                    })
-                };
-                let gaps: Vec<SeedMean> = windows.iter().map(|w| gap(*w)).collect();
-                // The largest gap is the value; any window failing fails the check, and any
-                // window the seeds cannot decide leaves it undecided.
-                let widest = gaps
-                    .iter()
-                    .copied()
-                    .reduce(|x, y| if y.mean.abs() > x.mean.abs() { y } else { x })
-                    .expect("a window_gap check has windows");
-                let outcomes: Vec<Outcome> = gaps.iter().map(|g| g.within(*bound)).collect();
-                let outcome = if outcomes.contains(&Outcome::Fail) {
-                    Outcome::Fail
-                } else if outcomes.contains(&Outcome::Undecided) {
-                    Outcome::Undecided
-                } else {
-                    Outcome::Pass
-                };
-                let value = widest.mean.abs();
-                let ws: Vec<String> = windows
-                    .iter()
-                    .map(|w| format!("{}-{}", w[0], w[1]))
-                    .collect();
-                Measured {
-                    value,
-                    outcome,
-                    interval: widest.interval(),
-                    bound: format!("<= {bound:e}"),
-                    what: format!(
-                        "{model}: largest over epochs {} of the paired {} gap of {metric}({a}) and {metric}({b}), window means, mean over seeds",
-                        ws.join(", "),
-                        if *relative { "relative" } else { "absolute" }
-                    ),
-                    name: format!("window_gap_{metric}_{a}_vs_{b}"),
-                }
-            }
+            } => self.window_gap(model, (a, b), *metric, windows, *bound, *relative),
             Check::Greater {
                 a,
                 b,
@@ -250,23 +185,7 @@ impl Evidence<'_> {
                 window,
                 margin,
                 ..
-            } => {
-                let gap = self.over_seeds(|s| {
-                    self.window_mean(model, a, s, *metric, *window)
-                        - self.window_mean(model, b, s, *metric, *window)
-                });
-                Measured {
-                    value: gap.mean,
-                    outcome: gap.at_least(*margin),
-                    interval: gap.interval(),
-                    bound: format!(">= {margin:e}"),
-                    what: format!(
-                        "{model}: {metric}({a}) − {metric}({b}), mean over epochs {}-{} and seeds",
-                        window[0], window[1]
-                    ),
-                    name: format!("gap_{metric}_{a}_vs_{b}"),
-                }
-            }
+            } => self.greater(model, (a, b), *metric, *window, *margin),
             Check::AngularUpdate {
                 run,
                 window,
@@ -277,32 +196,7 @@ impl Evidence<'_> {
                     Check::AngularUpdate { run, .. } => run.as_str(),
                     _ => run.as_str(),
                 };
-                let r = self.run_spec(claimed_run);
-                let measured = self.mean_over_seeds(|s| {
-                    self.window_mean(model, run, s, Metric::AngularUpdate, *window)
-                });
-                // THEORY.md §8: sqrt(2ηλ/(1+γ)) at equilibrium, with each epoch's η.
-                let predicted = self.mean_over_seeds(|s| {
-                    let lrs = self.curve(model, claimed_run, s, Metric::Lr);
-                    let part = &lrs[window[0] - 1..window[1]];
-                    part.iter()
-                        .map(|lr| (2.0 * lr * r.weight_decay / (1.0 + r.momentum)).sqrt())
-                        .sum::<f64>()
-                        / part.len() as f64
-                });
-                let value = (measured / predicted - 1.0).abs();
-                let (outcome, bound) = le(value, *tolerance);
-                Measured {
-                    value,
-                    outcome,
-                    interval: None,
-                    bound,
-                    what: format!(
-                        "{model}: |measured/predicted − 1| of the angular update of {run} over epochs {}-{} (measured {measured:.4e}, predicted {predicted:.4e})",
-                        window[0], window[1]
-                    ),
-                    name: format!("angular_update_{run}"),
-                }
+                self.angular_update(model, run, claimed_run, *window, *tolerance)
             }
             Check::NearlyConstant {
                 run,
@@ -310,29 +204,191 @@ impl Evidence<'_> {
                 window,
                 tolerance,
                 ..
-            } => {
-                let curve: Vec<f64> = (window[0]..=window[1])
-                    .map(|e| self.mean_over_seeds(|s| self.curve(model, run, s, *metric)[e - 1]))
-                    .collect();
-                let mean = curve.iter().sum::<f64>() / curve.len() as f64;
-                let value = curve
-                    .iter()
-                    .map(|x| (x / mean - 1.0).abs())
-                    .fold(0.0, f64::max);
-                let (outcome, bound) = le(value, *tolerance);
-                Measured {
-                    value,
-                    outcome,
-                    interval: None,
-                    bound,
-                    what: format!(
-                        "{model}: largest relative deviation of {metric}({run}) from its mean over epochs {}-{}",
-                        window[0], window[1]
-                    ),
-                    name: format!("spread_{metric}_{run}"),
-                }
-            }
+            } => self.nearly_constant(model, run, *metric, *window, *tolerance),
         })
+    }
+
+    /// [`Check::WeightDistance`]: the distance of runs `a` and `b` after `epoch`, mean over
+    /// seeds.
+    fn weight_distance(
+        &self,
+        model: &str,
+        (a, b): (&str, &str),
+        epoch: usize,
+        bound: f64,
+    ) -> Result<Measured, RunError> {
+        let mut sum = 0.0;
+        for &seed in &self.spec.seeds {
+            sum += (self.distance)(model, a, b, seed, epoch)?;
+        }
+        let value = sum / self.spec.seeds.len() as f64;
+        Ok(Measured::at_most(
+            value,
+            bound,
+            format!("{model}: ‖P·θ({a}) − θ({b})‖/‖θ({b})‖ after epoch {epoch}, mean over seeds"),
+            format!("weight_distance_{a}_vs_{b}"),
+        ))
+    }
+
+    /// [`Check::WindowGap`]: the largest over `windows` of the paired gap of `metric` between
+    /// runs `a` and `b`.
+    fn window_gap(
+        &self,
+        model: &str,
+        (a, b): (&str, &str),
+        metric: Metric,
+        windows: &[Window],
+        bound: f64,
+        relative: bool,
+    ) -> Measured {
+        let gap = |w: Window| {
+            self.over_seeds(|s| {
+                let (x, y) = (
+                    self.window_mean(model, a, s, metric, w),
+                    self.window_mean(model, b, s, metric, w),
+                );
+                if relative {
+                    x / y - 1.0
+                } else {
+                    x - y
+                }
+            })
+        };
+        let gaps: Vec<SeedMean> = windows.iter().map(|w| gap(*w)).collect();
+        // The largest gap is the value; any window failing fails the check, and any
+        // window the seeds cannot decide leaves it undecided.
+        let widest = gaps
+            .iter()
+            .copied()
+            .reduce(|x, y| if y.mean.abs() > x.mean.abs() { y } else { x })
+            .expect("a window_gap check has windows");
+        let outcomes: Vec<Outcome> = gaps.iter().map(|g| g.within(bound)).collect();
+        let outcome = if outcomes.contains(&Outcome::Fail) {
+            Outcome::Fail
+        } else if outcomes.contains(&Outcome::Undecided) {
+            Outcome::Undecided
+        } else {
+            Outcome::Pass
+        };
+        let value = widest.mean.abs();
+        let ws: Vec<String> = windows
+            .iter()
+            .map(|w| format!("{}-{}", w[0], w[1]))
+            .collect();
+        Measured {
+            value,
+            outcome,
+            interval: widest.interval(),
+            bound: format!("<= {bound:e}"),
+            what: format!(
+                "{model}: largest over epochs {} of the paired {} gap of {metric}({a}) and {metric}({b}), window means, mean over seeds",
+                ws.join(", "),
+                if relative { "relative" } else { "absolute" }
+            ),
+            name: format!("window_gap_{metric}_{a}_vs_{b}"),
+        }
+    }
+
+    /// [`Check::Greater`]: the paired gap of `metric` between runs `a` and `b` over `window`.
+    fn greater(
+        &self,
+        model: &str,
+        (a, b): (&str, &str),
+        metric: Metric,
+        window: Window,
+        margin: f64,
+    ) -> Measured {
+        let gap = self.over_seeds(|s| {
+            self.window_mean(model, a, s, metric, window)
+                - self.window_mean(model, b, s, metric, window)
+        });
+        Measured {
+            value: gap.mean,
+            outcome: gap.at_least(margin),
+            interval: gap.interval(),
+            bound: format!(">= {margin:e}"),
+            what: format!(
+                "{model}: {metric}({a}) − {metric}({b}), mean over epochs {}-{} and seeds",
+                window[0], window[1]
+            ),
+            name: format!("gap_{metric}_{a}_vs_{b}"),
+        }
+    }
+
+    /// [`Check::AngularUpdate`]: the angular update of `run` over `window` against the one
+    /// predicted from `claimed_run`'s η, λ and γ.
+    fn angular_update(
+        &self,
+        model: &str,
+        run: &str,
+        claimed_run: &str,
+        window: Window,
+        tolerance: f64,
+    ) -> Measured {
+        let r = self.run_spec(claimed_run);
+        let measured = self
+            .mean_over_seeds(|s| self.window_mean(model, run, s, Metric::AngularUpdate, window));
+        // THEORY.md §8: sqrt(2ηλ/(1+γ)) at equilibrium, with each epoch's η.
+        let predicted = self.mean_over_seeds(|s| {
+            let lrs = self.curve(model, claimed_run, s, Metric::Lr);
+            let part = &lrs[window[0] - 1..window[1]];
+            part.iter()
+                .map(|lr| (2.0 * lr * r.weight_decay / (1.0 + r.momentum)).sqrt())
+                .sum::<f64>()
+                / part.len() as f64
+        });
+        Measured::at_most(
+            (measured / predicted - 1.0).abs(),
+            tolerance,
+            format!(
+                "{model}: |measured/predicted − 1| of the angular update of {run} over epochs {}-{} (measured {measured:.4e}, predicted {predicted:.4e})",
+                window[0], window[1]
+            ),
+            format!("angular_update_{run}"),
+        )
+    }
+
+    /// [`Check::NearlyConstant`]: the largest relative deviation of `metric` of `run` (mean
+    /// over seeds) from its mean over `window`.
+    fn nearly_constant(
+        &self,
+        model: &str,
+        run: &str,
+        metric: Metric,
+        window: Window,
+        tolerance: f64,
+    ) -> Measured {
+        let curve: Vec<f64> = (window[0]..=window[1])
+            .map(|e| self.mean_over_seeds(|s| self.curve(model, run, s, metric)[e - 1]))
+            .collect();
+        let mean = curve.iter().sum::<f64>() / curve.len() as f64;
+        let value = curve
+            .iter()
+            .map(|x| (x / mean - 1.0).abs())
+            .fold(0.0, f64::max);
+        Measured::at_most(
+            value,
+            tolerance,
+            format!(
+                "{model}: largest relative deviation of {metric}({run}) from its mean over epochs {}-{}",
+                window[0], window[1]
+            ),
+            format!("spread_{metric}_{run}"),
+        )
+    }
+}
+
+impl Measured {
+    /// A statistic held to `value <= bound` (no confidence bounds), the bound in words.
+    fn at_most(value: f64, bound: f64, what: String, name: String) -> Measured {
+        Measured {
+            value,
+            outcome: Outcome::of(value <= bound),
+            interval: None,
+            bound: format!("<= {bound:e}"),
+            what,
+            name,
+        }
     }
 }
 

@@ -63,31 +63,8 @@ pub fn run_exactness(
     let dataset = load_data(&spec.data, opts.data_dir.as_deref())?;
     let mut model_spec = spec.model.clone();
     model_spec.num_classes = dataset.num_classes();
-    let cfg = LoaderConfig {
-        augment: if spec.data.augment {
-            LoaderConfig::train(1, 0).augment
-        } else {
-            None
-        },
-        ..LoaderConfig::train(spec.data.batch_size, spec.seed)
-    }
-    .with_dtype(DType::F64);
-    let loader = Loader::new(dataset.train(), cfg, device)?;
-    let spe = loader.steps_per_epoch() as u64;
-    let mut batches = Vec::new();
-    for epoch in 0..spec.steps.div_ceil(spe as usize) {
-        for b in loader.epoch(epoch as u64) {
-            batches.push(b?);
-        }
-    }
-    let probe = Loader::new(
-        dataset.test(),
-        LoaderConfig::eval(spec.data.batch_size).with_dtype(DType::F64),
-        device,
-    )?
-    .epoch(0)
-    .next()
-    .ok_or(RunError::EmptySplit { split: "test" })??;
+    let (batches, spe) = lockstep_batches(spec, &dataset, device)?;
+    let probe = probe_batch(spec, &dataset, device)?;
     let mut summary = Summary::default();
     let mut series = Vec::new();
     let derived = spec
@@ -127,35 +104,14 @@ pub fn run_exactness(
             &base_model.forward_t(&probe.images, true)?,
             &twin_model.forward_t(&probe.images, true)?,
         )?;
-        let mut csv = String::from("step,scale,deviation,angle,loss,twin_loss\n");
-        for r in &report.rows {
-            csv.push_str(&format!(
-                "{},{:e},{:e},{:e},{:e},{:e}\n",
-                r.step, r.scale, r.deviation, r.angle, r.loss, r.twin_loss
-            ));
-        }
-        explr_io::write_atomic(&dir.join(format!("{key}.csv")), csv.as_bytes())?;
-        let (dev, ang) = (report.max_deviation(), report.max_angle());
-        let final_scale = report.rows.last().map(|r| r.scale).unwrap_or(f64::NAN);
-        summary.magnitude(format!("{twin_name}.max_deviation"), dev);
-        summary.magnitude(format!("{twin_name}.max_angle"), ang);
-        summary.magnitude(format!("{twin_name}.final_logit_difference"), logit_diff);
-        summary.metric(format!("{twin_name}.final_scale_p"), final_scale);
-        // A variant (no tolerance) is recorded above, not judged.
-        if let Some(&tol) = spec.tolerance.get(twin_name) {
-            summary.check_le(
-                format!("{twin_name}_exact"),
-                format!("max over steps of |P_t θ_t − θ̃_t|/|θ̃_t| for {twin_name} (float64)"),
-                dev,
-                tol,
-            );
-            summary.check_le(
-                format!("{twin_name}_same_function"),
-                format!("relative logit difference of {base_name} and {twin_name} after training"),
-                logit_diff,
-                tol,
-            );
-        }
+        write_report_csv(&dir.join(format!("{key}.csv")), &report)?;
+        let (dev, ang) = record_twin(
+            &mut summary,
+            spec,
+            (base_name, twin_name),
+            &report,
+            logit_diff,
+        );
         progress.finish(
             &key,
             &format!("max deviation {dev:.2e}, max angle {ang:.2e}, logits {logit_diff:.2e}"),
@@ -180,4 +136,97 @@ pub fn run_exactness(
     let path = dir.join("deviation.svg");
     explr_io::write_atomic(&path, chart.to_svg().as_bytes())?;
     Ok((summary, vec![path]))
+}
+
+/// The training batches of the first `spec.steps` steps, in order (float64), and the steps
+/// per epoch.
+fn lockstep_batches(
+    spec: &Exactness,
+    dataset: &explr_data::Dataset,
+    device: &candle_core::Device,
+) -> Result<(Vec<Batch>, u64), RunError> {
+    let cfg = LoaderConfig {
+        augment: if spec.data.augment {
+            LoaderConfig::train(1, 0).augment
+        } else {
+            None
+        },
+        ..LoaderConfig::train(spec.data.batch_size, spec.seed)
+    }
+    .with_dtype(DType::F64);
+    let loader = Loader::new(dataset.train(), cfg, device)?;
+    let spe = loader.steps_per_epoch() as u64;
+    let mut batches = Vec::new();
+    for epoch in 0..spec.steps.div_ceil(spe as usize) {
+        for b in loader.epoch(epoch as u64) {
+            batches.push(b?);
+        }
+    }
+    Ok((batches, spe))
+}
+
+/// The first test batch (float64), on which the trained base and twin are compared as
+/// functions.
+fn probe_batch(
+    spec: &Exactness,
+    dataset: &explr_data::Dataset,
+    device: &candle_core::Device,
+) -> Result<Batch, RunError> {
+    Ok(Loader::new(
+        dataset.test(),
+        LoaderConfig::eval(spec.data.batch_size).with_dtype(DType::F64),
+        device,
+    )?
+    .epoch(0)
+    .next()
+    .ok_or(RunError::EmptySplit { split: "test" })??)
+}
+
+/// Writes the step-by-step comparison of one base and twin as CSV.
+fn write_report_csv(
+    path: &Path,
+    report: &explr_schedule::EquivalenceReport,
+) -> Result<(), RunError> {
+    let mut csv = String::from("step,scale,deviation,angle,loss,twin_loss\n");
+    for r in &report.rows {
+        csv.push_str(&format!(
+            "{},{:e},{:e},{:e},{:e},{:e}\n",
+            r.step, r.scale, r.deviation, r.angle, r.loss, r.twin_loss
+        ));
+    }
+    explr_io::write_atomic(path, csv.as_bytes())?;
+    Ok(())
+}
+
+/// Records the comparison of `twin` with its `base` in `summary`, checked where the manifest
+/// gives the twin a tolerance; returns the largest deviation and angle.
+fn record_twin(
+    summary: &mut Summary,
+    spec: &Exactness,
+    (base_name, twin_name): (&str, &str),
+    report: &explr_schedule::EquivalenceReport,
+    logit_diff: f64,
+) -> (f64, f64) {
+    let (dev, ang) = (report.max_deviation(), report.max_angle());
+    let final_scale = report.rows.last().map(|r| r.scale).unwrap_or(f64::NAN);
+    summary.magnitude(format!("{twin_name}.max_deviation"), dev);
+    summary.magnitude(format!("{twin_name}.max_angle"), ang);
+    summary.magnitude(format!("{twin_name}.final_logit_difference"), logit_diff);
+    summary.metric(format!("{twin_name}.final_scale_p"), final_scale);
+    // A variant (no tolerance) is recorded above, not judged.
+    if let Some(&tol) = spec.tolerance.get(twin_name) {
+        summary.check_le(
+            format!("{twin_name}_exact"),
+            format!("max over steps of |P_t θ_t − θ̃_t|/|θ̃_t| for {twin_name} (float64)"),
+            dev,
+            tol,
+        );
+        summary.check_le(
+            format!("{twin_name}_same_function"),
+            format!("relative logit difference of {base_name} and {twin_name} after training"),
+            logit_diff,
+            tol,
+        );
+    }
+    (dev, ang)
 }

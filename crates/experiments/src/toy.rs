@@ -263,130 +263,171 @@ pub fn run_toy(
         ("population", &spec.population),
         ("minibatch", &spec.minibatch),
     ] {
-        let mut traces = Vec::new();
-        for variant in ToyVariant::ALL {
-            let key = format!("{regime}/{}", variant.as_str());
-            progress.start(&key, cfg.steps as u64);
-            let trace = run(cfg, variant)?;
-            let rows = (0..trace.step.len()).map(|i| {
-                format!(
-                    "{},{:e},{:e}",
-                    trace.step[i], trace.error[i], trace.log_norm[i]
-                )
-            });
-            write_csv(
-                &dir.join(&key).with_extension("csv"),
-                "step,train_error,log_norm",
-                rows,
-            )?;
-            progress.finish(
-                &key,
-                &format!(
-                    "final error {:.4}",
-                    trace.error.last().copied().unwrap_or(f64::NAN)
-                ),
-            );
-            traces.push((variant, trace));
-        }
+        let traces = run_variants(regime, cfg, dir, progress)?;
         let warmup = cfg.steps / 4;
-        for (variant, trace) in &traces {
-            let name = format!("{regime}.{}", variant.as_str());
-            summary.metric(
-                format!("{name}.final_error"),
-                *trace.error.last().unwrap_or(&f64::NAN),
-            );
-            summary.metric(format!("{name}.tail_error"), tail_error(trace));
-            summary.metric(
-                format!("{name}.final_log_norm"),
-                *trace.log_norm.last().unwrap_or(&f64::NAN),
-            );
-            summary.metric(
-                format!("{name}.max_error_after_warmup"),
-                trace
-                    .error
-                    .iter()
-                    .zip(&trace.step)
-                    .filter(|(_, s)| **s > warmup)
-                    .map(|(e, _)| *e)
-                    .fold(0.0, f64::max),
-            );
-            if regime == "population" {
-                summary.count(format!("{name}.error_jumps"), jumps(trace, warmup, 0.05));
-            }
-        }
-        let get = |v: ToyVariant| {
-            &traces
-                .iter()
-                .find(|(x, _)| *x == v)
-                .expect("all variants ran")
-                .1
-        };
-        if regime == "population" {
-            summary.check_le(
-                "population_wd_only_converges",
-                "WD only: final train error",
-                *get(ToyVariant::WdOnly).error.last().unwrap_or(&1.0),
-                0.01,
-            );
-            summary.check_le(
-                "population_bn_only_converges",
-                "BN only: final train error",
-                *get(ToyVariant::BnOnly).error.last().unwrap_or(&1.0),
-                0.01,
-            );
-            summary.check_ge(
-                "population_bn_wd_keeps_jumping",
-                "BN + WD: error jumps above 0.05 after the first quarter",
-                jumps(get(ToyVariant::BnWd), warmup, 0.05) as f64,
-                2.0,
-            );
-        } else {
-            let others =
-                tail_error(get(ToyVariant::WdOnly)).max(tail_error(get(ToyVariant::BnOnly)));
-            summary.check_ge(
-                "minibatch_bn_wd_has_higher_error_floor",
-                "BN + WD tail error over the larger of WD-only and BN-only",
-                tail_error(get(ToyVariant::BnWd)) / others,
-                1.5,
-            );
-        }
-        let series = |f: fn(&ToyTrace) -> &Vec<f64>| -> Vec<Series> {
-            traces
-                .iter()
-                .map(|(v, t)| {
-                    let points = t.step.iter().map(|s| *s as f64).zip(f(t).iter().copied());
-                    Series::line(v.as_str(), points.collect())
-                })
-                .collect()
-        };
-        write_figure(
-            dir,
-            &format!("{regime}-train-error"),
-            &Chart {
-                title: format!("T1 toy example ({regime}): train error"),
-                x_label: "step".into(),
-                y_label: "train error".into(),
-                log_y: false,
-                series: series(|t| &t.error),
-                markers: Vec::new(),
-            },
-            &mut figures,
-        )?;
-        write_figure(
-            dir,
-            &format!("{regime}-log-norm"),
-            &Chart {
-                title: format!("T1 toy example ({regime}): ln ‖w‖"),
-                x_label: "step".into(),
-                y_label: "ln ‖w‖".into(),
-                log_y: false,
-                series: series(|t| &t.log_norm),
-                markers: Vec::new(),
-            },
-            &mut figures,
-        )?;
+        record_metrics(&mut summary, regime, warmup, &traces);
+        record_checks(&mut summary, regime, warmup, &traces);
+        write_figures(dir, regime, &traces, &mut figures)?;
     }
     Ok((summary, figures))
+}
+
+/// Runs every variant of one regime, each trace written to `<regime>/<variant>.csv`.
+fn run_variants(
+    regime: &str,
+    cfg: &ToyConfig,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<Vec<(ToyVariant, ToyTrace)>, RunError> {
+    let mut traces = Vec::new();
+    for variant in ToyVariant::ALL {
+        let key = format!("{regime}/{}", variant.as_str());
+        progress.start(&key, cfg.steps as u64);
+        let trace = run(cfg, variant)?;
+        let rows = (0..trace.step.len()).map(|i| {
+            format!(
+                "{},{:e},{:e}",
+                trace.step[i], trace.error[i], trace.log_norm[i]
+            )
+        });
+        write_csv(
+            &dir.join(&key).with_extension("csv"),
+            "step,train_error,log_norm",
+            rows,
+        )?;
+        progress.finish(
+            &key,
+            &format!(
+                "final error {:.4}",
+                trace.error.last().copied().unwrap_or(f64::NAN)
+            ),
+        );
+        traces.push((variant, trace));
+    }
+    Ok(traces)
+}
+
+/// The numbers of each variant of one regime (jumps after `warmup` for the population one).
+fn record_metrics(
+    summary: &mut Summary,
+    regime: &str,
+    warmup: usize,
+    traces: &[(ToyVariant, ToyTrace)],
+) {
+    for (variant, trace) in traces {
+        let name = format!("{regime}.{}", variant.as_str());
+        summary.metric(
+            format!("{name}.final_error"),
+            *trace.error.last().unwrap_or(&f64::NAN),
+        );
+        summary.metric(format!("{name}.tail_error"), tail_error(trace));
+        summary.metric(
+            format!("{name}.final_log_norm"),
+            *trace.log_norm.last().unwrap_or(&f64::NAN),
+        );
+        summary.metric(
+            format!("{name}.max_error_after_warmup"),
+            trace
+                .error
+                .iter()
+                .zip(&trace.step)
+                .filter(|(_, s)| **s > warmup)
+                .map(|(e, _)| *e)
+                .fold(0.0, f64::max),
+        );
+        if regime == "population" {
+            summary.count(format!("{name}.error_jumps"), jumps(trace, warmup, 0.05));
+        }
+    }
+}
+
+/// The checks of one regime: with population gradients WD only and BN only converge and
+/// BN + WD keeps jumping; with minibatches BN + WD has the higher error floor.
+fn record_checks(
+    summary: &mut Summary,
+    regime: &str,
+    warmup: usize,
+    traces: &[(ToyVariant, ToyTrace)],
+) {
+    let get = |v: ToyVariant| {
+        &traces
+            .iter()
+            .find(|(x, _)| *x == v)
+            .expect("all variants ran")
+            .1
+    };
+    if regime == "population" {
+        summary.check_le(
+            "population_wd_only_converges",
+            "WD only: final train error",
+            *get(ToyVariant::WdOnly).error.last().unwrap_or(&1.0),
+            0.01,
+        );
+        summary.check_le(
+            "population_bn_only_converges",
+            "BN only: final train error",
+            *get(ToyVariant::BnOnly).error.last().unwrap_or(&1.0),
+            0.01,
+        );
+        summary.check_ge(
+            "population_bn_wd_keeps_jumping",
+            "BN + WD: error jumps above 0.05 after the first quarter",
+            jumps(get(ToyVariant::BnWd), warmup, 0.05) as f64,
+            2.0,
+        );
+    } else {
+        let others = tail_error(get(ToyVariant::WdOnly)).max(tail_error(get(ToyVariant::BnOnly)));
+        summary.check_ge(
+            "minibatch_bn_wd_has_higher_error_floor",
+            "BN + WD tail error over the larger of WD-only and BN-only",
+            tail_error(get(ToyVariant::BnWd)) / others,
+            1.5,
+        );
+    }
+}
+
+/// The train error and ln ‖w‖ figures of one regime.
+fn write_figures(
+    dir: &Path,
+    regime: &str,
+    traces: &[(ToyVariant, ToyTrace)],
+    figures: &mut Vec<PathBuf>,
+) -> Result<(), RunError> {
+    let series = |f: fn(&ToyTrace) -> &Vec<f64>| -> Vec<Series> {
+        traces
+            .iter()
+            .map(|(v, t)| {
+                let points = t.step.iter().map(|s| *s as f64).zip(f(t).iter().copied());
+                Series::line(v.as_str(), points.collect())
+            })
+            .collect()
+    };
+    write_figure(
+        dir,
+        &format!("{regime}-train-error"),
+        &Chart {
+            title: format!("T1 toy example ({regime}): train error"),
+            x_label: "step".into(),
+            y_label: "train error".into(),
+            log_y: false,
+            series: series(|t| &t.error),
+            markers: Vec::new(),
+        },
+        figures,
+    )?;
+    write_figure(
+        dir,
+        &format!("{regime}-log-norm"),
+        &Chart {
+            title: format!("T1 toy example ({regime}): ln ‖w‖"),
+            x_label: "step".into(),
+            y_label: "ln ‖w‖".into(),
+            log_y: false,
+            series: series(|t| &t.log_norm),
+            markers: Vec::new(),
+        },
+        figures,
+    )
 }
 
 #[cfg(test)]

@@ -95,11 +95,111 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Where the data land on the canvas: the canvas size, the margins around the plot area and
+/// the (axis-transformed) data range that the plot area shows.
+#[derive(Clone, Copy)]
+struct Frame {
+    w: f64,
+    h: f64,
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+    x0: f64,
+    x1: f64,
+    y0: f64,
+    y1: f64,
+}
+
+impl Frame {
+    /// The frame that shows every point (a unit square for none), with 5 % room above and
+    /// below.
+    fn fit(all: &[(f64, f64)]) -> Self {
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+        for &(x, y) in all {
+            x0 = x0.min(x);
+            x1 = x1.max(x);
+            y0 = y0.min(y);
+            y1 = y1.max(y);
+        }
+        if x0 > x1 {
+            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+        }
+        if x1 == x0 {
+            x1 = x0 + 1.0;
+        }
+        if y1 == y0 {
+            y0 -= 0.5;
+            y1 += 0.5;
+        }
+        let pad = (y1 - y0) * 0.05;
+        Self {
+            w: 640.0,
+            h: 400.0,
+            left: 70.0,
+            right: 20.0,
+            top: 36.0,
+            bottom: 56.0,
+            x0,
+            x1,
+            y0: y0 - pad,
+            y1: y1 + pad,
+        }
+    }
+
+    /// A data x as a canvas x.
+    fn px(&self, x: f64) -> f64 {
+        let Self {
+            w,
+            left,
+            right,
+            x0,
+            x1,
+            ..
+        } = *self;
+        left + (x - x0) / (x1 - x0) * (w - left - right)
+    }
+
+    /// A (transformed) data y as a canvas y.
+    fn py(&self, y: f64) -> f64 {
+        let Self {
+            h,
+            top,
+            bottom,
+            y0,
+            y1,
+            ..
+        } = *self;
+        h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom)
+    }
+}
+
+/// Each series' points, and each series' band, that can be drawn, with y on the axis' scale.
+type Visible = (Vec<Vec<(f64, f64)>>, Vec<Vec<(f64, f64, f64)>>);
+
 impl Chart {
     /// Renders the chart as a standalone SVG document.
     pub fn to_svg(&self) -> String {
-        let (w, h) = (640.0, 400.0);
-        let (left, right, top, bottom) = (70.0, 20.0, 36.0, 56.0);
+        let (pts, bands) = self.visible();
+        let band_points = bands
+            .iter()
+            .flatten()
+            .flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)]);
+        let all: Vec<(f64, f64)> = pts.iter().flatten().copied().chain(band_points).collect();
+        let f = Frame::fit(&all);
+        let mut s = String::new();
+        self.write_head(&mut s, &f);
+        self.write_axes(&mut s, &f);
+        self.write_markers(&mut s, &f);
+        write_bands(&mut s, &f, &bands);
+        self.write_curves(&mut s, &f, &pts);
+        s.push_str("</svg>\n");
+        s
+    }
+
+    /// The points and bands that can be drawn (finite, and positive on a log axis), with y
+    /// transformed to the axis' scale.
+    fn visible(&self) -> Visible {
         let ty = |y: f64| if self.log_y { y.log10() } else { y };
         let visible = |x: f64, y: f64| x.is_finite() && y.is_finite() && (!self.log_y || y > 0.0);
         let pts: Vec<Vec<(f64, f64)>> = self
@@ -124,33 +224,12 @@ impl Chart {
                     .collect()
             })
             .collect();
-        let band_points = bands
-            .iter()
-            .flatten()
-            .flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)]);
-        let all: Vec<(f64, f64)> = pts.iter().flatten().copied().chain(band_points).collect();
-        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for &(x, y) in &all {
-            x0 = x0.min(x);
-            x1 = x1.max(x);
-            y0 = y0.min(y);
-            y1 = y1.max(y);
-        }
-        if x0 > x1 {
-            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-        }
-        if x1 == x0 {
-            x1 = x0 + 1.0;
-        }
-        if y1 == y0 {
-            y0 -= 0.5;
-            y1 += 0.5;
-        }
-        let pad = (y1 - y0) * 0.05;
-        let (y0, y1) = (y0 - pad, y1 + pad);
-        let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
-        let py = |y: f64| h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom);
-        let mut s = String::new();
+        (pts, bands)
+    }
+
+    /// The document's opening tag, its white background and the title.
+    fn write_head(&self, s: &mut String, f: &Frame) {
+        let Frame { w, h, .. } = *f;
         let _ = writeln!(
             s,
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
@@ -162,16 +241,28 @@ impl Chart {
             w / 2.0,
             escape(&self.title)
         );
-        // Axes, ticks and grid.
+    }
+
+    /// Axes, ticks, grid and the axis labels.
+    fn write_axes(&self, s: &mut String, f: &Frame) {
+        let Frame {
+            w,
+            h,
+            left,
+            right,
+            top,
+            bottom,
+            ..
+        } = *f;
         let yticks: Vec<f64> = if self.log_y {
-            (y0.ceil() as i64..=y1.floor() as i64)
+            (f.y0.ceil() as i64..=f.y1.floor() as i64)
                 .map(|e| e as f64)
                 .collect()
         } else {
-            nice_ticks(y0, y1, 5)
+            nice_ticks(f.y0, f.y1, 5)
         };
         for t in yticks {
-            let y = py(t);
+            let y = f.py(t);
             let label = if self.log_y {
                 format!("1e{}", t as i64)
             } else {
@@ -185,8 +276,8 @@ impl Chart {
                 y + 4.0
             );
         }
-        for t in nice_ticks(x0, x1, 6) {
-            let x = px(t);
+        for t in nice_ticks(f.x0, f.x1, 6) {
+            let x = f.px(t);
             let _ = writeln!(
                 s,
                 r##"<line x1="{x:.1}" x2="{x:.1}" y1="{top}" y2="{}" stroke="#eee"/><text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"##,
@@ -215,11 +306,23 @@ impl Chart {
             escape(&self.y_label),
             if self.log_y { " (log scale)" } else { "" }
         );
+    }
+
+    /// The vertical markers within the x range.
+    fn write_markers(&self, s: &mut String, f: &Frame) {
+        let Frame {
+            h,
+            top,
+            bottom,
+            x0,
+            x1,
+            ..
+        } = *f;
         for (x, label) in &self.markers {
             if *x < x0 || *x > x1 {
                 continue;
             }
-            let x = px(*x);
+            let x = f.px(*x);
             let _ = writeln!(
                 s,
                 r##"<line x1="{x:.1}" x2="{x:.1}" y1="{top}" y2="{}" stroke="#888" stroke-dasharray="2,3"/><text x="{:.1}" y="{}" font-size="10" fill="#555">{}</text>"##,
@@ -229,29 +332,15 @@ impl Chart {
                 escape(label)
             );
         }
-        for (i, band) in bands.iter().enumerate() {
-            if band.is_empty() {
-                continue;
-            }
-            let color = COLORS[i % COLORS.len()];
-            let upper = band
-                .iter()
-                .map(|&(x, _, hi)| format!("{:.1},{:.1}", px(x), py(hi)));
-            let lower = band
-                .iter()
-                .rev()
-                .map(|&(x, lo, _)| format!("{:.1},{:.1}", px(x), py(lo)));
-            let outline: Vec<String> = upper.chain(lower).collect();
-            let _ = writeln!(
-                s,
-                r#"<polygon fill="{color}" fill-opacity="0.15" stroke="none" points="{}"/>"#,
-                outline.join(" ")
-            );
-        }
-        for (i, (series, p)) in self.series.iter().zip(&pts).enumerate() {
+    }
+
+    /// The curves, each with its legend entry.
+    fn write_curves(&self, s: &mut String, f: &Frame, pts: &[Vec<(f64, f64)>]) {
+        let Frame { left, top, .. } = *f;
+        for (i, (series, p)) in self.series.iter().zip(pts).enumerate() {
             let color = COLORS[i % COLORS.len()];
             let dash = if series.dashed { DASHED } else { "" };
-            let on_canvas: Vec<(f64, f64)> = p.iter().map(|&(x, y)| (px(x), py(y))).collect();
+            let on_canvas: Vec<(f64, f64)> = p.iter().map(|&(x, y)| (f.px(x), f.py(y))).collect();
             let path: Vec<String> = envelope(&on_canvas)
                 .iter()
                 .map(|(x, y)| format!("{x:.1},{y:.1}"))
@@ -272,8 +361,29 @@ impl Chart {
                 escape(&series.label)
             );
         }
-        s.push_str("</svg>\n");
-        s
+    }
+}
+
+/// The shaded bands, each in its series' colour.
+fn write_bands(s: &mut String, f: &Frame, bands: &[Vec<(f64, f64, f64)>]) {
+    for (i, band) in bands.iter().enumerate() {
+        if band.is_empty() {
+            continue;
+        }
+        let color = COLORS[i % COLORS.len()];
+        let upper = band
+            .iter()
+            .map(|&(x, _, hi)| format!("{:.1},{:.1}", f.px(x), f.py(hi)));
+        let lower = band
+            .iter()
+            .rev()
+            .map(|&(x, lo, _)| format!("{:.1},{:.1}", f.px(x), f.py(lo)));
+        let outline: Vec<String> = upper.chain(lower).collect();
+        let _ = writeln!(
+            s,
+            r#"<polygon fill="{color}" fill-opacity="0.15" stroke="none" points="{}"/>"#,
+            outline.join(" ")
+        );
     }
 }
 

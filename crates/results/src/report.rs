@@ -190,6 +190,20 @@ pub fn report_file_name(profile: &str) -> String {
 /// Renders the report of one profile (every entry is at that profile).
 pub fn replication_md(profile: &str, entries: &[ReportEntry]) -> String {
     let mut s = String::new();
+    write_preamble(&mut s, profile);
+    let timed = profile != "smoke";
+    write_index(&mut s, timed, entries);
+    if timed {
+        write_total_wall_time(&mut s, entries);
+    }
+    for e in entries {
+        write_claim(&mut s, e);
+    }
+    s
+}
+
+/// The report's title, provenance line and introduction.
+fn write_preamble(s: &mut String, profile: &str) {
     let _ = writeln!(
         s,
         "# Replication report{title}\n\n\
@@ -220,7 +234,10 @@ pub fn replication_md(profile: &str, entries: &[ReportEntry]) -> String {
          record on the same kind of machine."
     };
     let _ = writeln!(s, "{}\n", one_line(intro));
-    let timed = profile != "smoke";
+}
+
+/// The table of claims, one row each (with a wall-time column when `timed`).
+fn write_index(s: &mut String, timed: bool, entries: &[ReportEntry]) {
     let _ = writeln!(
         s,
         "| claim | what | manifest | profile | verdict |{}\n|---|---|---|---|---|{}",
@@ -249,151 +266,184 @@ pub fn replication_md(profile: &str, entries: &[ReportEntry]) -> String {
         }
         let _ = writeln!(s);
     }
+}
+
+/// The sum of the recorded wall times and the machines they ran on (nothing when none was
+/// recorded).
+fn write_total_wall_time(s: &mut String, entries: &[ReportEntry]) {
     let times: Vec<&WallTime> = entries
         .iter()
         .filter_map(|e| e.wall_time.as_ref())
         .collect();
-    if timed && !times.is_empty() {
-        let total: f64 = times.iter().map(|t| t.wall_s).sum();
-        let mut machines: Vec<String> = times
+    if times.is_empty() {
+        return;
+    }
+    let total: f64 = times.iter().map(|t| t.wall_s).sum();
+    let mut machines: Vec<String> = times
+        .iter()
+        .map(|t| format!("{} with {} threads", t.device, t.threads))
+        .collect();
+    machines.dedup();
+    let _ = writeln!(
+        s,
+        "\nWall time of the recorded runs: {} in all ({} of {} claims recorded; {}).",
+        minutes(total),
+        times.len(),
+        entries.len(),
+        machines.join(", ")
+    );
+}
+
+/// One claim's section: what it says, its verdict, checks, controls, numbers and figures.
+fn write_claim(s: &mut String, e: &ReportEntry) {
+    let m = &e.manifest;
+    let _ = writeln!(
+        s,
+        "\n## {}\n\n**{}** — {}\n\n{}\n",
+        m.id,
+        one_line(&m.title),
+        one_line(&m.paper),
+        one_line(&m.claim)
+    );
+    let _ = writeln!(
+        s,
+        "Rerun: `cargo xtask replicate {} --profile {}` (or `--profile cpu --data-dir DIR`, `--profile paper --device cuda`).\n",
+        e.name, e.profile
+    );
+    write_verdict(s, &e.summary);
+    if let Some(Value::Mapping(checks)) = e.summary.get("checks") {
+        write_checks(s, checks);
+    }
+    if let Some(Value::Mapping(controls)) = e.summary.get("controls") {
+        write_controls(s, controls);
+    }
+    if let Some(Value::Mapping(metrics)) = e.summary.get("metrics") {
+        write_metrics(s, metrics, &e.profile);
+    }
+    for f in &e.figures {
+        let _ = writeln!(s, "![{} {}]({f})", m.id, f.rsplit('/').next().unwrap_or(f));
+    }
+}
+
+/// The verdict line, the manifest's expectation and the level the models reached.
+fn write_verdict(s: &mut String, summary: &Value) {
+    let _ = writeln!(s, "**Verdict: {}.**", verdict_cell(summary));
+    if let Some(expected) = summary.get("expected") {
+        let _ = writeln!(
+            s,
+            "The manifest expects `{}` at this profile: {}",
+            text(expected.get("verdict")),
+            one_line(&text(expected.get("reason")))
+        );
+    }
+    if let Some(best) = level(summary) {
+        let _ = writeln!(
+            s,
+            "Best final test accuracy of the claimed runs: {best:.3}{}.",
+            if best < PLUMBING_BELOW {
+                " — the models stay near chance, so this profile tests the plumbing only"
+            } else {
+                ""
+            }
+        );
+    }
+    s.push('\n');
+}
+
+/// The table of a summary's checks.
+fn write_checks(s: &mut String, checks: &serde_yaml::Mapping) {
+    let _ = writeln!(
+        s,
+        "| check | rule | value | bound | why this bound | result |\n|---|---|---|---|---|---|"
+    );
+    for (k, c) in checks {
+        let flag = |key: &str| c.get(key).and_then(Value::as_bool) == Some(true);
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {}{} | {} | {} | {} |",
+            k.as_str().unwrap_or("?"),
+            cell(&text(c.get("what"))),
+            text(c.get("value")),
+            interval(c.get("interval")),
+            cell(&text(c.get("bound"))),
+            cell(&text(c.get("reason"))),
+            match (flag("pass"), flag("undecided")) {
+                (true, _) => "pass",
+                (false, true) => "**undecided: the seeds scatter across the bound**",
+                (false, false) => "**fail**",
+            }
+        );
+    }
+    s.push('\n');
+}
+
+/// The table of a summary's controls.
+fn write_controls(s: &mut String, controls: &serde_yaml::Mapping) {
+    let _ = writeln!(
+        s,
+        "Controls (a negative one must fail a check; a positive one must pass them all, or the profile cannot see the effect):\n\n| control | kind | in place of | why | measured | result |\n|---|---|---|---|---|---|"
+    );
+    for (k, c) in controls {
+        let positive = c.get("kind").and_then(Value::as_str) == Some("positive");
+        let rejected = c.get("rejected").and_then(Value::as_bool) == Some(true);
+        let undecided = matches!(c.get("undecided"), Some(Value::Sequence(u)) if !u.is_empty());
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {} | {} | {} |",
+            k.as_str().unwrap_or("?"),
+            if positive { "positive" } else { "negative" },
+            cell(&text(c.get("replaces"))),
+            cell(&text(c.get("why"))),
+            cell(&control_measured(c).join(", ")),
+            control_result(positive, rejected, undecided)
+        );
+    }
+    s.push('\n');
+}
+
+/// A control's measured values, each with its interval, as `` `check` value (bounds) ``.
+fn control_measured(c: &Value) -> Vec<String> {
+    let intervals = c.get("intervals");
+    match c.get("values") {
+        Some(Value::Mapping(values)) => values
             .iter()
-            .map(|t| format!("{} with {} threads", t.device, t.threads))
-            .collect();
-        machines.dedup();
+            .map(|(check, v)| {
+                format!(
+                    "`{}` {}{}",
+                    text(Some(check)),
+                    text(Some(v)),
+                    interval(intervals.and_then(|i| i.get(check)))
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A control's result cell.
+fn control_result(positive: bool, rejected: bool, undecided: bool) -> &'static str {
+    match (positive, rejected, undecided) {
+        (false, true, _) => "rejected",
+        (false, false, false) => "**passes too**",
+        (false, false, true) => "**not rejected: the seeds scatter across the bound**",
+        (true, false, false) => "passes",
+        (true, true, _) => "**fails: the profile cannot see the effect**",
+        (true, false, true) => "**undecided: the seeds scatter too much to see the effect**",
+    }
+}
+
+/// The folded table of a summary's metrics.
+fn write_metrics(s: &mut String, metrics: &serde_yaml::Mapping, profile: &str) {
+    let _ = writeln!(s, "<details><summary>Measured ({} numbers, profile {})</summary>\n\n| metric | value |\n|---|---|", metrics.len(), profile);
+    for (k, v) in metrics {
         let _ = writeln!(
             s,
-            "\nWall time of the recorded runs: {} in all ({} of {} claims recorded; {}).",
-            minutes(total),
-            times.len(),
-            entries.len(),
-            machines.join(", ")
+            "| `{}` | {} |",
+            k.as_str().unwrap_or("?"),
+            serde_yaml::to_string(v).unwrap_or_default().trim()
         );
     }
-    for e in entries {
-        let m = &e.manifest;
-        let _ = writeln!(
-            s,
-            "\n## {}\n\n**{}** — {}\n\n{}\n",
-            m.id,
-            one_line(&m.title),
-            one_line(&m.paper),
-            one_line(&m.claim)
-        );
-        let _ = writeln!(
-            s,
-            "Rerun: `cargo xtask replicate {} --profile {}` (or `--profile cpu --data-dir DIR`, `--profile paper --device cuda`).\n",
-            e.name, e.profile
-        );
-        let _ = writeln!(s, "**Verdict: {}.**", verdict_cell(&e.summary));
-        if let Some(expected) = e.summary.get("expected") {
-            let _ = writeln!(
-                s,
-                "The manifest expects `{}` at this profile: {}",
-                text(expected.get("verdict")),
-                one_line(&text(expected.get("reason")))
-            );
-        }
-        if let Some(best) = level(&e.summary) {
-            let _ = writeln!(
-                s,
-                "Best final test accuracy of the claimed runs: {best:.3}{}.",
-                if best < PLUMBING_BELOW {
-                    " — the models stay near chance, so this profile tests the plumbing only"
-                } else {
-                    ""
-                }
-            );
-        }
-        s.push('\n');
-        if let Some(Value::Mapping(checks)) = e.summary.get("checks") {
-            let _ = writeln!(
-                s,
-                "| check | rule | value | bound | why this bound | result |\n|---|---|---|---|---|---|"
-            );
-            for (k, c) in checks {
-                let flag = |key: &str| c.get(key).and_then(Value::as_bool) == Some(true);
-                let _ = writeln!(
-                    s,
-                    "| `{}` | {} | {}{} | {} | {} | {} |",
-                    k.as_str().unwrap_or("?"),
-                    cell(&text(c.get("what"))),
-                    text(c.get("value")),
-                    interval(c.get("interval")),
-                    cell(&text(c.get("bound"))),
-                    cell(&text(c.get("reason"))),
-                    match (flag("pass"), flag("undecided")) {
-                        (true, _) => "pass",
-                        (false, true) => "**undecided: the seeds scatter across the bound**",
-                        (false, false) => "**fail**",
-                    }
-                );
-            }
-            s.push('\n');
-        }
-        if let Some(Value::Mapping(controls)) = e.summary.get("controls") {
-            let _ = writeln!(
-                s,
-                "Controls (a negative one must fail a check; a positive one must pass them all, or the profile cannot see the effect):\n\n| control | kind | in place of | why | measured | result |\n|---|---|---|---|---|---|"
-            );
-            for (k, c) in controls {
-                let intervals = c.get("intervals");
-                let measured: Vec<String> = match c.get("values") {
-                    Some(Value::Mapping(values)) => values
-                        .iter()
-                        .map(|(check, v)| {
-                            format!(
-                                "`{}` {}{}",
-                                text(Some(check)),
-                                text(Some(v)),
-                                interval(intervals.and_then(|i| i.get(check)))
-                            )
-                        })
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                let positive = c.get("kind").and_then(Value::as_str) == Some("positive");
-                let rejected = c.get("rejected").and_then(Value::as_bool) == Some(true);
-                let undecided =
-                    matches!(c.get("undecided"), Some(Value::Sequence(u)) if !u.is_empty());
-                let _ = writeln!(
-                    s,
-                    "| `{}` | {} | {} | {} | {} | {} |",
-                    k.as_str().unwrap_or("?"),
-                    if positive { "positive" } else { "negative" },
-                    cell(&text(c.get("replaces"))),
-                    cell(&text(c.get("why"))),
-                    cell(&measured.join(", ")),
-                    match (positive, rejected, undecided) {
-                        (false, true, _) => "rejected",
-                        (false, false, false) => "**passes too**",
-                        (false, false, true) =>
-                            "**not rejected: the seeds scatter across the bound**",
-                        (true, false, false) => "passes",
-                        (true, true, _) => "**fails: the profile cannot see the effect**",
-                        (true, false, true) =>
-                            "**undecided: the seeds scatter too much to see the effect**",
-                    }
-                );
-            }
-            s.push('\n');
-        }
-        if let Some(Value::Mapping(metrics)) = e.summary.get("metrics") {
-            let _ = writeln!(s, "<details><summary>Measured ({} numbers, profile {})</summary>\n\n| metric | value |\n|---|---|", metrics.len(), e.profile);
-            for (k, v) in metrics {
-                let _ = writeln!(
-                    s,
-                    "| `{}` | {} |",
-                    k.as_str().unwrap_or("?"),
-                    serde_yaml::to_string(v).unwrap_or_default().trim()
-                );
-            }
-            let _ = writeln!(s, "\n</details>\n");
-        }
-        for f in &e.figures {
-            let _ = writeln!(s, "![{} {}]({f})", m.id, f.rsplit('/').next().unwrap_or(f));
-        }
-    }
-    s
+    let _ = writeln!(s, "\n</details>\n");
 }
 
 #[cfg(test)]

@@ -401,55 +401,8 @@ pub fn train(
     setup: &RunSetup<'_>,
     progress: &dyn Progress,
 ) -> Result<Vec<EpochRecord>, TrainError> {
-    let store = ParamStore::new(setup.device, setup.dtype, setup.seed);
-    let model = Model::new(setup.model, &store)?;
-    let mut sgd = setup.plan.build_sgd(&model)?;
-    let train_cfg = LoaderConfig {
-        augment: if setup.augment {
-            LoaderConfig::train(1, 0).augment
-        } else {
-            None
-        },
-        ..LoaderConfig::train(setup.batch_size, setup.seed)
-    }
-    .with_dtype(setup.dtype);
-    let train_loader = Loader::new(setup.dataset.train(), train_cfg, setup.device)?;
-    let test_loader = Loader::new(
-        setup.dataset.test(),
-        LoaderConfig::eval(setup.batch_size.max(256)).with_dtype(setup.dtype),
-        setup.device,
-    )?;
-    let layer = tracked_layer(&model);
-    let si_vars = model.scale_invariant();
-    let config = config_fingerprint(setup);
-    let ckpt = checkpoint::folder(&setup.dir);
-    let mut records: Vec<EpochRecord> = Vec::new();
-    let mut start_epoch = 0usize;
-    let save = |records: &[EpochRecord], sgd: &explr_schedule::Sgd| {
-        checkpoint::save(&setup.dir, &store, sgd, &config, records).map_err(|e| {
-            TrainError::Checkpoint {
-                run: setup.key.clone(),
-                source: Box::new(e),
-            }
-        })
-    };
-    if setup.resume {
-        if let Some(r) = checkpoint::restore(&setup.dir, &store, &mut sgd, &config, setup.epochs)
-            .map_err(|e| TrainError::Checkpoint {
-                run: setup.key.clone(),
-                source: Box::new(e),
-            })?
-        {
-            start_epoch = r.epoch;
-            records = r.records;
-            // The metrics may run ahead of the checkpoint: those epochs are trained again.
-            write_records(&setup.dir, &records)?;
-        }
-    } else {
-        checkpoint::clear(&setup.dir)?;
-    }
-    let has_checkpoint = |ckpt: &Path| ckpt.join("LATEST").exists().then(|| ckpt.to_path_buf());
-    let steps_per_epoch = train_loader.steps_per_epoch() as u64;
+    let mut run = TrainingRun::new(setup)?;
+    let (start_epoch, mut records) = run.resume_or_clear()?;
     progress.start(&setup.key, setup.epochs as u64);
     let resumed = if start_epoch > 0 {
         format!("resumed from its checkpoint after epoch {start_epoch}")
@@ -462,97 +415,23 @@ pub fn train(
     for epoch in start_epoch..setup.epochs {
         if setup.stop.requested() {
             if records.len() > checkpointed {
-                save(&records, &sgd)?;
+                run.save(&records)?;
             }
             return Err(TrainError::Stopped {
                 run: setup.key.clone(),
                 epoch,
                 epochs: setup.epochs,
-                checkpoint: has_checkpoint(&ckpt),
+                checkpoint: run.last_checkpoint(),
             });
         }
-        let started = Instant::now();
-        // Nothing is read back to the host during the epoch (on a GPU a read waits for every
-        // queued kernel): the losses, the accuracy count and the angles stay on the device until
-        // the epoch's end, which also checks the losses for the first non-finite one.
-        let mut losses = StepLosses::default();
-        let mut correct = Tensor::zeros((), DType::F64, setup.device)?;
-        let mut angles = AngleLog::default();
-        // θ_t of the scale-invariant group; each step's θ_{t+1} becomes the next step's θ_t.
-        let mut si = flat(&si_vars)?;
-        let epoch_start_step = sgd.step_count();
-        for batch in train_loader.epoch(epoch as u64) {
-            let batch = batch?;
-            let logits = model.forward_t(&batch.images, true)?;
-            let (loss, c) = loss_and_correct_on_device(&logits, &batch.labels)?;
-            losses.push(&loss, batch.indices.len())?;
-            let grads = loss.backward()?;
-            sgd.step(&grads)?;
-            let after = flat(&si_vars)?;
-            angles.push(&si, &after)?;
-            si = after;
-            correct = (correct + c)?;
-        }
-        let (loss_sum, seen) = match losses.read()? {
-            LossReadout::Finite { weighted_sum, seen } => (weighted_sum, seen),
-            LossReadout::NonFinite { index, value } => {
-                // Later steps of this epoch trained on from the diverged weights, but nothing of
-                // the epoch is recorded or checkpointed.
-                return Err(TrainError::NonFinite {
-                    run: setup.key.clone(),
-                    epoch: epoch + 1,
-                    step: epoch_start_step + index as u64,
-                    quantity: "training loss".into(),
-                    value,
-                    checkpoint: has_checkpoint(&ckpt),
-                });
-            }
-        };
-        let (correct, angle_sum) = (correct.to_scalar::<f64>()?, angles.sum()?);
-        let (test_loss, test_acc) = evaluate(&model, &test_loader)?;
-        let si_norm = norm(&si)?;
-        let step = sgd.step_count();
-        let lr = setup.plan.scale_invariant.lr_at(step.saturating_sub(1))?;
-        let layer_norm = match &layer {
-            Some(name) => model.weight_norm(name)?,
-            None => f64::NAN,
-        };
-        let record = EpochRecord {
-            epoch: epoch + 1,
-            step,
-            lr,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_acc: correct / seen.max(1) as f64,
-            test_loss,
-            test_acc,
-            si_norm,
-            layer_norm,
-            norm_sq_over_lr: si_norm * si_norm / lr,
-            effective_lr: lr / (si_norm * si_norm),
-            angular_update: angle_sum / steps_per_epoch.max(1) as f64,
-            wall_s: started.elapsed().as_secs_f64(),
-        };
-        // Every quantity a checkpoint must hold finite (the training loss was checked above).
-        for (quantity, value) in record.watched() {
-            if !value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    run: setup.key.clone(),
-                    epoch: epoch + 1,
-                    step,
-                    quantity: quantity.into(),
-                    value,
-                    checkpoint: has_checkpoint(&ckpt),
-                });
-            }
-        }
-        records.push(record);
+        records.push(run.epoch(epoch)?);
         if setup.snapshot_epochs.contains(&(epoch + 1)) {
-            write_snapshot(&setup.dir, epoch + 1, &si_vars, &config)?;
+            write_snapshot(&setup.dir, epoch + 1, &run.si_vars, &run.config)?;
         }
         write_records(&setup.dir, &records)?;
         let last = epoch + 1 == setup.epochs;
         if last || (setup.checkpoint_every > 0 && (epoch + 1) % setup.checkpoint_every == 0) {
-            save(&records, &sgd)?;
+            run.save(&records)?;
             checkpointed = epoch + 1;
         }
         let r = records.last().expect("just pushed");
@@ -574,6 +453,213 @@ pub fn train(
         },
     );
     Ok(records)
+}
+
+/// One run being trained ([`train`]): its model, optimizer, data and checkpoint folder.
+struct TrainingRun<'s, 'a> {
+    setup: &'s RunSetup<'a>,
+    store: ParamStore,
+    model: Model,
+    sgd: explr_schedule::Sgd,
+    train_loader: Loader,
+    test_loader: Loader,
+    /// The layer whose weight norm is recorded ([`tracked_layer`]).
+    layer: Option<String>,
+    /// The scale-invariant group.
+    si_vars: Vec<(String, Var)>,
+    config: Fingerprint,
+    ckpt: PathBuf,
+}
+
+/// One epoch's pass over the training split, still on the device.
+struct EpochPass {
+    losses: StepLosses,
+    /// The number of correct training predictions (an f64 scalar tensor).
+    correct: Tensor,
+    angles: AngleLog,
+    /// θ of the scale-invariant group after the epoch's last step.
+    si: Tensor,
+}
+
+impl<'s, 'a> TrainingRun<'s, 'a> {
+    /// The model (initialised from the seed), its optimizer and the run's loaders.
+    fn new(setup: &'s RunSetup<'a>) -> Result<Self, TrainError> {
+        let store = ParamStore::new(setup.device, setup.dtype, setup.seed);
+        let model = Model::new(setup.model, &store)?;
+        let sgd = setup.plan.build_sgd(&model)?;
+        let train_cfg = LoaderConfig {
+            augment: if setup.augment {
+                LoaderConfig::train(1, 0).augment
+            } else {
+                None
+            },
+            ..LoaderConfig::train(setup.batch_size, setup.seed)
+        }
+        .with_dtype(setup.dtype);
+        let train_loader = Loader::new(setup.dataset.train(), train_cfg, setup.device)?;
+        let test_loader = Loader::new(
+            setup.dataset.test(),
+            LoaderConfig::eval(setup.batch_size.max(256)).with_dtype(setup.dtype),
+            setup.device,
+        )?;
+        let layer = tracked_layer(&model);
+        let si_vars = model.scale_invariant();
+        Ok(Self {
+            config: config_fingerprint(setup),
+            ckpt: checkpoint::folder(&setup.dir),
+            setup,
+            store,
+            model,
+            sgd,
+            train_loader,
+            test_loader,
+            layer,
+            si_vars,
+        })
+    }
+
+    /// With `--resume`, restores the last checkpoint (when there is one) and rewrites the
+    /// metrics it holds; otherwise deletes any old checkpoint. Returns the epochs done and
+    /// their records.
+    fn resume_or_clear(&mut self) -> Result<(usize, Vec<EpochRecord>), TrainError> {
+        let setup = self.setup;
+        if !setup.resume {
+            checkpoint::clear(&setup.dir)?;
+            return Ok((0, Vec::new()));
+        }
+        let restored = checkpoint::restore(
+            &setup.dir,
+            &self.store,
+            &mut self.sgd,
+            &self.config,
+            setup.epochs,
+        )
+        .map_err(|e| TrainError::Checkpoint {
+            run: setup.key.clone(),
+            source: Box::new(e),
+        })?;
+        let Some(r) = restored else {
+            return Ok((0, Vec::new()));
+        };
+        // The metrics may run ahead of the checkpoint: those epochs are trained again.
+        write_records(&setup.dir, &r.records)?;
+        Ok((r.epoch, r.records))
+    }
+
+    /// Checkpoints the run after `records.len()` epochs.
+    fn save(&self, records: &[EpochRecord]) -> Result<(), TrainError> {
+        checkpoint::save(
+            &self.setup.dir,
+            &self.store,
+            &self.sgd,
+            &self.config,
+            records,
+        )
+        .map_err(|e| TrainError::Checkpoint {
+            run: self.setup.key.clone(),
+            source: Box::new(e),
+        })
+    }
+
+    /// The checkpoint folder, when a checkpoint was written.
+    fn last_checkpoint(&self) -> Option<PathBuf> {
+        self.ckpt.join("LATEST").exists().then(|| self.ckpt.clone())
+    }
+
+    /// The error of a non-finite `quantity` at `epoch` (1-based) and `step`.
+    fn non_finite(&self, epoch: usize, step: u64, quantity: &str, value: f64) -> TrainError {
+        TrainError::NonFinite {
+            run: self.setup.key.clone(),
+            epoch,
+            step,
+            quantity: quantity.into(),
+            value,
+            checkpoint: self.last_checkpoint(),
+        }
+    }
+
+    /// Trains epoch `epoch` (0-based), evaluates the model and returns the epoch's record,
+    /// every watched quantity checked finite.
+    fn epoch(&mut self, epoch: usize) -> Result<EpochRecord, TrainError> {
+        let started = Instant::now();
+        let epoch_start_step = self.sgd.step_count();
+        let pass = self.train_pass(epoch)?;
+        let (loss_sum, seen) = match pass.losses.read()? {
+            LossReadout::Finite { weighted_sum, seen } => (weighted_sum, seen),
+            LossReadout::NonFinite { index, value } => {
+                // Later steps of this epoch trained on from the diverged weights, but nothing of
+                // the epoch is recorded or checkpointed.
+                let step = epoch_start_step + index as u64;
+                return Err(self.non_finite(epoch + 1, step, "training loss", value));
+            }
+        };
+        let (correct, angle_sum) = (pass.correct.to_scalar::<f64>()?, pass.angles.sum()?);
+        let (test_loss, test_acc) = evaluate(&self.model, &self.test_loader)?;
+        let si_norm = norm(&pass.si)?;
+        let step = self.sgd.step_count();
+        let lr = self
+            .setup
+            .plan
+            .scale_invariant
+            .lr_at(step.saturating_sub(1))?;
+        let layer_norm = match &self.layer {
+            Some(name) => self.model.weight_norm(name)?,
+            None => f64::NAN,
+        };
+        let steps_per_epoch = self.train_loader.steps_per_epoch() as u64;
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            step,
+            lr,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_acc: correct / seen.max(1) as f64,
+            test_loss,
+            test_acc,
+            si_norm,
+            layer_norm,
+            norm_sq_over_lr: si_norm * si_norm / lr,
+            effective_lr: lr / (si_norm * si_norm),
+            angular_update: angle_sum / steps_per_epoch.max(1) as f64,
+            wall_s: started.elapsed().as_secs_f64(),
+        };
+        // Every quantity a checkpoint must hold finite (the training loss was checked above).
+        for (quantity, value) in record.watched() {
+            if !value.is_finite() {
+                return Err(self.non_finite(epoch + 1, step, quantity, value));
+            }
+        }
+        Ok(record)
+    }
+
+    /// One pass over the training split, one optimizer step per batch. Nothing is read back
+    /// to the host during the epoch (on a GPU a read waits for every queued kernel): the
+    /// losses, the accuracy count and the angles stay on the device until the epoch's end,
+    /// which also checks the losses for the first non-finite one.
+    fn train_pass(&mut self, epoch: usize) -> Result<EpochPass, TrainError> {
+        let mut losses = StepLosses::default();
+        let mut correct = Tensor::zeros((), DType::F64, self.setup.device)?;
+        let mut angles = AngleLog::default();
+        // θ_t of the scale-invariant group; each step's θ_{t+1} becomes the next step's θ_t.
+        let mut si = flat(&self.si_vars)?;
+        for batch in self.train_loader.epoch(epoch as u64) {
+            let batch = batch?;
+            let logits = self.model.forward_t(&batch.images, true)?;
+            let (loss, c) = loss_and_correct_on_device(&logits, &batch.labels)?;
+            losses.push(&loss, batch.indices.len())?;
+            let grads = loss.backward()?;
+            self.sgd.step(&grads)?;
+            let after = flat(&self.si_vars)?;
+            angles.push(&si, &after)?;
+            si = after;
+            correct = (correct + c)?;
+        }
+        Ok(EpochPass {
+            losses,
+            correct,
+            angles,
+            si,
+        })
+    }
 }
 
 /// The file of the weight snapshot the run in `dir` keeps after `epoch`.
