@@ -4,10 +4,11 @@
 //! - [`SlurmArray`] (`--executor slurm`): a Slurm job array, one task per unit that is not
 //!   complete yet, each running `explr replicate --task UNIT --resume`.
 //!
-//! A unit ([`Unit`]) is one training run (manifest, model, run, seed: controls are runs too),
-//! or the whole experiment of another kind. The runner builds the [`Job`] (the units, how to
-//! run one, where each stands) and, once the units are done, collects their results the same
-//! way whichever executor ran them.
+//! A unit is opaque here ([`UnitKey`]): the experiment says what its units are (a training run,
+//! or the whole experiment of another kind), where each stands ([`UnitState`]) and how to run
+//! one. The runner builds the [`Job`] from it and, once the units are done, collects their
+//! results the same way whichever executor ran them. A unit's failure passes through as the
+//! job's own error type; [`ExecError`] is the executors' own.
 
 use std::path::{Path, PathBuf};
 

@@ -319,7 +319,7 @@ impl TrainingPlan {
     /// The summary and figures of the manifest, from every run's records on disk (the ones its
     /// final checkpoint verified), and the time training took: the sum of every run's epochs'
     /// own wall times, wherever and in however many sittings they ran. Every run must be
-    /// complete ([`Self::state`]).
+    /// complete ([`Self::run_state`]).
     pub fn summarize_runs(&self) -> Result<(Summary, Vec<PathBuf>, f64), RunError> {
         let mut records = AllRecords::new();
         for id in self.runs() {
