@@ -1,6 +1,8 @@
 //! `explr-replicate`: the runner that replays every claim of the paper from a YAML manifest,
 //! on top of the layers below it (docs/ARCHITECTURE.md draws them):
 //!
+//! - [`commands`]: the `explr` commands (replicate, schedule, data) as entry points that the
+//!   binary calls with typed requests, and their [`error::CommandError`];
 //! - [`runner`]: one resolved manifest → its [`Experiment`](explr_experiments::Experiment)'s
 //!   units of work, handed to an [`Executor`](explr_execute::executor::Executor) (the local
 //!   thread pool or a Slurm job array), then collected into its summary, metadata and figures;
@@ -23,6 +25,8 @@
 //! # Ok::<(), manifest::ManifestError>(())
 //! ```
 
+pub mod commands;
+pub mod error;
 pub mod runner;
 
 pub use explr_execute::{executor, slurm};

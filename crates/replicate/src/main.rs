@@ -1,4 +1,4 @@
-//! The `explr` binary: a thin dispatcher over the subcommands in `cli/`.
+//! The `explr` binary: parses the command line and calls the library's command (`cli/`).
 
 mod cli;
 
@@ -11,16 +11,18 @@ fn main() -> std::process::ExitCode {
     match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The error and its causes, as `a: b: c`.
+            let mut line = format!("error: {e}");
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                line.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            eprintln!("{line}");
             // A run stopped on request (a signal) with its work checkpointed, whichever way
             // it ran (a local pool, a Slurm task): a Slurm task's script answers this status by
             // requeueing the task.
-            let stopped = e.chain().any(|cause| {
-                cause
-                    .downcast_ref::<explr_replicate::experiments::RunError>()
-                    .is_some_and(explr_replicate::experiments::RunError::is_stop)
-            });
-            if stopped {
+            if e.is_stop() {
                 std::process::ExitCode::from(explr_replicate::slurm::EXIT_STOPPED)
             } else {
                 std::process::ExitCode::FAILURE

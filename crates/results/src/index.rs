@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use explr_io::{write_atomic, IoError};
+use explr_manifest::spec::Verdict;
 
 /// The index file's name inside the results folder.
 pub const FILE: &str = "index.json";
@@ -30,6 +31,39 @@ pub struct IndexCheck {
     pub undecided: bool,
 }
 
+/// How a manifest's summary compared with its golden.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GoldenStatus {
+    /// Within its tolerance.
+    #[serde(rename = "match")]
+    Match,
+    /// Outside it.
+    #[serde(rename = "differs")]
+    Differs,
+    /// There is no golden.
+    #[serde(rename = "missing")]
+    Missing,
+    /// The summary was written as the golden (`--bless`).
+    #[serde(rename = "written")]
+    Written,
+    /// Not compared (neither `--check` nor `--bless`, or a run cut by `--max-epochs`).
+    #[serde(rename = "not checked")]
+    NotChecked,
+}
+
+impl GoldenStatus {
+    /// As the index writes it (`match`, `differs`, `missing`, `written`, `not checked`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Match => "match",
+            Self::Differs => "differs",
+            Self::Missing => "missing",
+            Self::Written => "written",
+            Self::NotChecked => "not checked",
+        }
+    }
+}
+
 /// One manifest at one profile.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IndexEntry {
@@ -40,9 +74,9 @@ pub struct IndexEntry {
     /// The profile.
     pub profile: String,
     /// The verdict (`pass`, `fail`, `inconclusive`).
-    pub verdict: String,
+    pub verdict: Verdict,
     /// The golden comparison (`match`, `differs`, `missing`, `written`, `not checked`).
-    pub golden: String,
+    pub golden: GoldenStatus,
     /// The checks, by key.
     pub checks: BTreeMap<String, IndexCheck>,
     /// The device it ran on (`cpu`, `cuda:0`).
@@ -139,13 +173,13 @@ impl ResultsIndex {
 mod tests {
     use super::*;
 
-    fn entry(manifest: &str, profile: &str, verdict: &str) -> IndexEntry {
+    fn entry(manifest: &str, profile: &str, verdict: Verdict) -> IndexEntry {
         IndexEntry {
             manifest: manifest.into(),
             id: manifest.to_uppercase(),
             profile: profile.into(),
-            verdict: verdict.into(),
-            golden: "match".into(),
+            verdict,
+            golden: GoldenStatus::Match,
             checks: BTreeMap::new(),
             device: "cpu".into(),
             wall_s: 1.0,
@@ -157,10 +191,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("explr-index-{}", std::process::id()));
         assert_eq!(ResultsIndex::load(&dir).unwrap(), ResultsIndex::default());
         let mut index = ResultsIndex::default();
-        index.upsert(entry("x1", "smoke", "pass"));
-        index.upsert(entry("e3", "smoke", "fail"));
-        index.upsert(entry("e3", "cpu", "pass"));
-        index.upsert(entry("e3", "smoke", "pass"));
+        index.upsert(entry("x1", "smoke", Verdict::Pass));
+        index.upsert(entry("e3", "smoke", Verdict::Fail));
+        index.upsert(entry("e3", "cpu", Verdict::Pass));
+        index.upsert(entry("e3", "smoke", Verdict::Pass));
         let keys: Vec<(&str, &str, &str)> = index
             .entries
             .iter()
@@ -176,6 +210,15 @@ mod tests {
         );
         index.save(&dir).unwrap();
         assert_eq!(ResultsIndex::load(&dir).unwrap(), index);
+        // The verdict and the golden comparison are written as words, and read back typed.
+        let text = std::fs::read_to_string(dir.join(FILE)).unwrap();
+        assert!(text.contains("\"verdict\": \"pass\"") && text.contains("\"golden\": \"match\""));
+        let mut edited = index.clone();
+        edited.entries[0].golden = GoldenStatus::NotChecked;
+        edited.save(&dir).unwrap();
+        let text = std::fs::read_to_string(dir.join(FILE)).unwrap();
+        assert!(text.contains("\"golden\": \"not checked\""));
+        assert_eq!(ResultsIndex::load(&dir).unwrap(), edited);
         std::fs::write(dir.join(FILE), "[").unwrap();
         assert!(matches!(
             ResultsIndex::load(&dir),

@@ -1,8 +1,12 @@
-//! The `explr` command line: one module per subcommand.
+//! The `explr` command line: clap parses the arguments into the library's typed requests
+//! ([`explr_replicate::commands`]); this module adds what only a process knows (the terminal,
+//! the environment, signals) and calls the command's entry point.
 
-pub mod data;
-pub mod replicate;
-pub mod schedule;
+mod environment;
+mod terminal;
+
+use explr_replicate::commands::{data, replicate, schedule};
+use explr_replicate::error::CommandError;
 
 /// explr: replicate Li & Arora, "An Exponential Learning Rate Schedule for Deep Learning".
 #[derive(Debug, clap::Parser)]
@@ -25,9 +29,13 @@ pub enum Command {
 }
 
 /// Runs the parsed command.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+pub fn run(cli: Cli) -> Result<(), CommandError> {
     match cli.command {
-        Command::Replicate(args) => replicate::run(args),
+        Command::Replicate(args) => {
+            let console = terminal::Terminal::new();
+            let env = environment::of_this_process(&args, &console);
+            replicate::run(&args, &env)
+        }
         Command::Schedule(args) => {
             end_quietly_on_a_closed_pipe();
             let stdout = std::io::stdout();
@@ -35,7 +43,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Data(args) => {
             end_quietly_on_a_closed_pipe();
-            data::run(args)
+            let stdout = std::io::stdout();
+            data::run(args, &environment::data_roots(), &mut stdout.lock())
         }
     }
 }

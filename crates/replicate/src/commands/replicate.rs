@@ -1,24 +1,58 @@
 //! `explr replicate`: run manifests at a profile (on local threads, or as Slurm job arrays to
 //! collect later), check (or bless) the goldens, write figures and docs/REPLICATION.md.
+//! [`ReplicateArgs`] is the typed request (the binary parses it from its arguments),
+//! [`Environment`] what the binary knows of where it runs, and [`run`] the entry point; lines
+//! for the user go to the [`Console`] the binary hands in.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use explr_replicate::context::{Progress, Provenance, RunnerOptions, StopSignal};
-use explr_replicate::device::DeviceSpec;
-use explr_replicate::executor::{LocalPool, SlurmArray, Submission, UnitKey, UnitState};
-use explr_replicate::golden::{self, GoldenOutcome};
-use explr_replicate::index::{IndexCheck, IndexEntry, ResultsIndex};
-use explr_replicate::manifest::{self, ManifestError, Resolved};
-use explr_replicate::runner::{self, ManifestOutcome, Outcome};
-use explr_replicate::slurm::{self, SubmissionRecord, TaskCommand};
-use explr_replicate::spec::Verdict;
-use explr_replicate::summary::Outcome as CheckOutcome;
+use explr_train::context::{Progress, Provenance, RunnerOptions, StopSignal};
+
+use crate::bail;
+use crate::device::DeviceSpec;
+use crate::error::{CommandError, Context, Result};
+use crate::executor::{LocalPool, SlurmArray, Submission, UnitKey, UnitState};
+use crate::golden::{self, GoldenOutcome};
+use crate::index::{GoldenStatus, IndexCheck, IndexEntry, ResultsIndex};
+use crate::manifest::{self, ManifestError, Resolved};
+use crate::runner::{self, ManifestOutcome, Outcome};
+use crate::slurm::{self, SubmissionRecord, TaskCommand};
+use crate::spec::Verdict;
+use crate::summary::Outcome as CheckOutcome;
+
+/// Where a command's lines for the user go, besides its progress: the binary's terminal.
+pub trait Console: Progress {
+    /// One line for the user.
+    fn note(&self, line: &str);
+}
+
+/// `note!(console, "…", args)`: one formatted line for the user.
+macro_rules! note {
+    ($console:expr, $($arg:tt)*) => {
+        $console.note(&format!($($arg)*))
+    };
+}
+
+/// What the binary knows of where it runs, handed to [`run`]: nothing below it reads the
+/// environment.
+pub struct Environment<'a> {
+    /// The CIFAR data folder: `--data-dir`, else `$EXPLR_DATA`, else the per-user cache.
+    pub data_dir: Option<PathBuf>,
+    /// Where the results come from (recorded in every `metadata.json`).
+    pub provenance: Provenance,
+    /// This program as the Slurm tasks run it (relative to the current folder when it lies
+    /// inside it); `None` when it could not be found.
+    pub program: Option<String>,
+    /// Whether this runs under CI (`CI` set, as insta reads it): a golden check then writes
+    /// no pending snapshot.
+    pub ci: bool,
+    /// Installs the signal handlers that ask training runs to stop, where runs train here.
+    pub stop_on_signals: &'a dyn Fn() -> StopSignal,
+    /// Where progress and lines for the user go.
+    pub console: &'a dyn Console,
+}
 
 /// What to do with the goldens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -119,73 +153,6 @@ pub struct ReplicateArgs {
     /// Folder of the results.
     #[arg(long, default_value = "results")]
     pub results_dir: PathBuf,
-}
-
-/// Progress as indicatif bars on a terminal, plain lines elsewhere.
-struct TermProgress {
-    bars: Option<indicatif::MultiProgress>,
-    active: Mutex<std::collections::BTreeMap<String, (indicatif::ProgressBar, Instant)>>,
-}
-
-impl TermProgress {
-    fn new() -> Self {
-        Self {
-            bars: std::io::stderr()
-                .is_terminal()
-                .then(indicatif::MultiProgress::new),
-            active: Mutex::new(Default::default()),
-        }
-    }
-}
-
-impl Progress for TermProgress {
-    fn start(&self, key: &str, total: u64) {
-        let bar = match &self.bars {
-            Some(m) => {
-                let b = m.add(indicatif::ProgressBar::new(total));
-                b.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{prefix:>28} [{bar:30}] {pos}/{len} {msg} (eta {eta})",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-                b.set_prefix(key.to_string());
-                b
-            }
-            None => indicatif::ProgressBar::hidden(),
-        };
-        if let Ok(mut a) = self.active.lock() {
-            a.insert(key.to_string(), (bar, Instant::now()));
-        }
-    }
-
-    fn update(&self, key: &str, done: u64, message: &str) {
-        if let Ok(a) = self.active.lock() {
-            if let Some((bar, started)) = a.get(key) {
-                bar.set_position(done);
-                bar.set_message(message.to_string());
-                if self.bars.is_none() {
-                    eprintln!(
-                        "  {key}: {done} {message} ({:.0}s)",
-                        started.elapsed().as_secs_f64()
-                    );
-                }
-            }
-        }
-    }
-
-    fn finish(&self, key: &str, message: &str) {
-        if let Ok(mut a) = self.active.lock() {
-            if let Some((bar, started)) = a.remove(key) {
-                bar.finish_and_clear();
-                eprintln!(
-                    "  {key}: {message} ({:.1}s)",
-                    started.elapsed().as_secs_f64()
-                );
-            }
-        }
-    }
 }
 
 fn parse_slurm_opt(s: &str) -> Result<(String, String), String> {
@@ -307,7 +274,7 @@ fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
     } else {
         args.golden_dir.clone()
     };
-    let timings = explr_replicate::report::read_timings(&args.golden_dir, &args.profile)?;
+    let timings = crate::report::read_timings(&args.golden_dir, &args.profile)?;
     let mut entries = Vec::new();
     for path in manifests(&args.experiments_dir, &[])? {
         let name = path
@@ -323,7 +290,7 @@ fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
                 .with_context(|| format!("reading {}", path.display()))?;
         let figures = report_figures(&args.results_dir, &docs, &name, &args.profile)?;
         let wall_time = timings.get(&name).cloned();
-        entries.push(explr_replicate::report::ReportEntry {
+        entries.push(crate::report::ReportEntry {
             name,
             profile: args.profile.clone(),
             manifest,
@@ -332,61 +299,12 @@ fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
             wall_time,
         });
     }
-    let path = docs.join(explr_replicate::report::report_file_name(&args.profile));
+    let path = docs.join(crate::report::report_file_name(&args.profile));
     explr_io::write_atomic(
         &path,
-        explr_replicate::report::replication_md(&args.profile, &entries).as_bytes(),
+        crate::report::replication_md(&args.profile, &entries).as_bytes(),
     )?;
     Ok(path)
-}
-
-/// `git rev-parse HEAD` of the current directory's checkout, `+dirty` when tracked files have
-/// uncommitted changes; `None` without git or outside a checkout.
-fn git_revision() -> Option<String> {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let head = git(&["rev-parse", "HEAD"])?;
-    let dirty =
-        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-    Some(if dirty { format!("{head}+dirty") } else { head })
-}
-
-/// Set by the signal handler: stop at the end of the epoch.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn request_stop(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// `SIGUSR1` (Slurm's warning before a time limit) and `SIGTERM` (scancel, preemption) ask the
-/// training runs to checkpoint at the end of their epoch and stop; the process then exits with
-/// [`slurm::EXIT_STOPPED`]. (Slurm may deliver a signal twice, to the task's shell and to its
-/// processes: a repeat changes nothing. `SIGINT` and `SIGKILL` still end it at once.)
-fn stop_on_signals() -> StopSignal {
-    for signal in [libc::SIGUSR1, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the
-        // sigaction struct is fully initialized (zeroed, then its mask emptied).
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut());
-        }
-    }
-    StopSignal::new(&STOP)
-}
-
-/// Whether this runs under CI (`CI` set to anything but `false` or `0`, as insta reads it):
-/// then a golden check writes nothing.
-fn ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| v != "false" && v != "0" && !v.is_empty())
 }
 
 /// What this invocation does with each manifest.
@@ -404,17 +322,12 @@ enum Action {
 /// The command each Slurm task runs (before `--task UNIT`): `--slurm-explr`, else this binary
 /// (relative to the current folder when it lies inside it), with every option that decides
 /// what a run is.
-fn task_command(args: &ReplicateArgs) -> Result<TaskCommand> {
-    let program = match &args.slurm_explr {
-        Some(path) => path.display().to_string(),
-        None => {
-            let exe =
-                std::env::current_exe().context("finding this program's path for the tasks")?;
-            let cwd = std::env::current_dir().context("reading the current folder")?;
-            match exe.strip_prefix(&cwd) {
-                Ok(rel) => rel.display().to_string(),
-                Err(_) => exe.display().to_string(),
-            }
+fn task_command(args: &ReplicateArgs, this_program: Option<&str>) -> Result<TaskCommand> {
+    let program = match (&args.slurm_explr, this_program) {
+        (Some(path), _) => path.display().to_string(),
+        (None, Some(program)) => program.to_string(),
+        (None, None) => {
+            bail!("this program's path for the Slurm tasks is unknown: pass --slurm-explr PATH")
         }
     };
     // A bare name would be looked up on PATH: name the file in this folder.
@@ -447,21 +360,8 @@ fn task_command(args: &ReplicateArgs) -> Result<TaskCommand> {
     })
 }
 
-/// The host name, for locks and metadata (several nodes may share a results folder).
-fn host_name() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-}
-
-/// Runs `explr replicate`.
-pub fn run(args: ReplicateArgs) -> Result<()> {
-    let device_spec: DeviceSpec = args.device.parse()?;
-    if args.max_epochs == Some(0) {
-        bail!("--max-epochs must be at least 1");
-    }
+/// What this invocation does with each manifest, from flags that must make sense together.
+fn action(args: &ReplicateArgs, device_spec: DeviceSpec, env: &Environment) -> Result<Action> {
     let slurm = args.executor == ExecutorKind::Slurm;
     if !slurm && (args.emit_only || !args.slurm_opt.is_empty() || args.slurm_explr.is_some()) {
         bail!("--emit-only, --slurm-opt and --slurm-explr are options of --executor slurm");
@@ -485,7 +385,7 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
             }
         }
     }
-    let action = if let Some(unit) = &args.task {
+    Ok(if let Some(unit) = &args.task {
         if args.ids.len() != 1 {
             bail!("--task runs one unit of one manifest: name exactly one manifest id");
         }
@@ -500,7 +400,7 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
         Action::Collect
     } else if slurm {
         Action::Submit(Box::new(SlurmArray {
-            command: task_command(&args)?,
+            command: task_command(args, env.program.as_deref())?,
             gpus: u32::from(matches!(device_spec, DeviceSpec::Cuda(_))),
             overrides: args.slurm_opt.clone(),
             emit_only: args.emit_only,
@@ -510,8 +410,13 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
         Action::Local(LocalPool {
             jobs: usize::try_from(args.jobs.unwrap_or(1)).unwrap_or(usize::MAX),
         })
-    };
-    let mode = if args.bless {
+    })
+}
+
+/// Whether the goldens are checked, blessed or left alone (a run cut by `--max-epochs` is not
+/// the manifest's full result: never checked or blessed).
+fn golden_mode(args: &ReplicateArgs) -> GoldenMode {
+    if args.bless {
         GoldenMode::Bless
     } else if args.max_epochs.is_some() {
         GoldenMode::Skip
@@ -519,17 +424,17 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
         GoldenMode::Check
     } else {
         GoldenMode::Skip
-    };
-    let cache = explr_data::user_cache_dir(
-        std::env::var_os("XDG_CACHE_HOME").as_deref(),
-        std::env::var_os("HOME").as_deref(),
-    );
-    let data_dir = explr_data::resolve_data_dir(
-        args.data_dir.as_deref(),
-        std::env::var_os("EXPLR_DATA").as_deref(),
-        cache.as_deref(),
-    )
-    .ok();
+    }
+}
+
+/// The runner's options: the data folder, the device (opened only where runs train here), the
+/// stop signal and the provenance every result records.
+fn options(
+    args: &ReplicateArgs,
+    device_spec: DeviceSpec,
+    action: &Action,
+    env: &Environment,
+) -> Result<RunnerOptions> {
     // The one place a device is opened: where runs train here. A dry run, a submission and a
     // collection train nothing (a collection compares weights on the CPU).
     let trains_here = matches!(action, Action::Local(_) | Action::Task(_));
@@ -539,47 +444,50 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
         device_spec.open()?
     };
     let stop = if trains_here && !args.dry_run {
-        stop_on_signals()
+        (env.stop_on_signals)()
     } else {
         StopSignal::default()
     };
-    let opts = RunnerOptions {
-        data_dir,
+    Ok(RunnerOptions {
+        data_dir: env.data_dir.clone(),
         results_dir: args.results_dir.clone(),
         resume: args.resume,
         device,
         max_epochs: args.max_epochs,
-        provenance: Provenance {
-            git_revision: git_revision(),
-            // Lossy: a path argument need not be UTF-8.
-            command: std::env::args_os()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect(),
-            host: host_name(),
-            threads: ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"]
-                .into_iter()
-                .map(|k| (k.to_string(), std::env::var(k).ok()))
-                .collect(),
-        },
+        provenance: env.provenance.clone(),
         stop,
-    };
-    let progress = TermProgress::new();
+    })
+}
+
+/// Runs `explr replicate`.
+pub fn run(args: &ReplicateArgs, env: &Environment) -> Result<()> {
+    let device_spec: DeviceSpec = args.device.parse()?;
+    if args.max_epochs == Some(0) {
+        bail!("--max-epochs must be at least 1");
+    }
+    let action = action(args, device_spec, env)?;
+    let mode = golden_mode(args);
+    let opts = options(args, device_spec, &action, env)?;
+    let console = env.console;
+    let progress: &dyn Progress = console;
     let paths = manifests(&args.experiments_dir, &args.ids)?;
     if args.wait && !args.dry_run {
-        wait_for_tasks(&args, &paths)?;
+        wait_for_tasks(args, &paths, console)?;
     }
     let mut checker = Checker {
-        args: &args,
+        args,
         mode,
-        pending: !ci(),
+        pending: !env.ci,
         failures: Vec::new(),
+        console,
     };
     let started = Instant::now();
     for path in paths {
         let resolved = match manifest::load(&path, &args.profile) {
             // Every manifest at an optional profile: the ones that define it.
             Err(ManifestError::NotDefined { .. }) if args.ids.is_empty() => {
-                eprintln!(
+                note!(
+                    console,
                     "{}: no profile {} (only the claims that need it define it), skipped",
                     path.display(),
                     args.profile
@@ -589,7 +497,8 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
             resolved => resolved?,
         };
         if args.dry_run {
-            eprintln!(
+            note!(
+                console,
                 "{} ({}) at profile {}: valid",
                 resolved.manifest.id,
                 path.display(),
@@ -604,7 +513,8 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
             Action::Collect => "collected".into(),
             Action::Task(unit) => format!("on {device_spec}, unit {unit}"),
         };
-        eprintln!(
+        note!(
+            console,
             "{} ({}) at profile {} {doing}{}: {}",
             resolved.manifest.id,
             path.display(),
@@ -617,18 +527,18 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
         );
         let context = || format!("running {}", path.display());
         let outcome = match &action {
-            Action::Task(unit) => match runner::run_unit(&resolved, &opts, unit, &progress) {
+            Action::Task(unit) => match runner::run_unit(&resolved, &opts, unit, progress) {
                 Ok(()) => {
-                    eprintln!("  => {}: {unit} complete", resolved.manifest.id);
+                    note!(console, "  => {}: {unit} complete", resolved.manifest.id);
                     continue;
                 }
-                Err(e) => return Err(anyhow::Error::new(e).context(context())),
+                Err(e) => return Err(CommandError::failed(context(), e)),
             },
             Action::Local(pool) => {
-                runner::run(&resolved, &opts, pool, &progress).with_context(context)?
+                runner::run(&resolved, &opts, pool, progress).with_context(context)?
             }
             Action::Submit(array) => {
-                runner::run(&resolved, &opts, array.as_ref(), &progress).with_context(context)?
+                runner::run(&resolved, &opts, array.as_ref(), progress).with_context(context)?
             }
             Action::Collect => runner::collect(&resolved, &opts)
                 .with_context(|| format!("collecting {}", path.display()))?,
@@ -648,24 +558,28 @@ pub fn run(args: ReplicateArgs) -> Result<()> {
                 };
                 checker.report(&resolved, &opts, &outcome, &device)?;
             }
-            Outcome::Submitted(submission) => report_submission(&resolved, &submission),
+            Outcome::Submitted(submission) => report_submission(&resolved, &submission, console),
             Outcome::Incomplete(states) => {
-                let problem = report_incomplete(&resolved, &opts, &states)?;
+                let problem = report_incomplete(&resolved, &opts, &states, console)?;
                 checker.failures.push(problem);
             }
         }
     }
-    eprintln!("replicate: {:.1}s in all", started.elapsed().as_secs_f64());
+    note!(
+        console,
+        "replicate: {:.1}s in all",
+        started.elapsed().as_secs_f64()
+    );
     if mode == GoldenMode::Bless && !args.dry_run {
-        let path = write_report(&args)?;
-        eprintln!("report written to {}", path.display());
+        let path = write_report(args)?;
+        note!(console, "report written to {}", path.display());
     }
     if !checker.failures.is_empty() {
-        bail!(
+        return Err(CommandError::Problems(format!(
             "{} problem(s):\n{}",
             checker.failures.len(),
             checker.failures.join("\n")
-        );
+        )));
     }
     Ok(())
 }
@@ -680,6 +594,8 @@ struct Checker<'a> {
     pending: bool,
     /// What fails the command.
     failures: Vec<String>,
+    /// Where the verdicts go.
+    console: &'a dyn Console,
 }
 
 impl Checker<'_> {
@@ -697,27 +613,28 @@ impl Checker<'_> {
         ))
     }
 
-    fn report(
+    /// Checks or blesses the manifest's golden (recording its wall time at a recorded profile
+    /// when it blesses): the word for the index and the note for the terminal.
+    fn golden(
         &mut self,
         resolved: &Resolved,
-        opts: &RunnerOptions,
         outcome: &ManifestOutcome,
         device: &str,
-    ) -> Result<()> {
+    ) -> Result<(GoldenStatus, String)> {
         let args = self.args;
         let golden_path = golden::golden_path(&args.golden_dir, &resolved.name, &args.profile);
-        let (golden_word, golden_note) = match self.mode {
+        Ok(match self.mode {
             GoldenMode::Bless => {
                 golden::bless(&golden_path, &outcome.summary)?;
                 // An experiment that only was judged again (or collected) keeps the time
                 // recorded when it ran; training times come from the runs' own records.
                 if args.profile != "smoke" && outcome.timed {
-                    let time = explr_replicate::report::WallTime {
+                    let time = crate::report::WallTime {
                         wall_s: outcome.wall_s,
                         threads: std::thread::available_parallelism().map_or(0, |n| n.get()),
                         device: device.to_string(),
                     };
-                    explr_replicate::report::record_timing(
+                    crate::report::record_timing(
                         &args.golden_dir,
                         &args.profile,
                         &resolved.name,
@@ -725,7 +642,7 @@ impl Checker<'_> {
                     )?;
                 }
                 (
-                    "written",
+                    GoldenStatus::Written,
                     format!("golden written to {}", golden_path.display()),
                 )
             }
@@ -741,7 +658,7 @@ impl Checker<'_> {
                     if self.pending {
                         golden::remove_pending(&golden_path)?;
                     }
-                    ("match", "matches its golden".into())
+                    (GoldenStatus::Match, "matches its golden".into())
                 }
                 GoldenOutcome::Missing(p) => {
                     let left = self.leave_pending(&golden_path, &outcome.summary)?;
@@ -750,7 +667,7 @@ impl Checker<'_> {
                         resolved.manifest.id,
                         p.display()
                     ));
-                    ("missing", "no golden".into())
+                    (GoldenStatus::Missing, "no golden".into())
                 }
                 GoldenOutcome::Differ(diffs) => {
                     let lines: Vec<String> = diffs
@@ -764,11 +681,22 @@ impl Checker<'_> {
                         golden_path.display(),
                         lines.join("\n")
                     ));
-                    ("differs", "DIFFERS from its golden".into())
+                    (GoldenStatus::Differs, "DIFFERS from its golden".into())
                 }
             },
-            GoldenMode::Skip => ("not checked", "golden not checked".into()),
-        };
+            GoldenMode::Skip => (GoldenStatus::NotChecked, "golden not checked".into()),
+        })
+    }
+
+    fn report(
+        &mut self,
+        resolved: &Resolved,
+        opts: &RunnerOptions,
+        outcome: &ManifestOutcome,
+        device: &str,
+    ) -> Result<()> {
+        let args = self.args;
+        let (golden_status, golden_note) = self.golden(resolved, outcome, device)?;
         let summary_path = runner::manifest_dir(opts, resolved).join("summary.yaml");
         // A failed claim fails the command, unless the manifest says this profile fails (with
         // its reason); an inconclusive one is reported, never counted as a pass.
@@ -789,9 +717,11 @@ impl Checker<'_> {
             ),
             None => String::new(),
         };
-        eprintln!(
+        note!(
+            self.console,
             "  => {}: verdict {verdict}{expectation}, {golden_note}, {:.1}s",
-            resolved.manifest.id, outcome.wall_s
+            resolved.manifest.id,
+            outcome.wall_s
         );
         // After each manifest, so that a run cut short keeps what it found.
         ResultsIndex::record(
@@ -800,8 +730,8 @@ impl Checker<'_> {
                 manifest: resolved.name.clone(),
                 id: resolved.manifest.id.clone(),
                 profile: args.profile.clone(),
-                verdict: verdict.into(),
-                golden: golden_word.into(),
+                verdict: outcome.verdict,
+                golden: golden_status,
                 checks: outcome
                     .checks
                     .iter()
@@ -825,17 +755,19 @@ impl Checker<'_> {
 }
 
 /// What a submission did, for the terminal.
-fn report_submission(resolved: &Resolved, s: &Submission) {
+fn report_submission(resolved: &Resolved, s: &Submission, console: &dyn Console) {
     let id = &resolved.manifest.id;
     let left = match (s.complete, s.active.len()) {
         (0, 0) => String::new(),
         (c, a) => format!(" ({c} complete, {a} running or queued: left alone)"),
     };
     match (&s.job_id, s.tasks.is_empty()) {
-        (_, true) => eprintln!(
+        (_, true) => note!(
+            console,
             "  => {id}: nothing to submit{left}; collect with --collect once they are done"
         ),
-        (Some(job), false) => eprintln!(
+        (Some(job), false) => note!(
+            console,
             "  => {id}: submitted job {job}, {} task(s){left}: {}; logs in {}",
             s.tasks.len(),
             s.script.display(),
@@ -844,7 +776,8 @@ fn report_submission(resolved: &Resolved, s: &Submission) {
                 .map(|p| p.join(slurm::LOGS).display().to_string())
                 .unwrap_or_default()
         ),
-        (None, false) => eprintln!(
+        (None, false) => note!(
+            console,
             "  => {id}: {} task(s) written to {}{left}; submit it with `sbatch {}` from this \
              folder",
             s.tasks.len(),
@@ -853,7 +786,7 @@ fn report_submission(resolved: &Resolved, s: &Submission) {
         ),
     }
     for (unit, why) in &s.active {
-        eprintln!("     {unit}: {why}");
+        note!(console, "     {unit}: {why}");
     }
 }
 
@@ -864,6 +797,7 @@ fn report_incomplete(
     resolved: &Resolved,
     opts: &RunnerOptions,
     states: &[(UnitKey, UnitState)],
+    console: &dyn Console,
 ) -> Result<String> {
     let dir = runner::manifest_dir(opts, resolved);
     let folder = slurm::folder(&dir);
@@ -874,7 +808,10 @@ fn report_incomplete(
     } else {
         let ids: Vec<String> = records.iter().map(|r| r.job_id.clone()).collect();
         slurm::squeue(&ids).unwrap_or_else(|e| {
-            eprintln!("     (squeue: {e}; the tasks' states come from the results folder only)");
+            note!(
+                console,
+                "     (squeue: {e}; the tasks' states come from the results folder only)"
+            );
             Default::default()
         })
     };
@@ -883,7 +820,8 @@ fn report_incomplete(
         .iter()
         .filter(|(_, s)| *s != UnitState::Complete)
         .collect();
-    eprintln!(
+    note!(
+        console,
         "  => {id}: {} of {} unit(s) not complete; nothing written",
         incomplete.len(),
         states.len()
@@ -915,7 +853,7 @@ fn report_incomplete(
                 )
             }
         };
-        eprintln!("     {key}: {state}; {task}");
+        note!(console, "     {key}: {state}; {task}");
     }
     Ok(format!(
         "{id}: not every unit is complete in {} (submit again to run only those)",
@@ -924,7 +862,7 @@ fn report_incomplete(
 }
 
 /// Waits until Slurm holds no task of the chosen manifests' submissions.
-fn wait_for_tasks(args: &ReplicateArgs, paths: &[PathBuf]) -> Result<()> {
+fn wait_for_tasks(args: &ReplicateArgs, paths: &[PathBuf], console: &dyn Console) -> Result<()> {
     let mut ids = Vec::new();
     for path in paths {
         let name = path
@@ -948,7 +886,8 @@ fn wait_for_tasks(args: &ReplicateArgs, paths: &[PathBuf]) -> Result<()> {
             return Ok(());
         }
         if queued.len() != last {
-            eprintln!(
+            note!(
+                console,
                 "waiting for {} task(s) of job(s) {}",
                 queued.len(),
                 ids.join(", ")
@@ -956,5 +895,208 @@ fn wait_for_tasks(args: &ReplicateArgs, paths: &[PathBuf]) -> Result<()> {
             last = queued.len();
         }
         std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// Keeps the lines a command writes for the user.
+    #[derive(Default)]
+    struct Lines(std::sync::Mutex<Vec<String>>);
+
+    impl Progress for Lines {
+        fn start(&self, _: &str, _: u64) {}
+        fn update(&self, _: &str, _: u64, _: &str) {}
+        fn finish(&self, _: &str, _: &str) {}
+    }
+
+    impl Console for Lines {
+        fn note(&self, line: &str) {
+            self.0.lock().unwrap().push(line.to_string());
+        }
+    }
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ReplicateArgs,
+    }
+
+    const TOY: &str = "id: T1\ntitle: toy\npaper: §7\nclaim: c\ntoy:\n  \
+      population: {lr: 0.1, weight_decay: 0.01, steps: 10, w0: [0.2, 1.0], dim: 2, seed: 0, record_every: 1}\n  \
+      minibatch: {lr: 0.1, weight_decay: 0.01, steps: 10, w0: [0.2, 1.0], dim: 2, seed: 0, record_every: 1, batch_size: 4}\n";
+
+    /// A folder of its own under the system's temporary folder, removed at the end.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("explr-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn args(dir: &Path, flags: &[&str]) -> ReplicateArgs {
+        let golden = dir.join("golden").display().to_string();
+        let results = dir.join("results").display().to_string();
+        let mut argv = vec!["x", "--golden-dir", &golden, "--results-dir", &results];
+        argv.extend(flags);
+        Cli::parse_from(argv).args
+    }
+
+    fn outcome(verdict: Verdict, value: f64) -> ManifestOutcome {
+        let summary: serde_yaml::Value = serde_yaml::from_str(&format!(
+            "id: T1\nverdict: {}\nx: {value}\n",
+            verdict.as_str()
+        ))
+        .unwrap();
+        ManifestOutcome {
+            summary,
+            verdict,
+            expected: None,
+            checks: Default::default(),
+            figures: Vec::new(),
+            wall_s: 1.0,
+            timed: true,
+        }
+    }
+
+    fn judge(
+        args: &ReplicateArgs,
+        mode: GoldenMode,
+        pending: bool,
+        outcome: &ManifestOutcome,
+    ) -> (Vec<String>, Vec<String>) {
+        let resolved = manifest::parse(TOY, "t1.yaml".as_ref(), "t1", "smoke").unwrap();
+        let opts = RunnerOptions {
+            results_dir: args.results_dir.clone(),
+            resume: false,
+            data_dir: None,
+            device: candle_core::Device::Cpu,
+            max_epochs: None,
+            provenance: Default::default(),
+            stop: Default::default(),
+        };
+        let lines = Lines::default();
+        let mut checker = Checker {
+            args,
+            mode,
+            pending,
+            failures: Vec::new(),
+            console: &lines,
+        };
+        checker.report(&resolved, &opts, outcome, "cpu").unwrap();
+        let said = lines.0.lock().unwrap().clone();
+        (checker.failures, said)
+    }
+
+    #[test]
+    fn a_blessed_golden_matches_and_a_changed_summary_differs_with_its_pending_snapshot() {
+        let dir = Scratch::new("checker-golden");
+        let args = args(&dir.0, &[]);
+        let golden = golden::golden_path(&args.golden_dir, "t1", "smoke");
+        let (failures, said) = judge(&args, GoldenMode::Check, true, &outcome(Verdict::Pass, 1.0));
+        assert!(failures[0].contains("no golden"), "{failures:?}");
+        assert!(said[0].contains("verdict pass") && said[0].contains("no golden"));
+        assert!(golden::pending_path(&golden).exists());
+        let (failures, _) = judge(&args, GoldenMode::Bless, true, &outcome(Verdict::Pass, 1.0));
+        assert!(failures.is_empty() && golden.exists());
+        let (failures, said) = judge(&args, GoldenMode::Check, true, &outcome(Verdict::Pass, 1.0));
+        assert!(failures.is_empty(), "{failures:?}");
+        assert!(said[0].contains("matches its golden"));
+        assert!(
+            !golden::pending_path(&golden).exists(),
+            "a match removes the pending snapshot"
+        );
+        let (failures, said) = judge(&args, GoldenMode::Check, true, &outcome(Verdict::Pass, 2.0));
+        assert!(failures[0].contains("differs from") && failures[0].contains("x: golden 1"));
+        assert!(said[0].contains("DIFFERS"));
+        assert!(golden::pending_path(&golden).exists());
+        // Under CI, nothing is written beside the golden.
+        std::fs::remove_file(golden::pending_path(&golden)).unwrap();
+        let (failures, _) = judge(
+            &args,
+            GoldenMode::Check,
+            false,
+            &outcome(Verdict::Pass, 2.0),
+        );
+        assert_eq!(failures.len(), 1);
+        assert!(!golden::pending_path(&golden).exists());
+    }
+
+    #[test]
+    fn a_failed_claim_fails_the_command_unless_the_profile_expects_it_and_the_index_records_it() {
+        let dir = Scratch::new("checker-verdict");
+        let args = args(&dir.0, &[]);
+        let (failures, _) = judge(&args, GoldenMode::Skip, true, &outcome(Verdict::Fail, 1.0));
+        assert!(
+            failures[0].contains("the claim's checks failed"),
+            "{failures:?}"
+        );
+        let mut expected = outcome(Verdict::Fail, 1.0);
+        expected.expected = Some(Verdict::Fail);
+        let (failures, said) = judge(&args, GoldenMode::Skip, true, &expected);
+        assert!(failures.is_empty(), "{failures:?}");
+        assert!(said[0].contains("expected at profile smoke"));
+        let index = ResultsIndex::load(&args.results_dir).unwrap();
+        assert_eq!(index.entries.len(), 1);
+        assert_eq!(index.entries[0].verdict, Verdict::Fail);
+        assert_eq!(index.entries[0].golden, GoldenStatus::NotChecked);
+        let (failures, said) = judge(
+            &args,
+            GoldenMode::Skip,
+            true,
+            &outcome(Verdict::Inconclusive, 1.0),
+        );
+        assert!(failures.is_empty());
+        assert!(said[0].contains("cannot decide the claim"));
+    }
+
+    #[test]
+    fn flags_that_do_not_fit_together_are_refused_before_anything_runs() {
+        let dir = Scratch::new("checker-flags");
+        let lines = Lines::default();
+        let env = Environment {
+            data_dir: None,
+            provenance: Default::default(),
+            program: None,
+            ci: true,
+            stop_on_signals: &StopSignal::default,
+            console: &lines,
+        };
+        for (flags, says) in [
+            (&["--emit-only"][..], "options of --executor slurm"),
+            (
+                &["--executor", "slurm", "--jobs", "2"][..],
+                "--jobs is for --executor local",
+            ),
+            (&["--executor", "slurm"][..], "--slurm-explr"),
+            (
+                &["--task", "experiment"][..],
+                "name exactly one manifest id",
+            ),
+            (
+                &["--collect", "--jobs", "2"][..],
+                "--collect trains nothing",
+            ),
+        ] {
+            let args = args(&dir.0, flags);
+            let e = run(&args, &env).unwrap_err();
+            assert!(
+                matches!(e, CommandError::Usage(_)) && e.to_string().contains(says),
+                "{flags:?}: {e}"
+            );
+        }
     }
 }

@@ -5,11 +5,12 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{CommandError, Context, Result};
+use crate::{bail, usage};
 use explr_schedule::{alpha, Schedule, ScheduleError, ScheduleSpec, Twin, Unit, WeightDecay};
 use serde::Serialize;
 
-use explr_replicate::plot::{Chart, Series};
+use explr_results::plot::{Chart, Series};
 
 /// The schedule kinds, as flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -151,7 +152,7 @@ pub struct ScheduleArgs {
 }
 
 fn need<T: Copy>(v: Option<T>, flag: &str, kind: &str) -> Result<T> {
-    v.ok_or_else(|| anyhow!("--kind {kind} needs {flag}"))
+    v.ok_or_else(|| usage!("--kind {kind} needs {flag}"))
 }
 
 /// A value of a flag as it is typed (`texp-minus`).
@@ -170,7 +171,7 @@ fn flag_name(field: &str) -> String {
 
 /// The spec described by the flags.
 pub fn spec_from_flags(a: &ScheduleArgs) -> Result<ScheduleSpec> {
-    let kind = a.kind.ok_or_else(|| anyhow!("give --kind or --spec"))?;
+    let kind = a.kind.ok_or_else(|| usage!("give --kind or --spec"))?;
     let name = flag_value(kind);
     let lr = need(a.lr, "--lr", &name)?;
     let milestones = || -> Result<Vec<u64>> {
@@ -224,16 +225,16 @@ pub fn spec_from_flags(a: &ScheduleArgs) -> Result<ScheduleSpec> {
 }
 
 /// Library errors name YAML fields; on the command line, name the flag.
-fn explain(e: ScheduleError, from_flags: bool) -> anyhow::Error {
+fn explain(e: ScheduleError, from_flags: bool) -> CommandError {
     match (&e, from_flags) {
         (ScheduleError::InvalidField { field, .. }, true) => {
             let flag = flag_name(field);
-            anyhow::Error::new(e).context(format!("{flag} is wrong"))
+            CommandError::failed(format!("{flag} is wrong"), e)
         }
         (ScheduleError::NoRealAlpha { .. }, true) => {
-            anyhow::Error::new(e).context("--lr, --weight-decay and --momentum do not fit together")
+            CommandError::failed("--lr, --weight-decay and --momentum do not fit together", e)
         }
-        _ => anyhow::Error::new(e),
+        _ => CommandError::from(e),
     }
 }
 
@@ -335,17 +336,17 @@ fn weight_decay(a: &ScheduleArgs, unit: Unit) -> Result<Option<WeightDecay>> {
 fn twin_of(kind: TwinArg, base: &Schedule, a: &ScheduleArgs, unit: Unit) -> Result<Twin> {
     let flag = format!("--twin {}", flag_value(kind));
     let wd = weight_decay(a, unit)?.ok_or_else(|| {
-        anyhow!("{flag} needs --weight-decay or --weight-decay-schedule (the base run's)")
+        usage!("{flag} needs --weight-decay or --weight-decay-schedule (the base run's)")
     })?;
     let momentum = a
         .momentum
-        .ok_or_else(|| anyhow!("{flag} needs --momentum"))?;
+        .ok_or_else(|| usage!("{flag} needs --momentum"))?;
     let twin = match kind {
         TwinArg::Exact => Twin::exact(base, wd, momentum),
         TwinArg::Texp => Twin::texp(base, wd, momentum),
         TwinArg::TexpMinus => Twin::texp_minus(base, wd, momentum),
     };
-    twin.map_err(|e| explain(e, true).context(flag))
+    twin.map_err(|e| CommandError::failed(flag, explain(e, true)))
 }
 
 /// A schedule ready to print: its header and a way to stream its rows.
@@ -451,7 +452,7 @@ pub fn table(a: &ScheduleArgs) -> Result<Table> {
         (Some(s), _, _) => s,
         (None, Some(e), Some(s)) => e
             .checked_mul(s)
-            .ok_or_else(|| anyhow!("--epochs × --steps-per-epoch overflows"))?,
+            .ok_or_else(|| usage!("--epochs × --steps-per-epoch overflows"))?,
         (None, Some(_), None) => bail!("--epochs needs --steps-per-epoch"),
         (None, None, _) => bail!("give --steps, or --epochs with --steps-per-epoch"),
     };

@@ -1,13 +1,12 @@
 //! `explr data preview|stats`: look at a dataset before training on it.
 
+use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use crate::commands::DataRoots;
+use crate::error::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use explr_data::{
-    load_dataset, preview_png, resolve_data_dir, user_cache_dir, Completeness, Dataset,
-    DatasetName, SyntheticConfig,
-};
+use explr_data::{load_dataset, preview_png, Completeness, Dataset, DatasetName, SyntheticConfig};
 
 /// `explr data ...`
 #[derive(Args, Debug)]
@@ -61,17 +60,9 @@ enum SplitName {
     Test,
 }
 
-fn load(source: &Source) -> Result<Dataset> {
+fn load(source: &Source, roots: &DataRoots) -> Result<Dataset> {
     let name: DatasetName = source.dataset.parse()?;
-    let cache = user_cache_dir(
-        std::env::var_os("XDG_CACHE_HOME").as_deref(),
-        std::env::var_os("HOME").as_deref(),
-    );
-    let root = resolve_data_dir(
-        source.data_dir.as_deref(),
-        std::env::var_os("EXPLR_DATA").as_deref(),
-        cache.as_deref(),
-    )?;
+    let root = roots.resolve(source.data_dir.as_deref())?;
     let synthetic = SyntheticConfig {
         seed: source.seed,
         ..Default::default()
@@ -80,8 +71,8 @@ fn load(source: &Source) -> Result<Dataset> {
         .with_context(|| format!("loading {} from {}", source.dataset, root.display()))
 }
 
-/// Runs `explr data ...`.
-pub fn run(args: DataArgs) -> Result<()> {
+/// Runs `explr data ...`, writing what it reports to `report`.
+pub fn run(args: DataArgs, roots: &DataRoots, report: &mut dyn Write) -> Result<()> {
     match args.command {
         DataCommand::Preview {
             source,
@@ -94,42 +85,45 @@ pub fn run(args: DataArgs) -> Result<()> {
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("png"))
             {
-                anyhow::bail!(
+                crate::bail!(
                     "--out {}: the preview is written as PNG; give a file name ending in .png",
                     out.display()
                 );
             }
-            let data = load(&source)?;
+            let data = load(&source, roots)?;
             let split = match source.split {
                 SplitName::Train => data.train(),
                 SplitName::Test => data.test(),
             };
             let png = preview_png(split, data.class_names(), count, columns)?;
             explr_io::write_atomic(&out, &png)?;
-            println!(
+            writeln!(
+                report,
                 "wrote {} ({} {:?} images of {})",
                 out.display(),
                 count.min(split.len()),
                 source.split,
                 data.name()
-            );
+            )?;
         }
         DataCommand::Stats { source } => {
-            let data = load(&source)?;
-            println!(
+            let data = load(&source, roots)?;
+            writeln!(
+                report,
                 "{}: {} train, {} test images, {} classes",
                 data.name(),
                 data.train().len(),
                 data.test().len(),
                 data.num_classes()
-            );
+            )?;
             for (name, split) in [("train", data.train()), ("test", data.test())] {
                 let m = split.channel_means();
                 let s = split.channel_stds();
-                println!(
+                writeln!(
+                    report,
                     "{name}: mean R {:.4} G {:.4} B {:.4}; std R {:.4} G {:.4} B {:.4}",
                     m[0], m[1], m[2], s[0], s[1], s[2]
-                );
+                )?;
             }
         }
     }
