@@ -37,6 +37,8 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use serde_json::Value;
 
+use explr_results::index::{IndexEntry, IndexError, ResultsIndex};
+
 use crate::bench::{last_json_line, Measurement};
 use crate::cuda;
 
@@ -523,13 +525,23 @@ fn smoke(root: &Path, bins: &Binaries, args: &GpuCheckArgs, env: &Env) -> Result
         run.seconds,
         run.outcome("all match")
     );
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            writeln!(body, "The results index could not be read: {e}.")?;
+            Vec::new()
+        }
+    };
     if !rows.is_empty() {
         body.push_str("| claim | verdict | golden | s |\n|---|---|---|---|\n");
         for r in &rows {
             writeln!(
                 body,
-                "| {} | {} | {} | {} |",
-                r.id, r.verdict, r.golden, r.seconds
+                "| {} | {} | {} | {:.1} |",
+                r.id,
+                r.verdict.as_str(),
+                r.golden.as_str(),
+                r.wall_s
             )?;
         }
     }
@@ -542,41 +554,10 @@ fn smoke(root: &Path, bins: &Binaries, args: &GpuCheckArgs, env: &Env) -> Result
     ))
 }
 
-/// One claim as `explr replicate` recorded it in its results index.
-#[derive(Debug, PartialEq)]
-struct VerdictLine {
-    id: String,
-    verdict: String,
-    golden: String,
-    seconds: String,
-}
-
 /// The claims of the results index (`index.json`, written by `explr replicate` after each
-/// manifest) in `results`, in the index's order; none when there is no readable index.
-fn index_rows(results: &Path) -> Vec<VerdictLine> {
-    let Ok(text) = std::fs::read_to_string(results.join("index.json")) else {
-        return Vec::new();
-    };
-    let Ok(index) = serde_json::from_str::<Value>(&text) else {
-        return Vec::new();
-    };
-    let field = |e: &Value, k: &str| e[k].as_str().unwrap_or("?").to_string();
-    index["entries"]
-        .as_array()
-        .map(|entries| {
-            entries
-                .iter()
-                .map(|e| VerdictLine {
-                    id: field(e, "id"),
-                    verdict: field(e, "verdict"),
-                    golden: field(e, "golden"),
-                    seconds: e["wall_s"]
-                        .as_f64()
-                        .map_or("?".into(), |s| format!("{s:.1}")),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// manifest) in `results`, in the index's order: none when there is no index yet.
+fn index_rows(results: &Path) -> Result<Vec<IndexEntry>, IndexError> {
+    Ok(ResultsIndex::load(results)?.entries)
 }
 
 /// Runs a step bench under `limit` and reads the JSON object it prints last.
@@ -1120,7 +1101,7 @@ mod tests {
     fn claims_are_read_from_the_results_index() {
         let dir = std::env::temp_dir().join(format!("explr-gpu-index-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        assert!(index_rows(&dir).is_empty());
+        assert!(index_rows(&dir).unwrap().is_empty());
         std::fs::write(
             dir.join("index.json"),
             r#"{"entries": [
@@ -1131,23 +1112,21 @@ mod tests {
             ]}"#,
         )
         .unwrap();
+        let rows: Vec<(String, &str, &str, f64)> = index_rows(&dir)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.id, e.verdict.as_str(), e.golden.as_str(), e.wall_s))
+            .collect();
         assert_eq!(
-            index_rows(&dir),
+            rows,
             vec![
-                VerdictLine {
-                    id: "A1".into(),
-                    verdict: "pass".into(),
-                    golden: "match".into(),
-                    seconds: "6.3".into(),
-                },
-                VerdictLine {
-                    id: "E1".into(),
-                    verdict: "fail".into(),
-                    golden: "differs".into(),
-                    seconds: "12.0".into(),
-                },
+                ("A1".into(), "pass", "match", 6.31),
+                ("E1".into(), "fail", "differs", 12.0),
             ]
         );
+        // An index that does not parse is an error, not an empty table.
+        std::fs::write(dir.join("index.json"), "{").unwrap();
+        assert!(index_rows(&dir).is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

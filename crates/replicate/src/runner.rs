@@ -240,10 +240,7 @@ fn collect_planned(
     let mut fields = serde_json::Map::new();
     fields.insert("manifest".into(), resolved.name.clone().into());
     fields.insert("profile".into(), resolved.profile.clone().into());
-    fields.insert(
-        "verdict".into(),
-        value["verdict"].as_str().unwrap_or("?").into(),
-    );
+    fields.insert("verdict".into(), summary.verdict().as_str().into());
     write_json(&dir.join("metadata.json"), &metadata(opts, fields, wall_s))?;
     // Last: a summary exists only for a manifest whose units all finished.
     write_atomic(&dir.join(SUMMARY), text.as_bytes())?;

@@ -506,25 +506,7 @@ pub fn run(args: &ReplicateArgs, env: &Environment) -> Result<()> {
             );
             continue;
         }
-        let doing = match &action {
-            Action::Local(_) => format!("on {device_spec}"),
-            Action::Submit(s) if s.emit_only => "as a Slurm array script".into(),
-            Action::Submit(_) => "as a Slurm array".into(),
-            Action::Collect => "collected".into(),
-            Action::Task(unit) => format!("on {device_spec}, unit {unit}"),
-        };
-        note!(
-            console,
-            "{} ({}) at profile {} {doing}{}: {}",
-            resolved.manifest.id,
-            path.display(),
-            args.profile,
-            match args.max_epochs {
-                Some(n) => format!(", at most {n} epoch(s) per training run"),
-                None => String::new(),
-            },
-            resolved.manifest.title
-        );
+        announce(console, args, &resolved, &path, &action, device_spec);
         let context = || format!("running {}", path.display());
         let outcome = match &action {
             Action::Task(unit) => match runner::run_unit(&resolved, &opts, unit, progress) {
@@ -545,17 +527,7 @@ pub fn run(args: &ReplicateArgs, env: &Environment) -> Result<()> {
         };
         match outcome {
             Outcome::Finished(outcome) => {
-                // A collection reports the device its tasks ran on.
-                let device = match &action {
-                    Action::Collect => {
-                        let dir = runner::manifest_dir(&opts, &resolved);
-                        let records = SubmissionRecord::read_all(&slurm::folder(&dir))?;
-                        records
-                            .last()
-                            .map_or_else(|| device_spec.to_string(), |r| r.device.clone())
-                    }
-                    _ => device_spec.to_string(),
-                };
+                let device = device_of(&action, &opts, &resolved, device_spec)?;
                 checker.report(&resolved, &opts, &outcome, &device)?;
             }
             Outcome::Submitted(submission) => report_submission(&resolved, &submission, console),
@@ -582,6 +554,56 @@ pub fn run(args: &ReplicateArgs, env: &Environment) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Says which manifest runs, how and where.
+fn announce(
+    console: &dyn Console,
+    args: &ReplicateArgs,
+    resolved: &Resolved,
+    path: &Path,
+    action: &Action,
+    device_spec: DeviceSpec,
+) {
+    let doing = match action {
+        Action::Local(_) => format!("on {device_spec}"),
+        Action::Submit(s) if s.emit_only => "as a Slurm array script".into(),
+        Action::Submit(_) => "as a Slurm array".into(),
+        Action::Collect => "collected".into(),
+        Action::Task(unit) => format!("on {device_spec}, unit {unit}"),
+    };
+    note!(
+        console,
+        "{} ({}) at profile {} {doing}{}: {}",
+        resolved.manifest.id,
+        path.display(),
+        args.profile,
+        match args.max_epochs {
+            Some(n) => format!(", at most {n} epoch(s) per training run"),
+            None => String::new(),
+        },
+        resolved.manifest.title
+    );
+}
+
+/// The device a finished manifest ran on: this process's, or for a collection the one its
+/// Slurm tasks were submitted for.
+fn device_of(
+    action: &Action,
+    opts: &RunnerOptions,
+    resolved: &Resolved,
+    device_spec: DeviceSpec,
+) -> Result<String> {
+    Ok(match action {
+        Action::Collect => {
+            let dir = runner::manifest_dir(opts, resolved);
+            let records = SubmissionRecord::read_all(&slurm::folder(&dir))?;
+            records
+                .last()
+                .map_or_else(|| device_spec.to_string(), |r| r.device.clone())
+        }
+        _ => device_spec.to_string(),
+    })
 }
 
 /// Checks (or blesses) each finished manifest's golden, reports its verdict and records it in
