@@ -21,15 +21,7 @@
 //!   minibatch: {lr: 0.1, weight_decay: 0.01, steps: 10, w0: [0.2, 1.0], dim: 2, seed: 0, record_every: 1, batch_size: 4}\n";
 //! let resolved = manifest::parse(text, "t1.yaml".as_ref(), "t1", "smoke")?;
 //! let dir = std::env::temp_dir().join("explr-experiments-doc");
-//! let opts = explr_train::context::RunnerOptions {
-//!     results_dir: dir.clone(),
-//!     resume: false,
-//!     data_dir: None,
-//!     device: candle_core::Device::Cpu,
-//!     max_epochs: None,
-//!     provenance: Default::default(),
-//!     stop: Default::default(),
-//! };
+//! let opts = explr_train::context::RunnerOptions::on_cpu(&dir);
 //! let experiment = explr_experiments::plan(&resolved, &dir, &opts)?;
 //! assert_eq!(experiment.units(), vec![UnitKey("experiment".into())]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())

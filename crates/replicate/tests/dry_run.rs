@@ -10,7 +10,7 @@ mod common;
 
 use std::path::Path;
 
-use explr_replicate::context::{Provenance, RunnerOptions, Silent};
+use explr_replicate::context::{RunnerOptions, Silent};
 use explr_replicate::executor::LocalPool;
 use explr_replicate::experiments::RunError;
 use explr_replicate::manifest;
@@ -22,15 +22,7 @@ use common::TempDir;
 
 /// A local run into `dir`, from scratch, on the CPU.
 fn options(dir: &TempDir) -> RunnerOptions {
-    RunnerOptions {
-        results_dir: dir.0.clone(),
-        resume: false,
-        data_dir: None,
-        device: candle_core::Device::Cpu,
-        max_epochs: None,
-        provenance: Provenance::default(),
-        stop: Default::default(),
-    }
+    RunnerOptions::on_cpu(&dir.0)
 }
 
 /// One generated manifest's choices.

@@ -56,15 +56,7 @@ fn each_twin_is_compared_with_its_own_base_run() {
     let spec: Exactness = serde_yaml::from_str(SPEC).unwrap();
     assert_eq!(problems(&spec), []);
     let dir = common::TempDir::new("exactness-pairs");
-    let opts = RunnerOptions {
-        results_dir: dir.0.clone(),
-        resume: false,
-        data_dir: None,
-        device: candle_core::Device::Cpu,
-        max_epochs: None,
-        provenance: Default::default(),
-        stop: Default::default(),
-    };
+    let opts = RunnerOptions::on_cpu(&dir.0);
     let (summary, _) = run_exactness(&spec, &dir.0, &opts, &Silent).unwrap();
     let checks = summary.checks();
     let names: Vec<&str> = checks.keys().map(String::as_str).collect();

@@ -29,6 +29,22 @@ pub struct RunnerOptions {
     pub stop: StopSignal,
 }
 
+impl RunnerOptions {
+    /// A run from scratch into `results_dir`, on the CPU, every epoch, with no data folder, no
+    /// provenance and no stop signal: where tests and tools start (set the fields they need).
+    pub fn on_cpu(results_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            results_dir: results_dir.into(),
+            resume: false,
+            data_dir: None,
+            device: candle_core::Device::Cpu,
+            max_epochs: None,
+            provenance: Provenance::default(),
+            stop: StopSignal::default(),
+        }
+    }
+}
+
 /// A request to stop, polled by the trainer between epochs: set by the binary's signal handler
 /// (`SIGUSR1`, `SIGTERM`), never by the library. The default is never set.
 #[derive(Clone, Copy, Debug, Default)]
@@ -169,11 +185,6 @@ mod tests {
     #[test]
     fn metadata_records_the_result_then_its_provenance() {
         let opts = RunnerOptions {
-            results_dir: PathBuf::from("results"),
-            resume: false,
-            data_dir: None,
-            device: candle_core::Device::Cpu,
-            max_epochs: None,
             provenance: Provenance {
                 git_revision: Some("0123abcd+dirty".into()),
                 command: vec!["explr".into(), "replicate".into(), "e3".into()],
@@ -183,7 +194,7 @@ mod tests {
                     ("CANDLE_NUM_THREADS".into(), None),
                 ],
             },
-            stop: StopSignal::default(),
+            ..RunnerOptions::on_cpu("results")
         };
         let mut fields = Map::new();
         fields.insert("run".into(), "texp".into());

@@ -951,24 +951,6 @@ mod tests {
       population: {lr: 0.1, weight_decay: 0.01, steps: 10, w0: [0.2, 1.0], dim: 2, seed: 0, record_every: 1}\n  \
       minibatch: {lr: 0.1, weight_decay: 0.01, steps: 10, w0: [0.2, 1.0], dim: 2, seed: 0, record_every: 1, batch_size: 4}\n";
 
-    /// A folder of its own under the system's temporary folder, removed at the end.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("explr-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn args(dir: &Path, flags: &[&str]) -> ReplicateArgs {
         let golden = dir.join("golden").display().to_string();
         let results = dir.join("results").display().to_string();
@@ -1001,15 +983,7 @@ mod tests {
         outcome: &ManifestOutcome,
     ) -> (Vec<String>, Vec<String>) {
         let resolved = manifest::parse(TOY, "t1.yaml".as_ref(), "t1", "smoke").unwrap();
-        let opts = RunnerOptions {
-            results_dir: args.results_dir.clone(),
-            resume: false,
-            data_dir: None,
-            device: candle_core::Device::Cpu,
-            max_epochs: None,
-            provenance: Default::default(),
-            stop: Default::default(),
-        };
+        let opts = RunnerOptions::on_cpu(&args.results_dir);
         let lines = Lines::default();
         let mut checker = Checker {
             args,
@@ -1025,8 +999,8 @@ mod tests {
 
     #[test]
     fn a_blessed_golden_matches_and_a_changed_summary_differs_with_its_pending_snapshot() {
-        let dir = Scratch::new("checker-golden");
-        let args = args(&dir.0, &[]);
+        let dir = tempfile::tempdir().unwrap();
+        let args = args(dir.path(), &[]);
         let golden = golden::golden_path(&args.golden_dir, "t1", "smoke");
         let (failures, said) = judge(&args, GoldenMode::Check, true, &outcome(Verdict::Pass, 1.0));
         assert!(failures[0].contains("no golden"), "{failures:?}");
@@ -1059,8 +1033,8 @@ mod tests {
 
     #[test]
     fn a_failed_claim_fails_the_command_unless_the_profile_expects_it_and_the_index_records_it() {
-        let dir = Scratch::new("checker-verdict");
-        let args = args(&dir.0, &[]);
+        let dir = tempfile::tempdir().unwrap();
+        let args = args(dir.path(), &[]);
         let (failures, _) = judge(&args, GoldenMode::Skip, true, &outcome(Verdict::Fail, 1.0));
         assert!(
             failures[0].contains("the claim's checks failed"),
@@ -1087,7 +1061,7 @@ mod tests {
 
     #[test]
     fn flags_that_do_not_fit_together_are_refused_before_anything_runs() {
-        let dir = Scratch::new("checker-flags");
+        let dir = tempfile::tempdir().unwrap();
         let lines = Lines::default();
         let env = Environment {
             data_dir: None,
@@ -1113,7 +1087,7 @@ mod tests {
                 "--collect trains nothing",
             ),
         ] {
-            let args = args(&dir.0, flags);
+            let args = args(dir.path(), flags);
             let e = run(&args, &env).unwrap_err();
             assert!(
                 matches!(e, CommandError::Usage(_)) && e.to_string().contains(says),
