@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
+use crate::summary::SummaryRecord;
 use explr_io::{write_atomic, IoError};
 
 /// Relative tolerance for ordinary numbers.
@@ -46,7 +47,7 @@ pub enum GoldenError {
     /// Reading or writing failed.
     #[error(transparent)]
     Io(#[from] IoError),
-    /// The golden file is not valid YAML.
+    /// The golden file is not valid YAML, or not a summary.
     #[error("golden {path} is not valid YAML: {message}; rerun with --bless to rewrite it")]
     Corrupt {
         /// The file.
@@ -77,6 +78,19 @@ pub fn read(path: &Path) -> Result<Option<Value>, GoldenError> {
         .map_err(|e| GoldenError::Corrupt {
             path: path.to_path_buf(),
             message: e.to_string(),
+        })
+}
+
+/// Reads the golden summary at `path` typed ([`SummaryRecord`]); `None` when there is none.
+pub fn read_record(path: &Path) -> Result<Option<SummaryRecord>, GoldenError> {
+    let Some(value) = read(path)? else {
+        return Ok(None);
+    };
+    serde_yaml::from_value(value)
+        .map(Some)
+        .map_err(|e| GoldenError::Corrupt {
+            path: path.to_path_buf(),
+            message: format!("not a summary: {e}"),
         })
 }
 

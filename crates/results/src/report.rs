@@ -7,10 +7,11 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_yaml::Value;
+use serde_yaml::{Number, Value};
 
+use crate::summary::{CheckRecord, ControlRecord, SummaryRecord};
 use explr_io::IoError;
-use explr_manifest::spec::Manifest;
+use explr_manifest::spec::{ControlKind, Manifest, Verdict};
 
 /// How long the recorded run of one manifest took, kept beside the goldens of a profile other
 /// than smoke (`golden/<profile>.timings.yaml`; smoke's time is CI's and is not recorded).
@@ -84,19 +85,12 @@ pub struct ReportEntry {
     pub profile: String,
     /// The manifest as written.
     pub manifest: Manifest,
-    /// Its summary (the golden).
-    pub summary: Value,
+    /// Its summary (the golden), typed.
+    pub summary: SummaryRecord,
     /// Figures, as paths relative to the report's folder.
     pub figures: Vec<String>,
     /// The recorded run's wall time (profiles other than smoke).
     pub wall_time: Option<WallTime>,
-}
-
-fn verdict(summary: &Value) -> &str {
-    summary
-        .get("verdict")
-        .and_then(Value::as_str)
-        .unwrap_or("?")
 }
 
 /// Below this best final test accuracy (10 classes) a training claim only tests the plumbing
@@ -105,11 +99,9 @@ pub const PLUMBING_BELOW: f64 = 0.4;
 
 /// The best final test accuracy of the claimed runs over the claim's models, for training
 /// claims (the summary's `<model>.best_final_test_acc`).
-fn level(summary: &Value) -> Option<f64> {
-    let Some(Value::Mapping(metrics)) = summary.get("metrics") else {
-        return None;
-    };
-    metrics
+fn level(summary: &SummaryRecord) -> Option<f64> {
+    summary
+        .metrics
         .iter()
         .filter(|(k, _)| {
             k.as_str()
@@ -121,12 +113,12 @@ fn level(summary: &Value) -> Option<f64> {
 
 /// The verdict as the tables show it: the word, `(expected)` when the manifest declares it at
 /// this profile, and `plumbing only` when the models stay near chance.
-fn verdict_cell(summary: &Value) -> String {
-    let mut v = verdict(summary).to_string();
-    if v != "pass" {
+fn verdict_cell(summary: &SummaryRecord) -> String {
+    let mut v = summary.verdict.as_str().to_string();
+    if summary.verdict != Verdict::Pass {
         v = format!("**{v}**");
     }
-    if summary.get("expected").is_some() {
+    if summary.expected.is_some() {
         v.push_str(" (expected)");
     }
     if level(summary).is_some_and(|l| l < PLUMBING_BELOW) {
@@ -136,27 +128,24 @@ fn verdict_cell(summary: &Value) -> String {
 }
 
 /// A check's confidence interval as a suffix of its value (` (95 %: lo to hi)`), or nothing.
-fn interval(v: Option<&Value>) -> String {
+fn interval(v: Option<&[Number; 2]>) -> String {
     match v {
-        Some(Value::Sequence(pair)) if pair.len() == 2 => format!(
-            " (one-sided 95 % bounds {} to {})",
-            text(pair.first()),
-            text(pair.get(1))
-        ),
-        _ => String::new(),
+        Some([lo, hi]) => format!(" (one-sided 95 % bounds {} to {})", number(lo), number(hi)),
+        None => String::new(),
     }
 }
 
-/// A summary field as text.
-fn text(v: Option<&Value>) -> String {
-    match v {
-        Some(Value::String(s)) => s.clone(),
-        Some(v) => serde_yaml::to_string(v)
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-        None => String::new(),
-    }
+/// A golden's number as the golden writes it.
+fn number(n: &Number) -> String {
+    yaml(n)
+}
+
+/// A value as YAML writes it, on one line.
+fn yaml(v: &impl serde::Serialize) -> String {
+    serde_yaml::to_string(v)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// Seconds as "12.3 min" (or "45 s" below a minute).
@@ -311,29 +300,25 @@ fn write_claim(s: &mut String, e: &ReportEntry) {
         e.name, e.profile
     );
     write_verdict(s, &e.summary);
-    if let Some(Value::Mapping(checks)) = e.summary.get("checks") {
-        write_checks(s, checks);
+    write_checks(s, &e.summary.checks);
+    if !e.summary.controls.is_empty() {
+        write_controls(s, &e.summary.controls);
     }
-    if let Some(Value::Mapping(controls)) = e.summary.get("controls") {
-        write_controls(s, controls);
-    }
-    if let Some(Value::Mapping(metrics)) = e.summary.get("metrics") {
-        write_metrics(s, metrics, &e.profile);
-    }
+    write_metrics(s, &e.summary.metrics, &e.profile);
     for f in &e.figures {
         let _ = writeln!(s, "![{} {}]({f})", m.id, f.rsplit('/').next().unwrap_or(f));
     }
 }
 
 /// The verdict line, the manifest's expectation and the level the models reached.
-fn write_verdict(s: &mut String, summary: &Value) {
+fn write_verdict(s: &mut String, summary: &SummaryRecord) {
     let _ = writeln!(s, "**Verdict: {}.**", verdict_cell(summary));
-    if let Some(expected) = summary.get("expected") {
+    if let Some(expected) = &summary.expected {
         let _ = writeln!(
             s,
             "The manifest expects `{}` at this profile: {}",
-            text(expected.get("verdict")),
-            one_line(&text(expected.get("reason")))
+            expected.verdict.as_str(),
+            one_line(&expected.reason)
         );
     }
     if let Some(best) = level(summary) {
@@ -351,23 +336,22 @@ fn write_verdict(s: &mut String, summary: &Value) {
 }
 
 /// The table of a summary's checks.
-fn write_checks(s: &mut String, checks: &serde_yaml::Mapping) {
+fn write_checks(s: &mut String, checks: &BTreeMap<String, CheckRecord>) {
     let _ = writeln!(
         s,
         "| check | rule | value | bound | why this bound | result |\n|---|---|---|---|---|---|"
     );
     for (k, c) in checks {
-        let flag = |key: &str| c.get(key).and_then(Value::as_bool) == Some(true);
         let _ = writeln!(
             s,
             "| `{}` | {} | {}{} | {} | {} | {} |",
-            k.as_str().unwrap_or("?"),
-            cell(&text(c.get("what"))),
-            text(c.get("value")),
-            interval(c.get("interval")),
-            cell(&text(c.get("bound"))),
-            cell(&text(c.get("reason"))),
-            match (flag("pass"), flag("undecided")) {
+            k,
+            cell(&c.what),
+            number(&c.value),
+            interval(c.interval.as_ref()),
+            cell(&c.bound),
+            cell(c.reason.as_deref().unwrap_or_default()),
+            match (c.pass, c.undecided) {
                 (true, _) => "pass",
                 (false, true) => "**undecided: the seeds scatter across the bound**",
                 (false, false) => "**fail**",
@@ -378,46 +362,39 @@ fn write_checks(s: &mut String, checks: &serde_yaml::Mapping) {
 }
 
 /// The table of a summary's controls.
-fn write_controls(s: &mut String, controls: &serde_yaml::Mapping) {
+fn write_controls(s: &mut String, controls: &BTreeMap<String, ControlRecord>) {
     let _ = writeln!(
         s,
         "Controls (a negative one must fail a check; a positive one must pass them all, or the profile cannot see the effect):\n\n| control | kind | in place of | why | measured | result |\n|---|---|---|---|---|---|"
     );
     for (k, c) in controls {
-        let positive = c.get("kind").and_then(Value::as_str) == Some("positive");
-        let rejected = c.get("rejected").and_then(Value::as_bool) == Some(true);
-        let undecided = matches!(c.get("undecided"), Some(Value::Sequence(u)) if !u.is_empty());
+        let positive = c.kind == Some(ControlKind::Positive);
         let _ = writeln!(
             s,
             "| `{}` | {} | {} | {} | {} | {} |",
-            k.as_str().unwrap_or("?"),
+            k,
             if positive { "positive" } else { "negative" },
-            cell(&text(c.get("replaces"))),
-            cell(&text(c.get("why"))),
+            cell(&c.replaces),
+            cell(&c.why),
             cell(&control_measured(c).join(", ")),
-            control_result(positive, rejected, undecided)
+            control_result(positive, c.rejected, !c.undecided.is_empty())
         );
     }
     s.push('\n');
 }
 
 /// A control's measured values, each with its interval, as `` `check` value (bounds) ``.
-fn control_measured(c: &Value) -> Vec<String> {
-    let intervals = c.get("intervals");
-    match c.get("values") {
-        Some(Value::Mapping(values)) => values
-            .iter()
-            .map(|(check, v)| {
-                format!(
-                    "`{}` {}{}",
-                    text(Some(check)),
-                    text(Some(v)),
-                    interval(intervals.and_then(|i| i.get(check)))
-                )
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
+fn control_measured(c: &ControlRecord) -> Vec<String> {
+    c.values
+        .iter()
+        .map(|(check, v)| {
+            format!(
+                "`{check}` {}{}",
+                number(v),
+                interval(c.intervals.get(check))
+            )
+        })
+        .collect()
 }
 
 /// A control's result cell.
@@ -439,8 +416,11 @@ fn write_metrics(s: &mut String, metrics: &serde_yaml::Mapping, profile: &str) {
         let _ = writeln!(
             s,
             "| `{}` | {} |",
-            k.as_str().unwrap_or("?"),
-            serde_yaml::to_string(v).unwrap_or_default().trim()
+            match k {
+                Value::String(k) => k.clone(),
+                k => yaml(k),
+            },
+            yaml(v)
         );
     }
     let _ = writeln!(s, "\n</details>\n");
@@ -456,7 +436,7 @@ mod tests {
             "id: T1\ntitle: toy\npaper: §7\nclaim: it holds\ntoy:\n  population: {lr: 0.1, weight_decay: 0.01, steps: 10, w0: [0.2, 1.0], dim: 2, seed: 0, record_every: 1}\n  minibatch: {lr: 0.1, weight_decay: 0.01, steps: 10, w0: [0.2, 1.0], dim: 4, batch_size: 8, seed: 0, record_every: 1}\n",
         )
         .unwrap();
-        let summary: Value = serde_yaml::from_str(
+        let summary: SummaryRecord = serde_yaml::from_str(
             "id: T1\nprofile: smoke\nverdict: inconclusive\nexpected: {verdict: inconclusive, reason: too short}\n\
              checks:\n  m.0_window_gap: {pass: true, value: 0.002, bound: '<= 1e-2', what: gap |a - b|, reason: four standard errors}\n  \
              m.1_greater: {pass: false, undecided: true, value: 0.007, interval: [-0.005, 0.02], bound: '>= 1e-2', what: a − b, reason: a point}\n\
@@ -525,7 +505,8 @@ mod tests {
             "id: T1\ntitle: toy\npaper: §7\nclaim: it holds\ntoy:\n  population: {lr: 0.1, weight_decay: 0.01, steps: 10, w0: [0.2, 1.0], dim: 2, seed: 0, record_every: 1}\n  minibatch: {lr: 0.1, weight_decay: 0.01, steps: 10, w0: [0.2, 1.0], dim: 4, batch_size: 8, seed: 0, record_every: 1}\n",
         )
         .unwrap();
-        let summary: Value = serde_yaml::from_str("id: T1\nprofile: cpu\nverdict: pass\n").unwrap();
+        let summary: SummaryRecord =
+            serde_yaml::from_str("id: T1\nprofile: cpu\nverdict: pass\n").unwrap();
         let entry = |name: &str, wall_time| ReportEntry {
             name: name.into(),
             profile: "cpu".into(),

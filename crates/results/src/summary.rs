@@ -399,6 +399,90 @@ fn number(x: f64) -> Value {
     }
 }
 
+/// A summary as its golden records it ([`Summary::to_value`], rounded), read back typed: what
+/// the report and other readers of goldens use, never string lookups. Numbers keep the form
+/// the golden wrote them in (`0`, `1.5e-13`, `.nan`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryRecord {
+    /// The claim's id (`E3`).
+    pub id: String,
+    /// The profile.
+    pub profile: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The verdict the manifest expects at this profile (other than pass), and why.
+    #[serde(default)]
+    pub expected: Option<ExpectedRecord>,
+    /// The claim's checks, by key.
+    #[serde(default)]
+    pub checks: BTreeMap<String, CheckRecord>,
+    /// The controls, by key.
+    #[serde(default)]
+    pub controls: BTreeMap<String, ControlRecord>,
+    /// Everything measured, by key, in the golden's order (values of several shapes).
+    #[serde(default)]
+    pub metrics: serde_yaml::Mapping,
+}
+
+/// A verdict the manifest expects at a profile.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedRecord {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Why this profile reaches it.
+    pub reason: String,
+}
+
+/// One check as a golden records it.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRecord {
+    /// Whether it held.
+    pub pass: bool,
+    /// Whether the seeds scattered across the bound.
+    #[serde(default)]
+    pub undecided: bool,
+    /// The measured value.
+    pub value: serde_yaml::Number,
+    /// Its one-sided 95 % bounds over seeds, where there are seeds.
+    #[serde(default)]
+    pub interval: Option<[serde_yaml::Number; 2]>,
+    /// The bound, in words (`<= 1e-8`).
+    pub bound: String,
+    /// What was measured, in words.
+    pub what: String,
+    /// Why the bound is what it is.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// One control as a golden records it.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlRecord {
+    /// The claimed run it stands in for.
+    pub replaces: String,
+    /// Negative (the default, not written) or positive.
+    #[serde(default)]
+    pub kind: Option<ControlKind>,
+    /// Why it is a control.
+    pub why: String,
+    /// Whether the checks rejected it (a negative control must be, a positive one must not).
+    pub rejected: bool,
+    /// Its value of each check.
+    pub values: BTreeMap<String, serde_yaml::Number>,
+    /// Their one-sided 95 % bounds over seeds.
+    #[serde(default)]
+    pub intervals: BTreeMap<String, [serde_yaml::Number; 2]>,
+    /// The checks it fails.
+    pub failed: Vec<String>,
+    /// The checks its seeds leave undecided.
+    #[serde(default)]
+    pub undecided: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

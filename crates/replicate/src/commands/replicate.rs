@@ -274,6 +274,14 @@ fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
     } else {
         args.golden_dir.clone()
     };
+    let (path, text) = report(args, &docs)?;
+    explr_io::write_atomic(&path, text.as_bytes())?;
+    Ok(path)
+}
+
+/// The profile's report as it would be written into `docs` (with its figures, copied there
+/// from this run's results), and its path.
+fn report(args: &ReplicateArgs, docs: &Path) -> Result<(PathBuf, String)> {
     let timings = crate::report::read_timings(&args.golden_dir, &args.profile)?;
     let mut entries = Vec::new();
     for path in manifests(&args.experiments_dir, &[])? {
@@ -282,13 +290,13 @@ fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let golden_path = golden::golden_path(&args.golden_dir, &name, &args.profile);
-        let Some(summary) = golden::read(&golden_path)? else {
+        let Some(summary) = golden::read_record(&golden_path)? else {
             continue;
         };
         let manifest: manifest::Manifest =
             serde_yaml::from_str(&std::fs::read_to_string(&path)?)
                 .with_context(|| format!("reading {}", path.display()))?;
-        let figures = report_figures(&args.results_dir, &docs, &name, &args.profile)?;
+        let figures = report_figures(&args.results_dir, docs, &name, &args.profile)?;
         let wall_time = timings.get(&name).cloned();
         entries.push(crate::report::ReportEntry {
             name,
@@ -300,11 +308,8 @@ fn write_report(args: &ReplicateArgs) -> Result<PathBuf> {
         });
     }
     let path = docs.join(crate::report::report_file_name(&args.profile));
-    explr_io::write_atomic(
-        &path,
-        crate::report::replication_md(&args.profile, &entries).as_bytes(),
-    )?;
-    Ok(path)
+    let text = crate::report::replication_md(&args.profile, &entries);
+    Ok((path, text))
 }
 
 /// What this invocation does with each manifest.
@@ -1057,6 +1062,44 @@ mod tests {
         );
         assert!(failures.is_empty());
         assert!(said[0].contains("cannot decide the claim"));
+    }
+
+    /// The committed reports are what the committed goldens say: regenerated from them (and
+    /// from the figures already in docs/, with no results of this run), each is byte for byte
+    /// the file in docs/.
+    #[test]
+    fn the_committed_reports_are_regenerated_from_the_goldens_unchanged() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let empty = tempfile::tempdir().unwrap();
+        let mut compared = 0;
+        for profile in ["smoke", "cpu", "cpu-long", "paper"] {
+            let experiments = root.join("experiments").display().to_string();
+            let golden = root.join("golden").display().to_string();
+            let results = empty.path().display().to_string();
+            let args = Cli::parse_from([
+                "x",
+                "--profile",
+                profile,
+                "--experiments-dir",
+                &experiments,
+                "--golden-dir",
+                &golden,
+                "--results-dir",
+                &results,
+            ])
+            .args;
+            let (path, text) = report(&args, &root.join("docs")).unwrap();
+            let Ok(committed) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            assert!(
+                text == committed,
+                "{} differs from its goldens",
+                path.display()
+            );
+            compared += 1;
+        }
+        assert!(compared >= 3, "only {compared} reports found");
     }
 
     #[test]
