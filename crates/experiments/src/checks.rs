@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use super::error::RunError;
+use super::error::ExperimentError;
 use explr_manifest::spec::{Check, Metric, RunSpec, Training, Window};
 use explr_results::summary::{CheckResult, ControlMeasures, Outcome, Summary};
 use explr_train::records::EpochRecord;
@@ -103,7 +103,7 @@ pub type AllRecords = BTreeMap<(String, String, u64), Vec<EpochRecord>>;
 
 /// The paired weight-space distance of runs `a` and `b` of `model` trained from `seed`, at
 /// the end of `epoch` (see [`Check::WeightDistance`]).
-pub type Distance<'a> = dyn Fn(&str, &str, &str, u64, usize) -> Result<f64, RunError> + 'a;
+pub type Distance<'a> = dyn Fn(&str, &str, &str, u64, usize) -> Result<f64, ExperimentError> + 'a;
 
 /// What the checks read.
 pub struct Evidence<'a> {
@@ -164,7 +164,12 @@ impl Evidence<'_> {
     /// itself, or with a control in place of one run): the angular update is predicted from
     /// the claimed run's η, λ and γ whichever run is measured, so that a control with another
     /// weight decay or momentum is measured against the claim's prediction.
-    fn measure(&self, check: &Check, claimed: &Check, model: &str) -> Result<Measured, RunError> {
+    fn measure(
+        &self,
+        check: &Check,
+        claimed: &Check,
+        model: &str,
+    ) -> Result<Measured, ExperimentError> {
         Ok(match check {
             Check::WeightDistance {
                 a, b, epoch, bound, ..
@@ -216,7 +221,7 @@ impl Evidence<'_> {
         (a, b): (&str, &str),
         epoch: usize,
         bound: f64,
-    ) -> Result<Measured, RunError> {
+    ) -> Result<Measured, ExperimentError> {
         let mut sum = 0.0;
         for &seed in &self.spec.seeds {
             sum += (self.distance)(model, a, b, seed, epoch)?;
@@ -393,7 +398,7 @@ impl Measured {
 }
 
 /// The claim's checks and controls on `ev`, recorded into `summary` with the verdict.
-pub fn evaluate(ev: &Evidence<'_>, summary: &mut Summary) -> Result<(), RunError> {
+pub fn evaluate(ev: &Evidence<'_>, summary: &mut Summary) -> Result<(), ExperimentError> {
     let spec = ev.spec;
     for model in spec.models.keys() {
         for (i, check) in spec.checks.iter().enumerate() {

@@ -13,7 +13,7 @@ use explr_train::trainer::TrainError;
 /// schedule, the plan) comes through [`TrainError`], whichever experiment hit it; executing
 /// the units through [`ExecError`].
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub enum ExperimentError {
     /// A training run, or what it is built of, failed.
     #[error(transparent)]
     Train(Box<TrainError>),
@@ -58,9 +58,9 @@ pub enum RunError {
 /// The errors of the layers below that reach an experiment through a training run's error.
 macro_rules! through_train {
     ($($t:ty),* $(,)?) => {$(
-        impl From<$t> for RunError {
+        impl From<$t> for ExperimentError {
             fn from(e: $t) -> Self {
-                RunError::Train(Box::new(TrainError::from(e)))
+                ExperimentError::Train(Box::new(TrainError::from(e)))
             }
         }
     )*};
@@ -77,35 +77,35 @@ through_train!(
     explr_schedule::ScheduleError,
 );
 
-impl From<TrainError> for RunError {
+impl From<TrainError> for ExperimentError {
     fn from(e: TrainError) -> Self {
-        RunError::Train(Box::new(e))
+        ExperimentError::Train(Box::new(e))
     }
 }
 
-impl From<DataSetupError> for RunError {
+impl From<DataSetupError> for ExperimentError {
     fn from(e: DataSetupError) -> Self {
-        RunError::DataSetup(Box::new(e))
+        ExperimentError::DataSetup(Box::new(e))
     }
 }
 
-impl From<ExecError> for RunError {
+impl From<ExecError> for ExperimentError {
     fn from(e: ExecError) -> Self {
-        RunError::Exec(Box::new(e))
+        ExperimentError::Exec(Box::new(e))
     }
 }
 
-impl From<explr_execute::slurm::SlurmError> for RunError {
+impl From<explr_execute::slurm::SlurmError> for ExperimentError {
     fn from(e: explr_execute::slurm::SlurmError) -> Self {
-        RunError::from(ExecError::from(e))
+        ExperimentError::from(ExecError::from(e))
     }
 }
 
-impl RunError {
+impl ExperimentError {
     /// Whether the run stopped because the process was asked to (a signal), with its last
     /// epoch checkpointed: the work is worth resuming, not a failure.
     pub fn is_stop(&self) -> bool {
-        matches!(self, RunError::Train(e) if matches!(**e, TrainError::Stopped { .. }))
+        matches!(self, ExperimentError::Train(e) if matches!(**e, TrainError::Stopped { .. }))
     }
 }
 

@@ -10,7 +10,7 @@ use explr_nn::ParamStore;
 use explr_schedule::{check_equivalence, CheckOptions};
 use explr_zoo::Model;
 
-use super::error::RunError;
+use super::error::ExperimentError;
 use explr_manifest::dataset::load_data;
 use explr_manifest::plan;
 use explr_manifest::spec::Exactness;
@@ -18,7 +18,7 @@ use explr_results::plot::{Chart, Series};
 use explr_results::summary::Summary;
 use explr_train::context::{Progress, RunnerOptions};
 
-fn max_rel_diff(a: &Tensor, b: &Tensor) -> Result<f64, RunError> {
+fn max_rel_diff(a: &Tensor, b: &Tensor) -> Result<f64, ExperimentError> {
     let scale = a
         .abs()?
         .max_all()?
@@ -58,7 +58,7 @@ pub fn run_exactness(
     dir: &Path,
     opts: &RunnerOptions,
     progress: &dyn Progress,
-) -> Result<(Summary, Vec<PathBuf>), RunError> {
+) -> Result<(Summary, Vec<PathBuf>), ExperimentError> {
     let device = &opts.device;
     let dataset = load_data(&spec.data, opts.data_dir.as_deref())?;
     let mut model_spec = spec.model.clone();
@@ -75,7 +75,7 @@ pub fn run_exactness(
         let twin = plan::twin(&spec.runs, twin_name, spe)?;
         let key = format!("{base_name}_vs_{twin_name}");
         progress.start(&key, spec.steps as u64);
-        let build = |name: &str| -> Result<(Model, explr_schedule::Sgd), RunError> {
+        let build = |name: &str| -> Result<(Model, explr_schedule::Sgd), ExperimentError> {
             let store = ParamStore::new(device, DType::F64, spec.seed);
             let model = Model::new(&model_spec, &store)?;
             let sgd = plan::plan(&spec.runs, name, spe)?.build_sgd(&model)?;
@@ -144,7 +144,7 @@ fn lockstep_batches(
     spec: &Exactness,
     dataset: &explr_data::Dataset,
     device: &candle_core::Device,
-) -> Result<(Vec<Batch>, u64), RunError> {
+) -> Result<(Vec<Batch>, u64), ExperimentError> {
     let cfg = LoaderConfig {
         augment: if spec.data.augment {
             LoaderConfig::train(1, 0).augment
@@ -171,7 +171,7 @@ fn probe_batch(
     spec: &Exactness,
     dataset: &explr_data::Dataset,
     device: &candle_core::Device,
-) -> Result<Batch, RunError> {
+) -> Result<Batch, ExperimentError> {
     Ok(Loader::new(
         dataset.test(),
         LoaderConfig::eval(spec.data.batch_size).with_dtype(DType::F64),
@@ -179,14 +179,14 @@ fn probe_batch(
     )?
     .epoch(0)
     .next()
-    .ok_or(RunError::EmptySplit { split: "test" })??)
+    .ok_or(ExperimentError::EmptySplit { split: "test" })??)
 }
 
 /// Writes the step-by-step comparison of one base and twin as CSV.
 fn write_report_csv(
     path: &Path,
     report: &explr_schedule::EquivalenceReport,
-) -> Result<(), RunError> {
+) -> Result<(), ExperimentError> {
     let mut csv = String::from("step,scale,deviation,angle,loss,twin_loss\n");
     for r in &report.rows {
         csv.push_str(&format!(

@@ -13,7 +13,7 @@ use explr_train::context::{Progress, RunnerOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::training::TrainingPlan;
-use crate::{exactness, scale_invariance, toy, RunError};
+use crate::{exactness, scale_invariance, toy, ExperimentError};
 
 /// A manifest's work, planned: its units, where each stands on disk, how to run one (here, or
 /// in a Slurm array task), and its summary once every unit is complete.
@@ -21,16 +21,16 @@ pub trait Experiment: Sync {
     /// Every unit, in plan order (a unit's index is its Slurm array index).
     fn units(&self) -> Vec<UnitKey>;
     /// Where `unit` stands, from what is on disk.
-    fn state(&self, unit: &UnitKey) -> Result<UnitState, RunError>;
+    fn state(&self, unit: &UnitKey) -> Result<UnitState, ExperimentError>;
     /// Runs `unit` in this process.
     fn run(
         &self,
         unit: &UnitKey,
         opts: &RunnerOptions,
         progress: &dyn Progress,
-    ) -> Result<(), RunError>;
+    ) -> Result<(), ExperimentError>;
     /// The summary and figures, from what the (complete) units left on disk.
-    fn summarize(&self) -> Result<Summarized, RunError>;
+    fn summarize(&self) -> Result<Summarized, ExperimentError>;
     /// Whether its time is summed from its units' records ([`Summarized::trained_s`]) rather
     /// than measured by the process that runs it.
     fn timed_by_records(&self) -> bool {
@@ -57,7 +57,7 @@ pub fn plan<'a>(
     resolved: &'a Resolved,
     dir: &Path,
     opts: &RunnerOptions,
-) -> Result<Box<dyn Experiment + 'a>, RunError> {
+) -> Result<Box<dyn Experiment + 'a>, ExperimentError> {
     let dir = dir.to_path_buf();
     Ok(match resolved.experiment() {
         spec::Experiment::Training(t) => {
@@ -97,7 +97,7 @@ pub trait OneProcessKind: Serialize + Sync {
         dir: &Path,
         opts: &RunnerOptions,
         progress: &dyn Progress,
-    ) -> Result<(Summary, Vec<PathBuf>), RunError>;
+    ) -> Result<(Summary, Vec<PathBuf>), ExperimentError>;
 }
 
 impl OneProcessKind for Exactness {
@@ -106,7 +106,7 @@ impl OneProcessKind for Exactness {
         dir: &Path,
         opts: &RunnerOptions,
         progress: &dyn Progress,
-    ) -> Result<(Summary, Vec<PathBuf>), RunError> {
+    ) -> Result<(Summary, Vec<PathBuf>), ExperimentError> {
         exactness::run_exactness(self, dir, opts, progress)
     }
 }
@@ -117,7 +117,7 @@ impl OneProcessKind for ScaleInvariance {
         _dir: &Path,
         opts: &RunnerOptions,
         progress: &dyn Progress,
-    ) -> Result<(Summary, Vec<PathBuf>), RunError> {
+    ) -> Result<(Summary, Vec<PathBuf>), ExperimentError> {
         scale_invariance::run_scale_invariance(self, &opts.device, progress)
     }
 }
@@ -128,7 +128,7 @@ impl OneProcessKind for Toy {
         dir: &Path,
         _opts: &RunnerOptions,
         progress: &dyn Progress,
-    ) -> Result<(Summary, Vec<PathBuf>), RunError> {
+    ) -> Result<(Summary, Vec<PathBuf>), ExperimentError> {
         toy::run_toy(self, dir, progress)
     }
 }
@@ -165,7 +165,7 @@ impl<K: OneProcessKind> OneProcess<'_, K> {
     }
 
     /// The result on disk when it is there, reads, and belongs to this section.
-    fn result(&self) -> Result<Option<ExperimentResult>, RunError> {
+    fn result(&self) -> Result<Option<ExperimentResult>, ExperimentError> {
         let Some(text) = read_if_exists(&self.dir.join(EXPERIMENT_RESULT))? else {
             return Ok(None);
         };
@@ -174,11 +174,11 @@ impl<K: OneProcessKind> OneProcess<'_, K> {
             .filter(|r| r.config == self.config()))
     }
 
-    fn check_unit(&self, unit: &UnitKey) -> Result<(), RunError> {
+    fn check_unit(&self, unit: &UnitKey) -> Result<(), ExperimentError> {
         if unit.0 == EXPERIMENT_UNIT {
             Ok(())
         } else {
-            Err(RunError::UnknownUnit {
+            Err(ExperimentError::UnknownUnit {
                 unit: unit.to_string(),
                 manifest: self.manifest.to_string(),
                 known: vec![EXPERIMENT_UNIT.into()],
@@ -192,7 +192,7 @@ impl<K: OneProcessKind> Experiment for OneProcess<'_, K> {
         vec![UnitKey(EXPERIMENT_UNIT.into())]
     }
 
-    fn state(&self, unit: &UnitKey) -> Result<UnitState, RunError> {
+    fn state(&self, unit: &UnitKey) -> Result<UnitState, ExperimentError> {
         self.check_unit(unit)?;
         if let Some(holder) = FolderLock::holder_named(&self.dir, EXPERIMENT_LOCK)? {
             return Ok(UnitState::Busy { holder });
@@ -208,7 +208,7 @@ impl<K: OneProcessKind> Experiment for OneProcess<'_, K> {
         unit: &UnitKey,
         opts: &RunnerOptions,
         progress: &dyn Progress,
-    ) -> Result<(), RunError> {
+    ) -> Result<(), ExperimentError> {
         self.check_unit(unit)?;
         let _lock =
             FolderLock::acquire_named(&self.dir, EXPERIMENT_LOCK, &opts.provenance.holder())?;
@@ -228,8 +228,8 @@ impl<K: OneProcessKind> Experiment for OneProcess<'_, K> {
         Ok(())
     }
 
-    fn summarize(&self) -> Result<Summarized, RunError> {
-        let result = self.result()?.ok_or_else(|| RunError::Incomplete {
+    fn summarize(&self) -> Result<Summarized, ExperimentError> {
+        let result = self.result()?.ok_or_else(|| ExperimentError::Incomplete {
             unit: EXPERIMENT_UNIT.into(),
             state: UnitState::NotStarted.to_string(),
         })?;
@@ -249,7 +249,7 @@ impl Experiment for TrainingPlan {
             .collect()
     }
 
-    fn state(&self, unit: &UnitKey) -> Result<UnitState, RunError> {
+    fn state(&self, unit: &UnitKey) -> Result<UnitState, ExperimentError> {
         self.run_state(&self.run_id(unit)?)
     }
 
@@ -258,11 +258,11 @@ impl Experiment for TrainingPlan {
         unit: &UnitKey,
         opts: &RunnerOptions,
         progress: &dyn Progress,
-    ) -> Result<(), RunError> {
+    ) -> Result<(), ExperimentError> {
         self.train(&self.run_id(unit)?, opts, progress)
     }
 
-    fn summarize(&self) -> Result<Summarized, RunError> {
+    fn summarize(&self) -> Result<Summarized, ExperimentError> {
         let (summary, figures, trained_s) = self.summarize_runs()?;
         Ok(Summarized {
             summary,

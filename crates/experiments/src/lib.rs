@@ -36,5 +36,5 @@ pub mod training;
 mod error;
 mod experiment;
 
-pub use error::RunError;
+pub use error::ExperimentError;
 pub use experiment::{plan, Experiment, OneProcess, OneProcessKind, Summarized, EXPERIMENT_LOCK};

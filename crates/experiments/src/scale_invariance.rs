@@ -8,13 +8,13 @@ use explr_data::{Batch, Loader, LoaderConfig};
 use explr_nn::ParamStore;
 use explr_zoo::Model;
 
-use super::error::RunError;
+use super::error::ExperimentError;
 use explr_manifest::spec::ScaleInvariance;
 use explr_results::summary::Summary;
 use explr_train::context::Progress;
 use explr_train::trainer::loss_and_correct;
 
-fn loss_value(model: &Model, batch: &Batch) -> Result<f64, RunError> {
+fn loss_value(model: &Model, batch: &Batch) -> Result<f64, ExperimentError> {
     let logits = model.forward_t(&batch.images, true)?;
     let (loss, _) = loss_and_correct(&logits, &batch.labels)?;
     Ok(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)
@@ -25,7 +25,7 @@ pub fn run_scale_invariance(
     spec: &ScaleInvariance,
     device: &Device,
     progress: &dyn Progress,
-) -> Result<(Summary, Vec<PathBuf>), RunError> {
+) -> Result<(Summary, Vec<PathBuf>), ExperimentError> {
     let data = explr_data::load_synthetic(&explr_data::SyntheticConfig {
         seed: spec.seed,
         train_size: spec.batch_size,
@@ -39,7 +39,7 @@ pub fn run_scale_invariance(
     )?
     .epoch(0)
     .next()
-    .ok_or(RunError::EmptySplit { split: "train" })??;
+    .ok_or(ExperimentError::EmptySplit { split: "train" })??;
     let mut summary = Summary::default();
     let mut worst: f64 = 0.0;
     for (name, model_spec) in &spec.models {

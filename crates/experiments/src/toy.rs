@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use super::error::RunError;
+use super::error::ExperimentError;
 pub use super::error::ToyError;
 use explr_io::write_atomic;
 use explr_manifest::spec::Toy;
@@ -139,7 +139,7 @@ impl Quadrature {
 }
 
 /// Runs one toy variant and returns its trace.
-pub fn run(cfg: &ToyConfig, variant: ToyVariant) -> Result<ToyTrace, ToyError> {
+pub fn simulate(cfg: &ToyConfig, variant: ToyVariant) -> Result<ToyTrace, ToyError> {
     cfg.check()
         .map_err(|(field, message)| ToyError::Invalid { field, message })?;
     let dim = if cfg.batch_size.is_some() { cfg.dim } else { 2 };
@@ -215,7 +215,7 @@ fn write_csv(
     path: &Path,
     header: &str,
     rows: impl Iterator<Item = String>,
-) -> Result<(), RunError> {
+) -> Result<(), ExperimentError> {
     let mut text = String::from(header);
     text.push('\n');
     for r in rows {
@@ -230,7 +230,7 @@ fn write_figure(
     name: &str,
     chart: &Chart,
     figures: &mut Vec<PathBuf>,
-) -> Result<(), RunError> {
+) -> Result<(), ExperimentError> {
     let path = dir.join(format!("{name}.svg"));
     write_atomic(&path, chart.to_svg().as_bytes())?;
     figures.push(path);
@@ -256,7 +256,7 @@ pub fn run_toy(
     spec: &Toy,
     dir: &Path,
     progress: &dyn Progress,
-) -> Result<(Summary, Vec<PathBuf>), RunError> {
+) -> Result<(Summary, Vec<PathBuf>), ExperimentError> {
     let mut summary = Summary::default();
     let mut figures = Vec::new();
     for (regime, cfg) in [
@@ -278,12 +278,12 @@ fn run_variants(
     cfg: &ToyConfig,
     dir: &Path,
     progress: &dyn Progress,
-) -> Result<Vec<(ToyVariant, ToyTrace)>, RunError> {
+) -> Result<Vec<(ToyVariant, ToyTrace)>, ExperimentError> {
     let mut traces = Vec::new();
     for variant in ToyVariant::ALL {
         let key = format!("{regime}/{}", variant.as_str());
         progress.start(&key, cfg.steps as u64);
-        let trace = run(cfg, variant)?;
+        let trace = simulate(cfg, variant)?;
         let rows = (0..trace.step.len()).map(|i| {
             format!(
                 "{},{:e},{:e}",
@@ -392,7 +392,7 @@ fn write_figures(
     regime: &str,
     traces: &[(ToyVariant, ToyTrace)],
     figures: &mut Vec<PathBuf>,
-) -> Result<(), RunError> {
+) -> Result<(), ExperimentError> {
     let series = |f: fn(&ToyTrace) -> &Vec<f64>| -> Vec<Series> {
         traces
             .iter()
@@ -468,7 +468,7 @@ mod tests {
 
     #[test]
     fn bn_gradient_is_orthogonal_so_bn_only_norm_never_shrinks() {
-        let trace = run(&population(3000), ToyVariant::BnOnly).unwrap();
+        let trace = simulate(&population(3000), ToyVariant::BnOnly).unwrap();
         assert!(trace.log_norm.windows(2).all(|p| p[1] >= p[0] - 1e-15));
         assert!(
             *trace.error.last().unwrap() < 0.02,
@@ -479,7 +479,7 @@ mod tests {
 
     #[test]
     fn wd_only_converges() {
-        let trace = run(&population(3000), ToyVariant::WdOnly).unwrap();
+        let trace = simulate(&population(3000), ToyVariant::WdOnly).unwrap();
         assert!(
             *trace.error.last().unwrap() < 1e-3,
             "{:?}",
@@ -491,8 +491,8 @@ mod tests {
     fn bn_with_wd_error_jumps_back_up_repeatedly() {
         let mut cfg = population(8000);
         cfg.record_every = 1;
-        let bn_wd = run(&cfg, ToyVariant::BnWd).unwrap();
-        let bn_only = run(&cfg, ToyVariant::BnOnly).unwrap();
+        let bn_wd = simulate(&cfg, ToyVariant::BnWd).unwrap();
+        let bn_only = simulate(&cfg, ToyVariant::BnOnly).unwrap();
         assert!(
             jumps(&bn_wd, 3000, 0.05) >= 2,
             "BN + WD should keep jumping"
@@ -515,14 +515,14 @@ mod tests {
         let mut c = population(10);
         c.lr = -1.0;
         assert!(matches!(
-            run(&c, ToyVariant::BnWd),
+            simulate(&c, ToyVariant::BnWd),
             Err(ToyError::Invalid { field: "lr", .. })
         ));
         let mut c = population(10);
         c.w0 = vec![0.0, 0.0];
-        assert!(run(&c, ToyVariant::BnWd).is_err());
+        assert!(simulate(&c, ToyVariant::BnWd).is_err());
         let mut c = population(10);
         c.batch_size = Some(0);
-        assert!(run(&c, ToyVariant::BnWd).is_err());
+        assert!(simulate(&c, ToyVariant::BnWd).is_err());
     }
 }

@@ -15,7 +15,7 @@ use explr_data::Dataset;
 use explr_zoo::ModelSpec;
 
 use super::checks::{self, AllRecords, Evidence};
-use super::error::RunError;
+use super::error::ExperimentError;
 use explr_execute::executor::{UnitKey, UnitState};
 use explr_io::{remove_leftovers, FolderLock};
 use explr_manifest::dataset::{dtype, load_data};
@@ -26,7 +26,7 @@ use explr_results::summary::Summary;
 use explr_train::checkpoint::{self, CheckpointError};
 use explr_train::context::{Progress, RunnerOptions};
 use explr_train::records::EpochRecord;
-use explr_train::trainer::{self, RunSetup};
+use explr_train::trainer::{self, TrainingSetup};
 
 /// One training run of a manifest: a model, a run (claimed or control) and a seed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -73,7 +73,7 @@ impl TrainingPlan {
         manifest: &str,
         dir: &Path,
         opts: &RunnerOptions,
-    ) -> Result<Self, RunError> {
+    ) -> Result<Self, ExperimentError> {
         let spec = match opts.max_epochs {
             Some(m) => limit_epochs(spec, m),
             None => spec.clone(),
@@ -83,7 +83,7 @@ impl TrainingPlan {
         let plans = runs
             .keys()
             .map(|name| Ok((name.clone(), plan::plan(&runs, name, steps_per_epoch)?)))
-            .collect::<Result<_, RunError>>()?;
+            .collect::<Result<_, ExperimentError>>()?;
         let snapshot_epochs: BTreeSet<usize> = spec
             .checks
             .iter()
@@ -105,7 +105,7 @@ impl TrainingPlan {
     }
 
     /// The data, read once.
-    fn dataset(&self) -> Result<Arc<Dataset>, RunError> {
+    fn dataset(&self) -> Result<Arc<Dataset>, ExperimentError> {
         let mut slot = self
             .dataset
             .lock()
@@ -119,11 +119,11 @@ impl TrainingPlan {
     }
 
     /// The run a unit's key names (`model/run/seed-N`).
-    pub fn run_id(&self, unit: &UnitKey) -> Result<RunId, RunError> {
+    pub fn run_id(&self, unit: &UnitKey) -> Result<RunId, ExperimentError> {
         let runs = self.runs();
         match runs.iter().find(|id| id.to_string() == unit.0) {
             Some(id) => Ok(id.clone()),
-            None => Err(RunError::UnknownUnit {
+            None => Err(ExperimentError::UnknownUnit {
                 unit: unit.to_string(),
                 manifest: self.manifest.clone(),
                 known: runs.iter().map(RunId::to_string).collect(),
@@ -153,8 +153,8 @@ impl TrainingPlan {
         id: &RunId,
         dataset: &'a Dataset,
         opts: &'a RunnerOptions,
-    ) -> RunSetup<'a> {
-        RunSetup {
+    ) -> TrainingSetup<'a> {
+        TrainingSetup {
             key: id.to_string(),
             model: &self.spec.models[&id.model],
             dataset,
@@ -180,7 +180,7 @@ impl TrainingPlan {
         id: &RunId,
         opts: &RunnerOptions,
         progress: &dyn Progress,
-    ) -> Result<(), RunError> {
+    ) -> Result<(), ExperimentError> {
         let dataset = self.dataset()?;
         let setup = self.setup(id, &dataset, opts);
         let _lock = FolderLock::acquire(&setup.dir, &opts.provenance.holder())?;
@@ -208,14 +208,14 @@ impl TrainingPlan {
     /// Where run `id` stands, from its folder: complete (its last checkpoint is its last epoch
     /// and verifies, its weight snapshots and metadata are there), partial, not started, busy
     /// (another process holds its lock) or unusable (what is there cannot be resumed, and why).
-    pub fn run_state(&self, id: &RunId) -> Result<UnitState, RunError> {
+    pub fn run_state(&self, id: &RunId) -> Result<UnitState, ExperimentError> {
         Ok(match self.on_disk(id)? {
             OnDisk::Complete(_) => UnitState::Complete,
             OnDisk::State(state) => state,
         })
     }
 
-    fn on_disk(&self, id: &RunId) -> Result<OnDisk, RunError> {
+    fn on_disk(&self, id: &RunId) -> Result<OnDisk, ExperimentError> {
         let dir = run_dir(&self.dir, id);
         if !dir.exists() {
             return Ok(OnDisk::State(UnitState::NotStarted));
@@ -296,13 +296,13 @@ impl TrainingPlan {
         serde_json::to_value(&self.spec.data).unwrap_or_default()
     }
 
-    /// The fingerprint of run `id` as the manifest alone tells it ([`trainer::RunConfig`]):
+    /// The fingerprint of run `id` as the manifest alone tells it ([`trainer::RunIdentity`]):
     /// every component but the data's identity (the data is not read to judge a run's state)
     /// and the device (a run may be judged on another machine than the one it trained on).
     /// Resume compares those two as well.
     fn config(&self, id: &RunId) -> checkpoint::Fingerprint {
         let (train, test) = explr_manifest::dataset::sizes(&self.spec.data);
-        trainer::RunConfig {
+        trainer::RunIdentity {
             model: &self.spec.models[&id.model],
             data: [train, test, self.spec.data.dataset.num_classes()],
             data_identity: None,
@@ -320,13 +320,13 @@ impl TrainingPlan {
     /// final checkpoint verified), and the time training took: the sum of every run's epochs'
     /// own wall times, wherever and in however many sittings they ran. Every run must be
     /// complete ([`Self::run_state`]).
-    pub fn summarize_runs(&self) -> Result<(Summary, Vec<PathBuf>, f64), RunError> {
+    pub fn summarize_runs(&self) -> Result<(Summary, Vec<PathBuf>, f64), ExperimentError> {
         let mut records = AllRecords::new();
         for id in self.runs() {
             let found = match self.on_disk(&id)? {
                 OnDisk::Complete(found) => found,
                 OnDisk::State(state) => {
-                    return Err(RunError::Incomplete {
+                    return Err(ExperimentError::Incomplete {
                         unit: id.to_string(),
                         state: state.to_string(),
                     })
@@ -396,7 +396,7 @@ fn weight_distance(
     config: &dyn Fn(&RunId) -> checkpoint::Fingerprint,
     (model, seed, epoch): (&str, u64, usize),
     (a, b): (&str, &str),
-) -> Result<f64, RunError> {
+) -> Result<f64, ExperimentError> {
     let step = records[&(model.to_string(), a.to_string(), seed)][epoch - 1].step;
     let p = plans[b].scale(step)? / plans[a].scale(step)?;
     let id = |run: &str| RunId {
@@ -421,7 +421,7 @@ fn weight_distance(
     Ok(diff.sqrt() / norm.sqrt())
 }
 
-fn sum_sq(t: &Tensor) -> Result<f64, RunError> {
+fn sum_sq(t: &Tensor) -> Result<f64, ExperimentError> {
     Ok(t.sqr()?.sum_all()?.to_scalar::<f64>()?)
 }
 
@@ -503,7 +503,11 @@ fn model_title(m: &ModelSpec) -> String {
     )
 }
 
-fn figures(spec: &Training, records: &AllRecords, dir: &Path) -> Result<Vec<PathBuf>, RunError> {
+fn figures(
+    spec: &Training,
+    records: &AllRecords,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, ExperimentError> {
     let mut out = Vec::new();
     let panels = [
         (Metric::TrainLoss, "train loss", false),

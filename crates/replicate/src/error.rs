@@ -2,7 +2,7 @@
 
 /// Why a command failed: a request that makes no sense (flags that do not fit together, a
 /// value out of range), or an operation that failed, with what was being done and the error of
-/// the layer that failed as its `source()` (a run's [`RunError`](explr_experiments::RunError),
+/// the layer that failed as its `source()` (a run's [`ExperimentError`](explr_experiments::ExperimentError),
 /// a manifest's, a file's…).
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -42,7 +42,7 @@ impl CommandError {
 
 impl CommandError {
     /// Whether a training run stopped because the process was asked to (a signal), with its
-    /// last epoch checkpointed ([`RunError::is_stop`](explr_experiments::RunError::is_stop)),
+    /// last epoch checkpointed ([`ExperimentError::is_stop`](explr_experiments::ExperimentError::is_stop)),
     /// anywhere in the error's chain.
     pub fn is_stop(&self) -> bool {
         let mut next: Option<&(dyn std::error::Error + 'static)> = match self {
@@ -50,8 +50,8 @@ impl CommandError {
             Self::Layer(e) | Self::Failed { source: e, .. } => Some(e.as_ref()),
         };
         while let Some(e) = next {
-            if e.downcast_ref::<explr_experiments::RunError>()
-                .is_some_and(explr_experiments::RunError::is_stop)
+            if e.downcast_ref::<explr_experiments::ExperimentError>()
+                .is_some_and(explr_experiments::ExperimentError::is_stop)
             {
                 return true;
             }
@@ -73,7 +73,7 @@ macro_rules! layer_errors {
 }
 
 layer_errors!(
-    explr_experiments::RunError,
+    explr_experiments::ExperimentError,
     explr_manifest::manifest::ManifestError,
     explr_results::golden::GoldenError,
     explr_results::index::IndexError,

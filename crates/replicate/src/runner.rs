@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde_yaml::Value;
 
 use explr_execute::executor::{Execution, Executor, Job, Submission, UnitKey, UnitState};
-use explr_experiments::{Experiment, RunError, Summarized, EXPERIMENT_LOCK};
+use explr_experiments::{Experiment, ExperimentError, Summarized, EXPERIMENT_LOCK};
 use explr_io::{remove_leftovers, write_atomic, write_json, FolderLock, IoError, LockError};
 use explr_manifest::manifest::Resolved;
 use explr_manifest::spec::{SlurmSection, Verdict};
@@ -63,13 +63,13 @@ pub fn manifest_dir(opts: &RunnerOptions, resolved: &Resolved) -> PathBuf {
 }
 
 /// Runs `resolved`: its units through `executor`, then, when they ran here, [`collect`]. A
-/// local run that ends with a unit incomplete is an error ([`RunError::Incomplete`]).
+/// local run that ends with a unit incomplete is an error ([`ExperimentError::Incomplete`]).
 pub fn run(
     resolved: &Resolved,
     opts: &RunnerOptions,
-    executor: &dyn Executor<RunError>,
+    executor: &dyn Executor<ExperimentError>,
     progress: &dyn Progress,
-) -> Result<Outcome, RunError> {
+) -> Result<Outcome, ExperimentError> {
     let started = Instant::now();
     let dir = manifest_dir(opts, resolved);
     // One writer per results folder, for the whole run (each training run also locks its own
@@ -103,7 +103,7 @@ pub fn run(
             if let Outcome::Incomplete(states) = &outcome {
                 if let Some((unit, state)) = states.iter().find(|(_, s)| *s != UnitState::Complete)
                 {
-                    return Err(RunError::Incomplete {
+                    return Err(ExperimentError::Incomplete {
                         unit: unit.to_string(),
                         state: state.to_string(),
                     });
@@ -118,7 +118,7 @@ pub fn run(
 /// Whether this process runs the experiment, for its time: only the kinds whose time is not
 /// summed from records need it (a training manifest's time comes from its runs' records, so
 /// their folders are not read an extra time for it).
-fn runs_here(experiment: &dyn Experiment, units: &[UnitKey]) -> Result<bool, RunError> {
+fn runs_here(experiment: &dyn Experiment, units: &[UnitKey]) -> Result<bool, ExperimentError> {
     if experiment.timed_by_records() {
         return Ok(false);
     }
@@ -140,12 +140,12 @@ pub fn run_unit(
     opts: &RunnerOptions,
     unit: &str,
     progress: &dyn Progress,
-) -> Result<(), RunError> {
+) -> Result<(), ExperimentError> {
     let dir = manifest_dir(opts, resolved);
     let experiment = explr_experiments::plan(resolved, &dir, opts)?;
     let units = experiment.units();
     let Some(found) = units.iter().find(|u| u.0 == unit) else {
-        return Err(RunError::UnknownUnit {
+        return Err(ExperimentError::UnknownUnit {
             unit: unit.to_string(),
             manifest: resolved.name.clone(),
             known: units.iter().map(UnitKey::to_string).collect(),
@@ -158,7 +158,7 @@ pub fn run_unit(
 /// complete: the summary, figures and metadata, exactly as a local run writes them (a local
 /// run ends with this). Otherwise writes nothing and says where each unit stands
 /// ([`Outcome::Incomplete`]).
-pub fn collect(resolved: &Resolved, opts: &RunnerOptions) -> Result<Outcome, RunError> {
+pub fn collect(resolved: &Resolved, opts: &RunnerOptions) -> Result<Outcome, ExperimentError> {
     let started = Instant::now();
     let dir = manifest_dir(opts, resolved);
     let _lock = FolderLock::acquire(&dir, &opts.provenance.holder())?;
@@ -171,7 +171,10 @@ pub fn collect(resolved: &Resolved, opts: &RunnerOptions) -> Result<Outcome, Run
 /// temporary files of the manifest's own results and, unless an experiment is running right
 /// now (it holds `.experiment.lock`), of the experiment's files. Training runs' folders have
 /// locks of their own and are cleaned by their writers.
-fn remove_leftovers_of_stopped_writers(dir: &Path, opts: &RunnerOptions) -> Result<(), RunError> {
+fn remove_leftovers_of_stopped_writers(
+    dir: &Path,
+    opts: &RunnerOptions,
+) -> Result<(), ExperimentError> {
     match FolderLock::acquire_named(dir, EXPERIMENT_LOCK, &opts.provenance.holder()) {
         Ok(_experiment) => {
             remove_leftovers(dir)?;
@@ -183,7 +186,7 @@ fn remove_leftovers_of_stopped_writers(dir: &Path, opts: &RunnerOptions) -> Resu
 }
 
 /// Renames the manifest's `summary.yaml`, if any, `summary.stale.yaml`.
-fn mark_summary_stale(dir: &Path) -> Result<(), RunError> {
+fn mark_summary_stale(dir: &Path) -> Result<(), ExperimentError> {
     let summary = dir.join(SUMMARY);
     if summary.exists() {
         let stale = dir.join(STALE_SUMMARY);
@@ -206,7 +209,7 @@ fn collect_planned(
     opts: &RunnerOptions,
     started: Instant,
     ran_here: bool,
-) -> Result<Outcome, RunError> {
+) -> Result<Outcome, ExperimentError> {
     let states = experiment
         .units()
         .into_iter()
@@ -214,7 +217,7 @@ fn collect_planned(
             let s = experiment.state(&u)?;
             Ok((u, s))
         })
-        .collect::<Result<Vec<_>, RunError>>()?;
+        .collect::<Result<Vec<_>, ExperimentError>>()?;
     if states.iter().any(|(_, s)| *s != UnitState::Complete) {
         return Ok(Outcome::Incomplete(states));
     }

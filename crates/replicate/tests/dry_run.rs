@@ -12,7 +12,7 @@ use std::path::Path;
 
 use explr_replicate::context::{RunnerOptions, Silent};
 use explr_replicate::executor::LocalPool;
-use explr_replicate::experiments::RunError;
+use explr_replicate::experiments::ExperimentError;
 use explr_replicate::manifest;
 use explr_replicate::runner;
 use explr_replicate::trainer::TrainError;
@@ -191,7 +191,7 @@ proptest! {
         let opts = options(&dir);
         match runner::run(&resolved, &opts, &LocalPool { jobs: 1 }, &Silent) {
             Ok(_) => {}
-            Err(RunError::Train(e)) if matches!(*e, TrainError::NonFinite { .. }) => {}
+            Err(ExperimentError::Train(e)) if matches!(*e, TrainError::NonFinite { .. }) => {}
             Err(e) => prop_assert!(false, "parsed, then failed at run time: {e}\n{text}"),
         }
     }

@@ -25,7 +25,7 @@ use explr_replicate::context::Silent;
 use explr_replicate::plan;
 use explr_replicate::records::EpochRecord;
 use explr_replicate::spec::{ModelSection, RunSpec};
-use explr_replicate::trainer::{config_fingerprint, train, RunSetup, TrainError};
+use explr_replicate::trainer::{config_fingerprint, train, TrainError, TrainingSetup};
 
 use common::TempDir;
 
@@ -62,9 +62,9 @@ fn setup<'a>(
     epochs: usize,
     resume: bool,
     dir: &Path,
-) -> RunSetup<'a> {
+) -> TrainingSetup<'a> {
     let runs: BTreeMap<String, RunSpec> = serde_yaml::from_str(RUNS).unwrap();
-    RunSetup {
+    TrainingSetup {
         key: "tiny/step_decay/seed-1".into(),
         model,
         dataset: data,

@@ -19,7 +19,7 @@ use explr_replicate::plan;
 use explr_replicate::records::read_records;
 use explr_replicate::spec::{ModelSection, RunSpec};
 use explr_replicate::trainer::TrainError;
-use explr_replicate::trainer::{train, RunSetup};
+use explr_replicate::trainer::{train, TrainingSetup};
 
 use common::TempDir;
 
@@ -65,7 +65,7 @@ fn check(
         serde_yaml::from_str("{arch: preresnet, depth: 8, width: 2}").unwrap();
     let runs: BTreeMap<String, RunSpec> = serde_yaml::from_str(&format!("r: {run}")).unwrap();
     let dir = TempDir::new("nonfinite");
-    let setup = RunSetup {
+    let setup = TrainingSetup {
         key: "tiny/r/seed-0".into(),
         model: &model,
         dataset: &data,
@@ -221,7 +221,7 @@ fn a_checkpoint_with_non_finite_weights_is_never_the_last_good_one() {
         serde_yaml::from_str("r: {weight_decay: 5.0e-4, schedule: {kind: constant, lr: 0.1}}")
             .unwrap();
     let dir = TempDir::new("nan-checkpoint");
-    let setup = |epochs, resume| RunSetup {
+    let setup = |epochs, resume| TrainingSetup {
         key: "tiny/r/seed-0".into(),
         model: &model,
         dataset: &data,
@@ -306,7 +306,7 @@ fn a_checkpoint_with_a_non_finite_record_is_never_written() {
         serde_yaml::from_str("r: {weight_decay: 5.0e-4, schedule: {kind: constant, lr: 0.1}}")
             .unwrap();
     let dir = TempDir::new("nan-record");
-    let setup = RunSetup {
+    let setup = TrainingSetup {
         key: "tiny/r/seed-0".into(),
         model: &model,
         dataset: &data,

@@ -17,7 +17,7 @@ use explr_replicate::plan;
 use explr_replicate::records::{read_records, EpochRecord};
 use explr_replicate::spec::{ModelSection, RunSpec};
 use explr_replicate::trainer::TrainError;
-use explr_replicate::trainer::{train, RunSetup};
+use explr_replicate::trainer::{train, TrainingSetup};
 
 use common::TempDir;
 
@@ -70,7 +70,7 @@ fn run(
     dir: &Path,
 ) -> Result<(Vec<EpochRecord>, Vec<u64>), TrainError> {
     let steps_per_epoch = data.train().len().div_ceil(BATCH) as u64;
-    let setup = RunSetup {
+    let setup = TrainingSetup {
         key: format!("tiny/{run}/seed-5"),
         model,
         dataset: data,

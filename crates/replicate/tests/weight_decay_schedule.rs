@@ -13,7 +13,7 @@ use explr_replicate::context::Silent;
 use explr_replicate::plan;
 use explr_replicate::records::EpochRecord;
 use explr_replicate::spec::{ModelSection, RunSpec};
-use explr_replicate::trainer::{train, RunSetup};
+use explr_replicate::trainer::{train, TrainingSetup};
 
 use common::TempDir;
 
@@ -41,7 +41,7 @@ fn records(data: &Dataset, run: &str) -> Vec<EpochRecord> {
     let model: ModelSection =
         serde_yaml::from_str("{arch: preresnet, depth: 8, width: 4, norm: bn}").unwrap();
     let dir = TempDir::new("wd-schedule");
-    let setup = RunSetup {
+    let setup = TrainingSetup {
         key: run.into(),
         model: &model,
         dataset: data,

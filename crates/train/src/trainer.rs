@@ -97,7 +97,7 @@ pub enum TrainError {
 }
 
 /// Everything one run needs.
-pub struct RunSetup<'a> {
+pub struct TrainingSetup<'a> {
     /// Key for progress and messages (`model/run/seed-0`).
     pub key: String,
     /// The model.
@@ -135,7 +135,7 @@ pub struct RunSetup<'a> {
 /// Everything that decides a run's numbers except its length: the model, the data (its
 /// identity, sizes and classes), batch size, augmentation, dtype, device kind, seed, schedule
 /// and optimizer.
-pub struct RunConfig<'a> {
+pub struct RunIdentity<'a> {
     /// The model.
     pub model: &'a ModelSpec,
     /// Training images, test images, classes.
@@ -171,7 +171,7 @@ pub fn device_kind(device: &Device) -> &'static str {
     }
 }
 
-impl RunConfig<'_> {
+impl RunIdentity<'_> {
     /// A fingerprint of the configuration, component by component: `model`, `data` (identity),
     /// `data_sizes`, `batch_size`, `augment`, `dtype`, `device`, `seed`, `schedule` (each
     /// group's LR) and `optimizer` (momentum, each group's weight decay). A checkpoint resumes
@@ -223,10 +223,10 @@ impl RunConfig<'_> {
     }
 }
 
-/// The fingerprint of `setup`'s configuration ([`RunConfig::fingerprint`]), every component
+/// The fingerprint of `setup`'s configuration ([`RunIdentity::fingerprint`]), every component
 /// included (the data's identity hashes the data's bytes: tens of milliseconds for CIFAR-10).
-pub fn config_fingerprint(setup: &RunSetup<'_>) -> Fingerprint {
-    RunConfig {
+pub fn config_fingerprint(setup: &TrainingSetup<'_>) -> Fingerprint {
+    RunIdentity {
         model: setup.model,
         data: [
             setup.dataset.train().len(),
@@ -398,7 +398,7 @@ fn tracked_layer(model: &Model) -> Option<String> {
 /// Trains one run, writing `metrics.jsonl`, `metrics.csv`, `meta.json` and checkpoints under
 /// `setup.dir`; returns every epoch's record.
 pub fn train(
-    setup: &RunSetup<'_>,
+    setup: &TrainingSetup<'_>,
     progress: &dyn Progress,
 ) -> Result<Vec<EpochRecord>, TrainError> {
     let mut run = TrainingRun::new(setup)?;
@@ -457,7 +457,7 @@ pub fn train(
 
 /// One run being trained ([`train`]): its model, optimizer, data and checkpoint folder.
 struct TrainingRun<'s, 'a> {
-    setup: &'s RunSetup<'a>,
+    setup: &'s TrainingSetup<'a>,
     store: ParamStore,
     model: Model,
     sgd: explr_schedule::Sgd,
@@ -483,7 +483,7 @@ struct EpochPass {
 
 impl<'s, 'a> TrainingRun<'s, 'a> {
     /// The model (initialised from the seed), its optimizer and the run's loaders.
-    fn new(setup: &'s RunSetup<'a>) -> Result<Self, TrainError> {
+    fn new(setup: &'s TrainingSetup<'a>) -> Result<Self, TrainError> {
         let store = ParamStore::new(setup.device, setup.dtype, setup.seed);
         let model = Model::new(setup.model, &store)?;
         let sgd = setup.plan.build_sgd(&model)?;
@@ -770,7 +770,7 @@ pub fn verify_snapshot(
 }
 
 /// The scale-invariant weights a run in `dir` kept after `epoch` (see
-/// [`RunSetup::snapshot_epochs`]), by name, on `device`, verified ([`verify_snapshot`]) against
+/// [`TrainingSetup::snapshot_epochs`]), by name, on `device`, verified ([`verify_snapshot`]) against
 /// the run's fingerprint `config`.
 pub fn read_snapshot(
     dir: &Path,
