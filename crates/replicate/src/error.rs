@@ -118,8 +118,6 @@ impl<T> Context<T> for Option<T> {
 }
 
 /// A [`CommandError::Usage`] from a format string.
-#[macro_export]
-#[doc(hidden)]
 macro_rules! usage {
     ($($arg:tt)*) => {
         $crate::error::CommandError::Usage(format!($($arg)*))
@@ -127,10 +125,10 @@ macro_rules! usage {
 }
 
 /// Returns a [`CommandError::Usage`] from a format string.
-#[macro_export]
-#[doc(hidden)]
 macro_rules! bail {
     ($($arg:tt)*) => {
-        return Err($crate::usage!($($arg)*))
+        return Err($crate::error::usage!($($arg)*))
     };
 }
+
+pub(crate) use {bail, usage};

@@ -85,7 +85,7 @@ pub fn run(args: DataArgs, roots: &DataRoots, report: &mut dyn Write) -> Result<
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("png"))
             {
-                crate::bail!(
+                crate::error::bail!(
                     "--out {}: the preview is written as PNG; give a file name ending in .png",
                     out.display()
                 );

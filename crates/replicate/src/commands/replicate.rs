@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use explr_train::context::{Progress, Provenance, RunnerOptions, StopSignal};
 
-use crate::bail;
 use crate::device::DeviceSpec;
+use crate::error::bail;
 use crate::error::{CommandError, Context, Result};
 use crate::executor::{LocalPool, SlurmArray, Submission, UnitKey, UnitState};
 use crate::golden::{self, GoldenOutcome};

@@ -5,8 +5,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::error::{bail, usage};
 use crate::error::{CommandError, Context, Result};
-use crate::{bail, usage};
 use explr_schedule::{alpha, Schedule, ScheduleError, ScheduleSpec, Twin, Unit, WeightDecay};
 use serde::Serialize;
 
