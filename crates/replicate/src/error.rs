@@ -132,3 +132,42 @@ macro_rules! bail {
 }
 
 pub(crate) use {bail, usage};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use explr_experiments::ExperimentError;
+    use explr_train::trainer::TrainError;
+
+    fn stopped() -> ExperimentError {
+        ExperimentError::from(TrainError::Stopped {
+            run: "m/r/seed-0".into(),
+            epoch: 1,
+            epochs: 2,
+            checkpoint: None,
+        })
+    }
+
+    #[test]
+    fn a_stop_request_is_found_wherever_it_sits_in_the_chain() {
+        assert!(CommandError::from(stopped()).is_stop());
+        assert!(CommandError::failed("running e3.yaml", stopped()).is_stop());
+        let nested = CommandError::failed("outer", CommandError::failed("inner", stopped()));
+        assert!(nested.is_stop());
+        let other = ExperimentError::EmptySplit { split: "test" };
+        assert!(!CommandError::failed("running e3.yaml", other).is_stop());
+        assert!(!CommandError::Usage("--jobs 0".into()).is_stop());
+    }
+
+    #[test]
+    fn context_names_what_failed_and_keeps_the_cause() {
+        let e = std::fs::read_to_string("/nonexistent/explr")
+            .context("reading the manifest")
+            .unwrap_err();
+        assert_eq!(e.to_string(), "reading the manifest");
+        assert!(std::error::Error::source(&e).is_some());
+        let none: Option<u8> = None;
+        let e = none.context("give --kind or --spec").unwrap_err();
+        assert!(matches!(e, CommandError::Usage(m) if m == "give --kind or --spec"));
+    }
+}
