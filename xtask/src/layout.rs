@@ -542,6 +542,19 @@ mod tests {
     }
 
     #[test]
+    fn a_division_is_not_a_comment_and_a_last_comment_needs_no_newline() {
+        // A `/` that opens no comment leaves the rest of its line, braces included, as code.
+        let text = "fn f() -> [u8; 4/2] {\n    [0; 2]\n}\nfn g(p: &u8) -> u8 { 8 / *p }\n// end";
+        let f = functions(&blank(text));
+        let found: Vec<(&str, usize, usize)> = f
+            .iter()
+            .map(|f| (f.name.as_str(), f.line, f.lines))
+            .collect();
+        assert_eq!(found, [("f", 1, 3), ("g", 4, 1)]);
+        assert!(blank(text).ends_with("      "), "the last comment is blanked");
+    }
+
+    #[test]
     fn declarations_and_lifetimes_are_not_bodies() {
         let text = "trait T { fn x(&self) -> u8; }\nfn long<'a>(s: &'a str) -> &'a str {\n  s\n}\n";
         let f = functions(&blank(text));
