@@ -555,6 +555,37 @@ mod tests {
     }
 
     #[test]
+    fn strings_raw_strings_and_comments_are_blanked_exactly() {
+        let cases = [
+            // Escapes, a brace and a quote inside a string.
+            ("x = \"a{\\\"}\";", "x = \"     \";"),
+            // Raw strings with and without hashes, a quote inside, and a byte raw string.
+            ("r\"{\" r#\"a\"{\"# br\"}\"", "r\" \" r#\"   \"# br\" \""),
+            // An identifier ending in r or br before a quote is no raw string.
+            ("fr\"{\"", "fr\" \""),
+            // A block comment holding a `*` and a `/`, then code.
+            ("/* a * b / c { */ {", "                  {"),
+            // An unterminated block comment runs to the end.
+            ("{ /* }", "{     "),
+            // Character literals (escaped too) and a lifetime.
+            ("'{' '\\'' 'a {", "' ' '  ' 'a {"),
+        ];
+        for (text, blanked) in cases {
+            assert_eq!(blank(text), blanked, "{text}");
+        }
+    }
+
+    #[test]
+    fn fn_inside_a_name_and_braces_before_the_body_are_not_functions() {
+        let text = "impl Xfn for Y {\n}\nfn f(a: [u8; { 1 + 1 }]) -> u8 {\n    0\n}\nfn g()";
+        let found: Vec<(String, usize, usize)> = functions(&blank(text))
+            .into_iter()
+            .map(|f| (f.name, f.line, f.lines))
+            .collect();
+        assert_eq!(found, [("f".to_string(), 3, 3)]);
+    }
+
+    #[test]
     fn declarations_and_lifetimes_are_not_bodies() {
         let text = "trait T { fn x(&self) -> u8; }\nfn long<'a>(s: &'a str) -> &'a str {\n  s\n}\n";
         let f = functions(&blank(text));
