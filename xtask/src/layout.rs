@@ -551,7 +551,10 @@ mod tests {
             .map(|f| (f.name.as_str(), f.line, f.lines))
             .collect();
         assert_eq!(found, [("f", 1, 3), ("g", 4, 1)]);
-        assert!(blank(text).ends_with("      "), "the last comment is blanked");
+        assert!(
+            blank(text).ends_with("      "),
+            "the last comment is blanked"
+        );
     }
 
     #[test]
@@ -567,6 +570,13 @@ mod tests {
             ("/* a * b / c { */ {", "                  {"),
             // An unterminated block comment runs to the end.
             ("{ /* }", "{     "),
+            // A raw string keeps its backslash (no escape), with two hashes a `"#` inside.
+            ("br\"\\\" {", "br\" \" {"),
+            ("r##\"a\"#{\"## {", "r##\"    \"## {"),
+            // Strings left open at the end run to it.
+            ("{ \"{", "{ \" "),
+            ("{ \"\\", "{ \" "),
+            ("{ r\"{", "{ r\" "),
             // Character literals (escaped too) and a lifetime.
             ("'{' '\\'' 'a {", "' ' '  ' 'a {"),
         ];
@@ -577,7 +587,7 @@ mod tests {
 
     #[test]
     fn fn_inside_a_name_and_braces_before_the_body_are_not_functions() {
-        let text = "impl Xfn for Y {\n}\nfn f(a: [u8; { 1 + 1 }]) -> u8 {\n    0\n}\nfn g()";
+        let text = "impl Xfn for Y {\n}\nfn f(a: [u8; { 1 + 1 }]) -> u8 {\n    0\n}\nimpl X_fn for Y {}\nfn g()";
         let found: Vec<(String, usize, usize)> = functions(&blank(text))
             .into_iter()
             .map(|f| (f.name, f.line, f.lines))
