@@ -58,26 +58,12 @@ pub fn plan<'a>(
     dir: &Path,
     opts: &RunnerOptions,
 ) -> Result<Box<dyn Experiment + 'a>, ExperimentError> {
-    let dir = dir.to_path_buf();
+    let name = resolved.name.as_str();
     Ok(match resolved.experiment() {
-        spec::Experiment::Training(t) => {
-            Box::new(TrainingPlan::new(t, &resolved.name, &dir, opts)?)
-        }
-        spec::Experiment::Exactness(x) => Box::new(OneProcess {
-            manifest: &resolved.name,
-            kind: x,
-            dir: dir.clone(),
-        }),
-        spec::Experiment::ScaleInvariance(s) => Box::new(OneProcess {
-            manifest: &resolved.name,
-            kind: s,
-            dir: dir.clone(),
-        }),
-        spec::Experiment::Toy(t) => Box::new(OneProcess {
-            manifest: &resolved.name,
-            kind: t,
-            dir: dir.clone(),
-        }),
+        spec::Experiment::Training(t) => Box::new(TrainingPlan::new(t, name, dir, opts)?),
+        spec::Experiment::Exactness(x) => OneProcess::boxed(name, x, dir),
+        spec::Experiment::ScaleInvariance(s) => OneProcess::boxed(name, s, dir),
+        spec::Experiment::Toy(t) => OneProcess::boxed(name, t, dir),
     })
 }
 
@@ -157,7 +143,16 @@ struct ExperimentResult {
     figures: Vec<String>,
 }
 
-impl<K: OneProcessKind> OneProcess<'_, K> {
+impl<'a, K: OneProcessKind> OneProcess<'a, K> {
+    /// The experiment of section `kind` of manifest `manifest`, into `dir`.
+    fn boxed(manifest: &'a str, kind: &'a K, dir: &Path) -> Box<dyn Experiment + 'a> {
+        Box::new(Self {
+            manifest,
+            kind,
+            dir: dir.to_path_buf(),
+        })
+    }
+
     /// The fingerprint of the section (every field).
     fn config(&self) -> String {
         // Plain data: serializing cannot fail.

@@ -107,16 +107,6 @@ impl<T, E: std::error::Error + Send + Sync + 'static> Context<T> for std::result
     }
 }
 
-impl<T> Context<T> for Option<T> {
-    fn context(self, what: impl Into<String>) -> Result<T> {
-        self.ok_or_else(|| CommandError::Usage(what.into()))
-    }
-
-    fn with_context<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T> {
-        self.ok_or_else(|| CommandError::Usage(what().into()))
-    }
-}
-
 /// A [`CommandError::Usage`] from a format string.
 macro_rules! usage {
     ($($arg:tt)*) => {
@@ -166,8 +156,5 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.to_string(), "reading the manifest");
         assert!(std::error::Error::source(&e).is_some());
-        let none: Option<u8> = None;
-        let e = none.context("give --kind or --spec").unwrap_err();
-        assert!(matches!(e, CommandError::Usage(m) if m == "give --kind or --spec"));
     }
 }

@@ -143,15 +143,9 @@ pub fn run_unit(
 ) -> Result<(), ExperimentError> {
     let dir = manifest_dir(opts, resolved);
     let experiment = explr_experiments::plan(resolved, &dir, opts)?;
-    let units = experiment.units();
-    let Some(found) = units.iter().find(|u| u.0 == unit) else {
-        return Err(ExperimentError::UnknownUnit {
-            unit: unit.to_string(),
-            manifest: resolved.name.clone(),
-            known: units.iter().map(UnitKey::to_string).collect(),
-        });
-    };
-    experiment.run(found, opts, progress)
+    // A key the manifest does not have is the experiment's to refuse
+    // (`ExperimentError::UnknownUnit`, naming its units).
+    experiment.run(&UnitKey(unit.to_string()), opts, progress)
 }
 
 /// Builds the manifest's results from what its units left on disk, when every unit is

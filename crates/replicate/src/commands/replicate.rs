@@ -11,8 +11,7 @@ use clap::{Args, ValueEnum};
 use explr_train::context::{Progress, Provenance, RunnerOptions, StopSignal};
 
 use crate::device::DeviceSpec;
-use crate::error::bail;
-use crate::error::{CommandError, Context, Result};
+use crate::error::{bail, CommandError, Context, Result};
 use crate::executor::{LocalPool, SlurmArray, Submission, UnitKey, UnitState};
 use crate::golden::{self, GoldenOutcome};
 use crate::index::{GoldenStatus, IndexCheck, IndexEntry, ResultsIndex};
