@@ -13,9 +13,10 @@
 use std::collections::BTreeMap;
 
 use super::error::ExperimentError;
-use explr_manifest::spec::{Check, Metric, RunSpec, Training, Window};
+use explr_manifest::spec::{Check, Metric, RunSpec, SeedSpread, Training, Window};
 use explr_results::summary::{CheckResult, ControlMeasures, Outcome, Summary};
 use explr_train::records::EpochRecord;
+use explr_train::trainer::SnapshotAt;
 
 /// One-sided 95 % quantiles of Student's t for 1 to 30 degrees of freedom.
 const T95: [f64; 30] = [
@@ -101,9 +102,10 @@ impl SeedMean {
 /// Records of every (model, run, seed); controls are runs under their own names.
 pub type AllRecords = BTreeMap<(String, String, u64), Vec<EpochRecord>>;
 
-/// The paired weight-space distance of runs `a` and `b` of `model` trained from `seed`, at
-/// the end of `epoch` (see [`Check::WeightDistance`]).
-pub type Distance<'a> = dyn Fn(&str, &str, &str, u64, usize) -> Result<f64, ExperimentError> + 'a;
+/// The paired weight-space distance of runs `a` and `b` of `model` trained from `seed`, at a
+/// snapshot (see [`Check::WeightDistance`]).
+pub type Distance<'a> =
+    dyn Fn(&str, &str, &str, u64, SnapshotAt) -> Result<f64, ExperimentError> + 'a;
 
 /// What the checks read.
 pub struct Evidence<'a> {
@@ -129,6 +131,21 @@ struct Measured {
     what: String,
     /// The key the statistic is recorded under (`weight_distance_step_decay_vs_texp`).
     name: String,
+    /// The manifest's bound (a [`SeedSpread`]'s floor).
+    floor: f64,
+    /// A bound derived from the runs themselves and the seed standard deviation it came from
+    /// ([`SeedSpread`]), recorded beside the value.
+    derived_bound: Option<(f64, f64)>,
+}
+
+/// The sample standard deviation (0 for fewer than two values).
+fn sample_sd(values: &[f64]) -> f64 {
+    let n = values.len();
+    if n < 2 {
+        return 0.0;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
 }
 
 impl Evidence<'_> {
@@ -181,8 +198,22 @@ impl Evidence<'_> {
                 windows,
                 bound,
                 relative,
+                seed_spread,
                 ..
-            } => self.window_gap(model, (a, b), *metric, windows, *bound, *relative),
+            } => {
+                let gap = self.window_gap(model, (a, b), *metric, windows, *bound, *relative);
+                match seed_spread {
+                    Some(spread) => self.against_seed_spread(gap, model, spread, *metric, windows),
+                    None => gap,
+                }
+            }
+            Check::Reaches {
+                run,
+                metric,
+                window,
+                at_least,
+                ..
+            } => self.reaches(model, run, *metric, *window, *at_least),
             Check::Greater {
                 a,
                 b,
@@ -222,17 +253,27 @@ impl Evidence<'_> {
         epoch: usize,
         bound: f64,
     ) -> Result<Measured, ExperimentError> {
-        let mut sum = 0.0;
-        for &seed in &self.spec.seeds {
-            sum += (self.distance)(model, a, b, seed, epoch)?;
-        }
-        let value = sum / self.spec.seeds.len() as f64;
+        let value = self.mean_distance(model, (a, b), SnapshotAt::Epoch(epoch))?;
         Ok(Measured::at_most(
             value,
             bound,
             format!("{model}: ‖P·θ({a}) − θ({b})‖/‖θ({b})‖ after epoch {epoch}, mean over seeds"),
             format!("weight_distance_{a}_vs_{b}"),
         ))
+    }
+
+    /// The paired distance of runs `a` and `b` at `at`, mean over seeds (in seed order).
+    fn mean_distance(
+        &self,
+        model: &str,
+        (a, b): (&str, &str),
+        at: SnapshotAt,
+    ) -> Result<f64, ExperimentError> {
+        let mut sum = 0.0;
+        for &seed in &self.spec.seeds {
+            sum += (self.distance)(model, a, b, seed, at)?;
+        }
+        Ok(sum / self.spec.seeds.len() as f64)
     }
 
     /// [`Check::WindowGap`]: the largest over `windows` of the paired gap of `metric` between
@@ -291,6 +332,75 @@ impl Evidence<'_> {
                 if relative { "relative" } else { "absolute" }
             ),
             name: format!("window_gap_{metric}_{a}_vs_{b}"),
+            floor: bound,
+            derived_bound: None,
+        }
+    }
+
+    /// [`SeedSpread`]: `gap` (a [`Check::WindowGap`] measured with `bound` as its floor)
+    /// decided against `factor` × the seeds' standard deviation of `spread.run`'s window means
+    /// (the largest over `windows`) where that is above the floor, on the mean gap alone: the
+    /// bound is itself the seed noise.
+    fn against_seed_spread(
+        &self,
+        gap: Measured,
+        model: &str,
+        spread: &SeedSpread,
+        metric: Metric,
+        windows: &[Window],
+    ) -> Measured {
+        let sd = windows
+            .iter()
+            .map(|&w| {
+                let values: Vec<f64> = self
+                    .spec
+                    .seeds
+                    .iter()
+                    .map(|&s| self.window_mean(model, &spread.run, s, metric, w))
+                    .collect();
+                sample_sd(&values)
+            })
+            .fold(0.0, f64::max);
+        let floor = gap.floor;
+        let bound = floor.max(spread.factor * sd);
+        Measured {
+            outcome: Outcome::of(gap.value <= bound),
+            bound: format!(
+                "<= max({floor:e}, {} × the seed standard deviation of {metric}({}))",
+                spread.factor, spread.run
+            ),
+            what: format!(
+                "{}, against a bound from the seeds (its value and the seed standard deviation are the metrics `…_bound` and `…_seed_sd`)",
+                gap.what
+            ),
+            derived_bound: Some((bound, sd)),
+            ..gap
+        }
+    }
+
+    /// [`Check::Reaches`]: the mean over seeds of `run`'s `metric` over `window`, at least
+    /// `at_least` (a premise of the profile's level, decided on the mean).
+    fn reaches(
+        &self,
+        model: &str,
+        run: &str,
+        metric: Metric,
+        window: Window,
+        at_least: f64,
+    ) -> Measured {
+        let level = self.over_seeds(|s| self.window_mean(model, run, s, metric, window));
+        Measured {
+            value: level.mean,
+            outcome: Outcome::of(level.mean >= at_least),
+            interval: level.interval(),
+            bound: format!(">= {at_least:e}"),
+            floor: at_least,
+            derived_bound: None,
+            what: format!(
+                "{model}: {metric}({run}), mean over epochs {}-{} and seeds (a premise: when it misses, the verdict is inconclusive)",
+                window[0], window[1]
+            ),
+            name: format!("level_{metric}_{run}"),
         }
     }
 
@@ -317,6 +427,8 @@ impl Evidence<'_> {
                 window[0], window[1]
             ),
             name: format!("gap_{metric}_{a}_vs_{b}"),
+            floor: margin,
+            derived_bound: None,
         }
     }
 
@@ -393,6 +505,8 @@ impl Measured {
             bound: format!("<= {bound:e}"),
             what,
             name,
+            floor: bound,
+            derived_bound: None,
         }
     }
 }
@@ -404,6 +518,17 @@ pub fn evaluate(ev: &Evidence<'_>, summary: &mut Summary) -> Result<(), Experime
         for (i, check) in spec.checks.iter().enumerate() {
             let m = ev.measure(check, check, model)?;
             summary.metric(format!("{model}.{i}_{}", m.name), m.value);
+            if let Check::WeightDistance { a, b, steps, .. } = check {
+                // The distance as it grows over the first updates: recorded, not bounded.
+                for &step in steps {
+                    let d = ev.mean_distance(model, (a, b), SnapshotAt::Step(step))?;
+                    summary.metric(format!("{model}.{i}_{}_step_{step}", m.name), d);
+                }
+            }
+            if let Some((bound, sd)) = m.derived_bound {
+                summary.metric(format!("{model}.{i}_{}_bound", m.name), bound);
+                summary.metric(format!("{model}.{i}_{}_seed_sd", m.name), sd);
+            }
             summary.check(
                 format!("{model}.{i}_{}", check_kind(check)),
                 CheckResult {
@@ -413,13 +538,14 @@ pub fn evaluate(ev: &Evidence<'_>, summary: &mut Summary) -> Result<(), Experime
                     outcome: m.outcome,
                     interval: m.interval,
                     reason: Some(check.reason().to_string()),
+                    premise: check.is_premise(),
                 },
             );
         }
         for (name, control) in &spec.controls {
             let mut measures = ControlMeasures::default();
             for (i, check) in spec.checks.iter().enumerate() {
-                if !check.runs().contains(&control.replaces.as_str()) {
+                if check.is_premise() || !check.runs().contains(&control.replaces.as_str()) {
                     continue;
                 }
                 let swapped = check.with_run_replaced(&control.replaces, name);
@@ -449,6 +575,7 @@ fn check_kind(check: &Check) -> &'static str {
         Check::Greater { .. } => "greater",
         Check::AngularUpdate { .. } => "angular_update",
         Check::NearlyConstant { .. } => "nearly_constant",
+        Check::Reaches { .. } => "reaches",
     }
 }
 
@@ -456,6 +583,7 @@ fn check_kind(check: &Check) -> &'static str {
 mod tests {
     use super::*;
     use explr_manifest::spec::{ControlKind, Verdict};
+    use explr_results::summary::round_sig;
 
     /// Runs `a` and `b` and controls `same` (b's copy) and `off` (b shifted by 0.3) over
     /// seeds 0 and 1, 4 epochs; `test_acc` of seed s is `0.5 + 0.1·s + shift`, `lr` 0.1 and
@@ -529,11 +657,11 @@ checks:
 
     /// The summary of `spec`'s checks and controls on `records`, with the distances of [`run`].
     fn judge(spec: &Training, records: &AllRecords) -> Summary {
-        let distance = |_: &str, _: &str, b: &str, seed: u64, _: usize| {
-            Ok(if b == "off" {
-                1e-2
-            } else {
-                1e-6 * (1 + seed) as f64
+        let distance = |_: &str, _: &str, b: &str, seed: u64, at: SnapshotAt| {
+            Ok(match at {
+                _ if b == "off" => 1e-2,
+                SnapshotAt::Epoch(_) => 1e-6 * (1 + seed) as f64,
+                SnapshotAt::Step(step) => 1e-7 * (step * (1 + seed)) as f64,
             })
         };
         let mut s = Summary::default();
@@ -596,6 +724,94 @@ checks:
         }
     }
 
+    /// With `seed_spread`, the bound is `factor` × the seed standard deviation of a run's
+    /// window means where that is above the floor, and the mean gap alone decides.
+    #[test]
+    fn a_seed_spread_bound_is_the_seeds_own_scatter_and_the_mean_decides() {
+        let spread = |factor: f64| {
+            GAP.replace(
+                "bound: 0.05,",
+                &format!("bound: 0.05, seed_spread: {{run: a, factor: {factor}}},"),
+            )
+        };
+        // a's seeds are 0.5 and 0.6 in every epoch: their standard deviation is 0.1/√2.
+        let sd = 0.1 / 2f64.sqrt();
+        let s = run(&spread(1.0), &records(0.06, 0.0));
+        let c = &s.checks()["m.0_window_gap"];
+        assert!(c.pass(), "a gap of 0.06 within one sd ({sd}): {c:?}");
+        assert!(c
+            .bound
+            .contains("max(5e-2, 1 × the seed standard deviation of test_acc(a))"));
+        let bound = s.to_value("X", "p")["metrics"]["m.0_window_gap_test_acc_a_vs_b_bound"]
+            .as_f64()
+            .unwrap();
+        assert!((bound - round_sig(sd, 4)).abs() < 1e-12, "{bound}");
+        // Half a standard deviation is below the floor, which then holds the gap.
+        let c = run(&spread(0.5), &records(0.06, 0.0)).checks()["m.0_window_gap"].clone();
+        assert_eq!(c.outcome, Outcome::Fail, "{c:?}");
+        assert!(run(&spread(0.5), &records(0.04, 0.0)).checks()["m.0_window_gap"].pass());
+        // Seeds that scatter (gaps 0.03 and 0.05): the interval straddles 0.05, so the plain
+        // bound is undecided, while the seed-spread bound (0.0707) takes the mean, 0.04.
+        let mut recs = records(0.03, 0.0);
+        for r in recs.get_mut(&("m".into(), "b".into(), 1)).unwrap() {
+            r.test_acc += 0.02;
+        }
+        let plain = run(GAP, &recs).checks()["m.0_window_gap"].clone();
+        assert_eq!(plain.outcome, Outcome::Undecided, "{plain:?}");
+        let from_seeds = run(&spread(1.0), &recs).checks()["m.0_window_gap"].clone();
+        assert_eq!(from_seeds.outcome, Outcome::Pass, "{from_seeds:?}");
+        assert!((from_seeds.value - 0.04).abs() < 1e-12);
+        // The control shifted by 0.3 is rejected by the same derived bound.
+        let s = run(&spread(1.0), &records(0.06, 0.0));
+        assert_eq!(s.controls()["m.off"].failed, ["m.0_window_gap"]);
+    }
+
+    /// A weight distance with `steps` records the paired distance after each of those updates
+    /// (mean over seeds), beside the bounded one at the end of its epoch.
+    #[test]
+    fn a_weight_distance_records_its_curve_over_the_first_updates() {
+        let wd = "  - {check: weight_distance, a: a, b: b, epoch: 2, steps: [1, 4], bound: 1.0e-4, reason: r}";
+        let s = run(wd, &records(0.0, 0.0));
+        let metrics = &s.to_value("X", "p")["metrics"];
+        let at = |k: &str| metrics[k].as_f64().unwrap();
+        // Seeds 0 and 1: 1e-7·step·(1 + seed), averaged.
+        assert!((at("m.0_weight_distance_a_vs_b_step_1") - 1.5e-7).abs() < 1e-20);
+        assert!((at("m.0_weight_distance_a_vs_b_step_4") - 6e-7).abs() < 1e-20);
+        assert!((s.checks()["m.0_weight_distance"].value - 1.5e-6).abs() < 1e-18);
+    }
+
+    /// A `reaches` premise that misses leaves the verdict inconclusive, whatever the other
+    /// checks say, and judges no control.
+    #[test]
+    fn a_missed_premise_makes_the_verdict_inconclusive_and_judges_no_control() {
+        let level = |at_least: f64| {
+            format!(
+                "{GAP}\n  - {{check: reaches, run: a, metric: test_acc, window: [3, 4], at_least: {at_least}, reason: it learns}}"
+            )
+        };
+        // a's test accuracy is 0.5 and 0.6 over the seeds: 0.55 on the mean.
+        let s = run(&level(0.55), &records(0.06, 0.0));
+        let c = &s.checks()["m.1_reaches"];
+        assert!(c.pass() && c.premise, "{c:?}");
+        assert!((c.value - 0.55).abs() < 1e-12);
+        assert_eq!(
+            s.verdict(),
+            Verdict::Fail,
+            "the gap of 0.06 fails the claim"
+        );
+        let s = run(&level(0.56), &records(0.06, 0.0));
+        assert_eq!(s.checks()["m.1_reaches"].outcome, Outcome::Fail);
+        assert_eq!(s.verdict(), Verdict::Inconclusive);
+        assert!(s
+            .controls()
+            .values()
+            .all(|c| !c.values.contains_key("m.1_reaches")));
+        assert_eq!(
+            s.to_value("X", "p")["checks"]["m.1_reaches"]["premise"],
+            serde_yaml::Value::from(true)
+        );
+    }
+
     #[test]
     fn a_control_that_passes_every_check_makes_the_verdict_inconclusive() {
         // `same` is b's copy: it passes the gap, so the profile cannot tell right from wrong.
@@ -618,7 +834,7 @@ checks:
         let mut spec = spec(GAP);
         spec.controls.remove("same");
         let recs = records(0.0, 0.0);
-        let distance = |_: &str, _: &str, _: &str, _: u64, _: usize| Ok(0.0);
+        let distance = |_: &str, _: &str, _: &str, _: u64, _: SnapshotAt| Ok(0.0);
         let mut s = Summary::default();
         evaluate(
             &Evidence {

@@ -130,6 +130,7 @@ pub fn run_exactness(
         x_label: "step".into(),
         y_label: "deviation".into(),
         log_y: true,
+        log_x: false,
         series,
         markers: Vec::new(),
     };

@@ -26,7 +26,7 @@ use explr_results::summary::Summary;
 use explr_train::checkpoint::{self, CheckpointError};
 use explr_train::context::{Progress, RunnerOptions};
 use explr_train::records::EpochRecord;
-use explr_train::trainer::{self, TrainingSetup};
+use explr_train::trainer::{self, SnapshotAt, TrainingSetup};
 
 /// One training run of a manifest: a model, a run (claimed or control) and a seed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -58,8 +58,8 @@ pub struct TrainingPlan {
     dataset: Mutex<Option<Arc<Dataset>>>,
     steps_per_epoch: u64,
     plans: BTreeMap<String, OptimizerPlan>,
-    /// The epochs whose weights a check compares: each run keeps a snapshot of them.
-    snapshot_epochs: Vec<usize>,
+    /// Where a check compares weights: each run keeps a snapshot there.
+    snapshots: Vec<SnapshotAt>,
     /// The manifest's results folder.
     dir: PathBuf,
     /// The manifest's name (its file stem).
@@ -84,12 +84,16 @@ impl TrainingPlan {
             .keys()
             .map(|name| Ok((name.clone(), plan::plan(&runs, name, steps_per_epoch)?)))
             .collect::<Result<_, ExperimentError>>()?;
-        let snapshot_epochs: BTreeSet<usize> = spec
+        let snapshots: BTreeSet<SnapshotAt> = spec
             .checks
             .iter()
-            .filter_map(|c| match c {
-                Check::WeightDistance { epoch, .. } => Some(*epoch),
-                _ => None,
+            .flat_map(|c| match c {
+                Check::WeightDistance { epoch, steps, .. } => {
+                    std::iter::once(SnapshotAt::Epoch(*epoch))
+                        .chain(steps.iter().map(|&s| SnapshotAt::Step(s)))
+                        .collect()
+                }
+                _ => Vec::new(),
             })
             .collect();
         Ok(Self {
@@ -98,7 +102,7 @@ impl TrainingPlan {
             dataset: Mutex::new(None),
             steps_per_epoch,
             plans,
-            snapshot_epochs: snapshot_epochs.into_iter().collect(),
+            snapshots: snapshots.into_iter().collect(),
             dir: dir.to_path_buf(),
             manifest: manifest.to_string(),
         })
@@ -166,7 +170,7 @@ impl TrainingPlan {
             epochs: self.spec.epochs,
             plan: self.plans[&id.run].clone(),
             checkpoint_every: self.spec.checkpoint_every,
-            snapshot_epochs: self.snapshot_epochs.clone(),
+            snapshots: self.snapshots.clone(),
             dir: run_dir(&self.dir, id),
             resume: opts.resume,
             stop: opts.stop,
@@ -246,8 +250,8 @@ impl TrainingPlan {
         // Trained to the end: the snapshots a check compares and the metadata must be there
         // too (a resume writes the metadata; a missing snapshot nothing can bring back), each
         // snapshot the one this run wrote.
-        for &epoch in &self.snapshot_epochs {
-            let path = trainer::snapshot_path(&dir, epoch);
+        for &at in &self.snapshots {
+            let path = trainer::snapshot_path(&dir, at);
             if !path.exists() {
                 return Ok(OnDisk::State(UnitState::Unusable {
                     reason: format!(
@@ -256,7 +260,7 @@ impl TrainingPlan {
                     ),
                 }));
             }
-            match trainer::verify_snapshot(&dir, epoch, &config) {
+            match trainer::verify_snapshot(&dir, at, &config) {
                 Ok(_) => {}
                 Err(trainer::TrainError::Io(e)) => return Err(e.into()),
                 Err(e) => {
@@ -336,13 +340,13 @@ impl TrainingPlan {
         }
         let spec = &self.spec;
         let config = |id: &RunId| self.config(id);
-        let distance = |model: &str, a: &str, b: &str, seed: u64, epoch: usize| {
+        let distance = |model: &str, a: &str, b: &str, seed: u64, at: SnapshotAt| {
             weight_distance(
                 &self.dir,
                 &records,
                 &self.plans,
                 &config,
-                (model, seed, epoch),
+                (model, seed, at),
                 (a, b),
             )
         };
@@ -360,7 +364,13 @@ impl TrainingPlan {
         if let Some(expect) = &spec.expect {
             summary.expect(expect.verdict, &expect.reason);
         }
-        let figures = figures(spec, &records, &self.dir)?;
+        let mut figures = figures(spec, &records, &self.dir)?;
+        figures.extend(drift_figures(
+            spec,
+            &distance,
+            self.steps_per_epoch,
+            &self.dir,
+        )?);
         let trained_s = records
             .values()
             .flat_map(|run| run.iter().map(|r| r.wall_s))
@@ -387,17 +397,22 @@ fn run_dir(dir: &Path, id: &RunId) -> PathBuf {
         .join(format!("seed-{}", id.seed))
 }
 
-/// ‖(P^b_t/P^a_t)·θ^a_t − θ^b_t‖ / ‖θ^b_t‖ of the scale-invariant group at the end of
-/// `epoch`, from the two runs' weight snapshots, summed over tensors in name order (float64).
+/// ‖(P^b_t/P^a_t)·θ^a_t − θ^b_t‖ / ‖θ^b_t‖ of the scale-invariant group at `at` (THEORY.md
+/// §3–§5), from the two runs' weight snapshots, summed over tensors in name order (float64).
 fn weight_distance(
     dir: &Path,
     records: &AllRecords,
     plans: &BTreeMap<String, OptimizerPlan>,
     config: &dyn Fn(&RunId) -> checkpoint::Fingerprint,
-    (model, seed, epoch): (&str, u64, usize),
+    (model, seed, at): (&str, u64, SnapshotAt),
     (a, b): (&str, &str),
 ) -> Result<f64, ExperimentError> {
-    let step = records[&(model.to_string(), a.to_string(), seed)][epoch - 1].step;
+    let step = match at {
+        SnapshotAt::Epoch(epoch) => {
+            records[&(model.to_string(), a.to_string(), seed)][epoch - 1].step
+        }
+        SnapshotAt::Step(step) => step,
+    };
     let p = plans[b].scale(step)? / plans[a].scale(step)?;
     let id = |run: &str| RunId {
         model: model.to_string(),
@@ -406,7 +421,7 @@ fn weight_distance(
     };
     let folder = |run: &str| run_dir(dir, &id(run));
     let load =
-        |run: &str| trainer::read_snapshot(&folder(run), epoch, &config(&id(run)), &Device::Cpu);
+        |run: &str| trainer::read_snapshot(&folder(run), at, &config(&id(run)), &Device::Cpu);
     let (wa, wb) = (load(a)?, load(b)?);
     let (mut diff, mut norm) = (0.0, 0.0);
     for (name, tb) in &wb {
@@ -503,6 +518,73 @@ fn model_title(m: &ModelSpec) -> String {
     )
 }
 
+/// For each `weight_distance` check with `steps`: the distance of the two runs after each of
+/// those updates and at the end of its epoch (log-log; the mean over seeds, the band their
+/// range), i.e. how fast rounding parts them.
+fn drift_figures(
+    spec: &Training,
+    distance: &checks::Distance<'_>,
+    steps_per_epoch: u64,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, ExperimentError> {
+    let mut out = Vec::new();
+    for (model, model_spec) in &spec.models {
+        for (i, check) in spec.checks.iter().enumerate() {
+            let Check::WeightDistance {
+                a, b, epoch, steps, ..
+            } = check
+            else {
+                continue;
+            };
+            if steps.is_empty() {
+                continue;
+            }
+            let end = steps_per_epoch * *epoch as u64;
+            let mut at: Vec<(f64, SnapshotAt)> = steps
+                .iter()
+                .map(|&s| (s as f64, SnapshotAt::Step(s)))
+                .collect();
+            at.push((end as f64, SnapshotAt::Epoch(*epoch)));
+            let (mut points, mut band) = (Vec::new(), Vec::new());
+            for (x, snapshot) in at {
+                let per_seed = spec
+                    .seeds
+                    .iter()
+                    .map(|&seed| distance(model, a, b, seed, snapshot))
+                    .collect::<Result<Vec<f64>, _>>()?;
+                let mean = per_seed.iter().sum::<f64>() / per_seed.len() as f64;
+                let lo = per_seed.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = per_seed.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                points.push((x, mean));
+                band.push((x, lo, hi));
+            }
+            let seeds = spec.seeds.len();
+            let chart = Chart {
+                title: format!("{}: how far {b} is from {a}", model_title(model_spec)),
+                x_label: "update".into(),
+                y_label: if seeds > 1 {
+                    format!("‖P·θ({a}) − θ({b})‖/‖θ({b})‖, mean and range of {seeds} seeds")
+                } else {
+                    format!("‖P·θ({a}) − θ({b})‖/‖θ({b})‖")
+                },
+                log_y: true,
+                log_x: true,
+                series: vec![Series {
+                    label: format!("{b} vs {a}"),
+                    points,
+                    band: if seeds > 1 { band } else { Vec::new() },
+                    dashed: false,
+                }],
+                markers: vec![(end as f64, format!("end of epoch {epoch}"))],
+            };
+            let path = dir.join(format!("{model}-weight_distance-{i}.svg"));
+            explr_io::write_atomic(&path, chart.to_svg().as_bytes())?;
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
 fn figures(
     spec: &Training,
     records: &AllRecords,
@@ -583,6 +665,7 @@ fn figures(
                     label.into()
                 },
                 log_y,
+                log_x: false,
                 series,
                 markers: milestones
                     .iter()

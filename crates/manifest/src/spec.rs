@@ -297,6 +297,11 @@ pub enum Check {
         b: String,
         /// The epoch (1-based) at whose end the weights are compared.
         epoch: usize,
+        /// Updates (the runs' update counts, from 1, before the end of `epoch`) after which the
+        /// distance is also measured and recorded, not held to the bound: how it grows from
+        /// rounding (e.g. 1, 2, 4, …, 256 in float32).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        steps: Vec<u64>,
         /// Largest allowed mean distance.
         bound: f64,
         /// Where the bound comes from.
@@ -320,7 +325,28 @@ pub enum Check {
         /// Compare the ratio of the window means with 1 instead of their difference.
         #[serde(default)]
         relative: bool,
+        /// Derive the bound from how a run's seeds scatter (see [`SeedSpread`]); `bound` is
+        /// then its floor.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seed_spread: Option<SeedSpread>,
         /// Where the bound comes from.
+        reason: String,
+    },
+    /// A premise of the profile, not of the claim: `run` reaches `at_least` in `metric` (the
+    /// mean over seeds of its mean over `window`), e.g. step decay's final test accuracy, so
+    /// that the profile trains the kind of network the claim is about. When it does not, no
+    /// other check can be read as evidence for or against the claim, and the verdict is
+    /// inconclusive (never fail).
+    Reaches {
+        /// The run.
+        run: String,
+        /// The metric.
+        metric: Metric,
+        /// The window, `[from, to]` in epochs (inclusive).
+        window: Window,
+        /// The level it must reach.
+        at_least: f64,
+        /// Where the level comes from.
         reason: String,
     },
     /// Run `a` ends higher than `b`: the paired mean over seeds of the mean of metric(a) −
@@ -368,14 +394,36 @@ pub enum Check {
     },
 }
 
+/// A [`Check::WindowGap`] bound taken from the seeds' own scatter: `factor` times the sample
+/// standard deviation over seeds of `run`'s window means (the largest over the windows), or
+/// the check's `bound` where that is larger. The bound is then itself the noise the gap is
+/// weighed against, so the check is decided on the mean gap over seeds, without a confidence
+/// interval on top (the interval is still reported). It needs two seeds or more.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedSpread {
+    /// The claimed run whose seeds measure the scatter (e.g. step decay).
+    pub run: String,
+    /// How many standard deviations the bound is.
+    pub factor: f64,
+}
+
 impl Check {
+    /// Whether this is a premise of the profile ([`Check::Reaches`]) rather than a test of the
+    /// claim: controls are not judged by it, and its failure makes the verdict inconclusive.
+    pub fn is_premise(&self) -> bool {
+        matches!(self, Check::Reaches { .. })
+    }
+
     /// The runs the check names, in order (`a`, `b` or `run`).
     pub fn runs(&self) -> Vec<&str> {
         match self {
             Check::WeightDistance { a, b, .. }
             | Check::WindowGap { a, b, .. }
             | Check::Greater { a, b, .. } => vec![a, b],
-            Check::AngularUpdate { run, .. } | Check::NearlyConstant { run, .. } => vec![run],
+            Check::AngularUpdate { run, .. }
+            | Check::NearlyConstant { run, .. }
+            | Check::Reaches { run, .. } => vec![run],
         }
     }
 
@@ -390,7 +438,9 @@ impl Check {
                 *a = swap(a);
                 *b = swap(b);
             }
-            Check::AngularUpdate { run, .. } | Check::NearlyConstant { run, .. } => {
+            Check::AngularUpdate { run, .. }
+            | Check::NearlyConstant { run, .. }
+            | Check::Reaches { run, .. } => {
                 *run = swap(run);
             }
         }
@@ -404,7 +454,8 @@ impl Check {
             Check::WindowGap { windows, .. } => windows.clone(),
             Check::Greater { window, .. }
             | Check::AngularUpdate { window, .. }
-            | Check::NearlyConstant { window, .. } => vec![*window],
+            | Check::NearlyConstant { window, .. }
+            | Check::Reaches { window, .. } => vec![*window],
         }
     }
 
@@ -415,7 +466,8 @@ impl Check {
             | Check::WindowGap { reason, .. }
             | Check::Greater { reason, .. }
             | Check::AngularUpdate { reason, .. }
-            | Check::NearlyConstant { reason, .. } => reason,
+            | Check::NearlyConstant { reason, .. }
+            | Check::Reaches { reason, .. } => reason,
         }
     }
 }

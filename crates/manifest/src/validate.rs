@@ -588,7 +588,7 @@ fn training(t: &Training, errors: &mut Errors) {
     let length = (t.data.batch_size > 0 && sizes_ok)
         .then(|| training_length("training.epochs", t.epochs, &t.data, errors))
         .flatten();
-    if let Some(length) = length {
+    if let Some(length) = &length {
         // The controls' runs are planned beside the claimed runs they derive from. A control
         // named like a run is reported by `controls` alone: it does not replace the run here.
         let mut all = t.runs.clone();
@@ -607,16 +607,16 @@ fn training(t: &Training, errors: &mut Errors) {
         if t.runs.is_empty() {
             errors.push("training.runs", "give at least one run");
         } else {
-            runs(&field, &all, &length, built.as_ref(), errors);
+            runs(&field, &all, length, built.as_ref(), errors);
         }
     }
     for (i, c) in t.checks.iter().enumerate() {
-        check(t, i, c, errors);
+        check(t, i, c, length.as_ref(), errors);
     }
     controls(t, errors);
 }
 
-fn check(t: &Training, i: usize, c: &Check, errors: &mut Errors) {
+fn check(t: &Training, i: usize, c: &Check, length: Option<&Length>, errors: &mut Errors) {
     let here = format!("training.checks.{i}");
     for w in c.windows() {
         if w[0] == 0 || w[0] > w[1] || w[1] > t.epochs {
@@ -641,12 +641,13 @@ fn check(t: &Training, i: usize, c: &Check, errors: &mut Errors) {
             Some(*tolerance)
         }
         Check::Greater { margin, .. } => margin.is_finite().then_some(0.0),
+        Check::Reaches { at_least, .. } => at_least.is_finite().then_some(0.0),
     };
     match bound {
         Some(b) if b.is_finite() && b >= 0.0 => {}
         _ => errors.push(
             here.clone(),
-            "the bound (bound, tolerance or margin) must be a finite number, and >= 0 for a bound or tolerance",
+            "the bound (bound, tolerance, margin or at_least) must be a finite number, and >= 0 for a bound or tolerance",
         ),
     }
     if let Check::WindowGap { windows, .. } = c {
@@ -657,11 +658,8 @@ fn check(t: &Training, i: usize, c: &Check, errors: &mut Errors) {
             );
         }
     }
-    if let Check::WeightDistance { a, b, .. } = c {
-        if a == b {
-            errors.push(here.clone(), "compare two different runs");
-        }
-    }
+    seed_spread(t, &here, c, errors);
+    snapshot_steps(&here, c, length, errors);
     if let Check::AngularUpdate { run, .. } = c {
         if let Some(r) = t.runs.get(run) {
             if r.derive.is_some() || r.weight_decay_schedule.is_some() || r.weight_decay <= 0.0 {
@@ -692,6 +690,65 @@ fn check(t: &Training, i: usize, c: &Check, errors: &mut Errors) {
     }
 }
 
+/// A [`Check::WindowGap`]'s `seed_spread`: two seeds or more, a positive factor, a claimed run.
+fn seed_spread(t: &Training, here: &str, c: &Check, errors: &mut Errors) {
+    if let Check::WindowGap {
+        seed_spread: Some(spread),
+        ..
+    } = c
+    {
+        if t.seeds.len() < 2 {
+            errors.push(
+                format!("{here}.seed_spread"),
+                format!(
+                    "a bound from the seeds' scatter needs two seeds or more; training.seeds has {}",
+                    t.seeds.len()
+                ),
+            );
+        }
+        if !(spread.factor.is_finite() && spread.factor > 0.0) {
+            errors.push(
+                format!("{here}.seed_spread.factor"),
+                "give a finite number of standard deviations > 0, e.g. 2.0",
+            );
+        }
+        if !t.runs.contains_key(&spread.run) {
+            errors.push(
+                format!("{here}.seed_spread.run"),
+                format!(
+                    "names run `{}`, which is not in `runs` ({})",
+                    spread.run,
+                    names(&t.runs)
+                ),
+            );
+        }
+    }
+}
+
+/// A [`Check::WeightDistance`]: two different runs, and its `steps` inside its epochs.
+fn snapshot_steps(here: &str, c: &Check, length: Option<&Length>, errors: &mut Errors) {
+    if let Check::WeightDistance {
+        a, b, epoch, steps, ..
+    } = c
+    {
+        if a == b {
+            errors.push(here, "compare two different runs");
+        }
+        let last = length.map(|l| l.steps_per_epoch.saturating_mul(*epoch as u64));
+        for &step in steps {
+            if step == 0 || last.is_some_and(|last| step >= last) {
+                errors.push(
+                    format!("{here}.steps"),
+                    format!(
+                        "update {step} is not inside the first {epoch} epoch(s): give update counts from 1 to {} (the end of epoch {epoch} is the check's own snapshot)",
+                        last.map_or("the epoch's last".to_string(), |l| (l.max(1) - 1).to_string())
+                    ),
+                );
+            }
+        }
+    }
+}
+
 fn controls(t: &Training, errors: &mut Errors) {
     for (name, c) in &t.controls {
         let here = format!("training.controls.{name}");
@@ -715,12 +772,12 @@ fn controls(t: &Training, errors: &mut Errors) {
         } else if !t
             .checks
             .iter()
-            .any(|k| k.runs().contains(&c.replaces.as_str()))
+            .any(|k| !k.is_premise() && k.runs().contains(&c.replaces.as_str()))
         {
             errors.push(
                 format!("{here}.replaces"),
                 format!(
-                    "no check names `{}`, so nothing would judge this control",
+                    "no check names `{}` (a `reaches` premise judges no control), so nothing would judge this control",
                     c.replaces
                 ),
             );

@@ -25,7 +25,10 @@ use explr_replicate::context::Silent;
 use explr_replicate::plan;
 use explr_replicate::records::EpochRecord;
 use explr_replicate::spec::{ModelSection, RunSpec};
-use explr_replicate::trainer::{config_fingerprint, train, TrainError, TrainingSetup};
+use explr_replicate::trainer::{
+    config_fingerprint, read_snapshot, snapshot_path, train, verify_snapshot, SnapshotAt,
+    TrainError, TrainingSetup,
+};
 
 use common::TempDir;
 
@@ -76,7 +79,7 @@ fn setup<'a>(
         epochs,
         plan: plan::plan(&runs, "step_decay", 2).unwrap(),
         checkpoint_every: 1,
-        snapshot_epochs: Vec::new(),
+        snapshots: Vec::new(),
         dir: dir.to_path_buf(),
         resume,
         stop: Default::default(),
@@ -563,4 +566,53 @@ fn a_complete_run_on_other_data_is_not_judged_again() {
         assert!(err.contains(says), "{flag}: {err}");
         assert!(err.contains("without --resume"), "{flag}: {err}");
     }
+}
+
+/// Snapshots after an update are the weights after that update: with 2 updates an epoch,
+/// the one after update 2 holds what the end of epoch 1 holds, and the one after update 3
+/// differs; each is verified against its own record, so one copied in under another's name
+/// is refused naming what its record says.
+#[test]
+fn a_snapshot_after_an_update_is_the_weights_after_it_and_verified() {
+    let dir = TempDir::new("step-snapshots");
+    let dir = &dir.0;
+    let data = data();
+    let model = model();
+    let mut s = setup(&data, &model, 2, false, dir.as_path());
+    s.snapshots = vec![
+        SnapshotAt::Step(2),
+        SnapshotAt::Epoch(1),
+        SnapshotAt::Step(3),
+    ];
+    train(&s, &Silent).unwrap();
+    let config = config_fingerprint(&s);
+    let read = |at| read_snapshot(dir.as_path(), at, &config, &Device::Cpu).unwrap();
+    let flat = |w: BTreeMap<String, candle_core::Tensor>| -> Vec<f64> {
+        w.values()
+            .flat_map(|t| t.flatten_all().unwrap().to_vec1::<f64>().unwrap())
+            .collect()
+    };
+    let (step2, epoch1, step3) = (
+        flat(read(SnapshotAt::Step(2))),
+        flat(read(SnapshotAt::Epoch(1))),
+        flat(read(SnapshotAt::Step(3))),
+    );
+    assert!(!step2.is_empty());
+    assert_eq!(step2, epoch1);
+    assert_ne!(step2, step3);
+    // Update 3's snapshot copied in as update 2's.
+    for ext in ["safetensors", "json"] {
+        std::fs::copy(
+            snapshot_path(dir.as_path(), SnapshotAt::Step(3)).with_extension(ext),
+            snapshot_path(dir.as_path(), SnapshotAt::Step(2)).with_extension(ext),
+        )
+        .unwrap();
+    }
+    let err = verify_snapshot(dir.as_path(), SnapshotAt::Step(2), &config)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("step-2.safetensors") && err.contains("recorded for step-3"),
+        "{err}"
+    );
 }

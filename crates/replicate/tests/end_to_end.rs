@@ -267,7 +267,7 @@ fn bad_arguments_fail_with_clear_messages() {
         &["t1", "--profile", "turbo"],
         &[
             "unknown profile `turbo`".into(),
-            "smoke, cpu, cpu-long, paper".into(),
+            "smoke, cpu, cpu-long, cpu-full, paper".into(),
         ],
     );
     // A claim asked for an optional profile it does not define (its base is the paper's

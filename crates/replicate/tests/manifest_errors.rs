@@ -250,7 +250,7 @@ fn unknown_profiles_are_rejected() {
         &edit(&[("  cpu: {}\n", "  cpu: {}\n  turbo: {} # HERE\n")]),
         "smoke",
         Kind::Parse,
-        &["turbo", "smoke, cpu, cpu-long, paper"],
+        &["turbo", "smoke, cpu, cpu-long, cpu-full, paper"],
     );
     // On the command line there is no line to point at: line 0.
     check(
@@ -258,7 +258,7 @@ fn unknown_profiles_are_rejected() {
         BASE,
         "fast",
         Kind::Parse,
-        &["`fast`", "smoke, cpu, cpu-long, paper"],
+        &["`fast`", "smoke, cpu, cpu-long, cpu-full, paper"],
     );
 }
 
@@ -328,6 +328,91 @@ fn impossible_values_are_located() {
         Kind::Invalid("training.runs.step_decay.momentum"),
         &["[0, 1)"],
     );
+}
+
+#[test]
+fn a_seed_spread_needs_seeds_snapshot_steps_lie_inside_the_epoch_and_premises_judge_no_control() {
+    let gap = "    - {check: window_gap, a: step_decay, b: texp, metric: train_acc, windows: [[3, 3]], bound: 0.05, reason: r}\n";
+    let spread = gap.replace(
+        "bound: 0.05,",
+        "bound: 0.05, seed_spread: {run: step_decay, factor: 2.0},",
+    );
+    check(
+        "a seed spread over one seed",
+        &edit(&[(gap, &spread.replace('\n', " # HERE\n"))]),
+        "cpu",
+        Kind::Invalid("training.checks.0.seed_spread"),
+        &["two seeds or more", "has 1"],
+    );
+    check(
+        "a seed spread of no deviations",
+        &edit(&[
+            (
+                gap,
+                &spread
+                    .replace("factor: 2.0", "factor: 0.0")
+                    .replace('\n', " # HERE\n"),
+            ),
+            ("seeds: [0]", "seeds: [0, 1]"),
+        ]),
+        "cpu",
+        Kind::Invalid("training.checks.0.seed_spread.factor"),
+        &["> 0"],
+    );
+    // 64 images at batch 32: 2 updates an epoch, so update 2 ends epoch 1.
+    let distance = "    - {check: weight_distance, a: step_decay, b: texp, epoch: 1, steps: [1, 2], bound: 0.1, reason: r} # HERE\n";
+    check(
+        "a step at the epoch's end",
+        &edit(&[(gap, distance)]),
+        "cpu",
+        Kind::Invalid("training.checks.0.steps"),
+        &["update 2", "from 1 to 1"],
+    );
+    let level = "    - {check: reaches, run: step_decay, metric: train_acc, window: [3, 3], at_least: 0.5, reason: r}\n";
+    check(
+        "a control judged by a premise alone",
+        &edit(&[
+            (gap, level),
+            (
+                "profiles:\n",
+                "  controls:\n    other:\n      replaces: step_decay # HERE\n      why: w\n      run: {schedule: {kind: constant, lr: 0.1}}\nprofiles:\n",
+            ),
+        ]),
+        "cpu",
+        Kind::Invalid("training.controls.other.replaces"),
+        &["a `reaches` premise judges no control"],
+    );
+    // The same manifests are valid with two seeds and a step inside the epoch.
+    for text in [
+        edit(&[(gap, &spread), ("seeds: [0]", "seeds: [0, 1]")]),
+        edit(&[(gap, &distance.replace("[1, 2]", "[1]"))]),
+        edit(&[(gap, &format!("{gap}{level}"))]),
+    ] {
+        if let Err(e) = manifest::parse(&text, Path::new(FILE), "q1", "cpu") {
+            panic!("{e}\n{text}");
+        }
+    }
+}
+
+/// A profile sets a key to null to drop it: a control of the base, here.
+#[test]
+fn a_profile_drops_what_it_sets_to_null() {
+    let text = edit(&[
+        (
+            "profiles:\n",
+            "  controls:\n    other: {replaces: texp, why: w, run: {schedule: {kind: constant, lr: 0.1}}}\nprofiles:\n",
+        ),
+        ("  cpu: {}\n", "  cpu: {training: {controls: {other: ~}}}\n"),
+    ]);
+    let controls = |profile: &str| match manifest::parse(&text, Path::new(FILE), "q1", profile)
+        .unwrap()
+        .experiment()
+    {
+        Experiment::Training(t) => t.controls.keys().cloned().collect::<Vec<_>>(),
+        _ => unreachable!("a training manifest"),
+    };
+    assert_eq!(controls("smoke"), ["other"]);
+    assert!(controls("cpu").is_empty());
 }
 
 #[test]

@@ -82,7 +82,7 @@ fn run(
         epochs,
         plan: plan::plan(runs, run, steps_per_epoch).unwrap(),
         checkpoint_every,
-        snapshot_epochs: Vec::new(),
+        snapshots: Vec::new(),
         dir: dir.to_path_buf(),
         resume,
         stop: Default::default(),

@@ -53,7 +53,7 @@ fn records(data: &Dataset, run: &str) -> Vec<EpochRecord> {
         epochs: 3,
         plan: plan::plan(&runs, run, STEPS_PER_EPOCH).unwrap(),
         checkpoint_every: 0,
-        snapshot_epochs: Vec::new(),
+        snapshots: Vec::new(),
         dir: dir.0.clone(),
         resume: false,
         stop: Default::default(),

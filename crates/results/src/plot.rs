@@ -41,6 +41,8 @@ pub struct Chart {
     pub y_label: String,
     /// Log10 y axis.
     pub log_y: bool,
+    /// Log10 x axis (e.g. update counts 1, 2, 4, …, 256).
+    pub log_x: bool,
     /// The curves.
     pub series: Vec<Series>,
     /// x positions of vertical marker lines (e.g. LR milestones), with a label each.
@@ -71,6 +73,27 @@ fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
         t += step;
     }
     out
+}
+
+/// An axis' ticks over `[lo, hi]` (on the axis' own scale) with their labels: every decade of
+/// a log axis (`decade` labels the exponent), about `n` round values of a linear one.
+fn ticks(
+    log: bool,
+    lo: f64,
+    hi: f64,
+    n: usize,
+    decade: impl Fn(i32) -> String,
+) -> Vec<(f64, String)> {
+    if log {
+        (lo.ceil() as i32..=hi.floor() as i32)
+            .map(|e| (e as f64, decade(e)))
+            .collect()
+    } else {
+        nice_ticks(lo, hi, n)
+            .into_iter()
+            .map(|t| (t, fmt_tick(t)))
+            .collect()
+    }
 }
 
 fn fmt_tick(v: f64) -> String {
@@ -201,7 +224,10 @@ impl Chart {
     /// transformed to the axis' scale.
     fn visible(&self) -> Visible {
         let ty = |y: f64| if self.log_y { y.log10() } else { y };
-        let visible = |x: f64, y: f64| x.is_finite() && y.is_finite() && (!self.log_y || y > 0.0);
+        let tx = |x: f64| if self.log_x { x.log10() } else { x };
+        let visible = |x: f64, y: f64| {
+            x.is_finite() && y.is_finite() && (!self.log_y || y > 0.0) && (!self.log_x || x > 0.0)
+        };
         let pts: Vec<Vec<(f64, f64)>> = self
             .series
             .iter()
@@ -209,7 +235,7 @@ impl Chart {
                 s.points
                     .iter()
                     .filter(|(x, y)| visible(*x, *y))
-                    .map(|&(x, y)| (x, ty(y)))
+                    .map(|&(x, y)| (tx(x), ty(y)))
                     .collect()
             })
             .collect();
@@ -220,7 +246,7 @@ impl Chart {
                 s.band
                     .iter()
                     .filter(|(x, lo, hi)| visible(*x, *lo) && visible(*x, *hi))
-                    .map(|&(x, lo, hi)| (x, ty(lo), ty(hi)))
+                    .map(|&(x, lo, hi)| (tx(x), ty(lo), ty(hi)))
                     .collect()
             })
             .collect();
@@ -254,20 +280,8 @@ impl Chart {
             bottom,
             ..
         } = *f;
-        let yticks: Vec<f64> = if self.log_y {
-            (f.y0.ceil() as i64..=f.y1.floor() as i64)
-                .map(|e| e as f64)
-                .collect()
-        } else {
-            nice_ticks(f.y0, f.y1, 5)
-        };
-        for t in yticks {
+        for (t, label) in ticks(self.log_y, f.y0, f.y1, 5, |e| format!("1e{e}")) {
             let y = f.py(t);
-            let label = if self.log_y {
-                format!("1e{}", t as i64)
-            } else {
-                fmt_tick(t)
-            };
             let _ = writeln!(
                 s,
                 r##"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{label}</text>"##,
@@ -276,14 +290,13 @@ impl Chart {
                 y + 4.0
             );
         }
-        for t in nice_ticks(f.x0, f.x1, 6) {
+        for (t, label) in ticks(self.log_x, f.x0, f.x1, 6, |e| fmt_tick(10f64.powi(e))) {
             let x = f.px(t);
             let _ = writeln!(
                 s,
-                r##"<line x1="{x:.1}" x2="{x:.1}" y1="{top}" y2="{}" stroke="#eee"/><text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"##,
+                r##"<line x1="{x:.1}" x2="{x:.1}" y1="{top}" y2="{}" stroke="#eee"/><text x="{x:.1}" y="{}" text-anchor="middle">{label}</text>"##,
                 h - bottom,
                 h - bottom + 16.0,
-                fmt_tick(t)
             );
         }
         let _ = writeln!(
@@ -294,10 +307,11 @@ impl Chart {
         );
         let _ = writeln!(
             s,
-            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="middle">{}{}</text>"#,
             (left + w - right) / 2.0,
             h - 12.0,
-            escape(&self.x_label)
+            escape(&self.x_label),
+            if self.log_x { " (log scale)" } else { "" }
         );
         let _ = writeln!(
             s,
@@ -319,10 +333,11 @@ impl Chart {
             ..
         } = *f;
         for (x, label) in &self.markers {
-            if *x < x0 || *x > x1 {
+            let x = if self.log_x { x.log10() } else { *x };
+            if !x.is_finite() || x < x0 || x > x1 {
                 continue;
             }
-            let x = f.px(*x);
+            let x = f.px(x);
             let _ = writeln!(
                 s,
                 r##"<line x1="{x:.1}" x2="{x:.1}" y1="{top}" y2="{}" stroke="#888" stroke-dasharray="2,3"/><text x="{:.1}" y="{}" font-size="10" fill="#555">{}</text>"##,
@@ -466,6 +481,7 @@ mod tests {
             x_label: "epoch".into(),
             y_label: "lr".into(),
             log_y: true,
+            log_x: false,
             series: vec![
                 Series::line("a", vec![(0.0, 0.1), (1.0, 1.0), (2.0, 0.0)]),
                 Series::line("b", vec![(0.0, 1e3), (2.0, f64::NAN)]),
@@ -491,6 +507,40 @@ mod tests {
         );
     }
 
+    /// On a log x axis, points at 1, 10 and 100 are evenly spaced, the ticks are the decades
+    /// and a non-positive x is not drawn.
+    #[test]
+    fn a_log_x_axis_spaces_decades_evenly() {
+        let chart = Chart {
+            title: "drift".into(),
+            x_label: "update".into(),
+            y_label: "distance".into(),
+            log_y: true,
+            log_x: true,
+            series: vec![Series::line(
+                "b vs a",
+                vec![(0.0, 1.0), (1.0, 1e-7), (10.0, 1e-4), (100.0, 1e-1)],
+            )],
+            markers: vec![(100.0, "end of epoch 1".into())],
+        };
+        let svg = chart.to_svg();
+        assert!(svg.contains(">1<") && svg.contains(">10<") && svg.contains(">100<"));
+        assert!(svg.contains("update (log scale)") && svg.contains(">end of epoch 1<"));
+        let line = svg.split("<polyline").nth(1).unwrap();
+        let xs: Vec<f64> = line
+            .split("points=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .split(' ')
+            .map(|p| p.split(',').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(xs.len(), 3, "x = 0 is not drawn on a log axis: {xs:?}");
+        assert!(((xs[1] - xs[0]) - (xs[2] - xs[1])).abs() < 0.2, "{xs:?}");
+    }
+
     #[test]
     fn bands_controls_and_markers_are_drawn() {
         let chart = Chart {
@@ -498,6 +548,7 @@ mod tests {
             x_label: "epoch".into(),
             y_label: "acc".into(),
             log_y: false,
+            log_x: false,
             series: vec![
                 Series {
                     band: vec![(1.0, 0.1, 0.3), (2.0, 0.4, 0.6)],

@@ -351,10 +351,12 @@ fn write_checks(s: &mut String, checks: &BTreeMap<String, CheckRecord>) {
             interval(c.interval.as_ref()),
             cell(&c.bound),
             cell(c.reason.as_deref().unwrap_or_default()),
-            match (c.pass, c.undecided) {
-                (true, _) => "pass",
-                (false, true) => "**undecided: the seeds scatter across the bound**",
-                (false, false) => "**fail**",
+            match (c.pass, c.undecided, c.premise) {
+                (true, _, false) => "pass",
+                (true, _, true) => "pass (premise)",
+                (false, true, _) => "**undecided: the seeds scatter across the bound**",
+                (false, false, true) => "**premise missed: the profile cannot judge the claim**",
+                (false, false, false) => "**fail**",
             }
         );
     }

@@ -56,6 +56,10 @@ pub struct CheckResult {
     pub interval: Option<[f64; 2]>,
     /// Where the bound comes from (the manifest's `reason`), when it says.
     pub reason: Option<String>,
+    /// A premise of the profile (the level a run must reach), not a test of the claim: when it
+    /// does not pass, the verdict is inconclusive.
+    #[serde(default)]
+    pub premise: bool,
 }
 
 impl CheckResult {
@@ -210,6 +214,7 @@ impl Summary {
                 outcome: Outcome::of(pass),
                 interval: None,
                 reason: None,
+                premise: false,
             },
         );
     }
@@ -268,8 +273,8 @@ impl Summary {
         &self.controls
     }
 
-    /// `inconclusive` when a positive control did not pass (the profile cannot see the
-    /// effect), else `fail` when a check failed, else `inconclusive` when the seeds could not
+    /// `inconclusive` when a premise or a positive control did not pass (the profile cannot
+    /// see the effect), else `fail` when a check failed, else `inconclusive` when the seeds could not
     /// decide a check or a negative control was not rejected, else `pass`.
     pub fn verdict(&self) -> Verdict {
         let controls_as_required = |kind| {
@@ -278,7 +283,12 @@ impl Summary {
                 .filter(|c| c.kind == kind)
                 .all(ControlResult::as_required)
         };
-        if !controls_as_required(ControlKind::Positive) {
+        let premises_hold = self
+            .checks
+            .values()
+            .filter(|c| c.premise)
+            .all(CheckResult::pass);
+        if !premises_hold || !controls_as_required(ControlKind::Positive) {
             Verdict::Inconclusive
         } else if self.checks.values().any(|c| c.outcome == Outcome::Fail) {
             Verdict::Fail
@@ -308,6 +318,9 @@ impl Summary {
         for (k, c) in &self.checks {
             let mut cm = serde_yaml::Mapping::new();
             cm.insert("pass".into(), c.pass().into());
+            if c.premise {
+                cm.insert("premise".into(), true.into());
+            }
             // Goldens name the outcome only where the seeds left it open, and the interval
             // only where there are seeds to scatter.
             if c.outcome == Outcome::Undecided {
@@ -456,6 +469,9 @@ pub struct CheckRecord {
     /// Why the bound is what it is.
     #[serde(default)]
     pub reason: Option<String>,
+    /// A premise of the profile: its failure makes the verdict inconclusive.
+    #[serde(default)]
+    pub premise: bool,
 }
 
 /// One control as a golden records it.
@@ -513,6 +529,7 @@ mod tests {
                 outcome: Outcome::Undecided,
                 interval: Some([-1e-3, 0.1 + 0.2]),
                 reason: Some("why".into()),
+                premise: true,
             },
         );
         let mut values = BTreeMap::new();

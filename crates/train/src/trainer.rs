@@ -120,9 +120,9 @@ pub struct TrainingSetup<'a> {
     pub plan: OptimizerPlan,
     /// Checkpoint every N epochs (0: at the end only).
     pub checkpoint_every: usize,
-    /// Epochs (1-based) at whose end the scale-invariant weights are kept
-    /// ([`read_snapshot`]), for checks that compare two runs in weight space.
-    pub snapshot_epochs: Vec<usize>,
+    /// Where the scale-invariant weights are kept ([`read_snapshot`]): at the end of an epoch
+    /// or after an update, for checks that compare two runs in weight space.
+    pub snapshots: Vec<SnapshotAt>,
     /// Folder of this run's results.
     pub dir: PathBuf,
     /// Continue from the last checkpoint when there is one.
@@ -425,8 +425,13 @@ pub fn train(
             });
         }
         records.push(run.epoch(epoch)?);
-        if setup.snapshot_epochs.contains(&(epoch + 1)) {
-            write_snapshot(&setup.dir, epoch + 1, &run.si_vars, &run.config)?;
+        if setup.snapshots.contains(&SnapshotAt::Epoch(epoch + 1)) {
+            write_snapshot(
+                &setup.dir,
+                SnapshotAt::Epoch(epoch + 1),
+                &run.si_vars,
+                &run.config,
+            )?;
         }
         write_records(&setup.dir, &records)?;
         let last = epoch + 1 == setup.epochs;
@@ -648,6 +653,10 @@ impl<'s, 'a> TrainingRun<'s, 'a> {
             losses.push(&loss, batch.indices.len())?;
             let grads = loss.backward()?;
             self.sgd.step(&grads)?;
+            let at = SnapshotAt::Step(self.sgd.step_count());
+            if self.setup.snapshots.contains(&at) {
+                write_snapshot(&self.setup.dir, at, &self.si_vars, &self.config)?;
+            }
             let after = flat(&self.si_vars)?;
             angles.push(&si, &after)?;
             si = after;
@@ -662,39 +671,74 @@ impl<'s, 'a> TrainingRun<'s, 'a> {
     }
 }
 
-/// The file of the weight snapshot the run in `dir` keeps after `epoch`.
-pub fn snapshot_path(dir: &Path, epoch: usize) -> PathBuf {
-    dir.join("weights")
-        .join(format!("epoch-{epoch}.safetensors"))
+/// Where in a run a weight snapshot is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SnapshotAt {
+    /// At the end of an epoch (1-based).
+    Epoch(usize),
+    /// After an update (the run's update count, from 1), e.g. inside the first epoch, to see
+    /// when two runs part.
+    Step(u64),
 }
 
-/// The record of the weight snapshot after `epoch` ([`snapshot_path`]): which run wrote it
-/// (its configuration fingerprint) and the digest of the file, `weights/epoch-N.json`.
-pub fn snapshot_record_path(dir: &Path, epoch: usize) -> PathBuf {
-    snapshot_path(dir, epoch).with_extension("json")
+impl std::fmt::Display for SnapshotAt {
+    /// `epoch-3` or `step-8`: the snapshot's file stem.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotAt::Epoch(e) => write!(f, "epoch-{e}"),
+            SnapshotAt::Step(s) => write!(f, "step-{s}"),
+        }
+    }
 }
 
-/// What `weights/epoch-N.json` says of its snapshot.
+/// The file of the weight snapshot the run in `dir` keeps at `at`
+/// (`weights/epoch-N.safetensors`, `weights/step-N.safetensors`).
+pub fn snapshot_path(dir: &Path, at: SnapshotAt) -> PathBuf {
+    dir.join("weights").join(format!("{at}.safetensors"))
+}
+
+/// The record of the weight snapshot at `at` ([`snapshot_path`]): which run wrote it (its
+/// configuration fingerprint) and the digest of the file, `weights/epoch-N.json`.
+pub fn snapshot_record_path(dir: &Path, at: SnapshotAt) -> PathBuf {
+    snapshot_path(dir, at).with_extension("json")
+}
+
+/// What `weights/epoch-N.json` (or `step-N.json`) says of its snapshot.
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SnapshotRecord {
-    /// The epoch after which the weights were kept.
-    epoch: usize,
+    /// The epoch after which the weights were kept (an epoch snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    epoch: Option<usize>,
+    /// The update after which the weights were kept (a step snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    step: Option<u64>,
     /// The digest ([`explr_io::digest`]) of the snapshot file.
     digest: String,
     /// The configuration fingerprint of the run that wrote it.
     config: Fingerprint,
 }
 
-/// Keeps the scale-invariant weights after `epoch` in `dir/weights/` (safetensors, atomically),
-/// then their record (the digest of the file and the run's fingerprint `config`, atomically).
+impl SnapshotRecord {
+    /// Where the record says its snapshot was kept.
+    fn at(&self) -> Option<SnapshotAt> {
+        match (self.epoch, self.step) {
+            (Some(e), None) => Some(SnapshotAt::Epoch(e)),
+            (None, Some(s)) => Some(SnapshotAt::Step(s)),
+            _ => None,
+        }
+    }
+}
+
+/// Keeps the scale-invariant weights at `at` in `dir/weights/` (safetensors, atomically), then
+/// their record (the digest of the file and the run's fingerprint `config`, atomically).
 fn write_snapshot(
     dir: &Path,
-    epoch: usize,
+    at: SnapshotAt,
     vars: &[(String, Var)],
     config: &Fingerprint,
 ) -> Result<(), TrainError> {
-    let path = snapshot_path(dir, epoch);
+    let path = snapshot_path(dir, at);
     let tensors: Vec<(&str, Tensor)> = vars
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_tensor().detach()))
@@ -704,31 +748,36 @@ fn write_snapshot(
         message: format!("cannot serialize the weights ({e})"),
     })?;
     write_atomic(&path, &bytes)?;
+    let (epoch, step) = match at {
+        SnapshotAt::Epoch(e) => (Some(e), None),
+        SnapshotAt::Step(s) => (None, Some(s)),
+    };
     let record = SnapshotRecord {
         epoch,
+        step,
         digest: explr_io::digest(&bytes),
         config: config.clone(),
     };
     // Plain numbers and strings: serializing cannot fail.
     let text = serde_json::to_string_pretty(&record).unwrap_or_default();
     Ok(write_atomic(
-        &snapshot_record_path(dir, epoch),
+        &snapshot_record_path(dir, at),
         text.as_bytes(),
     )?)
 }
 
-/// The bytes of the weight snapshot the run in `dir` kept after `epoch`, verified against its
+/// The bytes of the weight snapshot the run in `dir` kept at `at`, verified against its
 /// record: the file's digest, and the fingerprint of the run that wrote it against `config`
 /// (the components `config` holds, [`Fingerprint::changed`]). A snapshot without a record
 /// (written by an older explr, or copied in), damaged, replaced or written by another run is
 /// an error naming the file.
 pub fn verify_snapshot(
     dir: &Path,
-    epoch: usize,
+    at: SnapshotAt,
     config: &Fingerprint,
 ) -> Result<Vec<u8>, TrainError> {
-    let path = snapshot_path(dir, epoch);
-    let record_path = snapshot_record_path(dir, epoch);
+    let path = snapshot_path(dir, at);
+    let record_path = snapshot_record_path(dir, at);
     let refuse = |message: String| TrainError::Snapshot {
         path: path.clone(),
         message,
@@ -752,11 +801,14 @@ pub fn verify_snapshot(
         source,
     })?;
     let found = explr_io::digest(&bytes);
-    if found != record.digest || record.epoch != epoch {
+    if found != record.digest || record.at() != Some(at) {
         return Err(refuse(format!(
-            "does not match the digest {} recorded for epoch {} (found {found}): the file was \
+            "does not match the digest {} recorded for {} (found {found}): the file was \
              damaged or replaced since it was written",
-            record.digest, record.epoch
+            record.digest,
+            record
+                .at()
+                .map_or("no snapshot".to_string(), |a| a.to_string())
         )));
     }
     let changed = config.changed(&record.config);
@@ -769,17 +821,16 @@ pub fn verify_snapshot(
     Ok(bytes)
 }
 
-/// The scale-invariant weights a run in `dir` kept after `epoch` (see
-/// [`TrainingSetup::snapshot_epochs`]), by name, on `device`, verified ([`verify_snapshot`]) against
-/// the run's fingerprint `config`.
+/// The scale-invariant weights a run in `dir` kept at `at` (see [`TrainingSetup::snapshots`]),
+/// by name, on `device`, verified ([`verify_snapshot`]) against the run's fingerprint `config`.
 pub fn read_snapshot(
     dir: &Path,
-    epoch: usize,
+    at: SnapshotAt,
     config: &Fingerprint,
     device: &Device,
 ) -> Result<std::collections::BTreeMap<String, Tensor>, TrainError> {
-    let path = snapshot_path(dir, epoch);
-    let bytes = verify_snapshot(dir, epoch, config)?;
+    let path = snapshot_path(dir, at);
+    let bytes = verify_snapshot(dir, at, config)?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
         TrainError::Snapshot {
             path: path.clone(),

@@ -79,7 +79,8 @@ pub struct ReplicateArgs {
     /// Manifest ids to run (`e3`, `T1`, …); all when none are given.
     pub ids: Vec<String>,
     /// Profile: smoke (CPU, synthetic data, minutes), cpu (real CIFAR-10 images, about an hour
-    /// in all), cpu-long (longer, for the claims that define it), paper (full).
+    /// in all), cpu-long (longer, for the claims that define it), cpu-full (float32 on the whole
+    /// CIFAR-10 with augmentation, hours, for the claims that define it), paper (full).
     #[arg(long, default_value = "smoke")]
     pub profile: String,
     /// Device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
@@ -244,8 +245,12 @@ fn report_figures(results: &Path, docs: &Path, name: &str, profile: &str) -> Res
     let first_model = svgs
         .iter()
         .find_map(|p| stem(p).strip_suffix("-train_loss").map(str::to_string));
+    // Plus the distance curves of its weight-distance checks that record the first updates.
     let keep = |p: &PathBuf| match &first_model {
-        Some(m) => PANELS.iter().any(|panel| stem(p) == format!("{m}-{panel}")),
+        Some(m) => {
+            PANELS.iter().any(|panel| stem(p) == format!("{m}-{panel}"))
+                || stem(p).starts_with(&format!("{m}-weight_distance-"))
+        }
         None => true,
     };
     let mut out = Vec::new();
@@ -1071,7 +1076,7 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let empty = tempfile::tempdir().unwrap();
         let mut compared = 0;
-        for profile in ["smoke", "cpu", "cpu-long", "paper"] {
+        for profile in manifest::PROFILES {
             let experiments = root.join("experiments").display().to_string();
             let golden = root.join("golden").display().to_string();
             let results = empty.path().display().to_string();

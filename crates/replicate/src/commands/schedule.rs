@@ -683,6 +683,7 @@ pub fn run(a: &ScheduleArgs, out: &mut dyn Write) -> Result<()> {
             x_label: "step".into(),
             y_label: "learning rate (log scale)".into(),
             log_y: true,
+            log_x: false,
             series: vec![Series::line("lr", sampler.finish())],
             markers: t
                 .header
