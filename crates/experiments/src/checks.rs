@@ -163,13 +163,13 @@ impl Evidence<'_> {
         part.iter().sum::<f64>() / part.len() as f64
     }
 
-    fn mean_over_seeds(&self, f: impl Fn(u64) -> f64) -> f64 {
-        self.over_seeds(f).mean
+    fn mean_over_seeds(&self, runs: &[&str], f: impl Fn(u64) -> f64) -> f64 {
+        self.over_seeds(runs, f).mean
     }
 
-    /// `f` of every seed, in seed order, with its confidence bounds.
-    fn over_seeds(&self, f: impl Fn(u64) -> f64) -> SeedMean {
-        let values: Vec<f64> = self.spec.seeds.iter().map(|&s| f(s)).collect();
+    /// `f` of every seed that all of `runs` trained, in seed order, with its confidence bounds.
+    fn over_seeds(&self, runs: &[&str], f: impl Fn(u64) -> f64) -> SeedMean {
+        let values: Vec<f64> = self.spec.common_seeds(runs).into_iter().map(f).collect();
         SeedMean::of(&values)
     }
 
@@ -269,11 +269,12 @@ impl Evidence<'_> {
         (a, b): (&str, &str),
         at: SnapshotAt,
     ) -> Result<f64, ExperimentError> {
+        let seeds = self.spec.common_seeds(&[a, b]);
         let mut sum = 0.0;
-        for &seed in &self.spec.seeds {
+        for &seed in &seeds {
             sum += (self.distance)(model, a, b, seed, at)?;
         }
-        Ok(sum / self.spec.seeds.len() as f64)
+        Ok(sum / seeds.len() as f64)
     }
 
     /// [`Check::WindowGap`]: the largest over `windows` of the paired gap of `metric` between
@@ -288,7 +289,7 @@ impl Evidence<'_> {
         relative: bool,
     ) -> Measured {
         let gap = |w: Window| {
-            self.over_seeds(|s| {
+            self.over_seeds(&[a, b], |s| {
                 let (x, y) = (
                     self.window_mean(model, a, s, metric, w),
                     self.window_mean(model, b, s, metric, w),
@@ -354,7 +355,7 @@ impl Evidence<'_> {
             .map(|&w| {
                 let values: Vec<f64> = self
                     .spec
-                    .seeds
+                    .seeds_of(&spread.run)
                     .iter()
                     .map(|&s| self.window_mean(model, &spread.run, s, metric, w))
                     .collect();
@@ -388,7 +389,7 @@ impl Evidence<'_> {
         window: Window,
         at_least: f64,
     ) -> Measured {
-        let level = self.over_seeds(|s| self.window_mean(model, run, s, metric, window));
+        let level = self.over_seeds(&[run], |s| self.window_mean(model, run, s, metric, window));
         Measured {
             value: level.mean,
             outcome: Outcome::of(level.mean >= at_least),
@@ -413,7 +414,7 @@ impl Evidence<'_> {
         window: Window,
         margin: f64,
     ) -> Measured {
-        let gap = self.over_seeds(|s| {
+        let gap = self.over_seeds(&[a, b], |s| {
             self.window_mean(model, a, s, metric, window)
                 - self.window_mean(model, b, s, metric, window)
         });
@@ -443,10 +444,11 @@ impl Evidence<'_> {
         tolerance: f64,
     ) -> Measured {
         let r = self.run_spec(claimed_run);
-        let measured = self
-            .mean_over_seeds(|s| self.window_mean(model, run, s, Metric::AngularUpdate, window));
+        let measured = self.mean_over_seeds(&[run, claimed_run], |s| {
+            self.window_mean(model, run, s, Metric::AngularUpdate, window)
+        });
         // THEORY.md §8: sqrt(2ηλ/(1+γ)) at equilibrium, with each epoch's η.
-        let predicted = self.mean_over_seeds(|s| {
+        let predicted = self.mean_over_seeds(&[run, claimed_run], |s| {
             let lrs = self.curve(model, claimed_run, s, Metric::Lr);
             let part = &lrs[window[0] - 1..window[1]];
             part.iter()
@@ -476,7 +478,7 @@ impl Evidence<'_> {
         tolerance: f64,
     ) -> Measured {
         let curve: Vec<f64> = (window[0]..=window[1])
-            .map(|e| self.mean_over_seeds(|s| self.curve(model, run, s, metric)[e - 1]))
+            .map(|e| self.mean_over_seeds(&[run], |s| self.curve(model, run, s, metric)[e - 1]))
             .collect();
         let mean = curve.iter().sum::<f64>() / curve.len() as f64;
         let value = curve
@@ -778,6 +780,32 @@ checks:
         assert!((at("m.0_weight_distance_a_vs_b_step_1") - 1.5e-7).abs() < 1e-20);
         assert!((at("m.0_weight_distance_a_vs_b_step_4") - 6e-7).abs() < 1e-20);
         assert!((s.checks()["m.0_weight_distance"].value - 1.5e-6).abs() < 1e-18);
+    }
+
+    /// A control that trains some seeds only is paired with the claimed runs on those seeds.
+    #[test]
+    fn a_control_on_fewer_seeds_is_paired_on_its_own_seeds() {
+        let mut spec = spec(GAP);
+        spec.controls.get_mut("off").unwrap().seeds = Some(vec![1]);
+        let mut recs = records(0.0, 0.0);
+        // Seed 0 of `off` is not trained: its records, if read, would make the gap 10.
+        for r in recs.get_mut(&("m".into(), "off".into(), 0)).unwrap() {
+            r.test_acc += 10.0;
+        }
+        let s = judge(&spec, &recs);
+        let off = &s.controls()["m.off"];
+        assert!(
+            (off.values["m.0_window_gap"] - 0.3).abs() < 1e-12,
+            "{off:?}"
+        );
+        assert!(
+            off.intervals.is_empty(),
+            "one seed has no interval: {off:?}"
+        );
+        assert_eq!(off.failed, ["m.0_window_gap"]);
+        assert_eq!(spec.seeds_of("off"), [1]);
+        assert_eq!(spec.common_seeds(&["a", "off"]), [1]);
+        assert_eq!(spec.common_seeds(&["a", "b"]), [0, 1]);
     }
 
     /// A `reaches` premise that misses leaves the verdict inconclusive, whatever the other

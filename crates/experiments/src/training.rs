@@ -140,7 +140,7 @@ impl TrainingPlan {
         let mut ids = Vec::new();
         for model in self.spec.models.keys() {
             for run in self.plans.keys() {
-                for &seed in &self.spec.seeds {
+                for &seed in self.spec.seeds_of(run) {
                     ids.push(RunId {
                         model: model.clone(),
                         run: run.clone(),
@@ -478,8 +478,8 @@ fn final_metrics(spec: &Training, records: &AllRecords, s: &mut Summary) {
                 Metric::SiNorm,
                 Metric::AngularUpdate,
             ] {
-                let finals: Vec<f64> = spec
-                    .seeds
+                let seeds = spec.seeds_of(run);
+                let finals: Vec<f64> = seeds
                     .iter()
                     .map(|seed| {
                         records[&(model.clone(), run.clone(), *seed)]
@@ -491,7 +491,7 @@ fn final_metrics(spec: &Training, records: &AllRecords, s: &mut Summary) {
                 let (mean, std) = mean_std(&finals);
                 s.metric(format!("{model}.{run}.final_{metric}"), mean);
                 let accuracy = matches!(metric, Metric::TrainAcc | Metric::TestAcc);
-                if spec.seeds.len() > 1 && accuracy {
+                if seeds.len() > 1 && accuracy {
                     s.metric(format!("{model}.{run}.final_{metric}_std"), std);
                 }
                 if metric == Metric::TestAcc && spec.runs.contains_key(run) {
@@ -548,9 +548,9 @@ fn drift_figures(
             let (mut points, mut band) = (Vec::new(), Vec::new());
             for (x, snapshot) in at {
                 let per_seed = spec
-                    .seeds
-                    .iter()
-                    .map(|&seed| distance(model, a, b, seed, snapshot))
+                    .common_seeds(&[a, b])
+                    .into_iter()
+                    .map(|seed| distance(model, a, b, seed, snapshot))
                     .collect::<Result<Vec<f64>, _>>()?;
                 let mean = per_seed.iter().sum::<f64>() / per_seed.len() as f64;
                 let lo = per_seed.iter().copied().fold(f64::INFINITY, f64::min);
@@ -558,7 +558,7 @@ fn drift_figures(
                 points.push((x, mean));
                 band.push((x, lo, hi));
             }
-            let seeds = spec.seeds.len();
+            let seeds = spec.common_seeds(&[a, b]).len();
             let chart = Chart {
                 title: format!("{}: how far {b} is from {a}", model_title(model_spec)),
                 x_label: "update".into(),
@@ -617,9 +617,10 @@ fn figures(
             let series = runs
                 .keys()
                 .map(|run| {
+                    let seeds = spec.seeds_of(run);
                     let per_epoch: Vec<Vec<f64>> = (0..spec.epochs)
                         .map(|e| {
-                            spec.seeds
+                            seeds
                                 .iter()
                                 .map(|seed| {
                                     records[&(model.clone(), run.clone(), *seed)][e].get(metric)
@@ -643,7 +644,7 @@ fn figures(
                             .enumerate()
                             .map(|(e, v)| (x(e), mean(v)))
                             .collect(),
-                        band: if spec.seeds.len() > 1 {
+                        band: if seeds.len() > 1 {
                             per_epoch
                                 .iter()
                                 .enumerate()
@@ -659,10 +660,12 @@ fn figures(
             let chart = Chart {
                 title: format!("{}: {label}", model_title(model_spec)),
                 x_label: "epoch".into(),
-                y_label: if spec.seeds.len() > 1 {
-                    format!("{label}, mean and range of {} seeds", spec.seeds.len())
-                } else {
-                    label.into()
+                y_label: match spec.seeds.len() {
+                    1 => label.into(),
+                    _ if spec.controls.values().any(|c| c.seeds.is_some()) => {
+                        format!("{label}, mean and range of the seeds (a control on fewer)")
+                    }
+                    n => format!("{label}, mean and range of {n} seeds"),
                 },
                 log_y,
                 log_x: false,

@@ -495,6 +495,11 @@ pub struct Control {
     pub why: String,
     /// The control run (a schedule, or a twin derived from a claimed run).
     pub run: RunSpec,
+    /// The seeds it trains, some of `training.seeds` (all when absent): a control that a
+    /// profile cannot afford over every seed. Its checks pair it with the claimed runs on these
+    /// seeds only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<u64>>,
 }
 
 /// Whether a control must fail the claim's checks or pass them (see [`Control`]).
@@ -600,6 +605,23 @@ impl Training {
             all.insert(name.clone(), c.run.clone());
         }
         all
+    }
+
+    /// The seeds `run` trains: a control's own `seeds` where it gives them, else `seeds`.
+    pub fn seeds_of(&self, run: &str) -> &[u64] {
+        self.controls
+            .get(run)
+            .and_then(|c| c.seeds.as_deref())
+            .unwrap_or(&self.seeds)
+    }
+
+    /// The seeds every one of `runs` trains, in `seeds` order: what a check pairs them on.
+    pub fn common_seeds(&self, runs: &[&str]) -> Vec<u64> {
+        self.seeds
+            .iter()
+            .copied()
+            .filter(|s| runs.iter().all(|r| self.seeds_of(r).contains(s)))
+            .collect()
     }
 }
 

@@ -758,6 +758,32 @@ fn controls(t: &Training, errors: &mut Errors) {
                 format!("`{name}` is also a run: a control needs a name of its own"),
             );
         }
+        if let Some(seeds) = &c.seeds {
+            let mut seen = BTreeSet::new();
+            let stray: Vec<String> = seeds
+                .iter()
+                .filter(|s| !t.seeds.contains(s) || !seen.insert(**s))
+                .map(u64::to_string)
+                .collect();
+            if seeds.is_empty() || !stray.is_empty() {
+                errors.push(
+                    format!("{here}.seeds"),
+                    format!(
+                        "give some of training.seeds ({}), each once{}",
+                        t.seeds
+                            .iter()
+                            .map(u64::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        if stray.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; not so: {}", stray.join(", "))
+                        }
+                    ),
+                );
+            }
+        }
         if c.why.trim().is_empty() {
             errors.push(
                 format!("{here}.why"),

@@ -394,6 +394,42 @@ fn a_seed_spread_needs_seeds_snapshot_steps_lie_inside_the_epoch_and_premises_ju
     }
 }
 
+/// A control's own seeds are some of the training's, each once.
+#[test]
+fn a_controls_seeds_are_some_of_the_trainings() {
+    let control = |seeds: &str| {
+        edit(&[
+            (
+                "profiles:\n",
+                &format!("  controls:\n    other: {{replaces: texp, why: w, seeds: {seeds}, run: {{schedule: {{kind: constant, lr: 0.1}}}}}} # HERE\nprofiles:\n"),
+            ),
+            ("seeds: [0]", "seeds: [0, 1]"),
+        ])
+    };
+    check(
+        "a seed the claimed runs do not train",
+        &control("[1, 2]"),
+        "cpu",
+        Kind::Invalid("training.controls.other.seeds"),
+        &["some of training.seeds (0, 1)", "not so: 2"],
+    );
+    check(
+        "a seed twice",
+        &control("[1, 1]"),
+        "cpu",
+        Kind::Invalid("training.controls.other.seeds"),
+        &["each once", "not so: 1"],
+    );
+    check(
+        "no seed",
+        &control("[]"),
+        "cpu",
+        Kind::Invalid("training.controls.other.seeds"),
+        &["some of training.seeds"],
+    );
+    assert!(manifest::parse(&control("[1]"), Path::new(FILE), "q1", "cpu").is_ok());
+}
+
 /// A profile sets a key to null to drop it: a control of the base, here.
 #[test]
 fn a_profile_drops_what_it_sets_to_null() {
