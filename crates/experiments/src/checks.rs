@@ -517,7 +517,8 @@ impl Measured {
 pub fn evaluate(ev: &Evidence<'_>, summary: &mut Summary) -> Result<(), ExperimentError> {
     let spec = ev.spec;
     for model in spec.models.keys() {
-        for (i, check) in spec.checks.iter().enumerate() {
+        let checks = spec.checks_of(model);
+        for (i, check) in checks.iter().enumerate() {
             let m = ev.measure(check, check, model)?;
             summary.metric(format!("{model}.{i}_{}", m.name), m.value);
             if let Check::WeightDistance { a, b, steps, .. } = check {
@@ -544,9 +545,9 @@ pub fn evaluate(ev: &Evidence<'_>, summary: &mut Summary) -> Result<(), Experime
                 },
             );
         }
-        for (name, control) in &spec.controls {
+        for (name, control) in spec.controls.iter().filter(|(n, _)| spec.trains(n, model)) {
             let mut measures = ControlMeasures::default();
-            for (i, check) in spec.checks.iter().enumerate() {
+            for (i, check) in checks.iter().enumerate() {
                 if check.is_premise() || !check.runs().contains(&control.replaces.as_str()) {
                     continue;
                 }
@@ -584,7 +585,7 @@ fn check_kind(check: &Check) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use explr_manifest::spec::{ControlKind, Verdict};
+    use explr_manifest::spec::{ControlKind, Precision, Verdict};
     use explr_results::summary::round_sig;
 
     /// Runs `a` and `b` and controls `same` (b's copy) and `off` (b shifted by 0.3) over
@@ -806,6 +807,37 @@ checks:
         assert_eq!(spec.seeds_of("off"), [1]);
         assert_eq!(spec.common_seeds(&["a", "off"]), [1]);
         assert_eq!(spec.common_seeds(&["a", "b"]), [0, 1]);
+    }
+
+    /// A model with its own checks is judged by them alone, and a control that lists other
+    /// models is neither trained nor judged on it.
+    #[test]
+    fn a_model_with_its_own_checks_is_judged_by_them_and_controls_keep_to_their_models() {
+        let mut spec = spec(GAP);
+        spec.models.insert("m2".into(), spec.models["m"].clone());
+        let level =
+            "{check: reaches, run: a, metric: test_acc, window: [3, 4], at_least: 0.5, reason: r}";
+        let gap = GAP.trim_start_matches("  - ");
+        spec.per_model.insert(
+            "m2".into(),
+            serde_yaml::from_str(&format!("{{dtype: f64, checks: [{level}, {gap}]}}")).unwrap(),
+        );
+        spec.controls.get_mut("off").unwrap().models = Some(vec!["m".into()]);
+        let mut recs = records(0.0, 0.0);
+        let m2: Vec<_> = recs
+            .iter()
+            .filter(|((_, run, _), _)| run != "off")
+            .map(|((_, run, seed), r)| (("m2".to_string(), run.clone(), *seed), r.clone()))
+            .collect();
+        recs.extend(m2);
+        let s = judge(&spec, &recs);
+        let keys: Vec<&String> = s.checks().keys().collect();
+        assert_eq!(keys, ["m.0_window_gap", "m2.0_reaches", "m2.1_window_gap"]);
+        let controls: Vec<&String> = s.controls().keys().collect();
+        assert_eq!(controls, ["m.off", "m.same", "m2.same"]);
+        assert_eq!(spec.dtype_of("m2"), Precision::F64);
+        assert_eq!(spec.dtype_of("m"), spec.dtype);
+        assert!(spec.trains("off", "m") && !spec.trains("off", "m2") && spec.trains("a", "m2"));
     }
 
     /// A `reaches` premise that misses leaves the verdict inconclusive, whatever the other

@@ -20,7 +20,7 @@ use explr_execute::executor::{UnitKey, UnitState};
 use explr_io::{remove_leftovers, FolderLock};
 use explr_manifest::dataset::{dtype, load_data};
 use explr_manifest::plan::{self, OptimizerPlan};
-use explr_manifest::spec::{Check, Metric, Training};
+use explr_manifest::spec::{Check, Metric, Precision, Training};
 use explr_results::plot::{Chart, Series};
 use explr_results::summary::Summary;
 use explr_train::checkpoint::{self, CheckpointError};
@@ -85,8 +85,9 @@ impl TrainingPlan {
             .map(|name| Ok((name.clone(), plan::plan(&runs, name, steps_per_epoch)?)))
             .collect::<Result<_, ExperimentError>>()?;
         let snapshots: BTreeSet<SnapshotAt> = spec
-            .checks
-            .iter()
+            .check_lists()
+            .into_iter()
+            .flat_map(|(_, checks)| checks)
             .flat_map(|c| match c {
                 Check::WeightDistance { epoch, steps, .. } => {
                     std::iter::once(SnapshotAt::Epoch(*epoch))
@@ -135,11 +136,12 @@ impl TrainingPlan {
         }
     }
 
-    /// Every run: each model × each run (claimed runs and controls, by name) × each seed.
+    /// Every run: each model × each run (claimed runs and controls, by name, each control on
+    /// its own models) × each seed (a control's own seeds).
     pub fn runs(&self) -> Vec<RunId> {
         let mut ids = Vec::new();
         for model in self.spec.models.keys() {
-            for run in self.plans.keys() {
+            for run in self.plans.keys().filter(|r| self.spec.trains(r, model)) {
                 for &seed in self.spec.seeds_of(run) {
                     ids.push(RunId {
                         model: model.clone(),
@@ -164,7 +166,7 @@ impl TrainingPlan {
             dataset,
             batch_size: self.spec.data.batch_size,
             augment: self.spec.data.augment,
-            dtype: dtype(self.spec.dtype),
+            dtype: dtype(self.spec.dtype_of(&id.model)),
             device: &opts.device,
             seed: id.seed,
             epochs: self.spec.epochs,
@@ -313,7 +315,7 @@ impl TrainingPlan {
             device: None,
             batch_size: self.spec.data.batch_size,
             augment: self.spec.data.augment,
-            dtype: dtype(self.spec.dtype),
+            dtype: dtype(self.spec.dtype_of(&id.model)),
             seed: id.seed,
             plan: &self.plans[&id.run],
         }
@@ -447,9 +449,13 @@ pub fn limit_epochs(spec: &Training, max_epochs: usize) -> Training {
     let epochs = spec.epochs.min(max_epochs.max(1));
     let mut limited = spec.clone();
     limited.epochs = epochs;
-    limited
-        .checks
-        .retain(|c| c.windows().iter().all(|w| w[1] <= epochs));
+    let within = |c: &Check| c.windows().iter().all(|w| w[1] <= epochs);
+    limited.checks.retain(within);
+    for p in limited.per_model.values_mut() {
+        if let Some(checks) = &mut p.checks {
+            checks.retain(within);
+        }
+    }
     limited
 }
 
@@ -470,7 +476,7 @@ fn final_metrics(spec: &Training, records: &AllRecords, s: &mut Summary) {
     let runs = spec.all_runs();
     for model in spec.models.keys() {
         let mut best_test = 0.0f64;
-        for run in runs.keys() {
+        for run in runs.keys().filter(|r| spec.trains(r, model)) {
             for metric in [
                 Metric::TrainLoss,
                 Metric::TrainAcc,
@@ -504,14 +510,21 @@ fn final_metrics(spec: &Training, records: &AllRecords, s: &mut Summary) {
 }
 
 /// "PreResNet-20 (bn, width 8)": the model actually trained, for figure titles.
-fn model_title(m: &ModelSpec) -> String {
+/// With its own precision where the model has one ([`explr_manifest::spec::PerModel`]).
+fn model_title(spec: &Training, model: &str) -> String {
+    let m: &ModelSpec = &spec.models[model];
     let arch = match m.arch {
         explr_zoo::Arch::PreResNet => "PreResNet",
         explr_zoo::Arch::ResNet => "ResNet",
         explr_zoo::Arch::Vgg => "VGG",
     };
+    let precision = match spec.per_model.get(model).and_then(|p| p.dtype) {
+        Some(Precision::F32) => ", float32",
+        Some(Precision::F64) => ", float64",
+        None => "",
+    };
     format!(
-        "{arch}-{} ({}, width {})",
+        "{arch}-{} ({}, width {}{precision})",
         m.depth,
         m.norm,
         m.resolved_width()
@@ -528,8 +541,8 @@ fn drift_figures(
     dir: &Path,
 ) -> Result<Vec<PathBuf>, ExperimentError> {
     let mut out = Vec::new();
-    for (model, model_spec) in &spec.models {
-        for (i, check) in spec.checks.iter().enumerate() {
+    for model in spec.models.keys() {
+        for (i, check) in spec.checks_of(model).iter().enumerate() {
             let Check::WeightDistance {
                 a, b, epoch, steps, ..
             } = check
@@ -560,7 +573,7 @@ fn drift_figures(
             }
             let seeds = spec.common_seeds(&[a, b]).len();
             let chart = Chart {
-                title: format!("{}: how far {b} is from {a}", model_title(model_spec)),
+                title: format!("{}: how far {b} is from {a}", model_title(spec, model)),
                 x_label: "update".into(),
                 y_label: if seeds > 1 {
                     format!("‖P·θ({a}) − θ({b})‖/‖θ({b})‖, mean and range of {seeds} seeds")
@@ -612,10 +625,11 @@ fn figures(
         )
         .flat_map(|s| s.milestones())
         .collect();
-    for (model, model_spec) in &spec.models {
+    for model in spec.models.keys() {
         for (metric, label, log_y) in panels {
             let series = runs
                 .keys()
+                .filter(|r| spec.trains(r, model))
                 .map(|run| {
                     let seeds = spec.seeds_of(run);
                     let per_epoch: Vec<Vec<f64>> = (0..spec.epochs)
@@ -658,7 +672,7 @@ fn figures(
                 })
                 .collect();
             let chart = Chart {
-                title: format!("{}: {label}", model_title(model_spec)),
+                title: format!("{}: {label}", model_title(spec, model)),
                 x_label: "epoch".into(),
                 y_label: match spec.seeds.len() {
                     1 => label.into(),

@@ -500,6 +500,11 @@ pub struct Control {
     /// seeds only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seeds: Option<Vec<u64>>,
+    /// The models it trains on, some of `training.models` (all when absent): a control that
+    /// only one regime can reject (in float32, rounding hides TEXP without its momentum
+    /// correction as well as it hides the exact twin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
 }
 
 /// Whether a control must fail the claim's checks or pass them (see [`Control`]).
@@ -595,9 +600,73 @@ pub struct Training {
     /// Write a checkpoint every this many epochs (0: only at the end).
     #[serde(default)]
     pub checkpoint_every: usize,
+    /// What a model does differently from this section, by model name (see [`PerModel`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_model: BTreeMap<String, PerModel>,
+}
+
+/// What one model of a training section does differently: its own precision and its own
+/// checks. One profile then trains two regimes side by side, e.g. the paper's float64 model
+/// with eps 0, where the equivalence is exact, and a float32 twin with eps 1e-5, judged by
+/// rules for float32.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerModel {
+    /// The model's precision, in place of `dtype`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<Precision>,
+    /// The model's checks, in place of `checks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Vec<Check>>,
 }
 
 impl Training {
+    /// The precision `model` trains in: its own ([`PerModel`]) or `dtype`.
+    pub fn dtype_of(&self, model: &str) -> Precision {
+        self.per_model
+            .get(model)
+            .and_then(|p| p.dtype)
+            .unwrap_or(self.dtype)
+    }
+
+    /// The checks that judge `model`: its own ([`PerModel`]) or `checks`.
+    pub fn checks_of(&self, model: &str) -> &[Check] {
+        self.per_model
+            .get(model)
+            .and_then(|p| p.checks.as_deref())
+            .unwrap_or(&self.checks)
+    }
+
+    /// Every list of checks that judges some model, with its field (`training.checks`,
+    /// `training.per_model.NAME.checks`).
+    pub fn check_lists(&self) -> Vec<(String, &[Check])> {
+        let mut lists = Vec::new();
+        if self
+            .models
+            .keys()
+            .any(|m| self.per_model.get(m).is_none_or(|p| p.checks.is_none()))
+        {
+            lists.push(("training.checks".to_string(), self.checks.as_slice()));
+        }
+        for (name, p) in &self.per_model {
+            if let Some(checks) = &p.checks {
+                lists.push((
+                    format!("training.per_model.{name}.checks"),
+                    checks.as_slice(),
+                ));
+            }
+        }
+        lists
+    }
+
+    /// Whether `run` (a claimed run or a control) trains on `model`: every run does, except a
+    /// control that lists other models.
+    pub fn trains(&self, run: &str, model: &str) -> bool {
+        self.controls
+            .get(run)
+            .and_then(|c| c.models.as_ref())
+            .is_none_or(|models| models.iter().any(|m| m == model))
+    }
     /// Every run trained: the claimed runs, then the controls' runs, by name.
     pub fn all_runs(&self) -> BTreeMap<String, RunSpec> {
         let mut all = self.runs.clone();

@@ -610,14 +610,24 @@ fn training(t: &Training, errors: &mut Errors) {
             runs(&field, &all, length, built.as_ref(), errors);
         }
     }
-    for (i, c) in t.checks.iter().enumerate() {
-        check(t, i, c, length.as_ref(), errors);
+    for (field, checks) in t.check_lists() {
+        for (i, c) in checks.iter().enumerate() {
+            check(t, &format!("{field}.{i}"), c, length.as_ref(), errors);
+        }
+    }
+    for name in t.per_model.keys() {
+        if !t.models.contains_key(name) {
+            errors.push(
+                format!("training.per_model.{name}"),
+                format!("no model named `{name}`; models: {}", names(&t.models)),
+            );
+        }
     }
     controls(t, errors);
 }
 
-fn check(t: &Training, i: usize, c: &Check, length: Option<&Length>, errors: &mut Errors) {
-    let here = format!("training.checks.{i}");
+fn check(t: &Training, here: &str, c: &Check, length: Option<&Length>, errors: &mut Errors) {
+    let here = here.to_string();
     for w in c.windows() {
         if w[0] == 0 || w[0] > w[1] || w[1] > t.epochs {
             errors.push(
@@ -758,6 +768,28 @@ fn controls(t: &Training, errors: &mut Errors) {
                 format!("`{name}` is also a run: a control needs a name of its own"),
             );
         }
+        if let Some(models) = &c.models {
+            let mut seen = BTreeSet::new();
+            let stray: Vec<&str> = models
+                .iter()
+                .filter(|m| !t.models.contains_key(*m) || !seen.insert(m.as_str()))
+                .map(String::as_str)
+                .collect();
+            if models.is_empty() || !stray.is_empty() {
+                errors.push(
+                    format!("{here}.models"),
+                    format!(
+                        "give some of training.models ({}), each once{}",
+                        names(&t.models),
+                        if stray.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; not so: {}", stray.join(", "))
+                        }
+                    ),
+                );
+            }
+        }
         if let Some(seeds) = &c.seeds {
             let mut seen = BTreeSet::new();
             let stray: Vec<String> = seeds
@@ -795,11 +827,11 @@ fn controls(t: &Training, errors: &mut Errors) {
                 format!("{here}.replaces"),
                 format!("no run named `{}`; runs: {}", c.replaces, names(&t.runs)),
             );
-        } else if !t
-            .checks
-            .iter()
-            .any(|k| !k.is_premise() && k.runs().contains(&c.replaces.as_str()))
-        {
+        } else if !t.models.keys().filter(|m| t.trains(name, m)).any(|m| {
+            t.checks_of(m)
+                .iter()
+                .any(|k| !k.is_premise() && k.runs().contains(&c.replaces.as_str()))
+        }) {
             errors.push(
                 format!("{here}.replaces"),
                 format!(

@@ -430,6 +430,45 @@ fn a_controls_seeds_are_some_of_the_trainings() {
     assert!(manifest::parse(&control("[1]"), Path::new(FILE), "q1", "cpu").is_ok());
 }
 
+/// A model's own checks are validated at their own field; `per_model` names models, and a
+/// control's `models` are some of them.
+#[test]
+fn per_model_checks_and_a_controls_models_name_models() {
+    let per_model =
+        |body: &str| edit(&[("profiles:\n", &format!("  per_model:\n{body}profiles:\n"))]);
+    check(
+        "a model's check past the end",
+        &per_model("    tiny:\n      dtype: f64\n      checks:\n        - {check: window_gap, a: step_decay, b: texp, metric: test_acc, windows: [[3, 9]], bound: 0.1, reason: r} # HERE\n"),
+        "cpu",
+        Kind::Invalid("training.per_model.tiny.checks.0"),
+        &["epochs 3-9"],
+    );
+    check(
+        "a model that is not there",
+        &per_model("    huge: # HERE\n      dtype: f64\n"),
+        "cpu",
+        Kind::Invalid("training.per_model.huge"),
+        &["no model named `huge`", "models: tiny"],
+    );
+    check(
+        "a control on a model that is not there",
+        &edit(&[(
+            "profiles:\n",
+            "  controls:\n    other: {replaces: texp, why: w, models: [tiny, huge], run: {schedule: {kind: constant, lr: 0.1}}} # HERE\nprofiles:\n",
+        )]),
+        "cpu",
+        Kind::Invalid("training.controls.other.models"),
+        &["some of training.models (tiny)", "not so: huge"],
+    );
+    assert!(manifest::parse(
+        &per_model("    tiny: {dtype: f64}\n"),
+        Path::new(FILE),
+        "q1",
+        "cpu"
+    )
+    .is_ok());
+}
+
 /// A profile sets a key to null to drop it: a control of the base, here.
 #[test]
 fn a_profile_drops_what_it_sets_to_null() {
