@@ -210,8 +210,10 @@ fn write_preamble(s: &mut String, profile: &str) {
          machinery and the equivalences hold, not what accuracy the paper's setup reaches. `--profile \
          cpu` (the same designs on real CIFAR-10 images with a deeper PreResNet, about half an hour on \
          two cores), `--profile cpu-long` (for E5 alone, which the cpu profile cannot decide: more \
-         images, a wider network, more epochs) and `--profile paper` (PreResNet-32, 160 epochs, \
-         three seeds, meant for a GPU) rerun the same manifests at scale; where a run at such a profile was recorded, its report \
+         images, a wider network, more epochs), `--profile cpu-full` (E3 in the practical regime: \
+         float32, BatchNorm eps 1e-5, the whole CIFAR-10 with augmentation, about 2.5 hours on two \
+         cores) and `--profile paper` (PreResNet-32, 160 epochs, three seeds, meant for a GPU; E3 \
+         trains a float32 twin beside its float64 network there) rerun the same manifests at scale; where a run at such a profile was recorded, its report \
          is `REPLICATION-<profile>.md` next to this file, with its wall time."
     } else {
         "The same manifests as `REPLICATION.md`, recorded at this profile on real data. CI cannot \
