@@ -759,6 +759,31 @@ fn snapshot_steps(here: &str, c: &Check, length: Option<&Length>, errors: &mut E
     }
 }
 
+/// `given` (a control's `models` or `seeds`) must be some of `allowed` (the field `of`), each
+/// once.
+fn some_of(field: &str, of: &str, given: &[String], allowed: &[String], errors: &mut Errors) {
+    let mut seen = BTreeSet::new();
+    let stray: Vec<&str> = given
+        .iter()
+        .filter(|g| !allowed.contains(g) || !seen.insert(g.as_str()))
+        .map(String::as_str)
+        .collect();
+    if given.is_empty() || !stray.is_empty() {
+        errors.push(
+            field,
+            format!(
+                "give some of {of} ({}), each once{}",
+                allowed.join(", "),
+                if stray.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not so: {}", stray.join(", "))
+                }
+            ),
+        );
+    }
+}
+
 fn controls(t: &Training, errors: &mut Errors) {
     for (name, c) in &t.controls {
         let here = format!("training.controls.{name}");
@@ -769,52 +794,24 @@ fn controls(t: &Training, errors: &mut Errors) {
             );
         }
         if let Some(models) = &c.models {
-            let mut seen = BTreeSet::new();
-            let stray: Vec<&str> = models
-                .iter()
-                .filter(|m| !t.models.contains_key(*m) || !seen.insert(m.as_str()))
-                .map(String::as_str)
-                .collect();
-            if models.is_empty() || !stray.is_empty() {
-                errors.push(
-                    format!("{here}.models"),
-                    format!(
-                        "give some of training.models ({}), each once{}",
-                        names(&t.models),
-                        if stray.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; not so: {}", stray.join(", "))
-                        }
-                    ),
-                );
-            }
+            let allowed: Vec<String> = t.models.keys().cloned().collect();
+            some_of(
+                &format!("{here}.models"),
+                "training.models",
+                models,
+                &allowed,
+                errors,
+            );
         }
         if let Some(seeds) = &c.seeds {
-            let mut seen = BTreeSet::new();
-            let stray: Vec<String> = seeds
-                .iter()
-                .filter(|s| !t.seeds.contains(s) || !seen.insert(**s))
-                .map(u64::to_string)
-                .collect();
-            if seeds.is_empty() || !stray.is_empty() {
-                errors.push(
-                    format!("{here}.seeds"),
-                    format!(
-                        "give some of training.seeds ({}), each once{}",
-                        t.seeds
-                            .iter()
-                            .map(u64::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        if stray.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; not so: {}", stray.join(", "))
-                        }
-                    ),
-                );
-            }
+            let text = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>();
+            some_of(
+                &format!("{here}.seeds"),
+                "training.seeds",
+                &text(seeds),
+                &text(&t.seeds),
+                errors,
+            );
         }
         if c.why.trim().is_empty() {
             errors.push(
