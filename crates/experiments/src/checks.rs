@@ -102,10 +102,11 @@ impl SeedMean {
 /// Records of every (model, run, seed); controls are runs under their own names.
 pub type AllRecords = BTreeMap<(String, String, u64), Vec<EpochRecord>>;
 
-/// The paired weight-space distance of runs `a` and `b` of `model` trained from `seed`, at a
-/// snapshot (see [`Check::WeightDistance`]).
+/// The weight-space distance of `model`'s run `a` trained from seed `sa` and run `b` from seed
+/// `sb`, `distance(model, (a, sa), (b, sb), at)`, at a snapshot (see [`Check::WeightDistance`]):
+/// a pair of twins on one seed, or one run on two seeds (the seeds' own distance).
 pub type Distance<'a> =
-    dyn Fn(&str, &str, &str, u64, SnapshotAt) -> Result<f64, ExperimentError> + 'a;
+    dyn Fn(&str, (&str, u64), (&str, u64), SnapshotAt) -> Result<f64, ExperimentError> + 'a;
 
 /// What the checks read.
 pub struct Evidence<'a> {
@@ -139,7 +140,7 @@ struct Measured {
 }
 
 /// The sample standard deviation (0 for fewer than two values).
-fn sample_sd(values: &[f64]) -> f64 {
+pub(crate) fn sample_sd(values: &[f64]) -> f64 {
     let n = values.len();
     if n < 2 {
         return 0.0;
@@ -272,7 +273,7 @@ impl Evidence<'_> {
         let seeds = self.spec.common_seeds(&[a, b]);
         let mut sum = 0.0;
         for &seed in &seeds {
-            sum += (self.distance)(model, a, b, seed, at)?;
+            sum += (self.distance)(model, (a, seed), (b, seed), at)?;
         }
         Ok(sum / seeds.len() as f64)
     }
@@ -521,11 +522,19 @@ pub fn evaluate(ev: &Evidence<'_>, summary: &mut Summary) -> Result<(), Experime
         for (i, check) in checks.iter().enumerate() {
             let m = ev.measure(check, check, model)?;
             summary.metric(format!("{model}.{i}_{}", m.name), m.value);
-            if let Check::WeightDistance { a, b, steps, .. } = check {
+            if let Check::WeightDistance {
+                a, b, epoch, steps, ..
+            } = check
+            {
                 // The distance as it grows over the first updates: recorded, not bounded.
                 for &step in steps {
                     let d = ev.mean_distance(model, (a, b), SnapshotAt::Step(step))?;
                     summary.metric(format!("{model}.{i}_{}_step_{step}", m.name), d);
+                }
+                // Its reference: how far apart `a`'s first two seeds are at the same epoch.
+                if let (false, [s0, s1, ..]) = (steps.is_empty(), spec.seeds_of(a)) {
+                    let d = (ev.distance)(model, (a, *s0), (a, *s1), SnapshotAt::Epoch(*epoch))?;
+                    summary.metric(format!("{model}.{i}_{}_seeds_{s0}_vs_{s1}", m.name), d);
                 }
             }
             if let Some((bound, sd)) = m.derived_bound {
@@ -660,8 +669,9 @@ checks:
 
     /// The summary of `spec`'s checks and controls on `records`, with the distances of [`run`].
     fn judge(spec: &Training, records: &AllRecords) -> Summary {
-        let distance = |_: &str, _: &str, b: &str, seed: u64, at: SnapshotAt| {
+        let distance = |_: &str, (_, sa): (&str, u64), (b, seed): (&str, u64), at: SnapshotAt| {
             Ok(match at {
+                _ if sa != seed => 1.4,
                 _ if b == "off" => 1e-2,
                 SnapshotAt::Epoch(_) => 1e-6 * (1 + seed) as f64,
                 SnapshotAt::Step(step) => 1e-7 * (step * (1 + seed)) as f64,
@@ -781,6 +791,18 @@ checks:
         assert!((at("m.0_weight_distance_a_vs_b_step_1") - 1.5e-7).abs() < 1e-20);
         assert!((at("m.0_weight_distance_a_vs_b_step_4") - 6e-7).abs() < 1e-20);
         assert!((s.checks()["m.0_weight_distance"].value - 1.5e-6).abs() < 1e-18);
+        // Beside it, how far `a`'s seeds 0 and 1 are apart (1.4 here): the drift's reference.
+        assert_eq!(at("m.0_weight_distance_a_vs_b_seeds_0_vs_1"), 1.4);
+        // Without a curve, no reference is recorded.
+        let plain = run(&wd.replace("steps: [1, 4], ", ""), &records(0.0, 0.0));
+        let keys = plain.to_value("X", "p")["metrics"]
+            .as_mapping()
+            .unwrap()
+            .clone();
+        assert!(
+            !keys.keys().any(|k| k.as_str().unwrap().contains("seeds")),
+            "{keys:?}"
+        );
     }
 
     /// A control that trains some seeds only is paired with the claimed runs on those seeds.
@@ -894,7 +916,7 @@ checks:
         let mut spec = spec(GAP);
         spec.controls.remove("same");
         let recs = records(0.0, 0.0);
-        let distance = |_: &str, _: &str, _: &str, _: u64, _: SnapshotAt| Ok(0.0);
+        let distance = |_: &str, _: (&str, u64), _: (&str, u64), _: SnapshotAt| Ok(0.0);
         let mut s = Summary::default();
         evaluate(
             &Evidence {

@@ -6,6 +6,7 @@
 //! controls with the verdict, [`super::checks`]) with the paper-style figures (seed mean with
 //! a min–max band, controls dashed, milestones marked).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -342,15 +343,23 @@ impl TrainingPlan {
         }
         let spec = &self.spec;
         let config = |id: &RunId| self.config(id);
-        let distance = |model: &str, a: &str, b: &str, seed: u64, at: SnapshotAt| {
-            weight_distance(
-                &self.dir,
-                &records,
-                &self.plans,
-                &config,
-                (model, seed, at),
-                (a, b),
-            )
+        // The checks and the drift figures read the same distances: each is computed once.
+        let known = RefCell::new(BTreeMap::new());
+        let distance = |model: &str, a: (&str, u64), b: (&str, u64), at: SnapshotAt| {
+            let key = (
+                model.to_string(),
+                a.0.to_string(),
+                a.1,
+                b.0.to_string(),
+                b.1,
+                at,
+            );
+            if let Some(&d) = known.borrow().get(&key) {
+                return Ok(d);
+            }
+            let d = weight_distance(&self.dir, &records, &self.plans, &config, model, at, (a, b))?;
+            known.borrow_mut().insert(key, d);
+            Ok(d)
         };
         let mut summary = Summary::default();
         summary.count("steps_per_epoch", self.steps_per_epoch as usize);
@@ -400,35 +409,43 @@ fn run_dir(dir: &Path, id: &RunId) -> PathBuf {
 }
 
 /// ‖(P^b_t/P^a_t)·θ^a_t − θ^b_t‖ / ‖θ^b_t‖ of the scale-invariant group at `at` (THEORY.md
-/// §3–§5), from the two runs' weight snapshots, summed over tensors in name order (float64).
+/// §3–§5), from the weight snapshots of run `a` trained from seed `sa` and run `b` from `sb`,
+/// summed over tensors in name order (float64).
 fn weight_distance(
     dir: &Path,
     records: &AllRecords,
     plans: &BTreeMap<String, OptimizerPlan>,
     config: &dyn Fn(&RunId) -> checkpoint::Fingerprint,
-    (model, seed, at): (&str, u64, SnapshotAt),
-    (a, b): (&str, &str),
+    model: &str,
+    at: SnapshotAt,
+    ((a, sa), (b, sb)): ((&str, u64), (&str, u64)),
 ) -> Result<f64, ExperimentError> {
     let step = match at {
         SnapshotAt::Epoch(epoch) => {
-            records[&(model.to_string(), a.to_string(), seed)][epoch - 1].step
+            records[&(model.to_string(), a.to_string(), sa)][epoch - 1].step
         }
         SnapshotAt::Step(step) => step,
     };
     let p = plans[b].scale(step)? / plans[a].scale(step)?;
-    let id = |run: &str| RunId {
+    let id = |run: &str, seed: u64| RunId {
         model: model.to_string(),
         run: run.to_string(),
         seed,
     };
-    let folder = |run: &str| run_dir(dir, &id(run));
-    let load =
-        |run: &str| trainer::read_snapshot(&folder(run), at, &config(&id(run)), &Device::Cpu);
-    let (wa, wb) = (load(a)?, load(b)?);
+    let folder = |run: &str, seed: u64| run_dir(dir, &id(run, seed));
+    let load = |run: &str, seed: u64| {
+        trainer::read_snapshot(
+            &folder(run, seed),
+            at,
+            &config(&id(run, seed)),
+            &Device::Cpu,
+        )
+    };
+    let (wa, wb) = (load(a, sa)?, load(b, sb)?);
     let (mut diff, mut norm) = (0.0, 0.0);
     for (name, tb) in &wb {
         let ta = wa.get(name).ok_or_else(|| trainer::TrainError::Snapshot {
-            path: folder(a),
+            path: folder(a, sa),
             message: format!("has no tensor `{name}`"),
         })?;
         let (ta, tb) = (ta.to_dtype(DType::F64)?, tb.to_dtype(DType::F64)?);
@@ -459,17 +476,6 @@ pub fn limit_epochs(spec: &Training, max_epochs: usize) -> Training {
     limited
 }
 
-fn mean_std(xs: &[f64]) -> (f64, f64) {
-    let n = xs.len() as f64;
-    let mean = xs.iter().sum::<f64>() / n;
-    let var = if xs.len() > 1 {
-        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (mean, var.sqrt())
-}
-
 /// Each run's final metrics (mean over seeds, and the spread of accuracies), and per model the
 /// best final test accuracy of the claimed runs: the level the claim was tested at.
 fn final_metrics(spec: &Training, records: &AllRecords, s: &mut Summary) {
@@ -494,7 +500,8 @@ fn final_metrics(spec: &Training, records: &AllRecords, s: &mut Summary) {
                             .get(metric)
                     })
                     .collect();
-                let (mean, std) = mean_std(&finals);
+                let mean = finals.iter().sum::<f64>() / finals.len() as f64;
+                let std = checks::sample_sd(&finals);
                 s.metric(format!("{model}.{run}.final_{metric}"), mean);
                 let accuracy = matches!(metric, Metric::TrainAcc | Metric::TestAcc);
                 if seeds.len() > 1 && accuracy {
@@ -558,13 +565,21 @@ fn drift_figures(
                 .map(|&s| (s as f64, SnapshotAt::Step(s)))
                 .collect();
             at.push((end as f64, SnapshotAt::Epoch(*epoch)));
-            let (mut points, mut band) = (Vec::new(), Vec::new());
+            // The reference: `a`'s first two seeds, as far apart as two trainings can be.
+            let seed_pair = match spec.seeds_of(a) {
+                [s0, s1, ..] => Some((*s0, *s1)),
+                _ => None,
+            };
+            let (mut points, mut band, mut apart) = (Vec::new(), Vec::new(), Vec::new());
             for (x, snapshot) in at {
                 let per_seed = spec
                     .common_seeds(&[a, b])
                     .into_iter()
-                    .map(|seed| distance(model, a, b, seed, snapshot))
+                    .map(|seed| distance(model, (a, seed), (b, seed), snapshot))
                     .collect::<Result<Vec<f64>, _>>()?;
+                if let Some((s0, s1)) = seed_pair {
+                    apart.push((x, distance(model, (a, s0), (a, s1), snapshot)?));
+                }
                 let mean = per_seed.iter().sum::<f64>() / per_seed.len() as f64;
                 let lo = per_seed.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = per_seed.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -582,12 +597,19 @@ fn drift_figures(
                 },
                 log_y: true,
                 log_x: true,
-                series: vec![Series {
+                series: std::iter::once(Series {
                     label: format!("{b} vs {a}"),
                     points,
                     band: if seeds > 1 { band } else { Vec::new() },
                     dashed: false,
-                }],
+                })
+                .chain(seed_pair.map(|(s0, s1)| Series {
+                    label: format!("{a}: seed {s1} vs seed {s0}"),
+                    points: apart,
+                    band: Vec::new(),
+                    dashed: true,
+                }))
+                .collect(),
                 markers: vec![(end as f64, format!("end of epoch {epoch}"))],
             };
             let path = dir.join(format!("{model}-weight_distance-{i}.svg"));

@@ -616,3 +616,63 @@ fn a_snapshot_after_an_update_is_the_weights_after_it_and_verified() {
         "{err}"
     );
 }
+
+/// The drift curve is measured on the runs' own snapshots: E3 at the smoke profile (float64,
+/// eps 0) on two seeds with `steps` added to its weight-distance check keeps the exact twin
+/// within rounding of step decay after each of those updates, while its reference, the two
+/// seeds of step decay, is apart by the distance of unrelated networks; the figure draws both.
+#[test]
+fn the_drift_curve_and_its_seed_reference_come_from_the_snapshots() {
+    let sandbox = Sandbox::new("e3", |t| {
+        let smoke = t.find("  smoke:").unwrap();
+        let (head, tail) = t.split_at(smoke);
+        let edited = tail
+            .replacen(
+                "train_size: 512, test_size: 256,",
+                "train_size: 32, test_size: 32,",
+                1,
+            )
+            .replacen("      seeds: [0]\n", "      seeds: [0, 1]\n", 1)
+            .replacen(
+                "          epoch: 8\n          bound: 1.0e-8\n",
+                "          epoch: 8\n          steps: [1, 2, 4]\n          bound: 1.0e-8\n",
+                1,
+            );
+        assert_eq!(edited.matches("steps: [1, 2, 4]").count(), 1, "{edited}");
+        assert!(edited.contains("seeds: [0, 1]") && edited.contains("train_size: 32"));
+        format!("{head}{edited}")
+    });
+    let out = sandbox.command(&["e3"], "results").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = sandbox.summary("results", "e3");
+    let metric = |key: &str| -> f64 {
+        let prefix = format!("  preresnet32.0_weight_distance_step_decay_vs_texp{key}: ");
+        let line = summary
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{summary}"));
+        line[prefix.len()..].parse().unwrap()
+    };
+    for step in [1, 2, 4] {
+        let d = metric(&format!("_step_{step}"));
+        assert!(d <= 1e-8, "twin after update {step}: {d}");
+    }
+    // Two independently initialized networks: √2 apart in expectation.
+    let seeds = metric("_seeds_0_vs_1");
+    assert!(seeds > 0.5, "seeds 0 and 1 of step decay: {seeds}");
+    let svg = std::fs::read_to_string(
+        sandbox
+            .0
+             .0
+            .join("results/e3/smoke/preresnet32-weight_distance-0.svg"),
+    )
+    .unwrap();
+    assert!(
+        svg.contains("texp vs step_decay") && svg.contains("step_decay: seed 1 vs seed 0"),
+        "{svg}"
+    );
+}
