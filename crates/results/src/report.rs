@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_yaml::{Number, Value};
+use serde_yaml::{Mapping, Number, Value};
 
 use crate::summary::{CheckRecord, ControlRecord, SummaryRecord};
 use explr_io::IoError;
@@ -302,7 +302,7 @@ fn write_claim(s: &mut String, e: &ReportEntry) {
         e.name, e.profile
     );
     write_verdict(s, &e.summary);
-    write_checks(s, &e.summary.checks);
+    write_checks(s, &e.summary.checks, &e.summary.metrics);
     if !e.summary.controls.is_empty() {
         write_controls(s, &e.summary.controls);
     }
@@ -338,7 +338,7 @@ fn write_verdict(s: &mut String, summary: &SummaryRecord) {
 }
 
 /// The table of a summary's checks.
-fn write_checks(s: &mut String, checks: &BTreeMap<String, CheckRecord>) {
+fn write_checks(s: &mut String, checks: &BTreeMap<String, CheckRecord>, metrics: &Mapping) {
     let _ = writeln!(
         s,
         "| check | rule | value | bound | why this bound | result |\n|---|---|---|---|---|---|"
@@ -346,11 +346,12 @@ fn write_checks(s: &mut String, checks: &BTreeMap<String, CheckRecord>) {
     for (k, c) in checks {
         let _ = writeln!(
             s,
-            "| `{}` | {} | {}{} | {} | {} | {} |",
+            "| `{}` | {} | {}{}{} | {} | {} | {} |",
             k,
             cell(&c.what),
             number(&c.value),
             interval(c.interval.as_ref()),
+            beside(k, metrics),
             cell(&c.bound),
             cell(c.reason.as_deref().unwrap_or_default()),
             match (c.pass, c.undecided, c.premise) {
@@ -363,6 +364,62 @@ fn write_checks(s: &mut String, checks: &BTreeMap<String, CheckRecord>) {
         );
     }
     s.push('\n');
+}
+
+/// The numbers a check records beside its value (a derived bound and the seed spread it came
+/// from, a drift curve and its seed reference), as "; recorded beside it: step_1 3.6e-8, …" in
+/// natural order. A check `M.I_kind` records its value as the metric `M.I_name` and those as
+/// `M.I_name_suffix`; nothing when it records none.
+fn beside(check: &str, metrics: &Mapping) -> String {
+    // `M.I_`: the model (which may hold `_`) up to its last `.`, then the check's index.
+    let Some(index) = check.rfind('.') else {
+        return String::new();
+    };
+    let Some(end) = check[index..].find('_') else {
+        return String::new();
+    };
+    let prefix = &check[..=index + end];
+    let own: Vec<(&str, &Value)> = metrics
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str()?, v)))
+        .filter(|(k, _)| k.starts_with(prefix))
+        .collect();
+    let Some(value) = own.iter().map(|(k, _)| *k).min_by_key(|k| k.len()) else {
+        return String::new();
+    };
+    let mut extra: Vec<(&str, &Value)> = own
+        .iter()
+        .filter_map(|&(k, v)| Some((k.strip_prefix(value)?.strip_prefix('_')?, v)))
+        .collect();
+    if extra.is_empty() {
+        return String::new();
+    }
+    // step_2 before step_16: digits compare as numbers.
+    extra.sort_by_cached_key(|(k, _)| natural(k));
+    let list: Vec<String> = extra
+        .iter()
+        .map(|(k, v)| format!("{k} {}", yaml(v)))
+        .collect();
+    format!("; recorded beside it: {}", list.join(", "))
+}
+
+/// `k` as runs of non-digits and numbers, for an order where `step_2` precedes `step_16`.
+fn natural(k: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut rest = k;
+    while !rest.is_empty() {
+        let text_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (text, tail) = rest.split_at(text_len);
+        let digits_len = tail
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (digits, tail) = tail.split_at(digits_len);
+        out.push((text.to_string(), digits.parse().unwrap_or(0)));
+        rest = tail;
+    }
+    out
 }
 
 /// The table of a summary's controls.
@@ -448,7 +505,8 @@ mod tests {
              m.no_decay: {replaces: twin, kind: positive, why: decaying helps, rejected: true, failed: [m.0_window_gap], values: {m.0_window_gap: 0.03}}\n  \
              m.never: {replaces: twin, kind: positive, why: \"step decay's LR, never decayed\", rejected: false, failed: [], undecided: [m.1_greater], values: {m.1_greater: 0.02}, intervals: {m.1_greater: [-0.002, 0.05]}}\n  \
              m.shifted: {replaces: twin, why: shifted, rejected: false, failed: [], undecided: [m.1_greater], values: {m.1_greater: 0.01}, intervals: {m.1_greater: [0, 0.02]}}\n\
-             metrics:\n  m.best_final_test_acc: 0.21\n",
+             metrics:\n  m.best_final_test_acc: 0.21\n  m.0_window_gap_a_vs_b: 0.002\n  m.0_window_gap_a_vs_b_step_16: 0.3\n  \
+             m.0_window_gap_a_vs_b_step_2: 0.1\n  m.0_window_gap_a_vs_b_seeds_0_vs_1: 1.4\n  m.1_greater_a_vs_b: 0.007\n",
         )
         .unwrap();
         let md = replication_md(
@@ -466,7 +524,9 @@ mod tests {
         has("| [T1](#t1) | toy | `experiments/t1.yaml` | smoke | **inconclusive** (expected), plumbing only |");
         has("The manifest expects `inconclusive` at this profile: too short");
         has("Best final test accuracy of the claimed runs: 0.210 — the models stay near chance");
-        has("| `m.0_window_gap` | gap \\|a - b\\| | 0.002 | <= 1e-2 | four standard errors | pass |");
+        // What a check records beside its value, in natural order; nothing for a check that
+        // records its value only.
+        has("| `m.0_window_gap` | gap \\|a - b\\| | 0.002; recorded beside it: seeds_0_vs_1 1.4, step_2 0.1, step_16 0.3 | <= 1e-2 | four standard errors | pass |");
         has(
             "| `m.twin_2x` | negative | twin | wrong weight decay | `m.0_window_gap` 0.004 | **passes too** |",
         );
