@@ -296,9 +296,15 @@ fn write_claim(s: &mut String, e: &ReportEntry) {
         one_line(&m.paper),
         one_line(&m.claim)
     );
+    let rerun = if e.profile == "smoke" {
+        "(or `--profile cpu --data-dir DIR`, `--profile paper --device cuda`)"
+    } else {
+        "with `--data-dir DIR` (DIR holds CIFAR-10; without it, `$EXPLR_DATA` or where `cargo xtask \
+         fetch-data cifar10` put it)"
+    };
     let _ = writeln!(
         s,
-        "Rerun: `cargo xtask replicate {} --profile {}` (or `--profile cpu --data-dir DIR`, `--profile paper --device cuda`).\n",
+        "Rerun: `cargo xtask replicate {} --profile {}` {rerun}.\n",
         e.name, e.profile
     );
     write_verdict(s, &e.summary);
