@@ -139,6 +139,15 @@ struct Measured {
     derived_bound: Option<(f64, f64)>,
 }
 
+/// The pair of seeds whose distance is the reference of `run`'s drift curve: its first two (none
+/// for a run on one seed).
+pub(crate) fn seed_reference(spec: &Training, run: &str) -> Option<(u64, u64)> {
+    match spec.seeds_of(run) {
+        [s0, s1, ..] => Some((*s0, *s1)),
+        _ => None,
+    }
+}
+
 /// The sample standard deviation (0 for fewer than two values).
 pub(crate) fn sample_sd(values: &[f64]) -> f64 {
     let n = values.len();
@@ -532,8 +541,9 @@ pub fn evaluate(ev: &Evidence<'_>, summary: &mut Summary) -> Result<(), Experime
                     summary.metric(format!("{model}.{i}_{}_step_{step}", m.name), d);
                 }
                 // Its reference: how far apart `a`'s first two seeds are at the same epoch.
-                if let (false, [s0, s1, ..]) = (steps.is_empty(), spec.seeds_of(a)) {
-                    let d = (ev.distance)(model, (a, *s0), (a, *s1), SnapshotAt::Epoch(*epoch))?;
+                let reference = seed_reference(spec, a).filter(|_| !steps.is_empty());
+                if let Some((s0, s1)) = reference {
+                    let d = (ev.distance)(model, (a, s0), (a, s1), SnapshotAt::Epoch(*epoch))?;
                     summary.metric(format!("{model}.{i}_{}_seeds_{s0}_vs_{s1}", m.name), d);
                 }
             }

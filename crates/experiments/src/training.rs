@@ -565,11 +565,8 @@ fn drift_figures(
                 .map(|&s| (s as f64, SnapshotAt::Step(s)))
                 .collect();
             at.push((end as f64, SnapshotAt::Epoch(*epoch)));
-            // The reference: `a`'s first two seeds, as far apart as two trainings can be.
-            let seed_pair = match spec.seeds_of(a) {
-                [s0, s1, ..] => Some((*s0, *s1)),
-                _ => None,
-            };
+            // The reference: two seeds of `a`, as far apart as two trainings can be.
+            let seed_pair = checks::seed_reference(spec, a);
             let (mut points, mut band, mut apart) = (Vec::new(), Vec::new(), Vec::new());
             for (x, snapshot) in at {
                 let per_seed = spec
