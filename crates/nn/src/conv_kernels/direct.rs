@@ -467,11 +467,14 @@ pub(crate) mod x86 {
                 const NV: usize = [$($vectors),*][0];
                 const L: usize = $lanes;
                 let m = a_rows.len();
+                // Rows in blocks as even as `MR` allows (16 = 6 + 5 + 5, not 6 + 6 + 4): a
+                // block of few rows has too few accumulators to hide the FMA latency.
+                let blocks = m.div_ceil(MR);
                 let mut i = 0;
-                while i < m {
-                    let mb = (m - i).min(MR);
+                for bi in 0..blocks {
+                    let mb = m / blocks + usize::from(bi < m % blocks);
                     let rows = &a_rows[i..i + mb];
-                        let mut t = 0;
+                    let mut t = 0;
                     while t < cols {
                         let (bt, ct) = (b.add(t), c.add(i * cols + t));
                         let full = (cols - t) / L;
