@@ -251,53 +251,70 @@ impl Geometry {
 /// The element types the kernels run on (`gemm` supports both natively), with the direct
 /// kernels' product for each.
 pub(crate) trait Float: WithDType {
-    /// `c[i, col] (+)= Σ_j a[a_rows[i] + j] · b[b_rows[j] + col]` for `i < a_rows.len()`,
-    /// `col < cols`, `j < b_rows.len()`; `c` is row-major `[a_rows.len(), cols]`, overwritten
-    /// unless `accumulate`. Row `i` of the left factor is contiguous from `a_rows[i]`, row `j` of
-    /// the right factor from `b_rows[j]`: the weight matrix and a padded sample's shifted rows in
-    /// the forward pass, a padded sample's shifted rows and `dyᵀ` in the weight gradient.
+    /// Lanes of one vector of this type on `isa`.
+    fn lanes(isa: direct::Isa) -> usize;
+
+    /// `c[i·ldc + col.c + l] (+)= Σ_run Σ_{j < run.len} a[a_rows[i] + run.a + j] ·
+    /// b[b_rows[run.b + j] + col.b + l]` for every row `i < a_rows.len()`, column vector `col`
+    /// of `columns` and lane `l < col.lanes`, overwritten unless `accumulate`. Row `i` of the
+    /// left factor is contiguous within a run, row `j` of the right factor from `b_rows[j]`: the
+    /// weight matrix and a padded sample's shifted rows in the forward pass, a padded sample's
+    /// shifted rows and `dyᵀ` in the weight gradient. Each output's sum runs over the runs and
+    /// their steps in order, whatever the blocking.
     ///
     /// # Safety
-    /// `a` must be readable at `a_rows[i] + j` and `b` at `b_rows[j] + col` for every `i`, `j`,
-    /// `col` in range; `c` must hold `a_rows.len() · cols` elements, exclusively; the CPU must
-    /// have `isa`.
+    /// `a` must be readable at every `a_rows[i] + run.a + j`, `b` at every `b_rows[run.b + j] +
+    /// col.b + l`; `c` must be writable, exclusively, at every `i·ldc + col.c + l`; no column may
+    /// have more lanes than a vector; the CPU must have `isa`.
     unsafe fn product(
         isa: direct::Isa,
         a: (*const Self, &[usize]),
         b: (*const Self, &[usize]),
-        cols: usize,
-        c: *mut Self,
+        reduction_and_columns: (&[direct::Run], &[direct::Column]),
+        c: (*mut Self, usize),
         accumulate: bool,
     );
 }
 
-/// `Float` for a type whose products are `$kernel` in `direct::x86::{avx512, avx2}`.
+/// `Float` for a type whose products are `$kernel` in `direct::x86::{avx512, avx2}`, with
+/// `$avx512` and `$avx2` lanes per vector.
 macro_rules! float_with_product {
-    ($t:ty, $kernel:ident) => {
+    ($t:ty, $kernel:ident, $avx512:literal, $avx2:literal) => {
         impl Float for $t {
+            fn lanes(isa: direct::Isa) -> usize {
+                match isa {
+                    direct::Isa::Avx512 => $avx512,
+                    direct::Isa::Avx2 => $avx2,
+                }
+            }
+
             unsafe fn product(
                 isa: direct::Isa,
                 a: (*const $t, &[usize]),
                 b: (*const $t, &[usize]),
-                cols: usize,
-                c: *mut $t,
+                reduction_and_columns: (&[direct::Run], &[direct::Column]),
+                c: (*mut $t, usize),
                 accumulate: bool,
             ) {
                 #[cfg(target_arch = "x86_64")]
                 match isa {
-                    direct::Isa::Avx512 => direct::x86::avx512::$kernel(a, b, cols, c, accumulate),
-                    direct::Isa::Avx2 => direct::x86::avx2::$kernel(a, b, cols, c, accumulate),
+                    direct::Isa::Avx512 => {
+                        direct::x86::avx512::$kernel(a, b, reduction_and_columns, c, accumulate)
+                    }
+                    direct::Isa::Avx2 => {
+                        direct::x86::avx2::$kernel(a, b, reduction_and_columns, c, accumulate)
+                    }
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 unreachable!(
-                    "no CPU off x86-64 supports {isa:?} ({a:?}, {b:?}, {cols}, {c:?}, {accumulate})"
+                    "no CPU off x86-64 supports {isa:?} ({a:?}, {b:?}, {reduction_and_columns:?}, {c:?}, {accumulate})"
                 );
             }
         }
     };
 }
-float_with_product!(f32, product_f32);
-float_with_product!(f64, product_f64);
+float_with_product!(f32, product_f32, 16, 8);
+float_with_product!(f64, product_f64, 8, 4);
 
 /// Inner `gemm` parallelism: none when Rayon already splits `jobs` across every thread.
 fn inner_parallelism(jobs: usize) -> Parallelism {

@@ -3,10 +3,12 @@
 //!
 //! **The wide-row trick.** Pad one input sample into planes of `hp × wp` (`wp = w + 2·padding`)
 //! and compute a stride-1 output on the padded width: position `p' = oy·wp + ox` for `ox < wp`,
-//! of which the first `ow` of each row are real and the rest are discarded. Patch entry
-//! `r = (c, ki, kj)` of position `p'` is then `xpad[off_r + p']` with
-//! `off_r = c·plane + ki·wp + kj`, so row `r` of the im2col matrix *is* the padded input read
-//! from `off_r`: contiguous, never copied.
+//! of which the first `ow` of each row are real. Patch entry `r = (c, ki, kj)` of position `p'`
+//! is then `xpad[off_r + p']` with `off_r = c·plane + ki·wp + kj`, so row `r` of the im2col
+//! matrix *is* the padded input read from `off_r`: contiguous, never copied. The product is told
+//! which vectors of columns to compute ([`Column`]): where an output row is a whole number of
+//! vectors (32, 16 and 8 columns in f32 on AVX2), only the real columns, written straight into
+//! the output; otherwise every wide column, the discarded ones copied away after.
 //!
 //! **Strides.** With stride `s`, the padded input is split into `s²` phase planes,
 //! `P[c, (ri, rj)][u, v] = xpad[c, s·u + ri, s·v + rj]` of `⌈hp/s⌉ × ⌈wp/s⌉`; writing
@@ -21,14 +23,16 @@
 //!   zero-padded, with the taps `ki ≡ ri`, `kj ≡ rj` of the weight flipped in space and
 //!   transposed in channels (for stride 1, one phase: `Wf[c, (k, q, u)] = W[k, c, kh−1−q,
 //!   kw−1−u]`)
-//! - weight gradient: `dWᵀ[r, k] = Σ_n Σ_p' xpad_n[off_r + p'] · dyᵀ_n[p', k]`, `dyᵀ` being
-//!   `dy` transposed to `[p', k]` with zero rows at the discarded columns.
+//! - weight gradient: `dWᵀ[r, k] = Σ_n Σ_p xpad_n[off_r + p'] · dyᵀ_n[p, k]` over the real
+//!   positions `p = oy·ow + ox` (`p' = oy·wp + ox`), one run of the reduction ([`Run`]) per
+//!   output row, `dyᵀ` being `dy` transposed to `[p, k]`.
 //!
 //! The working set is the padded sample (at most `1.3×` the input sample), not a 9× larger
 //! patch matrix, so it stays in L1/L2. The product keeps an 8-row × 3-vector block of its
 //! output in 24 zmm accumulators (AVX-512; 6 × 2 ymm with AVX2), broadcasting one left-factor
-//! value per row and loading one right-factor vector per column block for every 24 FMAs. Summation orders depend only on
-//! the shapes and the batch's weight groups, never on the thread count.
+//! value per row and loading one right-factor vector per column block for every 24 FMAs; its
+//! rows are split into blocks as even as the block height allows. Summation orders depend only
+//! on the shapes and the batch's weight groups, never on the thread count or the blocking.
 
 use std::mem::MaybeUninit;
 
@@ -134,6 +138,63 @@ impl Phases {
     }
 }
 
+/// One vector of a product's output columns ([`Float::product`]): its `lanes` columns (a whole
+/// vector, or fewer, masked) are read from `b` on in every right-factor row and written from
+/// `c` on in every output row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Column {
+    pub b: usize,
+    pub c: usize,
+    pub lanes: usize,
+}
+
+/// One run of a product's reduction ([`Float::product`]): `len` steps, in which left-factor row
+/// `i` is read on from `a_rows[i] + a` and the right-factor rows are `b_rows[b..b + len]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub a: usize,
+    pub b: usize,
+    pub len: usize,
+}
+
+impl Run {
+    /// The whole reduction as one run: `len` steps from the start of every row.
+    fn whole(len: usize) -> [Run; 1] {
+        [Run { a: 0, b: 0, len }]
+    }
+}
+
+/// Vectors of `lanes` columns over `width` columns read from `b` and written from `c` on: whole
+/// vectors, then one masked vector for the rest.
+fn push_columns(out: &mut Vec<Column>, (b, c): (usize, usize), width: usize, lanes: usize) {
+    for start in (0..width).step_by(lanes) {
+        out.push(Column {
+            b: b + start,
+            c: c + start,
+            lanes: lanes.min(width - start),
+        });
+    }
+}
+
+/// The output columns of `rows` wide rows of which the first `width` columns are real, read
+/// `stride` apart. When `width` is a whole number of vectors, each row's real columns alone,
+/// written `width` apart (nothing discarded is computed, and the output is compact); otherwise
+/// every column of the wide rows, written where it is read (a masked vector per row would
+/// waste more lanes than the discarded columns do), for the caller to compact. Returns the
+/// columns and the distance between output rows.
+fn row_columns(rows: usize, width: usize, stride: usize, lanes: usize) -> (Vec<Column>, usize) {
+    let mut columns = Vec::new();
+    if width.is_multiple_of(lanes) {
+        for r in 0..rows {
+            push_columns(&mut columns, (r * stride, r * width), width, lanes);
+        }
+        (columns, width)
+    } else {
+        push_columns(&mut columns, (0, 0), rows * stride, lanes);
+        (columns, stride)
+    }
+}
+
 /// Writes the first `ow` columns of every `wp`-wide row of `wide` into `out` (`[rows, ow]`).
 fn compact<T: Float>(wide: &[T], wp: usize, ow: usize, out: &mut [MaybeUninit<T>]) {
     for (o, row) in out.chunks_exact_mut(ow).zip(wide.chunks_exact(wp)) {
@@ -143,8 +204,9 @@ fn compact<T: Float>(wide: &[T], wp: usize, ow: usize, out: &mut [MaybeUninit<T>
     }
 }
 
-/// Forward pass on the kernels of `isa`: per sample (in parallel), the padded phase planes, the
-/// product into wide rows, and their first `ow` columns into `y`.
+/// Forward pass on the kernels of `isa`: per sample (in parallel), the padded phase planes and
+/// the product, straight into `y` where the output rows are whole vectors, else into wide rows
+/// whose first `ow` columns are then copied into `y`.
 pub(crate) fn forward<T: Float>(isa: Isa, g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     use rayon::prelude::*;
     let pad = (g.padding, g.padding);
@@ -152,7 +214,11 @@ pub(crate) fn forward<T: Float>(isa: Isa, g: &Geometry, x: &[T], w: &[T]) -> Vec
     let offs = phases.offsets(g.c, g.kh, g.kw);
     let w_rows: Vec<usize> = (0..g.k).map(|k| k * offs.len()).collect();
     let (wq, out_len) = (phases.wq, g.out_len());
-    // Not zero-filled first: `compact` writes every element of every sample's chunk.
+    let (columns, row_stride) = row_columns(g.oh, g.ow, wq, T::lanes(isa));
+    let direct = row_stride == g.ow;
+    let runs = Run::whole(offs.len());
+    // Not zero-filled first: the product (or `compact`) writes every element of every
+    // sample's chunk.
     let mut y: Vec<T> = Vec::with_capacity(g.n * out_len);
     y.spare_capacity_mut()[..g.n * out_len]
         .par_chunks_mut(out_len)
@@ -160,26 +226,36 @@ pub(crate) fn forward<T: Float>(isa: Isa, g: &Geometry, x: &[T], w: &[T]) -> Vec
         .for_each_init(
             || {
                 let xp = vec![T::zero(); phases.sample_len(g.c)];
-                (xp, vec![T::zero(); g.k * g.oh * wq])
+                let wide = if direct { 0 } else { g.k * g.oh * wq };
+                (xp, vec![T::zero(); wide])
             },
             |(xp, wide), (i, yn)| {
                 phases.fill(&x[i * g.in_len()..(i + 1) * g.in_len()], (g.h, g.w), xp);
-                // SAFETY: every offset plus `oh·wq` stays inside `xp` (Phases::extra), `w` is
-                // [k, offs.len()], `wide` is [k, oh·wq]; the CPU has `isa` (`ConvKernels::isa`).
+                let out = if direct {
+                    yn.as_mut_ptr().cast::<T>()
+                } else {
+                    wide.as_mut_ptr()
+                };
+                // SAFETY: every offset plus the columns' reach stays inside `xp`
+                // (Phases::extra), `w` is [k, offs.len()], the output (`yn` or `wide`) holds
+                // k rows of oh·row_stride; the CPU has `isa` (`ConvKernels::isa`).
                 unsafe {
                     T::product(
                         isa,
                         (w.as_ptr(), &w_rows),
                         (xp.as_ptr(), &offs),
-                        g.oh * wq,
-                        wide.as_mut_ptr(),
+                        (&runs, &columns),
+                        (out, g.oh * row_stride),
                         false,
                     )
                 };
-                compact(wide, wq, g.ow, yn);
+                if !direct {
+                    compact(wide, wq, g.ow, yn);
+                }
             },
         );
-    // SAFETY: the chunks partition the first `n·out_len` slots and `compact` wrote each one.
+    // SAFETY: the chunks partition the first `n·out_len` slots, and the product (into `yn`)
+    // or `compact` wrote each one.
     unsafe { y.set_len(g.n * out_len) };
     y
 }
@@ -271,11 +347,21 @@ pub(crate) fn backward_input<T: Float>(isa: Isa, g: &Geometry, dy: &[T], w: &[T]
             });
         }
     }
-    let wide_len = phases
+    let lanes = T::lanes(isa);
+    // Per phase: its output columns and their row stride; straight into `dx` for stride 1
+    // when the rows are whole vectors (one phase, which covers every position in order).
+    let outputs: Vec<(Vec<Column>, usize)> = phases
         .iter()
-        .map(|ph| g.c * ph.rows * wd)
+        .map(|ph| row_columns(ph.rows, ph.cols, wd, lanes))
+        .collect();
+    let direct = s == 1 && outputs[0].1 == g.w;
+    let scratch_len = phases
+        .iter()
+        .zip(&outputs)
+        .map(|(ph, (_, stride))| g.c * ph.rows * stride)
         .max()
         .unwrap_or(0);
+    let scratch_len = if direct { 0 } else { scratch_len };
     let (hw, in_len) = (g.h * g.w, g.in_len());
     // Not zero-filled first: the phases partition every sample's positions, and each writes
     // all of its own (zeros where it has no taps).
@@ -286,32 +372,41 @@ pub(crate) fn backward_input<T: Float>(isa: Isa, g: &Geometry, dy: &[T], w: &[T]
         .for_each_init(
             || {
                 let dp = vec![T::zero(); padded.sample_len(g.k)];
-                (dp, vec![T::zero(); wide_len])
+                (dp, vec![T::zero(); scratch_len])
             },
-            |(dp, wide), (i, dxn)| {
+            |(dp, scratch), (i, dxn)| {
                 padded.fill(
                     &dy[i * g.out_len()..(i + 1) * g.out_len()],
                     (g.oh, g.ow),
                     dp,
                 );
-                for ph in &phases {
-                    // SAFETY: every offset plus `rows·wd` stays inside `dp` (bottom padding
-                    // and Phases::extra), `a` is [c, offs.len()], `wide` holds c·rows·wd; the
-                    // CPU has `isa` (`ConvKernels::isa`).
+                for (ph, (columns, stride)) in phases.iter().zip(&outputs) {
+                    let out = if direct {
+                        dxn.as_mut_ptr().cast::<T>()
+                    } else {
+                        scratch.as_mut_ptr()
+                    };
+                    // SAFETY: every offset plus the columns' reach stays inside `dp` (bottom
+                    // padding and Phases::extra), `a` is [c, offs.len()], the output (`dxn` or
+                    // `scratch`) holds c rows of rows·stride; the CPU has `isa`
+                    // (`ConvKernels::isa`).
                     unsafe {
                         T::product(
                             isa,
                             (ph.a.as_ptr(), &ph.a_rows),
                             (dp.as_ptr(), &ph.offs),
-                            ph.rows * wd,
-                            wide.as_mut_ptr(),
+                            (&Run::whole(ph.offs.len()), columns),
+                            (out, ph.rows * stride),
                             false,
                         )
                     };
+                    if direct {
+                        continue;
+                    }
                     for c in 0..g.c {
                         for r in 0..ph.rows {
                             let y = ph.first.0 + s * r;
-                            let src = &wide[(c * ph.rows + r) * wd..][..ph.cols];
+                            let src = &scratch[(c * ph.rows + r) * stride..][..ph.cols];
                             let row = &mut dxn[c * hw + y * g.w..][..g.w];
                             let x0 = ph.first.1;
                             if s == 1 {
@@ -329,16 +424,17 @@ pub(crate) fn backward_input<T: Float>(isa: Isa, g: &Geometry, dy: &[T], w: &[T]
             },
         );
     // SAFETY: the chunks partition the first `n·in_len` slots, and the phases of a sample
-    // partition its positions, each written above.
+    // partition its positions, each written above (by the product itself when `direct`).
     unsafe { dx.set_len(g.n * in_len) };
     dx
 }
 
 /// Weight gradient on the kernels of `isa`, as its transpose
-/// `dWᵀ[r, k] = Σ_n Σ_p' xpad_n[off_r + p'] · dyᵀ_n[p', k]`: the output channels are the
-/// vector lanes, so this is the forward's [`Float::product`] with the roles of rows and reductions
-/// swapped. Samples in groups of `group`, each group's sum accumulated sample by sample, the
-/// groups summed in order.
+/// `dWᵀ[r, k] = Σ_n Σ_p xpad_n[off_r + p'] · dyᵀ_n[p, k]` over the output positions
+/// `p = oy·ow + ox`, at `p' = oy·wq + ox` in the padded sample: the output channels are the
+/// vector lanes, so this is the forward's [`Float::product`] with the roles of rows and
+/// reductions swapped, the reduction in one run per output row. Samples in groups of `group`,
+/// each group's sum accumulated sample by sample, the groups summed in order.
 pub(crate) fn backward_weight<T: Float>(
     isa: Isa,
     g: &Geometry,
@@ -350,17 +446,24 @@ pub(crate) fn backward_weight<T: Float>(
     let pad = (g.padding, g.padding);
     let phases = Phases::new((g.h, g.w), pad, pad, g.kw, g.stride);
     let offs = phases.offsets(g.c, g.kh, g.kw);
-    let wp = phases.wq;
-    let len = g.oh * wp;
-    // dyᵀ row p' = oy·wp + ox starts at p'·k; rows of the discarded columns are zero.
-    let dyt_rows: Vec<usize> = (0..len).map(|t| t * g.k).collect();
     let (ckk, k, hw) = (g.ckk(), g.k, g.oh * g.ow);
+    // dyᵀ row p = oy·ow + ox starts at p·k; output row oy is one run of the reduction.
+    let dyt_rows: Vec<usize> = (0..hw).map(|t| t * k).collect();
+    let runs: Vec<Run> = (0..g.oh)
+        .map(|oy| Run {
+            a: oy * phases.wq,
+            b: oy * g.ow,
+            len: g.ow,
+        })
+        .collect();
+    let mut columns = Vec::new();
+    push_columns(&mut columns, (0, 0), k, T::lanes(isa));
     let groups = g.n.div_ceil(group);
     let partial: Vec<Vec<T>> = (0..groups)
         .into_par_iter()
         .map(|gi| {
             let mut xp = vec![T::zero(); phases.sample_len(g.c)];
-            let mut dyt = vec![T::zero(); len * k];
+            let mut dyt = vec![T::zero(); hw * k];
             let mut acc_t = vec![T::zero(); ckk * k];
             for (j, i) in (gi * group..((gi + 1) * group).min(g.n)).enumerate() {
                 phases.fill(
@@ -371,27 +474,24 @@ pub(crate) fn backward_weight<T: Float>(
                 let dyn_ = &dy[i * g.out_len()..(i + 1) * g.out_len()];
                 // Transposed in tiles of 16 positions × every channel: each channel's run of
                 // 16 is read contiguously, each position's k values written contiguously.
-                for oy in 0..g.oh {
-                    for ox0 in (0..g.ow).step_by(16) {
-                        let width = (g.ow - ox0).min(16);
-                        let tile = &mut dyt[(oy * wp + ox0) * k..][..width * k];
-                        for (kk, plane) in dyn_.chunks_exact(hw).enumerate() {
-                            let run = &plane[oy * g.ow + ox0..][..width];
-                            for (j, v) in run.iter().enumerate() {
-                                tile[j * k + kk] = *v;
-                            }
+                for p0 in (0..hw).step_by(16) {
+                    let width = (hw - p0).min(16);
+                    let tile = &mut dyt[p0 * k..][..width * k];
+                    for (kk, plane) in dyn_.chunks_exact(hw).enumerate() {
+                        for (j, v) in plane[p0..p0 + width].iter().enumerate() {
+                            tile[j * k + kk] = *v;
                         }
                     }
                 }
-                // SAFETY: as in `forward`, with xp's rows at `offs` and dyᵀ [len, k];
-                // acc_t is [ckk, k].
+                // SAFETY: as in `forward`, with xp's rows at `offs` (each run stays inside its
+                // output row's reach) and dyᵀ [hw, k]; acc_t is [ckk, k].
                 unsafe {
                     T::product(
                         isa,
                         (xp.as_ptr(), &offs),
                         (dyt.as_ptr(), &dyt_rows),
-                        k,
-                        acc_t.as_mut_ptr(),
+                        (&runs, &columns),
+                        (acc_t.as_mut_ptr(), k),
                         j > 0,
                     )
                 };
@@ -414,6 +514,8 @@ pub(crate) fn backward_weight<T: Float>(
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
+    use super::{Column, Run};
+
     /// `block::<M, N, TAIL>(args…)` for the run-time block size `(m, n)`, `M` one of `rows` and
     /// `N` one of `cols` (`args` the parenthesized arguments).
     macro_rules! dispatch {
@@ -425,7 +527,7 @@ pub(crate) mod x86 {
         };
         (@cols $block:ident, $mm:literal, $n:expr, [$($nn:literal),*], $tail:literal, $args:tt) => {
             match $n {
-                $($nn => { let (a0, a1, a2, a3, a4, a5, a6, a7) = $args; $block::<$mm, $nn, $tail>(a0, a1, a2, a3, a4, a5, a6, a7) },)*
+                $($nn => { let (a0, a1, a2, a3, a4, a5, a6, a7, a8) = $args; $block::<$mm, $nn, $tail>(a0, a1, a2, a3, a4, a5, a6, a7, a8) },)*
                 _ => unreachable!("block columns {}", $n),
             }
         };
@@ -459,8 +561,8 @@ pub(crate) mod x86 {
             pub(crate) unsafe fn $product(
                 (a, a_rows): (*const $t, &[usize]),
                 (b, b_rows): (*const $t, &[usize]),
-                cols: usize,
-                c: *mut $t,
+                (runs, columns): (&[Run], &[Column]),
+                (c, ldc): (*mut $t, usize),
                 accumulate: bool,
             ) {
                 const MR: usize = [$($rows),*][0];
@@ -473,24 +575,23 @@ pub(crate) mod x86 {
                 let mut i = 0;
                 for bi in 0..blocks {
                     let mb = m / blocks + usize::from(bi < m % blocks);
-                    let rows = &a_rows[i..i + mb];
-                    let mut t = 0;
-                    while t < cols {
-                        let (bt, ct) = (b.add(t), c.add(i * cols + t));
-                        let full = (cols - t) / L;
-                        if full > 0 {
-                            // Whole vectors: plain loads and stores.
-                            // 4 vectors as 2 + 2, not 3 + 1 (a 1-vector block has too few
-                            // accumulators to hide the FMA latency).
-                            let nv = if NV == 3 && full == 4 { 2 } else { full.min(NV) };
-                            let args = (a, rows, bt, b_rows, ct, cols, L, accumulate);
-                            dispatch!($block, mb, nv, [$($rows),*], [$($vectors),*], false, args);
-                            t += nv * L;
-                        } else {
-                            // The last `cols − t` columns: one masked vector.
-                            let args = (a, rows, bt, b_rows, ct, cols, cols - t, accumulate);
+                    let (rows, ci) = (&a_rows[i..i + mb], c.add(i * ldc));
+                    let mut v = 0;
+                    while v < columns.len() {
+                        if columns[v].lanes < L {
+                            // A part of a vector: masked loads and stores, alone in its block.
+                            let args = (a, rows, b, b_rows, runs, &columns[v..v + 1], ci, ldc, accumulate);
                             dispatch!($block, mb, 1, [$($rows),*], [1], true, args);
-                            t = cols;
+                            v += 1;
+                        } else {
+                            // Whole vectors: plain loads and stores. 4 vectors as 2 + 2, not
+                            // 3 + 1 (a 1-vector block has too few accumulators to hide the
+                            // FMA latency).
+                            let full = columns[v..].iter().take(NV + 2).take_while(|x| x.lanes == L).count();
+                            let nv = if NV == 3 && full == 4 { 2 } else { full.min(NV) };
+                            let args = (a, rows, b, b_rows, runs, &columns[v..v + nv], ci, ldc, accumulate);
+                            dispatch!($block, mb, nv, [$($rows),*], [$($vectors),*], false, args);
+                            v += nv;
                         }
                     }
                     i += mb;
@@ -498,7 +599,7 @@ pub(crate) mod x86 {
             }
 
             /// One `M`-row × `V`-vector block of `c` (row stride `ldc`): whole vectors, or
-            /// (`TAIL`, `V = 1`) one vector of its first `last` lanes, masked.
+            /// (`TAIL`, `V = 1`) one vector of its first `lanes` lanes, masked.
             #[target_feature(enable = $features)]
             #[allow(clippy::too_many_arguments)]
             unsafe fn $block<const M: usize, const V: usize, const TAIL: bool>(
@@ -506,35 +607,41 @@ pub(crate) mod x86 {
                 a_rows: &[usize],
                 b: *const $t,
                 b_rows: &[usize],
+                runs: &[Run],
+                columns: &[Column],
                 c: *mut $t,
                 ldc: usize,
-                last: usize,
                 accumulate: bool,
             ) {
-                const L: usize = $lanes;
-                let k = { let $mn = last; $mask };
+                let k = { let $mn = columns[0].lanes; $mask };
                 let load = |p: *const $t| if TAIL { let ($lk, $lp) = (k, p); $load } else { let $up = p; $loadu };
-                let mut ar = [a; M];
-                for (p, &off) in ar.iter_mut().zip(a_rows) {
-                    *p = a.add(off);
+                let mut cb = [0usize; V];
+                for (o, col) in cb.iter_mut().zip(columns) {
+                    *o = col.b;
                 }
                 let mut acc: [[$v; V]; M] = [[$zero; V]; M];
-                for (j, &off) in b_rows.iter().enumerate() {
-                    let br = b.add(off);
-                    let mut bv: [$v; V] = [$zero; V];
-                    for (v, x) in bv.iter_mut().enumerate() {
-                        *x = load(br.add(v * L));
+                for run in runs {
+                    let mut ar = [a; M];
+                    for (p, &off) in ar.iter_mut().zip(a_rows) {
+                        *p = a.add(off + run.a);
                     }
-                    for (row, p) in acc.iter_mut().zip(&ar) {
-                        let av = { let $sx = *p.add(j); $splat };
-                        for (x, bx) in row.iter_mut().zip(&bv) {
-                            *x = { let ($fa, $fb, $fc) = (av, *bx, *x); $fma };
+                    for (j, &off) in b_rows[run.b..run.b + run.len].iter().enumerate() {
+                        let br = b.add(off);
+                        let mut bv: [$v; V] = [$zero; V];
+                        for (x, &o) in bv.iter_mut().zip(&cb) {
+                            *x = load(br.add(o));
+                        }
+                        for (row, p) in acc.iter_mut().zip(&ar) {
+                            let av = { let $sx = *p.add(j); $splat };
+                            for (x, bx) in row.iter_mut().zip(&bv) {
+                                *x = { let ($fa, $fb, $fc) = (av, *bx, *x); $fma };
+                            }
                         }
                     }
                 }
                 for (ii, row) in acc.iter().enumerate() {
-                    for (v, x) in row.iter().enumerate() {
-                        let dst = c.add(ii * ldc + v * L);
+                    for (x, col) in row.iter().zip(columns) {
+                        let dst = c.add(ii * ldc + col.c);
                         let x = if accumulate {
                             let ($aa, $ab) = (*x, load(dst));
                             $add
