@@ -254,6 +254,15 @@ pub(crate) trait Float: WithDType {
     /// Lanes of one vector of this type on `isa`.
     fn lanes(isa: direct::Isa) -> usize;
 
+    /// The side of the square tiles [`Float::transpose_tile`] transposes.
+    const TILE: usize;
+
+    /// `dst[j·ldd + i] = src[i·lds + j]` for `i, j < TILE`, in vector registers.
+    ///
+    /// # Safety
+    /// `src` must be readable and `dst` writable at those places, and the CPU must have AVX.
+    unsafe fn transpose_tile(src: *const Self, lds: usize, dst: *mut Self, ldd: usize);
+
     /// `c[i·ldc + col.c + l] (+)= Σ_run Σ_{j < run.len} a[a_rows[i] + run.a + j] ·
     /// b[b_rows[run.b + j] + col.b + l]` for every row `i < a_rows.len()`, column vector `col`
     /// of `columns` and lane `l < col.lanes`, overwritten unless `accumulate`. Row `i` of the
@@ -277,10 +286,19 @@ pub(crate) trait Float: WithDType {
 }
 
 /// `Float` for a type whose products are `$kernel` in `direct::x86::{avx512, avx2}`, with
-/// `$avx512` and `$avx2` lanes per vector.
+/// `$avx512` and `$avx2` lanes per vector, and whose tiles `direct::x86::$transpose` transposes.
 macro_rules! float_with_product {
-    ($t:ty, $kernel:ident, $avx512:literal, $avx2:literal) => {
+    ($t:ty, $kernel:ident, $avx512:literal, $avx2:literal, $transpose:ident) => {
         impl Float for $t {
+            const TILE: usize = 32 / std::mem::size_of::<$t>();
+
+            unsafe fn transpose_tile(src: *const $t, lds: usize, dst: *mut $t, ldd: usize) {
+                #[cfg(target_arch = "x86_64")]
+                direct::x86::$transpose(src, lds, dst, ldd);
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("no CPU off x86-64 has AVX ({src:?}, {lds}, {dst:?}, {ldd})");
+            }
+
             fn lanes(isa: direct::Isa) -> usize {
                 match isa {
                     direct::Isa::Avx512 => $avx512,
@@ -313,8 +331,8 @@ macro_rules! float_with_product {
         }
     };
 }
-float_with_product!(f32, product_f32, 16, 8);
-float_with_product!(f64, product_f64, 8, 4);
+float_with_product!(f32, product_f32, 16, 8, transpose_f32);
+float_with_product!(f64, product_f64, 8, 4, transpose_f64);
 
 /// Inner `gemm` parallelism: none when Rayon already splits `jobs` across every thread.
 fn inner_parallelism(jobs: usize) -> Parallelism {

@@ -195,6 +195,37 @@ fn row_columns(rows: usize, width: usize, stride: usize, lanes: usize) -> (Vec<C
     }
 }
 
+/// `dst = srcᵀ`: `src` is `[rows, cols]`, `dst` `[cols, rows]`. Square tiles of
+/// [`Float::TILE`] in vector registers (AVX: both direct kernel sets have it), the edges one
+/// element at a time.
+fn transpose<T: Float>(src: &[T], cols: usize, dst: &mut [T]) {
+    let rows = src.len() / cols;
+    assert_eq!(dst.len(), rows * cols, "transpose of {rows} × {cols}");
+    let t = T::TILE;
+    let (rows_t, cols_t) = (rows / t * t, cols / t * t);
+    for c0 in (0..cols_t).step_by(t) {
+        for r0 in (0..rows_t).step_by(t) {
+            // SAFETY: the tile's rows r0..r0+t and columns c0..c0+t are inside `src`
+            // ([rows, cols]) and transposed inside `dst` ([cols, rows]); the direct kernels
+            // run only where the CPU has AVX (AVX2 or AVX-512, both imply it).
+            unsafe {
+                T::transpose_tile(
+                    src.as_ptr().add(r0 * cols + c0),
+                    cols,
+                    dst.as_mut_ptr().add(c0 * rows + r0),
+                    rows,
+                )
+            };
+        }
+    }
+    for c in 0..cols {
+        let first = if c < cols_t { rows_t } else { 0 };
+        for r in first..rows {
+            dst[c * rows + r] = src[r * cols + c];
+        }
+    }
+}
+
 /// Writes the first `ow` columns of every `wp`-wide row of `wide` into `out` (`[rows, ow]`).
 fn compact<T: Float>(wide: &[T], wp: usize, ow: usize, out: &mut [MaybeUninit<T>]) {
     for (o, row) in out.chunks_exact_mut(ow).zip(wide.chunks_exact(wp)) {
@@ -471,18 +502,7 @@ pub(crate) fn backward_weight<T: Float>(
                     (g.h, g.w),
                     &mut xp,
                 );
-                let dyn_ = &dy[i * g.out_len()..(i + 1) * g.out_len()];
-                // Transposed in tiles of 16 positions × every channel: each channel's run of
-                // 16 is read contiguously, each position's k values written contiguously.
-                for p0 in (0..hw).step_by(16) {
-                    let width = (hw - p0).min(16);
-                    let tile = &mut dyt[p0 * k..][..width * k];
-                    for (kk, plane) in dyn_.chunks_exact(hw).enumerate() {
-                        for (j, v) in plane[p0..p0 + width].iter().enumerate() {
-                            tile[j * k + kk] = *v;
-                        }
-                    }
-                }
+                transpose(&dy[i * g.out_len()..(i + 1) * g.out_len()], hw, &mut dyt);
                 // SAFETY: as in `forward`, with xp's rows at `offs` (each run stays inside its
                 // output row's reach) and dyᵀ [hw, k]; acc_t is [ckk, k].
                 unsafe {
@@ -689,6 +709,79 @@ pub(crate) mod x86 {
             storeu: |p, v| _mm512_storeu_pd(p, v));
     }
 
+    /// `dst[j·ldd + i] = src[i·lds + j]` for `i, j < 8`.
+    ///
+    /// # Safety
+    /// `src` readable and `dst` writable at those places; the CPU must have AVX.
+    #[target_feature(enable = "avx")]
+    pub(crate) unsafe fn transpose_f32(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * lds)));
+        // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped.
+        let (t0, t1) = (
+            _mm256_unpacklo_ps(r[0], r[1]),
+            _mm256_unpackhi_ps(r[0], r[1]),
+        );
+        let (t2, t3) = (
+            _mm256_unpacklo_ps(r[2], r[3]),
+            _mm256_unpackhi_ps(r[2], r[3]),
+        );
+        let (t4, t5) = (
+            _mm256_unpacklo_ps(r[4], r[5]),
+            _mm256_unpackhi_ps(r[4], r[5]),
+        );
+        let (t6, t7) = (
+            _mm256_unpacklo_ps(r[6], r[7]),
+            _mm256_unpackhi_ps(r[6], r[7]),
+        );
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let out = [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ];
+        for (j, v) in out.into_iter().enumerate() {
+            _mm256_storeu_ps(dst.add(j * ldd), v);
+        }
+    }
+
+    /// `dst[j·ldd + i] = src[i·lds + j]` for `i, j < 4`.
+    ///
+    /// # Safety
+    /// `src` readable and `dst` writable at those places; the CPU must have AVX.
+    #[target_feature(enable = "avx")]
+    pub(crate) unsafe fn transpose_f64(src: *const f64, lds: usize, dst: *mut f64, ldd: usize) {
+        let r: [__m256d; 4] = std::array::from_fn(|i| _mm256_loadu_pd(src.add(i * lds)));
+        let (t0, t1) = (
+            _mm256_unpacklo_pd(r[0], r[1]),
+            _mm256_unpackhi_pd(r[0], r[1]),
+        );
+        let (t2, t3) = (
+            _mm256_unpacklo_pd(r[2], r[3]),
+            _mm256_unpackhi_pd(r[2], r[3]),
+        );
+        let out = [
+            _mm256_permute2f128_pd::<0x20>(t0, t2),
+            _mm256_permute2f128_pd::<0x20>(t1, t3),
+            _mm256_permute2f128_pd::<0x31>(t0, t2),
+            _mm256_permute2f128_pd::<0x31>(t1, t3),
+        ];
+        for (j, v) in out.into_iter().enumerate() {
+            _mm256_storeu_pd(dst.add(j * ldd), v);
+        }
+    }
+
     /// AVX2 + FMA: 16 ymm registers, 6 rows × 2 vectors = 12 accumulators (4 × 3 spilled one);
     /// masks are vectors of all-ones lanes (`lane < n`).
     pub(crate) mod avx2 {
@@ -716,5 +809,36 @@ pub(crate) mod x86 {
             add: |a, b| _mm256_add_pd(a, b),
             store: |p, k, v| _mm256_maskstore_pd(p, k, v),
             storeu: |p, v| _mm256_storeu_pd(p, v));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tiled transpose equals the definition for whole tiles, ragged edges and both types.
+    #[test]
+    fn transpose_matches_its_definition() {
+        if !std::is_x86_feature_detected!("avx") {
+            return; // the direct kernels (its only callers) need AVX too
+        }
+        fn check<T: Float>(rows: usize, cols: usize) {
+            let src: Vec<T> = (0..rows * cols).map(|i| T::from_f64(i as f64)).collect();
+            let mut dst = vec![T::zero(); rows * cols];
+            transpose(&src, cols, &mut dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        dst[c * rows + r].to_f64(),
+                        src[r * cols + c].to_f64(),
+                        "{rows}×{cols} at {r}, {c}"
+                    );
+                }
+            }
+        }
+        for (rows, cols) in [(16, 1024), (64, 64), (13, 77), (3, 5), (8, 9), (1, 1)] {
+            check::<f32>(rows, cols);
+            check::<f64>(rows, cols);
+        }
     }
 }
