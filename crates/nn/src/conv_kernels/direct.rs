@@ -51,6 +51,8 @@ pub(crate) enum Isa {
 /// How samples are laid out for the kernels: each channel of `h × w` becomes `stride²` zero-
 /// padded phase planes of `hq × wq` (padding `top`, `left` before the phase split), each
 /// followed by `extra` zeros so that reads of the wide rows past a plane's end stay inside it.
+/// Only the phases the kernel's taps read are ever filled (a 1 × 1 kernel with stride 2 reads
+/// one of four); the others stay zero.
 struct Phases {
     stride: usize,
     top: usize,
@@ -58,6 +60,8 @@ struct Phases {
     hq: usize,
     wq: usize,
     extra: usize,
+    /// Phases `(ri, rj)` with `ri < read.0`, `rj < read.1` are read.
+    read: (usize, usize),
 }
 
 impl Phases {
@@ -67,7 +71,7 @@ impl Phases {
         (h, w): (usize, usize),
         (top, left): (usize, usize),
         (bottom, right): (usize, usize),
-        kw: usize,
+        (kh, kw): (usize, usize),
         stride: usize,
     ) -> Self {
         Phases {
@@ -77,6 +81,8 @@ impl Phases {
             hq: (h + top + bottom).div_ceil(stride),
             wq: (w + left + right).div_ceil(stride),
             extra: kw,
+            // Tap ki reads phase ki mod s.
+            read: (kh.min(stride), kw.min(stride)),
         }
     }
 
@@ -104,14 +110,15 @@ impl Phases {
         offs
     }
 
-    /// Copies the channels of `src` (`h × w` each) into their phase planes in `dst`. Writes
-    /// only the input's positions: the padding of `dst` must already be zero, which it stays
-    /// from one sample to the next (buffers start zeroed and nothing else writes them).
+    /// Copies the channels of `src` (`h × w` each) into their phase planes in `dst`, the phases
+    /// that are read only. Writes only the input's positions: the padding and unread phases of
+    /// `dst` must already be zero, which they stay from one sample to the next (buffers start
+    /// zeroed and nothing else writes them).
     fn fill<T: Float>(&self, src: &[T], (h, w): (usize, usize), dst: &mut [T]) {
         let (s, plane) = (self.stride, self.plane());
         for (c, x) in src.chunks_exact(h * w).enumerate() {
-            for ri in 0..s {
-                for rj in 0..s {
+            for ri in 0..self.read.0 {
+                for rj in 0..self.read.1 {
                     let d = &mut dst[(c * s * s + ri * s + rj) * plane..][..plane];
                     // Padded column s·v + rj is input column s·v + rj − left, for v ≥ v0.
                     let v0 = self.left.saturating_sub(rj).div_ceil(s);
@@ -241,7 +248,7 @@ fn compact<T: Float>(wide: &[T], wp: usize, ow: usize, out: &mut [MaybeUninit<T>
 pub(crate) fn forward<T: Float>(isa: Isa, g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
     use rayon::prelude::*;
     let pad = (g.padding, g.padding);
-    let phases = Phases::new((g.h, g.w), pad, pad, g.kw, g.stride);
+    let phases = Phases::new((g.h, g.w), pad, pad, (g.kh, g.kw), g.stride);
     let offs = phases.offsets(g.c, g.kh, g.kw);
     let w_rows: Vec<usize> = (0..g.k).map(|k| k * offs.len()).collect();
     let (wq, out_len) = (phases.wq, g.out_len());
@@ -338,7 +345,7 @@ pub(crate) fn backward_input<T: Float>(isa: Isa, g: &Geometry, dy: &[T], w: &[T]
             .fold((0, 0), |(a, b), (c, d)| (a.max(c), b.max(d)))
     };
     let ((top, bottom), (left, right)) = (pad_for(g.h, g.kh, g.oh), pad_for(g.w, g.kw, g.ow));
-    let padded = Phases::new((g.oh, g.ow), (top, left), (bottom, right), g.kw, 1);
+    let padded = Phases::new((g.oh, g.ow), (top, left), (bottom, right), (g.kh, g.kw), 1);
     let (plane, wd) = (padded.plane(), padded.wq);
     let kk = g.kh * g.kw;
     let mut phases = Vec::with_capacity(s * s);
@@ -475,7 +482,7 @@ pub(crate) fn backward_weight<T: Float>(
 ) -> Vec<T> {
     use rayon::prelude::*;
     let pad = (g.padding, g.padding);
-    let phases = Phases::new((g.h, g.w), pad, pad, g.kw, g.stride);
+    let phases = Phases::new((g.h, g.w), pad, pad, (g.kh, g.kw), g.stride);
     let offs = phases.offsets(g.c, g.kh, g.kw);
     let (ckk, k, hw) = (g.ckk(), g.k, g.oh * g.ow);
     // dyᵀ row p = oy·ow + ox starts at p·k; output row oy is one run of the reduction.
