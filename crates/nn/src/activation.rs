@@ -1,4 +1,5 @@
-//! [`relu`]: the ReLU every explr model uses, with a one-pass backward on the CPU.
+//! [`relu`]: the ReLU every explr model uses, with a one-pass backward on the CPU; [`add`]: the
+//! residual sum of the zoo's blocks, on every core.
 //!
 //! candle 0.11 differentiates `Tensor::relu` as `dy · (x ≥ 0)`: a zero tensor, a comparison,
 //! a cast and a product, four passes and three temporaries per activation, about a tenth of a
@@ -33,6 +34,79 @@ pub fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
         return x.relu();
     }
     x.contiguous()?.apply_op1(Relu)
+}
+
+/// `a + b` for two tensors of one shape, differentiable (the gradient passes to both unchanged).
+/// CPU f32/f64 tensors are summed on Rayon's pool; candle's `Tensor::add` would run on the
+/// calling thread alone under [`crate::tune_cpu_process`], which limits candle's own pool to it.
+/// Every other device or dtype uses `Tensor::add`. The sum is the same either way, element by
+/// element.
+///
+/// ```
+/// use candle_core::{Device, Tensor, Var};
+/// let a = Var::new(&[1.0f64, 2.0], &Device::Cpu)?;
+/// let b = Tensor::new(&[0.5f64, -4.0], &Device::Cpu)?;
+/// let y = explr_nn::add(a.as_tensor(), &b)?;
+/// assert_eq!(y.to_vec1::<f64>()?, [1.5, -2.0]);
+/// let grads = (y * 3.0)?.sum_all()?.backward()?;
+/// assert_eq!(grads.get(&a).unwrap().to_vec1::<f64>()?, [3.0, 3.0]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// When the shapes differ, or the underlying candle operation fails.
+pub fn add(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    let cpu_float =
+        |t: &Tensor| t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64);
+    if !(cpu_float(a) && cpu_float(b)) || a.dtype() != b.dtype() || a.shape() != b.shape() {
+        return a.add(b);
+    }
+    a.contiguous()?.apply_op2(&b.contiguous()?, Add)
+}
+
+/// Forward op of [`add`]; its backward hands `dy` to both inputs.
+struct Add;
+
+impl CustomOp2 for Add {
+    fn name(&self) -> &'static str {
+        "explr-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let out = match (s1, s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                let (a, b) = (slice(a, l1, self.name())?, slice(b, l2, self.name())?);
+                CpuStorage::F32(zip_map(a, b, |x, y| x + y))
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                let (a, b) = (slice(a, l1, self.name())?, slice(b, l2, self.name())?);
+                CpuStorage::F64(zip_map(a, b, |x, y| x + y))
+            }
+            _ => {
+                return Err(candle_core::Error::UnsupportedDTypeForOp(
+                    s1.dtype(),
+                    self.name(),
+                ))
+            }
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(dy.clone()), Some(dy.clone())))
+    }
 }
 
 /// Elements per parallel chunk (Rayon's overhead is not worth it below this).

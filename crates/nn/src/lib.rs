@@ -16,7 +16,7 @@
 //!   im2col + `gemm` elsewhere: [`ConvKernels`], which a benchmark can force), elsewhere
 //!   candle's own `conv2d`. [`conv_flops`] counts the work those kernels did.
 //! - [`relu`] is the models' ReLU, with a one-pass backward on the CPU (PyTorch's gradient
-//!   rule at 0).
+//!   rule at 0); [`add`] their residual sum, on every core.
 //! - [`tune_cpu_process`] is the process setup every CPU training binary starts with.
 //!
 //! **candle-nn.** A store speaks candle-nn's two interfaces: [`Path::var_builder`] is a
@@ -55,7 +55,7 @@ mod layers;
 mod process;
 mod store;
 
-pub use activation::relu;
+pub use activation::{add, relu};
 pub use conv::{conv2d, conv_flops, ConvFlops};
 pub use conv_kernels::ConvKernels;
 pub use interop::BUFFER_NAMES;

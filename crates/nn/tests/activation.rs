@@ -1,5 +1,6 @@
 //! `explr_nn::relu` against candle's `Tensor::relu`: values and gradients in f32 and f64, the
-//! gradient rule at 0 (PyTorch's: none), NaN, and non-contiguous input.
+//! gradient rule at 0 (PyTorch's: none), NaN, and non-contiguous input; `explr_nn::add` against
+//! `Tensor::add`.
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
@@ -86,4 +87,35 @@ fn other_dtypes_fall_back_to_candle() {
     let y = explr_nn::relu(&x).unwrap();
     assert_eq!(y.dtype(), DType::BF16);
     assert_eq!(values(&y), [0.0, 2.0]);
+}
+
+/// The parallel residual sum is `Tensor::add` bit for bit, hands the upstream gradient to both
+/// inputs, takes non-contiguous input, and refuses shapes that differ as `Tensor::add` does.
+#[test]
+fn add_matches_candle_add_values_and_gradients() {
+    for (dtype, seed) in [(DType::F32, 3), (DType::F64, 4)] {
+        let (a, b) = (random(dtype, seed), random(dtype, seed + 1));
+        let g = random(dtype, seed + 2).as_tensor().clone();
+        let ours = explr_nn::add(a.as_tensor(), b.as_tensor()).unwrap();
+        let theirs = a.as_tensor().add(b.as_tensor()).unwrap();
+        assert_eq!(values(&ours), values(&theirs), "{dtype:?} forward");
+        let grads = (&ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("a", &a), ("b", &b)] {
+            let d = grads.get(v.as_tensor()).unwrap();
+            assert_eq!(values(d), values(&g), "{dtype:?} gradient of {name}");
+        }
+        let t = a.as_tensor().transpose(2, 3).unwrap();
+        let sum = explr_nn::add(&t, &t).unwrap();
+        assert_eq!(
+            values(&sum),
+            values(&(&t + &t).unwrap()),
+            "{dtype:?} transposed"
+        );
+    }
+    let a = random(DType::F32, 5);
+    let other = Tensor::zeros((3, 5, 71, 67), DType::F32, &Device::Cpu).unwrap();
+    let err = explr_nn::add(a.as_tensor(), &other)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("shape mismatch"), "{err}");
 }

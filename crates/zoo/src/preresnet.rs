@@ -64,7 +64,7 @@ impl BasicBlock {
             Some(d) => d.forward(x)?,
             None => x.clone(),
         };
-        Ok((out + residual)?)
+        Ok(explr_nn::add(&out, &residual)?)
     }
 
     fn layers<'a>(&'a self, out: &mut Vec<Layer<'a>>) {

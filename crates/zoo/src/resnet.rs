@@ -69,7 +69,7 @@ impl BasicBlock {
             Some(s) => s.forward(x)?,
             None => x.clone(),
         };
-        Ok(explr_nn::relu(&(out + short)?)?)
+        Ok(explr_nn::relu(&explr_nn::add(&out, &short)?)?)
     }
 
     fn layers<'a>(&'a self, out: &mut Vec<Layer<'a>>) {
