@@ -64,6 +64,27 @@ pub fn add(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     a.contiguous()?.apply_op2(&b.contiguous()?, Add)
 }
 
+/// `f(a, b)` element by element over two contiguous storages of one dtype, f32 or f64 (each
+/// with its own closure), in the shape of the first.
+fn zip_storages(
+    op: &'static str,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    f32: impl Fn(f32, f32) -> f32 + Sync,
+    f64: impl Fn(f64, f64) -> f64 + Sync,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let out = match (s1, s2) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+            CpuStorage::F32(zip_map(slice(a, l1, op)?, slice(b, l2, op)?, f32))
+        }
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+            CpuStorage::F64(zip_map(slice(a, l1, op)?, slice(b, l2, op)?, f64))
+        }
+        _ => return Err(candle_core::Error::UnsupportedDTypeForOp(s1.dtype(), op)),
+    };
+    Ok((out, l1.shape().clone()))
+}
+
 /// Forward op of [`add`]; its backward hands `dy` to both inputs.
 struct Add;
 
@@ -79,23 +100,7 @@ impl CustomOp2 for Add {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                let (a, b) = (slice(a, l1, self.name())?, slice(b, l2, self.name())?);
-                CpuStorage::F32(zip_map(a, b, |x, y| x + y))
-            }
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                let (a, b) = (slice(a, l1, self.name())?, slice(b, l2, self.name())?);
-                CpuStorage::F64(zip_map(a, b, |x, y| x + y))
-            }
-            _ => {
-                return Err(candle_core::Error::UnsupportedDTypeForOp(
-                    s1.dtype(),
-                    self.name(),
-                ))
-            }
-        };
-        Ok((out, l1.shape().clone()))
+        zip_storages(self.name(), (s1, l1), (s2, l2), |x, y| x + y, |x, y| x + y)
     }
 
     fn bwd(
@@ -139,24 +144,14 @@ impl CustomOp1 for Relu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let out = match s {
-            // `x < 0 ? 0 : x` keeps NaN (a NaN never compares below 0).
-            CpuStorage::F32(x) => {
-                let x = slice(x, l, self.name())?;
-                CpuStorage::F32(zip_map(x, x, |v, _| if v < 0.0 { 0.0 } else { v }))
-            }
-            CpuStorage::F64(x) => {
-                let x = slice(x, l, self.name())?;
-                CpuStorage::F64(zip_map(x, x, |v, _| if v < 0.0 { 0.0 } else { v }))
-            }
-            _ => {
-                return Err(candle_core::Error::UnsupportedDTypeForOp(
-                    s.dtype(),
-                    self.name(),
-                ))
-            }
-        };
-        Ok((out, l.shape().clone()))
+        // `x < 0 ? 0 : x` keeps NaN (a NaN never compares below 0).
+        zip_storages(
+            self.name(),
+            (s, l),
+            (s, l),
+            |v, _| if v < 0.0 { 0.0 } else { v },
+            |v, _| if v < 0.0 { 0.0 } else { v },
+        )
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -179,22 +174,12 @@ impl CustomOp2 for ReluGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2) {
-            (CpuStorage::F32(dy), CpuStorage::F32(y)) => {
-                let (dy, y) = (slice(dy, l1, self.name())?, slice(y, l2, self.name())?);
-                CpuStorage::F32(zip_map(dy, y, |d, v| if v > 0.0 { d } else { 0.0 }))
-            }
-            (CpuStorage::F64(dy), CpuStorage::F64(y)) => {
-                let (dy, y) = (slice(dy, l1, self.name())?, slice(y, l2, self.name())?);
-                CpuStorage::F64(zip_map(dy, y, |d, v| if v > 0.0 { d } else { 0.0 }))
-            }
-            _ => {
-                return Err(candle_core::Error::UnsupportedDTypeForOp(
-                    s1.dtype(),
-                    self.name(),
-                ))
-            }
-        };
-        Ok((out, l1.shape().clone()))
+        zip_storages(
+            self.name(),
+            (s1, l1),
+            (s2, l2),
+            |d, v| if v > 0.0 { d } else { 0.0 },
+            |d, v| if v > 0.0 { d } else { 0.0 },
+        )
     }
 }
