@@ -89,6 +89,7 @@ trait Float:
     + Send
     + Sync
     + 'static
+    + PartialOrd
     + std::ops::Mul<Output = Self>
     + std::ops::Add<Output = Self>
     + std::ops::Sub<Output = Self>
@@ -138,20 +139,37 @@ fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T) -> T) -> f64 {
     acc.iter().map(|a| a.f64()).sum::<f64>() + tail
 }
 
-/// (Σ u, Σ f(u, v)) over the pairs of `us` and `vs` in one pass, as [`lane_sum`].
+/// (Σ u, Σ f(u, v)) over `u = gate(us[i], gs[i])`, `v = vs[i]` in one pass, as [`lane_sum`]
+/// (`gate` may ignore its second argument: the loads of `gs` are then dropped).
 #[inline(always)]
-fn lane_sum_pair<T: Float>(us: &[T], vs: &[T], f: impl Fn(T, T) -> T) -> (f64, f64) {
+fn lane_sum_pair<T: Float>(
+    (us, gs): (&[T], &[T]),
+    vs: &[T],
+    gate: impl Fn(T, T) -> T,
+    f: impl Fn(T, T) -> T,
+) -> (f64, f64) {
     let zero = T::of(0.0);
     let (mut su, mut sf) = ([zero; LANES], [zero; LANES]);
-    let (mut cu, mut cv) = (us.chunks_exact(LANES), vs.chunks_exact(LANES));
-    for (a, b) in (&mut cu).zip(&mut cv) {
+    let (mut cu, mut cg, mut cv) = (
+        us.chunks_exact(LANES),
+        gs.chunks_exact(LANES),
+        vs.chunks_exact(LANES),
+    );
+    for ((a, g), b) in (&mut cu).zip(&mut cg).zip(&mut cv) {
         for l in 0..LANES {
-            su[l] = su[l] + a[l];
-            sf[l] = sf[l] + f(a[l], b[l]);
+            let u = gate(a[l], g[l]);
+            su[l] = su[l] + u;
+            sf[l] = sf[l] + f(u, b[l]);
         }
     }
     let (mut tu, mut tf) = (0.0, 0.0);
-    for (&u, &v) in cu.remainder().iter().zip(cv.remainder()) {
+    for ((&u, &g), &v) in cu
+        .remainder()
+        .iter()
+        .zip(cg.remainder())
+        .zip(cv.remainder())
+    {
+        let u = gate(u, g);
         tu += u.f64();
         tf += f(u, v).f64();
     }
@@ -272,11 +290,13 @@ fn slice<'a, T>(v: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [
     }
 }
 
-/// Forward: `y = (x − mean)·rstd·γ + β`; records the block statistics for the backward pass
-/// and for the running-statistics update.
+/// Forward: `y = (x − mean)·rstd·γ + β`, or with `relu` `max(y, 0)` (NaN kept, as
+/// `explr_nn::relu`) in the same pass; records the block statistics for the backward pass and
+/// for the running-statistics update.
 pub(crate) struct NormFwd {
     pub geom: Geometry,
     pub eps: f64,
+    pub relu: bool,
     pub stats: Arc<OnceLock<Arc<Stats>>>,
 }
 
@@ -284,6 +304,15 @@ impl NormFwd {
     /// Block by block: the block's statistics, then its output while the block is still in
     /// cache (a block is at most N·H·W values: 128 KiB for BatchNorm at batch 128 and 16×16).
     fn run<T: Float>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
+        if self.relu {
+            self.run_with::<T, true>(x, gamma, beta)
+        } else {
+            self.run_with::<T, false>(x, gamma, beta)
+        }
+    }
+
+    /// [`NormFwd::run`] with the ReLU chosen at compile time.
+    fn run_with<T: Float, const RELU: bool>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
         let g = &self.geom;
         let s = g.s;
         let (y, moments) = fill_blocks(x.len(), g, parallel_for(x.len()), |b, out| {
@@ -299,7 +328,12 @@ impl NormFwd {
                 // SAFETY: plane p belongs to block b only.
                 let o = unsafe { out.plane(p) };
                 for (o, &v) in o.iter_mut().zip(&x[p * s..(p + 1) * s]) {
-                    o.write((v - m_t) * scale + shift);
+                    let y = (v - m_t) * scale + shift;
+                    o.write(if RELU && y < T::of(0.0) {
+                        T::of(0.0)
+                    } else {
+                        y
+                    });
                 }
             }
             (mean, var, rstd)
@@ -350,7 +384,7 @@ impl CustomOp3 for NormFwd {
         x: &Tensor,
         gamma: &Tensor,
         _beta: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let stats = match self.stats.get() {
@@ -360,11 +394,13 @@ impl CustomOp3 for NormFwd {
         let op = NormBwd {
             geom: self.geom,
             stats,
+            relu: self.relu,
+            gamma: gamma.to_dtype(candle_core::DType::F64)?.to_vec1()?,
             param_grads: Default::default(),
         };
         let param_grads = op.param_grads.clone();
         let dy = dy.contiguous()?;
-        let dx = x.apply_op3_no_bwd(&dy, gamma, &op)?;
+        let dx = x.apply_op3_no_bwd(&dy, y, &op)?;
         let Some((dgamma, dbeta)) = param_grads.get() else {
             candle_core::bail!("fused norm backward recorded no parameter gradients")
         };
@@ -378,28 +414,52 @@ impl CustomOp3 for NormFwd {
     }
 }
 
-/// Backward of [`NormFwd`]: returns `dx` and records `dγ`, `dβ` (C each, f64) in `param_grads`.
+/// Backward of [`NormFwd`] on `(x, dz, z)`, `z` the forward's output: returns `dx` and records
+/// `dγ`, `dβ` (C each, f64) in `param_grads`.
 ///
-/// With x̂ = (x − mean)·rstd and block sums over its M values,
+/// The gradient at the normalization's output is `dy = dz`, or with `relu` `dy = dz` where
+/// `z > 0` and 0 elsewhere (`explr_nn::relu`'s rule), taken on the fly. With
+/// x̂ = (x − mean)·rstd and block sums over its M values,
 /// `dx = rstd·(γ·dy − Σγ·dy/M − x̂·Σγ·dy·x̂/M)`, `dγ = Σ_{n,h,w} dy·x̂`, `dβ = Σ_{n,h,w} dy`.
 struct NormBwd {
     geom: Geometry,
     stats: Arc<Stats>,
+    relu: bool,
+    /// γ per channel, in f64 (exact for f32 and f64 tensors).
+    gamma: Vec<f64>,
     param_grads: Arc<OnceLock<(Vec<f64>, Vec<f64>)>>,
 }
 
 impl NormBwd {
     /// Block by block, as the forward pass: the block's sums, then its `dx` from cache.
-    fn run<T: Float>(&self, x: &[T], dy: &[T], gamma: &[T]) -> Vec<T> {
+    fn run<T: Float>(&self, x: &[T], dz: &[T], z: &[T]) -> Vec<T> {
+        if self.relu {
+            self.run_with::<T, true>(x, dz, z)
+        } else {
+            self.run_with::<T, false>(x, dz, z)
+        }
+    }
+
+    /// [`NormBwd::run`] with the ReLU chosen at compile time.
+    fn run_with<T: Float, const RELU: bool>(&self, x: &[T], dz: &[T], z: &[T]) -> Vec<T> {
         let g = &self.geom;
         let st = &self.stats;
         let s = g.s;
         let count = g.count() as f64;
         let planes = g.n * g.c;
+        let gamma = &self.gamma;
         let mut per_plane: Vec<(f64, f64)> = Vec::with_capacity(planes);
         let sums = PlaneWriter {
             ptr: per_plane.spare_capacity_mut().as_mut_ptr(),
             s: 1,
+        };
+        // dy from dz, and z with the ReLU.
+        let gate = |d: T, zv: T| {
+            if !RELU || zv > T::of(0.0) {
+                d
+            } else {
+                T::of(0.0)
+            }
         };
         let (dx, _) = fill_blocks(x.len(), g, parallel_for(x.len()), |b, out| {
             let (m, r) = (st.mean[b], st.rstd[b]);
@@ -408,13 +468,14 @@ impl NormBwd {
             // plane order.
             let (mut a, mut bsum) = (0.0, 0.0);
             for p in g.block_planes(b) {
-                let (xs, ds) = (&x[p * s..(p + 1) * s], &dy[p * s..(p + 1) * s]);
+                let plane = p * s..(p + 1) * s;
+                let (xs, ds, zs) = (&x[plane.clone()], &dz[plane.clone()], &z[plane]);
                 // Σ dy·(x − m) = Σ dy·(x − m̃) − (m − m̃)·Σ dy, m̃ the mean rounded to T.
-                let (sdy, sdyx) = lane_sum_pair(ds, xs, |d, x| d * (x - m_t));
+                let (sdy, sdyx) = lane_sum_pair((ds, zs), xs, gate, |d, x| d * (x - m_t));
                 let sdyx = (sdyx - off * sdy) * r;
                 // SAFETY: plane p belongs to block b only.
                 unsafe { sums.plane(p)[0].write((sdy, sdyx)) };
-                let gc = gamma[p % g.c].f64();
+                let gc = gamma[p % g.c];
                 a += gc * sdy;
                 bsum += gc * sdyx;
             }
@@ -423,13 +484,14 @@ impl NormBwd {
             let k_x = -r * r * bsum / count;
             let k_0 = -r * a / count - off * k_x;
             for p in g.block_planes(b) {
-                let k_dy = T::of(r * gamma[p % g.c].f64());
+                let k_dy = T::of(r * gamma[p % g.c]);
                 let (k_x, k_0) = (T::of(k_x), T::of(k_0));
                 // SAFETY: plane p belongs to block b only.
                 let o = unsafe { out.plane(p) };
-                let (xs, ds) = (&x[p * s..(p + 1) * s], &dy[p * s..(p + 1) * s]);
-                for ((o, &xv), &dv) in o.iter_mut().zip(xs).zip(ds) {
-                    o.write(k_dy * dv + k_x * (xv - m_t) + k_0);
+                let plane = p * s..(p + 1) * s;
+                let (xs, ds, zs) = (&x[plane.clone()], &dz[plane.clone()], &z[plane]);
+                for (((o, &xv), &dv), &zv) in o.iter_mut().zip(xs).zip(ds).zip(zs) {
+                    o.write(k_dy * gate(dv, zv) + k_x * (xv - m_t) + k_0);
                 }
             }
         });
@@ -464,14 +526,14 @@ impl CustomOp3 for NormBwd {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(d), CpuStorage::F32(w)) => CpuStorage::F32(
-                self.run(slice(x, l1, "x")?, slice(d, l2, "dy")?, slice(w, l3, "weight")?),
+            (CpuStorage::F32(x), CpuStorage::F32(d), CpuStorage::F32(z)) => CpuStorage::F32(
+                self.run(slice(x, l1, "x")?, slice(d, l2, "dz")?, slice(z, l3, "z")?),
             ),
-            (CpuStorage::F64(x), CpuStorage::F64(d), CpuStorage::F64(w)) => CpuStorage::F64(
-                self.run(slice(x, l1, "x")?, slice(d, l2, "dy")?, slice(w, l3, "weight")?),
+            (CpuStorage::F64(x), CpuStorage::F64(d), CpuStorage::F64(z)) => CpuStorage::F64(
+                self.run(slice(x, l1, "x")?, slice(d, l2, "dz")?, slice(z, l3, "z")?),
             ),
             _ => candle_core::bail!(
-                "fused norm backward: x, dy and weight must all be f32 or all f64, got {:?}, {:?}, {:?}",
+                "fused norm backward: x, dz and z must all be f32 or all f64, got {:?}, {:?}, {:?}",
                 s1.dtype(),
                 s2.dtype(),
                 s3.dtype()

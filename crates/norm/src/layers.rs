@@ -305,14 +305,15 @@ struct Normalized {
 }
 
 /// Batch-statistics normalization `(x − mean)/√(var + eps)·γ + β` (THEORY.md §1), with the
-/// statistics taken over each block of `grouping`.
+/// statistics taken over each block of `grouping`; with `relu`, `explr_nn::relu` of it (in the
+/// same pass on the fused kernel).
 fn normalize(
     layer: &'static str,
     x: &Tensor,
     grouping: Grouping,
     eps: f64,
     affine: &AffineParams,
-    kernel: Kernel,
+    (kernel, relu): (Kernel, bool),
 ) -> Result<Normalized> {
     let (n, c, h, w) = x.dims4()?;
     let geom = Geometry {
@@ -356,6 +357,7 @@ fn normalize(
         let op = NormFwd {
             geom,
             eps,
+            relu,
             stats: Default::default(),
         };
         let stats = op.stats.clone();
@@ -390,10 +392,15 @@ fn normalize(
         .broadcast_div(&var.affine(1.0, eps)?.sqrt()?)?
         .reshape((n, c, h, w))?;
     Ok(Normalized {
-        y: affine.apply(y)?,
+        y: activate(affine.apply(y)?, relu)?,
         mean: mean.detach().reshape(stats_shape.as_slice())?,
         var: var.detach().reshape(stats_shape.as_slice())?,
     })
+}
+
+/// `explr_nn::relu(y)` when `relu`, else `y`.
+fn activate(y: Tensor, relu: bool) -> Result<Tensor> {
+    Ok(if relu { explr_nn::relu(&y)? } else { y })
 }
 
 /// Evaluation with running statistics: `(x − r_mean)/√(r_var + eps)·γ + β`.
@@ -445,19 +452,22 @@ impl BatchNorm2d {
 
     /// [`BatchNorm2d::forward_t`] with an explicit [`Kernel`] for batch statistics.
     pub fn forward_with(&self, x: &Tensor, train: bool, kernel: Kernel) -> Result<Tensor> {
+        self.forward_act(x, train, (kernel, false))
+    }
+
+    /// [`BatchNorm2d::forward_with`], followed by `explr_nn::relu` when `relu`.
+    pub(crate) fn forward_act(
+        &self,
+        x: &Tensor,
+        train: bool,
+        act: (Kernel, bool),
+    ) -> Result<Tensor> {
         let layer = "BatchNorm2d";
         let (n, _, h, w) = check_input(layer, x, self.channels, self.affine.dtype)?;
         if let (Some(r), false) = (&self.running, train) {
-            return normalize_running(x, r, self.eps, &self.affine);
+            return activate(normalize_running(x, r, self.eps, &self.affine)?, act.1);
         }
-        let out = normalize(
-            layer,
-            x,
-            Grouping::PerChannel,
-            self.eps,
-            &self.affine,
-            kernel,
-        )?;
+        let out = normalize(layer, x, Grouping::PerChannel, self.eps, &self.affine, act)?;
         if let (Some(r), true) = (&self.running, train) {
             let count = (n * h * w) as f64;
             r.update(
@@ -523,10 +533,20 @@ impl GroupNorm {
     }
 
     /// [`GroupNorm::forward_t`] with an explicit [`Kernel`].
-    pub fn forward_with(&self, x: &Tensor, _train: bool, kernel: Kernel) -> Result<Tensor> {
+    pub fn forward_with(&self, x: &Tensor, train: bool, kernel: Kernel) -> Result<Tensor> {
+        self.forward_act(x, train, (kernel, false))
+    }
+
+    /// [`GroupNorm::forward_with`], followed by `explr_nn::relu` when `relu`.
+    pub(crate) fn forward_act(
+        &self,
+        x: &Tensor,
+        _train: bool,
+        act: (Kernel, bool),
+    ) -> Result<Tensor> {
         check_input(self.kind, x, self.channels, self.affine.dtype)?;
         let grouping = Grouping::Groups(self.groups);
-        Ok(normalize(self.kind, x, grouping, self.eps, &self.affine, kernel)?.y)
+        Ok(normalize(self.kind, x, grouping, self.eps, &self.affine, act)?.y)
     }
 }
 
@@ -556,6 +576,16 @@ impl LayerNorm2d {
     /// [`LayerNorm2d::forward_t`] with an explicit [`Kernel`].
     pub fn forward_with(&self, x: &Tensor, train: bool, kernel: Kernel) -> Result<Tensor> {
         self.0.forward_with(x, train, kernel)
+    }
+
+    /// [`LayerNorm2d::forward_with`], followed by `explr_nn::relu` when `relu`.
+    pub(crate) fn forward_act(
+        &self,
+        x: &Tensor,
+        train: bool,
+        act: (Kernel, bool),
+    ) -> Result<Tensor> {
+        self.0.forward_act(x, train, act)
     }
 
     /// The path the layer was registered under: its tensors are `<name>.weight`, `<name>.bias`.
@@ -619,19 +649,22 @@ impl InstanceNorm2d {
 
     /// [`InstanceNorm2d::forward_t`] with an explicit [`Kernel`] for instance statistics.
     pub fn forward_with(&self, x: &Tensor, train: bool, kernel: Kernel) -> Result<Tensor> {
+        self.forward_act(x, train, (kernel, false))
+    }
+
+    /// [`InstanceNorm2d::forward_with`], followed by `explr_nn::relu` when `relu`.
+    pub(crate) fn forward_act(
+        &self,
+        x: &Tensor,
+        train: bool,
+        act: (Kernel, bool),
+    ) -> Result<Tensor> {
         let layer = "InstanceNorm2d";
         let (_, c, h, w) = check_input(layer, x, self.channels, self.affine.dtype)?;
         if let (Some(r), false) = (&self.running, train) {
-            return normalize_running(x, r, self.eps, &self.affine);
+            return activate(normalize_running(x, r, self.eps, &self.affine)?, act.1);
         }
-        let out = normalize(
-            layer,
-            x,
-            Grouping::Groups(c),
-            self.eps,
-            &self.affine,
-            kernel,
-        )?;
+        let out = normalize(layer, x, Grouping::Groups(c), self.eps, &self.affine, act)?;
         if let (Some(r), true) = (&self.running, train) {
             let count = (h * w) as f64;
             let unbiased = out.var.affine(count / (count - 1.0), 0.0)?;

@@ -29,7 +29,9 @@
 //! [`Kernel::Composite`] forces the portable path; the tests check that both agree (f64 within
 //! 1e-12) and match PyTorch (fixtures from `scripts/pytorch/norm_fixtures.py`). The crate's
 //! README has the benchmark table against PyTorch (`cargo bench -p explr-norm --bench norm`,
-//! twin `scripts/pytorch/norm_bench.py`).
+//! twin `scripts/pytorch/norm_bench.py`). [`Norm::forward_relu_t`] is a normalization followed
+//! by `explr_nn::relu` (the pre-activation of the zoo's blocks), bit for bit, with the ReLU
+//! inside the fused kernel's passes, forward and backward.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};

@@ -56,9 +56,9 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let out = explr_nn::relu(&self.bn1.forward_t(x, train)?)?;
+        let out = self.bn1.forward_relu_t(x, train)?;
         let out = self.conv1.forward(&out)?;
-        let out = explr_nn::relu(&self.bn2.forward_t(&out, train)?)?;
+        let out = self.bn2.forward_relu_t(&out, train)?;
         let out = self.conv2.forward(&out)?;
         let residual = match &self.downsample {
             Some(d) => d.forward(x)?,
@@ -125,7 +125,7 @@ impl PreResNet {
         for b in &self.blocks {
             x = b.forward_t(&x, train)?;
         }
-        let x = explr_nn::relu(&self.bn.forward_t(&x, train)?)?;
+        let x = self.bn.forward_relu_t(&x, train)?;
         Ok(self.fc.forward(&global_avg_pool(&x)?)?)
     }
 

@@ -63,7 +63,7 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let out = explr_nn::relu(&self.bn1.forward_t(&self.conv1.forward(x)?, train)?)?;
+        let out = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
         let out = self.bn2.forward_t(&self.conv2.forward(&out)?, train)?;
         let short = match &self.shortcut {
             Some(s) => s.forward(x)?,
@@ -125,7 +125,7 @@ impl ResNet {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = explr_nn::relu(&self.bn1.forward_t(&self.conv1.forward(x)?, train)?)?;
+        let mut x = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
         for b in &self.blocks {
             x = b.forward_t(&x, train)?;
         }

@@ -173,7 +173,7 @@ impl Vgg {
         let mut x = x.clone();
         for layer in &self.features {
             x = match layer {
-                Feature::ConvNorm(c, n) => explr_nn::relu(&n.forward_t(&c.forward(&x)?, train)?)?,
+                Feature::ConvNorm(c, n) => n.forward_relu_t(&c.forward(&x)?, train)?,
                 Feature::Pool => x.max_pool2d(2)?,
             };
         }
