@@ -1,0 +1,163 @@
+//! Times each pass of `explr_nn::conv2d` on the convolution shapes of PreResNet-20 (forward,
+//! input gradient, weight gradient, each alone), on the kernel set the CPU's best (or
+//! `--kernels`), and prints one line per shape with the GFLOP/s of each pass and, at the end, the
+//! totals weighted by how often PreResNet-20 runs each shape. A backward time includes candle's
+//! autograd around the pass (a `dy` of ones is made for it).
+//!
+//! ```sh
+//! RAYON_NUM_THREADS=2 cargo run --release -p explr-nn --example conv_passes -- \
+//!     [--batch 128] [--dtype f32|f64] [--kernels avx512|avx2|im2col]
+//! ```
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use explr_nn::ConvKernels;
+
+/// A convolution of PreResNet-20 and how many times a step runs it.
+struct Shape {
+    name: &'static str,
+    cin: usize,
+    cout: usize,
+    side: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    count: usize,
+}
+
+const fn shape(name: &'static str, cin: usize, cout: usize, side: usize) -> Shape {
+    Shape {
+        name,
+        cin,
+        cout,
+        side,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        count: 0,
+    }
+}
+
+const SHAPES: [Shape; 7] = [
+    Shape {
+        count: 1,
+        ..shape("c3k16s32 (stem)", 3, 16, 32)
+    },
+    Shape {
+        count: 6,
+        ..shape("c16k16s32", 16, 16, 32)
+    },
+    Shape {
+        count: 1,
+        stride: 2,
+        ..shape("c16k32s32/2", 16, 32, 32)
+    },
+    Shape {
+        count: 5,
+        ..shape("c32k32s16", 32, 32, 16)
+    },
+    Shape {
+        count: 1,
+        stride: 2,
+        ..shape("c32k64s16/2", 32, 64, 16)
+    },
+    Shape {
+        count: 5,
+        ..shape("c64k64s8", 64, 64, 8)
+    },
+    Shape {
+        count: 2,
+        kernel: 1,
+        stride: 2,
+        padding: 0,
+        ..shape("1×1 shortcut/2", 16, 32, 32)
+    },
+];
+
+/// Median of `f`'s wall time over 8 runs, after one warm-up.
+fn median(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut t = Vec::new();
+    for _ in 0..8 {
+        let start = Instant::now();
+        f()?;
+        t.push(start.elapsed().as_secs_f64());
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
+}
+
+fn main() -> Result<()> {
+    // SAFETY: first thing in main, before any other thread exists.
+    unsafe { explr_nn::tune_cpu_process() };
+    let (mut batch, mut dtype) = (128, DType::F32);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--batch" => batch = value.parse().context("--batch")?,
+            "--dtype" => {
+                dtype = match value.as_str() {
+                    "f32" => DType::F32,
+                    "f64" => DType::F64,
+                    other => bail!("--dtype {other}: expected f32 or f64"),
+                }
+            }
+            "--kernels" => ConvKernels::force(Some(value.parse().context("--kernels")?))?,
+            other => bail!("unknown flag {other}: expected --batch, --dtype or --kernels"),
+        }
+    }
+    let dev = Device::Cpu;
+    let mut totals = [0.0f64; 3];
+    println!(
+        "{} kernels, batch {batch}, {dtype:?}: ms and GFLOP/s per pass",
+        ConvKernels::in_use()
+    );
+    for s in SHAPES {
+        let x = Tensor::randn(0f32, 1., (batch, s.cin, s.side, s.side), &dev)?.to_dtype(dtype)?;
+        let w =
+            Tensor::randn(0f32, 1., (s.cout, s.cin, s.kernel, s.kernel), &dev)?.to_dtype(dtype)?;
+        let (xv, wv) = (Var::from_tensor(&x)?, Var::from_tensor(&w)?);
+        let out = (s.side + 2 * s.padding - s.kernel) / s.stride + 1;
+        let flops = 2.0 * (batch * s.cout * s.cin * s.kernel * s.kernel * out * out) as f64;
+        let conv = |x: &Tensor, w: &Tensor| explr_nn::conv2d(x, w, s.stride, s.padding);
+        let forward = median(|| {
+            conv(&x, &w)?;
+            Ok(())
+        })?;
+        // With only x (or only w) a variable, the backward runs that one gradient.
+        let backward = |x: &Tensor, w: &Tensor| -> Result<f64> {
+            let mut t = Vec::new();
+            for _ in 0..9 {
+                let y = conv(x, w)?;
+                let start = Instant::now();
+                drop(y.backward()?);
+                t.push(start.elapsed().as_secs_f64());
+            }
+            t.sort_by(f64::total_cmp);
+            Ok(t[t.len() / 2])
+        };
+        let times = [
+            forward,
+            backward(xv.as_tensor(), &w)?,
+            backward(&x, wv.as_tensor())?,
+        ];
+        let mut line = format!("{:16} ×{}", s.name, s.count);
+        for ((pass, t), total) in ["forward", "dx", "dw"].iter().zip(times).zip(&mut totals) {
+            line += &format!("  {pass} {:6.2} ms {:5.1}", t * 1e3, flops / t / 1e9);
+            *total += t * s.count as f64;
+        }
+        println!("{line}");
+    }
+    println!(
+        "weighted by PreResNet-20's counts: forward {:.1} ms, dx {:.1} ms, dw {:.1} ms",
+        totals[0] * 1e3,
+        totals[1] * 1e3,
+        totals[2] * 1e3
+    );
+    Ok(())
+}
