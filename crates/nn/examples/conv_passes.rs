@@ -40,7 +40,7 @@ const fn shape(name: &'static str, cin: usize, cout: usize, side: usize) -> Shap
     }
 }
 
-const SHAPES: [Shape; 7] = [
+const SHAPES: [Shape; 8] = [
     Shape {
         count: 1,
         ..shape("c3k16s32 (stem)", 3, 16, 32)
@@ -68,11 +68,18 @@ const SHAPES: [Shape; 7] = [
         ..shape("c64k64s8", 64, 64, 8)
     },
     Shape {
-        count: 2,
+        count: 1,
         kernel: 1,
         stride: 2,
         padding: 0,
-        ..shape("1×1 shortcut/2", 16, 32, 32)
+        ..shape("c16k32s32/2 1×1", 16, 32, 32)
+    },
+    Shape {
+        count: 1,
+        kernel: 1,
+        stride: 2,
+        padding: 0,
+        ..shape("c32k64s16/2 1×1", 32, 64, 16)
     },
 ];
 
