@@ -83,15 +83,11 @@ const SHAPES: [Shape; 8] = [
     },
 ];
 
-/// Median of `f`'s wall time over 8 runs, after one warm-up.
-fn median(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    let mut t = Vec::new();
-    for _ in 0..8 {
-        let start = Instant::now();
-        f()?;
-        t.push(start.elapsed().as_secs_f64());
-    }
+/// Median over 8 runs, after one warm-up, of the seconds `timed` measures and returns (the
+/// part of a run it times: all of it for the forward pass, the backward alone for a gradient).
+fn median(mut timed: impl FnMut() -> Result<f64>) -> Result<f64> {
+    timed()?;
+    let mut t = (0..8).map(|_| timed()).collect::<Result<Vec<f64>>>()?;
     t.sort_by(f64::total_cmp);
     Ok(t[t.len() / 2])
 }
@@ -133,20 +129,18 @@ fn main() -> Result<()> {
         let flops = 2.0 * (batch * s.cout * s.cin * s.kernel * s.kernel * out * out) as f64;
         let conv = |x: &Tensor, w: &Tensor| explr_nn::conv2d(x, w, s.stride, s.padding);
         let forward = median(|| {
+            let start = Instant::now();
             conv(&x, &w)?;
-            Ok(())
+            Ok(start.elapsed().as_secs_f64())
         })?;
         // With only x (or only w) a variable, the backward runs that one gradient.
-        let backward = |x: &Tensor, w: &Tensor| -> Result<f64> {
-            let mut t = Vec::new();
-            for _ in 0..9 {
+        let backward = |x: &Tensor, w: &Tensor| {
+            median(|| {
                 let y = conv(x, w)?;
                 let start = Instant::now();
                 drop(y.backward()?);
-                t.push(start.elapsed().as_secs_f64());
-            }
-            t.sort_by(f64::total_cmp);
-            Ok(t[t.len() / 2])
+                Ok(start.elapsed().as_secs_f64())
+            })
         };
         let times = [
             forward,
