@@ -1,5 +1,6 @@
 //! Forward + backward of every normalization kind in training mode on a 128×64×16×16 f32
-//! input, for the fused CPU kernel and candle's composite ops. The PyTorch twin is
+//! input, for the fused CPU kernel and candle's composite ops, and for the fused kernel with its
+//! ReLU inside (`Norm::forward_relu_t`, as the zoo's models use it). The PyTorch twin is
 //! `scripts/pytorch/norm_bench.py` (`y.backward(G)`); the README's table compares the two.
 //!
 //! The backward pass is seeded with a fixed upstream gradient G through [`SeedGrad`], a loss
@@ -90,6 +91,20 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
+        // The zoo's pre-activation: the norm with its ReLU inside the fused kernel.
+        let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
+        let norm = kind
+            .parse::<NormKind>()
+            .expect("known kind")
+            .build(&store.root(), SHAPE.1, &NormConfig::default())
+            .expect("builds");
+        group.bench_function(format!("{kind}+relu/fused"), |b| {
+            b.iter(|| {
+                let y = norm.forward_relu_t(x.as_tensor(), true).expect("forward");
+                let loss = y.apply_op2(&g, SeedGrad).expect("loss");
+                loss.backward().expect("backward")
+            })
+        });
     }
     group.finish();
 }

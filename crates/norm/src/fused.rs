@@ -27,7 +27,7 @@ use std::sync::{Arc, OnceLock};
 use rayon::prelude::*;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 /// Which planes share statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,39 +139,29 @@ fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T) -> T) -> f64 {
     acc.iter().map(|a| a.f64()).sum::<f64>() + tail
 }
 
-/// (Σ u, Σ f(u, v)) over `u = gate(us[i], gs[i])`, `v = vs[i]` in one pass, as [`lane_sum`]
-/// (`gate` may ignore its second argument: the loads of `gs` are then dropped).
+/// (Σ u, Σ f(u, x)) over `u = gate(ds[i], xs[i])`, `x = xs[i]` in one pass, as [`lane_sum`].
 #[inline(always)]
 fn lane_sum_pair<T: Float>(
-    (us, gs): (&[T], &[T]),
-    vs: &[T],
+    ds: &[T],
+    xs: &[T],
     gate: impl Fn(T, T) -> T,
     f: impl Fn(T, T) -> T,
 ) -> (f64, f64) {
     let zero = T::of(0.0);
     let (mut su, mut sf) = ([zero; LANES], [zero; LANES]);
-    let (mut cu, mut cg, mut cv) = (
-        us.chunks_exact(LANES),
-        gs.chunks_exact(LANES),
-        vs.chunks_exact(LANES),
-    );
-    for ((a, g), b) in (&mut cu).zip(&mut cg).zip(&mut cv) {
+    let (mut cd, mut cx) = (ds.chunks_exact(LANES), xs.chunks_exact(LANES));
+    for (d, x) in (&mut cd).zip(&mut cx) {
         for l in 0..LANES {
-            let u = gate(a[l], g[l]);
+            let u = gate(d[l], x[l]);
             su[l] = su[l] + u;
-            sf[l] = sf[l] + f(u, b[l]);
+            sf[l] = sf[l] + f(u, x[l]);
         }
     }
     let (mut tu, mut tf) = (0.0, 0.0);
-    for ((&u, &g), &v) in cu
-        .remainder()
-        .iter()
-        .zip(cg.remainder())
-        .zip(cv.remainder())
-    {
-        let u = gate(u, g);
+    for (&d, &x) in cd.remainder().iter().zip(cx.remainder()) {
+        let u = gate(d, x);
         tu += u.f64();
-        tf += f(u, v).f64();
+        tf += f(u, x).f64();
     }
     (
         su.iter().map(|a| a.f64()).sum::<f64>() + tu,
@@ -252,6 +242,22 @@ fn rounded_mean<T: Float>(mean: f64) -> (T, f64) {
     (m_t, mean - m_t.f64())
 }
 
+/// The output transform of one plane, `y = (x − m̃)·scale + shift`: `scale = rstd·γ` and
+/// `shift = β − (m − m̃)·rstd·γ` rounded to `T` (`off = m − m̃`, [`rounded_mean`]). The forward
+/// pass writes `y` with it, and the backward pass recomputes the ReLU's gate `y > 0` with it
+/// bit for bit, instead of reading the forward's output.
+#[inline(always)]
+fn plane_affine<T: Float>(rstd: f64, gamma: f64, beta: f64, off: f64) -> (T, T) {
+    let a = rstd * gamma;
+    (T::of(a), T::of(beta - off * a))
+}
+
+/// `(x − m̃)·scale + shift` ([`plane_affine`]), written once for both passes.
+#[inline(always)]
+fn affine<T: Float>(x: T, m_t: T, (scale, shift): (T, T)) -> T {
+    (x - m_t) * scale + shift
+}
+
 /// Statistics of block `b` of `x` (two passes over the block, which stays in cache: mean, then
 /// centered sum of squares; per-plane sums combined in plane order): `(mean, var)`.
 #[inline(always)]
@@ -323,12 +329,11 @@ impl NormFwd {
             let (m_t, off) = rounded_mean::<T>(mean);
             for p in g.block_planes(b) {
                 let c = p % g.c;
-                let a = rstd * gamma[c].f64();
-                let (scale, shift) = (T::of(a), T::of(beta[c].f64() - off * a));
+                let t = plane_affine::<T>(rstd, gamma[c].f64(), beta[c].f64(), off);
                 // SAFETY: plane p belongs to block b only.
                 let o = unsafe { out.plane(p) };
                 for (o, &v) in o.iter_mut().zip(&x[p * s..(p + 1) * s]) {
-                    let y = (v - m_t) * scale + shift;
+                    let y = affine(v, m_t, t);
                     o.write(if RELU && y < T::of(0.0) {
                         T::of(0.0)
                     } else {
@@ -383,24 +388,26 @@ impl CustomOp3 for NormFwd {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        _beta: &Tensor,
-        y: &Tensor,
-        dy: &Tensor,
+        beta: &Tensor,
+        _z: &Tensor,
+        dz: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let stats = match self.stats.get() {
             Some(s) => s.clone(),
             None => candle_core::bail!("fused norm backward: forward statistics are missing"),
         };
+        let f64s = |t: &Tensor| t.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>();
         let op = NormBwd {
             geom: self.geom,
             stats,
             relu: self.relu,
-            gamma: gamma.to_dtype(candle_core::DType::F64)?.to_vec1()?,
+            gamma: f64s(gamma)?,
+            beta: f64s(beta)?,
             param_grads: Default::default(),
         };
         let param_grads = op.param_grads.clone();
-        let dy = dy.contiguous()?;
-        let dx = x.apply_op3_no_bwd(&dy, y, &op)?;
+        let dz = dz.contiguous()?;
+        let dx = x.apply_op2_no_bwd(&dz, &op)?;
         let Some((dgamma, dbeta)) = param_grads.get() else {
             candle_core::bail!("fused norm backward recorded no parameter gradients")
         };
@@ -414,34 +421,37 @@ impl CustomOp3 for NormFwd {
     }
 }
 
-/// Backward of [`NormFwd`] on `(x, dz, z)`, `z` the forward's output: returns `dx` and records
-/// `dγ`, `dβ` (C each, f64) in `param_grads`.
+/// Backward of [`NormFwd`] on `(x, dz)`, `dz` the gradient at the forward's output `z`:
+/// returns `dx` and records `dγ`, `dβ` (C each, f64) in `param_grads`.
 ///
 /// The gradient at the normalization's output is `dy = dz`, or with `relu` `dy = dz` where
-/// `z > 0` and 0 elsewhere (`explr_nn::relu`'s rule), taken on the fly. With
+/// `z > 0` and 0 elsewhere (`explr_nn::relu`'s rule), taken on the fly. `z > 0` is `y > 0`, and
+/// `y` is recomputed from `x` exactly as the forward pass computed it ([`affine`]), so the
+/// forward's output is never read: two streams over memory per pass instead of three. With
 /// x̂ = (x − mean)·rstd and block sums over its M values,
 /// `dx = rstd·(γ·dy − Σγ·dy/M − x̂·Σγ·dy·x̂/M)`, `dγ = Σ_{n,h,w} dy·x̂`, `dβ = Σ_{n,h,w} dy`.
 struct NormBwd {
     geom: Geometry,
     stats: Arc<Stats>,
     relu: bool,
-    /// γ per channel, in f64 (exact for f32 and f64 tensors).
+    /// γ and β per channel, in f64 (exact for f32 and f64 tensors).
     gamma: Vec<f64>,
+    beta: Vec<f64>,
     param_grads: Arc<OnceLock<(Vec<f64>, Vec<f64>)>>,
 }
 
 impl NormBwd {
     /// Block by block, as the forward pass: the block's sums, then its `dx` from cache.
-    fn run<T: Float>(&self, x: &[T], dz: &[T], z: &[T]) -> Vec<T> {
+    fn run<T: Float>(&self, x: &[T], dz: &[T]) -> Vec<T> {
         if self.relu {
-            self.run_with::<T, true>(x, dz, z)
+            self.run_with::<T, true>(x, dz)
         } else {
-            self.run_with::<T, false>(x, dz, z)
+            self.run_with::<T, false>(x, dz)
         }
     }
 
     /// [`NormBwd::run`] with the ReLU chosen at compile time.
-    fn run_with<T: Float, const RELU: bool>(&self, x: &[T], dz: &[T], z: &[T]) -> Vec<T> {
+    fn run_with<T: Float, const RELU: bool>(&self, x: &[T], dz: &[T]) -> Vec<T> {
         let g = &self.geom;
         let st = &self.stats;
         let s = g.s;
@@ -453,29 +463,32 @@ impl NormBwd {
             ptr: per_plane.spare_capacity_mut().as_mut_ptr(),
             s: 1,
         };
-        // dy from dz, and z with the ReLU.
-        let gate = |d: T, zv: T| {
-            if !RELU || zv > T::of(0.0) {
-                d
-            } else {
-                T::of(0.0)
-            }
-        };
         let (dx, _) = fill_blocks(x.len(), g, parallel_for(x.len()), |b, out| {
             let (m, r) = (st.mean[b], st.rstd[b]);
             let (m_t, off) = rounded_mean::<T>(m);
             // Per plane: (Σ dy, Σ dy·x̂), into `per_plane`; per block: Σγ·dy and Σγ·dy·x̂, in
             // plane order.
+            // dy from dz and, with the ReLU, the plane's recomputed y = (x − m̃)·scale + shift.
+            let gate = |d: T, xv: T, t: (T, T)| {
+                if !RELU || affine(xv, m_t, t) > T::of(0.0) {
+                    d
+                } else {
+                    T::of(0.0)
+                }
+            };
             let (mut a, mut bsum) = (0.0, 0.0);
             for p in g.block_planes(b) {
+                let c = p % g.c;
+                let t = plane_affine::<T>(r, gamma[c], self.beta[c], off);
                 let plane = p * s..(p + 1) * s;
-                let (xs, ds, zs) = (&x[plane.clone()], &dz[plane.clone()], &z[plane]);
+                let (xs, ds) = (&x[plane.clone()], &dz[plane]);
                 // Σ dy·(x − m) = Σ dy·(x − m̃) − (m − m̃)·Σ dy, m̃ the mean rounded to T.
-                let (sdy, sdyx) = lane_sum_pair((ds, zs), xs, gate, |d, x| d * (x - m_t));
+                let (sdy, sdyx) =
+                    lane_sum_pair(ds, xs, |d, xv| gate(d, xv, t), |d, xv| d * (xv - m_t));
                 let sdyx = (sdyx - off * sdy) * r;
                 // SAFETY: plane p belongs to block b only.
                 unsafe { sums.plane(p)[0].write((sdy, sdyx)) };
-                let gc = gamma[p % g.c];
+                let gc = gamma[c];
                 a += gc * sdy;
                 bsum += gc * sdyx;
             }
@@ -484,14 +497,16 @@ impl NormBwd {
             let k_x = -r * r * bsum / count;
             let k_0 = -r * a / count - off * k_x;
             for p in g.block_planes(b) {
-                let k_dy = T::of(r * gamma[p % g.c]);
+                let c = p % g.c;
+                let t = plane_affine::<T>(r, gamma[c], self.beta[c], off);
+                let k_dy = T::of(r * gamma[c]);
                 let (k_x, k_0) = (T::of(k_x), T::of(k_0));
                 // SAFETY: plane p belongs to block b only.
                 let o = unsafe { out.plane(p) };
                 let plane = p * s..(p + 1) * s;
-                let (xs, ds, zs) = (&x[plane.clone()], &dz[plane.clone()], &z[plane]);
-                for (((o, &xv), &dv), &zv) in o.iter_mut().zip(xs).zip(ds).zip(zs) {
-                    o.write(k_dy * gate(dv, zv) + k_x * (xv - m_t) + k_0);
+                let (xs, ds) = (&x[plane.clone()], &dz[plane]);
+                for ((o, &xv), &dv) in o.iter_mut().zip(xs).zip(ds) {
+                    o.write(k_dy * gate(dv, xv, t) + k_x * (xv - m_t) + k_0);
                 }
             }
         });
@@ -511,7 +526,7 @@ impl NormBwd {
     }
 }
 
-impl CustomOp3 for NormBwd {
+impl CustomOp2 for NormBwd {
     fn name(&self) -> &'static str {
         "explr-norm-fused-backward"
     }
@@ -522,21 +537,18 @@ impl CustomOp3 for NormBwd {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(d), CpuStorage::F32(z)) => CpuStorage::F32(
-                self.run(slice(x, l1, "x")?, slice(d, l2, "dz")?, slice(z, l3, "z")?),
-            ),
-            (CpuStorage::F64(x), CpuStorage::F64(d), CpuStorage::F64(z)) => CpuStorage::F64(
-                self.run(slice(x, l1, "x")?, slice(d, l2, "dz")?, slice(z, l3, "z")?),
-            ),
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(d)) => {
+                CpuStorage::F32(self.run(slice(x, l1, "x")?, slice(d, l2, "dz")?))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(d)) => {
+                CpuStorage::F64(self.run(slice(x, l1, "x")?, slice(d, l2, "dz")?))
+            }
             _ => candle_core::bail!(
-                "fused norm backward: x, dz and z must all be f32 or all f64, got {:?}, {:?}, {:?}",
+                "fused norm backward: x and dz must both be f32 or both f64, got {:?}, {:?}",
                 s1.dtype(),
-                s2.dtype(),
-                s3.dtype()
+                s2.dtype()
             ),
         };
         Ok((out, l1.shape().clone()))
