@@ -1,6 +1,6 @@
 //! `explr_nn::relu` against candle's `Tensor::relu`: values and gradients in f32 and f64, the
 //! gradient rule at 0 (PyTorch's: none), NaN, and non-contiguous input; `explr_nn::add` against
-//! `Tensor::add`.
+//! `Tensor::add`; autograd's sum of a tensor's gradients.
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
@@ -118,4 +118,41 @@ fn add_matches_candle_add_values_and_gradients() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("shape mismatch"), "{err}");
+}
+
+/// A tensor used twice gets the sum of its two gradients. autograd's accumulation (which the
+/// vendored candle-core runs on Rayon's pool for large tensors, vendor/README.md) must give
+/// `g·h + g` bit for bit for `z = x·h + x` and upstream gradient `g`, on one thread and on two.
+#[test]
+fn accumulated_gradients_are_the_exact_sum_on_any_pool() {
+    for (dtype, seed) in [(DType::F32, 7), (DType::F64, 8)] {
+        let x = random(dtype, seed);
+        // Plain tensors, not variables: a gradient computed from a variable records an op, and
+        // autograd then sums it with candle's own add.
+        let h = random(dtype, seed + 100).as_detached_tensor();
+        let g = random(dtype, seed + 200).as_detached_tensor();
+        let expected: Vec<f64> = match dtype {
+            DType::F32 => {
+                let (g, h) = (g.flatten_all().unwrap(), h.flatten_all().unwrap());
+                let (g, h) = (g.to_vec1::<f32>().unwrap(), h.to_vec1::<f32>().unwrap());
+                g.iter().zip(&h).map(|(g, h)| (g * h + g) as f64).collect()
+            }
+            _ => {
+                let (g, h) = (values(&g), values(&h));
+                g.iter().zip(&h).map(|(g, h)| g * h + g).collect()
+            }
+        };
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let grad = pool.install(|| {
+                let z = explr_nn::add(&x.as_tensor().mul(&h).unwrap(), x.as_tensor()).unwrap();
+                let grads = (z * &g).unwrap().sum_all().unwrap().backward().unwrap();
+                grads.get(&x).expect("x has a gradient").clone()
+            });
+            assert_eq!(values(&grad), expected, "{dtype:?}, {threads} thread(s)");
+        }
+    }
 }

@@ -686,6 +686,65 @@ impl Tensor {
     }
 }
 
+/// explr patch: `a + b` on Rayon's pool, element by element as `Tensor::add` computes it (bit
+/// for bit), for two large contiguous f32 or f64 CPU tensors of one shape that record no op
+/// (gradients are detached unless `CANDLE_GRAD_DO_NOT_DETACH` is set); `None` where that does
+/// not apply. A binary that holds candle's own element-wise pool to one thread (explr's do)
+/// would otherwise sum a residual network's activation-sized gradients on one core.
+fn add_on_rayon(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+    use crate::op::BackpropOp;
+    use crate::{CpuStorage, Storage};
+    use rayon::prelude::*;
+    const MIN: usize = 1 << 16;
+    const CHUNK: usize = 1 << 14;
+    fn sum<T: Copy + Send + Sync + std::ops::Add<Output = T>>(x: &[T], y: &[T]) -> Vec<T> {
+        let mut out = Vec::with_capacity(x.len());
+        out.spare_capacity_mut()[..x.len()]
+            .par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+            .for_each(|(o, (x, y))| {
+                for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
+                    o.write(x + y);
+                }
+            });
+        // SAFETY: the chunks cover the first x.len() slots, each written above.
+        unsafe { out.set_len(x.len()) };
+        out
+    }
+    if a.shape() != b.shape()
+        || a.elem_count() < MIN
+        || a.track_op()
+        || b.track_op()
+        || rayon::current_num_threads() < 2
+    {
+        return Ok(None);
+    }
+    let (Some((a0, a1)), Some((b0, b1))) = (
+        a.layout().contiguous_offsets(),
+        b.layout().contiguous_offsets(),
+    ) else {
+        return Ok(None);
+    };
+    let storage = {
+        let (sa, sb) = (a.storage(), b.storage());
+        match (&*sa, &*sb) {
+            (Storage::Cpu(CpuStorage::F32(x)), Storage::Cpu(CpuStorage::F32(y))) => {
+                CpuStorage::F32(sum(&x[a0..a1], &y[b0..b1]))
+            }
+            (Storage::Cpu(CpuStorage::F64(x)), Storage::Cpu(CpuStorage::F64(y))) => {
+                CpuStorage::F64(sum(&x[a0..a1], &y[b0..b1]))
+            }
+            _ => return Ok(None),
+        }
+    };
+    Ok(Some(crate::tensor::from_storage(
+        Storage::Cpu(storage),
+        a.shape().clone(),
+        BackpropOp::none(),
+        false,
+    )))
+}
+
 /// A store for gradients, associating a tensor id to the corresponding gradient tensor, used for back propagation.
 #[derive(Default, Debug)]
 pub struct GradStore(HashMap<TensorId, Tensor>);
@@ -740,7 +799,10 @@ impl GradStore {
     fn accumulate(&mut self, tensor: &Tensor, grad: &Tensor) -> Result<()> {
         match self.0.entry(tensor.id()) {
             Entry::Occupied(mut entry) => {
-                let sum = entry.get().add(grad)?;
+                let sum = match add_on_rayon(entry.get(), grad)? {
+                    Some(sum) => sum,
+                    None => entry.get().add(grad)?,
+                };
                 *entry.get_mut() = sum;
             }
             Entry::Vacant(entry) => {
