@@ -74,36 +74,30 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("norm_fwd_bwd_128x64x16x16_f32");
     group.sample_size(20);
     for kind in ["bn", "gn:16", "ln", "in"] {
-        for (kname, kernel) in [("fused", Kernel::Fused), ("composite", Kernel::Composite)] {
-            let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
-            let norm = kind
-                .parse::<NormKind>()
-                .expect("known kind")
-                .build(&store.root(), SHAPE.1, &NormConfig::default())
-                .expect("builds");
-            group.bench_function(format!("{kind}/{kname}"), |b| {
-                b.iter(|| {
-                    let y = norm
-                        .forward_with(x.as_tensor(), true, kernel)
-                        .expect("forward");
-                    let loss = y.apply_op2(&g, SeedGrad).expect("loss");
-                    loss.backward().expect("backward")
-                })
-            });
-        }
-        // The zoo's pre-activation: the norm with its ReLU inside the fused kernel.
         let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
         let norm = kind
             .parse::<NormKind>()
             .expect("known kind")
             .build(&store.root(), SHAPE.1, &NormConfig::default())
             .expect("builds");
+        // The backward pass from the layer's output, seeded with G.
+        let backward = |y: Tensor| {
+            let loss = y.apply_op2(&g, SeedGrad).expect("loss");
+            loss.backward().expect("backward")
+        };
+        for (kname, kernel) in [("fused", Kernel::Fused), ("composite", Kernel::Composite)] {
+            group.bench_function(format!("{kind}/{kname}"), |b| {
+                b.iter(|| {
+                    backward(
+                        norm.forward_with(x.as_tensor(), true, kernel)
+                            .expect("forward"),
+                    )
+                })
+            });
+        }
+        // The zoo's pre-activation: the norm with its ReLU inside the fused kernel.
         group.bench_function(format!("{kind}+relu/fused"), |b| {
-            b.iter(|| {
-                let y = norm.forward_relu_t(x.as_tensor(), true).expect("forward");
-                let loss = y.apply_op2(&g, SeedGrad).expect("loss");
-                loss.backward().expect("backward")
-            })
+            b.iter(|| backward(norm.forward_relu_t(x.as_tensor(), true).expect("forward")))
         });
     }
     group.finish();

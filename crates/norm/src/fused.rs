@@ -499,7 +499,8 @@ impl NormBwd {
             for p in g.block_planes(b) {
                 let c = p % g.c;
                 let t = plane_affine::<T>(r, gamma[c], self.beta[c], off);
-                let k_dy = T::of(r * gamma[c]);
+                // k_dy = rstd·γ rounded to T: the plane's scale.
+                let k_dy = t.0;
                 let (k_x, k_0) = (T::of(k_x), T::of(k_0));
                 // SAFETY: plane p belongs to block b only.
                 let o = unsafe { out.plane(p) };
