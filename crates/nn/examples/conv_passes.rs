@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! RAYON_NUM_THREADS=2 cargo run --release -p explr-nn --example conv_passes -- \
-//!     [--batch 128] [--dtype f32|f64] [--kernels avx512|avx2|im2col]
+//!     [--batch 128] [--width 16] [--dtype f32|f64] [--kernels avx512|avx2|im2col]
 //! ```
 
 use std::time::Instant;
@@ -17,7 +17,7 @@ use explr_nn::ConvKernels;
 
 /// A convolution of PreResNet-20 and how many times a step runs it.
 struct Shape {
-    name: &'static str,
+    name: String,
     cin: usize,
     cout: usize,
     side: usize,
@@ -27,61 +27,43 @@ struct Shape {
     count: usize,
 }
 
-const fn shape(name: &'static str, cin: usize, cout: usize, side: usize) -> Shape {
-    Shape {
-        name,
+/// PreResNet-20's convolutions at `width` channels in its first stage (16 in the paper's
+/// network; 2·width and 4·width in the next two): the 3 × 3 ones with padding 1, then the two
+/// 1 × 1 stride-2 shortcuts.
+fn shapes(width: usize) -> Vec<Shape> {
+    let (a, b, c) = (width, 2 * width, 4 * width);
+    let conv3 = |cin: usize, cout: usize, side: usize, stride: usize, count: usize| Shape {
+        name: format!(
+            "c{cin}k{cout}s{side}{}",
+            if stride == 2 { "/2" } else { "" }
+        ),
         cin,
         cout,
         side,
         kernel: 3,
-        stride: 1,
+        stride,
         padding: 1,
-        count: 0,
-    }
+        count,
+    };
+    let shortcut = |cin: usize, cout: usize, side: usize| Shape {
+        name: format!("c{cin}k{cout}s{side}/2 1×1"),
+        kernel: 1,
+        padding: 0,
+        ..conv3(cin, cout, side, 2, 1)
+    };
+    let mut stem = conv3(3, a, 32, 1, 1);
+    stem.name += " (stem)";
+    vec![
+        stem,
+        conv3(a, a, 32, 1, 6),
+        conv3(a, b, 32, 2, 1),
+        conv3(b, b, 16, 1, 5),
+        conv3(b, c, 16, 2, 1),
+        conv3(c, c, 8, 1, 5),
+        shortcut(a, b, 32),
+        shortcut(b, c, 16),
+    ]
 }
-
-const SHAPES: [Shape; 8] = [
-    Shape {
-        count: 1,
-        ..shape("c3k16s32 (stem)", 3, 16, 32)
-    },
-    Shape {
-        count: 6,
-        ..shape("c16k16s32", 16, 16, 32)
-    },
-    Shape {
-        count: 1,
-        stride: 2,
-        ..shape("c16k32s32/2", 16, 32, 32)
-    },
-    Shape {
-        count: 5,
-        ..shape("c32k32s16", 32, 32, 16)
-    },
-    Shape {
-        count: 1,
-        stride: 2,
-        ..shape("c32k64s16/2", 32, 64, 16)
-    },
-    Shape {
-        count: 5,
-        ..shape("c64k64s8", 64, 64, 8)
-    },
-    Shape {
-        count: 1,
-        kernel: 1,
-        stride: 2,
-        padding: 0,
-        ..shape("c16k32s32/2 1×1", 16, 32, 32)
-    },
-    Shape {
-        count: 1,
-        kernel: 1,
-        stride: 2,
-        padding: 0,
-        ..shape("c32k64s16/2 1×1", 32, 64, 16)
-    },
-];
 
 /// Median over 8 runs, after one warm-up, of the seconds `timed` measures and returns (the
 /// part of a run it times: all of it for the forward pass, the backward alone for a gradient).
@@ -95,7 +77,7 @@ fn median(mut timed: impl FnMut() -> Result<f64>) -> Result<f64> {
 fn main() -> Result<()> {
     // SAFETY: first thing in main, before any other thread exists.
     unsafe { explr_nn::tune_cpu_process() };
-    let (mut batch, mut dtype) = (128, DType::F32);
+    let (mut batch, mut dtype, mut width) = (128, DType::F32, 16);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args
@@ -103,6 +85,7 @@ fn main() -> Result<()> {
             .with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--batch" => batch = value.parse().context("--batch")?,
+            "--width" => width = value.parse().context("--width")?,
             "--dtype" => {
                 dtype = match value.as_str() {
                     "f32" => DType::F32,
@@ -111,16 +94,16 @@ fn main() -> Result<()> {
                 }
             }
             "--kernels" => ConvKernels::force(Some(value.parse().context("--kernels")?))?,
-            other => bail!("unknown flag {other}: expected --batch, --dtype or --kernels"),
+            other => bail!("unknown flag {other}: expected --batch, --width, --dtype or --kernels"),
         }
     }
     let dev = Device::Cpu;
     let mut totals = [0.0f64; 3];
     println!(
-        "{} kernels, batch {batch}, {dtype:?}: ms and GFLOP/s per pass",
+        "{} kernels, batch {batch}, width {width}, {dtype:?}: ms and GFLOP/s per pass",
         ConvKernels::in_use()
     );
-    for s in SHAPES {
+    for s in shapes(width) {
         let x = Tensor::randn(0f32, 1., (batch, s.cin, s.side, s.side), &dev)?.to_dtype(dtype)?;
         let w =
             Tensor::randn(0f32, 1., (s.cout, s.cin, s.kernel, s.kernel), &dev)?.to_dtype(dtype)?;
