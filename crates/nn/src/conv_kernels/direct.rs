@@ -647,21 +647,25 @@ pub(crate) mod x86 {
                     *o = col.b;
                 }
                 let mut acc: [[$v; V]; M] = [[$zero; V]; M];
+                // Index loops over the fixed-size arrays, not zipped iterators: with those, an
+                // incremental build kept the accumulators on the stack across the reduction's
+                // steps (docs/PERFORMANCE.md, "The dev profile's kernels").
                 for run in runs {
                     let mut ar = [a; M];
-                    for (p, &off) in ar.iter_mut().zip(a_rows) {
-                        *p = a.add(off + run.a);
+                    for i in 0..M {
+                        ar[i] = a.add(a_rows[i] + run.a);
                     }
-                    for (j, &off) in b_rows[run.b..run.b + run.len].iter().enumerate() {
-                        let br = b.add(off);
+                    let steps = &b_rows[run.b..run.b + run.len];
+                    for j in 0..steps.len() {
+                        let br = b.add(steps[j]);
                         let mut bv: [$v; V] = [$zero; V];
-                        for (x, &o) in bv.iter_mut().zip(&cb) {
-                            *x = load(br.add(o));
+                        for x in 0..V {
+                            bv[x] = load(br.add(cb[x]));
                         }
-                        for (row, p) in acc.iter_mut().zip(&ar) {
-                            let av = { let $sx = *p.add(j); $splat };
-                            for (x, bx) in row.iter_mut().zip(&bv) {
-                                *x = { let ($fa, $fb, $fc) = (av, *bx, *x); $fma };
+                        for i in 0..M {
+                            let av = { let $sx = *ar[i].add(j); $splat };
+                            for x in 0..V {
+                                acc[i][x] = { let ($fa, $fb, $fc) = (av, bv[x], acc[i][x]); $fma };
                             }
                         }
                     }
