@@ -647,9 +647,10 @@ pub(crate) mod x86 {
                     *o = col.b;
                 }
                 let mut acc: [[$v; V]; M] = [[$zero; V]; M];
-                // Index loops over the fixed-size arrays, not zipped iterators: with those, an
-                // incremental build kept the accumulators on the stack across the reduction's
-                // steps (docs/PERFORMANCE.md, "The dev profile's kernels").
+                // Index loops over the fixed-size arrays, here and in the stores below, not
+                // zipped iterators: with those, an incremental build kept the accumulators on the
+                // stack across the reduction's steps, and so did release's AVX-512 blocks of 8
+                // and 7 rows (docs/PERFORMANCE.md, "The dev profile's kernels", "AVX-512 on Zen 4").
                 for run in runs {
                     let mut ar = [a; M];
                     for i in 0..M {
@@ -670,14 +671,14 @@ pub(crate) mod x86 {
                         }
                     }
                 }
-                for (ii, row) in acc.iter().enumerate() {
-                    for (x, col) in row.iter().zip(columns) {
-                        let dst = c.add(ii * ldc + col.c);
+                for ii in 0..M {
+                    for x in 0..V {
+                        let dst = c.add(ii * ldc + columns[x].c);
                         let x = if accumulate {
-                            let ($aa, $ab) = (*x, load(dst));
+                            let ($aa, $ab) = (acc[ii][x], load(dst));
                             $add
                         } else {
-                            *x
+                            acc[ii][x]
                         };
                         if TAIL {
                             let ($sp, $sk, $sv) = (dst, k, x);
