@@ -648,9 +648,10 @@ pub(crate) mod x86 {
                 }
                 let mut acc: [[$v; V]; M] = [[$zero; V]; M];
                 // Index loops over the fixed-size arrays, here and in the stores below, not
-                // zipped iterators: with those, an incremental build kept the accumulators on the
-                // stack across the reduction's steps, and so did release's AVX-512 blocks of 8
-                // and 7 rows (docs/PERFORMANCE.md, "The dev profile's kernels", "AVX-512 on Zen 4").
+                // zipped iterators: with those, an incremental build kept the accumulators on
+                // the stack across the reduction's steps, and so did release's AVX-512 blocks
+                // of 8 and 7 rows (docs/PERFORMANCE.md, "The dev profile's kernels" and "The
+                // AVX-512 machine").
                 for run in runs {
                     let mut ar = [a; M];
                     for i in 0..M {
