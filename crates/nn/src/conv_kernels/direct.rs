@@ -642,10 +642,7 @@ pub(crate) mod x86 {
             ) {
                 let k = { let $mn = columns[0].lanes; $mask };
                 let load = |p: *const $t| if TAIL { let ($lk, $lp) = (k, p); $load } else { let $up = p; $loadu };
-                let mut cb = [0usize; V];
-                for (o, col) in cb.iter_mut().zip(columns) {
-                    *o = col.b;
-                }
+                let cb: [usize; V] = std::array::from_fn(|x| columns[x].b);
                 let mut acc: [[$v; V]; M] = [[$zero; V]; M];
                 // Index loops over the fixed-size arrays, here and in the stores below, not
                 // zipped iterators: with those, an incremental build kept the accumulators on
@@ -675,17 +672,17 @@ pub(crate) mod x86 {
                 for ii in 0..M {
                     for x in 0..V {
                         let dst = c.add(ii * ldc + columns[x].c);
-                        let x = if accumulate {
+                        let sum = if accumulate {
                             let ($aa, $ab) = (acc[ii][x], load(dst));
                             $add
                         } else {
                             acc[ii][x]
                         };
                         if TAIL {
-                            let ($sp, $sk, $sv) = (dst, k, x);
+                            let ($sp, $sk, $sv) = (dst, k, sum);
                             $store
                         } else {
-                            let ($tp, $tv) = (dst, x);
+                            let ($tp, $tv) = (dst, sum);
                             $storeu
                         }
                     }
