@@ -10,7 +10,11 @@
 //!
 //! Run: `cargo bench -p explr-norm --bench norm`
 
-use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor, Var};
+mod common {
+    pub mod seed_grad;
+}
+
+use candle_core::{DType, Device, Tensor, Var};
 use criterion::{criterion_group, Criterion};
 use explr_nn::ParamStore;
 use explr_norm::{Kernel, NormConfig, NormKind};
@@ -18,53 +22,14 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
+use common::seed_grad::SeedGrad;
+
 const SHAPE: (usize, usize, usize, usize) = (128, 64, 16, 16);
 
 fn randn(rng: &mut ChaCha8Rng) -> Tensor {
     let n = SHAPE.0 * SHAPE.1 * SHAPE.2 * SHAPE.3;
     let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
     Tensor::from_vec(v, SHAPE, &Device::Cpu).expect("shape matches")
-}
-
-/// The seed of the backward pass: a scalar standing for `sum(y·G)` whose backward hands `G`
-/// to the layer, as PyTorch's `y.backward(G)` does. Its value is never read, so the forward
-/// pass does not compute the dot product (PyTorch's twin does not either).
-struct SeedGrad;
-
-impl CustomOp2 for SeedGrad {
-    fn name(&self) -> &'static str {
-        "seed-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        _l1: &Layout,
-        _s2: &CpuStorage,
-        _l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(_) = s1 else {
-            candle_core::bail!("seed-grad: f32 only")
-        };
-        Ok((CpuStorage::F32(vec![0.0]), Shape::from(())))
-    }
-
-    fn bwd(
-        &self,
-        _y: &Tensor,
-        g: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        // The incoming gradient is the backward pass's seed, 1: hand G over without a copy.
-        let s = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let dy = if s == 1.0 {
-            g.clone()
-        } else {
-            g.affine(s, 0.0)?
-        };
-        Ok((Some(dy), None))
-    }
 }
 
 fn bench(c: &mut Criterion) {
