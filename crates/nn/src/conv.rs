@@ -10,9 +10,10 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::op::BackpropOp;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor};
 
-use crate::conv_kernels::{self, Geometry};
+use crate::conv_kernels::{self, Float, Geometry, Gradients};
 use crate::{NnError, Result};
 
 /// 2-D convolution of `x` `[n, c, h, w]` with `w` `[k, c, kh, kw]`, stride `stride` and zero
@@ -47,15 +48,66 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
     if !fast {
         return Ok(x.conv2d(w, padding, stride, 1, 1)?);
     }
-    let (_, _, h, wi) = x.dims4()?;
-    Ok(x.apply_op2(
-        w,
-        Conv2dForward {
+    Ok(x.apply_op2(w, Conv2dForward { stride, padding })?)
+}
+
+/// `conv2d(x, w, stride, padding) + residual` in one pass: the residual sum of a residual
+/// network's block, added to each sample's output while the convolution's kernels have it in
+/// cache instead of in a pass of its own (CPU f32/f64; elsewhere [`conv2d`] then
+/// [`crate::add`]). Every element is the convolution's value plus the residual's, rounded once,
+/// bit for bit what [`conv2d`] followed by [`crate::add`] gives; the residual's gradient is the
+/// output's, as for [`crate::add`].
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// let x = Tensor::ones((2, 3, 8, 8), DType::F32, &Device::Cpu)?;
+/// let w = Tensor::ones((4, 3, 3, 3), DType::F32, &Device::Cpu)?;
+/// let r = Tensor::full(0.5f32, (2, 4, 8, 8), &Device::Cpu)?;
+/// let y = explr_nn::conv2d_add(&x, &w, 1, 1, &r)?;
+/// let centre: f32 = y.get(0)?.get(0)?.get(4)?.get(4)?.to_scalar()?;
+/// assert_eq!(centre, 27.5);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// As [`conv2d`], and [`NnError::InvalidConv`] when `residual` does not have the output's
+/// shape, dtype and device.
+pub fn conv2d_add(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    residual: &Tensor,
+) -> Result<Tensor> {
+    check(x, w, stride, padding)?;
+    let g = geometry(x.dims(), w.dims(), stride, padding);
+    let out = [g.n, g.k, g.oh, g.ow];
+    if residual.dims() != out
+        || residual.dtype() != x.dtype()
+        || !residual.device().same_device(x.device())
+    {
+        return Err(NnError::InvalidConv {
+            x: x.dims().to_vec(),
+            w: w.dims().to_vec(),
             stride,
             padding,
-            in_hw: (h, wi),
-        },
-    )?)
+            reason: format!(
+                "the residual is a {:?} {:?} tensor on {:?}, but the output is a {:?} {:?} \
+                 tensor on {:?}: the residual must match the output",
+                residual.dtype(),
+                residual.dims(),
+                residual.device().location(),
+                x.dtype(),
+                out,
+                x.device().location()
+            ),
+        });
+    }
+    let fast = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
+    if !fast {
+        return Ok(x.conv2d(w, padding, stride, 1, 1)?.add(residual)?);
+    }
+    Ok(x.apply_op3(w, residual, Conv2dForward { stride, padding })?)
 }
 
 /// Floating-point operations of the CPU convolution passes ([`conv2d`] on f32/f64 CPU tensors,
@@ -130,10 +182,15 @@ pub(crate) fn conv2d_candle(
     stride: usize,
     padding: usize,
 ) -> candle_core::Result<Tensor> {
-    conv2d(x, w, stride, padding).map_err(|e| match e {
+    conv2d(x, w, stride, padding).map_err(candle_error)
+}
+
+/// An [`NnError`] as candle's error type: candle's own unwrapped, ours wrapped.
+pub(crate) fn candle_error(e: NnError) -> candle_core::Error {
+    match e {
         NnError::Candle(e) => e,
         other => candle_core::Error::wrap(other),
-    })
+    }
 }
 
 /// Validates shapes and arguments, so that the kernels never see inconsistent input.
@@ -224,34 +281,115 @@ fn geometry(x: &[usize], w: &[usize], stride: usize, padding: usize) -> Geometry
     }
 }
 
-/// Dispatches a two-operand kernel on the dtype (f32 or f64, the only ones [`conv2d`] sends).
-fn run2(
+/// [`Conv2dForward`] on CPU storages, with the residual of [`conv2d_add`] when given.
+fn forward_storage(
+    op: &Conv2dForward,
     name: &'static str,
-    s1: &CpuStorage,
-    l1: &Layout,
-    s2: &CpuStorage,
-    l2: &Layout,
-    f32_kernel: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
-    f64_kernel: impl FnOnce(&[f64], &[f64]) -> Vec<f64>,
-) -> candle_core::Result<CpuStorage> {
-    match (s1, s2) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => Ok(CpuStorage::F32(f32_kernel(
-            &contiguous(a, l1),
-            &contiguous(b, l2),
-        ))),
-        (CpuStorage::F64(a), CpuStorage::F64(b)) => Ok(CpuStorage::F64(f64_kernel(
-            &contiguous(a, l1),
-            &contiguous(b, l2),
-        ))),
-        _ => Err(candle_core::Error::UnsupportedDTypeForOp(s1.dtype(), name)),
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    residual: Option<(&CpuStorage, &Layout)>,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn typed<T: Float>(
+        g: &Geometry,
+        (s1, l1): (&CpuStorage, &Layout),
+        (s2, l2): (&CpuStorage, &Layout),
+        residual: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<Vec<T>> {
+        let r = match residual {
+            Some((s3, l3)) => Some(contiguous(s3.as_slice::<T>()?, l3)),
+            None => None,
+        };
+        let (x, w) = (s1.as_slice::<T>()?, s2.as_slice::<T>()?);
+        Ok(conv_kernels::forward(
+            g,
+            &contiguous(x, l1),
+            &contiguous(w, l2),
+            r.as_deref(),
+        ))
     }
+    let g = geometry(l1.dims(), l2.dims(), op.stride, op.padding);
+    let y = match s1.dtype() {
+        DType::F32 => CpuStorage::F32(typed(&g, (s1, l1), (s2, l2), residual)?),
+        DType::F64 => CpuStorage::F64(typed(&g, (s1, l1), (s2, l2), residual)?),
+        other => return Err(candle_core::Error::UnsupportedDTypeForOp(other, name)),
+    };
+    count(0, &g);
+    Ok((y, (g.n, g.k, g.oh, g.ow).into()))
 }
 
-/// Forward op: `(x, w) ↦ y`; its backward is the two gradient ops below.
+/// Forward op: `(x, w) ↦ y` ([`conv2d`]) and `(x, w, r) ↦ y + r` ([`conv2d_add`]); its
+/// backward is the two gradient ops below (and `dy` itself for `r`).
 struct Conv2dForward {
     stride: usize,
     padding: usize,
-    in_hw: (usize, usize),
+}
+
+impl Conv2dForward {
+    /// The input and weight gradients of `dy`, each only where that operand tracks a gradient
+    /// (the input of a network's first convolution, the data, and a frozen weight do not), in
+    /// one backward pass of the kernels ([`conv_kernels::backward`]).
+    fn gradients(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (want_dx, want_dw) = (x.track_op(), w.track_op());
+        if !want_dx && !want_dw {
+            return Ok((None, None));
+        }
+        let g = geometry(x.dims(), w.dims(), self.stride, self.padding);
+        // The kernels on x, w and dy's values as `T`, each gathered where not contiguous.
+        fn typed<T: Float>(
+            g: &Geometry,
+            (x, w, dy): (&Tensor, &Tensor, &Tensor),
+            (want_dx, want_dw): (bool, bool),
+        ) -> candle_core::Result<Gradients<T>> {
+            let ((xs, xl), (ws, wl), (ds, dl)) = (
+                x.storage_and_layout(),
+                w.storage_and_layout(),
+                dy.storage_and_layout(),
+            );
+            let (Storage::Cpu(xs), Storage::Cpu(ws), Storage::Cpu(ds)) = (&*xs, &*ws, &*ds) else {
+                candle_core::bail!("explr-conv2d backward: x, w and dy must be CPU tensors")
+            };
+            let (x, w) = (
+                contiguous(xs.as_slice::<T>()?, xl),
+                contiguous(ws.as_slice::<T>()?, wl),
+            );
+            let wanted = (want_dx.then_some(&*w), want_dw.then_some(&*x));
+            Ok(conv_kernels::backward(
+                g,
+                &contiguous(ds.as_slice::<T>()?, dl),
+                wanted,
+            ))
+        }
+        let wanted = (want_dx, want_dw);
+        let (dx, dw) = match x.dtype() {
+            DType::F32 => {
+                let (dx, dw) = typed::<f32>(&g, (x, w, dy), wanted)?;
+                (dx.map(CpuStorage::F32), dw.map(CpuStorage::F32))
+            }
+            DType::F64 => {
+                let (dx, dw) = typed::<f64>(&g, (x, w, dy), wanted)?;
+                (dx.map(CpuStorage::F64), dw.map(CpuStorage::F64))
+            }
+            other => {
+                return Err(candle_core::Error::UnsupportedDTypeForOp(
+                    other,
+                    "explr-conv2d",
+                ))
+            }
+        };
+        let tensor = |s: CpuStorage, dims: &[usize], pass: usize| {
+            count(pass, &g);
+            Tensor::from_storage(Storage::Cpu(s), dims.to_vec(), BackpropOp::none(), false)
+        };
+        Ok((
+            dx.map(|s| tensor(s, x.dims(), 1)),
+            dw.map(|s| tensor(s, w.dims(), 2)),
+        ))
+    }
 }
 
 impl CustomOp2 for Conv2dForward {
@@ -266,18 +404,7 @@ impl CustomOp2 for Conv2dForward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = geometry(l1.dims(), l2.dims(), self.stride, self.padding);
-        let y = run2(
-            self.name(),
-            s1,
-            l1,
-            s2,
-            l2,
-            |x, w| conv_kernels::forward(&g, x, w),
-            |x, w| conv_kernels::forward(&g, x, w),
-        )?;
-        count(0, &g);
-        Ok((y, (g.n, g.k, g.oh, g.ow).into()))
+        forward_storage(self, CustomOp2::name(self), (s1, l1), (s2, l2), None)
     }
 
     fn bwd(
@@ -287,46 +414,13 @@ impl CustomOp2 for Conv2dForward {
         _y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        // A gradient nobody asked for is not computed: the input of a network's first
-        // convolution (the data) and a frozen weight track no operation.
-        let dx = if x.track_op() {
-            Some(dy.apply_op2_no_bwd(
-                w,
-                &Conv2dInputGrad {
-                    stride: self.stride,
-                    padding: self.padding,
-                    in_hw: self.in_hw,
-                },
-            )?)
-        } else {
-            None
-        };
-        let dw = if w.track_op() {
-            Some(x.apply_op2_no_bwd(
-                dy,
-                &Conv2dWeightGrad {
-                    stride: self.stride,
-                    padding: self.padding,
-                    kernel: (w.dims()[2], w.dims()[3]),
-                },
-            )?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
+        self.gradients(x, w, dy)
     }
 }
 
-/// Input-gradient op: `(dy, w) ↦ dx`.
-struct Conv2dInputGrad {
-    stride: usize,
-    padding: usize,
-    in_hw: (usize, usize),
-}
-
-impl CustomOp2 for Conv2dInputGrad {
+impl CustomOp3 for Conv2dForward {
     fn name(&self) -> &'static str {
-        "explr-conv2d-input-grad"
+        "explr-conv2d-add"
     }
 
     fn cpu_fwd(
@@ -335,57 +429,28 @@ impl CustomOp2 for Conv2dInputGrad {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (dy, w) = (l1.dims(), l2.dims());
-        let x = [dy[0], w[1], self.in_hw.0, self.in_hw.1];
-        let g = geometry(&x, w, self.stride, self.padding);
-        let dx = run2(
-            self.name(),
-            s1,
-            l1,
-            s2,
-            l2,
-            |dy, w| conv_kernels::backward_input::<f32>(&g, dy, w),
-            |dy, w| conv_kernels::backward_input::<f64>(&g, dy, w),
-        )?;
-        count(1, &g);
-        Ok((dx, Shape::from(x.to_vec())))
-    }
-}
-
-/// Weight-gradient op: `(x, dy) ↦ dw`.
-struct Conv2dWeightGrad {
-    stride: usize,
-    padding: usize,
-    kernel: (usize, usize),
-}
-
-impl CustomOp2 for Conv2dWeightGrad {
-    fn name(&self) -> &'static str {
-        "explr-conv2d-weight-grad"
+        forward_storage(
+            self,
+            CustomOp3::name(self),
+            (s1, l1),
+            (s2, l2),
+            Some((s3, l3)),
+        )
     }
 
-    fn cpu_fwd(
+    fn bwd(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, dy) = (l1.dims(), l2.dims());
-        let w = [dy[1], x[1], self.kernel.0, self.kernel.1];
-        let g = geometry(x, &w, self.stride, self.padding);
-        let dw = run2(
-            self.name(),
-            s1,
-            l1,
-            s2,
-            l2,
-            |x, dy| conv_kernels::backward_weight::<f32>(&g, x, dy),
-            |x, dy| conv_kernels::backward_weight::<f64>(&g, x, dy),
-        )?;
-        count(2, &g);
-        Ok((dw, Shape::from(w.to_vec())))
+        x: &Tensor,
+        w: &Tensor,
+        _r: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = self.gradients(x, w, dy)?;
+        Ok((dx, dw, Some(dy.clone())))
     }
 }
 

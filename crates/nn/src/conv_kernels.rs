@@ -464,17 +464,26 @@ fn col2im<T: Float>(g: &Geometry, col: &[T], dx: &mut [T]) {
     }
 }
 
-/// Forward pass: `y = conv2d(x, w)`, `x` and `w` contiguous; returns `y` contiguous. On the
-/// kernel set in use.
-pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
+/// Forward pass: `y = conv2d(x, w)`, plus `residual` (of `y`'s shape) when given, `x`, `w` and
+/// `residual` contiguous; returns `y` contiguous. On the kernel set in use.
+pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T], residual: Option<&[T]>) -> Vec<T> {
     match ConvKernels::in_use().isa() {
-        Some(isa) if g.out_len() > 0 => direct::forward(isa, g, x, w),
-        _ => forward_im2col(g, x, w),
+        Some(isa) if g.out_len() > 0 => direct::forward(isa, g, x, w, residual),
+        _ => forward_im2col(g, x, w, residual),
+    }
+}
+
+/// `y += r` over one sample's output, which the product has just written and which is still in
+/// cache: the residual sum costs one read of `r` instead of a pass of its own over `y`. Each
+/// element is `y + r` rounded once, as a separate addition computes it.
+fn add_residual<T: Float>(y: &mut [T], r: &[T]) {
+    for (y, r) in y.iter_mut().zip(r) {
+        *y += *r;
     }
 }
 
 /// [`forward`] through im2col and `gemm`: every geometry, on every CPU.
-fn forward_im2col<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
+fn forward_im2col<T: Float>(g: &Geometry, x: &[T], w: &[T], residual: Option<&[T]>) -> Vec<T> {
     let mut y = vec![T::zero(); g.n * g.out_len()];
     if g.out_len() == 0 {
         return y;
@@ -503,21 +512,38 @@ fn forward_im2col<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
             };
             // SAFETY: w is [k, ckk], col is [ckk, p], yn is [k, p], all contiguous.
             unsafe { matmul(k, p, ckk, yn.as_mut_ptr(), false, w_mat, rhs, par) }
+            if let Some(r) = residual {
+                add_residual(yn, &r[i * g.out_len()..(i + 1) * g.out_len()]);
+            }
         },
     );
     y
 }
 
-/// Input gradient: `dx = conv2d_x_grad(dy, w)`, `dy` and `w` contiguous; on the kernel set in
-/// use.
-pub(crate) fn backward_input<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
+/// The input and weight gradients of a backward pass, each `None` unless asked for.
+pub(crate) type Gradients<T> = (Option<Vec<T>>, Option<Vec<T>>);
+
+/// Backward pass from `dy`: the input gradient `dx = conv2d_x_grad(dy, w)` when the weight `w`
+/// is given, the weight gradient `dW = conv2d_w_grad(x, dy)` when the input `x` is; all
+/// contiguous. On the kernel set in use: the direct kernels compute both in one pass over the
+/// batch, im2col one after the other.
+pub(crate) fn backward<T: Float>(
+    g: &Geometry,
+    dy: &[T],
+    (w, x): (Option<&[T]>, Option<&[T]>),
+) -> Gradients<T> {
     match ConvKernels::in_use().isa() {
-        Some(isa) if g.in_len() > 0 && g.out_len() > 0 => direct::backward_input(isa, g, dy, w),
-        _ => backward_input_im2col(g, dy, w),
+        Some(isa) if g.n > 0 && g.in_len() > 0 && g.out_len() > 0 && g.w_len() > 0 => {
+            direct::backward(isa, g, dy, (w, x), weight_group(g.n))
+        }
+        _ => (
+            w.map(|w| backward_input_im2col(g, dy, w)),
+            x.map(|x| backward_weight_im2col(g, x, dy)),
+        ),
     }
 }
 
-/// [`backward_input`] through im2col and `gemm`: every geometry, on every CPU.
+/// The input gradient of [`backward`] through im2col and `gemm`: every geometry, on every CPU.
 fn backward_input_im2col<T: Float>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
     let mut dx = vec![T::zero(); g.n * g.in_len()];
     if g.in_len() == 0 || g.out_len() == 0 {
@@ -558,18 +584,7 @@ fn weight_group(n: usize) -> usize {
     n.div_ceil(16).max(1)
 }
 
-/// Weight gradient: `dW = conv2d_w_grad(x, dy)`, `x` and `dy` contiguous; on the kernel set in
-/// use.
-pub(crate) fn backward_weight<T: Float>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
-    match ConvKernels::in_use().isa() {
-        Some(isa) if g.n > 0 && g.w_len() > 0 && g.out_len() > 0 => {
-            direct::backward_weight(isa, g, x, dy, weight_group(g.n))
-        }
-        _ => backward_weight_im2col(g, x, dy),
-    }
-}
-
-/// [`backward_weight`] through im2col and `gemm`: every geometry, on every CPU.
+/// The weight gradient of [`backward`] through im2col and `gemm`: every geometry, on every CPU.
 fn backward_weight_im2col<T: Float>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     let w_len = g.w_len();
     if g.n == 0 || w_len == 0 || g.out_len() == 0 {
@@ -678,22 +693,40 @@ mod tests {
         let x = values::<T>(g.n * g.in_len(), 1);
         let w = values::<T>(g.w_len(), 2);
         let dy = values::<T>(g.n * g.out_len(), 3);
+        let y = direct::forward(isa, g, &x, &w, None);
+        // Both gradients in one pass, and each alone: the same bits.
+        let group = weight_group(g.n);
+        let (Some(dx), Some(dw)) = direct::backward(isa, g, &dy, (Some(&w), Some(&x)), group)
+        else {
+            panic!("a gradient asked for is missing");
+        };
+        let alone = (
+            direct::backward(isa, g, &dy, (Some(&w), None), group),
+            direct::backward(isa, g, &dy, (None, Some(&x)), group),
+        );
+        assert!(
+            matches!(&alone, ((Some(a), None), (None, Some(b))) if *a == dx && *b == dw),
+            "the gradients of {g:?} in {} on {isa:?} alone differ from both at once",
+            T::DTYPE.as_str()
+        );
+        // With a residual, each output is the plain one plus the residual, rounded once: bit
+        // for bit what a separate addition gives (here `dy` serves as the residual).
+        let with_residual = direct::forward(isa, g, &x, &w, Some(&dy));
+        let added: Vec<T> = y.iter().zip(&dy).map(|(a, b)| *a + *b).collect();
+        assert!(
+            with_residual == added,
+            "forward of {g:?} with a residual in {} on {isa:?} differs from the sum",
+            T::DTYPE.as_str()
+        );
         let cases = [
+            ("forward", y, forward_im2col(g, &x, &w, None)),
             (
-                "forward",
-                direct::forward(isa, g, &x, &w),
-                forward_im2col(g, &x, &w),
+                "forward with a residual",
+                with_residual,
+                forward_im2col(g, &x, &w, Some(&dy)),
             ),
-            (
-                "input gradient",
-                direct::backward_input(isa, g, &dy, &w),
-                backward_input_im2col(g, &dy, &w),
-            ),
-            (
-                "weight gradient",
-                direct::backward_weight(isa, g, &x, &dy, weight_group(g.n)),
-                backward_weight_im2col(g, &x, &dy),
-            ),
+            ("input gradient", dx, backward_input_im2col(g, &dy, &w)),
+            ("weight gradient", dw, backward_weight_im2col(g, &x, &dy)),
         ];
         for (what, ours, reference) in cases {
             let d = max_rel(&ours, &reference);
@@ -754,10 +787,10 @@ mod tests {
                 (Ok(()), true) => {
                     assert_eq!(ConvKernels::in_use(), set);
                     let expected = match set.isa() {
-                        Some(isa) => direct::forward(isa, &g, &x, &w),
-                        None => forward_im2col(&g, &x, &w),
+                        Some(isa) => direct::forward(isa, &g, &x, &w, None),
+                        None => forward_im2col(&g, &x, &w, None),
                     };
-                    assert_eq!(forward(&g, &x, &w), expected, "{set}");
+                    assert_eq!(forward(&g, &x, &w, None), expected, "{set}");
                 }
                 (Err(e), false) => {
                     let msg = e.to_string();

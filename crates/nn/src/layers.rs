@@ -95,6 +95,27 @@ impl Conv2d {
     pub fn config(&self) -> Conv2dConfig {
         self.cfg
     }
+
+    /// `forward(x) + residual`, the residual sum of a residual block: without a bias in one
+    /// pass ([`crate::conv2d_add`]), with one as `forward` then [`crate::add`]. Bit for bit
+    /// `add(&forward(x)?, residual)` either way.
+    ///
+    /// # Errors
+    /// As [`Module::forward`], and when `residual` does not have the output's shape, dtype and
+    /// device.
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.bias {
+            Some(_) => crate::add(&self.forward(x)?, residual),
+            None => crate::conv::conv2d_add(
+                x,
+                self.weight.as_tensor(),
+                self.cfg.stride,
+                self.cfg.padding,
+                residual,
+            )
+            .map_err(crate::conv::candle_error),
+        }
+    }
 }
 
 impl Module for Conv2d {

@@ -11,12 +11,14 @@
 //!   candle-nn's `VarBuilder`; [`Init`] draws every initial value from the store's seeded RNG,
 //!   so the same seed gives the same weights on any machine.
 //! - [`Conv2d`] and [`Linear`] are the two weight layers the zoo shares. [`Conv2d`] runs on
-//!   [`conv2d`], the one convolution entry point: on the CPU (f32/f64) candle custom ops for
-//!   the forward pass and both gradients on explr's kernels (direct AVX-512 or AVX2 kernels,
-//!   im2col + `gemm` elsewhere: [`ConvKernels`], which a benchmark can force), elsewhere
-//!   candle's own `conv2d`. [`conv_flops`] counts the work those kernels did.
+//!   [`conv2d`], the one convolution entry point: on the CPU (f32/f64) a candle custom op on
+//!   explr's kernels (direct AVX-512 or AVX2 kernels, im2col + `gemm` elsewhere:
+//!   [`ConvKernels`], which a benchmark can force) whose backward computes both gradients in
+//!   one pass over the batch, elsewhere candle's own `conv2d`. [`conv2d_add`]
+//!   ([`Conv2d::forward_add`]) adds a residual block's shortcut to each sample's output while
+//!   it is in cache. [`conv_flops`] counts the work those kernels did.
 //! - [`relu`] is the models' ReLU, with a one-pass backward on the CPU (PyTorch's gradient
-//!   rule at 0); [`add`] their residual sum, on every core.
+//!   rule at 0); [`add`] a sum of two activations, on every core.
 //! - [`tune_cpu_process`] is the process setup every CPU training binary starts with.
 //!
 //! **candle-nn.** A store speaks candle-nn's two interfaces: [`Path::var_builder`] is a
@@ -56,7 +58,7 @@ mod process;
 mod store;
 
 pub use activation::{add, relu};
-pub use conv::{conv2d, conv_flops, ConvFlops};
+pub use conv::{conv2d, conv2d_add, conv_flops, ConvFlops};
 pub use conv_kernels::ConvKernels;
 pub use interop::BUFFER_NAMES;
 pub use layers::{Conv2d, Conv2dConfig, Linear};

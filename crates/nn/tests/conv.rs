@@ -3,7 +3,7 @@
 //! and f64. Test data comes from a seeded `ChaCha8Rng`.
 
 use candle_core::{DType, Device, Tensor, Var};
-use explr_nn::{conv2d, NnError};
+use explr_nn::{add, conv2d, conv2d_add, NnError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -48,23 +48,20 @@ fn uniform(rng: &mut ChaCha8Rng, dims: &[usize], dtype: DType) -> Tensor {
         .expect("building a test tensor")
 }
 
+/// A tensor's values in f64 (exact for f32 and f64), in order.
+fn values(t: &Tensor) -> Vec<f64> {
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
 /// Normwise relative difference `max|a − b| / max|b|`.
 fn rel_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
-    let a: Vec<f64> = a
-        .flatten_all()
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let b: Vec<f64> = b
-        .flatten_all()
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let (a, b) = (values(a), values(b));
     let scale = b
         .iter()
         .fold(0f64, |m, v| m.max(v.abs()))
@@ -456,4 +453,84 @@ fn gradients_are_computed_only_for_tensors_that_track_them() {
         ),
         0.0
     );
+}
+
+/// `conv2d_add` is `add(conv2d(x, w), r)` bit for bit: its output and the gradients of x, w and
+/// r under the loss `sum(y · G)`, in f32 and f64, on shapes whose output rows are whole vectors
+/// (written by the product straight into the output) and shapes whose rows are not (copied out
+/// of wide rows), strided or not.
+#[test]
+fn conv2d_add_is_conv2d_then_add_bit_for_bit() {
+    let cases = [
+        case((3, 4, 16, 16), (5, 3, 3), 1, 1),
+        case((2, 4, 8, 8), (6, 3, 3), 1, 1),
+        case((2, 5, 13, 11), (3, 3, 3), 2, 1),
+        case((2, 4, 8, 8), (6, 1, 1), 2, 0),
+    ];
+    for (i, c) in cases.into_iter().enumerate() {
+        for dtype in [DType::F32, DType::F64] {
+            let mut rng = ChaCha8Rng::seed_from_u64(40 + i as u64);
+            let x = uniform(&mut rng, &[c.n, c.c, c.h, c.w], dtype);
+            let w = uniform(&mut rng, &[c.k, c.c, c.kh, c.kw], dtype);
+            let oh = (c.h + 2 * c.padding - c.kh) / c.stride + 1;
+            let ow = (c.w + 2 * c.padding - c.kw) / c.stride + 1;
+            let r = uniform(&mut rng, &[c.n, c.k, oh, ow], dtype);
+            let g = uniform(&mut rng, &[c.n, c.k, oh, ow], dtype);
+            let run = |fused: bool| {
+                let (xv, wv, rv) = (
+                    Var::from_tensor(&x).unwrap(),
+                    Var::from_tensor(&w).unwrap(),
+                    Var::from_tensor(&r).unwrap(),
+                );
+                let (xt, wt, rt) = (xv.as_tensor(), wv.as_tensor(), rv.as_tensor());
+                let y = if fused {
+                    conv2d_add(xt, wt, c.stride, c.padding, rt).unwrap()
+                } else {
+                    add(&conv2d(xt, wt, c.stride, c.padding).unwrap(), rt).unwrap()
+                };
+                let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+                let grad = |t: &Tensor| grads.get(t).expect("a gradient").clone();
+                [y.clone(), grad(xt), grad(wt), grad(rt)]
+            };
+            let (fused, separate) = (run(true), run(false));
+            for (what, a, b) in ["output", "dx", "dw", "dr"]
+                .iter()
+                .zip(&fused)
+                .zip(&separate)
+                .map(|((w, a), b)| (w, a, b))
+            {
+                let bits =
+                    |t: &Tensor| -> Vec<u64> { values(t).iter().map(|x| x.to_bits()).collect() };
+                assert_eq!(a.dims(), b.dims(), "{what} of {c:?} in {dtype:?}");
+                assert!(bits(a) == bits(b), "{what} of {c:?} in {dtype:?} differs");
+            }
+            // The residual's gradient is the output's: G itself.
+            assert_eq!(rel_diff(&fused[3], &g), 0.0, "dr of {c:?} in {dtype:?}");
+        }
+    }
+}
+
+/// A residual that does not match the output is refused with an error that says so.
+#[test]
+fn conv2d_add_refuses_a_residual_of_another_shape_or_dtype() {
+    let t = |dims: &[usize], dtype: DType| Tensor::zeros(dims, dtype, &Device::Cpu).unwrap();
+    let (x, w) = (t(&[2, 3, 8, 8], DType::F32), t(&[4, 3, 3, 3], DType::F32));
+    for (what, r) in [
+        ("shape", t(&[2, 4, 4, 4], DType::F32)),
+        ("dtype", t(&[2, 4, 8, 8], DType::F64)),
+    ] {
+        match conv2d_add(&x, &w, 1, 1, &r) {
+            Err(e @ NnError::InvalidConv { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("residual must match the output"),
+                    "{what}: {msg}"
+                );
+            }
+            other => panic!("{what}: expected InvalidConv, got {other:?}"),
+        }
+    }
+    // The same residual at the output's shape and dtype is accepted.
+    let y = conv2d_add(&x, &w, 1, 1, &t(&[2, 4, 8, 8], DType::F32)).unwrap();
+    assert_eq!(y.dims(), &[2, 4, 8, 8]);
 }

@@ -59,12 +59,12 @@ impl BasicBlock {
         let out = self.bn1.forward_relu_t(x, train)?;
         let out = self.conv1.forward(&out)?;
         let out = self.bn2.forward_relu_t(&out, train)?;
-        let out = self.conv2.forward(&out)?;
         let residual = match &self.downsample {
             Some(d) => d.forward(x)?,
             None => x.clone(),
         };
-        Ok(explr_nn::add(&out, &residual)?)
+        // conv2's output plus the residual, summed while each sample's output is in cache.
+        Ok(self.conv2.forward_add(&out, &residual)?)
     }
 
     fn layers<'a>(&'a self, out: &mut Vec<Layer<'a>>) {

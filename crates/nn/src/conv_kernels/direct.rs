@@ -36,7 +36,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::{Float, Geometry};
+use super::{Float, Geometry, Gradients};
 
 /// The instruction set of a direct kernel set ([`super::ConvKernels::isa`] chooses it for each
 /// convolution pass; it is only ever one this CPU has).
@@ -244,8 +244,15 @@ fn compact<T: Float>(wide: &[T], wp: usize, ow: usize, out: &mut [MaybeUninit<T>
 
 /// Forward pass on the kernels of `isa`: per sample (in parallel), the padded phase planes and
 /// the product, straight into `y` where the output rows are whole vectors, else into wide rows
-/// whose first `ow` columns are then copied into `y`.
-pub(crate) fn forward<T: Float>(isa: Isa, g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
+/// whose first `ow` columns are then copied into `y`; then the sample's `residual`, if any,
+/// added while its output is in cache.
+pub(crate) fn forward<T: Float>(
+    isa: Isa,
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    residual: Option<&[T]>,
+) -> Vec<T> {
     use rayon::prelude::*;
     let pad = (g.padding, g.padding);
     let phases = Phases::new((g.h, g.w), pad, pad, (g.kh, g.kw), g.stride);
@@ -290,6 +297,11 @@ pub(crate) fn forward<T: Float>(isa: Isa, g: &Geometry, x: &[T], w: &[T]) -> Vec
                 if !direct {
                     compact(wide, wq, g.ow, yn);
                 }
+                if let Some(r) = residual {
+                    // SAFETY: the product (into `yn`) or `compact` wrote all of `yn`.
+                    let yn = unsafe { &mut *(yn as *mut [MaybeUninit<T>] as *mut [T]) };
+                    super::add_residual(yn, &r[i * out_len..(i + 1) * out_len]);
+                }
             },
         );
     // SAFETY: the chunks partition the first `n·out_len` slots, and the product (into `yn`)
@@ -315,226 +327,313 @@ struct InputPhase<T> {
     offs: Vec<usize>,
 }
 
-/// Input gradient on the kernels of `isa`, phase by phase. For stride `s`, the input
-/// positions whose padded coordinates are `≡ (ri, rj) mod s` receive gradient only through the
-/// taps `ki ≡ ri`, `kj ≡ rj`: `dx[s·U + ri, s·V + rj] = Σ_k Σ_qi Σ_qj W[k, c, s·qi + ri,
-/// s·qj + rj] · dy[k, U − qi, V − qj]` (padded coordinates), a stride-1 correlation of `dy`,
-/// zero-padded, with a flipped sub-kernel. Stride 1 is one phase with the whole kernel.
-pub(crate) fn backward_input<T: Float>(isa: Isa, g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
-    use rayon::prelude::*;
-    let (s, p) = (g.stride, g.padding);
-    // Kernel taps of phase r along a kernel side k: qi < taps(kh, ri).
-    let taps = |k: usize, r: usize| (k.saturating_sub(r)).div_ceil(s);
-    // First phase index U (or V) whose input row s·U + r − p is ≥ 0, and the count below n.
-    let range = |r: usize, n: usize| {
-        let u0 = p.saturating_sub(r).div_ceil(s);
-        (u0, (n + p).saturating_sub(r).div_ceil(s).saturating_sub(u0))
-    };
-    // Padding of dy: phase (ri, ·) reads padded rows u0 + q + top + 1 − nqi for q < nqi, over
-    // its `rows` positions; enough above for the first, below for the last, in every phase.
-    let pad_for = |n: usize, kn: usize, out: usize| {
-        (0..s)
-            .filter(|r| taps(kn, *r) > 0)
-            .map(|r| {
-                let (u0, count) = range(r, n);
-                (
-                    (taps(kn, r) - 1).saturating_sub(u0),
-                    (u0 + count).saturating_sub(out),
-                )
-            })
-            .fold((0, 0), |(a, b), (c, d)| (a.max(c), b.max(d)))
-    };
-    let ((top, bottom), (left, right)) = (pad_for(g.h, g.kh, g.oh), pad_for(g.w, g.kw, g.ow));
-    let padded = Phases::new((g.oh, g.ow), (top, left), (bottom, right), (g.kh, g.kw), 1);
-    let (plane, wd) = (padded.plane(), padded.wq);
-    let kk = g.kh * g.kw;
-    let mut phases = Vec::with_capacity(s * s);
-    for ri in 0..s {
-        for rj in 0..s {
-            let (nqi, nqj) = (taps(g.kh, ri), taps(g.kw, rj));
-            let ((u0, rows), (v0, cols)) = (range(ri, g.h), range(rj, g.w));
-            let mut a = Vec::with_capacity(g.c * g.k * nqi * nqj);
-            for c in 0..g.c {
-                for k in 0..g.k {
-                    for q in 0..nqi {
-                        for u in 0..nqj {
-                            let (ki, kj) = (s * (nqi - 1 - q) + ri, s * (nqj - 1 - u) + rj);
-                            a.push(w[(k * g.c + c) * kk + ki * g.kw + kj]);
-                        }
-                    }
-                }
-            }
-            let mut offs = Vec::with_capacity(g.k * nqi * nqj);
-            for k in 0..g.k {
-                for q in 0..nqi {
-                    for u in 0..nqj {
-                        let (row, col) = (u0 + q + top + 1 - nqi, v0 + u + left + 1 - nqj);
-                        offs.push(k * plane + row * wd + col);
-                    }
-                }
-            }
-            let first = (s * u0 + ri - p, s * v0 + rj - p);
-            let a_rows = (0..g.c).map(|c| c * offs.len()).collect();
-            phases.push(InputPhase {
-                first,
-                rows,
-                cols,
-                a,
-                a_rows,
-                offs,
-            });
-        }
-    }
-    let lanes = T::lanes(isa);
-    // Per phase: its output columns and their row stride; straight into `dx` for stride 1
-    // when the rows are whole vectors (one phase, which covers every position in order).
-    let outputs: Vec<(Vec<Column>, usize)> = phases
-        .iter()
-        .map(|ph| row_columns(ph.rows, ph.cols, wd, lanes))
-        .collect();
-    let direct = s == 1 && outputs[0].1 == g.w;
-    let scratch_len = phases
-        .iter()
-        .zip(&outputs)
-        .map(|(ph, (_, stride))| g.c * ph.rows * stride)
-        .max()
-        .unwrap_or(0);
-    let scratch_len = if direct { 0 } else { scratch_len };
-    let (hw, in_len) = (g.h * g.w, g.in_len());
-    // Not zero-filled first: the phases partition every sample's positions, and each writes
-    // all of its own (zeros where it has no taps).
-    let mut dx: Vec<T> = Vec::with_capacity(g.n * in_len);
-    dx.spare_capacity_mut()[..g.n * in_len]
-        .par_chunks_mut(in_len)
-        .enumerate()
-        .for_each_init(
-            || {
-                let dp = vec![T::zero(); padded.sample_len(g.k)];
-                (dp, vec![T::zero(); scratch_len])
-            },
-            |(dp, scratch), (i, dxn)| {
-                padded.fill(
-                    &dy[i * g.out_len()..(i + 1) * g.out_len()],
-                    (g.oh, g.ow),
-                    dp,
-                );
-                for (ph, (columns, stride)) in phases.iter().zip(&outputs) {
-                    let out = if direct {
-                        dxn.as_mut_ptr().cast::<T>()
-                    } else {
-                        scratch.as_mut_ptr()
-                    };
-                    // SAFETY: every offset plus the columns' reach stays inside `dp` (bottom
-                    // padding and Phases::extra), `a` is [c, offs.len()], the output (`dxn` or
-                    // `scratch`) holds c rows of rows·stride; the CPU has `isa`
-                    // (`ConvKernels::isa`).
-                    unsafe {
-                        T::product(
-                            isa,
-                            (ph.a.as_ptr(), &ph.a_rows),
-                            (dp.as_ptr(), &ph.offs),
-                            (&Run::whole(ph.offs.len()), columns),
-                            (out, ph.rows * stride),
-                            false,
-                        )
-                    };
-                    if direct {
-                        continue;
-                    }
-                    for c in 0..g.c {
-                        for r in 0..ph.rows {
-                            let y = ph.first.0 + s * r;
-                            let src = &scratch[(c * ph.rows + r) * stride..][..ph.cols];
-                            let row = &mut dxn[c * hw + y * g.w..][..g.w];
-                            let x0 = ph.first.1;
-                            if s == 1 {
-                                for (d, v) in row[x0..x0 + ph.cols].iter_mut().zip(src) {
-                                    d.write(*v);
-                                }
-                            } else {
-                                for (d, v) in row[x0..].iter_mut().step_by(s).zip(src) {
-                                    d.write(*v);
-                                }
+/// The input gradient's per-sample work on the kernels of `isa`, phase by phase. For stride
+/// `s`, the input positions whose padded coordinates are `≡ (ri, rj) mod s` receive gradient
+/// only through the taps `ki ≡ ri`, `kj ≡ rj`: `dx[s·U + ri, s·V + rj] = Σ_k Σ_qi Σ_qj W[k, c,
+/// s·qi + ri, s·qj + rj] · dy[k, U − qi, V − qj]` (padded coordinates), a stride-1 correlation
+/// of `dy`, zero-padded, with a flipped sub-kernel. Stride 1 is one phase with the whole kernel.
+struct InputGrad<T> {
+    phases: Vec<InputPhase<T>>,
+    /// Per phase: its output columns and their row stride.
+    outputs: Vec<(Vec<Column>, usize)>,
+    /// How a sample of `dy` is padded for the phases' correlations.
+    padded: Phases,
+    /// Whether the product writes straight into `dx` (stride 1, rows of whole vectors).
+    direct: bool,
+    /// Elements of the scratch output of the other cases (0 when `direct`).
+    scratch_len: usize,
+}
+
+impl<T: Float> InputGrad<T> {
+    fn new(isa: Isa, g: &Geometry, w: &[T]) -> Self {
+        let (s, p) = (g.stride, g.padding);
+        // Kernel taps of phase r along a kernel side k: qi < taps(kh, ri).
+        let taps = |k: usize, r: usize| (k.saturating_sub(r)).div_ceil(s);
+        // First phase index U (or V) whose input row s·U + r − p is ≥ 0, and the count below n.
+        let range = |r: usize, n: usize| {
+            let u0 = p.saturating_sub(r).div_ceil(s);
+            (u0, (n + p).saturating_sub(r).div_ceil(s).saturating_sub(u0))
+        };
+        // Padding of dy: phase (ri, ·) reads padded rows u0 + q + top + 1 − nqi for q < nqi, over
+        // its `rows` positions; enough above for the first, below for the last, in every phase.
+        let pad_for = |n: usize, kn: usize, out: usize| {
+            (0..s)
+                .filter(|r| taps(kn, *r) > 0)
+                .map(|r| {
+                    let (u0, count) = range(r, n);
+                    (
+                        (taps(kn, r) - 1).saturating_sub(u0),
+                        (u0 + count).saturating_sub(out),
+                    )
+                })
+                .fold((0, 0), |(a, b), (c, d)| (a.max(c), b.max(d)))
+        };
+        let ((top, bottom), (left, right)) = (pad_for(g.h, g.kh, g.oh), pad_for(g.w, g.kw, g.ow));
+        let padded = Phases::new((g.oh, g.ow), (top, left), (bottom, right), (g.kh, g.kw), 1);
+        let (plane, wd) = (padded.plane(), padded.wq);
+        let kk = g.kh * g.kw;
+        let mut phases = Vec::with_capacity(s * s);
+        for ri in 0..s {
+            for rj in 0..s {
+                let (nqi, nqj) = (taps(g.kh, ri), taps(g.kw, rj));
+                let ((u0, rows), (v0, cols)) = (range(ri, g.h), range(rj, g.w));
+                let mut a = Vec::with_capacity(g.c * g.k * nqi * nqj);
+                for c in 0..g.c {
+                    for k in 0..g.k {
+                        for q in 0..nqi {
+                            for u in 0..nqj {
+                                let (ki, kj) = (s * (nqi - 1 - q) + ri, s * (nqj - 1 - u) + rj);
+                                a.push(w[(k * g.c + c) * kk + ki * g.kw + kj]);
                             }
                         }
                     }
                 }
-            },
-        );
-    // SAFETY: the chunks partition the first `n·in_len` slots, and the phases of a sample
-    // partition its positions, each written above (by the product itself when `direct`).
-    unsafe { dx.set_len(g.n * in_len) };
-    dx
+                let mut offs = Vec::with_capacity(g.k * nqi * nqj);
+                for k in 0..g.k {
+                    for q in 0..nqi {
+                        for u in 0..nqj {
+                            let (row, col) = (u0 + q + top + 1 - nqi, v0 + u + left + 1 - nqj);
+                            offs.push(k * plane + row * wd + col);
+                        }
+                    }
+                }
+                let first = (s * u0 + ri - p, s * v0 + rj - p);
+                let a_rows = (0..g.c).map(|c| c * offs.len()).collect();
+                phases.push(InputPhase {
+                    first,
+                    rows,
+                    cols,
+                    a,
+                    a_rows,
+                    offs,
+                });
+            }
+        }
+        let lanes = T::lanes(isa);
+        // Straight into `dx` for stride 1 when the rows are whole vectors (one phase, which
+        // covers every position in order).
+        let outputs: Vec<(Vec<Column>, usize)> = phases
+            .iter()
+            .map(|ph| row_columns(ph.rows, ph.cols, wd, lanes))
+            .collect();
+        let direct = s == 1 && outputs[0].1 == g.w;
+        let scratch_len = phases
+            .iter()
+            .zip(&outputs)
+            .map(|(ph, (_, stride))| g.c * ph.rows * stride)
+            .max()
+            .unwrap_or(0);
+        InputGrad {
+            phases,
+            outputs,
+            padded,
+            direct,
+            scratch_len: if direct { 0 } else { scratch_len },
+        }
+    }
+
+    /// `dxn`, one sample's input gradient, from `dyn_`, its output gradient, through the
+    /// buffers `dp` (`padded.sample_len(k)`, zeroed once) and `scratch` (`scratch_len`).
+    /// Writes every element of `dxn`: the phases partition the sample's positions, and each
+    /// writes all of its own (zeros where it has no taps).
+    fn sample(
+        &self,
+        isa: Isa,
+        g: &Geometry,
+        dyn_: &[T],
+        dxn: &mut [MaybeUninit<T>],
+        (dp, scratch): (&mut [T], &mut [T]),
+    ) {
+        let (s, hw) = (g.stride, g.h * g.w);
+        self.padded.fill(dyn_, (g.oh, g.ow), dp);
+        for (ph, (columns, stride)) in self.phases.iter().zip(&self.outputs) {
+            let out = if self.direct {
+                dxn.as_mut_ptr().cast::<T>()
+            } else {
+                scratch.as_mut_ptr()
+            };
+            // SAFETY: every offset plus the columns' reach stays inside `dp` (bottom padding and
+            // Phases::extra), `a` is [c, offs.len()], the output (`dxn` or `scratch`) holds c
+            // rows of rows·stride; the CPU has `isa` (`ConvKernels::isa`).
+            unsafe {
+                T::product(
+                    isa,
+                    (ph.a.as_ptr(), &ph.a_rows),
+                    (dp.as_ptr(), &ph.offs),
+                    (&Run::whole(ph.offs.len()), columns),
+                    (out, ph.rows * stride),
+                    false,
+                )
+            };
+            if self.direct {
+                continue;
+            }
+            for c in 0..g.c {
+                for r in 0..ph.rows {
+                    let y = ph.first.0 + s * r;
+                    let src = &scratch[(c * ph.rows + r) * stride..][..ph.cols];
+                    let row = &mut dxn[c * hw + y * g.w..][..g.w];
+                    let x0 = ph.first.1;
+                    if s == 1 {
+                        for (d, v) in row[x0..x0 + ph.cols].iter_mut().zip(src) {
+                            d.write(*v);
+                        }
+                    } else {
+                        for (d, v) in row[x0..].iter_mut().step_by(s).zip(src) {
+                            d.write(*v);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
-/// Weight gradient on the kernels of `isa`, as its transpose
+/// The weight gradient's per-sample work on the kernels of `isa`, as its transpose
 /// `dWᵀ[r, k] = Σ_n Σ_p xpad_n[off_r + p'] · dyᵀ_n[p, k]` over the output positions
 /// `p = oy·ow + ox`, at `p' = oy·wq + ox` in the padded sample: the output channels are the
 /// vector lanes, so this is the forward's [`Float::product`] with the roles of rows and
-/// reductions swapped, the reduction in one run per output row. Samples in groups of `group`,
-/// each group's sum accumulated sample by sample, the groups summed in order.
-pub(crate) fn backward_weight<T: Float>(
+/// reductions swapped, the reduction in one run per output row.
+struct WeightGrad {
+    phases: Phases,
+    /// `off_r` of the patch rows `r = (c, ki, kj)`.
+    offs: Vec<usize>,
+    /// `dyᵀ` row `p = oy·ow + ox` starts at `p·k`.
+    dyt_rows: Vec<usize>,
+    /// Output row `oy` is one run of the reduction.
+    runs: Vec<Run>,
+    columns: Vec<Column>,
+}
+
+impl WeightGrad {
+    fn new<T: Float>(isa: Isa, g: &Geometry) -> Self {
+        let pad = (g.padding, g.padding);
+        let phases = Phases::new((g.h, g.w), pad, pad, (g.kh, g.kw), g.stride);
+        let offs = phases.offsets(g.c, g.kh, g.kw);
+        let dyt_rows = (0..g.oh * g.ow).map(|t| t * g.k).collect();
+        let runs = (0..g.oh)
+            .map(|oy| Run {
+                a: oy * phases.wq,
+                b: oy * g.ow,
+                len: g.ow,
+            })
+            .collect();
+        let mut columns = Vec::new();
+        push_columns(&mut columns, (0, 0), g.k, T::lanes(isa));
+        WeightGrad {
+            phases,
+            offs,
+            dyt_rows,
+            runs,
+            columns,
+        }
+    }
+
+    /// Adds one sample's `dWᵀ` to `acc_t` (`[ckk, k]`; overwrites it unless `accumulate`),
+    /// from the sample's input `xn` and output gradient `dyn_`, through the buffers `xp`
+    /// (`phases.sample_len(c)`, zeroed once) and `dyt` (`oh·ow·k`).
+    #[allow(clippy::too_many_arguments)]
+    fn sample<T: Float>(
+        &self,
+        isa: Isa,
+        g: &Geometry,
+        (xn, dyn_): (&[T], &[T]),
+        (xp, dyt): (&mut [T], &mut [T]),
+        acc_t: &mut [T],
+        accumulate: bool,
+    ) {
+        self.phases.fill(xn, (g.h, g.w), xp);
+        transpose(dyn_, g.oh * g.ow, dyt);
+        // SAFETY: as in `forward`, with xp's rows at `offs` (each run stays inside its output
+        // row's reach) and dyᵀ [hw, k]; acc_t is [ckk, k].
+        unsafe {
+            T::product(
+                isa,
+                (xp.as_ptr(), &self.offs),
+                (dyt.as_ptr(), &self.dyt_rows),
+                (&self.runs, &self.columns),
+                (acc_t.as_mut_ptr(), g.k),
+                accumulate,
+            )
+        };
+    }
+}
+
+/// The backward pass on the kernels of `isa`: the input gradient when the weight `w` is given,
+/// the weight gradient when the input `x` is, both from `dy` in one pass over the batch. Samples
+/// go in groups of `group`, in parallel; within a group, sample by sample, the input gradient
+/// and then the sample's term of the weight gradient, so `dy`'s sample is read from memory once
+/// for both and is still in cache for the second. Each group's weight gradient is accumulated
+/// sample by sample and the groups are summed in order, so every bit of `dW` depends on the
+/// shapes and `group` only, never on the thread count.
+pub(crate) fn backward<T: Float>(
     isa: Isa,
     g: &Geometry,
-    x: &[T],
     dy: &[T],
+    (w, x): (Option<&[T]>, Option<&[T]>),
     group: usize,
-) -> Vec<T> {
+) -> Gradients<T> {
     use rayon::prelude::*;
-    let pad = (g.padding, g.padding);
-    let phases = Phases::new((g.h, g.w), pad, pad, (g.kh, g.kw), g.stride);
-    let offs = phases.offsets(g.c, g.kh, g.kw);
-    let (ckk, k, hw) = (g.ckk(), g.k, g.oh * g.ow);
-    // dyᵀ row p = oy·ow + ox starts at p·k; output row oy is one run of the reduction.
-    let dyt_rows: Vec<usize> = (0..hw).map(|t| t * k).collect();
-    let runs: Vec<Run> = (0..g.oh)
-        .map(|oy| Run {
-            a: oy * phases.wq,
-            b: oy * g.ow,
-            len: g.ow,
-        })
-        .collect();
-    let mut columns = Vec::new();
-    push_columns(&mut columns, (0, 0), k, T::lanes(isa));
+    let input = w.map(|w| InputGrad::new(isa, g, w));
+    let weight = x.map(|x| (x, WeightGrad::new::<T>(isa, g)));
+    let (in_len, out_len, hw, k) = (g.in_len(), g.out_len(), g.oh * g.ow, g.k);
     let groups = g.n.div_ceil(group);
-    let partial: Vec<Vec<T>> = (0..groups)
+    // Not zero-filled first: each group's samples write every element of their chunks.
+    let mut dx: Vec<T> = Vec::with_capacity(if input.is_some() { g.n * in_len } else { 0 });
+    let chunks: Vec<Option<&mut [MaybeUninit<T>]>> = match input {
+        Some(_) => dx.spare_capacity_mut()[..g.n * in_len]
+            .chunks_mut(group * in_len)
+            .map(Some)
+            .collect(),
+        None => (0..groups).map(|_| None).collect(),
+    };
+    let partial: Vec<Option<Vec<T>>> = chunks
         .into_par_iter()
-        .map(|gi| {
-            let mut xp = vec![T::zero(); phases.sample_len(g.c)];
-            let mut dyt = vec![T::zero(); hw * k];
-            let mut acc_t = vec![T::zero(); ckk * k];
+        .enumerate()
+        .map(|(gi, mut dx_group)| {
+            let mut dp = vec![T::zero(); input.as_ref().map_or(0, |ig| ig.padded.sample_len(k))];
+            let mut scratch = vec![T::zero(); input.as_ref().map_or(0, |ig| ig.scratch_len)];
+            let mut xp = vec![
+                T::zero();
+                weight
+                    .as_ref()
+                    .map_or(0, |(_, wg)| wg.phases.sample_len(g.c))
+            ];
+            let mut dyt = vec![T::zero(); if weight.is_some() { hw * k } else { 0 }];
+            let mut acc_t = weight.as_ref().map(|_| vec![T::zero(); g.ckk() * k]);
             for (j, i) in (gi * group..((gi + 1) * group).min(g.n)).enumerate() {
-                phases.fill(
-                    &x[i * g.in_len()..(i + 1) * g.in_len()],
-                    (g.h, g.w),
-                    &mut xp,
-                );
-                transpose(&dy[i * g.out_len()..(i + 1) * g.out_len()], hw, &mut dyt);
-                // SAFETY: as in `forward`, with xp's rows at `offs` (each run stays inside its
-                // output row's reach) and dyᵀ [hw, k]; acc_t is [ckk, k].
-                unsafe {
-                    T::product(
-                        isa,
-                        (xp.as_ptr(), &offs),
-                        (dyt.as_ptr(), &dyt_rows),
-                        (&runs, &columns),
-                        (acc_t.as_mut_ptr(), k),
-                        j > 0,
-                    )
-                };
+                let dyn_ = &dy[i * out_len..(i + 1) * out_len];
+                if let (Some(ig), Some(dxg)) = (&input, dx_group.as_deref_mut()) {
+                    let dxn = &mut dxg[j * in_len..(j + 1) * in_len];
+                    ig.sample(isa, g, dyn_, dxn, (&mut dp, &mut scratch));
+                }
+                if let (Some((x, wg)), Some(acc_t)) = (&weight, acc_t.as_mut()) {
+                    let xn = &x[i * in_len..(i + 1) * in_len];
+                    wg.sample(isa, g, (xn, dyn_), (&mut xp, &mut dyt), acc_t, j > 0);
+                }
             }
             acc_t
         })
         .collect();
-    let mut dw = vec![T::zero(); g.w_len()];
-    for part in &partial {
-        for (r, row) in part.chunks_exact(k).enumerate() {
-            for (kk, v) in row.iter().enumerate() {
-                dw[kk * ckk + r] += *v;
+    let dx = input.map(|_| {
+        // SAFETY: the groups' chunks partition the first `n·in_len` slots, and each sample
+        // wrote all of its own (`InputGrad::sample`).
+        unsafe { dx.set_len(g.n * in_len) };
+        dx
+    });
+    let dw = weight.map(|_| {
+        let ckk = g.ckk();
+        let mut dw = vec![T::zero(); g.w_len()];
+        for part in partial.iter().flatten() {
+            for (r, row) in part.chunks_exact(k).enumerate() {
+                for (kk, v) in row.iter().enumerate() {
+                    dw[kk * ckk + r] += *v;
+                }
             }
         }
-    }
-    dw
+        dw
+    });
+    (dx, dw)
 }
 
 #[cfg(target_arch = "x86_64")]
