@@ -529,19 +529,20 @@ impl WeightGrad {
         }
     }
 
-    /// Adds one sample's `dWᵀ` to `acc_t` (`[ckk, k]`; overwrites it unless `accumulate`),
-    /// from the sample's input `xn` and output gradient `dyn_`, through the buffers `xp`
-    /// (`phases.sample_len(c)`, zeroed once) and `dyt` (`oh·ow·k`).
-    #[allow(clippy::too_many_arguments)]
+    /// Adds one sample's `dWᵀ` to `acc_t` (`[ckk, k]`; overwrites every value unless
+    /// `accumulate`, which needs them written), from the sample's input `xn` and output
+    /// gradient `dyn_`, through the buffers `xp` (`phases.sample_len(c)`, zeroed once) and `dyt`
+    /// (`oh·ow·k`).
     fn sample<T: Float>(
         &self,
         isa: Isa,
         g: &Geometry,
         (xn, dyn_): (&[T], &[T]),
         (xp, dyt): (&mut [T], &mut [T]),
-        acc_t: &mut [T],
+        acc_t: &mut [MaybeUninit<T>],
         accumulate: bool,
     ) {
+        assert!(acc_t.len() >= self.offs.len() * g.k, "dWᵀ buffer too short");
         self.phases.fill(xn, (g.h, g.w), xp);
         transpose(dyn_, g.oh * g.ow, dyt);
         // SAFETY: as in `forward`, with xp's rows at `offs` (each run stays inside its output
@@ -552,7 +553,7 @@ impl WeightGrad {
                 (xp.as_ptr(), &self.offs),
                 (dyt.as_ptr(), &self.dyt_rows),
                 (&self.runs, &self.columns),
-                (acc_t.as_mut_ptr(), g.k),
+                (acc_t.as_mut_ptr().cast::<T>(), g.k),
                 accumulate,
             )
         };
@@ -587,32 +588,43 @@ pub(crate) fn backward<T: Float>(
             .collect(),
         None => (0..groups).map(|_| None).collect(),
     };
+    // Buffers per Rayon job, reused by its groups: the padding of `dp` and `xp` stays zero
+    // from one sample to the next (only the data positions are ever written), and `scratch`
+    // and `dyt` are written whole before each read.
+    let buffers = || {
+        let dp = input.as_ref().map_or(0, |ig| ig.padded.sample_len(k));
+        let scratch = input.as_ref().map_or(0, |ig| ig.scratch_len);
+        let xp = weight
+            .as_ref()
+            .map_or(0, |(_, wg)| wg.phases.sample_len(g.c));
+        let dyt = if weight.is_some() { hw * k } else { 0 };
+        [dp, scratch, xp, dyt].map(|len| vec![T::zero(); len])
+    };
+    let ckk_k = g.ckk() * k;
     let partial: Vec<Option<Vec<T>>> = chunks
         .into_par_iter()
         .enumerate()
-        .map(|(gi, mut dx_group)| {
-            let mut dp = vec![T::zero(); input.as_ref().map_or(0, |ig| ig.padded.sample_len(k))];
-            let mut scratch = vec![T::zero(); input.as_ref().map_or(0, |ig| ig.scratch_len)];
-            let mut xp = vec![
-                T::zero();
-                weight
-                    .as_ref()
-                    .map_or(0, |(_, wg)| wg.phases.sample_len(g.c))
-            ];
-            let mut dyt = vec![T::zero(); if weight.is_some() { hw * k } else { 0 }];
-            let mut acc_t = weight.as_ref().map(|_| vec![T::zero(); g.ckk() * k]);
+        .map_init(buffers, |[dp, scratch, xp, dyt], (gi, mut dx_group)| {
+            // Not zero-filled: the group's first sample overwrites it (`accumulate` false).
+            let mut acc_t: Option<Vec<T>> = weight.as_ref().map(|_| Vec::with_capacity(ckk_k));
             for (j, i) in (gi * group..((gi + 1) * group).min(g.n)).enumerate() {
                 let dyn_ = &dy[i * out_len..(i + 1) * out_len];
                 if let (Some(ig), Some(dxg)) = (&input, dx_group.as_deref_mut()) {
                     let dxn = &mut dxg[j * in_len..(j + 1) * in_len];
-                    ig.sample(isa, g, dyn_, dxn, (&mut dp, &mut scratch));
+                    ig.sample(isa, g, dyn_, dxn, (dp, scratch));
                 }
                 if let (Some((x, wg)), Some(acc_t)) = (&weight, acc_t.as_mut()) {
                     let xn = &x[i * in_len..(i + 1) * in_len];
-                    wg.sample(isa, g, (xn, dyn_), (&mut xp, &mut dyt), acc_t, j > 0);
+                    let out = acc_t.spare_capacity_mut();
+                    wg.sample(isa, g, (xn, dyn_), (xp, dyt), out, j > 0);
                 }
             }
-            acc_t
+            acc_t.map(|mut acc_t| {
+                // SAFETY: a group has at least one sample, whose product wrote all `ckk·k`
+                // values (later ones accumulated into them).
+                unsafe { acc_t.set_len(ckk_k) };
+                acc_t
+            })
         })
         .collect();
     let dx = input.map(|_| {
@@ -622,15 +634,16 @@ pub(crate) fn backward<T: Float>(
         dx
     });
     let dw = weight.map(|_| {
-        let ckk = g.ckk();
-        let mut dw = vec![T::zero(); g.w_len()];
+        // The groups' dWᵀ summed in group order from zero, element by element, then transposed
+        // to dW `[k, ckk]`.
+        let mut sum_t = vec![T::zero(); ckk_k];
         for part in partial.iter().flatten() {
-            for (r, row) in part.chunks_exact(k).enumerate() {
-                for (kk, v) in row.iter().enumerate() {
-                    dw[kk * ckk + r] += *v;
-                }
+            for (s, v) in sum_t.iter_mut().zip(part) {
+                *s += *v;
             }
         }
+        let mut dw = vec![T::zero(); g.w_len()];
+        transpose(&sum_t, k, &mut dw);
         dw
     });
     (dx, dw)
