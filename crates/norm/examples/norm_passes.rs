@@ -1,10 +1,11 @@
 //! Times the fused BatchNorm + ReLU of the zoo's pre-activation blocks on the shapes PreResNet-20
 //! normalizes, forward and backward apart, and prints for each the milliseconds, the bandwidth
 //! of its compulsory traffic (forward: read `x`, write `y`; backward: read `x` and `dy`, write
-//! `dx`), and how long a plain streaming pass with that traffic takes on the same pool (forward
-//! `y = a·x + b`, backward `dx = a·x + b·dy`, into a new vector as the norms write theirs): the
-//! pass's memory bound on this machine, and the ratio to it. Then the totals weighted by how
-//! often PreResNet-20 runs each shape.
+//! `dx`), and how long a plain streaming pass over the same tensors takes on the same pool
+//! (forward `y = a·x + b`, backward `dx = a·x + b·dy`, into a new vector as the norms write
+//! theirs), with the ratio to it: what moving the compulsory bytes costs here, the data as warm
+//! in the caches as the norm's. Then the totals weighted by how often PreResNet-20 runs each
+//! shape.
 //!
 //! ```sh
 //! RAYON_NUM_THREADS=2 cargo run --release -p explr-norm --example norm_passes -- \
@@ -65,8 +66,8 @@ fn stream_times(x: &Tensor, g: &Tensor) -> Result<(f64, f64)> {
         let (a, b) = (T::from_f64(0.5), T::from_f64(0.25));
         // The forward reads one stream (`g` only by the backward).
         Ok((
-            stream_time(&x, &g, |x, _| x * a + b)?,
-            stream_time(&x, &g, |x, g| x * a + g * b)?,
+            stream_time(&x, &g, move |x, _| x * a + b)?,
+            stream_time(&x, &g, move |x, g| x * a + g * b)?,
         ))
     }
     match x.dtype() {
