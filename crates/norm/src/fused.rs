@@ -11,9 +11,14 @@
 //! Layout: the input is a contiguous (N, C, H, W) tensor, seen as N·C *planes* of S = H·W
 //! values. A *block* is the set of planes one statistic is taken over: channel c's planes
 //! across the batch (BatchNorm), or the C/G consecutive planes of one sample's group
-//! (GroupNorm; LayerNorm is G = 1, InstanceNorm G = C). Each block is processed by one thread,
-//! which combines its per-plane sums in plane order, so results do not depend on the thread
-//! count.
+//! (GroupNorm; LayerNorm is G = 1, InstanceNorm G = C). Every sum is taken per plane, and a
+//! block's per-plane sums are combined in plane order, so results do not depend on the thread
+//! count or on the schedule. Two schedules: where a block's planes are consecutive in memory
+//! (GroupNorm and its kin), block by block, each pass over the block while it is in cache;
+//! where they are not (BatchNorm: a channel's planes sit C·H·W apart, and reading them block by
+//! block jumps through memory faster than the hardware prefetchers follow), in sweeps through
+//! the whole tensor in memory order, the blocks' sums folded between sweeps. The two agree bit
+//! for bit (a test checks it).
 //!
 //! Precision: sums accumulate in f64 across planes; within a plane, f32 lanes add deviations
 //! (from the block's first value, then from the mean rounded to f32), and outputs and input
@@ -61,6 +66,20 @@ impl Geometry {
             Grouping::PerChannel => self.n * self.s,
             Grouping::Groups(g) => self.c / g * self.s,
         }
+    }
+
+    /// The block plane `p` belongs to.
+    fn block_of(&self, p: usize) -> usize {
+        match self.grouping {
+            Grouping::PerChannel => p % self.c,
+            Grouping::Groups(g) => (p / self.c) * g + (p % self.c) / (self.c / g),
+        }
+    }
+
+    /// Whether each block's planes are consecutive in memory: every grouping but BatchNorm's,
+    /// and BatchNorm's for a single sample.
+    fn blocks_contiguous(&self) -> bool {
+        matches!(self.grouping, Grouping::Groups(_)) || self.n == 1
     }
 
     /// The planes of block `b`, in increasing order.
@@ -179,8 +198,8 @@ fn parallel_for(elems: usize) -> bool {
 /// The loops are compiled for the baseline x86-64 (SSE2 vectors). Run-time dispatch to AVX2
 /// was tried and removed: through `pulp::Arch::dispatch` the block bodies were never inlined
 /// into its AVX2 function (they ran as SSE2 code all the same), and through a
-/// `#[target_feature]` function that did inline them they ran no faster (these passes are bound
-/// by memory, not by vector width).
+/// `#[target_feature]` function that did inline them they ran no faster (nor did a whole build
+/// for the native CPU make the step faster; docs/PERFORMANCE.md).
 fn map_blocks<R: Send>(blocks: usize, parallel: bool, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
     if parallel {
         (0..blocks).into_par_iter().map(&f).collect()
@@ -255,35 +274,185 @@ fn affine<T: Float>(x: T, m_t: T, (scale, shift): (T, T)) -> T {
     (x - m_t) * scale + shift
 }
 
+/// The value every sum of block `b` is shifted by: the block's first value (0 for an empty
+/// block), so that the `T`-typed lanes add small numbers even when the mean is large against
+/// the spread.
+#[inline(always)]
+fn block_shift<T: Float>(x: &[T], g: &Geometry, b: usize) -> T {
+    g.block_planes(b)
+        .next()
+        .and_then(|p| x.get(p * g.s))
+        .copied()
+        .unwrap_or(T::of(0.0))
+}
+
+/// `Σ (v − shift)` over one plane ([`lane_sum`]): the first statistic of the forward pass.
+#[inline(always)]
+fn shifted_sum<T: Float>(plane: &[T], shift: T) -> f64 {
+    lane_sum(plane, |v| v - shift)
+}
+
+/// `Σ (v − m̃)²` over one plane ([`lane_sum`]): the second statistic of the forward pass.
+#[inline(always)]
+fn centered_squares<T: Float>(plane: &[T], m_t: T) -> f64 {
+    lane_sum(plane, |v| {
+        let d = v - m_t;
+        d * d
+    })
+}
+
+/// Block `b`'s sum of the per-plane values `per_plane` (indexed by plane), from 0 in plane
+/// order: the order a block's planes are summed in, whichever order they were computed in.
+#[inline(always)]
+fn fold_block(g: &Geometry, b: usize, per_plane: &[f64]) -> f64 {
+    let mut sum = 0.0;
+    for p in g.block_planes(b) {
+        sum += per_plane[p];
+    }
+    sum
+}
+
+/// A block's mean from its shift and its shifted sum.
+#[inline(always)]
+fn block_mean<T: Float>(g: &Geometry, shift: T, sum: f64) -> f64 {
+    shift.f64() + sum / g.count() as f64
+}
+
+/// A block's biased variance from its centered sum of squares around the rounded mean m̃,
+/// `off = m − m̃`: Σ(x − m)² = Σ(x − m̃)² − M·(m − m̃)² (0 for f64).
+#[inline(always)]
+fn block_var(g: &Geometry, squares: f64, off: f64) -> f64 {
+    let count = g.count() as f64;
+    ((squares - count * off * off) / count).max(0.0)
+}
+
 /// Statistics of block `b` of `x` (two passes over the block, which stays in cache: mean, then
 /// centered sum of squares; per-plane sums combined in plane order): `(mean, var)`.
 #[inline(always)]
 fn block_stats<T: Float>(x: &[T], g: &Geometry, b: usize) -> (f64, f64) {
     let s = g.s;
-    let count = g.count() as f64;
-    // Summed as deviations from the block's first value, so that the T-typed lanes add small
-    // numbers even when the mean is large against the spread.
-    let shift = g
-        .block_planes(b)
-        .next()
-        .and_then(|p| x.get(p * s))
-        .copied()
-        .unwrap_or(T::of(0.0));
+    let shift = block_shift(x, g, b);
     let mut sum = 0.0;
     for p in g.block_planes(b) {
-        sum += lane_sum(&x[p * s..(p + 1) * s], |v| v - shift);
+        sum += shifted_sum(&x[p * s..(p + 1) * s], shift);
     }
-    let mean = shift.f64() + sum / count;
-    // Centered on the mean rounded to T; Σ(x − m)² = Σ(x − m̃)² − M·(m − m̃)² (0 for f64).
+    let mean = block_mean(g, shift, sum);
     let (m_t, off) = rounded_mean::<T>(mean);
     let mut ss = 0.0;
     for p in g.block_planes(b) {
-        ss += lane_sum(&x[p * s..(p + 1) * s], |v| {
-            let d = v - m_t;
-            d * d
+        ss += centered_squares(&x[p * s..(p + 1) * s], m_t);
+    }
+    (mean, block_var(g, ss, off))
+}
+
+/// One output plane of the forward pass: `(x − m̃)·scale + shift` ([`affine`]), or with the
+/// ReLU `max(·, 0)` (NaN kept, as `explr_nn::relu`).
+#[inline(always)]
+fn forward_plane<T: Float, const RELU: bool>(
+    o: &mut [MaybeUninit<T>],
+    xs: &[T],
+    m_t: T,
+    t: (T, T),
+) {
+    for (o, &v) in o.iter_mut().zip(xs) {
+        let y = affine(v, m_t, t);
+        // A select, not a branch per value (see `gate`).
+        o.write(if RELU {
+            std::hint::select_unpredictable(y < T::of(0.0), T::of(0.0), y)
+        } else {
+            y
         });
     }
-    (mean, ((ss - count * off * off) / count).max(0.0))
+}
+
+/// The gradient at the normalization's output: `dz`, or with the ReLU `dz` where the
+/// recomputed `y = (x − m̃)·scale + shift` is positive and 0 elsewhere (`explr_nn::relu`'s
+/// rule). `select_unpredictable`: left to itself, the compiler may turn the select into a
+/// branch per lane of the sums, which made these passes 2-4 × slower in some builds.
+#[inline(always)]
+fn gate<T: Float, const RELU: bool>(d: T, xv: T, m_t: T, t: (T, T)) -> T {
+    if RELU {
+        std::hint::select_unpredictable(affine(xv, m_t, t) > T::of(0.0), d, T::of(0.0))
+    } else {
+        d
+    }
+}
+
+/// One plane's `(Σ dy, Σ dy·x̂)` for the backward pass, `x̂ = (x − m)·rstd`:
+/// Σ dy·(x − m) = Σ dy·(x − m̃) − (m − m̃)·Σ dy, m̃ the mean rounded to T.
+#[inline(always)]
+fn gradient_sums<T: Float, const RELU: bool>(
+    xs: &[T],
+    ds: &[T],
+    (m_t, off, rstd): (T, f64, f64),
+    t: (T, T),
+) -> (f64, f64) {
+    let (sdy, sdyx) = lane_sum_pair(
+        ds,
+        xs,
+        |d, xv| gate::<T, RELU>(d, xv, m_t, t),
+        |d, xv| d * (xv - m_t),
+    );
+    (sdy, (sdyx - off * sdy) * rstd)
+}
+
+/// One plane of the input gradient, `dx = k_dy·dy + k_x·(x − m̃) + k_0` with `k_dy = t.0`:
+/// centred on m̃ as the sums are, so that a block whose mean is large against its spread loses
+/// no digits to k_x·x ≈ k_x·m.
+#[inline(always)]
+fn backward_plane<T: Float, const RELU: bool>(
+    o: &mut [MaybeUninit<T>],
+    (xs, ds): (&[T], &[T]),
+    m_t: T,
+    t: (T, T),
+    (k_x, k_0): (T, T),
+) {
+    for ((o, &xv), &dv) in o.iter_mut().zip(xs).zip(ds) {
+        o.write(t.0 * gate::<T, RELU>(dv, xv, m_t, t) + k_x * (xv - m_t) + k_0);
+    }
+}
+
+/// `f(plane)` for every plane, in memory order (in parallel when `parallel`, in runs of at
+/// least 16K values); results in plane order.
+fn map_planes<R: Send>(g: &Geometry, parallel: bool, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    let planes = g.n * g.c;
+    if parallel {
+        let run = ((1 << 14) / g.s.max(1)).max(1);
+        (0..planes)
+            .into_par_iter()
+            .with_min_len(run)
+            .map(&f)
+            .collect()
+    } else {
+        (0..planes).map(f).collect()
+    }
+}
+
+/// A new vector of `len` values written plane by plane, in memory order, by `f(plane, out)`,
+/// which must write all of `out` (in parallel when `parallel`, in runs of at least 16K values).
+fn fill_planes<T: Float>(
+    len: usize,
+    g: &Geometry,
+    parallel: bool,
+    f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    if len > 0 {
+        let slots = &mut out.spare_capacity_mut()[..len];
+        if parallel {
+            let run = ((1 << 14) / g.s).max(1);
+            slots
+                .par_chunks_mut(g.s)
+                .enumerate()
+                .with_min_len(run)
+                .for_each(|(p, o)| f(p, o));
+        } else {
+            slots.chunks_mut(g.s).enumerate().for_each(|(p, o)| f(p, o));
+        }
+    }
+    // SAFETY: the planes cover the first `len` slots and `f` wrote each.
+    unsafe { out.set_len(len) };
+    out
 }
 
 fn slice<'a, T>(v: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
@@ -304,8 +473,11 @@ pub(crate) struct NormFwd {
 }
 
 impl NormFwd {
-    /// Block by block: the block's statistics, then its output while the block is still in
-    /// cache (a block is at most N·H·W values: 128 KiB for BatchNorm at batch 128 and 16×16).
+    /// The statistics and output, on the schedule the layout calls for: block by block while
+    /// each block is in cache where a block's planes are consecutive (GroupNorm and its kin), or
+    /// in three sweeps through memory in order where they are not (BatchNorm, whose channel's
+    /// planes sit C·H·W apart, where reading block by block jumps from plane to plane faster
+    /// than the hardware prefetchers follow). The same sums in the same order either way.
     fn run<T: Float>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
         if self.relu {
             self.run_with::<T, true>(x, gamma, beta)
@@ -316,9 +488,30 @@ impl NormFwd {
 
     /// [`NormFwd::run`] with the ReLU chosen at compile time.
     fn run_with<T: Float, const RELU: bool>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
+        let (y, moments) = if self.geom.blocks_contiguous() {
+            self.by_blocks::<T, RELU>(x, gamma, beta)
+        } else {
+            self.by_sweeps::<T, RELU>(x, gamma, beta)
+        };
+        let _ = self.stats.set(Arc::new(Stats {
+            mean: moments.iter().map(|m| m.0).collect(),
+            var: moments.iter().map(|m| m.1).collect(),
+            rstd: moments.iter().map(|m| m.2).collect(),
+        }));
+        y
+    }
+
+    /// Block by block: the block's statistics, then its output while the block is still in
+    /// cache. Returns the output and each block's `(mean, var, rstd)`.
+    fn by_blocks<T: Float, const RELU: bool>(
+        &self,
+        x: &[T],
+        gamma: &[T],
+        beta: &[T],
+    ) -> (Vec<T>, Vec<(f64, f64, f64)>) {
         let g = &self.geom;
         let s = g.s;
-        let (y, moments) = fill_blocks(x.len(), g, parallel_for(x.len()), |b, out| {
+        fill_blocks(x.len(), g, parallel_for(x.len()), |b, out| {
             let (mean, var) = block_stats(x, g, b);
             let rstd = 1.0 / (var + self.eps).sqrt();
             // y = (x − m̃)·a + (β − (m − m̃)·a), m̃ the mean rounded to T: x − m̃ loses nothing
@@ -329,24 +522,47 @@ impl NormFwd {
                 let t = plane_affine::<T>(rstd, gamma[c].f64(), beta[c].f64(), off);
                 // SAFETY: plane p belongs to block b only.
                 let o = unsafe { out.plane(p) };
-                for (o, &v) in o.iter_mut().zip(&x[p * s..(p + 1) * s]) {
-                    let y = affine(v, m_t, t);
-                    // A select, not a branch per value (see `gate` in the backward pass).
-                    o.write(if RELU {
-                        std::hint::select_unpredictable(y < T::of(0.0), T::of(0.0), y)
-                    } else {
-                        y
-                    });
-                }
+                forward_plane::<T, RELU>(o, &x[p * s..(p + 1) * s], m_t, t);
             }
             (mean, var, rstd)
+        })
+    }
+
+    /// In three sweeps through memory in order: every plane's shifted sum, then (the means
+    /// folded per block) every plane's centered squares, then (the variances folded) every
+    /// output plane. Returns what [`NormFwd::by_blocks`] returns, bit for bit.
+    fn by_sweeps<T: Float, const RELU: bool>(
+        &self,
+        x: &[T],
+        gamma: &[T],
+        beta: &[T],
+    ) -> (Vec<T>, Vec<(f64, f64, f64)>) {
+        let g = &self.geom;
+        let (s, blocks) = (g.s, g.blocks());
+        let par = parallel_for(x.len());
+        let plane = |p: usize| &x[p * s..(p + 1) * s];
+        let shifts: Vec<T> = (0..blocks).map(|b| block_shift(x, g, b)).collect();
+        let sums = map_planes(g, par, |p| shifted_sum(plane(p), shifts[g.block_of(p)]));
+        let means: Vec<f64> = (0..blocks)
+            .map(|b| block_mean(g, shifts[b], fold_block(g, b, &sums)))
+            .collect();
+        let rounded: Vec<(T, f64)> = means.iter().map(|&m| rounded_mean::<T>(m)).collect();
+        let squares = map_planes(g, par, |p| {
+            centered_squares(plane(p), rounded[g.block_of(p)].0)
         });
-        let _ = self.stats.set(Arc::new(Stats {
-            mean: moments.iter().map(|m| m.0).collect(),
-            var: moments.iter().map(|m| m.1).collect(),
-            rstd: moments.iter().map(|m| m.2).collect(),
-        }));
-        y
+        let moments: Vec<(f64, f64, f64)> = (0..blocks)
+            .map(|b| {
+                let var = block_var(g, fold_block(g, b, &squares), rounded[b].1);
+                (means[b], var, 1.0 / (var + self.eps).sqrt())
+            })
+            .collect();
+        let y = fill_planes(x.len(), g, par, |p, o| {
+            let (b, c) = (g.block_of(p), p % g.c);
+            let (m_t, off) = rounded[b];
+            let t = plane_affine::<T>(moments[b].2, gamma[c].f64(), beta[c].f64(), off);
+            forward_plane::<T, RELU>(o, plane(p), m_t, t);
+        });
+        (y, moments)
     }
 }
 
@@ -439,7 +655,8 @@ struct NormBwd {
 }
 
 impl NormBwd {
-    /// Block by block, as the forward pass: the block's sums, then its `dx` from cache.
+    /// On the forward pass's schedule ([`NormFwd::run`]): block by block, the block's sums then
+    /// its `dx` from cache, or in two sweeps through memory in order.
     fn run<T: Float>(&self, x: &[T], dz: &[T]) -> Vec<T> {
         if self.relu {
             self.run_with::<T, true>(x, dz)
@@ -451,68 +668,11 @@ impl NormBwd {
     /// [`NormBwd::run`] with the ReLU chosen at compile time.
     fn run_with<T: Float, const RELU: bool>(&self, x: &[T], dz: &[T]) -> Vec<T> {
         let g = &self.geom;
-        let st = &self.stats;
-        let s = g.s;
-        let count = g.count() as f64;
-        let planes = g.n * g.c;
-        let gamma = &self.gamma;
-        let mut per_plane: Vec<(f64, f64)> = Vec::with_capacity(planes);
-        let sums = PlaneWriter {
-            ptr: per_plane.spare_capacity_mut().as_mut_ptr(),
-            s: 1,
+        let (dx, per_plane) = if g.blocks_contiguous() {
+            self.by_blocks::<T, RELU>(x, dz)
+        } else {
+            self.by_sweeps::<T, RELU>(x, dz)
         };
-        let (dx, _) = fill_blocks(x.len(), g, parallel_for(x.len()), |b, out| {
-            let (m, r) = (st.mean[b], st.rstd[b]);
-            let (m_t, off) = rounded_mean::<T>(m);
-            // Per plane: (Σ dy, Σ dy·x̂), into `per_plane`; per block: Σγ·dy and Σγ·dy·x̂, in
-            // plane order.
-            // dy from dz and, with the ReLU, the plane's recomputed y = (x − m̃)·scale + shift.
-            // `select_unpredictable`: left to itself, the compiler may turn the select into a
-            // branch per lane of the sums, which made these passes 2-4 × slower in some builds.
-            let gate = |d: T, xv: T, t: (T, T)| {
-                if RELU {
-                    std::hint::select_unpredictable(affine(xv, m_t, t) > T::of(0.0), d, T::of(0.0))
-                } else {
-                    d
-                }
-            };
-            let (mut a, mut bsum) = (0.0, 0.0);
-            for p in g.block_planes(b) {
-                let c = p % g.c;
-                let t = plane_affine::<T>(r, gamma[c], self.beta[c], off);
-                let plane = p * s..(p + 1) * s;
-                let (xs, ds) = (&x[plane.clone()], &dz[plane]);
-                // Σ dy·(x − m) = Σ dy·(x − m̃) − (m − m̃)·Σ dy, m̃ the mean rounded to T.
-                let (sdy, sdyx) =
-                    lane_sum_pair(ds, xs, |d, xv| gate(d, xv, t), |d, xv| d * (xv - m_t));
-                let sdyx = (sdyx - off * sdy) * r;
-                // SAFETY: plane p belongs to block b only.
-                unsafe { sums.plane(p)[0].write((sdy, sdyx)) };
-                let gc = gamma[c];
-                a += gc * sdy;
-                bsum += gc * sdyx;
-            }
-            // dx = k_dy·dy + k_x·(x − m̃) + k_0: centred on m̃ as the sums are, so that a block
-            // whose mean is large against its spread loses no digits to k_x·x ≈ k_x·m.
-            let k_x = -r * r * bsum / count;
-            let k_0 = -r * a / count - off * k_x;
-            for p in g.block_planes(b) {
-                let c = p % g.c;
-                let t = plane_affine::<T>(r, gamma[c], self.beta[c], off);
-                // k_dy = rstd·γ rounded to T: the plane's scale.
-                let k_dy = t.0;
-                let (k_x, k_0) = (T::of(k_x), T::of(k_0));
-                // SAFETY: plane p belongs to block b only.
-                let o = unsafe { out.plane(p) };
-                let plane = p * s..(p + 1) * s;
-                let (xs, ds) = (&x[plane.clone()], &dz[plane]);
-                for ((o, &xv), &dv) in o.iter_mut().zip(xs).zip(ds) {
-                    o.write(k_dy * gate(dv, xv, t) + k_x * (xv - m_t) + k_0);
-                }
-            }
-        });
-        // SAFETY: every plane belongs to exactly one block, which wrote its sums.
-        unsafe { per_plane.set_len(planes) };
         let mut dgamma = vec![0.0; g.c];
         let mut dbeta = vec![0.0; g.c];
         for c in 0..g.c {
@@ -524,6 +684,128 @@ impl NormBwd {
         }
         let _ = self.param_grads.set((dgamma, dbeta));
         dx
+    }
+
+    /// `(m̃, m − m̃, rstd)` of block `b` ([`rounded_mean`]).
+    fn centre<T: Float>(&self, b: usize) -> (T, f64, f64) {
+        let (m_t, off) = rounded_mean::<T>(self.stats.mean[b]);
+        (m_t, off, self.stats.rstd[b])
+    }
+
+    /// `(k_x, k_0)` of block `b` from its γ-weighted sums `a = Σγ·dy`, `bsum = Σγ·dy·x̂`.
+    fn coefficients<T: Float>(&self, b: usize, a: f64, bsum: f64) -> (T, T) {
+        let (_, off, r) = self.centre::<T>(b);
+        let count = self.geom.count() as f64;
+        let k_x = -r * r * bsum / count;
+        let k_0 = -r * a / count - off * k_x;
+        (T::of(k_x), T::of(k_0))
+    }
+
+    /// A block's γ-weighted sums `(Σγ·dy, Σγ·dy·x̂)` from its planes' `(p, (Σ dy, Σ dy·x̂))`, in
+    /// the order given (the block's plane order).
+    fn weighted_sums(&self, planes: impl Iterator<Item = (usize, (f64, f64))>) -> (f64, f64) {
+        let (mut a, mut bsum) = (0.0, 0.0);
+        for (p, (sdy, sdyx)) in planes {
+            let gc = self.gamma[p % self.geom.c];
+            a += gc * sdy;
+            bsum += gc * sdyx;
+        }
+        (a, bsum)
+    }
+
+    /// Block by block: the block's per-plane sums, then its `dx` while it is in cache. Returns
+    /// `dx` and every plane's `(Σ dy, Σ dy·x̂)`.
+    fn by_blocks<T: Float, const RELU: bool>(
+        &self,
+        x: &[T],
+        dz: &[T],
+    ) -> (Vec<T>, Vec<(f64, f64)>) {
+        let g = &self.geom;
+        let s = g.s;
+        let planes = g.n * g.c;
+        let mut per_plane: Vec<(f64, f64)> = Vec::with_capacity(planes);
+        let sums = PlaneWriter {
+            ptr: per_plane.spare_capacity_mut().as_mut_ptr(),
+            s: 1,
+        };
+        let (dx, _) = fill_blocks(x.len(), g, parallel_for(x.len()), |b, out| {
+            let centre = self.centre::<T>(b);
+            let affine_of =
+                |c: usize| plane_affine::<T>(centre.2, self.gamma[c], self.beta[c], centre.1);
+            let (a, bsum) = self.weighted_sums(g.block_planes(b).map(|p| {
+                let plane = p * s..(p + 1) * s;
+                let sums_p = gradient_sums::<T, RELU>(
+                    &x[plane.clone()],
+                    &dz[plane],
+                    centre,
+                    affine_of(p % g.c),
+                );
+                // SAFETY: plane p belongs to block b only.
+                unsafe { sums.plane(p)[0].write(sums_p) };
+                (p, sums_p)
+            }));
+            let k = self.coefficients::<T>(b, a, bsum);
+            for p in g.block_planes(b) {
+                // SAFETY: plane p belongs to block b only.
+                let o = unsafe { out.plane(p) };
+                let plane = p * s..(p + 1) * s;
+                backward_plane::<T, RELU>(
+                    o,
+                    (&x[plane.clone()], &dz[plane]),
+                    centre.0,
+                    affine_of(p % g.c),
+                    k,
+                );
+            }
+        });
+        // SAFETY: every plane belongs to exactly one block, which wrote its sums.
+        unsafe { per_plane.set_len(planes) };
+        (dx, per_plane)
+    }
+
+    /// In two sweeps through memory in order: every plane's sums, then (the blocks' sums folded
+    /// in plane order) every plane of `dx`. Returns what [`NormBwd::by_blocks`] returns, bit for
+    /// bit.
+    fn by_sweeps<T: Float, const RELU: bool>(
+        &self,
+        x: &[T],
+        dz: &[T],
+    ) -> (Vec<T>, Vec<(f64, f64)>) {
+        let g = &self.geom;
+        let s = g.s;
+        let par = parallel_for(x.len());
+        let centres: Vec<(T, f64, f64)> = (0..g.blocks()).map(|b| self.centre::<T>(b)).collect();
+        let affine_of = |p: usize| {
+            let (c, centre) = (p % g.c, centres[g.block_of(p)]);
+            plane_affine::<T>(centre.2, self.gamma[c], self.beta[c], centre.1)
+        };
+        let per_plane = map_planes(g, par, |p| {
+            let plane = p * s..(p + 1) * s;
+            gradient_sums::<T, RELU>(
+                &x[plane.clone()],
+                &dz[plane],
+                centres[g.block_of(p)],
+                affine_of(p),
+            )
+        });
+        let ks: Vec<(T, T)> = (0..g.blocks())
+            .map(|b| {
+                let (a, bsum) = self.weighted_sums(g.block_planes(b).map(|p| (p, per_plane[p])));
+                self.coefficients::<T>(b, a, bsum)
+            })
+            .collect();
+        let dx = fill_planes(x.len(), g, par, |p, o| {
+            let b = g.block_of(p);
+            let plane = p * s..(p + 1) * s;
+            backward_plane::<T, RELU>(
+                o,
+                (&x[plane.clone()], &dz[plane]),
+                centres[b].0,
+                affine_of(p),
+                ks[b],
+            );
+        });
+        (dx, per_plane)
     }
 }
 
@@ -553,5 +835,95 @@ impl CustomOp2 for NormBwd {
             ),
         };
         Ok((out, l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values around `offset`, spread about 1.
+    fn values<T: Float>(len: usize, salt: f64, offset: f64) -> Vec<T> {
+        (0..len)
+            .map(|i| T::of(offset + (i as f64 * 0.7317 + salt).sin() * 1.3))
+            .collect()
+    }
+
+    fn bits<T: Float>(v: &[T]) -> Vec<u64> {
+        v.iter().map(|x| x.f64().to_bits()).collect()
+    }
+
+    /// BatchNorm's two schedules, block by block and in sweeps through memory, give the same
+    /// statistics, output, input gradient and per-plane sums, bit for bit.
+    fn schedules_agree<T: Float, const RELU: bool>(n: usize, c: usize, s: usize, offset: f64) {
+        let geom = Geometry {
+            n,
+            c,
+            s,
+            grouping: Grouping::PerChannel,
+        };
+        let len = n * c * s;
+        let (x, dz) = (values::<T>(len, 0.1, offset), values::<T>(len, 2.3, 0.0));
+        let (gamma, beta) = (values::<T>(c, 4.0, 1.0), values::<T>(c, 5.0, 0.0));
+        let fwd = NormFwd {
+            geom,
+            eps: 1e-5,
+            relu: RELU,
+            stats: Default::default(),
+        };
+        let (y_blocks, m_blocks) = fwd.by_blocks::<T, RELU>(&x, &gamma, &beta);
+        let (y_sweeps, m_sweeps) = fwd.by_sweeps::<T, RELU>(&x, &gamma, &beta);
+        let what = format!("{n}×{c}×{s}, offset {offset}, relu {RELU}");
+        assert_eq!(bits(&y_blocks), bits(&y_sweeps), "forward output, {what}");
+        let moments = |m: &[(f64, f64, f64)]| -> Vec<u64> {
+            m.iter()
+                .flat_map(|&(a, b, c)| [a, b, c].map(f64::to_bits))
+                .collect()
+        };
+        assert_eq!(moments(&m_blocks), moments(&m_sweeps), "statistics, {what}");
+        let bwd = NormBwd {
+            geom,
+            stats: Arc::new(Stats {
+                mean: m_blocks.iter().map(|m| m.0).collect(),
+                var: m_blocks.iter().map(|m| m.1).collect(),
+                rstd: m_blocks.iter().map(|m| m.2).collect(),
+            }),
+            relu: RELU,
+            gamma: gamma.iter().map(|v| v.f64()).collect(),
+            beta: beta.iter().map(|v| v.f64()).collect(),
+            param_grads: Default::default(),
+        };
+        let (dx_blocks, sums_blocks) = bwd.by_blocks::<T, RELU>(&x, &dz);
+        let (dx_sweeps, sums_sweeps) = bwd.by_sweeps::<T, RELU>(&x, &dz);
+        assert_eq!(bits(&dx_blocks), bits(&dx_sweeps), "input gradient, {what}");
+        let sums = |v: &[(f64, f64)]| -> Vec<u64> {
+            v.iter()
+                .flat_map(|&(a, b)| [a, b].map(f64::to_bits))
+                .collect()
+        };
+        assert_eq!(
+            sums(&sums_blocks),
+            sums(&sums_sweeps),
+            "gradient sums, {what}"
+        );
+        // Not vacuous: without the ReLU, no output or input gradient is zero here.
+        if !RELU {
+            assert!(y_blocks.iter().all(|v| v.f64() != 0.0), "{what}");
+            assert!(dx_blocks.iter().all(|v| v.f64() != 0.0), "{what}");
+        }
+    }
+
+    #[test]
+    fn batch_norm_sweeps_match_blocks_bit_for_bit() {
+        // Planes shorter and longer than the lanes, with a remainder, one sample, and a mean
+        // large against the spread (the f32 rounding path).
+        for (n, c, s) in [(3, 4, 35), (5, 3, 64), (2, 2, 1), (1, 3, 20), (4, 6, 17)] {
+            for offset in [0.0, 1000.0] {
+                schedules_agree::<f32, false>(n, c, s, offset);
+                schedules_agree::<f32, true>(n, c, s, offset);
+                schedules_agree::<f64, false>(n, c, s, offset);
+                schedules_agree::<f64, true>(n, c, s, offset);
+            }
+        }
     }
 }
