@@ -1,10 +1,11 @@
 //! [`conv2d`]: the one 2-D convolution every explr model uses (through [`crate::Conv2d`]).
 //!
-//! On the CPU, for f32 and f64, it runs as three candle custom ops (forward, input gradient,
-//! weight gradient) on the kernels of `conv_kernels` (the [`crate::ConvKernels`] set in use), so
-//! autograd works unchanged; candle 0.11's own CPU conv computes the input gradient with a naive
-//! `conv_transpose2d` loop that is ~10× slower. On any other device or dtype it calls
-//! candle's `Tensor::conv2d`. [`conv_flops`] counts the floating-point work of the three ops.
+//! On the CPU, for f32 and f64, it runs as a candle custom op on the kernels of `conv_kernels`
+//! (the [`crate::ConvKernels`] set in use) whose backward computes the input and weight
+//! gradients in one pass, so autograd works unchanged; candle 0.11's own CPU conv computes the
+//! input gradient with a naive `conv_transpose2d` loop that is ~10× slower. [`conv2d_add`] is
+//! the same op with a residual added to its output. On any other device or dtype both call
+//! candle's `Tensor::conv2d`. [`conv_flops`] counts the floating-point work of the three passes.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -318,7 +319,8 @@ fn forward_storage(
 }
 
 /// Forward op: `(x, w) ↦ y` ([`conv2d`]) and `(x, w, r) ↦ y + r` ([`conv2d_add`]); its
-/// backward is the two gradient ops below (and `dy` itself for `r`).
+/// backward computes both gradients in one pass ([`Conv2dForward::gradients`]; `dy` itself for
+/// `r`).
 struct Conv2dForward {
     stride: usize,
     padding: usize,

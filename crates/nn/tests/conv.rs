@@ -391,7 +391,7 @@ fn matches_pytorch_fixtures() {
     assert_eq!(cases, 5, "the fixture holds five cases");
 }
 
-/// `sum_all` seeds the backward with a stride-0 broadcast of ones: the gradient ops must read
+/// `sum_all` seeds the backward with a stride-0 broadcast of ones: the backward must read
 /// a non-contiguous `dy`.
 #[test]
 fn gradient_of_a_broadcast_dy_matches_candle() {
