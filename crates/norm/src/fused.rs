@@ -102,6 +102,17 @@ pub(crate) struct Stats {
     pub rstd: Vec<f64>,
 }
 
+impl Stats {
+    /// From each block's `(mean, var, rstd)`, in block order.
+    fn from_moments(moments: &[(f64, f64, f64)]) -> Self {
+        Stats {
+            mean: moments.iter().map(|m| m.0).collect(),
+            var: moments.iter().map(|m| m.1).collect(),
+            rstd: moments.iter().map(|m| m.2).collect(),
+        }
+    }
+}
+
 /// f32 and f64: sums accumulate in f64, element-wise outputs are computed in the type itself.
 trait Float:
     Copy
@@ -412,15 +423,19 @@ fn backward_plane<T: Float, const RELU: bool>(
     }
 }
 
-/// `f(plane)` for every plane, in memory order (in parallel when `parallel`, in runs of at
-/// least 16K values); results in plane order.
+/// Planes per parallel run of a sweep: enough for 16K values.
+fn sweep_run(g: &Geometry) -> usize {
+    ((1 << 14) / g.s.max(1)).max(1)
+}
+
+/// `f(plane)` for every plane, in memory order (in parallel when `parallel`, in runs of
+/// [`sweep_run`] planes); results in plane order.
 fn map_planes<R: Send>(g: &Geometry, parallel: bool, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
     let planes = g.n * g.c;
     if parallel {
-        let run = ((1 << 14) / g.s.max(1)).max(1);
         (0..planes)
             .into_par_iter()
-            .with_min_len(run)
+            .with_min_len(sweep_run(g))
             .map(&f)
             .collect()
     } else {
@@ -429,7 +444,7 @@ fn map_planes<R: Send>(g: &Geometry, parallel: bool, f: impl Fn(usize) -> R + Sy
 }
 
 /// A new vector of `len` values written plane by plane, in memory order, by `f(plane, out)`,
-/// which must write all of `out` (in parallel when `parallel`, in runs of at least 16K values).
+/// which must write all of `out` (in parallel when `parallel`, in runs of [`sweep_run`] planes).
 fn fill_planes<T: Float>(
     len: usize,
     g: &Geometry,
@@ -440,11 +455,10 @@ fn fill_planes<T: Float>(
     if len > 0 {
         let slots = &mut out.spare_capacity_mut()[..len];
         if parallel {
-            let run = ((1 << 14) / g.s).max(1);
             slots
                 .par_chunks_mut(g.s)
                 .enumerate()
-                .with_min_len(run)
+                .with_min_len(sweep_run(g))
                 .for_each(|(p, o)| f(p, o));
         } else {
             slots.chunks_mut(g.s).enumerate().for_each(|(p, o)| f(p, o));
@@ -493,11 +507,7 @@ impl NormFwd {
         } else {
             self.by_sweeps::<T, RELU>(x, gamma, beta)
         };
-        let _ = self.stats.set(Arc::new(Stats {
-            mean: moments.iter().map(|m| m.0).collect(),
-            var: moments.iter().map(|m| m.1).collect(),
-            rstd: moments.iter().map(|m| m.2).collect(),
-        }));
+        let _ = self.stats.set(Arc::new(Stats::from_moments(&moments)));
         y
     }
 
@@ -692,9 +702,9 @@ impl NormBwd {
         (m_t, off, self.stats.rstd[b])
     }
 
-    /// `(k_x, k_0)` of block `b` from its γ-weighted sums `a = Σγ·dy`, `bsum = Σγ·dy·x̂`.
-    fn coefficients<T: Float>(&self, b: usize, a: f64, bsum: f64) -> (T, T) {
-        let (_, off, r) = self.centre::<T>(b);
+    /// `(k_x, k_0)` of a block from its centre ([`NormBwd::centre`]) and its γ-weighted sums
+    /// `a = Σγ·dy`, `bsum = Σγ·dy·x̂`.
+    fn coefficients<T: Float>(&self, (_, off, r): (T, f64, f64), a: f64, bsum: f64) -> (T, T) {
         let count = self.geom.count() as f64;
         let k_x = -r * r * bsum / count;
         let k_0 = -r * a / count - off * k_x;
@@ -744,7 +754,7 @@ impl NormBwd {
                 unsafe { sums.plane(p)[0].write(sums_p) };
                 (p, sums_p)
             }));
-            let k = self.coefficients::<T>(b, a, bsum);
+            let k = self.coefficients(centre, a, bsum);
             for p in g.block_planes(b) {
                 // SAFETY: plane p belongs to block b only.
                 let o = unsafe { out.plane(p) };
@@ -791,7 +801,7 @@ impl NormBwd {
         let ks: Vec<(T, T)> = (0..g.blocks())
             .map(|b| {
                 let (a, bsum) = self.weighted_sums(g.block_planes(b).map(|p| (p, per_plane[p])));
-                self.coefficients::<T>(b, a, bsum)
+                self.coefficients(centres[b], a, bsum)
             })
             .collect();
         let dx = fill_planes(x.len(), g, par, |p, o| {
@@ -883,11 +893,7 @@ mod tests {
         assert_eq!(moments(&m_blocks), moments(&m_sweeps), "statistics, {what}");
         let bwd = NormBwd {
             geom,
-            stats: Arc::new(Stats {
-                mean: m_blocks.iter().map(|m| m.0).collect(),
-                var: m_blocks.iter().map(|m| m.1).collect(),
-                rstd: m_blocks.iter().map(|m| m.2).collect(),
-            }),
+            stats: Arc::new(Stats::from_moments(&m_blocks)),
             relu: RELU,
             gamma: gamma.iter().map(|v| v.f64()).collect(),
             beta: beta.iter().map(|v| v.f64()).collect(),
