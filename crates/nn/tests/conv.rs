@@ -493,14 +493,12 @@ fn conv2d_add_is_conv2d_then_add_bit_for_bit() {
                 [y.clone(), grad(xt), grad(wt), grad(rt)]
             };
             let (fused, separate) = (run(true), run(false));
-            for (what, a, b) in ["output", "dx", "dw", "dr"]
+            let bits = |t: &Tensor| -> Vec<u64> { values(t).iter().map(|x| x.to_bits()).collect() };
+            for ((what, a), b) in ["output", "dx", "dw", "dr"]
                 .iter()
                 .zip(&fused)
                 .zip(&separate)
-                .map(|((w, a), b)| (w, a, b))
             {
-                let bits =
-                    |t: &Tensor| -> Vec<u64> { values(t).iter().map(|x| x.to_bits()).collect() };
                 assert_eq!(a.dims(), b.dims(), "{what} of {c:?} in {dtype:?}");
                 assert!(bits(a) == bits(b), "{what} of {c:?} in {dtype:?} differs");
             }
