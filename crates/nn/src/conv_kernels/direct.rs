@@ -115,6 +115,15 @@ impl Phases {
     /// `dst` must already be zero, which they stay from one sample to the next (buffers start
     /// zeroed and nothing else writes them).
     fn fill<T: Float>(&self, src: &[T], (h, w): (usize, usize), dst: &mut [T]) {
+        if self.stride == 2 {
+            self.fill_stride2(src, (h, w), dst);
+        } else {
+            self.fill_any_stride(src, (h, w), dst);
+        }
+    }
+
+    /// [`Phases::fill`] for any stride, one phase at a time.
+    fn fill_any_stride<T: Float>(&self, src: &[T], (h, w): (usize, usize), dst: &mut [T]) {
         let (s, plane) = (self.stride, self.plane());
         for (c, x) in src.chunks_exact(h * w).enumerate() {
             for ri in 0..self.read.0 {
@@ -138,6 +147,63 @@ impl Phases {
                                 *dv = *xv;
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Phases {
+    /// [`Phases::fill`] for stride 2, the same values in the same places: each input row is read
+    /// once and split into its even and odd columns (the two column phases) by a loop that
+    /// vectorizes, where the general fill reads it once per column phase, element by element.
+    fn fill_stride2<T: Float>(&self, src: &[T], (h, w): (usize, usize), dst: &mut [T]) {
+        debug_assert_eq!(self.stride, 2);
+        let plane = self.plane();
+        // Input column x is padded column x + left: column phase (x + left) % 2, at
+        // (x + left) / 2. Columns 2t and 2t + 1 go to phases `even` and `1 − even`.
+        let even = self.left % 2;
+        let at = [self.left / 2, self.left.div_ceil(2)];
+        let pairs = w / 2;
+        for (c, x) in src.chunks_exact(h * w).enumerate() {
+            for ri in 0..self.read.0 {
+                for u in 0..self.hq {
+                    let Some(y) = (2 * u + ri).checked_sub(self.top).filter(|y| *y < h) else {
+                        continue;
+                    };
+                    let row = &x[y * w..(y + 1) * w];
+                    let phase_row = |rj: usize| (c * 4 + ri * 2 + rj) * plane + u * self.wq;
+                    let (p0, p1) = (phase_row(even), phase_row(1 - even));
+                    if self.read.1 == 2 {
+                        // Both column phases are read: two disjoint rows of `dst`.
+                        let (d0, d1) = if p0 < p1 {
+                            let (lo, hi) = dst.split_at_mut(p1);
+                            (&mut lo[p0 + at[0]..][..pairs], &mut hi[at[1]..][..pairs])
+                        } else {
+                            let (lo, hi) = dst.split_at_mut(p0);
+                            (&mut hi[at[0]..][..pairs], &mut lo[p1 + at[1]..][..pairs])
+                        };
+                        for ((a, b), xs) in d0.iter_mut().zip(d1).zip(row.chunks_exact(2)) {
+                            *a = xs[0];
+                            *b = xs[1];
+                        }
+                    } else if even == 0 {
+                        // Only phase 0 is read, the even columns.
+                        let d0 = &mut dst[p0 + at[0]..][..pairs];
+                        for (a, xs) in d0.iter_mut().zip(row.chunks_exact(2)) {
+                            *a = xs[0];
+                        }
+                    } else {
+                        // Only phase 0 is read, the odd columns.
+                        let d1 = &mut dst[p1 + at[1]..][..pairs];
+                        for (b, xs) in d1.iter_mut().zip(row.chunks_exact(2)) {
+                            *b = xs[1];
+                        }
+                    }
+                    if w % 2 == 1 && (even == 0 || self.read.1 == 2) {
+                        // The last column, 2·pairs, of phase `even`.
+                        dst[p0 + at[0] + pairs] = row[w - 1];
                     }
                 }
             }
@@ -962,5 +1028,33 @@ mod tests {
             check::<f32>(rows, cols);
             check::<f64>(rows, cols);
         }
+    }
+
+    /// The stride-2 fill puts every value where the general one does, and nothing else.
+    #[test]
+    fn stride2_fill_matches_the_general_fill() {
+        let mut cases = 0;
+        for (h, w) in [(8, 8), (7, 9), (16, 15), (1, 1), (2, 3)] {
+            for padding in 0..3 {
+                for k in 1..=3 {
+                    if h + 2 * padding < k || w + 2 * padding < k {
+                        continue;
+                    }
+                    for (top, left) in [(padding, padding), (padding, padding + 1)] {
+                        let pad = (top, left);
+                        let phases = Phases::new((h, w), pad, (padding, padding), (k, k), 2);
+                        let channels = 3;
+                        let x: Vec<f64> = (1..=channels * h * w).map(|i| i as f64).collect();
+                        let len = phases.sample_len(channels);
+                        let (mut general, mut split) = (vec![0.0; len], vec![0.0; len]);
+                        phases.fill_any_stride(&x, (h, w), &mut general);
+                        phases.fill_stride2(&x, (h, w), &mut split);
+                        assert_eq!(general, split, "{h}×{w}, pad {pad:?}, kernel {k}");
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 84, "the geometries above");
     }
 }
