@@ -169,19 +169,24 @@ fn parallel_map<T: Sync, R: Send, E: From<ExecError> + Send>(
     let next = std::sync::atomic::AtomicUsize::new(0);
     let slots: Vec<std::sync::Mutex<Option<Result<R, E>>>> =
         items.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.min(items.len()) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if i >= items.len() {
-                    break;
-                }
-                let r = f(&items[i]);
-                if let Ok(mut slot) = slots[i].lock() {
-                    *slot = Some(r);
-                }
-            });
+    let work = || loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if i >= items.len() {
+            break;
         }
+        let r = f(&items[i]);
+        if let Ok(mut slot) = slots[i].lock() {
+            *slot = Some(r);
+        }
+    };
+    // The calling thread works too, rather than waiting on the others: in the `explr` binary it
+    // is one of Rayon's workers (`explr_nn::tune_cpu_process`), which the kernels' loops of
+    // every job need.
+    std::thread::scope(|scope| {
+        for _ in 1..jobs.min(items.len()) {
+            scope.spawn(work);
+        }
+        work();
     });
     slots
         .into_iter()
@@ -314,5 +319,35 @@ impl SlurmArray {
             complete,
             active,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every item is mapped once and in order, on at most `jobs` threads, one of them the
+    /// calling thread (which the kernels need when it is a Rayon worker).
+    #[test]
+    fn parallel_map_keeps_order_and_works_on_the_calling_thread() {
+        let me = std::thread::current().id();
+        let items: Vec<usize> = (0..12).collect();
+        let out = parallel_map::<_, _, ExecError>(
+            &items,
+            3,
+            |&i| {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                Ok((i * i, std::thread::current().id()))
+            },
+            |i| i.to_string(),
+        )
+        .unwrap();
+        let squares: Vec<usize> = out.iter().map(|(sq, _)| *sq).collect();
+        assert_eq!(squares, items.iter().map(|i| i * i).collect::<Vec<_>>());
+        let mut threads: Vec<_> = out.iter().map(|(_, t)| *t).collect();
+        assert!(threads.contains(&me), "the calling thread mapped no item");
+        threads.sort_by_key(|t| format!("{t:?}"));
+        threads.dedup();
+        assert!(threads.len() <= 3, "{} threads for 3 jobs", threads.len());
     }
 }

@@ -2,7 +2,7 @@
 
 /// Sets up the process for CPU training; a binary (the `explr` command, the benchmarks) calls
 /// it once at the start of `main`, before it starts any thread. The library never calls it,
-/// because both settings are process-wide:
+/// because all three settings are process-wide:
 ///
 /// - **Freed memory stays in the process** instead of going back to the kernel after every
 ///   training step. With glibc's defaults, a step's activation-sized buffers are mapped fresh
@@ -14,6 +14,15 @@
 ///   run on Rayon's pool; candle's pool is a second set of workers that spin while they wait,
 ///   so the two compete for the same cores (the same step: 0.37 s instead of 0.41 s on 2 cores,
 ///   and 0.66 s instead of 0.82 s when another process is busy).
+/// - **The calling thread is one of Rayon's workers**: the global pool is built here with it as
+///   worker 0 (`RAYON_NUM_THREADS` threads in all, or one per CPU). The kernels' parallel loops
+///   then start on a thread of the pool, which works on them itself, instead of handing each
+///   loop to the pool and sleeping until it is done. A step runs hundreds of such loops; on
+///   small networks the hand-offs cost several per cent (PreResNet-14 at width 8, f64, batch 32,
+///   the cpu profile's network: 0.92 × the step's time; docs/PERFORMANCE.md). The calling
+///   thread should then not block outside Rayon while the pool has work, or the pool runs one
+///   worker short (explr's local executor runs one of its jobs on it for that reason). If the
+///   global pool already exists, it stays as it is.
 ///
 /// # Safety
 ///
@@ -33,4 +42,9 @@ pub unsafe fn tune_cpu_process() {
         // when it first starts its pool.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }
+    // Last: this starts the pool's other threads. An error means the global pool already
+    // exists (something used Rayon first); it then stays as it is.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .use_current_thread()
+        .build_global();
 }
