@@ -476,6 +476,39 @@ fn slice<'a, T>(v: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [
     }
 }
 
+/// A three-input op's output over contiguous storages of one dtype, f32 (`f32`) or f64 (`f64`),
+/// in the shape of the first; `names` name the inputs in errors.
+pub(crate) fn three_storages(
+    names: [&str; 3],
+    inputs: [(&CpuStorage, &Layout); 3],
+    f32: impl FnOnce([&[f32]; 3]) -> Vec<f32>,
+    f64: impl FnOnce([&[f64]; 3]) -> Vec<f64>,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let [(s1, l1), (s2, l2), (s3, l3)] = inputs;
+    let out = match (s1, s2, s3) {
+        (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => CpuStorage::F32(f32([
+            slice(a, l1, names[0])?,
+            slice(b, l2, names[1])?,
+            slice(c, l3, names[2])?,
+        ])),
+        (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => CpuStorage::F64(f64([
+            slice(a, l1, names[0])?,
+            slice(b, l2, names[1])?,
+            slice(c, l3, names[2])?,
+        ])),
+        _ => candle_core::bail!(
+            "fused norm kernel: {}, {} and {} must all be f32 or all f64, got {:?}, {:?}, {:?}",
+            names[0],
+            names[1],
+            names[2],
+            s1.dtype(),
+            s2.dtype(),
+            s3.dtype()
+        ),
+    };
+    Ok((out, l1.shape().clone()))
+}
+
 /// Forward: `y = (x − mean)·rstd·γ + β`, or with `relu` `max(y, 0)` (NaN kept, as
 /// `explr_nn::relu`) in the same pass; records the block statistics for the backward pass and
 /// for the running-statistics update.
@@ -590,22 +623,12 @@ impl CustomOp3 for NormFwd {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let shape = l1.shape().clone();
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => CpuStorage::F32(
-                self.run(slice(x, l1, "x")?, slice(w, l2, "weight")?, slice(b, l3, "bias")?),
-            ),
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => CpuStorage::F64(
-                self.run(slice(x, l1, "x")?, slice(w, l2, "weight")?, slice(b, l3, "bias")?),
-            ),
-            _ => candle_core::bail!(
-                "fused norm kernel: input, weight and bias must all be f32 or all f64, got {:?}, {:?}, {:?}",
-                s1.dtype(),
-                s2.dtype(),
-                s3.dtype()
-            ),
-        };
-        Ok((out, shape))
+        three_storages(
+            ["x", "weight", "bias"],
+            [(s1, l1), (s2, l2), (s3, l3)],
+            |[x, w, b]| self.run(x, w, b),
+            |[x, w, b]| self.run(x, w, b),
+        )
     }
 
     fn bwd(

@@ -256,7 +256,8 @@ affine_accessors!(InstanceNorm2d);
 running_accessors!(BatchNorm2d);
 running_accessors!(InstanceNorm2d);
 
-/// Which implementation runs training-mode (batch-statistics) normalization.
+/// Which implementation runs normalization: training mode (batch statistics) for every kind,
+/// and BatchNorm's evaluation with running statistics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Kernel {
     /// The fused CPU kernel for f32/f64 tensors on the CPU, the composite path otherwise.
@@ -332,20 +333,7 @@ fn normalize(
         Grouping::PerChannel => vec![c],
         Grouping::Groups(g) => vec![n, g],
     };
-    let fusable = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
-    let fused = match kernel {
-        Kernel::Auto => fusable,
-        Kernel::Composite => false,
-        Kernel::Fused if fusable => true,
-        Kernel::Fused => {
-            return Err(NormError::KernelUnavailable {
-                layer,
-                device: format!("{:?}", x.device()),
-                dtype: x.dtype(),
-            })
-        }
-    };
-    if fused {
+    if fused(layer, x, kernel)? {
         let gamma = match &affine.weight {
             Some(v) => v.as_tensor().clone(),
             None => Tensor::ones(c, x.dtype(), x.device())?,
@@ -403,17 +391,66 @@ fn activate(y: Tensor, relu: bool) -> Result<Tensor> {
     Ok(if relu { explr_nn::relu(&y)? } else { y })
 }
 
-/// Evaluation with running statistics: `(x − r_mean)/√(r_var + eps)·γ + β`.
+/// Whether `kernel` runs the fused CPU kernels on `x` (an error for [`Kernel::Fused`] where
+/// they cannot).
+fn fused(layer: &'static str, x: &Tensor, kernel: Kernel) -> Result<bool> {
+    let fusable = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
+    match kernel {
+        Kernel::Auto => Ok(fusable),
+        Kernel::Composite => Ok(false),
+        Kernel::Fused if fusable => Ok(true),
+        Kernel::Fused => Err(NormError::KernelUnavailable {
+            layer,
+            device: format!("{:?}", x.device()),
+            dtype: x.dtype(),
+        }),
+    }
+}
+
+/// Evaluation with running statistics: `(x − r_mean)/√(r_var + eps)·γ + β`, then the ReLU
+/// when `act` fuses it; the fused kernel ([`crate::running`]) in one pass, bit for bit the
+/// composite path.
 fn normalize_running(
+    layer: &'static str,
     x: &Tensor,
-    r: &RunningStats,
-    eps: f64,
+    (r, eps): (&RunningStats, f64),
     affine: &AffineParams,
+    (kernel, relu): (Kernel, bool),
 ) -> Result<Tensor> {
+    let std = r.var().affine(1.0, eps)?.sqrt()?;
+    if fused(layer, x, kernel)? {
+        let (n, c, h, w) = x.dims4()?;
+        let ones = || Tensor::ones(c, x.dtype(), x.device());
+        let zeros = || Tensor::zeros(c, x.dtype(), x.device());
+        let gamma = affine
+            .weight
+            .as_ref()
+            .map_or_else(ones, |v| Ok(v.as_tensor().clone()))?;
+        let beta = affine
+            .bias
+            .as_ref()
+            .map_or_else(zeros, |v| Ok(v.as_tensor().clone()))?;
+        let op = crate::running::RunningNorm {
+            channels: c,
+            plane: h * w,
+            weight: affine.weight.is_some(),
+            bias: affine.bias.is_some(),
+            relu,
+        };
+        let stats = Tensor::stack(&[r.mean().detach(), std.detach()], 0)?;
+        let y = x
+            .contiguous()?
+            .apply_op3(&stats, &Tensor::stack(&[gamma, beta], 0)?, op)?;
+        debug_assert_eq!(y.dims(), [n, c, h, w]);
+        return Ok(y);
+    }
     let shape = (1, (), 1, 1);
     let mean = r.mean().reshape(shape)?;
-    let std = r.var().affine(1.0, eps)?.sqrt()?.reshape(shape)?;
-    affine.apply(x.broadcast_sub(&mean)?.broadcast_div(&std)?)
+    let y = affine.apply(
+        x.broadcast_sub(&mean)?
+            .broadcast_div(&std.reshape(shape)?)?,
+    )?;
+    activate(y, relu)
 }
 
 /// `nn.BatchNorm2d`: per-channel statistics over (N, H, W).
@@ -465,7 +502,7 @@ impl BatchNorm2d {
         let layer = "BatchNorm2d";
         let (n, _, h, w) = check_input(layer, x, self.channels, self.affine.dtype)?;
         if let (Some(r), false) = (&self.running, train) {
-            return activate(normalize_running(x, r, self.eps, &self.affine)?, act.1);
+            return normalize_running(layer, x, (r, self.eps), &self.affine, act);
         }
         let out = normalize(layer, x, Grouping::PerChannel, self.eps, &self.affine, act)?;
         if let (Some(r), true) = (&self.running, train) {
@@ -662,7 +699,7 @@ impl InstanceNorm2d {
         let layer = "InstanceNorm2d";
         let (_, c, h, w) = check_input(layer, x, self.channels, self.affine.dtype)?;
         if let (Some(r), false) = (&self.running, train) {
-            return activate(normalize_running(x, r, self.eps, &self.affine)?, act.1);
+            return normalize_running(layer, x, (r, self.eps), &self.affine, act);
         }
         let out = normalize(layer, x, Grouping::Groups(c), self.eps, &self.affine, act)?;
         if let (Some(r), true) = (&self.running, train) {

@@ -56,6 +56,7 @@
 mod fused;
 mod kind;
 mod layers;
+mod running;
 
 pub use kind::{Norm, NormKind};
 pub use layers::{Affine, BatchNorm2d, GroupNorm, InstanceNorm2d, Kernel, LayerNorm2d, NormConfig};

@@ -6,21 +6,9 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
-use common::randn;
+use common::{bits, randn};
 use explr_nn::ParamStore;
 use explr_norm::{NormConfig, NormKind};
-
-/// Every value of a tensor, as bits (so NaN and signed zeros compare too).
-fn bits(t: &Tensor) -> Vec<u64> {
-    let v: Vec<f64> = t
-        .to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    v.into_iter().map(f64::to_bits).collect()
-}
 
 /// One training step's output and gradients, then an evaluation output, and the state.
 fn run(kind: &str, shape: &[usize], dtype: DType, fused_relu: bool) -> Vec<Vec<u64>> {

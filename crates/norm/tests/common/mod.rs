@@ -42,3 +42,18 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
         diff / scale
     }
 }
+
+/// Every value of a tensor, in f64, flattened.
+pub fn values(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// Every value of a tensor, as bits (so NaN and signed zeros compare too).
+pub fn bits(t: &Tensor) -> Vec<u64> {
+    values(t).into_iter().map(f64::to_bits).collect()
+}
