@@ -208,7 +208,7 @@ fn write_preamble(s: &mut String, profile: &str) {
         "Each claim of Li & Arora (ICLR 2020) is one manifest. The `smoke` profile (tiny models, \
          synthetic data, CPU, minutes) is what CI checks on every change; its numbers say that the \
          machinery and the equivalences hold, not what accuracy the paper's setup reaches. `--profile \
-         cpu` (the same designs on real CIFAR-10 images with a deeper PreResNet, about half an hour on \
+         cpu` (the same designs on real CIFAR-10 images with a deeper PreResNet, about a quarter of an hour on \
          two cores), `--profile cpu-long` (for E5 alone, which the cpu profile cannot decide: more \
          images, a wider network, more epochs), `--profile cpu-full` (E3 in the practical regime: \
          float32, BatchNorm eps 1e-5, the whole CIFAR-10 with augmentation, about 2.5 hours on two \
