@@ -114,7 +114,7 @@ impl Stats {
 }
 
 /// f32 and f64: sums accumulate in f64, element-wise outputs are computed in the type itself.
-trait Float:
+pub(crate) trait Float:
     Copy
     + Send
     + Sync
@@ -123,6 +123,7 @@ trait Float:
     + std::ops::Mul<Output = Self>
     + std::ops::Add<Output = Self>
     + std::ops::Sub<Output = Self>
+    + std::ops::Div<Output = Self>
 {
     fn f64(self) -> f64;
     fn of(v: f64) -> Self;
@@ -200,7 +201,7 @@ fn lane_sum_pair<T: Float>(
 }
 
 /// Whether a call on `elems` values is worth Rayon's workers (not below ~64K values).
-fn parallel_for(elems: usize) -> bool {
+pub(crate) fn parallel_for(elems: usize) -> bool {
     elems >= 1 << 16 && rayon::current_num_threads() > 1
 }
 
@@ -445,7 +446,7 @@ fn map_planes<R: Send>(g: &Geometry, parallel: bool, f: impl Fn(usize) -> R + Sy
 
 /// A new vector of `len` values written plane by plane, in memory order, by `f(plane, out)`,
 /// which must write all of `out` (in parallel when `parallel`, in runs of [`sweep_run`] planes).
-fn fill_planes<T: Float>(
+pub(crate) fn fill_planes<T: Float>(
     len: usize,
     g: &Geometry,
     parallel: bool,

@@ -114,6 +114,16 @@ impl AffineParams {
         })
     }
 
+    /// γ and β as the fused kernels take them, `c` values each: the layer's own, or 1 and 0
+    /// where it has none (in `x`'s dtype and on its device).
+    fn or_identity(&self, c: usize, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let own = |v: &Option<Var>, fill: f64| match v {
+            Some(v) => Ok(v.as_tensor().clone()),
+            None => Tensor::full(fill, c, x.device())?.to_dtype(x.dtype()),
+        };
+        Ok((own(&self.weight, 1.0)?, own(&self.bias, 0.0)?))
+    }
+
     /// `y·γ + β` with γ, β broadcast over (N, ·, H, W).
     fn apply(&self, y: Tensor) -> Result<Tensor> {
         let y = match &self.weight {
@@ -257,7 +267,7 @@ running_accessors!(BatchNorm2d);
 running_accessors!(InstanceNorm2d);
 
 /// Which implementation runs normalization: training mode (batch statistics) for every kind,
-/// and BatchNorm's evaluation with running statistics.
+/// and evaluation with running statistics (BatchNorm, InstanceNorm tracking them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Kernel {
     /// The fused CPU kernel for f32/f64 tensors on the CPU, the composite path otherwise.
@@ -334,14 +344,7 @@ fn normalize(
         Grouping::Groups(g) => vec![n, g],
     };
     if fused(layer, x, kernel)? {
-        let gamma = match &affine.weight {
-            Some(v) => v.as_tensor().clone(),
-            None => Tensor::ones(c, x.dtype(), x.device())?,
-        };
-        let beta = match &affine.bias {
-            Some(v) => v.as_tensor().clone(),
-            None => Tensor::zeros(c, x.dtype(), x.device())?,
-        };
+        let (gamma, beta) = affine.or_identity(c, x)?;
         let op = NormFwd {
             geom,
             eps,
@@ -419,30 +422,17 @@ fn normalize_running(
 ) -> Result<Tensor> {
     let std = r.var().affine(1.0, eps)?.sqrt()?;
     if fused(layer, x, kernel)? {
-        let (n, c, h, w) = x.dims4()?;
-        let ones = || Tensor::ones(c, x.dtype(), x.device());
-        let zeros = || Tensor::zeros(c, x.dtype(), x.device());
-        let gamma = affine
-            .weight
-            .as_ref()
-            .map_or_else(ones, |v| Ok(v.as_tensor().clone()))?;
-        let beta = affine
-            .bias
-            .as_ref()
-            .map_or_else(zeros, |v| Ok(v.as_tensor().clone()))?;
-        let op = crate::running::RunningNorm {
-            channels: c,
-            plane: h * w,
-            weight: affine.weight.is_some(),
-            bias: affine.bias.is_some(),
+        let dims = x.dims4()?;
+        let (gamma, beta) = affine.or_identity(dims.1, x)?;
+        let op = crate::running::RunningNorm::new(
+            dims,
+            affine.weight.is_some(),
+            affine.bias.is_some(),
             relu,
-        };
+        );
         let stats = Tensor::stack(&[r.mean().detach(), std.detach()], 0)?;
-        let y = x
-            .contiguous()?
-            .apply_op3(&stats, &Tensor::stack(&[gamma, beta], 0)?, op)?;
-        debug_assert_eq!(y.dims(), [n, c, h, w]);
-        return Ok(y);
+        let affine = Tensor::stack(&[gamma, beta], 0)?;
+        return Ok(x.contiguous()?.apply_op3(&stats, &affine, op)?);
     }
     let shape = (1, (), 1, 1);
     let mean = r.mean().reshape(shape)?;

@@ -31,9 +31,9 @@
 //! README has the benchmark table against PyTorch (`cargo bench -p explr-norm --bench norm`,
 //! twin `scripts/pytorch/norm_bench.py`). [`Norm::forward_relu_t`] is a normalization followed
 //! by `explr_nn::relu` (the pre-activation of the zoo's blocks), bit for bit, with the ReLU
-//! inside the fused kernel's passes, forward and backward. BatchNorm's evaluation with running
-//! statistics follows the [`Kernel`] too: fused, it is one parallel pass (with the ReLU),
-//! bit for bit the composite ops.
+//! inside the fused kernel's passes, forward and backward. Evaluation with running statistics
+//! (BatchNorm, InstanceNorm tracking them) follows the [`Kernel`] too: fused, it is one
+//! parallel pass (with the ReLU), bit for bit the composite ops.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};

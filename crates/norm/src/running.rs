@@ -1,78 +1,68 @@
-//! BatchNorm's evaluation with running statistics in one pass over memory (THEORY.md §1
-//! layers): `y = (x − μ̂)/σ̂·γ + β`, then the ReLU when it is fused, with μ̂ the running mean and
+//! Evaluation with running statistics (BatchNorm's, and InstanceNorm's when it tracks them) in
+//! one pass over memory (THEORY.md §1 layers): `y = (x − μ̂)/σ̂·γ + β`, then the ReLU when it is fused, with μ̂ the running mean and
 //! σ̂ = √(running variance + eps) per channel. The composite path makes four or five passes
 //! (subtract, divide, scale, shift, ReLU), each a candle op on one thread; this is one parallel
 //! pass with the same operations in the same order for every element, so the same bits.
 
-use rayon::prelude::*;
-
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use crate::fused::three_storages;
-
-/// Elements per parallel task, at least (Rayon's overhead is not worth it below this).
-const MIN_TASK: usize = 1 << 15;
+use crate::fused::{fill_planes, parallel_for, three_storages, Float, Geometry, Grouping};
 
 /// The op: `x` (N, C, H, W), `stats` (2, C) = (μ̂, σ̂), `affine` (2, C) = (γ, β), where the
 /// flags say which of γ and β the layer has (one it lacks is skipped, not applied as 1 or 0:
-/// `−0 + 0` is `+0`).
+/// `−0 + 0` is `+0`). Statistics per channel: BatchNorm's, and InstanceNorm's running ones.
 pub(crate) struct RunningNorm {
-    pub channels: usize,
-    pub plane: usize,
+    pub geom: Geometry,
     pub weight: bool,
     pub bias: bool,
     pub relu: bool,
 }
 
-/// The element types the kernel runs on.
-trait Element:
-    Copy
-    + Send
-    + Sync
-    + PartialOrd
-    + Default
-    + std::ops::Sub<Output = Self>
-    + std::ops::Div<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + std::ops::Add<Output = Self>
-{
-}
-impl Element for f32 {}
-impl Element for f64 {}
-
 impl RunningNorm {
-    fn run<T: Element>(&self, x: &[T], stats: &[T], affine: &[T]) -> Vec<T> {
-        let (c, s) = (self.channels, self.plane);
-        let zero = T::default();
-        let mut y = Vec::with_capacity(x.len());
-        y.spare_capacity_mut()
-            .par_chunks_mut(s)
-            .zip(x.par_chunks(s))
-            .with_min_len(MIN_TASK.div_ceil(s))
-            .enumerate()
-            .for_each(|(p, (out, x))| {
-                let ch = p % c;
-                let (mean, std) = (stats[ch], stats[c + ch]);
-                let (gamma, beta) = (affine[ch], affine[c + ch]);
-                for (o, &v) in out.iter_mut().zip(x) {
-                    // The composite path's ops, in its order: sub, div, mul, add, ReLU
-                    // (`v < 0 ? 0 : v`, as explr_nn::relu, which keeps −0 and NaN).
-                    let mut v = (v - mean) / std;
-                    if self.weight {
-                        v = v * gamma;
-                    }
-                    if self.bias {
-                        v = v + beta;
-                    }
-                    if self.relu && v < zero {
-                        v = zero;
-                    }
-                    o.write(v);
+    /// The op on `x` (N, C, H, W).
+    pub fn new(
+        (n, c, h, w): (usize, usize, usize, usize),
+        weight: bool,
+        bias: bool,
+        relu: bool,
+    ) -> Self {
+        let geom = Geometry {
+            n,
+            c,
+            s: h * w,
+            grouping: Grouping::PerChannel,
+        };
+        RunningNorm {
+            geom,
+            weight,
+            bias,
+            relu,
+        }
+    }
+
+    fn run<T: Float>(&self, x: &[T], stats: &[T], affine: &[T]) -> Vec<T> {
+        let (c, s) = (self.geom.c, self.geom.s);
+        let zero = T::of(0.0);
+        fill_planes(x.len(), &self.geom, parallel_for(x.len()), |p, out| {
+            let ch = p % c;
+            let (mean, std) = (stats[ch], stats[c + ch]);
+            let (gamma, beta) = (affine[ch], affine[c + ch]);
+            for (o, &v) in out.iter_mut().zip(&x[p * s..(p + 1) * s]) {
+                // The composite path's ops, in its order: sub, div, mul, add, ReLU
+                // (`v < 0 ? 0 : v`, as explr_nn::relu, which keeps −0 and NaN).
+                let mut v = (v - mean) / std;
+                if self.weight {
+                    v = v * gamma;
                 }
-            });
-        // SAFETY: the chunks partition the first `x.len()` slots and each wrote all of its own.
-        unsafe { y.set_len(x.len()) };
-        y
+                if self.bias {
+                    v = v + beta;
+                }
+                if self.relu && v < zero {
+                    v = zero;
+                }
+                o.write(v);
+            }
+        })
     }
 }
 
@@ -109,7 +99,7 @@ impl CustomOp3 for RunningNorm {
         y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let shape = (1, self.channels, 1, 1);
+        let shape = (1, self.geom.c, 1, 1);
         let dz = if self.relu {
             // The gradient passes where the output is positive (explr_nn::relu's rule).
             dy.mul(&y.gt(&y.zeros_like()?)?.to_dtype(dy.dtype())?)?

@@ -1,6 +1,7 @@
-//! BatchNorm's evaluation with running statistics on the fused kernel is the composite path
-//! bit for bit (outputs, with and without the fused ReLU, every affine mode, f32 and f64,
-//! special values included), and its evaluation-mode gradients match the composite path's.
+//! Evaluation with running statistics (BatchNorm, and InstanceNorm tracking them) on the fused
+//! kernel is the composite path bit for bit (outputs, with and without the fused ReLU, every
+//! affine mode, f32 and f64, special values included), and its evaluation-mode gradients match
+//! the composite path's.
 
 mod common;
 
@@ -9,14 +10,21 @@ use common::{bits, randn, rel_err, values};
 use explr_nn::ParamStore;
 use explr_norm::{Affine, Kernel, Norm, NormConfig, NormKind};
 
-/// A BatchNorm with random γ, β (where it has them) and running statistics from two training
-/// batches.
-fn batch_norm(store: &ParamStore, shape: &[usize], affine: Affine, dtype: DType) -> Norm {
+/// A norm of `kind` (`bn`, or `in` tracking running statistics) with random γ, β (where it
+/// has them) and running statistics from two training batches.
+fn with_running(
+    kind: &str,
+    store: &ParamStore,
+    shape: &[usize],
+    affine: Affine,
+    dtype: DType,
+) -> Norm {
     let cfg = NormConfig {
         affine,
+        track_running_stats: Some(true),
         ..NormConfig::default()
     };
-    let norm = "bn"
+    let norm = kind
         .parse::<NormKind>()
         .unwrap()
         .build(&store.root(), shape[1], &cfg)
@@ -66,13 +74,17 @@ fn input(norm: &Norm, shape: &[usize], dtype: DType) -> Tensor {
 fn evaluation_is_the_composite_path_bit_for_bit() {
     let mut cases = 0;
     // One shape on one thread with a plane off the vector width, one split across threads.
-    for shape in [[2, 3, 5, 7], [16, 8, 32, 32]] {
+    for (kind, shape) in [
+        ("bn", [2, 3, 5, 7]),
+        ("bn", [16, 8, 32, 32]),
+        ("in", [2, 3, 5, 7]),
+    ] {
         for dtype in [DType::F32, DType::F64] {
             for affine in [Affine::Trainable, Affine::Frozen, Affine::None] {
                 let store = ParamStore::new(&Device::Cpu, dtype, 0);
-                let norm = batch_norm(&store, &shape, affine, dtype);
+                let norm = with_running(kind, &store, &shape, affine, dtype);
                 let x = input(&norm, &shape, dtype);
-                let what = format!("{shape:?} {dtype:?} {affine:?}");
+                let what = format!("{kind} {shape:?} {dtype:?} {affine:?}");
                 let composite = norm.forward_with(&x, false, Kernel::Composite).unwrap();
                 let fused = norm.forward_with(&x, false, Kernel::Fused).unwrap();
                 assert_eq!(bits(&fused), bits(&composite), "{what}");
@@ -84,7 +96,7 @@ fn evaluation_is_the_composite_path_bit_for_bit() {
             }
         }
     }
-    assert_eq!(cases, 12);
+    assert_eq!(cases, 18);
 }
 
 #[test]
@@ -94,7 +106,7 @@ fn evaluation_gradients_match_the_composite_path() {
         let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
         for relu in [false, true] {
             let store = ParamStore::new(&Device::Cpu, dtype, 0);
-            let norm = batch_norm(&store, &shape, Affine::Trainable, dtype);
+            let norm = with_running("bn", &store, &shape, Affine::Trainable, dtype);
             let x = Var::from_tensor(&randn(8, &shape, 2.0, 0.3, dtype)).unwrap();
             let g = randn(9, &shape, 1.0, 0.1, dtype);
             let grads = |kernel: Kernel| {
