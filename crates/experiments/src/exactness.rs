@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Tensor};
 use explr_data::{Batch, Loader, LoaderConfig};
 use explr_nn::ParamStore;
-use explr_schedule::{check_equivalence, CheckOptions};
+use explr_schedule::{check_equivalences, TwinRun};
 use explr_zoo::Model;
 
 use super::error::ExperimentError;
@@ -67,43 +67,76 @@ pub fn run_exactness(
     let probe = probe_batch(spec, &dataset, device)?;
     let mut summary = Summary::default();
     let mut series = Vec::new();
-    let derived = spec
-        .runs
-        .iter()
-        .filter_map(|(name, r)| r.derive.as_ref().map(|d| (name, &d.from)));
-    for (twin_name, base_name) in derived {
-        let twin = plan::twin(&spec.runs, twin_name, spe)?;
-        let key = format!("{base_name}_vs_{twin_name}");
-        progress.start(&key, spec.steps as u64);
-        let build = |name: &str| -> Result<(Model, explr_schedule::Sgd), ExperimentError> {
-            let store = ParamStore::new(device, DType::F64, spec.seed);
-            let model = Model::new(&model_spec, &store)?;
-            let sgd = plan::plan(&spec.runs, name, spe)?.build_sgd(&model)?;
-            Ok((model, sgd))
-        };
+    // Twins grouped by their base run, in the order of their first twin: each base is
+    // trained once, in lockstep with all of its twins.
+    let mut groups: Vec<(&String, Vec<&String>)> = Vec::new();
+    for (name, r) in &spec.runs {
+        if let Some(d) = &r.derive {
+            match groups.iter_mut().find(|(base, _)| *base == &d.from) {
+                Some((_, twins)) => twins.push(name),
+                None => groups.push((&d.from, vec![name])),
+            }
+        }
+    }
+    let build = |name: &str| -> Result<(Model, explr_schedule::Sgd), ExperimentError> {
+        let store = ParamStore::new(device, DType::F64, spec.seed);
+        let model = Model::new(&model_spec, &store)?;
+        let sgd = plan::plan(&spec.runs, name, spe)?.build_sgd(&model)?;
+        Ok((model, sgd))
+    };
+    // (base, report, logit difference) per twin, by name: the order of `spec.runs`.
+    let mut results = std::collections::BTreeMap::new();
+    for (base_name, twin_names) in groups {
+        let walks = twin_names
+            .iter()
+            .map(|t| plan::twin(&spec.runs, t, spe))
+            .collect::<Result<Vec<_>, _>>()?;
+        for twin_name in &twin_names {
+            progress.start(&format!("{base_name}_vs_{twin_name}"), spec.steps as u64);
+        }
         let (base_model, mut base_sgd) = build(base_name)?;
-        let (twin_model, mut twin_sgd) = build(twin_name)?;
+        let (twin_models, mut twin_sgds): (Vec<Model>, Vec<explr_schedule::Sgd>) = twin_names
+            .iter()
+            .map(|t| build(t))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip();
         let compare: Vec<String> = base_model
             .scale_invariant()
             .into_iter()
             .map(|(n, _)| n)
             .collect();
-        let scale = |t: u64| twin.scale(t);
-        let report = check_equivalence(
+        let scales: Vec<_> = walks.iter().map(|w| move |t: u64| w.scale(t)).collect();
+        let mut objectives: Vec<_> = twin_models
+            .iter()
+            .map(|model| objective(model, &batches))
+            .collect();
+        let mut runs: Vec<TwinRun> = twin_sgds
+            .iter_mut()
+            .zip(&mut objectives)
+            .zip(&scales)
+            .map(|((sgd, objective), scale)| TwinRun {
+                sgd,
+                objective,
+                scale,
+            })
+            .collect();
+        let reports = check_equivalences(
             &mut base_sgd,
             &mut objective(&base_model, &batches),
-            &mut twin_sgd,
-            &mut objective(&twin_model, &batches),
-            &CheckOptions {
-                steps: spec.steps as u64,
-                scale: &scale,
-                compare,
-            },
+            &mut runs,
+            spec.steps as u64,
+            &compare,
         )?;
-        let logit_diff = max_rel_diff(
-            &base_model.forward_t(&probe.images, true)?,
-            &twin_model.forward_t(&probe.images, true)?,
-        )?;
+        let base_logits = base_model.forward_t(&probe.images, true)?;
+        for ((twin_name, twin_model), report) in twin_names.iter().zip(&twin_models).zip(reports) {
+            let logit_diff =
+                max_rel_diff(&base_logits, &twin_model.forward_t(&probe.images, true)?)?;
+            results.insert(*twin_name, (base_name, report, logit_diff));
+        }
+    }
+    for (twin_name, (base_name, report, logit_diff)) in results {
+        let key = format!("{base_name}_vs_{twin_name}");
         write_report_csv(&dir.join(format!("{key}.csv")), &report)?;
         let (dev, ang) = record_twin(
             &mut summary,

@@ -96,7 +96,7 @@ fn dot(a: &Var, b: &Var) -> Result<f64> {
 }
 
 /// Deviation and angle of `p·a` against `b` over paired variables, summed in sorted order.
-fn compare(pairs: &[(Var, Var)], p: f64) -> Result<(f64, f64)> {
+fn compare_pairs(pairs: &[(Var, Var)], p: f64) -> Result<(f64, f64)> {
     let (mut aa, mut bb) = (0.0, 0.0);
     for (a, b) in pairs {
         aa += dot(a, a)?;
@@ -123,7 +123,7 @@ fn compare(pairs: &[(Var, Var)], p: f64) -> Result<(f64, f64)> {
 
 /// Runs `reference` (the weight-decay run) and `twin` (its exponential counterpart) side by
 /// side for `options.steps` updates and reports, per step, ‖P_t·θ_t − θ̃_t‖/‖θ̃_t‖ and the
-/// angle between θ_t and θ̃_t (THEORY.md §3–§6).
+/// angle between θ_t and θ̃_t (THEORY.md §3–§6). [`check_equivalences`] with one twin.
 pub fn check_equivalence<A: Objective, B: Objective>(
     reference: &mut Sgd,
     reference_objective: &mut A,
@@ -131,12 +131,49 @@ pub fn check_equivalence<A: Objective, B: Objective>(
     twin_objective: &mut B,
     options: &CheckOptions<'_>,
 ) -> Result<EquivalenceReport> {
+    let mut twins = [TwinRun {
+        sgd: twin,
+        objective: twin_objective,
+        scale: options.scale,
+    }];
+    let reports = check_equivalences(
+        reference,
+        reference_objective,
+        &mut twins,
+        options.steps,
+        &options.compare,
+    )?;
+    Ok(reports.into_iter().next().unwrap_or_default())
+}
+
+/// One exponential twin of a [`check_equivalences`] run: its optimizer, its objective and its
+/// own P_t.
+pub struct TwinRun<'a> {
+    /// The twin's optimizer (no weight decay).
+    pub sgd: &'a mut Sgd,
+    /// Loss and gradients of the twin's network.
+    pub objective: &'a mut dyn Objective,
+    /// P_t for t = 0..=steps, by which the weight-decay run is rescaled for this twin.
+    pub scale: &'a dyn Fn(u64) -> Result<f64>,
+}
+
+/// Runs `reference` (the weight-decay run) and every one of `twins` side by side for `steps`
+/// updates, the reference trained once for all of them, and reports for each twin, in order,
+/// what [`check_equivalence`] reports for the pair: per step, ‖P_t·θ_t − θ̃_t‖/‖θ̃_t‖ (each twin
+/// with its own P_t) and the angle between θ_t and θ̃_t, over the variables named in `compare`
+/// (empty: every variable of the reference). Each run's updates are those it would make alone.
+pub fn check_equivalences(
+    reference: &mut Sgd,
+    reference_objective: &mut dyn Objective,
+    twins: &mut [TwinRun<'_>],
+    steps: u64,
+    compare: &[String],
+) -> Result<Vec<EquivalenceReport>> {
     let ref_vars = all_vars(reference);
-    let twin_vars = all_vars(twin);
-    let names: Vec<String> = if options.compare.is_empty() {
+    let names: Vec<String> = if compare.is_empty() {
         ref_vars.iter().map(|(n, _)| n.clone()).collect()
     } else {
-        options.compare.clone()
+        compare.to_vec()
     };
     let find = |vars: &[(String, Var)], n: &str, which: &str| {
         vars.iter()
@@ -150,38 +187,56 @@ pub fn check_equivalence<A: Objective, B: Objective>(
                 )
             })
     };
-    let pairs = names
-        .iter()
-        .map(|n| {
-            Ok((
-                find(&ref_vars, n, "reference")?,
-                find(&twin_vars, n, "twin")?,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if pairs.is_empty() {
+    if names.is_empty() {
         return Err(invalid("compare", "[]", "at least one variable to compare"));
     }
-    let mut rows = Vec::with_capacity(options.steps as usize + 1);
-    for t in 0..=options.steps {
-        let p = (options.scale)(t)?;
-        let (deviation, angle) = compare(&pairs, p)?;
-        let (mut loss, mut twin_loss) = (f64::NAN, f64::NAN);
-        if t < options.steps {
-            let (l, g) = reference_objective.loss_and_grads(t, &ref_vars)?;
-            reference.step(&g)?;
-            let (lt, gt) = twin_objective.loss_and_grads(t, &twin_vars)?;
-            twin.step(&gt)?;
-            (loss, twin_loss) = (l, lt);
-        }
-        rows.push(StepDeviation {
-            step: t,
-            scale: p,
-            deviation,
-            angle,
-            loss,
-            twin_loss,
-        });
+    // Per twin: its variables, and the (reference, twin) pairs compared.
+    let mut paired = Vec::with_capacity(twins.len());
+    for twin in twins.iter() {
+        let twin_vars = all_vars(twin.sgd);
+        let pairs = names
+            .iter()
+            .map(|n| {
+                Ok((
+                    find(&ref_vars, n, "reference")?,
+                    find(&twin_vars, n, "twin")?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        paired.push((twin_vars, pairs));
     }
-    Ok(EquivalenceReport { rows })
+    let mut reports = vec![
+        EquivalenceReport {
+            rows: Vec::with_capacity(steps as usize + 1),
+        };
+        twins.len()
+    ];
+    for t in 0..=steps {
+        let mut rows = Vec::with_capacity(twins.len());
+        for (twin, (_, pairs)) in twins.iter().zip(&paired) {
+            let p = (twin.scale)(t)?;
+            let (deviation, angle) = compare_pairs(pairs, p)?;
+            rows.push(StepDeviation {
+                step: t,
+                scale: p,
+                deviation,
+                angle,
+                loss: f64::NAN,
+                twin_loss: f64::NAN,
+            });
+        }
+        if t < steps {
+            let (loss, g) = reference_objective.loss_and_grads(t, &ref_vars)?;
+            reference.step(&g)?;
+            for ((twin, (vars, _)), row) in twins.iter_mut().zip(&paired).zip(&mut rows) {
+                let (twin_loss, g) = twin.objective.loss_and_grads(t, vars)?;
+                twin.sgd.step(&g)?;
+                (row.loss, row.twin_loss) = (loss, twin_loss);
+            }
+        }
+        for (report, row) in reports.iter_mut().zip(rows) {
+            report.rows.push(row);
+        }
+    }
+    Ok(reports)
 }

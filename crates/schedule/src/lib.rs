@@ -14,7 +14,7 @@
 //!   `candle_nn::Optimizer` ([`SgdOptimizerConfig`]), and [`GradAccumulator`] sums the
 //!   gradients of several micro-batches for one step.
 //! - [`alpha`] solves THEORY.md §3; [`check_equivalence`] runs a weight-decay run and its twin
-//!   side by side.
+//!   side by side, [`check_equivalences`] one weight-decay run and several twins.
 //!
 //! Step decay with weight decay for the head, and TEXP (its exact twin, without weight decay)
 //! for the scale-invariant weights, stepping an SGD:
@@ -62,7 +62,8 @@ mod unit;
 pub use accumulate::GradAccumulator;
 pub use alpha::alpha;
 pub use equivalence::{
-    check_equivalence, CheckOptions, EquivalenceReport, Objective, StepDeviation,
+    check_equivalence, check_equivalences, CheckOptions, EquivalenceReport, Objective,
+    StepDeviation, TwinRun,
 };
 pub use error::{Result, ScheduleError};
 pub use optimizer::SgdOptimizerConfig;

@@ -7,8 +7,8 @@ mod common;
 
 use candle_core::DType;
 use explr_schedule::{
-    alpha, check_equivalence, CheckOptions, EquivalenceReport, GroupLr, ParamGroup, Schedule, Sgd,
-    SgdConfig, Twin, Unit, WeightDecay,
+    alpha, check_equivalence, check_equivalences, CheckOptions, EquivalenceReport, GroupLr,
+    ParamGroup, Schedule, Sgd, SgdConfig, Twin, TwinRun, Unit, WeightDecay,
 };
 
 use common::Toy;
@@ -233,4 +233,93 @@ fn cosine_with_wd_equals_the_exponential_cosine() {
         "max deviation {:e}",
         r.max_deviation()
     );
+}
+
+/// Every field of every row, by bits (the final row's losses are NaN).
+fn row_bits(r: &EquivalenceReport) -> Vec<[u64; 6]> {
+    r.rows
+        .iter()
+        .map(|s| {
+            [
+                s.step,
+                s.scale.to_bits(),
+                s.deviation.to_bits(),
+                s.angle.to_bits(),
+                s.loss.to_bits(),
+                s.twin_loss.to_bits(),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn one_reference_with_several_twins_reports_what_each_pair_reports() {
+    // Step decay against its §4 recursion, corrected TEXP and plain TEXP (not exact), the
+    // reference trained once for the three: each report must be, bit for bit, the one of its
+    // pair alone, and the twins must differ from one another (or the test could not tell a
+    // twin's report from another's).
+    let base = step_decay();
+    let steps = 2 * PHASE + 50;
+    let walks = [
+        Twin::exact(&base, WD, MOMENTUM).unwrap(),
+        Twin::texp(&base, WD, MOMENTUM).unwrap(),
+        Twin::texp(&base, WD, MOMENTUM).unwrap().plain(),
+    ];
+    let pairs: Vec<EquivalenceReport> = walks
+        .iter()
+        .map(|w| {
+            let t = w.clone();
+            run(&base, WD, GroupLr::Twin(w.clone()), steps, &move |k| {
+                t.scale(k)
+            })
+        })
+        .collect();
+
+    let toy = Toy::new(6, DType::F64);
+    let group = |w| ParamGroup::new("scale_invariant", vec![("theta".into(), w)]);
+    let mut reference = Sgd::new(
+        base.clone(),
+        vec![group(toy.var(1.0)).weight_decay(WD)],
+        SgdConfig::momentum(MOMENTUM),
+    )
+    .unwrap();
+    let mut sgds: Vec<Sgd> = walks
+        .iter()
+        .map(|w| {
+            Sgd::from_groups(
+                vec![group(toy.var(1.0)).lr(GroupLr::Twin(w.clone()))],
+                SgdConfig::momentum(MOMENTUM),
+            )
+            .unwrap()
+        })
+        .collect();
+    let scales: Vec<_> = walks.iter().map(|w| move |k: u64| w.scale(k)).collect();
+    let mut objectives: Vec<_> = walks
+        .iter()
+        .map(|_| |s: u64, v: &[(String, candle_core::Var)]| toy.loss_and_grads(s, v))
+        .collect();
+    let mut twins: Vec<TwinRun> = sgds
+        .iter_mut()
+        .zip(&mut objectives)
+        .zip(&scales)
+        .map(|((sgd, objective), scale)| TwinRun {
+            sgd,
+            objective,
+            scale,
+        })
+        .collect();
+    let mut obj = |s: u64, v: &[(String, candle_core::Var)]| toy.loss_and_grads(s, v);
+    let together = check_equivalences(&mut reference, &mut obj, &mut twins, steps, &[]).unwrap();
+
+    assert_eq!(together.len(), 3);
+    for (i, (alone, joint)) in pairs.iter().zip(&together).enumerate() {
+        assert_eq!(joint.rows.len(), steps as usize + 1);
+        assert!(
+            row_bits(alone) == row_bits(joint),
+            "twin {i}: its report beside the others differs from its report alone"
+        );
+    }
+    assert!(pairs[0].max_deviation() <= 1e-10 && pairs[1].max_deviation() <= 1e-10);
+    assert!(pairs[2].max_deviation() >= 1e-7, "plain TEXP should drift");
+    assert_ne!(row_bits(&pairs[0]), row_bits(&pairs[1]));
 }
