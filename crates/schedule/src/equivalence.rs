@@ -205,12 +205,11 @@ pub fn check_equivalences(
             .collect::<Result<Vec<_>>>()?;
         paired.push((twin_vars, pairs));
     }
-    let mut reports = vec![
-        EquivalenceReport {
+    let mut reports: Vec<EquivalenceReport> = (0..twins.len())
+        .map(|_| EquivalenceReport {
             rows: Vec::with_capacity(steps as usize + 1),
-        };
-        twins.len()
-    ];
+        })
+        .collect();
     for t in 0..=steps {
         let mut rows = Vec::with_capacity(twins.len());
         for (twin, (_, pairs)) in twins.iter().zip(&paired) {
