@@ -1,8 +1,9 @@
 //! Evaluation with running statistics (BatchNorm's, and InstanceNorm's when it tracks them) in
-//! one pass over memory (THEORY.md §1 layers): `y = (x − μ̂)/σ̂·γ + β`, then the ReLU when it is fused, with μ̂ the running mean and
-//! σ̂ = √(running variance + eps) per channel. The composite path makes four or five passes
-//! (subtract, divide, scale, shift, ReLU), each a candle op on one thread; this is one parallel
-//! pass with the same operations in the same order for every element, so the same bits.
+//! one pass over memory (THEORY.md §1 layers): `y = (x − μ̂)/σ̂·γ + β`, then the ReLU when it is
+//! fused, with μ̂ the running mean and σ̂ = √(running variance + eps) per channel. The composite
+//! path makes four or five passes (subtract, divide, scale, shift, ReLU), each a candle op on
+//! one thread; this is one parallel pass with the same operations in the same order for every
+//! element, so the same bits.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
