@@ -40,6 +40,8 @@ def proc_status_mb(key):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="preresnet-20", help="ARCH-DEPTH, e.g. preresnet-32")
+    p.add_argument("--width", type=int, default=None,
+                   help="base width (default: the architecture's own, 16 for the ResNets)")
     p.add_argument("--norm", default="bn")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--dtype", choices=["f32", "f64"], default="f32")
@@ -72,7 +74,11 @@ def main():
     dev = torch.device(a.device)
     # Waits for queued GPU work, so that each phase is timed to its end; nothing on the CPU.
     sync = torch.cuda.synchronize if gpu else (lambda: None)
-    model = build(arch, int(depth), norm=a.norm).to(dtype).train()
+    if a.width is not None and a.width < 1:
+        raise SystemExit("--width must be at least 1")
+    # The architecture's own width when not given, as zoo_models.build and the Rust side take it.
+    width = a.width if a.width is not None else (64 if arch == "vgg" else 16)
+    model = build(arch, int(depth), norm=a.norm, width=width).to(dtype).train()
     if gpu:
         model = model.to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -117,6 +123,7 @@ def main():
         "impl": "pytorch",
         "torch": torch.__version__,
         "model": a.model,
+        "width": width,
         "norm": a.norm,
         "batch": a.batch,
         "dtype": a.dtype,

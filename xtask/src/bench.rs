@@ -26,8 +26,8 @@ pub struct BenchArgs {
     /// Fewer configurations (PreResNet-20 only) and steps (1 warm-up, 3 timed).
     #[arg(long)]
     pub quick: bool,
-    /// Keep only configurations whose name (`preresnet-20/b128/f32`) contains one of these
-    /// comma-separated substrings, e.g. `--configs b128/f32,preresnet-32`.
+    /// Keep only configurations whose name (`preresnet-20/b128/f32`, `preresnet-14/w8/b32/f64`)
+    /// contains one of these comma-separated substrings, e.g. `--configs b128/f32,preresnet-32`.
     #[arg(long, value_delimiter = ',')]
     pub configs: Vec<String>,
     /// Warm-up steps per run (default 2; 1 with --quick).
@@ -126,6 +126,8 @@ pub fn resolve_kernels(
 pub struct Config {
     /// `ARCH-DEPTH`, as both step_bench programs take it.
     pub model: String,
+    /// The base width (`--width`), `None` for the architecture's own (16 for the ResNets).
+    pub width: Option<usize>,
     /// Batch size.
     pub batch: usize,
     /// `f32` or `f64`.
@@ -133,13 +135,16 @@ pub struct Config {
 }
 
 impl Config {
-    /// `preresnet-20/b128/f32`: what `--configs` matches against.
+    /// `preresnet-20/b128/f32`, or with a width `preresnet-14/w8/b32/f64`: what `--configs`
+    /// matches against.
     pub fn name(&self) -> String {
-        format!("{}/b{}/{}", self.model, self.batch, self.dtype)
+        let width = self.width.map(|w| format!("/w{w}")).unwrap_or_default();
+        format!("{}{width}/b{}/{}", self.model, self.batch, self.dtype)
     }
 
     fn args(&self, warmup: usize, steps: usize) -> Vec<String> {
-        vec![
+        let width = self.width.map(|w| vec!["--width".into(), w.to_string()]);
+        [
             "--model".into(),
             self.model.clone(),
             "--batch".into(),
@@ -151,12 +156,19 @@ impl Config {
             "--steps".into(),
             steps.to_string(),
         ]
+        .into_iter()
+        .chain(width.into_iter().flatten())
+        .collect()
     }
 }
 
-/// The matrix (PreResNet-20 and -32, batch 128 and 32, f32 and f64), or PreResNet-20
-/// only with `quick`, filtered by `filters` (a config is kept if its name contains any filter;
-/// no filters keeps all).
+/// The network the cpu profile's training claims train (experiments/*.yaml): PreResNet-14 at
+/// width 8 (8, 16 and 32 channels), batch 32, float64.
+const CPU_PROFILE_NETWORK: (&str, usize, usize, &str) = ("preresnet-14", 8, 32, "f64");
+
+/// The matrix (PreResNet-20 and -32, batch 128 and 32, f32 and f64) and the cpu
+/// profile's network ([`CPU_PROFILE_NETWORK`]), or PreResNet-20 only with `quick`, filtered by
+/// `filters` (a config is kept if its name contains any filter; no filters keeps all).
 pub fn configs(quick: bool, filters: &[String]) -> Vec<Config> {
     let models: &[&str] = if quick {
         &["preresnet-20"]
@@ -167,18 +179,28 @@ pub fn configs(quick: bool, filters: &[String]) -> Vec<Config> {
     for model in models {
         for batch in [128, 32] {
             for dtype in ["f32", "f64"] {
-                let c = Config {
+                out.push(Config {
                     model: (*model).into(),
+                    width: None,
                     batch,
                     dtype,
-                };
-                let name = c.name();
-                if filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())) {
-                    out.push(c);
-                }
+                });
             }
         }
     }
+    if !quick {
+        let (model, width, batch, dtype) = CPU_PROFILE_NETWORK;
+        out.push(Config {
+            model: model.into(),
+            width: Some(width),
+            batch,
+            dtype,
+        });
+    }
+    out.retain(|c| {
+        let name = c.name();
+        filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+    });
     out
 }
 
@@ -988,6 +1010,7 @@ mod tests {
                 "preresnet-32/b128/f64",
                 "preresnet-32/b32/f32",
                 "preresnet-32/b32/f64",
+                "preresnet-14/w8/b32/f64",
             ],
         );
         check_configs(
@@ -1015,6 +1038,31 @@ mod tests {
             ],
         );
         check_configs(true, &["preresnet-32"], &[]);
+        // The cpu profile's network is matched by its width, and is not part of --quick.
+        check_configs(false, &["/w8/"], &["preresnet-14/w8/b32/f64"]);
+        check_configs(true, &["/w8/"], &[]);
+    }
+
+    #[test]
+    fn a_width_reaches_both_step_benches() {
+        let c = Config {
+            model: "preresnet-14".into(),
+            width: Some(8),
+            batch: 32,
+            dtype: "f64",
+        };
+        assert_eq!(
+            c.args(1, 3).join(" "),
+            "--model preresnet-14 --batch 32 --dtype f64 --warmup 1 --steps 3 --width 8"
+        );
+        assert_eq!(
+            config(32, "f64")
+                .args(1, 3)
+                .join(" ")
+                .matches("--width")
+                .count(),
+            0
+        );
     }
 
     fn check_measurement(json: &str, expected: std::result::Result<Measurement, &str>) {
@@ -1154,6 +1202,7 @@ mod tests {
     fn config(batch: usize, dtype: &'static str) -> Config {
         Config {
             model: "preresnet-20".into(),
+            width: None,
             batch,
             dtype,
         }

@@ -9,6 +9,9 @@
 //!     --model preresnet-20 --batch 128 --dtype f32 --warmup 2 --steps 10 [--kernels avx2]
 //! ```
 //!
+//! `--width N` sets the base width (the cpu profile's claims train PreResNet-14 at width 8:
+//! `--model preresnet-14 --width 8 --batch 32 --dtype f64`).
+//!
 //! One configuration per process, so `peak_rss_mb` (the kernel's `VmHWM`) is that
 //! configuration's peak (host memory only). On a GPU every phase ends with a device
 //! synchronization, so the times are those of the finished work.
@@ -39,13 +42,16 @@ use explr_nn::{ConvKernels, ParamStore};
 use explr_schedule::{ParamGroup, Schedule, Sgd, SgdConfig};
 use explr_zoo::{Model, ModelSpec};
 
-const USAGE: &str = "usage: step_bench [--model ARCH-DEPTH] [--batch N] [--dtype f32|f64] \
-                     [--warmup N] [--steps N] [--norm KIND] [--device cpu|cuda|cuda:N] \
+const USAGE: &str = "usage: step_bench [--model ARCH-DEPTH] [--width N] [--batch N] \
+                     [--dtype f32|f64] [--warmup N] [--steps N] [--norm KIND] [--device cpu|cuda|cuda:N] \
                      [--kernels avx512|avx2|im2col] | step_bench --peak";
 
 /// What to time (command-line arguments).
 struct Args {
     model: String,
+    /// The base width (`None`: the architecture's own, 16 for the ResNets); the cpu profile's
+    /// claims train width 8.
+    width: Option<usize>,
     norm: String,
     batch: usize,
     dtype: DType,
@@ -62,6 +68,7 @@ struct Args {
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         model: "preresnet-20".into(),
+        width: None,
         norm: "bn".into(),
         batch: 128,
         dtype: DType::F32,
@@ -91,6 +98,7 @@ fn parse_args() -> Result<Args> {
         };
         match flag.as_str() {
             "--model" => args.model = value.clone(),
+            "--width" => args.width = Some(number()?),
             "--norm" => args.norm = value.clone(),
             "--batch" => args.batch = number()?,
             "--warmup" => args.warmup = number()?,
@@ -116,8 +124,8 @@ fn parse_args() -> Result<Args> {
             other => bail!("unknown argument {other}; {USAGE}"),
         }
     }
-    if args.steps == 0 || args.batch == 0 {
-        bail!("--steps and --batch must be at least 1");
+    if args.steps == 0 || args.batch == 0 || args.width == Some(0) {
+        bail!("--steps, --batch and --width must be at least 1");
     }
     Ok(args)
 }
@@ -183,7 +191,10 @@ fn main() -> Result<()> {
             )
         })?,
     };
-    let spec = model_spec(&args.model, &args.norm)?;
+    let mut spec = model_spec(&args.model, &args.norm)?;
+    if let Some(width) = args.width {
+        spec = spec.with_width(width);
+    }
     let model = Model::new(&spec, &ParamStore::new(&dev, args.dtype, 0))?;
 
     // Deterministic input without an RNG: the same formula as the PyTorch twin.
@@ -236,6 +247,7 @@ fn main() -> Result<()> {
     let mut out = serde_json::json!({
         "impl": "explr",
         "model": args.model,
+        "width": spec.resolved_width(),
         "norm": args.norm,
         "batch": args.batch,
         "dtype": format!("{:?}", args.dtype).to_lowercase(),
