@@ -500,8 +500,9 @@ impl<T: Float> InputGrad<T> {
 
     /// `dxn`, one sample's input gradient, from `dyn_`, its output gradient, through the
     /// buffers `dp` (`padded.sample_len(k)`, zeroed once) and `scratch` (`scratch_len`).
-    /// Writes every element of `dxn`: the phases partition the sample's positions, and each
-    /// writes all of its own (zeros where it has no taps).
+    /// Writes every element of `dxn`: the phases partition the sample's positions; each phase
+    /// that a tap reaches writes all of its own, and where some phase has no taps, zeros are
+    /// written over the whole sample first.
     fn sample(
         &self,
         isa: Isa,
@@ -512,7 +513,19 @@ impl<T: Float> InputGrad<T> {
     ) {
         let (s, hw) = (g.stride, g.h * g.w);
         self.padded.fill(dyn_, (g.oh, g.ow), dp);
+        // Phases that no tap reaches (three of four for a 1 × 1 kernel with stride 2) receive
+        // zeros: one contiguous fill of the sample first, then only the others are computed,
+        // instead of a product of no steps and a strided scatter of its zeros.
+        let untapped = self.phases.iter().any(|ph| ph.offs.is_empty());
+        if untapped {
+            for d in dxn.iter_mut() {
+                d.write(T::zero());
+            }
+        }
         for (ph, (columns, stride)) in self.phases.iter().zip(&self.outputs) {
+            if ph.offs.is_empty() {
+                continue;
+            }
             let out = if self.direct {
                 dxn.as_mut_ptr().cast::<T>()
             } else {
