@@ -1177,12 +1177,26 @@ mod tests {
         .unwrap();
         let p = Peak::from_json(&v).unwrap();
         assert_eq!((p.isa.as_str(), p.f32, p.f64), ("avx512", 200.0, 100.0));
-        let later = Peak {
-            isa: "avx512".into(),
-            f32: 190.0,
-            f64: 120.0,
+        // Each dtype's maximum, whichever measurement it comes from; another set is ignored.
+        let later = |isa: &str, f32, f64| Peak {
+            isa: isa.into(),
+            f32,
+            f64,
         };
-        assert_eq!(p.max(Some(later)).f64, 120.0);
+        let both = |q: Peak| (q.f32, q.f64);
+        assert_eq!(
+            both(p.clone().max(Some(later("avx512", 190.0, 120.0)))),
+            (200.0, 120.0)
+        );
+        assert_eq!(
+            both(p.clone().max(Some(later("avx512", 210.0, 90.0)))),
+            (210.0, 100.0)
+        );
+        assert_eq!(
+            both(p.clone().max(Some(later("avx2", 300.0, 300.0)))),
+            (200.0, 100.0)
+        );
+        assert_eq!(both(p.max(None)), (200.0, 100.0));
         assert!(Peak::from_json(&serde_json::json!({"gflops": {}})).is_none());
     }
 
