@@ -406,6 +406,9 @@ struct InputGrad<T> {
     padded: Phases,
     /// Whether the product writes straight into `dx` (stride 1, rows of whole vectors).
     direct: bool,
+    /// Whether some phase has no taps (three of four for a 1 × 1 kernel with stride 2): each
+    /// sample is then zeroed first and only the tapped phases are computed.
+    untapped: bool,
     /// Elements of the scratch output of the other cases (0 when `direct`).
     scratch_len: usize,
 }
@@ -489,11 +492,13 @@ impl<T: Float> InputGrad<T> {
             .map(|(ph, (_, stride))| g.c * ph.rows * stride)
             .max()
             .unwrap_or(0);
+        let untapped = phases.iter().any(|ph| ph.offs.is_empty());
         InputGrad {
             phases,
             outputs,
             padded,
             direct,
+            untapped,
             scratch_len: if direct { 0 } else { scratch_len },
         }
     }
@@ -513,11 +518,10 @@ impl<T: Float> InputGrad<T> {
     ) {
         let (s, hw) = (g.stride, g.h * g.w);
         self.padded.fill(dyn_, (g.oh, g.ow), dp);
-        // Phases that no tap reaches (three of four for a 1 × 1 kernel with stride 2) receive
-        // zeros: one contiguous fill of the sample first, then only the others are computed,
-        // instead of a product of no steps and a strided scatter of its zeros.
-        let untapped = self.phases.iter().any(|ph| ph.offs.is_empty());
-        if untapped {
+        // Phases that no tap reaches receive zeros: one contiguous fill of the sample first,
+        // then only the others are computed, instead of a product of no steps and a strided
+        // scatter of its zeros.
+        if self.untapped {
             for d in dxn.iter_mut() {
                 d.write(T::zero());
             }
