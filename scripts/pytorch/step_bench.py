@@ -60,7 +60,7 @@ def main():
         sys.exit(3)
     base_rss_mb = proc_status_mb("VmRSS")
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from zoo_models import build  # noqa: E402
+    from zoo_models import build, default_width  # noqa: E402
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -76,8 +76,7 @@ def main():
     sync = torch.cuda.synchronize if gpu else (lambda: None)
     if a.width is not None and a.width < 1:
         raise SystemExit("--width must be at least 1")
-    # The architecture's own width when not given, as zoo_models.build and the Rust side take it.
-    width = a.width if a.width is not None else (64 if arch == "vgg" else 16)
+    width = a.width if a.width is not None else default_width(arch)
     model = build(arch, int(depth), norm=a.norm, width=width).to(dtype).train()
     if gpu:
         model = model.to(dev)

@@ -153,10 +153,16 @@ class VGG(nn.Module):
         return self.classifier(out.view(out.size(0), -1))
 
 
+def default_width(arch):
+    """The base width when none is given: 64 for VGG, 16 for the ResNets (explr-zoo's
+    Arch::default_width)."""
+    return 64 if arch == "vgg" else 16
+
+
 def build(arch, depth, num_classes=10, norm="bn", width=None, eps=1e-5, **kw):
     cls = {"preresnet": PreResNet, "resnet": ResNet, "vgg": VGG}[arch]
     if width is None:
-        width = 64 if arch == "vgg" else 16
+        width = default_width(arch)
     return cls(depth, num_classes=num_classes, norm=norm, width=width, eps=eps, **kw)
 
 
