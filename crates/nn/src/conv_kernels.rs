@@ -50,7 +50,9 @@ use crate::{NnError, Result};
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConvKernels {
-    /// Direct kernels on 512-bit vectors: x86-64 with AVX-512F.
+    /// Direct kernels on 512-bit vectors: x86-64 with AVX-512F (on a CPU that executes them
+    /// as two 256-bit halves, AMD's Zen 4, the products whose rows are 8 f32 values run on
+    /// 256-bit AVX-512VL vectors, which compute no discarded columns; the same bits).
     Avx512,
     /// Direct kernels on 256-bit vectors: x86-64 with AVX2 and FMA.
     Avx2,
@@ -302,7 +304,7 @@ macro_rules! float_with_product {
             fn lanes(isa: direct::Isa) -> usize {
                 match isa {
                     direct::Isa::Avx512 => $avx512,
-                    direct::Isa::Avx2 => $avx2,
+                    direct::Isa::Avx512Narrow | direct::Isa::Avx2 => $avx2,
                 }
             }
 
@@ -319,6 +321,13 @@ macro_rules! float_with_product {
                     direct::Isa::Avx512 => {
                         direct::x86::avx512::$kernel(a, b, reduction_and_columns, c, accumulate)
                     }
+                    direct::Isa::Avx512Narrow => direct::x86::avx512_narrow::$kernel(
+                        a,
+                        b,
+                        reduction_and_columns,
+                        c,
+                        accumulate,
+                    ),
                     direct::Isa::Avx2 => {
                         direct::x86::avx2::$kernel(a, b, reduction_and_columns, c, accumulate)
                     }
@@ -468,7 +477,9 @@ fn col2im<T: Float>(g: &Geometry, col: &[T], dx: &mut [T]) {
 /// `residual` contiguous; returns `y` contiguous. On the kernel set in use.
 pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T], residual: Option<&[T]>) -> Vec<T> {
     match ConvKernels::in_use().isa() {
-        Some(isa) if g.out_len() > 0 => direct::forward(isa, g, x, w, residual),
+        Some(isa) if g.out_len() > 0 => {
+            direct::forward((isa, direct::narrow_vectors_pay()), g, x, w, residual)
+        }
         _ => forward_im2col(g, x, w, residual),
     }
 }
@@ -534,7 +545,8 @@ pub(crate) fn backward<T: Float>(
 ) -> Gradients<T> {
     match ConvKernels::in_use().isa() {
         Some(isa) if g.n > 0 && g.in_len() > 0 && g.out_len() > 0 && g.w_len() > 0 => {
-            direct::backward(isa, g, dy, (w, x), weight_group(g.n))
+            let vectors = (isa, direct::narrow_vectors_pay());
+            direct::backward(vectors, g, dy, (w, x), weight_group(g.n))
         }
         _ => (
             w.map(|w| backward_input_im2col(g, dy, w)),
@@ -693,25 +705,35 @@ mod tests {
         let x = values::<T>(g.n * g.in_len(), 1);
         let w = values::<T>(g.w_len(), 2);
         let dy = values::<T>(g.n * g.out_len(), 3);
-        let y = direct::forward(isa, g, &x, &w, None);
+        let y = direct::forward((isa, false), g, &x, &w, None);
         // Both gradients in one pass, and each alone: the same bits.
         let group = weight_group(g.n);
-        let (Some(dx), Some(dw)) = direct::backward(isa, g, &dy, (Some(&w), Some(&x)), group)
+        let wide = (isa, false);
+        let (Some(dx), Some(dw)) = direct::backward(wide, g, &dy, (Some(&w), Some(&x)), group)
         else {
             panic!("a gradient asked for is missing");
         };
         let alone = (
-            direct::backward(isa, g, &dy, (Some(&w), None), group),
-            direct::backward(isa, g, &dy, (None, Some(&x)), group),
+            direct::backward(wide, g, &dy, (Some(&w), None), group),
+            direct::backward(wide, g, &dy, (None, Some(&x)), group),
         );
         assert!(
             matches!(&alone, ((Some(a), None), (None, Some(b))) if *a == dx && *b == dw),
             "the gradients of {g:?} in {} on {isa:?} alone differ from both at once",
             T::DTYPE.as_str()
         );
+        // On 256-bit vectors where rows are whole ones of them (AVX-512 only): the same bits.
+        let narrow = (isa, true);
+        assert!(
+            direct::forward(narrow, g, &x, &w, None) == y
+                && direct::backward(narrow, g, &dy, (Some(&w), Some(&x)), group)
+                    == (Some(dx.clone()), Some(dw.clone())),
+            "{g:?} in {} on {isa:?} with 256-bit vectors differs",
+            T::DTYPE.as_str()
+        );
         // With a residual, each output is the plain one plus the residual, rounded once: bit
         // for bit what a separate addition gives (here `dy` serves as the residual).
-        let with_residual = direct::forward(isa, g, &x, &w, Some(&dy));
+        let with_residual = direct::forward(wide, g, &x, &w, Some(&dy));
         let added: Vec<T> = y.iter().zip(&dy).map(|(a, b)| *a + *b).collect();
         assert!(
             with_residual == added,
@@ -756,6 +778,10 @@ mod tests {
             geometry(2, 3, (6, 7), 4, (3, 3), 1, 3),
             geometry(2, 3, (8, 9), 4, (2, 2), 2, 0),
             geometry(1, 2, (4, 4), 2, (4, 4), 1, 0),
+            // Output rows of 8 (f32) and 4 (f64) values: 256-bit vectors on AVX-512.
+            geometry(3, 16, (8, 8), 24, (3, 3), 1, 1),
+            geometry(2, 16, (16, 16), 32, (3, 3), 2, 1),
+            geometry(2, 5, (4, 4), 6, (3, 3), 1, 1),
         ];
         // Every direct set this CPU has (none off x86-64: im2col is all there is there).
         let isas = ConvKernels::ALL
@@ -787,7 +813,9 @@ mod tests {
                 (Ok(()), true) => {
                     assert_eq!(ConvKernels::in_use(), set);
                     let expected = match set.isa() {
-                        Some(isa) => direct::forward(isa, &g, &x, &w, None),
+                        Some(isa) => {
+                            direct::forward((isa, direct::narrow_vectors_pay()), &g, &x, &w, None)
+                        }
                         None => forward_im2col(&g, &x, &w, None),
                     };
                     assert_eq!(forward(&g, &x, &w, None), expected, "{set}");

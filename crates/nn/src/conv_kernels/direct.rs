@@ -31,7 +31,10 @@
 //! patch matrix, so it stays in L1/L2. The product keeps an 8-row × 3-vector block of its
 //! output in 24 zmm accumulators (AVX-512; 6 × 2 ymm with AVX2), broadcasting one left-factor
 //! value per row and loading one right-factor vector per column block for every 24 FMAs; its
-//! rows are split into blocks as even as the block height allows. Summation orders depend only
+//! rows are split into blocks as even as the block height allows. On Zen 4, whose 512-bit
+//! FMAs are two 256-bit halves, a product whose rows are whole 256-bit vectors but not 512-bit
+//! ones (8 × 8 maps in f32) runs the same 8 × 3 block on ymm registers ([`Isa::for_width`]),
+//! computing no discarded columns. Summation orders depend only
 //! on the shapes and the batch's weight groups, never on the thread count or the blocking.
 
 use std::mem::MaybeUninit;
@@ -39,13 +42,79 @@ use std::mem::MaybeUninit;
 use super::{Float, Geometry, Gradients};
 
 /// The instruction set of a direct kernel set ([`super::ConvKernels::isa`] chooses it for each
-/// convolution pass; it is only ever one this CPU has).
+/// convolution pass; it is only ever one this CPU has), and the width of its vectors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Isa {
     /// 512-bit vectors, mask registers (AVX-512F).
     Avx512,
+    /// AVX-512 on 256-bit vectors (AVX-512VL): the 32 registers and masks of AVX-512 with
+    /// AVX2's lanes, for the products whose rows are a whole number of 256-bit vectors but not
+    /// of 512-bit ones ([`Isa::for_width`]).
+    Avx512Narrow,
     /// 256-bit vectors with FMA (AVX2 + FMA).
     Avx2,
+}
+
+impl Isa {
+    /// The vectors for a product whose output rows are `width` values: 512-bit AVX-512 ones
+    /// unless `narrow` and a row is a whole number of 256-bit vectors but not of 512-bit ones
+    /// (the 8 × 8 maps in f32), where 256-bit ones compute no discarded columns (with 16
+    /// lanes, an 8-wide output row takes its padded row's 10 columns, 2 of them discarded,
+    /// and a copy to compact them). Every output is the same chain of fused multiply-adds
+    /// either way, so the same bits.
+    pub fn for_width<T: Float>(self, width: usize, narrow: bool) -> Isa {
+        let whole = |isa: Isa| width.is_multiple_of(T::lanes(isa));
+        if self == Isa::Avx512
+            && narrow
+            && !whole(Isa::Avx512)
+            && whole(Isa::Avx512Narrow)
+            && has_avx512vl()
+        {
+            Isa::Avx512Narrow
+        } else {
+            self
+        }
+    }
+}
+
+/// Whether the CPU has AVX-512VL, which [`Isa::Avx512Narrow`] runs on.
+fn has_avx512vl() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether 256-bit vectors cost AVX-512 no peak on this CPU, so that [`Isa::for_width`] may
+/// choose them: AMD's Zen 4 (family 19h with AVX-512; Zen 3, the same family, has none)
+/// executes each 512-bit operation as two 256-bit halves, so its FMA peak is the same with
+/// either width (`step_bench --peak`). Where 512-bit FMAs run at full width (Intel's server
+/// cores, AMD's Zen 5), 256-bit vectors would halve the peak, and the discarded columns of
+/// 512-bit ones cost less. Needs AVX-512VL for the 256-bit AVX-512 instructions.
+pub(crate) fn narrow_vectors_pay() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static PAY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *PAY.get_or_init(|| {
+            use std::arch::x86_64::__cpuid;
+            let (vendor, signature) = (__cpuid(0), __cpuid(1).eax);
+            let amd =
+                (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6E65, 0x444D_4163);
+            let base = (signature >> 8) & 0xF;
+            let family = if base == 0xF {
+                base + ((signature >> 20) & 0xFF)
+            } else {
+                base
+            };
+            amd && family == 0x19 && is_x86_feature_detected!("avx512f") && has_avx512vl()
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// How samples are laid out for the kernels: each channel of `h × w` becomes `stride²` zero-
@@ -308,18 +377,20 @@ fn compact<T: Float>(wide: &[T], wp: usize, ow: usize, out: &mut [MaybeUninit<T>
     }
 }
 
-/// Forward pass on the kernels of `isa`: per sample (in parallel), the padded phase planes and
+/// Forward pass on the kernels of `isa` (on 256-bit vectors where `narrow` and
+/// [`Isa::for_width`] choose them): per sample (in parallel), the padded phase planes and
 /// the product, straight into `y` where the output rows are whole vectors, else into wide rows
 /// whose first `ow` columns are then copied into `y`; then the sample's `residual`, if any,
 /// added while its output is in cache.
 pub(crate) fn forward<T: Float>(
-    isa: Isa,
+    (isa, narrow): (Isa, bool),
     g: &Geometry,
     x: &[T],
     w: &[T],
     residual: Option<&[T]>,
 ) -> Vec<T> {
     use rayon::prelude::*;
+    let isa = isa.for_width::<T>(g.ow, narrow);
     let pad = (g.padding, g.padding);
     let phases = Phases::new((g.h, g.w), pad, pad, (g.kh, g.kw), g.stride);
     let offs = phases.offsets(g.c, g.kh, g.kw);
@@ -349,7 +420,8 @@ pub(crate) fn forward<T: Float>(
                 };
                 // SAFETY: every offset plus the columns' reach stays inside `xp`
                 // (Phases::extra), `w` is [k, offs.len()], the output (`yn` or `wide`) holds
-                // k rows of oh·row_stride; the CPU has `isa` (`ConvKernels::isa`).
+                // k rows of oh·row_stride; the CPU has `isa` (`ConvKernels::isa`,
+                // `Isa::for_width`).
                 unsafe {
                     T::product(
                         isa,
@@ -399,6 +471,8 @@ struct InputPhase<T> {
 /// s·qi + ri, s·qj + rj] · dy[k, U − qi, V − qj]` (padded coordinates), a stride-1 correlation
 /// of `dy`, zero-padded, with a flipped sub-kernel. Stride 1 is one phase with the whole kernel.
 struct InputGrad<T> {
+    /// The vectors of the phases' products ([`Isa::for_width`]).
+    isa: Isa,
     phases: Vec<InputPhase<T>>,
     /// Per phase: its output columns and their row stride.
     outputs: Vec<(Vec<Column>, usize)>,
@@ -414,7 +488,7 @@ struct InputGrad<T> {
 }
 
 impl<T: Float> InputGrad<T> {
-    fn new(isa: Isa, g: &Geometry, w: &[T]) -> Self {
+    fn new((isa, narrow): (Isa, bool), g: &Geometry, w: &[T]) -> Self {
         let (s, p) = (g.stride, g.padding);
         // Kernel taps of phase r along a kernel side k: qi < taps(kh, ri).
         let taps = |k: usize, r: usize| (k.saturating_sub(r)).div_ceil(s);
@@ -478,6 +552,13 @@ impl<T: Float> InputGrad<T> {
                 });
             }
         }
+        // 256-bit vectors where every tapped phase's rows are whole ones of them only.
+        let isa = phases
+            .iter()
+            .filter(|ph| !ph.offs.is_empty())
+            .map(|ph| isa.for_width::<T>(ph.cols, narrow))
+            .reduce(|a, b| if a == b { a } else { isa })
+            .unwrap_or(isa);
         let lanes = T::lanes(isa);
         // Straight into `dx` for stride 1 when the rows are whole vectors (one phase, which
         // covers every position in order).
@@ -494,6 +575,7 @@ impl<T: Float> InputGrad<T> {
             .unwrap_or(0);
         let untapped = phases.iter().any(|ph| ph.offs.is_empty());
         InputGrad {
+            isa,
             phases,
             outputs,
             padded,
@@ -510,7 +592,6 @@ impl<T: Float> InputGrad<T> {
     /// written over the whole sample first.
     fn sample(
         &self,
-        isa: Isa,
         g: &Geometry,
         dyn_: &[T],
         dxn: &mut [MaybeUninit<T>],
@@ -537,10 +618,10 @@ impl<T: Float> InputGrad<T> {
             };
             // SAFETY: every offset plus the columns' reach stays inside `dp` (bottom padding and
             // Phases::extra), `a` is [c, offs.len()], the output (`dxn` or `scratch`) holds c
-            // rows of rows·stride; the CPU has `isa` (`ConvKernels::isa`).
+            // rows of rows·stride; the CPU has `isa` (`ConvKernels::isa`, `Isa::for_width`).
             unsafe {
                 T::product(
-                    isa,
+                    self.isa,
                     (ph.a.as_ptr(), &ph.a_rows),
                     (dp.as_ptr(), &ph.offs),
                     (&Run::whole(ph.offs.len()), columns),
@@ -643,7 +724,8 @@ impl WeightGrad {
     }
 }
 
-/// The backward pass on the kernels of `isa`: the input gradient when the weight `w` is given,
+/// The backward pass on the kernels of `isa` (the input gradient on 256-bit vectors where
+/// `narrow` and [`Isa::for_width`] choose them): the input gradient when the weight `w` is given,
 /// the weight gradient when the input `x` is, both from `dy` in one pass over the batch. Samples
 /// go in groups of `group`, in parallel; within a group, sample by sample, the input gradient
 /// and then the sample's term of the weight gradient, so `dy`'s sample is read from memory once
@@ -651,14 +733,14 @@ impl WeightGrad {
 /// sample by sample and the groups are summed in order, so every bit of `dW` depends on the
 /// shapes and `group` only, never on the thread count.
 pub(crate) fn backward<T: Float>(
-    isa: Isa,
+    (isa, narrow): (Isa, bool),
     g: &Geometry,
     dy: &[T],
     (w, x): (Option<&[T]>, Option<&[T]>),
     group: usize,
 ) -> Gradients<T> {
     use rayon::prelude::*;
-    let input = w.map(|w| InputGrad::new(isa, g, w));
+    let input = w.map(|w| InputGrad::new((isa, narrow), g, w));
     let weight = x.map(|x| (x, WeightGrad::new::<T>(isa, g)));
     let (in_len, out_len, hw, k) = (g.in_len(), g.out_len(), g.oh * g.ow, g.k);
     let groups = g.n.div_ceil(group);
@@ -694,7 +776,7 @@ pub(crate) fn backward<T: Float>(
                 let dyn_ = &dy[i * out_len..(i + 1) * out_len];
                 if let (Some(ig), Some(dxg)) = (&input, dx_group.as_deref_mut()) {
                     let dxn = &mut dxg[j * in_len..(j + 1) * in_len];
-                    ig.sample(isa, g, dyn_, dxn, (dp, scratch));
+                    ig.sample(g, dyn_, dxn, (dp, scratch));
                 }
                 if let (Some((x, wg)), Some(acc_t)) = (&weight, acc_t.as_mut()) {
                     let xn = &x[i * in_len..(i + 1) * in_len];
@@ -912,6 +994,35 @@ pub(crate) mod x86 {
             add: |a, b| _mm512_add_pd(a, b),
             store: |p, k, v| _mm512_mask_storeu_pd(p, k, v),
             storeu: |p, v| _mm512_storeu_pd(p, v));
+    }
+
+    /// AVX-512 on 256-bit vectors (AVX-512VL): the 32 registers of AVX-512, so the same 8 rows
+    /// × 3 vectors of accumulators, with AVX2's lanes ([`super::Isa::Avx512Narrow`]).
+    pub(crate) mod avx512_narrow {
+        use super::*;
+
+        product_kernel!(product_f32, block_f32, f32, __m256, lanes: 8, rows: [8, 7, 6, 5, 4, 3, 2, 1], vectors: [3, 2, 1],
+            features: "avx512f,avx512vl,fma",
+            mask: |n| if n >= 8 { u8::MAX } else { (1u8 << n) - 1 },
+            zero: _mm256_setzero_ps(),
+            splat: |x| _mm256_set1_ps(x),
+            load: |k, p| _mm256_maskz_loadu_ps(k, p),
+            loadu: |p| _mm256_loadu_ps(p),
+            fma: |a, b, c| _mm256_fmadd_ps(a, b, c),
+            add: |a, b| _mm256_add_ps(a, b),
+            store: |p, k, v| _mm256_mask_storeu_ps(p, k, v),
+            storeu: |p, v| _mm256_storeu_ps(p, v));
+        product_kernel!(product_f64, block_f64, f64, __m256d, lanes: 4, rows: [8, 7, 6, 5, 4, 3, 2, 1], vectors: [3, 2, 1],
+            features: "avx512f,avx512vl,fma",
+            mask: |n| if n >= 4 { 0xF } else { (1u8 << n) - 1 },
+            zero: _mm256_setzero_pd(),
+            splat: |x| _mm256_set1_pd(x),
+            load: |k, p| _mm256_maskz_loadu_pd(k, p),
+            loadu: |p| _mm256_loadu_pd(p),
+            fma: |a, b, c| _mm256_fmadd_pd(a, b, c),
+            add: |a, b| _mm256_add_pd(a, b),
+            store: |p, k, v| _mm256_mask_storeu_pd(p, k, v),
+            storeu: |p, v| _mm256_storeu_pd(p, v));
     }
 
     /// `dst[j·ldd + i] = src[i·lds + j]` for `i, j < 8`.
