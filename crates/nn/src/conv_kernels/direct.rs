@@ -61,15 +61,11 @@ impl Isa {
     /// (the 8 × 8 maps in f32), where 256-bit ones compute no discarded columns (with 16
     /// lanes, an 8-wide output row takes its padded row's 10 columns, 2 of them discarded,
     /// and a copy to compact them). Every output is the same chain of fused multiply-adds
-    /// either way, so the same bits.
+    /// either way, so the same bits. `narrow` may only be true on a CPU with AVX-512VL
+    /// ([`narrow_vectors_pay`] is).
     pub fn for_width<T: Float>(self, width: usize, narrow: bool) -> Isa {
         let whole = |isa: Isa| width.is_multiple_of(T::lanes(isa));
-        if self == Isa::Avx512
-            && narrow
-            && !whole(Isa::Avx512)
-            && whole(Isa::Avx512Narrow)
-            && has_avx512vl()
-        {
+        if self == Isa::Avx512 && narrow && !whole(Isa::Avx512) && whole(Isa::Avx512Narrow) {
             Isa::Avx512Narrow
         } else {
             self
@@ -78,7 +74,7 @@ impl Isa {
 }
 
 /// Whether the CPU has AVX-512VL, which [`Isa::Avx512Narrow`] runs on.
-fn has_avx512vl() -> bool {
+pub(crate) fn has_avx512vl() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx512vl")
@@ -102,19 +98,28 @@ pub(crate) fn narrow_vectors_pay() -> bool {
         *PAY.get_or_init(|| {
             use std::arch::x86_64::__cpuid;
             let (vendor, signature) = (__cpuid(0), __cpuid(1).eax);
-            let amd =
-                (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6E65, 0x444D_4163);
-            let base = (signature >> 8) & 0xF;
-            let family = if base == 0xF {
-                base + ((signature >> 20) & 0xFF)
-            } else {
-                base
-            };
-            amd && family == 0x19 && is_x86_feature_detected!("avx512f") && has_avx512vl()
+            amd_family_19h((vendor.ebx, vendor.edx, vendor.ecx), signature)
+                && is_x86_feature_detected!("avx512f")
+                && has_avx512vl()
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+/// Whether CPUID's vendor registers (leaf 0: EBX, EDX, ECX) and processor signature (leaf 1:
+/// EAX) name an AMD CPU of family 19h (Zen 3 and Zen 4): the family is the base family, plus
+/// the extended family where the base is 0Fh.
+fn amd_family_19h(vendor: (u32, u32, u32), signature: u32) -> bool {
+    // "AuthenticAMD" in EBX, EDX, ECX.
+    let amd = vendor == (0x6874_7541, 0x6974_6E65, 0x444D_4163);
+    let base = (signature >> 8) & 0xF;
+    let family = if base == 0xF {
+        base + ((signature >> 20) & 0xFF)
+    } else {
+        base
+    };
+    amd && family == 0x19
 }
 
 /// How samples are laid out for the kernels: each channel of `h × w` becomes `stride²` zero-
@@ -1131,6 +1136,60 @@ pub(crate) mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 256-bit vectors only for AVX-512, only when asked, and only for rows that are whole
+    /// 256-bit vectors but not whole 512-bit ones (8 lanes of f32 against 16, 4 of f64 against 8).
+    #[test]
+    fn narrow_vectors_only_where_rows_fit_them_alone() {
+        use Isa::{Avx2, Avx512, Avx512Narrow};
+        let cases: [(Isa, usize, bool, Isa, Isa); 9] = [
+            // (set, row width, narrow, f32's choice, f64's choice)
+            (Avx512, 8, true, Avx512Narrow, Avx512),
+            (Avx512, 24, true, Avx512Narrow, Avx512),
+            (Avx512, 4, true, Avx512, Avx512Narrow),
+            (Avx512, 16, true, Avx512, Avx512),
+            (Avx512, 32, true, Avx512, Avx512),
+            (Avx512, 10, true, Avx512, Avx512),
+            (Avx512, 0, true, Avx512, Avx512),
+            (Avx512, 8, false, Avx512, Avx512),
+            (Avx2, 4, true, Avx2, Avx2),
+        ];
+        for (set, width, narrow, f32s, f64s) in cases {
+            assert_eq!(
+                set.for_width::<f32>(width, narrow),
+                f32s,
+                "{set:?} {width} {narrow}"
+            );
+            assert_eq!(
+                set.for_width::<f64>(width, narrow),
+                f64s,
+                "{set:?} {width} {narrow}"
+            );
+        }
+    }
+
+    /// CPUID's family decoding: Zen 3 and Zen 4 are AMD family 19h, Zen 2 17h, Zen 5 1Ah;
+    /// Intel's family 6 is not.
+    #[test]
+    fn amd_family_19h_from_cpuid() {
+        let amd = (0x6874_7541, 0x6974_6E65, 0x444D_4163); // "AuthenticAMD"
+        let intel = (0x756E_6547, 0x4965_6E69, 0x6C65_746E); // "GenuineIntel"
+        let cases = [
+            (amd, 0x00A1_0F11, true),    // EPYC 9004 (Zen 4)
+            (amd, 0x00A0_0F11, true),    // EPYC 7003 (Zen 3)
+            (amd, 0x0083_0F10, false),   // EPYC 7002 (Zen 2, family 17h)
+            (amd, 0x00B0_0F21, false),   // EPYC 9005 (Zen 5, family 1Ah)
+            (intel, 0x0008_06F8, false), // Xeon Sapphire Rapids (family 6)
+            (intel, 0x00A1_0F11, false), // a family-19h signature, but not AMD
+        ];
+        for (vendor, signature, expected) in cases {
+            assert_eq!(
+                amd_family_19h(vendor, signature),
+                expected,
+                "{signature:#x}"
+            );
+        }
+    }
 
     /// The tiled transpose equals the definition for whole tiles, ragged edges and both types.
     #[test]
