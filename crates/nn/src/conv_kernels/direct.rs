@@ -664,6 +664,8 @@ impl<T: Float> InputGrad<T> {
 /// vector lanes, so this is the forward's [`Float::product`] with the roles of rows and
 /// reductions swapped, the reduction in one run per output row.
 struct WeightGrad {
+    /// The vectors of the product, whose output rows are `k` wide ([`Isa::for_width`]).
+    isa: Isa,
     phases: Phases,
     /// `off_r` of the patch rows `r = (c, ki, kj)`.
     offs: Vec<usize>,
@@ -675,7 +677,8 @@ struct WeightGrad {
 }
 
 impl WeightGrad {
-    fn new<T: Float>(isa: Isa, g: &Geometry) -> Self {
+    fn new<T: Float>((isa, narrow): (Isa, bool), g: &Geometry) -> Self {
+        let isa = isa.for_width::<T>(g.k, narrow);
         let pad = (g.padding, g.padding);
         let phases = Phases::new((g.h, g.w), pad, pad, (g.kh, g.kw), g.stride);
         let offs = phases.offsets(g.c, g.kh, g.kw);
@@ -690,6 +693,7 @@ impl WeightGrad {
         let mut columns = Vec::new();
         push_columns(&mut columns, (0, 0), g.k, T::lanes(isa));
         WeightGrad {
+            isa,
             phases,
             offs,
             dyt_rows,
@@ -704,7 +708,6 @@ impl WeightGrad {
     /// (`oh·ow·k`).
     fn sample<T: Float>(
         &self,
-        isa: Isa,
         g: &Geometry,
         (xn, dyn_): (&[T], &[T]),
         (xp, dyt): (&mut [T], &mut [T]),
@@ -718,7 +721,7 @@ impl WeightGrad {
         // row's reach) and dyᵀ [hw, k]; acc_t is [ckk, k].
         unsafe {
             T::product(
-                isa,
+                self.isa,
                 (xp.as_ptr(), &self.offs),
                 (dyt.as_ptr(), &self.dyt_rows),
                 (&self.runs, &self.columns),
@@ -729,8 +732,8 @@ impl WeightGrad {
     }
 }
 
-/// The backward pass on the kernels of `isa` (the input gradient on 256-bit vectors where
-/// `narrow` and [`Isa::for_width`] choose them): the input gradient when the weight `w` is given,
+/// The backward pass on the kernels of `isa` (each product on 256-bit vectors where `narrow`
+/// and [`Isa::for_width`] choose them): the input gradient when the weight `w` is given,
 /// the weight gradient when the input `x` is, both from `dy` in one pass over the batch. Samples
 /// go in groups of `group`, in parallel; within a group, sample by sample, the input gradient
 /// and then the sample's term of the weight gradient, so `dy`'s sample is read from memory once
@@ -746,7 +749,7 @@ pub(crate) fn backward<T: Float>(
 ) -> Gradients<T> {
     use rayon::prelude::*;
     let input = w.map(|w| InputGrad::new((isa, narrow), g, w));
-    let weight = x.map(|x| (x, WeightGrad::new::<T>(isa, g)));
+    let weight = x.map(|x| (x, WeightGrad::new::<T>((isa, narrow), g)));
     let (in_len, out_len, hw, k) = (g.in_len(), g.out_len(), g.oh * g.ow, g.k);
     let groups = g.n.div_ceil(group);
     // Not zero-filled first: each group's samples write every element of their chunks.
@@ -786,7 +789,7 @@ pub(crate) fn backward<T: Float>(
                 if let (Some((x, wg)), Some(acc_t)) = (&weight, acc_t.as_mut()) {
                     let xn = &x[i * in_len..(i + 1) * in_len];
                     let out = acc_t.spare_capacity_mut();
-                    wg.sample(isa, g, (xn, dyn_), (xp, dyt), out, j > 0);
+                    wg.sample(g, (xn, dyn_), (xp, dyt), out, j > 0);
                 }
             }
             acc_t.map(|mut acc_t| {
