@@ -51,8 +51,9 @@ use crate::{NnError, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConvKernels {
     /// Direct kernels on 512-bit vectors: x86-64 with AVX-512F (on a CPU that executes them
-    /// as two 256-bit halves, AMD's Zen 4, the products whose rows are 8 f32 values run on
-    /// 256-bit AVX-512VL vectors, which compute no discarded columns; the same bits).
+    /// as two 256-bit halves, AMD's Zen 4, the products whose rows are a whole number of
+    /// 256-bit vectors but not of 512-bit ones, such as 8 f32 or 4 f64 values, run on 256-bit
+    /// AVX-512VL vectors, which compute no discarded columns; the same bits).
     Avx512,
     /// Direct kernels on 256-bit vectors: x86-64 with AVX2 and FMA.
     Avx2,
