@@ -1396,16 +1396,31 @@ mod tests {
 
     /// A shell script at `path` that prints a line of log, then a step_bench JSON object with
     /// `side` and its arguments.
+    ///
+    /// Written by a `sh` child, not by this process: a file this process had open for writing
+    /// can be inherited, for an instant, by a child another test thread forks, and executing it
+    /// meanwhile fails with ETXTBSY ("Text file busy", seen in CI).
     fn fake_bench(path: &Path, side: &str) {
-        use std::os::unix::fs::PermissionsExt as _;
+        use std::io::Write as _;
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let script = format!(
             "#!/bin/sh\necho 'log line'\nprintf '{{\"side\": \"{side}\", \"args\": \"%s\", \
              \"median_s\": 2, \"min_s\": 1, \"images_per_s\": 64, \"peak_rss_mb\": 100, \
              \"forward_s\": 0.5, \"backward_s\": 1, \"optimizer_s\": 0.5}}\\n' \"$*\"\n"
         );
-        std::fs::write(path, script).unwrap();
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut writer = std::process::Command::new("sh")
+            .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+            .arg(path)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writer
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(writer.wait().unwrap().success(), "writing {path:?}");
     }
 
     #[test]
