@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::backend::BackendStorage;
 use candle_core::op::BackpropOp;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor, WithDType,
+};
 
 use crate::conv_kernels::{self, Float, Geometry, Gradients};
 use crate::{NnError, Result};
@@ -109,6 +111,117 @@ pub fn conv2d_add(
         return Ok(x.conv2d(w, padding, stride, 1, 1)?.add(residual)?);
     }
     Ok(x.apply_op3(w, residual, Conv2dForward { stride, padding })?)
+}
+
+/// A normalization (and its ReLU) as a convolution applies it to its input while its kernels
+/// read it ([`conv2d_normed`]): per (sample, channel) plane of the input, `(x − centre)·scale +
+/// shift`, then `max(·, 0)` when `relu` (NaN kept, as [`crate::relu`]). Each value is computed in
+/// the input's type exactly so, so a normalization that writes its output by this formula gives
+/// the convolution the same bits either way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlaneAffine {
+    /// The centre of each plane (index `sample·channels + channel`), a value of the input's
+    /// type (an f32 input's values widened, exactly).
+    pub centre: Vec<f64>,
+    /// The scale of each plane, a value of the input's type.
+    pub scale: Vec<f64>,
+    /// The shift of each plane, a value of the input's type.
+    pub shift: Vec<f64>,
+    /// Whether `max(·, 0)` follows.
+    pub relu: bool,
+}
+
+/// The normalization in front of a [`conv2d_normed`]: it takes its statistics from the input
+/// when the convolution runs, and maps the gradient at its output back to its input and
+/// parameters in the backward pass. explr-norm implements it for its layers.
+pub trait InputNorm: Send + Sync {
+    /// The statistics of the contiguous input `x` (`[n, c, h, w]` of the convolution's dtype),
+    /// as the per-plane map the convolution applies; the implementation keeps what its
+    /// [`InputNorm::backward`] needs.
+    fn forward(
+        &self,
+        x: candle_core::CpuStorageRef<'_>,
+        dims: [usize; 4],
+    ) -> candle_core::Result<PlaneAffine>;
+
+    /// From the input `x` and the gradient `dy` at the normalization's output (after the ReLU),
+    /// the gradients of `x`, `γ` and `β` (`[c]` each), in `x`'s dtype.
+    fn backward(&self, x: &Tensor, dy: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)>;
+}
+
+/// `conv2d(norm(x), w, stride, padding)` (plus `residual` when given, as [`conv2d_add`]) where
+/// the normalization `norm` (with its ReLU, [`PlaneAffine`]) is applied while the convolution
+/// lays each sample out for its kernels, in the forward pass and again for the weight gradient,
+/// so that `norm(x)` is never written to memory: one pass over memory less in the forward step
+/// and no activation-sized tensor kept for the backward pass. The result and every gradient
+/// (`x`, `w`, `γ`, `β`, the residual) are bit for bit those of the normalization followed by
+/// [`conv2d`] (or [`conv2d_add`]), on every kernel set (im2col writes the normalized input
+/// first). CPU f32/f64 only: a caller on another device normalizes first.
+///
+/// # Errors
+/// As [`conv2d_add`]; [`NnError::InvalidConv`] also when `x` is not a CPU f32/f64 tensor or `γ`,
+/// `β` are not `[c]` tensors of `x`'s dtype.
+pub fn conv2d_normed(
+    (x, norm): (&Tensor, std::sync::Arc<dyn InputNorm>),
+    (gamma, beta): (&Tensor, &Tensor),
+    w: &Tensor,
+    (stride, padding): (usize, usize),
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    check(x, w, stride, padding)?;
+    let invalid = |reason: String| NnError::InvalidConv {
+        x: x.dims().to_vec(),
+        w: w.dims().to_vec(),
+        stride,
+        padding,
+        reason,
+    };
+    if !(x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)) {
+        return Err(invalid(format!(
+            "a normalized input is read in place only by the CPU f32/f64 kernels, not on {:?}              in {:?}: normalize first, then call conv2d",
+            x.device().location(),
+            x.dtype()
+        )));
+    }
+    let c = x.dims()[1];
+    for (name, t) in [("γ", gamma), ("β", beta)] {
+        if t.dims() != [c] || t.dtype() != x.dtype() {
+            return Err(invalid(format!(
+                "{name} is a {:?} {:?} tensor; it must be [{c}] in the input's dtype",
+                t.dtype(),
+                t.dims()
+            )));
+        }
+    }
+    if let Some(r) = residual {
+        let g = geometry(x.dims(), w.dims(), stride, padding);
+        let out = [g.n, g.k, g.oh, g.ow];
+        if r.dims() != out || r.dtype() != x.dtype() || !r.device().same_device(x.device()) {
+            return Err(invalid(format!(
+                "the residual is a {:?} {:?} tensor, but the output is a {:?} {:?} tensor: the \
+                 residual must match the output",
+                r.dtype(),
+                r.dims(),
+                x.dtype(),
+                out
+            )));
+        }
+    }
+    let op = Conv2dNormed {
+        conv: Conv2dForward { stride, padding },
+        w_dims: w.dims4()?,
+        norm,
+        map: Default::default(),
+        residual: residual.is_some(),
+    };
+    let x = x.contiguous()?;
+    Ok(match residual {
+        // Three operands at most: with a residual, the weight and the normalization's
+        // parameters travel as one (a copy of the weight, small next to the activations of the
+        // residual blocks that use it), and autograd splits its gradient back.
+        Some(r) => x.apply_op3(&Tensor::cat(&[&w.flatten_all()?, gamma, beta], 0)?, r, op)?,
+        None => x.apply_op3(w, &Tensor::cat(&[gamma, beta], 0)?, op)?,
+    })
 }
 
 /// Floating-point operations of the CPU convolution passes ([`conv2d`] on f32/f64 CPU tensors,
@@ -303,7 +416,7 @@ fn forward_storage(
         let (x, w) = (s1.as_slice::<T>()?, s2.as_slice::<T>()?);
         Ok(conv_kernels::forward(
             g,
-            &contiguous(x, l1),
+            (&contiguous(x, l1), None),
             &contiguous(w, l2),
             r.as_deref(),
         ))
@@ -336,7 +449,19 @@ impl Conv2dForward {
         w: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (want_dx, want_dw) = (x.track_op(), w.track_op());
+        self.kernel_gradients((x, None), w, dy, (x.track_op(), w.track_op()))
+    }
+
+    /// The gradients of [`Conv2dForward::gradients`] where `wanted`, of the input `x` mapped by
+    /// `map` where given ([`conv2d_normed`]: the input gradient is then the one at the map's
+    /// output, and the weight gradient's samples are laid out through the map).
+    fn kernel_gradients(
+        &self,
+        (x, map): (&Tensor, Option<&PlaneAffine>),
+        w: &Tensor,
+        dy: &Tensor,
+        (want_dx, want_dw): (bool, bool),
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         if !want_dx && !want_dw {
             return Ok((None, None));
         }
@@ -344,7 +469,7 @@ impl Conv2dForward {
         // The kernels on x, w and dy's values as `T`, each gathered where not contiguous.
         fn typed<T: Float>(
             g: &Geometry,
-            (x, w, dy): (&Tensor, &Tensor, &Tensor),
+            ((x, map), w, dy): ((&Tensor, Option<&PlaneAffine>), &Tensor, &Tensor),
             (want_dx, want_dw): (bool, bool),
         ) -> candle_core::Result<Gradients<T>> {
             let ((xs, xl), (ws, wl), (ds, dl)) = (
@@ -359,21 +484,24 @@ impl Conv2dForward {
                 contiguous(xs.as_slice::<T>()?, xl),
                 contiguous(ws.as_slice::<T>()?, wl),
             );
+            let map = map.map(conv_kernels::InputAffine::of);
             let wanted = (want_dx.then_some(&*w), want_dw.then_some(&*x));
             Ok(conv_kernels::backward(
                 g,
                 &contiguous(ds.as_slice::<T>()?, dl),
                 wanted,
+                map.as_ref(),
             ))
         }
+        let args = ((x, map), w, dy);
         let wanted = (want_dx, want_dw);
         let (dx, dw) = match x.dtype() {
             DType::F32 => {
-                let (dx, dw) = typed::<f32>(&g, (x, w, dy), wanted)?;
+                let (dx, dw) = typed::<f32>(&g, args, wanted)?;
                 (dx.map(CpuStorage::F32), dw.map(CpuStorage::F32))
             }
             DType::F64 => {
-                let (dx, dw) = typed::<f64>(&g, (x, w, dy), wanted)?;
+                let (dx, dw) = typed::<f64>(&g, args, wanted)?;
                 (dx.map(CpuStorage::F64), dw.map(CpuStorage::F64))
             }
             other => {
@@ -453,6 +581,156 @@ impl CustomOp3 for Conv2dForward {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw) = self.gradients(x, w, dy)?;
         Ok((dx, dw, Some(dy.clone())))
+    }
+}
+
+/// The op of [`conv2d_normed`]: `(x, w, [γ, β]) ↦ conv(norm(x), w)`, or with `residual`
+/// `(x, [w, γ, β], r) ↦ conv(norm(x), w) + r`.
+struct Conv2dNormed {
+    conv: Conv2dForward,
+    w_dims: (usize, usize, usize, usize),
+    norm: std::sync::Arc<dyn InputNorm>,
+    /// The map of the forward pass, which the weight gradient applies again.
+    map: std::sync::OnceLock<PlaneAffine>,
+    /// Whether the operands are `(x, [w, γ, β], r)` rather than `(x, w, [γ, β])`.
+    residual: bool,
+}
+
+impl Conv2dNormed {
+    fn w_len(&self) -> usize {
+        let (k, c, kh, kw) = self.w_dims;
+        k * c * kh * kw
+    }
+
+    fn forward(
+        &self,
+        name: &'static str,
+        (s1, l1): (&CpuStorage, &Layout),
+        (s2, l2): (&CpuStorage, &Layout),
+        residual: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn typed<T: Float>(
+            g: &Geometry,
+            (x, map): (&[T], &PlaneAffine),
+            w: &[T],
+            residual: Option<(&CpuStorage, &Layout)>,
+        ) -> candle_core::Result<Vec<T>> {
+            let r = match residual {
+                Some((s3, l3)) => Some(contiguous(s3.as_slice::<T>()?, l3)),
+                None => None,
+            };
+            let map = conv_kernels::InputAffine::of(map);
+            Ok(conv_kernels::forward(g, (x, Some(&map)), w, r.as_deref()))
+        }
+        let (k, c, kh, kw) = self.w_dims;
+        let g = geometry(
+            l1.dims(),
+            &[k, c, kh, kw],
+            self.conv.stride,
+            self.conv.padding,
+        );
+        let Some((x0, x1)) = l1.contiguous_offsets() else {
+            candle_core::bail!("{name}: the input must be contiguous")
+        };
+        let Some((p0, _)) = l2.contiguous_offsets() else {
+            candle_core::bail!("{name}: the parameters must be contiguous")
+        };
+        let (w, dims) = (p0..p0 + self.w_len(), [g.n, g.c, g.h, g.w]);
+        let (y, map) = match s1.dtype() {
+            DType::F32 => {
+                let x = &s1.as_slice::<f32>()?[x0..x1];
+                let map = self.norm.forward(f32::cpu_storage_ref(x), dims)?;
+                let w = &s2.as_slice::<f32>()?[w];
+                (CpuStorage::F32(typed(&g, (x, &map), w, residual)?), map)
+            }
+            DType::F64 => {
+                let x = &s1.as_slice::<f64>()?[x0..x1];
+                let map = self.norm.forward(f64::cpu_storage_ref(x), dims)?;
+                let w = &s2.as_slice::<f64>()?[w];
+                (CpuStorage::F64(typed(&g, (x, &map), w, residual)?), map)
+            }
+            other => return Err(candle_core::Error::UnsupportedDTypeForOp(other, name)),
+        };
+        let _ = self.map.set(map);
+        count(0, &g);
+        Ok((y, (g.n, g.k, g.oh, g.ow).into()))
+    }
+
+    /// The gradients `(x, w, γ, β)` from `dy`, `params` the weight's operand (the weight, or
+    /// `[w, γ, β]` with a residual) and `want_dw` whether the weight's gradient is wanted: the convolution's input gradient (at the normalization's output) and weight
+    /// gradient in one pass, the weight gradient's samples laid out through the forward's map,
+    /// then the normalization's backward.
+    fn gradients(
+        &self,
+        x: &Tensor,
+        (params, want_dw): (&Tensor, bool),
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Tensor, Tensor)> {
+        let Some(map) = self.map.get() else {
+            candle_core::bail!("explr-conv2d-normed backward: the forward's map is missing")
+        };
+        let w = params
+            .flatten_all()?
+            .narrow(0, 0, self.w_len())?
+            .reshape(self.w_dims)?;
+        let (dn, dw) = self
+            .conv
+            .kernel_gradients((x, Some(map)), &w, dy, (true, want_dw))?;
+        let Some(dn) = dn else {
+            candle_core::bail!("explr-conv2d-normed backward: no input gradient")
+        };
+        let (dx, dgamma, dbeta) = self.norm.backward(x, &dn)?;
+        Ok((x.track_op().then_some(dx), dw, dgamma, dbeta))
+    }
+}
+
+impl CustomOp3 for Conv2dNormed {
+    fn name(&self) -> &'static str {
+        if self.residual {
+            "explr-conv2d-normed-add"
+        } else {
+            "explr-conv2d-normed"
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let residual = self.residual.then_some((s3, l3));
+        self.forward(self.name(), (s1, l1), (s2, l2), residual)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        third: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if self.residual {
+            // (x, [w, γ, β], r).
+            let (dx, dw, dgamma, dbeta) = self.gradients(x, (w, w.track_op()), dy)?;
+            let dparams = match dw {
+                Some(dw) => Some(Tensor::cat(&[&dw.flatten_all()?, &dgamma, &dbeta], 0)?),
+                None => None,
+            };
+            Ok((dx, dparams, Some(dy.clone())))
+        } else {
+            // (x, w, [γ, β]).
+            let (dx, dw, dgamma, dbeta) = self.gradients(x, (w, w.track_op()), dy)?;
+            let dgb = third
+                .track_op()
+                .then(|| Tensor::cat(&[&dgamma, &dbeta], 0))
+                .transpose()?;
+            Ok((dx, dw, dgb))
+        }
     }
 }
 

@@ -251,6 +251,57 @@ impl Geometry {
     }
 }
 
+/// The map a convolution applies to its input as its kernels read it: the output of a
+/// normalization and its ReLU, `max((x − centre)·scale + shift, 0)` per (sample, channel) plane
+/// ([`crate::PlaneAffine`] in the kernels' type), so that the normalized tensor is never
+/// written out. Each value is computed exactly as the normalization computes it, so the
+/// convolution sees the same bits.
+pub(crate) struct InputAffine<T> {
+    /// `[centre, scale, shift]` of plane `sample·c + channel`.
+    pub planes: Vec<[T; 3]>,
+    /// Whether the ReLU follows the affine map.
+    pub relu: bool,
+}
+
+impl<T: Float> InputAffine<T> {
+    /// `map` in the kernels' type: every value is one of `T` (it came from one), so the
+    /// conversion is exact.
+    pub fn of(map: &crate::PlaneAffine) -> Self {
+        let planes = (map.centre.iter().zip(&map.scale).zip(&map.shift))
+            .map(|((&m, &a), &b)| [T::from_f64(m), T::from_f64(a), T::from_f64(b)])
+            .collect();
+        InputAffine {
+            planes,
+            relu: map.relu,
+        }
+    }
+
+    /// The value map of plane `p`.
+    #[inline(always)]
+    pub fn plane(&self, p: usize) -> impl Fn(T) -> T + Copy {
+        let ([m, a, b], relu) = (self.planes[p], self.relu);
+        move |v: T| {
+            let y = (v - m) * a + b;
+            // A select, not a branch per value, as the normalization's own pass.
+            if relu {
+                std::hint::select_unpredictable(y < T::zero(), T::zero(), y)
+            } else {
+                y
+            }
+        }
+    }
+
+    /// The whole mapped input, `x` being `planes.len()` planes of `plane_len` values: for the
+    /// kernel sets that read their input in place (im2col), which need it written out.
+    pub fn materialize(&self, x: &[T], plane_len: usize) -> Vec<T> {
+        let mut out = Vec::with_capacity(x.len());
+        for (p, xs) in x.chunks_exact(plane_len.max(1)).enumerate() {
+            out.extend(xs.iter().map(|&v| self.plane(p)(v)));
+        }
+        out
+    }
+}
+
 /// The element types the kernels run on (`gemm` supports both natively), with the direct
 /// kernels' product for each.
 pub(crate) trait Float: WithDType {
@@ -474,14 +525,28 @@ fn col2im<T: Float>(g: &Geometry, col: &[T], dx: &mut [T]) {
     }
 }
 
-/// Forward pass: `y = conv2d(x, w)`, plus `residual` (of `y`'s shape) when given, `x`, `w` and
-/// `residual` contiguous; returns `y` contiguous. On the kernel set in use.
-pub(crate) fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T], residual: Option<&[T]>) -> Vec<T> {
+/// Forward pass: `y = conv2d(map(x), w)`, plus `residual` (of `y`'s shape) when given, `x`,
+/// `w` and `residual` contiguous, `map` the identity when `None`; returns `y` contiguous. On the
+/// kernel set in use (the direct kernels apply `map` as they lay each sample out, im2col
+/// writes the mapped input first).
+pub(crate) fn forward<T: Float>(
+    g: &Geometry,
+    (x, map): (&[T], Option<&InputAffine<T>>),
+    w: &[T],
+    residual: Option<&[T]>,
+) -> Vec<T> {
     match ConvKernels::in_use().isa() {
-        Some(isa) if g.out_len() > 0 => {
-            direct::forward((isa, direct::narrow_vectors_pay()), g, x, w, residual)
-        }
-        _ => forward_im2col(g, x, w, residual),
+        Some(isa) if g.out_len() > 0 => direct::forward(
+            (isa, direct::narrow_vectors_pay()),
+            g,
+            (x, map),
+            w,
+            residual,
+        ),
+        _ => match map {
+            Some(map) => forward_im2col(g, &map.materialize(x, g.h * g.w), w, residual),
+            None => forward_im2col(g, x, w, residual),
+        },
     }
 }
 
@@ -536,22 +601,26 @@ fn forward_im2col<T: Float>(g: &Geometry, x: &[T], w: &[T], residual: Option<&[T
 pub(crate) type Gradients<T> = (Option<Vec<T>>, Option<Vec<T>>);
 
 /// Backward pass from `dy`: the input gradient `dx = conv2d_x_grad(dy, w)` when the weight `w`
-/// is given, the weight gradient `dW = conv2d_w_grad(x, dy)` when the input `x` is; all
-/// contiguous. On the kernel set in use: the direct kernels compute both in one pass over the
+/// is given, the weight gradient `dW = conv2d_w_grad(map(x), dy)` when the input `x` is (`map`
+/// as in [`forward`]); all contiguous. On the kernel set in use: the direct kernels compute both in one pass over the
 /// batch, im2col one after the other.
 pub(crate) fn backward<T: Float>(
     g: &Geometry,
     dy: &[T],
     (w, x): (Option<&[T]>, Option<&[T]>),
+    map: Option<&InputAffine<T>>,
 ) -> Gradients<T> {
     match ConvKernels::in_use().isa() {
         Some(isa) if g.n > 0 && g.in_len() > 0 && g.out_len() > 0 && g.w_len() > 0 => {
             let vectors = (isa, direct::narrow_vectors_pay());
-            direct::backward(vectors, g, dy, (w, x), weight_group(g.n))
+            direct::backward(vectors, g, dy, (w, x.map(|x| (x, map))), weight_group(g.n))
         }
         _ => (
             w.map(|w| backward_input_im2col(g, dy, w)),
-            x.map(|x| backward_weight_im2col(g, x, dy)),
+            x.map(|x| match map {
+                Some(map) => backward_weight_im2col(g, &map.materialize(x, g.h * g.w), dy),
+                None => backward_weight_im2col(g, x, dy),
+            }),
         ),
     }
 }
@@ -706,17 +775,18 @@ mod tests {
         let x = values::<T>(g.n * g.in_len(), 1);
         let w = values::<T>(g.w_len(), 2);
         let dy = values::<T>(g.n * g.out_len(), 3);
-        let y = direct::forward((isa, false), g, &x, &w, None);
+        let y = direct::forward((isa, false), g, (&x, None), &w, None);
         // Both gradients in one pass, and each alone: the same bits.
         let group = weight_group(g.n);
         let wide = (isa, false);
-        let (Some(dx), Some(dw)) = direct::backward(wide, g, &dy, (Some(&w), Some(&x)), group)
+        let (Some(dx), Some(dw)) =
+            direct::backward(wide, g, &dy, (Some(&w), Some((&x, None))), group)
         else {
             panic!("a gradient asked for is missing");
         };
         let alone = (
             direct::backward(wide, g, &dy, (Some(&w), None), group),
-            direct::backward(wide, g, &dy, (None, Some(&x)), group),
+            direct::backward(wide, g, &dy, (None, Some((&x, None))), group),
         );
         assert!(
             matches!(&alone, ((Some(a), None), (None, Some(b))) if *a == dx && *b == dw),
@@ -727,15 +797,15 @@ mod tests {
         // bits.
         let narrow = (isa, direct::has_avx512vl());
         assert!(
-            direct::forward(narrow, g, &x, &w, None) == y
-                && direct::backward(narrow, g, &dy, (Some(&w), Some(&x)), group)
+            direct::forward(narrow, g, (&x, None), &w, None) == y
+                && direct::backward(narrow, g, &dy, (Some(&w), Some((&x, None))), group)
                     == (Some(dx.clone()), Some(dw.clone())),
             "{g:?} in {} on {isa:?} with 256-bit vectors differs",
             T::DTYPE.as_str()
         );
         // With a residual, each output is the plain one plus the residual, rounded once: bit
         // for bit what a separate addition gives (here `dy` serves as the residual).
-        let with_residual = direct::forward(wide, g, &x, &w, Some(&dy));
+        let with_residual = direct::forward(wide, g, (&x, None), &w, Some(&dy));
         let added: Vec<T> = y.iter().zip(&dy).map(|(a, b)| *a + *b).collect();
         assert!(
             with_residual == added,
@@ -815,12 +885,16 @@ mod tests {
                 (Ok(()), true) => {
                     assert_eq!(ConvKernels::in_use(), set);
                     let expected = match set.isa() {
-                        Some(isa) => {
-                            direct::forward((isa, direct::narrow_vectors_pay()), &g, &x, &w, None)
-                        }
+                        Some(isa) => direct::forward(
+                            (isa, direct::narrow_vectors_pay()),
+                            &g,
+                            (&x, None),
+                            &w,
+                            None,
+                        ),
                         None => forward_im2col(&g, &x, &w, None),
                     };
-                    assert_eq!(forward(&g, &x, &w, None), expected, "{set}");
+                    assert_eq!(forward(&g, (&x, None), &w, None), expected, "{set}");
                 }
                 (Err(e), false) => {
                     let msg = e.to_string();

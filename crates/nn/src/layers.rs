@@ -118,6 +118,40 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// `self.forward(norm(x))` (plus `residual` when given) with the normalization `norm` and its
+    /// parameters `γ`, `β` applied as the convolution reads `x` ([`crate::conv2d_normed`]): the
+    /// normalized tensor is never written. Bit for bit the normalization's output followed by
+    /// [`Conv2d::forward`] (or [`Conv2d::forward_add`]).
+    ///
+    /// # Errors
+    /// As [`crate::conv2d_normed`], and [`NnError::InvalidConv`] for a convolution with a bias,
+    /// which this path does not add: apply the normalization, then [`Conv2d::forward`].
+    pub fn forward_normed(
+        &self,
+        (x, norm): (&Tensor, std::sync::Arc<dyn crate::InputNorm>),
+        (gamma, beta): (&Tensor, &Tensor),
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let w = self.weight.as_tensor();
+        let (stride, padding) = (self.cfg.stride, self.cfg.padding);
+        if self.bias.is_some() {
+            return Err(NnError::InvalidConv {
+                x: x.dims().to_vec(),
+                w: w.dims().to_vec(),
+                stride,
+                padding,
+                reason: format!(
+                    "`{}` has a bias, which a normalized input's convolution does not add: \
+                     normalize first, then call forward",
+                    self.name
+                ),
+            });
+        }
+        crate::conv2d_normed((x, norm), (gamma, beta), w, (stride, padding), residual)
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = crate::conv::conv2d_candle(

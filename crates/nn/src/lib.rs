@@ -16,7 +16,10 @@
 //!   [`ConvKernels`], which a benchmark can force) whose backward computes both gradients in
 //!   one pass over the batch, elsewhere candle's own `conv2d`. [`conv2d_add`]
 //!   ([`Conv2d::forward_add`]) adds a residual block's shortcut to each sample's output while
-//!   it is in cache. [`conv_flops`] counts the work those kernels did.
+//!   it is in cache, and [`conv2d_normed`] ([`Conv2d::forward_normed`]) applies a
+//!   normalization and its ReLU ([`InputNorm`], [`PlaneAffine`]) as it lays its input out, so
+//!   that the normalized tensor is never written. [`conv_flops`] counts the work those kernels
+//!   did.
 //! - [`relu`] is the models' ReLU, with a one-pass backward on the CPU (PyTorch's gradient
 //!   rule at 0); [`add`] a sum of two activations, on every core.
 //! - [`tune_cpu_process`] is the process setup every CPU training binary starts with.
@@ -58,7 +61,7 @@ mod process;
 mod store;
 
 pub use activation::{add, relu};
-pub use conv::{conv2d, conv2d_add, conv_flops, ConvFlops};
+pub use conv::{conv2d, conv2d_add, conv2d_normed, conv_flops, ConvFlops, InputNorm, PlaneAffine};
 pub use conv_kernels::ConvKernels;
 pub use interop::BUFFER_NAMES;
 pub use layers::{Conv2d, Conv2dConfig, Linear};

@@ -2,61 +2,13 @@
 //! input gradient and weight gradient, on many shapes, strides, paddings and kernels, in f32
 //! and f64. Test data comes from a seeded `ChaCha8Rng`.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
+use common::{case, uniform, values, Case};
 use explr_nn::{add, conv2d, conv2d_add, NnError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-/// One convolution: input `[n, c, h, w]`, weight `[k, c, kh, kw]`, stride, padding.
-#[derive(Clone, Copy, Debug)]
-struct Case {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    padding: usize,
-}
-
-fn case(
-    (n, c, h, w): (usize, usize, usize, usize),
-    (k, kh, kw): (usize, usize, usize),
-    stride: usize,
-    padding: usize,
-) -> Case {
-    Case {
-        n,
-        c,
-        h,
-        w,
-        k,
-        kh,
-        kw,
-        stride,
-        padding,
-    }
-}
-
-fn uniform(rng: &mut ChaCha8Rng, dims: &[usize], dtype: DType) -> Tensor {
-    let len = dims.iter().product();
-    let v: Vec<f64> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
-    Tensor::from_vec(v, dims, &Device::Cpu)
-        .and_then(|t| t.to_dtype(dtype))
-        .expect("building a test tensor")
-}
-
-/// A tensor's values in f64 (exact for f32 and f64), in order.
-fn values(t: &Tensor) -> Vec<f64> {
-    t.flatten_all()
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
 
 /// Normwise relative difference `max|a − b| / max|b|`.
 fn rel_diff(a: &Tensor, b: &Tensor) -> f64 {

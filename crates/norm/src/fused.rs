@@ -582,6 +582,25 @@ impl NormFwd {
         beta: &[T],
     ) -> (Vec<T>, Vec<(f64, f64, f64)>) {
         let g = &self.geom;
+        let par = parallel_for(x.len());
+        let s = g.s;
+        let plane = |p: usize| &x[p * s..(p + 1) * s];
+        let moments = self.sweep_moments(x);
+        let rounded: Vec<(T, f64)> = moments.iter().map(|m| rounded_mean::<T>(m.0)).collect();
+        let y = fill_planes(x.len(), g, par, |p, o| {
+            let (b, c) = (g.block_of(p), p % g.c);
+            let (m_t, off) = rounded[b];
+            let t = plane_affine::<T>(moments[b].2, gamma[c].f64(), beta[c].f64(), off);
+            forward_plane::<T, RELU>(o, plane(p), m_t, t);
+        });
+        (y, moments)
+    }
+
+    /// The first two sweeps of [`NormFwd::by_sweeps`]: every plane's shifted sum, then (the
+    /// means folded per block) every plane's centered squares. Returns each block's `(mean,
+    /// var, rstd)`.
+    fn sweep_moments<T: Float>(&self, x: &[T]) -> Vec<(f64, f64, f64)> {
+        let g = &self.geom;
         let (s, blocks) = (g.s, g.blocks());
         let par = parallel_for(x.len());
         let plane = |p: usize| &x[p * s..(p + 1) * s];
@@ -594,20 +613,126 @@ impl NormFwd {
         let squares = map_planes(g, par, |p| {
             centered_squares(plane(p), rounded[g.block_of(p)].0)
         });
-        let moments: Vec<(f64, f64, f64)> = (0..blocks)
+        (0..blocks)
             .map(|b| {
                 let var = block_var(g, fold_block(g, b, &squares), rounded[b].1);
                 (means[b], var, 1.0 / (var + self.eps).sqrt())
             })
-            .collect();
-        let y = fill_planes(x.len(), g, par, |p, o| {
-            let (b, c) = (g.block_of(p), p % g.c);
-            let (m_t, off) = rounded[b];
-            let t = plane_affine::<T>(moments[b].2, gamma[c].f64(), beta[c].f64(), off);
-            forward_plane::<T, RELU>(o, plane(p), m_t, t);
-        });
-        (y, moments)
+            .collect()
     }
+
+    /// Each block's `(mean, var, rstd)` alone, the same bits as [`NormFwd::run`] computes them
+    /// on the same schedule.
+    fn moments<T: Float>(&self, x: &[T]) -> Vec<(f64, f64, f64)> {
+        let g = &self.geom;
+        if g.blocks_contiguous() {
+            map_blocks(g.blocks(), parallel_for(x.len()), |b| {
+                let (mean, var) = block_stats(x, g, b);
+                (mean, var, 1.0 / (var + self.eps).sqrt())
+            })
+        } else {
+            self.sweep_moments(x)
+        }
+    }
+}
+
+/// A normalization in front of a convolution that applies it as it reads its input
+/// (`explr_nn::conv2d_normed`): the forward pass takes the statistics only (as [`NormFwd`]
+/// does, the same bits) and hands the convolution each plane's `(m̃, scale, shift)`, which it
+/// applies exactly as [`NormFwd`] writes its output ([`affine`], then the ReLU); the backward
+/// pass is [`NormBwd`]'s.
+pub(crate) struct NormInput {
+    pub fwd: NormFwd,
+    /// γ and β per channel, in f64 (exact for f32 and f64 tensors).
+    pub gamma: Vec<f64>,
+    pub beta: Vec<f64>,
+}
+
+impl NormInput {
+    /// Statistics of `x` and the per-plane map.
+    fn map<T: Float>(&self, x: &[T]) -> explr_nn::PlaneAffine {
+        let g = &self.fwd.geom;
+        let moments = self.fwd.moments(x);
+        let planes = g.n * g.c;
+        let mut map = explr_nn::PlaneAffine {
+            centre: Vec::with_capacity(planes),
+            scale: Vec::with_capacity(planes),
+            shift: Vec::with_capacity(planes),
+            relu: self.fwd.relu,
+        };
+        for p in 0..planes {
+            let (b, c) = (g.block_of(p), p % g.c);
+            let (m_t, off) = rounded_mean::<T>(moments[b].0);
+            let (scale, shift) = plane_affine::<T>(moments[b].2, self.gamma[c], self.beta[c], off);
+            map.centre.push(m_t.f64());
+            map.scale.push(scale.f64());
+            map.shift.push(shift.f64());
+        }
+        let _ = self.fwd.stats.set(Arc::new(Stats::from_moments(&moments)));
+        map
+    }
+}
+
+impl explr_nn::InputNorm for NormInput {
+    fn forward(
+        &self,
+        x: candle_core::CpuStorageRef<'_>,
+        dims: [usize; 4],
+    ) -> candle_core::Result<explr_nn::PlaneAffine> {
+        let g = &self.fwd.geom;
+        if [dims[0], dims[1], dims[2] * dims[3]] != [g.n, g.c, g.s] {
+            candle_core::bail!(
+                "fused norm: the convolution's input is {dims:?}, the normalization's {} × {} \
+                 planes of {}",
+                g.n,
+                g.c,
+                g.s
+            )
+        }
+        match x {
+            candle_core::CpuStorageRef::F32(x) => Ok(self.map(x)),
+            candle_core::CpuStorageRef::F64(x) => Ok(self.map(x)),
+            _ => candle_core::bail!("fused norm: the input must be f32 or f64"),
+        }
+    }
+
+    fn backward(&self, x: &Tensor, dy: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        backward(&self.fwd, (&self.gamma, &self.beta), x, dy)
+    }
+}
+
+/// The backward pass of `fwd` ([`NormBwd`]) from `x` and the gradient `dz` at its output, with
+/// `γ`, `β` in f64: `(dx, dγ, dβ)` in `x`'s dtype.
+fn backward(
+    fwd: &NormFwd,
+    (gamma, beta): (&[f64], &[f64]),
+    x: &Tensor,
+    dz: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let stats = match fwd.stats.get() {
+        Some(s) => s.clone(),
+        None => candle_core::bail!("fused norm backward: forward statistics are missing"),
+    };
+    let op = NormBwd {
+        geom: fwd.geom,
+        stats,
+        relu: fwd.relu,
+        gamma: gamma.to_vec(),
+        beta: beta.to_vec(),
+        param_grads: Default::default(),
+    };
+    let param_grads = op.param_grads.clone();
+    let dz = dz.contiguous()?;
+    let dx = x.apply_op2_no_bwd(&dz, &op)?;
+    let Some((dgamma, dbeta)) = param_grads.get() else {
+        candle_core::bail!("fused norm backward recorded no parameter gradients")
+    };
+    // Own small tensors: parameter gradients live until the optimizer step and must not
+    // keep a buffer the size of x alive.
+    let param = |v: &[f64]| -> candle_core::Result<Tensor> {
+        Tensor::from_slice(v, fwd.geom.c, x.device())?.to_dtype(x.dtype())
+    };
+    Ok((dx, param(dgamma)?, param(dbeta)?))
 }
 
 impl CustomOp3 for NormFwd {
@@ -640,31 +765,8 @@ impl CustomOp3 for NormFwd {
         _z: &Tensor,
         dz: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let stats = match self.stats.get() {
-            Some(s) => s.clone(),
-            None => candle_core::bail!("fused norm backward: forward statistics are missing"),
-        };
         let f64s = |t: &Tensor| t.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>();
-        let op = NormBwd {
-            geom: self.geom,
-            stats,
-            relu: self.relu,
-            gamma: f64s(gamma)?,
-            beta: f64s(beta)?,
-            param_grads: Default::default(),
-        };
-        let param_grads = op.param_grads.clone();
-        let dz = dz.contiguous()?;
-        let dx = x.apply_op2_no_bwd(&dz, &op)?;
-        let Some((dgamma, dbeta)) = param_grads.get() else {
-            candle_core::bail!("fused norm backward recorded no parameter gradients")
-        };
-        // Own small tensors: parameter gradients live until the optimizer step and must not
-        // keep a buffer the size of x alive.
-        let param = |v: &[f64]| -> candle_core::Result<Tensor> {
-            Tensor::from_slice(v, self.geom.c, x.device())?.to_dtype(x.dtype())
-        };
-        let (dgamma, dbeta) = (param(dgamma)?, param(dbeta)?);
+        let (dx, dgamma, dbeta) = backward(self, (&f64s(gamma)?, &f64s(beta)?), x, dz)?;
         Ok((Some(dx), Some(dgamma), Some(dbeta)))
     }
 }

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use candle_core::{Tensor, Var};
 use explr_nn::Path;
 
+use crate::layers::Act;
 use crate::{
     BatchNorm2d, GroupNorm, InstanceNorm2d, Kernel, LayerNorm2d, NormConfig, NormError, Result,
 };
@@ -134,13 +135,68 @@ impl Norm {
     /// ReLU's mask applied inside the normalization's), saving the ReLU's two passes over
     /// memory.
     pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let act = (Kernel::Auto, true);
+        self.forward_act(x, train, None)
+    }
+
+    /// `conv.forward(self.forward_relu_t(x, train))`, plus `residual` when given
+    /// (`conv.forward_add`): the pre-activation and the convolution of explr's residual blocks,
+    /// bit for bit. In training on the fused CPU kernels, the convolution applies the
+    /// normalization and its ReLU as it reads `x` (`explr_nn::conv2d_normed`), so the normalized
+    /// tensor is never written: one pass over memory less and one activation-sized tensor less
+    /// kept for the backward pass. Elsewhere (evaluation, other devices, a convolution with a
+    /// bias) the normalization's output is written and then convolved.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use explr_nn::{Conv2d, Conv2dConfig, ParamStore, Role};
+    /// use explr_norm::{NormConfig, NormKind};
+    ///
+    /// let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
+    /// let root = store.root();
+    /// let bn = NormKind::Batch.build(&root.push("bn"), 3, &NormConfig::default())?;
+    /// let conv = Conv2d::new(&root.push("conv"), 3, 4, 3, Conv2dConfig::same(1), false, Role::Other)?;
+    /// let x = Tensor::arange(0f32, 384., &Device::Cpu)?.reshape((2, 3, 8, 8))?.sin()?;
+    /// let fused = bn.forward_relu_conv_t(&x, &conv, None, true)?;
+    /// let apart = candle_core::Module::forward(&conv, &bn.forward_relu_t(&x, true)?)?;
+    /// let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+    /// assert_eq!(values(&fused)?, values(&apart)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn forward_relu_conv_t(
+        &self,
+        x: &Tensor,
+        conv: &explr_nn::Conv2d,
+        residual: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor> {
+        self.forward_act(x, train, Some((conv, residual)))
+    }
+
+    /// The normalization with its ReLU, then the convolution `conv` where given.
+    fn forward_act(
+        &self,
+        x: &Tensor,
+        train: bool,
+        conv: Option<(&explr_nn::Conv2d, Option<&Tensor>)>,
+    ) -> Result<Tensor> {
+        let act = Act {
+            kernel: Kernel::Auto,
+            relu: true,
+            conv,
+        };
         match self {
             Norm::Batch(l) => l.forward_act(x, train, act),
             Norm::Group(l) => l.forward_act(x, train, act),
             Norm::Layer(l) => l.forward_act(x, train, act),
             Norm::Instance(l) => l.forward_act(x, train, act),
-            Norm::Identity => Ok(explr_nn::relu(x)?),
+            Norm::Identity => {
+                let y = explr_nn::relu(x)?;
+                Ok(match conv {
+                    None => y,
+                    Some((conv, None)) => candle_core::Module::forward(conv, &y)?,
+                    Some((conv, Some(r))) => conv.forward_add(&y, r)?,
+                })
+            }
         }
     }
 

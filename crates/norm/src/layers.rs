@@ -2,10 +2,12 @@
 //! they make the preceding weights scale invariant).
 
 use candle_core::{DType, Tensor, Var};
-use explr_nn::{Init, Path, Role};
+use explr_nn::{Conv2d, Init, Path, Role};
 use serde::{Deserialize, Serialize};
 
-use crate::fused::{Geometry, Grouping, NormFwd};
+use std::sync::Arc;
+
+use crate::fused::{Geometry, Grouping, NormFwd, NormInput};
 use crate::{NormError, Result};
 
 /// What a layer does with its per-channel scale γ and shift β.
@@ -306,8 +308,43 @@ fn check_input(
     Ok((n, c, h, w))
 }
 
-/// The normalized output (affine applied) and the detached per-block batch statistics:
-/// shape (C) per channel, or (N, G) per sample and group.
+/// What a normalization call computes after the normalization itself.
+#[derive(Clone, Copy)]
+pub(crate) struct Act<'a> {
+    /// The kernel for batch statistics.
+    pub kernel: Kernel,
+    /// Whether `explr_nn::relu` follows.
+    pub relu: bool,
+    /// A convolution that reads the output, and a residual added to the convolution's output:
+    /// on the fused kernels it applies the normalization as it reads its input
+    /// (`explr_nn::conv2d_normed`), elsewhere it runs after it.
+    pub conv: Option<(&'a Conv2d, Option<&'a Tensor>)>,
+}
+
+impl Act<'_> {
+    /// The normalization alone, on `kernel`.
+    pub fn plain(kernel: Kernel) -> Self {
+        Act {
+            kernel,
+            relu: false,
+            conv: None,
+        }
+    }
+}
+
+/// `y` through the convolution of `conv` (and its residual), if any.
+fn then_conv(y: Tensor, conv: Option<(&Conv2d, Option<&Tensor>)>) -> Result<Tensor> {
+    use candle_core::Module;
+    Ok(match conv {
+        None => y,
+        Some((conv, None)) => conv.forward(&y)?,
+        Some((conv, Some(r))) => conv.forward_add(&y, r)?,
+    })
+}
+
+/// The normalized output (affine applied; through the convolution of [`Act::conv`] where there
+/// is one) and the detached per-block batch statistics: shape (C) per channel, or (N, G) per
+/// sample and group.
 struct Normalized {
     y: Tensor,
     mean: Tensor,
@@ -324,8 +361,9 @@ fn normalize(
     grouping: Grouping,
     eps: f64,
     affine: &AffineParams,
-    (kernel, relu): (Kernel, bool),
+    act: Act<'_>,
 ) -> Result<Normalized> {
+    let (kernel, relu) = (act.kernel, act.relu);
     let (n, c, h, w) = x.dims4()?;
     let geom = Geometry {
         n,
@@ -352,7 +390,22 @@ fn normalize(
             stats: Default::default(),
         };
         let stats = op.stats.clone();
-        let y = x.contiguous()?.apply_op3(&gamma, &beta, op)?;
+        let y = match act.conv {
+            Some((conv, residual)) if conv.bias().is_none() => {
+                let f64s = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
+                let norm = NormInput {
+                    fwd: op,
+                    gamma: f64s(&gamma)?,
+                    beta: f64s(&beta)?,
+                };
+                let x = (
+                    &x.contiguous()?,
+                    Arc::new(norm) as Arc<dyn explr_nn::InputNorm>,
+                );
+                conv.forward_normed(x, (&gamma, &beta), residual)?
+            }
+            conv => then_conv(x.contiguous()?.apply_op3(&gamma, &beta, op)?, conv)?,
+        };
         let st = stats.get().ok_or_else(|| {
             candle_core::Error::Msg("fused norm kernel recorded no statistics".into())
         })?;
@@ -383,7 +436,7 @@ fn normalize(
         .broadcast_div(&var.affine(1.0, eps)?.sqrt()?)?
         .reshape((n, c, h, w))?;
     Ok(Normalized {
-        y: activate(affine.apply(y)?, relu)?,
+        y: then_conv(activate(affine.apply(y)?, relu)?, act.conv)?,
         mean: mean.detach().reshape(stats_shape.as_slice())?,
         var: var.detach().reshape(stats_shape.as_slice())?,
     })
@@ -418,8 +471,9 @@ fn normalize_running(
     x: &Tensor,
     (r, eps): (&RunningStats, f64),
     affine: &AffineParams,
-    (kernel, relu): (Kernel, bool),
+    act: Act<'_>,
 ) -> Result<Tensor> {
+    let (kernel, relu) = (act.kernel, act.relu);
     let std = r.var().affine(1.0, eps)?.sqrt()?;
     if fused(layer, x, kernel)? {
         let dims = x.dims4()?;
@@ -432,7 +486,7 @@ fn normalize_running(
         );
         let stats = Tensor::stack(&[r.mean().detach(), std.detach()], 0)?;
         let affine = Tensor::stack(&[gamma, beta], 0)?;
-        return Ok(x.contiguous()?.apply_op3(&stats, &affine, op)?);
+        return then_conv(x.contiguous()?.apply_op3(&stats, &affine, op)?, act.conv);
     }
     let shape = (1, (), 1, 1);
     let mean = r.mean().reshape(shape)?;
@@ -440,7 +494,7 @@ fn normalize_running(
         x.broadcast_sub(&mean)?
             .broadcast_div(&std.reshape(shape)?)?,
     )?;
-    activate(y, relu)
+    then_conv(activate(y, relu)?, act.conv)
 }
 
 /// `nn.BatchNorm2d`: per-channel statistics over (N, H, W).
@@ -479,16 +533,11 @@ impl BatchNorm2d {
 
     /// [`BatchNorm2d::forward_t`] with an explicit [`Kernel`] for batch statistics.
     pub fn forward_with(&self, x: &Tensor, train: bool, kernel: Kernel) -> Result<Tensor> {
-        self.forward_act(x, train, (kernel, false))
+        self.forward_act(x, train, Act::plain(kernel))
     }
 
-    /// [`BatchNorm2d::forward_with`], followed by `explr_nn::relu` when `relu`.
-    pub(crate) fn forward_act(
-        &self,
-        x: &Tensor,
-        train: bool,
-        act: (Kernel, bool),
-    ) -> Result<Tensor> {
+    /// [`BatchNorm2d::forward_with`], followed by what `act` asks for.
+    pub(crate) fn forward_act(&self, x: &Tensor, train: bool, act: Act<'_>) -> Result<Tensor> {
         let layer = "BatchNorm2d";
         let (n, _, h, w) = check_input(layer, x, self.channels, self.affine.dtype)?;
         if let (Some(r), false) = (&self.running, train) {
@@ -561,16 +610,11 @@ impl GroupNorm {
 
     /// [`GroupNorm::forward_t`] with an explicit [`Kernel`].
     pub fn forward_with(&self, x: &Tensor, train: bool, kernel: Kernel) -> Result<Tensor> {
-        self.forward_act(x, train, (kernel, false))
+        self.forward_act(x, train, Act::plain(kernel))
     }
 
-    /// [`GroupNorm::forward_with`], followed by `explr_nn::relu` when `relu`.
-    pub(crate) fn forward_act(
-        &self,
-        x: &Tensor,
-        _train: bool,
-        act: (Kernel, bool),
-    ) -> Result<Tensor> {
+    /// [`GroupNorm::forward_with`], followed by what `act` asks for.
+    pub(crate) fn forward_act(&self, x: &Tensor, _train: bool, act: Act<'_>) -> Result<Tensor> {
         check_input(self.kind, x, self.channels, self.affine.dtype)?;
         let grouping = Grouping::Groups(self.groups);
         Ok(normalize(self.kind, x, grouping, self.eps, &self.affine, act)?.y)
@@ -605,13 +649,8 @@ impl LayerNorm2d {
         self.0.forward_with(x, train, kernel)
     }
 
-    /// [`LayerNorm2d::forward_with`], followed by `explr_nn::relu` when `relu`.
-    pub(crate) fn forward_act(
-        &self,
-        x: &Tensor,
-        train: bool,
-        act: (Kernel, bool),
-    ) -> Result<Tensor> {
+    /// [`LayerNorm2d::forward_with`], followed by what `act` asks for.
+    pub(crate) fn forward_act(&self, x: &Tensor, train: bool, act: Act<'_>) -> Result<Tensor> {
         self.0.forward_act(x, train, act)
     }
 
@@ -676,16 +715,11 @@ impl InstanceNorm2d {
 
     /// [`InstanceNorm2d::forward_t`] with an explicit [`Kernel`] for instance statistics.
     pub fn forward_with(&self, x: &Tensor, train: bool, kernel: Kernel) -> Result<Tensor> {
-        self.forward_act(x, train, (kernel, false))
+        self.forward_act(x, train, Act::plain(kernel))
     }
 
-    /// [`InstanceNorm2d::forward_with`], followed by `explr_nn::relu` when `relu`.
-    pub(crate) fn forward_act(
-        &self,
-        x: &Tensor,
-        train: bool,
-        act: (Kernel, bool),
-    ) -> Result<Tensor> {
+    /// [`InstanceNorm2d::forward_with`], followed by what `act` asks for.
+    pub(crate) fn forward_act(&self, x: &Tensor, train: bool, act: Act<'_>) -> Result<Tensor> {
         let layer = "InstanceNorm2d";
         let (_, c, h, w) = check_input(layer, x, self.channels, self.affine.dtype)?;
         if let (Some(r), false) = (&self.running, train) {

@@ -31,7 +31,12 @@
 //! README has the benchmark table against PyTorch (`cargo bench -p explr-norm --bench norm`,
 //! twin `scripts/pytorch/norm_bench.py`). [`Norm::forward_relu_t`] is a normalization followed
 //! by `explr_nn::relu` (the pre-activation of the zoo's blocks), bit for bit, with the ReLU
-//! inside the fused kernel's passes, forward and backward. Evaluation with running statistics
+//! inside the fused kernel's passes, forward and backward. [`Norm::forward_relu_conv_t`] goes
+//! one step further for a convolution that reads that output: in training on the fused kernels
+//! the convolution applies the normalization and its ReLU as it lays its input out
+//! (`explr_nn::conv2d_normed`), so the normalized tensor is never written (a read and a write
+//! of an activation less in the forward pass, and one activation-sized tensor less kept for the
+//! backward pass), bit for bit the two in sequence. Evaluation with running statistics
 //! (BatchNorm, InstanceNorm tracking them) follows the [`Kernel`] too: fused, it is one
 //! parallel pass (with the ReLU), bit for bit the composite ops.
 //!

@@ -56,15 +56,17 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let out = self.bn1.forward_relu_t(x, train)?;
-        let out = self.conv1.forward(&out)?;
-        let out = self.bn2.forward_relu_t(&out, train)?;
+        // Each norm's ReLU'd output is read by its convolution as it lays its input out
+        // (never written), and conv2's output gets the residual while each sample's output is
+        // in cache.
+        let out = self.bn1.forward_relu_conv_t(x, &self.conv1, None, train)?;
         let residual = match &self.downsample {
             Some(d) => d.forward(x)?,
             None => x.clone(),
         };
-        // conv2's output plus the residual, summed while each sample's output is in cache.
-        Ok(self.conv2.forward_add(&out, &residual)?)
+        Ok(self
+            .bn2
+            .forward_relu_conv_t(&out, &self.conv2, Some(&residual), train)?)
     }
 
     fn layers<'a>(&'a self, out: &mut Vec<Layer<'a>>) {

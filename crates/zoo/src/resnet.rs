@@ -63,8 +63,12 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let out = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
-        let out = self.bn2.forward_t(&self.conv2.forward(&out)?, train)?;
+        // bn1's ReLU'd output is read by conv2 as it lays its input out (never written).
+        let out = self.conv1.forward(x)?;
+        let out = self
+            .bn1
+            .forward_relu_conv_t(&out, &self.conv2, None, train)?;
+        let out = self.bn2.forward_t(&out, train)?;
         let short = match &self.shortcut {
             Some(s) => s.forward(x)?,
             None => x.clone(),

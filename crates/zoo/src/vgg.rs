@@ -170,12 +170,25 @@ impl Vgg {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        // `x` is the input of `pending`'s norm and ReLU, not yet applied: a conv that follows
+        // applies them as it lays its input out, so the norm's output is never written.
         let mut x = x.clone();
+        let mut pending: Option<&Norm> = None;
         for layer in &self.features {
-            x = match layer {
-                Feature::ConvNorm(c, n) => n.forward_relu_t(&c.forward(&x)?, train)?,
-                Feature::Pool => x.max_pool2d(2)?,
+            x = match (layer, pending.take()) {
+                (Feature::ConvNorm(c, n), before) => {
+                    pending = Some(n);
+                    match before {
+                        Some(p) => p.forward_relu_conv_t(&x, c, None, train)?,
+                        None => c.forward(&x)?,
+                    }
+                }
+                (Feature::Pool, Some(p)) => p.forward_relu_t(&x, train)?.max_pool2d(2)?,
+                (Feature::Pool, None) => x.max_pool2d(2)?,
             };
+        }
+        if let Some(p) = pending {
+            x = p.forward_relu_t(&x, train)?;
         }
         // 32×32 inputs reach 1×1 here; the reference's AvgPool2d(1) is the identity.
         Ok(self.classifier.forward(&x.flatten_from(1)?)?)

@@ -39,7 +39,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::{Float, Geometry, Gradients};
+use super::{Float, Geometry, Gradients, InputAffine};
 
 /// The instruction set of a direct kernel set ([`super::ConvKernels::isa`] chooses it for each
 /// convolution pass; it is only ever one this CPU has), and the width of its vectors.
@@ -122,6 +122,10 @@ fn amd_family_19h(vendor: (u32, u32, u32), signature: u32) -> bool {
     amd && family == 0x19
 }
 
+/// A convolution's input as the kernels read it: the values, and the map applied to them as
+/// each sample is laid out (none: the values themselves).
+pub(crate) type Input<'a, T> = (&'a [T], Option<&'a InputAffine<T>>);
+
 /// How samples are laid out for the kernels: each channel of `h × w` becomes `stride²` zero-
 /// padded phase planes of `hq × wq` (padding `top`, `left` before the phase split), each
 /// followed by `extra` zeros so that reads of the wide rows past a plane's end stay inside it.
@@ -164,6 +168,16 @@ impl Phases {
         self.hq * self.wq + self.extra
     }
 
+    /// Lays sample `i` of the input `x` (`g`'s shapes) out in `dst` ([`Phases::fill`]), each
+    /// value mapped by `map` where given.
+    fn fill_sample<T: Float>(&self, g: &Geometry, (x, map): Input<'_, T>, i: usize, dst: &mut [T]) {
+        let xn = &x[i * g.in_len()..(i + 1) * g.in_len()];
+        match map {
+            None => self.fill(xn, (g.h, g.w), dst),
+            Some(map) => self.fill_mapped(xn, (g.h, g.w), dst, |c| map.plane(i * g.c + c)),
+        }
+    }
+
     /// Elements of one laid-out sample of `channels` channels.
     fn sample_len(&self, channels: usize) -> usize {
         channels * self.stride * self.stride * self.plane()
@@ -189,17 +203,36 @@ impl Phases {
     /// `dst` must already be zero, which they stay from one sample to the next (buffers start
     /// zeroed and nothing else writes them).
     fn fill<T: Float>(&self, src: &[T], (h, w): (usize, usize), dst: &mut [T]) {
+        self.fill_mapped(src, (h, w), dst, |_| |v: T| v);
+    }
+
+    /// [`Phases::fill`] with channel `c`'s values mapped by `map(c)` as they are copied (a
+    /// normalization's output, [`InputAffine`], written straight into the layout).
+    fn fill_mapped<T: Float, F: Fn(T) -> T>(
+        &self,
+        src: &[T],
+        (h, w): (usize, usize),
+        dst: &mut [T],
+        map: impl Fn(usize) -> F,
+    ) {
         if self.stride == 2 {
-            self.fill_stride2(src, (h, w), dst);
+            self.fill_stride2(src, (h, w), dst, map);
         } else {
-            self.fill_any_stride(src, (h, w), dst);
+            self.fill_any_stride(src, (h, w), dst, map);
         }
     }
 
-    /// [`Phases::fill`] for any stride, one phase at a time.
-    fn fill_any_stride<T: Float>(&self, src: &[T], (h, w): (usize, usize), dst: &mut [T]) {
+    /// [`Phases::fill_mapped`] for any stride, one phase at a time.
+    fn fill_any_stride<T: Float, F: Fn(T) -> T>(
+        &self,
+        src: &[T],
+        (h, w): (usize, usize),
+        dst: &mut [T],
+        map: impl Fn(usize) -> F,
+    ) {
         let (s, plane) = (self.stride, self.plane());
         for (c, x) in src.chunks_exact(h * w).enumerate() {
+            let f = map(c);
             for ri in 0..self.read.0 {
                 for rj in 0..self.read.1 {
                     let d = &mut dst[(c * s * s + ri * s + rj) * plane..][..plane];
@@ -215,10 +248,12 @@ impl Phases {
                         let src = &row[first.min(w)..];
                         if s == 1 {
                             let n = dr.len().min(src.len());
-                            dr[..n].copy_from_slice(&src[..n]);
+                            for (dv, xv) in dr[..n].iter_mut().zip(&src[..n]) {
+                                *dv = f(*xv);
+                            }
                         } else {
                             for (dv, xv) in dr.iter_mut().zip(src.iter().step_by(s)) {
-                                *dv = *xv;
+                                *dv = f(*xv);
                             }
                         }
                     }
@@ -232,7 +267,13 @@ impl Phases {
     /// [`Phases::fill`] for stride 2, the same values in the same places: each input row is read
     /// once and split into its even and odd columns (the two column phases) by a loop that
     /// vectorizes, where the general fill reads it once per column phase, element by element.
-    fn fill_stride2<T: Float>(&self, src: &[T], (h, w): (usize, usize), dst: &mut [T]) {
+    fn fill_stride2<T: Float, F: Fn(T) -> T>(
+        &self,
+        src: &[T],
+        (h, w): (usize, usize),
+        dst: &mut [T],
+        map: impl Fn(usize) -> F,
+    ) {
         debug_assert_eq!(self.stride, 2);
         let plane = self.plane();
         // Input column x is padded column x + left: column phase (x + left) % 2, at
@@ -241,6 +282,7 @@ impl Phases {
         let at = [self.left / 2, self.left.div_ceil(2)];
         let pairs = w / 2;
         for (c, x) in src.chunks_exact(h * w).enumerate() {
+            let f = map(c);
             for ri in 0..self.read.0 {
                 for u in 0..self.hq {
                     let Some(y) = (2 * u + ri).checked_sub(self.top).filter(|y| *y < h) else {
@@ -259,25 +301,25 @@ impl Phases {
                             (&mut hi[at[0]..][..pairs], &mut lo[p1 + at[1]..][..pairs])
                         };
                         for ((a, b), xs) in d0.iter_mut().zip(d1).zip(row.chunks_exact(2)) {
-                            *a = xs[0];
-                            *b = xs[1];
+                            *a = f(xs[0]);
+                            *b = f(xs[1]);
                         }
                     } else if even == 0 {
                         // Only phase 0 is read, the even columns.
                         let d0 = &mut dst[p0 + at[0]..][..pairs];
                         for (a, xs) in d0.iter_mut().zip(row.chunks_exact(2)) {
-                            *a = xs[0];
+                            *a = f(xs[0]);
                         }
                     } else {
                         // Only phase 0 is read, the odd columns.
                         let d1 = &mut dst[p1 + at[1]..][..pairs];
                         for (b, xs) in d1.iter_mut().zip(row.chunks_exact(2)) {
-                            *b = xs[1];
+                            *b = f(xs[1]);
                         }
                     }
                     if w % 2 == 1 && (even == 0 || self.read.1 == 2) {
                         // The last column, 2·pairs, of phase `even`.
-                        dst[p0 + at[0] + pairs] = row[w - 1];
+                        dst[p0 + at[0] + pairs] = f(row[w - 1]);
                     }
                 }
             }
@@ -390,7 +432,7 @@ fn compact<T: Float>(wide: &[T], wp: usize, ow: usize, out: &mut [MaybeUninit<T>
 pub(crate) fn forward<T: Float>(
     (isa, narrow): (Isa, bool),
     g: &Geometry,
-    x: &[T],
+    x: Input<'_, T>,
     w: &[T],
     residual: Option<&[T]>,
 ) -> Vec<T> {
@@ -417,7 +459,7 @@ pub(crate) fn forward<T: Float>(
                 (xp, vec![T::zero(); wide])
             },
             |(xp, wide), (i, yn)| {
-                phases.fill(&x[i * g.in_len()..(i + 1) * g.in_len()], (g.h, g.w), xp);
+                phases.fill_sample(g, x, i, xp);
                 let out = if direct {
                     yn.as_mut_ptr().cast::<T>()
                 } else {
@@ -709,13 +751,13 @@ impl WeightGrad {
     fn sample<T: Float>(
         &self,
         g: &Geometry,
-        (xn, dyn_): (&[T], &[T]),
+        ((x, i), dyn_): ((Input<'_, T>, usize), &[T]),
         (xp, dyt): (&mut [T], &mut [T]),
         acc_t: &mut [MaybeUninit<T>],
         accumulate: bool,
     ) {
         assert!(acc_t.len() >= self.offs.len() * g.k, "dWᵀ buffer too short");
-        self.phases.fill(xn, (g.h, g.w), xp);
+        self.phases.fill_sample(g, x, i, xp);
         transpose(dyn_, g.oh * g.ow, dyt);
         // SAFETY: as in `forward`, with xp's rows at `offs` (each run stays inside its output
         // row's reach) and dyᵀ [hw, k]; acc_t is [ckk, k].
@@ -744,7 +786,7 @@ pub(crate) fn backward<T: Float>(
     (isa, narrow): (Isa, bool),
     g: &Geometry,
     dy: &[T],
-    (w, x): (Option<&[T]>, Option<&[T]>),
+    (w, x): (Option<&[T]>, Option<Input<'_, T>>),
     group: usize,
 ) -> Gradients<T> {
     use rayon::prelude::*;
@@ -787,9 +829,8 @@ pub(crate) fn backward<T: Float>(
                     ig.sample(g, dyn_, dxn, (dp, scratch));
                 }
                 if let (Some((x, wg)), Some(acc_t)) = (&weight, acc_t.as_mut()) {
-                    let xn = &x[i * in_len..(i + 1) * in_len];
                     let out = acc_t.spare_capacity_mut();
-                    wg.sample(g, (xn, dyn_), (xp, dyt), out, j > 0);
+                    wg.sample(g, ((*x, i), dyn_), (xp, dyt), out, j > 0);
                 }
             }
             acc_t.map(|mut acc_t| {
@@ -1220,7 +1261,8 @@ mod tests {
         }
     }
 
-    /// The stride-2 fill puts every value where the general one does, and nothing else.
+    /// The stride-2 fill puts every value where the general one does, and nothing else, mapped
+    /// by its channel's map.
     #[test]
     fn stride2_fill_matches_the_general_fill() {
         let mut cases = 0;
@@ -1237,8 +1279,10 @@ mod tests {
                         let x: Vec<f64> = (1..=channels * h * w).map(|i| i as f64).collect();
                         let len = phases.sample_len(channels);
                         let (mut general, mut split) = (vec![0.0; len], vec![0.0; len]);
-                        phases.fill_any_stride(&x, (h, w), &mut general);
-                        phases.fill_stride2(&x, (h, w), &mut split);
+                        // A different map per channel: values land in their channel's planes.
+                        let map = |c: usize| move |v: f64| v * (c as f64 + 2.0) - 0.5;
+                        phases.fill_any_stride(&x, (h, w), &mut general, map);
+                        phases.fill_stride2(&x, (h, w), &mut split, map);
                         assert_eq!(general, split, "{h}×{w}, pad {pad:?}, kernel {k}");
                         cases += 1;
                     }
