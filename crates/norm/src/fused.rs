@@ -6,7 +6,10 @@
 //! its output, the backward pass takes the block's two gradient sums and writes its input
 //! gradient, each while the block is still in cache, with the affine transform folded in. They
 //! are used only for f32/f64 tensors on the CPU; every other device keeps the composite path,
-//! which the tests check agrees with these kernels.
+//! which the tests check agrees with these kernels. Where a convolution reads the output,
+//! [`NormInput`] takes the statistics alone and hands the convolution each plane's map
+//! (`explr_nn::conv2d_normed`), which it applies as it lays its input out: the output pass is
+//! the convolution's own copy.
 //!
 //! Layout: the input is a contiguous (N, C, H, W) tensor, seen as N·C *planes* of S = H·W
 //! values. A *block* is the set of planes one statistic is taken over: channel c's planes
