@@ -4,8 +4,10 @@
 //! (the [`crate::ConvKernels`] set in use) whose backward computes the input and weight
 //! gradients in one pass, so autograd works unchanged; candle 0.11's own CPU conv computes the
 //! input gradient with a naive `conv_transpose2d` loop that is ~10× slower. [`conv2d_add`] is
-//! the same op with a residual added to its output. On any other device or dtype both call
-//! candle's `Tensor::conv2d`. [`conv_flops`] counts the floating-point work of the three passes.
+//! the same op with a residual added to its output, and [`conv2d_normed`] the same op reading
+//! a normalization's output as it lays its input out (the normalization applied per plane by
+//! the kernels' fills, never written). On any other device or dtype the first two call
+//! candle's `Tensor::conv2d`, and the third refuses (its caller normalizes first). [`conv_flops`] counts the floating-point work of the three passes.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -178,7 +180,8 @@ pub fn conv2d_normed(
     };
     if !(x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)) {
         return Err(invalid(format!(
-            "a normalized input is read in place only by the CPU f32/f64 kernels, not on {:?}              in {:?}: normalize first, then call conv2d",
+            "a normalized input is read in place only by the CPU f32/f64 kernels, not on {:?} \
+             in {:?}: normalize first, then call conv2d",
             x.device().location(),
             x.dtype()
         )));
