@@ -6,7 +6,7 @@ use std::str::FromStr;
 use candle_core::{Tensor, Var};
 use explr_nn::Path;
 
-use crate::layers::Act;
+use crate::layers::{then_conv, Act};
 use crate::{
     BatchNorm2d, GroupNorm, InstanceNorm2d, Kernel, LayerNorm2d, NormConfig, NormError, Result,
 };
@@ -189,14 +189,7 @@ impl Norm {
             Norm::Group(l) => l.forward_act(x, train, act),
             Norm::Layer(l) => l.forward_act(x, train, act),
             Norm::Instance(l) => l.forward_act(x, train, act),
-            Norm::Identity => {
-                let y = explr_nn::relu(x)?;
-                Ok(match conv {
-                    None => y,
-                    Some((conv, None)) => candle_core::Module::forward(conv, &y)?,
-                    Some((conv, Some(r))) => conv.forward_add(&y, r)?,
-                })
-            }
+            Norm::Identity => then_conv(explr_nn::relu(x)?, conv),
         }
     }
 

@@ -1,11 +1,11 @@
 //! The four normalization layers. Formulas follow PyTorch's `torch.nn` (THEORY.md §1 for why
 //! they make the preceding weights scale invariant).
 
+use std::sync::Arc;
+
 use candle_core::{DType, Tensor, Var};
 use explr_nn::{Conv2d, Init, Path, Role};
 use serde::{Deserialize, Serialize};
-
-use std::sync::Arc;
 
 use crate::fused::{Geometry, Grouping, NormFwd, NormInput};
 use crate::{NormError, Result};
@@ -333,7 +333,7 @@ impl Act<'_> {
 }
 
 /// `y` through the convolution of `conv` (and its residual), if any.
-fn then_conv(y: Tensor, conv: Option<(&Conv2d, Option<&Tensor>)>) -> Result<Tensor> {
+pub(crate) fn then_conv(y: Tensor, conv: Option<(&Conv2d, Option<&Tensor>)>) -> Result<Tensor> {
     use candle_core::Module;
     Ok(match conv {
         None => y,
