@@ -14,9 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::backend::BackendStorage;
 use candle_core::op::BackpropOp;
-use candle_core::{
-    CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor, WithDType,
-};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor};
 
 use crate::conv_kernels::{self, Float, Geometry, Gradients};
 use crate::{NnError, Result};
@@ -85,29 +83,7 @@ pub fn conv2d_add(
     residual: &Tensor,
 ) -> Result<Tensor> {
     check(x, w, stride, padding)?;
-    let g = geometry(x.dims(), w.dims(), stride, padding);
-    let out = [g.n, g.k, g.oh, g.ow];
-    if residual.dims() != out
-        || residual.dtype() != x.dtype()
-        || !residual.device().same_device(x.device())
-    {
-        return Err(NnError::InvalidConv {
-            x: x.dims().to_vec(),
-            w: w.dims().to_vec(),
-            stride,
-            padding,
-            reason: format!(
-                "the residual is a {:?} {:?} tensor on {:?}, but the output is a {:?} {:?} \
-                 tensor on {:?}: the residual must match the output",
-                residual.dtype(),
-                residual.dims(),
-                residual.device().location(),
-                x.dtype(),
-                out,
-                x.device().location()
-            ),
-        });
-    }
+    check_residual((x, w), (stride, padding), residual)?;
     let fast = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
     if !fast {
         return Ok(x.conv2d(w, padding, stride, 1, 1)?.add(residual)?);
@@ -171,13 +147,7 @@ pub fn conv2d_normed(
     residual: Option<&Tensor>,
 ) -> Result<Tensor> {
     check(x, w, stride, padding)?;
-    let invalid = |reason: String| NnError::InvalidConv {
-        x: x.dims().to_vec(),
-        w: w.dims().to_vec(),
-        stride,
-        padding,
-        reason,
-    };
+    let invalid = |reason: String| invalid_conv((x, w), (stride, padding), reason);
     if !(x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)) {
         return Err(invalid(format!(
             "a normalized input is read in place only by the CPU f32/f64 kernels, not on {:?} \
@@ -197,18 +167,7 @@ pub fn conv2d_normed(
         }
     }
     if let Some(r) = residual {
-        let g = geometry(x.dims(), w.dims(), stride, padding);
-        let out = [g.n, g.k, g.oh, g.ow];
-        if r.dims() != out || r.dtype() != x.dtype() || !r.device().same_device(x.device()) {
-            return Err(invalid(format!(
-                "the residual is a {:?} {:?} tensor, but the output is a {:?} {:?} tensor: the \
-                 residual must match the output",
-                r.dtype(),
-                r.dims(),
-                x.dtype(),
-                out
-            )));
-        }
+        check_residual((x, w), (stride, padding), r)?;
     }
     let op = Conv2dNormed {
         conv: Conv2dForward { stride, padding },
@@ -310,15 +269,24 @@ pub(crate) fn candle_error(e: NnError) -> candle_core::Error {
     }
 }
 
-/// Validates shapes and arguments, so that the kernels never see inconsistent input.
-fn check(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<()> {
-    let invalid = |reason: String| NnError::InvalidConv {
+/// [`NnError::InvalidConv`] for the convolution of `x` with `w`, saying `reason`.
+pub(crate) fn invalid_conv(
+    (x, w): (&Tensor, &Tensor),
+    (stride, padding): (usize, usize),
+    reason: String,
+) -> NnError {
+    NnError::InvalidConv {
         x: x.dims().to_vec(),
         w: w.dims().to_vec(),
         stride,
         padding,
         reason,
-    };
+    }
+}
+
+/// Validates shapes and arguments, so that the kernels never see inconsistent input.
+fn check(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<()> {
+    let invalid = |reason: String| invalid_conv((x, w), (stride, padding), reason);
     if x.rank() != 4 || w.rank() != 4 {
         return Err(invalid(
             "input and weight must both have rank 4 ([n, c, h, w] and [k, c, kh, kw]); \
@@ -362,6 +330,37 @@ fn check(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<()> {
     Ok(())
 }
 
+/// Validates a residual added to the output of the (checked) convolution of `x` with `w`: the
+/// output's shape, dtype and device.
+fn check_residual(
+    (x, w): (&Tensor, &Tensor),
+    (stride, padding): (usize, usize),
+    residual: &Tensor,
+) -> Result<()> {
+    let g = geometry(x.dims(), w.dims(), stride, padding);
+    let out = [g.n, g.k, g.oh, g.ow];
+    if residual.dims() != out
+        || residual.dtype() != x.dtype()
+        || !residual.device().same_device(x.device())
+    {
+        return Err(invalid_conv(
+            (x, w),
+            (stride, padding),
+            format!(
+                "the residual is a {:?} {:?} tensor on {:?}, but the output is a {:?} {:?} \
+                 tensor on {:?}: the residual must match the output",
+                residual.dtype(),
+                residual.dims(),
+                residual.device().location(),
+                x.dtype(),
+                out,
+                x.device().location()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The slice of a rank-4 tensor's storage in contiguous order: borrowed when the layout is
 /// already contiguous, gathered otherwise.
 fn contiguous<'a, T: Copy>(s: &'a [T], l: &Layout) -> Cow<'a, [T]> {
@@ -398,40 +397,52 @@ fn geometry(x: &[usize], w: &[usize], stride: usize, padding: usize) -> Geometry
     }
 }
 
-/// [`Conv2dForward`] on CPU storages, with the residual of [`conv2d_add`] when given.
+/// A convolution's forward pass on CPU storages, stride and padding of `op`, the weight of
+/// `w_dims` the first `k·c·kh·kw` values of the second operand, with the residual of
+/// [`conv2d_add`] when given, and the input mapped by the normalization `norm`
+/// ([`conv2d_normed`]) when given; returns the output and that normalization's map.
 fn forward_storage(
-    op: &Conv2dForward,
-    name: &'static str,
+    (op, name): (&Conv2dForward, &'static str),
     (s1, l1): (&CpuStorage, &Layout),
-    (s2, l2): (&CpuStorage, &Layout),
+    ((s2, l2), w_dims): ((&CpuStorage, &Layout), &[usize]),
     residual: Option<(&CpuStorage, &Layout)>,
-) -> candle_core::Result<(CpuStorage, Shape)> {
+    norm: Option<&dyn InputNorm>,
+) -> candle_core::Result<(CpuStorage, Shape, Option<PlaneAffine>)> {
     fn typed<T: Float>(
         g: &Geometry,
-        (s1, l1): (&CpuStorage, &Layout),
-        (s2, l2): (&CpuStorage, &Layout),
+        ((s1, l1), (s2, l2)): ((&CpuStorage, &Layout), (&CpuStorage, &Layout)),
         residual: Option<(&CpuStorage, &Layout)>,
-    ) -> candle_core::Result<Vec<T>> {
+        norm: Option<&dyn InputNorm>,
+    ) -> candle_core::Result<(Vec<T>, Option<PlaneAffine>)> {
         let r = match residual {
             Some((s3, l3)) => Some(contiguous(s3.as_slice::<T>()?, l3)),
             None => None,
         };
         let (x, w) = (s1.as_slice::<T>()?, s2.as_slice::<T>()?);
-        Ok(conv_kernels::forward(
-            g,
-            (&contiguous(x, l1), None),
-            &contiguous(w, l2),
-            r.as_deref(),
-        ))
+        let (x, w) = (contiguous(x, l1), contiguous(w, l2));
+        let dims = [g.n, g.c, g.h, g.w];
+        let map = norm
+            .map(|norm| norm.forward(T::cpu_storage_ref(&x), dims))
+            .transpose()?;
+        let affine = map.as_ref().map(conv_kernels::InputAffine::of);
+        let y = conv_kernels::forward(g, (&x, affine.as_ref()), &w[..g.w_len()], r.as_deref());
+        Ok((y, map))
     }
-    let g = geometry(l1.dims(), l2.dims(), op.stride, op.padding);
-    let y = match s1.dtype() {
-        DType::F32 => CpuStorage::F32(typed(&g, (s1, l1), (s2, l2), residual)?),
-        DType::F64 => CpuStorage::F64(typed(&g, (s1, l1), (s2, l2), residual)?),
+    let g = geometry(l1.dims(), w_dims, op.stride, op.padding);
+    let operands = ((s1, l1), (s2, l2));
+    let (y, map) = match s1.dtype() {
+        DType::F32 => {
+            let (y, map) = typed(&g, operands, residual, norm)?;
+            (CpuStorage::F32(y), map)
+        }
+        DType::F64 => {
+            let (y, map) = typed(&g, operands, residual, norm)?;
+            (CpuStorage::F64(y), map)
+        }
         other => return Err(candle_core::Error::UnsupportedDTypeForOp(other, name)),
     };
     count(0, &g);
-    Ok((y, (g.n, g.k, g.oh, g.ow).into()))
+    Ok((y, (g.n, g.k, g.oh, g.ow).into(), map))
 }
 
 /// Forward op: `(x, w) ↦ y` ([`conv2d`]) and `(x, w, r) ↦ y + r` ([`conv2d_add`]); its
@@ -537,7 +548,10 @@ impl CustomOp2 for Conv2dForward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        forward_storage(self, CustomOp2::name(self), (s1, l1), (s2, l2), None)
+        let name = CustomOp2::name(self);
+        let w = ((s2, l2), l2.dims());
+        let (y, shape, _) = forward_storage((self, name), (s1, l1), w, None, None)?;
+        Ok((y, shape))
     }
 
     fn bwd(
@@ -565,13 +579,10 @@ impl CustomOp3 for Conv2dForward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        forward_storage(
-            self,
-            CustomOp3::name(self),
-            (s1, l1),
-            (s2, l2),
-            Some((s3, l3)),
-        )
+        let name = CustomOp3::name(self);
+        let w = ((s2, l2), l2.dims());
+        let (y, shape, _) = forward_storage((self, name), (s1, l1), w, Some((s3, l3)), None)?;
+        Ok((y, shape))
     }
 
     fn bwd(
@@ -605,68 +616,15 @@ impl Conv2dNormed {
         k * c * kh * kw
     }
 
-    fn forward(
-        &self,
-        name: &'static str,
-        (s1, l1): (&CpuStorage, &Layout),
-        (s2, l2): (&CpuStorage, &Layout),
-        residual: Option<(&CpuStorage, &Layout)>,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn typed<T: Float>(
-            g: &Geometry,
-            (x, map): (&[T], &PlaneAffine),
-            w: &[T],
-            residual: Option<(&CpuStorage, &Layout)>,
-        ) -> candle_core::Result<Vec<T>> {
-            let r = match residual {
-                Some((s3, l3)) => Some(contiguous(s3.as_slice::<T>()?, l3)),
-                None => None,
-            };
-            let map = conv_kernels::InputAffine::of(map);
-            Ok(conv_kernels::forward(g, (x, Some(&map)), w, r.as_deref()))
-        }
-        let (k, c, kh, kw) = self.w_dims;
-        let g = geometry(
-            l1.dims(),
-            &[k, c, kh, kw],
-            self.conv.stride,
-            self.conv.padding,
-        );
-        let Some((x0, x1)) = l1.contiguous_offsets() else {
-            candle_core::bail!("{name}: the input must be contiguous")
-        };
-        let Some((p0, _)) = l2.contiguous_offsets() else {
-            candle_core::bail!("{name}: the parameters must be contiguous")
-        };
-        let (w, dims) = (p0..p0 + self.w_len(), [g.n, g.c, g.h, g.w]);
-        let (y, map) = match s1.dtype() {
-            DType::F32 => {
-                let x = &s1.as_slice::<f32>()?[x0..x1];
-                let map = self.norm.forward(f32::cpu_storage_ref(x), dims)?;
-                let w = &s2.as_slice::<f32>()?[w];
-                (CpuStorage::F32(typed(&g, (x, &map), w, residual)?), map)
-            }
-            DType::F64 => {
-                let x = &s1.as_slice::<f64>()?[x0..x1];
-                let map = self.norm.forward(f64::cpu_storage_ref(x), dims)?;
-                let w = &s2.as_slice::<f64>()?[w];
-                (CpuStorage::F64(typed(&g, (x, &map), w, residual)?), map)
-            }
-            other => return Err(candle_core::Error::UnsupportedDTypeForOp(other, name)),
-        };
-        let _ = self.map.set(map);
-        count(0, &g);
-        Ok((y, (g.n, g.k, g.oh, g.ow).into()))
-    }
-
     /// The gradients `(x, w, γ, β)` from `dy`, `params` the weight's operand (the weight, or
-    /// `[w, γ, β]` with a residual) and `want_dw` whether the weight's gradient is wanted: the convolution's input gradient (at the normalization's output) and weight
-    /// gradient in one pass, the weight gradient's samples laid out through the forward's map,
-    /// then the normalization's backward.
+    /// `[w, γ, β]` with a residual; the weight's gradient only where that operand tracks one):
+    /// the convolution's input gradient (at the normalization's output) and weight gradient in
+    /// one pass, the weight gradient's samples laid out through the forward's map, then the
+    /// normalization's backward.
     fn gradients(
         &self,
         x: &Tensor,
-        (params, want_dw): (&Tensor, bool),
+        params: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Tensor, Tensor)> {
         let Some(map) = self.map.get() else {
@@ -676,9 +634,9 @@ impl Conv2dNormed {
             .flatten_all()?
             .narrow(0, 0, self.w_len())?
             .reshape(self.w_dims)?;
-        let (dn, dw) = self
-            .conv
-            .kernel_gradients((x, Some(map)), &w, dy, (true, want_dw))?;
+        let (dn, dw) =
+            self.conv
+                .kernel_gradients((x, Some(map)), &w, dy, (true, params.track_op()))?;
         let Some(dn) = dn else {
             candle_core::bail!("explr-conv2d-normed backward: no input gradient")
         };
@@ -706,7 +664,14 @@ impl CustomOp3 for Conv2dNormed {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let residual = self.residual.then_some((s3, l3));
-        self.forward(self.name(), (s1, l1), (s2, l2), residual)
+        let (k, c, kh, kw) = self.w_dims;
+        let w = ((s2, l2), &[k, c, kh, kw][..]);
+        let op = (&self.conv, self.name());
+        let (y, shape, map) = forward_storage(op, (s1, l1), w, residual, Some(&*self.norm))?;
+        if let Some(map) = map {
+            let _ = self.map.set(map);
+        }
+        Ok((y, shape))
     }
 
     fn bwd(
@@ -717,9 +682,9 @@ impl CustomOp3 for Conv2dNormed {
         _y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, dgamma, dbeta) = self.gradients(x, w, dy)?;
         if self.residual {
             // (x, [w, γ, β], r).
-            let (dx, dw, dgamma, dbeta) = self.gradients(x, (w, w.track_op()), dy)?;
             let dparams = match dw {
                 Some(dw) => Some(Tensor::cat(&[&dw.flatten_all()?, &dgamma, &dbeta], 0)?),
                 None => None,
@@ -727,7 +692,6 @@ impl CustomOp3 for Conv2dNormed {
             Ok((dx, dparams, Some(dy.clone())))
         } else {
             // (x, w, [γ, β]).
-            let (dx, dw, dgamma, dbeta) = self.gradients(x, (w, w.track_op()), dy)?;
             let dgb = third
                 .track_op()
                 .then(|| Tensor::cat(&[&dgamma, &dbeta], 0))

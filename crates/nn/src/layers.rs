@@ -136,17 +136,15 @@ impl Conv2d {
         let w = self.weight.as_tensor();
         let (stride, padding) = (self.cfg.stride, self.cfg.padding);
         if self.bias.is_some() {
-            return Err(NnError::InvalidConv {
-                x: x.dims().to_vec(),
-                w: w.dims().to_vec(),
-                stride,
-                padding,
-                reason: format!(
+            return Err(crate::conv::invalid_conv(
+                (x, w),
+                (stride, padding),
+                format!(
                     "`{}` has a bias, which a normalized input's convolution does not add: \
                      normalize first, then call forward",
                     self.name
                 ),
-            });
+            ));
         }
         crate::conv2d_normed((x, norm), (gamma, beta), w, (stride, padding), residual)
     }
