@@ -560,7 +560,7 @@ impl NormFwd {
         let s = g.s;
         fill_blocks(x.len(), g, parallel_for(x.len()), |b, out| {
             let (mean, var) = block_stats(x, g, b);
-            let rstd = 1.0 / (var + self.eps).sqrt();
+            let (mean, var, rstd) = self.moment(mean, var);
             // y = (x − m̃)·a + (β − (m − m̃)·a), m̃ the mean rounded to T: x − m̃ loses nothing
             // where x·a + (β − m·a) would cancel digits of a mean large against the spread.
             let (m_t, off) = rounded_mean::<T>(mean);
@@ -619,9 +619,15 @@ impl NormFwd {
         (0..blocks)
             .map(|b| {
                 let var = block_var(g, fold_block(g, b, &squares), rounded[b].1);
-                (means[b], var, 1.0 / (var + self.eps).sqrt())
+                self.moment(means[b], var)
             })
             .collect()
+    }
+
+    /// A block's `(mean, var, rstd)` from its mean and biased variance: rstd = 1/√(var + eps).
+    #[inline(always)]
+    fn moment(&self, mean: f64, var: f64) -> (f64, f64, f64) {
+        (mean, var, 1.0 / (var + self.eps).sqrt())
     }
 
     /// Each block's `(mean, var, rstd)` alone, the same bits as [`NormFwd::run`] computes them
@@ -631,7 +637,7 @@ impl NormFwd {
         if g.blocks_contiguous() {
             map_blocks(g.blocks(), parallel_for(x.len()), |b| {
                 let (mean, var) = block_stats(x, g, b);
-                (mean, var, 1.0 / (var + self.eps).sqrt())
+                self.moment(mean, var)
             })
         } else {
             self.sweep_moments(x)
@@ -704,6 +710,11 @@ impl explr_nn::InputNorm for NormInput {
     }
 }
 
+/// A per-channel parameter's values in f64 (exact for f32 and f64 tensors).
+pub(crate) fn f64s(t: &Tensor) -> candle_core::Result<Vec<f64>> {
+    t.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()
+}
+
 /// The backward pass of `fwd` ([`NormBwd`]) from `x` and the gradient `dz` at its output, with
 /// `γ`, `β` in f64: `(dx, dγ, dβ)` in `x`'s dtype.
 fn backward(
@@ -768,7 +779,6 @@ impl CustomOp3 for NormFwd {
         _z: &Tensor,
         dz: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let f64s = |t: &Tensor| t.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>();
         let (dx, dgamma, dbeta) = backward(self, (&f64s(gamma)?, &f64s(beta)?), x, dz)?;
         Ok((Some(dx), Some(dgamma), Some(dbeta)))
     }

@@ -7,7 +7,7 @@ use candle_core::{DType, Tensor, Var};
 use explr_nn::{Conv2d, Init, Path, Role};
 use serde::{Deserialize, Serialize};
 
-use crate::fused::{Geometry, Grouping, NormFwd, NormInput};
+use crate::fused::{f64s, Geometry, Grouping, NormFwd, NormInput};
 use crate::{NormError, Result};
 
 /// What a layer does with its per-channel scale γ and shift β.
@@ -392,7 +392,6 @@ fn normalize(
         let stats = op.stats.clone();
         let y = match act.conv {
             Some((conv, residual)) if conv.bias().is_none() => {
-                let f64s = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
                 let norm = NormInput {
                     fwd: op,
                     gamma: f64s(&gamma)?,
