@@ -90,9 +90,7 @@ fn reference_matches_candle_autograd_where_it_works() {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let x = uniform(&mut rng, &[c.n, c.c, c.h, c.w], DType::F64);
         let w = uniform(&mut rng, &[c.k, c.c, c.kh, c.kw], DType::F64);
-        let oh = (c.h + 2 * c.padding - c.kh) / c.stride + 1;
-        let ow = (c.w + 2 * c.padding - c.kw) / c.stride + 1;
-        let r = uniform(&mut rng, &[c.n, c.k, oh, ow], DType::F64);
+        let r = uniform(&mut rng, &c.out_dims(), DType::F64);
         let auto = run(
             |x, w| x.conv2d(w, c.padding, c.stride, 1, 1).unwrap(),
             &x,
@@ -126,9 +124,7 @@ fn check_with(c: Case, dtype: DType, seed: u64, transpose_input: bool) {
         uniform(&mut rng, &[c.n, c.c, c.h, c.w], dtype)
     };
     let w = uniform(&mut rng, &[c.k, c.c, c.kh, c.kw], dtype);
-    let oh = (c.h + 2 * c.padding - c.kh) / c.stride + 1;
-    let ow = (c.w + 2 * c.padding - c.kw) / c.stride + 1;
-    let r = uniform(&mut rng, &[c.n, c.k, oh, ow], dtype);
+    let r = uniform(&mut rng, &c.out_dims(), dtype);
 
     let ours = run(
         |x, w| conv2d(x, w, c.stride, c.padding).unwrap(),
@@ -424,10 +420,8 @@ fn conv2d_add_is_conv2d_then_add_bit_for_bit() {
             let mut rng = ChaCha8Rng::seed_from_u64(40 + i as u64);
             let x = uniform(&mut rng, &[c.n, c.c, c.h, c.w], dtype);
             let w = uniform(&mut rng, &[c.k, c.c, c.kh, c.kw], dtype);
-            let oh = (c.h + 2 * c.padding - c.kh) / c.stride + 1;
-            let ow = (c.w + 2 * c.padding - c.kw) / c.stride + 1;
-            let r = uniform(&mut rng, &[c.n, c.k, oh, ow], dtype);
-            let g = uniform(&mut rng, &[c.n, c.k, oh, ow], dtype);
+            let r = uniform(&mut rng, &c.out_dims(), dtype);
+            let g = uniform(&mut rng, &c.out_dims(), dtype);
             let run = |fused: bool| {
                 let (xv, wv, rv) = (
                     Var::from_tensor(&x).unwrap(),

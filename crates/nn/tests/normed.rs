@@ -52,10 +52,8 @@ fn conv2d_normed_is_conv2d_of_the_mapped_input_bit_for_bit() {
                 let mut rng = ChaCha8Rng::seed_from_u64(60 + i as u64);
                 let x = uniform(&mut rng, &[c.n, c.c, c.h, c.w], dtype);
                 let w = uniform(&mut rng, &[c.k, c.c, c.kh, c.kw], dtype);
-                let oh = (c.h + 2 * c.padding - c.kh) / c.stride + 1;
-                let ow = (c.w + 2 * c.padding - c.kw) / c.stride + 1;
-                let r = uniform(&mut rng, &[c.n, c.k, oh, ow], dtype);
-                let g = uniform(&mut rng, &[c.n, c.k, oh, ow], dtype);
+                let r = uniform(&mut rng, &c.out_dims(), dtype);
+                let g = uniform(&mut rng, &c.out_dims(), dtype);
                 let planes = c.n * c.c;
                 // Values of both dtypes, different per plane.
                 let map = explr_nn::PlaneAffine {

@@ -19,6 +19,15 @@ pub struct Case {
     pub padding: usize,
 }
 
+impl Case {
+    /// The output's dims, `[n, k, oh, ow]`.
+    pub fn out_dims(&self) -> [usize; 4] {
+        let oh = (self.h + 2 * self.padding - self.kh) / self.stride + 1;
+        let ow = (self.w + 2 * self.padding - self.kw) / self.stride + 1;
+        [self.n, self.k, oh, ow]
+    }
+}
+
 /// The case of input `(n, c, h, w)`, weight `(k, kh, kw)`, `stride` and `padding`.
 pub fn case(
     (n, c, h, w): (usize, usize, usize, usize),
